@@ -1,0 +1,21 @@
+# Two commands a user needs; both create/reuse .venv and are safe to run again.
+.PHONY: demo test setup lint
+
+PY := .venv/bin/python
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+setup:
+	@bash scripts/setup_venv.sh
+
+demo: setup
+	$(PY) launch.py recipes/blip_progressive.py --demo training.resume=never
+	@echo "demo results: outputs/blip_progressive_demo (training_summary.json, metrics.jsonl, plots/, best/)"
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Run a fine-tuning recipe: `python launch.py RECIPE [key=value ...] [--dry-run] [--launcher ...]`.
+
+Works as written under `accelerate launch`, `torchrun` and `deepspeed` (it then trains in-process),
+or builds and executes the launcher command itself with `--launcher`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description="Fine-tune a vision / vision-language model from a recipe file.",
+        epilog="Example: python launch.py recipes/blip_progressive.py training.epochs=3 --dry-run",
+    )
+    parser.add_argument("recipe", help="path to a recipe file, e.g. recipes/blip_progressive.py")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.lr=1e-4 data.train=...")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit without training")
+    parser.add_argument("--demo", action="store_true", help="tiny offline model and shipped sample data")
+    parser.add_argument("--no-wandb", action="store_true", help="turn W&B logging off (default: on, offline)")
+    parser.add_argument("--output-dir", help="where the run writes (default: the recipe's output_dir)")
+    launch = parser.add_argument_group("launching")
+    launch.add_argument("--launcher", choices=["none", "accelerate", "torchrun", "deepspeed", "slurm"])
+    launch.add_argument("--nproc", type=int, help="processes (GPUs) per node")
+    launch.add_argument("--nnodes", type=int, help="number of nodes")
+    launch.add_argument("--node-rank", type=int, help="rank of this node")
+    launch.add_argument("--master-addr", help="address of the rank-0 node")
+    launch.add_argument("--master-port", type=int, help="rendezvous port")
+    launch.add_argument("--zero", type=int, choices=[1, 2, 3], help="DeepSpeed ZeRO stage (uses ds_configs/)")
+    launch.add_argument("--offload", action="store_true", help="ZeRO CPU offload (with --zero 2 or 3)")
+    launch.add_argument("--deepspeed", dest="deepspeed_config", help="DeepSpeed JSON config file")
+    launch.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed`
+    return parser
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    """Launcher flags and shortcuts expressed as recipe overrides, so the plan shows one source of truth."""
+    pairs = {
+        "launch.launcher": args.launcher,
+        "launch.nproc": args.nproc,
+        "launch.nnodes": args.nnodes,
+        "launch.node_rank": args.node_rank,
+        "launch.master_addr": args.master_addr,
+        "launch.master_port": args.master_port,
+        "launch.zero": args.zero,
+        "launch.offload": True if args.offload else None,
+        "launch.deepspeed_config": args.deepspeed_config,
+        "output_dir": args.output_dir,
+        "reporting.wandb": False if args.no_wandb else None,
+    }
+    return [f"{k}={v}" for k, v in pairs.items() if v is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from trainers.errors import UserFacingError
+
+    try:
+        return _main(args)
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _main(args: argparse.Namespace) -> int:
+    from trainers.launchers.commands import build_launch_command, inside_launcher
+    from trainers.recipe import load_recipe
+
+    overrides = [*args.overrides, *cli_overrides(args)]
+    recipe = load_recipe(args.recipe, overrides, demo=args.demo)
+    under_launcher = inside_launcher()
+    command = None
+    if not under_launcher:
+        # The child sees a launcher's environment and trains in-process, so the same argv is safe to pass on.
+        child_args = [a for a in sys.argv[1:] if a != "--dry-run"]
+        command = build_launch_command(recipe.launch, os.path.abspath(__file__), child_args)
+
+    if args.dry_run:
+        from trainers.plan import build_run_plan, load_model, prepare_model
+
+        model, processor, source = load_model(recipe, meta_ok=True)
+        plan = build_run_plan(recipe, prepare_model(model, processor, source, recipe), command, overrides)
+        print(plan.render())
+        return 0
+    if command is not None:
+        print("launching: " + " ".join(command), flush=True)
+        os.execvp(command[0], command)
+    from trainers.run import run_training
+
+    summary = run_training(recipe, overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = summary["best_metric"]
+        print(f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
+              f"results in {recipe.resolved_output_dir()}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Trainer callbacks: small hooks, one job each (early stopping, per-epoch metrics, recipe logging)."""

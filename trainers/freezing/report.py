@@ -1,0 +1,94 @@
+"""The freeze map: per top-level module, how many parameters exist, train now, or wait for a stage."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+
+from trainers.freezing.rules import RuleEffect
+from trainers.freezing.selectors import tied_aliases
+
+
+@dataclass
+class ModuleCount:
+    module: str
+    total: int
+    trainable: int
+    scheduled: int = 0
+
+
+@dataclass
+class FreezeReport:
+    """Counts are of unique tensors: a tied LM head and its embedding count once."""
+
+    modules: list[ModuleCount]
+    rules: list[RuleEffect] = field(default_factory=list)
+    tied: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(m.total for m in self.modules)
+
+    @property
+    def trainable(self) -> int:
+        return sum(m.trainable for m in self.modules)
+
+    @property
+    def scheduled(self) -> int:
+        return sum(m.scheduled for m in self.modules)
+
+    @property
+    def trainable_ratio(self) -> float:
+        return self.trainable / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "trainable": self.trainable,
+            "scheduled": self.scheduled,
+            "trainable_ratio": self.trainable_ratio,
+            "modules": [asdict(m) for m in self.modules],
+            "rules": [asdict(r) for r in self.rules],
+            "tied": self.tied,
+        }
+
+    def render(self) -> str:
+        rows = [("module", "total", "trainable", "scheduled", "trainable %")]
+        for m in [*self.modules, ModuleCount("TOTAL", self.total, self.trainable, self.scheduled)]:
+            pct = 100.0 * m.trainable / m.total if m.total else 0.0
+            rows.append((m.module, f"{m.total:,}", f"{m.trainable:,}", f"{m.scheduled:,}", f"{pct:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        for r in self.rules:
+            lines.append(f"rule: {r.rule} -> {r.tensors} tensors, {r.params:,} params")
+        for name, aliases in self.tied.items():
+            lines.append(f"tied: {name} is shared with {', '.join(aliases)} (counted once)")
+        return "\n".join(lines)
+
+
+def build_freeze_report(
+    model: nn.Module,
+    rules: list[RuleEffect] | None = None,
+    scheduled: Collection[str] = (),
+    depth: int = 1,
+) -> FreezeReport:
+    """Group unique parameters by their first `depth` name components.
+
+    `scheduled` names parameters that require grad but stay gated until an unfreezing stage: they are
+    counted as scheduled, not trainable.
+    """
+    counts: dict[str, ModuleCount] = {}
+    scheduled = set(scheduled)
+    for name, param in model.named_parameters():
+        key = ".".join(name.split(".")[:depth])
+        row = counts.setdefault(key, ModuleCount(key, 0, 0))
+        row.total += param.numel()
+        if name in scheduled:
+            row.scheduled += param.numel()
+        elif param.requires_grad:
+            row.trainable += param.numel()
+    return FreezeReport(list(counts.values()), list(rules or []), tied_aliases(model))

@@ -1,0 +1,1 @@
+"""Building launcher commands (accelerate, torchrun, deepspeed); nothing here imports training code."""

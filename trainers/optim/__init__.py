@@ -1,0 +1,1 @@
+"""Optimizer-side pieces: declared parameter groups and optimizer-state surgery for stages."""

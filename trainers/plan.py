@@ -1,0 +1,176 @@
+"""Resolve a recipe against its model: freeze map, stages, optimizer groups — shared by `--dry-run` and training.
+
+Building the plan and training use the same code, so the dry-run numbers are the ones the run uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from trainers.freezing.progressive import GradientGate, StagePlan, install_gates, resolve_stages
+from trainers.freezing.report import FreezeReport, build_freeze_report
+from trainers.freezing.rules import apply_freeze_rules
+from trainers.models.errors import ModelNotAvailableError
+from trainers.models.registry import get_family
+from trainers.optim.param_groups import GroupPlan, build_param_groups
+from trainers.recipe.config import Recipe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedModel:
+    """A model with freezing, stage gates and the optimizer groups that go with them."""
+
+    model: nn.Module
+    processor: Any
+    source: str
+    freeze: FreezeReport
+    stages: list[StagePlan]
+    gates: list[GradientGate]
+    groups: list[GroupPlan]
+
+    def count_trainable(self) -> int:
+        """Parameters that train right now (gated stage parameters count once their gate opens)."""
+        gated = {n for plan, gate in zip(self.stages, self.gates, strict=True) if not gate.is_open for n in plan.param_names}
+        return sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad and n not in gated)
+
+
+def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
+    """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta."""
+    family = get_family(recipe.model.family)
+    if recipe.model.use_demo_model:
+        model, processor = family.build_demo()(recipe.model.demo, seed=recipe.training.seed)
+        return model, processor, f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
+    try:
+        model, processor = family.load()(recipe.model.id, dtype=recipe.model.dtype)
+        return model, processor, f"pretrained: {recipe.model.id}"
+    except ModelNotAvailableError:
+        if not meta_ok:
+            raise
+        model = family.meta_model(recipe.model.id)
+        if model is None:
+            raise
+        logger.warning("%s is not available locally; counting its known architecture on the meta device", recipe.model.id)
+        return model, None, f"architecture only (meta device): {recipe.model.id} weights are not available locally"
+
+
+def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe) -> PreparedModel:
+    """Freeze rules → stage gates → optimizer groups, in that order (groups depend on both)."""
+    effects = apply_freeze_rules(model, recipe.freeze)
+    stages = resolve_stages(model, recipe.stages)
+    gates = install_gates(model, stages)
+    groups = build_param_groups(model, recipe.param_groups, recipe.training, stages)
+    scheduled = {n for plan in stages for n in plan.param_names}
+    report = build_freeze_report(model, effects, scheduled=scheduled)
+    return PreparedModel(model, processor, source, report, stages, gates, groups)
+
+
+@dataclass
+class RunPlan:
+    """Everything `--dry-run` prints, also saved as `plan.json` by a run."""
+
+    recipe: str
+    model_id: str
+    model_source: str
+    output_dir: str
+    freeze: FreezeReport
+    stages: list[StagePlan]
+    groups: list[GroupPlan]
+    training: dict[str, Any]
+    launcher_command: list[str] | None = None
+    overrides: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "model_id": self.model_id,
+            "model_source": self.model_source,
+            "output_dir": self.output_dir,
+            "freeze": self.freeze.to_dict(),
+            "stages": [s.to_dict() for s in self.stages],
+            "param_groups": [g.to_dict() for g in self.groups],
+            "training": self.training,
+            "launcher_command": self.launcher_command,
+            "overrides": self.overrides,
+        }
+
+    def render(self) -> str:
+        f = self.freeze
+        lines = [
+            f"recipe:        {self.recipe}",
+            f"model:         {self.model_id}",
+            f"source:        {self.model_source}",
+            f"output dir:    {self.output_dir}",
+            f"overrides:     {' '.join(self.overrides) or '(none)'}",
+            "",
+            "freeze map (unique parameters; 'scheduled' = unfrozen by a later stage):",
+            _indent(f.render()),
+            f"trainable now: {f.trainable:,} / {f.total:,} ({100 * f.trainable_ratio:.2f}%)"
+            + (f"; +{f.scheduled:,} scheduled by stages" if f.scheduled else ""),
+            "",
+            "unfreezing stages:" if self.stages else "unfreezing stages: (none)",
+        ]
+        for s in self.stages:
+            lr = f", lr x{s.lr_mult}" if s.lr_mult is not None else ""
+            lines.append(
+                f"  stage {s.index}: epoch {s.epoch} (after {s.epoch} epochs) unfreeze {', '.join(s.targets)}"
+                f" -> {len(s.param_names)} tensors, {s.num_params:,} params{lr}, optimizer groups {s.group_indices}"
+            )
+        lines += ["", "optimizer param groups:"]
+        for i, g in enumerate(self.groups):
+            stage = f"  (gated until stage {g.stage})" if g.stage is not None else ""
+            lines.append(
+                f"  [{i}] {g.name:<32} lr={g.lr:.3g}  weight_decay={g.weight_decay:g}  "
+                f"tensors={len(g.param_names)}  params={g.num_params:,}{stage}"
+            )
+        lines += ["", "training:"]
+        lines += [f"  {k}: {v}" for k, v in self.training.items()]
+        lines += ["", f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}"]
+        return "\n".join(lines)
+
+
+def build_run_plan(
+    recipe: Recipe,
+    prepared: PreparedModel,
+    launcher_command: list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> RunPlan:
+    t = recipe.training
+    training = {
+        "epochs": t.epochs,
+        "per_device_batch_size": t.batch_size,
+        "grad_accum": t.grad_accum,
+        "processes": recipe.launch.nproc * recipe.launch.nnodes,
+        "global_batch_size": t.batch_size * t.grad_accum * recipe.launch.nproc * recipe.launch.nnodes,
+        "lr": t.lr,
+        "lr_scheduler": t.lr_scheduler,
+        "warmup_steps": t.warmup_steps,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "early_stopping": (
+            f"{recipe.early_stopping.metric_name} ({recipe.early_stopping.mode}), patience {recipe.early_stopping.patience}"
+            if recipe.early_stopping
+            else "off"
+        ),
+    }
+    return RunPlan(
+        recipe=recipe.name,
+        model_id=recipe.model.id,
+        model_source=prepared.source,
+        output_dir=recipe.resolved_output_dir(),
+        freeze=prepared.freeze,
+        stages=prepared.stages,
+        groups=prepared.groups,
+        training=training,
+        launcher_command=launcher_command,
+        overrides=list(overrides or []),
+    )
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())

@@ -1,0 +1,332 @@
+"""The typed configuration a recipe file builds.
+
+A recipe is declarative: which model, which data, what is frozen and when it thaws, which parameters
+get which learning rate, how training runs and when it stops. Everything a user may change from the
+command line is a plain field here, reachable by a dotted `key=value` override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trainers.errors import RecipeError
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class Model:
+    """What to fine-tune.
+
+    `id` is a Hugging Face hub id or a local directory; `family` names the loader in
+    `trainers.models.registry` that turns it into (model, processor). `demo` is the family's
+    tiny-model spec used by `--demo` (random init, built offline from a config class).
+    """
+
+    id: str
+    family: str = "blip-captioning"
+    demo: Any = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    use_demo_model: bool = False
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class CaptionData:
+    """Captioning data: `{filename: caption}` JSON files and the folder holding the images."""
+
+    train: str
+    val: str
+    images: str
+    val_images: str | None = None
+    max_length: int = 60
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+
+
+# ------------------------------------------------------------------------------------------ freezing
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """Stop training the parameters a target selects.
+
+    A target is a module path (`vision_model`), optionally indexed or sliced where the module is a
+    list of layers (`vision_model.encoder.layers[:6]` = the first six), `*` for the whole model, or
+    `regex=` searched in parameter names. Rules apply in order; later rules win.
+    """
+
+    target: str | None = None
+    regex: str | None = None
+
+    requires_grad = False
+
+    def __post_init__(self) -> None:
+        if (self.target is None) == (self.regex is None):
+            raise RecipeError(
+                f"{type(self).__name__}(...) needs exactly one of a module path or regex=; got "
+                f"target={self.target!r}, regex={self.regex!r}."
+            )
+        if self.regex is not None:
+            _check_regex(self.regex, f"{type(self).__name__}(regex=...)")
+
+    @classmethod
+    def first(cls, layers_path: str, n: int) -> Freeze:
+        """The first `n` layers of a layer list, e.g. `Freeze.first("vision_model.encoder.layers", 6)`."""
+        return cls(f"{layers_path}[:{n}]")
+
+    @classmethod
+    def last(cls, layers_path: str, n: int) -> Freeze:
+        """The last `n` layers of a layer list."""
+        return cls(f"{layers_path}[-{n}:]")
+
+    def describe(self) -> str:
+        what = self.target if self.target is not None else f"regex {self.regex!r}"
+        return f"{type(self).__name__.lower()} {what}"
+
+
+@dataclass(frozen=True)
+class Unfreeze(Freeze):
+    """Train the parameters a target selects (same target syntax as `Freeze`)."""
+
+    requires_grad = True
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of progressive unfreezing: from the start of `epoch` (0-based), `unfreeze` trains too.
+
+    `lr_mult`, when set, is the learning-rate multiplier of the newly unfrozen parameters (their own
+    LR rule, as in Lightning's BackboneFinetuning); otherwise they follow the declared param groups.
+    """
+
+    epoch: int
+    unfreeze: tuple[str, ...] | str
+    lr_mult: float | None = None
+
+    def targets(self) -> tuple[str, ...]:
+        return (self.unfreeze,) if isinstance(self.unfreeze, str) else tuple(self.unfreeze)
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Declared optimizer group: parameters whose name matches `match` (regex, searched) get
+    `lr = training.lr * lr_mult`. First matching group wins; unmatched parameters use the defaults.
+    Bias and LayerNorm parameters never get weight decay.
+    """
+
+    name: str
+    match: str
+    lr_mult: float = 1.0
+    weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_regex(self.match, f"ParamGroup({self.name!r}).match")
+        if self.lr_mult < 0:
+            raise RecipeError(f"ParamGroup({self.name!r}).lr_mult must be >= 0, got {self.lr_mult}.")
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+@dataclass
+class Training:
+    """Optimisation settings, mapped onto `transformers.TrainingArguments`."""
+
+    epochs: int = 3
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float = 3e-5
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    num_workers: int = 0
+    logging_steps: int = 10
+    max_steps: int = -1
+    save_total_limit: int = 2
+    resume: Literal["auto", "never"] = "auto"
+
+
+@dataclass(frozen=True)
+class CompositeMetric:
+    """A metric made of others, computed after evaluation (e.g. the mean of METEOR, ROUGE-L, CIDEr-D)."""
+
+    name: str
+    parts: tuple[str, ...]
+    reduce: Literal["mean"] = "mean"
+
+    def compute(self, metrics: dict[str, float]) -> float:
+        missing = [p for p in self.parts if p not in metrics]
+        if missing:
+            raise RecipeError(
+                f"Composite metric {self.name!r} needs {missing}, but evaluation produced only "
+                f"{sorted(metrics)}. Fix early_stopping.metric or evaluation.metrics in the recipe."
+            )
+        return math.fsum(metrics[p] for p in self.parts) / len(self.parts)
+
+
+def mean(*parts: str, name: str = "val_score") -> CompositeMetric:
+    """`mean("meteor", "rouge_l", "cider_d")`: the composite score early stopping watches."""
+    if not parts:
+        raise RecipeError("mean(...) needs at least one metric name.")
+    return CompositeMetric(name=name, parts=tuple(parts))
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `metric` has not improved by more than `min_delta` for `patience` evaluations.
+
+    The best checkpoint (by the same metric) is kept and loaded back at the end.
+    """
+
+    metric: str | CompositeMetric = "eval_loss"
+    patience: int = 5
+    mode: Literal["max", "min"] = "max"
+    min_delta: float = 0.0
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.name if isinstance(self.metric, CompositeMetric) else self.metric
+
+
+@dataclass
+class Evaluation:
+    """Batched generation settings and metrics for evaluation (the seed's beam-search settings)."""
+
+    metrics: tuple[str, ...] = ("meteor", "rouge_l", "cider_d")
+    num_beams: int = 5
+    no_repeat_ngram_size: int = 2
+    repetition_penalty: float = 1.1
+    length_penalty: float = 1.0
+    max_length: int = 60
+    batch_size: int | None = None
+
+
+# ------------------------------------------------------------------------------------ run & launch
+
+
+@dataclass
+class Reporting:
+    """Where results go. W&B runs offline by default and never needs an account."""
+
+    wandb: bool = True
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_project: str = "vlm-finetune"
+    run_name: str | None = None
+    plots: bool = True
+
+
+@dataclass
+class Launch:
+    """How worker processes are started (`--launcher` and friends on the command line)."""
+
+    launcher: Literal["none", "accelerate", "torchrun", "deepspeed", "slurm"] = "none"
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    zero: int | None = None
+    offload: bool = False
+    deepspeed_config: str | None = None
+
+
+# ------------------------------------------------------------------------------------------- recipe
+
+
+@dataclass
+class Recipe:
+    """One fine-tuning run, declared top to bottom."""
+
+    name: str
+    model: Model
+    data: CaptionData
+    freeze: list[Freeze] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    param_groups: list[ParamGroup] = field(default_factory=list)
+    training: Training = field(default_factory=Training)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    early_stopping: EarlyStopping | None = None
+    reporting: Reporting = field(default_factory=Reporting)
+    launch: Launch = field(default_factory=Launch)
+    output_dir: str = "outputs/{name}"
+    demo: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Any] = field(default_factory=list)
+
+    def resolved_output_dir(self) -> str:
+        return self.output_dir.format(name=self.name)
+
+    def validate(self) -> None:
+        """Checks that need no model: contradictions and out-of-range values."""
+        t = self.training
+        positive = {
+            "training.epochs": t.epochs,
+            "training.batch_size": t.batch_size,
+            "training.grad_accum": t.grad_accum,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise RecipeError(f"{key} must be >= 1, got {value}.")
+        if t.lr <= 0:
+            raise RecipeError(f"training.lr must be > 0, got {t.lr}.")
+        for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
+            if getattr(t, key) < 0:
+                raise RecipeError(f"training.{key} must be >= 0, got {getattr(t, key)}.")
+        for i, stage in enumerate(self.stages):
+            if stage.epoch < 1:
+                raise RecipeError(
+                    f"stages[{i}].epoch={stage.epoch}: a stage starts at epoch 1 or later (0-based); "
+                    "what trains from epoch 0 is set by the freeze rules."
+                )
+            if stage.epoch >= t.epochs:
+                logger.warning(
+                    "stages[%d] (epoch %d) is never reached in a run of training.epochs=%d", i, stage.epoch, t.epochs
+                )
+        epochs = [s.epoch for s in self.stages]
+        if epochs != sorted(set(epochs)):
+            raise RecipeError(f"stages must have increasing, distinct epochs; got {epochs}.")
+        names = [g.name for g in self.param_groups]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
+        if self.early_stopping is not None and self.early_stopping.patience < 1:
+            raise RecipeError(f"early_stopping.patience must be >= 1, got {self.early_stopping.patience}.")
+        if self.launch.zero is not None and self.launch.zero not in (1, 2, 3):
+            raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready view of a recipe (callbacks and specs shown by their repr)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Freeze):
+            out = {"rule": type(obj).__name__, **out}
+        return out
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return repr(obj)
+
+
+def _check_regex(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise RecipeError(f"{where}: {pattern!r} is not a valid regular expression ({exc}).") from None

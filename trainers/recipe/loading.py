@@ -1,0 +1,79 @@
+"""Load a recipe file (a Python script that builds `recipe = Recipe(...)`) and resolve it.
+
+Resolution order: the file's recipe → its `demo` overrides (with `--demo`) → command-line overrides →
+validation. The file is executed as a script, so a recipe may compute values or define callbacks.
+"""
+
+from __future__ import annotations
+
+import runpy
+import traceback
+from pathlib import Path
+from typing import Any
+
+from trainers.errors import RecipeError
+from trainers.recipe.config import Recipe
+from trainers.recipe.overrides import apply_overrides, set_by_path
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    demo: bool = False,
+) -> Recipe:
+    """Execute the recipe file, apply demo and CLI overrides, validate."""
+    recipe = _execute(Path(path))
+    if demo:
+        apply_demo(recipe)
+    apply_overrides(recipe, overrides or [])
+    recipe.validate()
+    return recipe
+
+
+def apply_demo(recipe: Recipe) -> None:
+    """Switch to the tiny offline model and apply the recipe's `demo` overrides."""
+    if recipe.model.demo is None:
+        raise RecipeError(
+            f"Recipe {recipe.name!r} declares no demo model (Model(demo=...)); it cannot run with --demo."
+        )
+    recipe.model.use_demo_model = True
+    for key, value in recipe.demo.items():
+        try:
+            set_by_path(recipe, key, value)
+        except RecipeError as exc:
+            raise RecipeError(f"Recipe {recipe.name!r}, demo override {key!r}: {exc}") from None
+
+
+def _execute(path: Path) -> Recipe:
+    if not path.is_file():
+        hint = ""
+        sibling = path.parent if path.parent.is_dir() else Path("recipes")
+        if sibling.is_dir():
+            found = sorted(p.name for p in sibling.glob("*.py") if not p.name.startswith("_"))
+            hint = f" Recipes in {sibling}/: {', '.join(found)}." if found else ""
+        raise RecipeError(f"Recipe file {str(path)!r} does not exist.{hint}")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__recipe__")
+    except SyntaxError as exc:
+        raise RecipeError(
+            f"Recipe {exc.filename}:{exc.lineno}: syntax error: {exc.msg}. Fix the recipe file."
+        ) from None
+    except RecipeError as exc:
+        raise RecipeError(f"Recipe {path}{_recipe_line(exc, path)}: {exc}") from None
+    except Exception as exc:  # the recipe is user code: say where it failed, not a bare traceback
+        raise RecipeError(
+            f"Recipe {path}{_recipe_line(exc, path)} raised {type(exc).__name__}: {exc}"
+        ) from None
+    recipe: Any = namespace.get("recipe")
+    if not isinstance(recipe, Recipe):
+        found = type(recipe).__name__ if recipe is not None else "nothing"
+        raise RecipeError(
+            f"Recipe {path} must define a module-level `recipe = Recipe(...)`; it defines {found}."
+        )
+    return recipe
+
+
+def _recipe_line(exc: BaseException, path: Path) -> str:
+    """`:LINE` of the innermost frame inside the recipe file, if any."""
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return f":{lines[-1]}" if lines else ""

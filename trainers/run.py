@@ -1,0 +1,241 @@
+"""One training run inside a worker process: model → freezing → task → Trainer → outputs.
+
+Every process of a distributed run executes this; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from trainers.callbacks.early_stopping import MetricEarlyStopping
+from trainers.callbacks.metrics_log import EpochMetricsLog
+from trainers.freezing.progressive import ProgressiveUnfreezing
+from trainers.models.registry import get_family
+from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
+from trainers.recipe.config import CompositeMetric, Recipe, to_dict
+from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
+from trainers.reporting.summary import eval_history, write_json
+from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb
+from trainers.tasks.base import build_task
+from trainers.trainer import RecipeTrainer
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+METRICS_JSONL = "metrics.jsonl"
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def best_metric(recipe: Recipe) -> tuple[str, bool]:
+    """(metric name, greater is better) used for the kept best checkpoint."""
+    if recipe.early_stopping is None:
+        return "loss", False
+    return recipe.early_stopping.metric_name, recipe.early_stopping.mode == "max"
+
+
+def build_training_arguments(recipe: Recipe, output_dir: Path, report_to: list[str]) -> TrainingArguments:
+    t = recipe.training
+    metric, greater = best_metric(recipe)
+    has_cuda = torch.cuda.is_available()
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return TrainingArguments(
+        output_dir=str(output_dir / CHECKPOINTS),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater,
+        save_total_limit=t.save_total_limit,
+        report_to=report_to,
+        run_name=recipe.reporting.run_name or recipe.name,
+        # On CPU the Trainer silently runs every rank unsharded unless use_cpu is set (see FIELD-NOTES).
+        use_cpu=not has_cuda,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_num_workers=t.num_workers,
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        deepspeed=recipe.launch.deepspeed_config,
+        disable_tqdm=not os.isatty(2),
+    )
+
+
+def check_world(trainer: RecipeTrainer) -> None:
+    """Fail fast if the Trainer's idea of the world differs from the real process group."""
+    if dist.is_available() and dist.is_initialized():
+        real = dist.get_world_size()
+        if trainer.args.world_size != real:
+            raise RuntimeError(
+                f"TrainingArguments.world_size={trainer.args.world_size} but the process group has {real} ranks: "
+                "every rank would train on the whole dataset unsharded. On CPU this needs use_cpu=True."
+            )
+
+
+def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
+    """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never')."""
+    checkpoints = output_dir / CHECKPOINTS
+    if recipe.training.resume == "never":
+        if is_main_process():
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            (output_dir / METRICS_JSONL).unlink(missing_ok=True)
+        return None
+    if checkpoints.is_dir():
+        return get_last_checkpoint(str(checkpoints))
+    return None
+
+
+def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train one recipe end to end; returns the summary written to `training_summary.json`."""
+    started = time.time()
+    output_dir = Path(recipe.resolved_output_dir())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(recipe.training.seed)
+    report_to = configure_wandb(recipe.reporting, output_dir)
+
+    model, processor, source = load_model(recipe)
+    model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
+    prepared = prepare_model(model, processor, source, recipe)
+    plan = build_run_plan(recipe, prepared, overrides=overrides)
+    resume_from = prepare_output_dir(recipe, output_dir)
+    if is_main_process():
+        write_json(output_dir / "recipe.json", to_dict(recipe))
+        write_json(output_dir / "plan.json", plan.to_dict())
+        (output_dir / "freeze_report.txt").write_text(plan.render() + "\n")
+        _truncate_metrics_log(output_dir / METRICS_JSONL, resume_from)
+    logger.info("run plan:\n%s", plan.render())
+
+    task = build_task(get_family(recipe.model.family).task, recipe, processor)
+    args = build_training_arguments(recipe, output_dir, report_to)
+    trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
+    check_world(trainer)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        best_dir = output_dir / BEST
+        trainer.save_model(str(best_dir))
+        summary = _summary(recipe, prepared, trainer, task, result, started, best_dir)
+        if trainer.is_world_process_zero():
+            _write_outputs(output_dir, trainer, summary)
+    finally:
+        if task.evaluator is not None and hasattr(task.evaluator, "close"):
+            task.evaluator.close()
+    return summary
+
+
+def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> RecipeTrainer:
+    composites = [recipe.early_stopping.metric] if recipe.early_stopping and isinstance(
+        recipe.early_stopping.metric, CompositeMetric) else []
+    callbacks: list[Any] = [
+        ProgressiveUnfreezing(prepared.stages, prepared.gates),
+        EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
+    ]
+    if recipe.early_stopping is not None:
+        es = recipe.early_stopping
+        callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
+    if args.report_to and "wandb" in args.report_to:
+        callbacks.append(RecipeConfigToWandb({"recipe": to_dict(recipe), "plan": plan_dict}))
+    callbacks.extend(recipe.callbacks)
+    return RecipeTrainer(
+        model=prepared.model,
+        args=args,
+        train_dataset=task.train_dataset,
+        eval_dataset=task.eval_dataset,
+        data_collator=task.data_collator,
+        processing_class=prepared.processor,
+        callbacks=callbacks,
+        group_plans=prepared.groups,
+        evaluator=task.evaluator,
+        composite_metrics=composites,
+    )
+
+
+def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, result, started: float, best_dir: Path):
+    history = eval_history(trainer.state.log_history)
+    metric, greater = best_metric(recipe)
+    best = None
+    if history and metric in history[0]:
+        best = (max if greater else min)(history, key=lambda r: r[metric])
+    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None)
+    unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressiveUnfreezing))
+    logger_cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, EpochMetricsLog))
+    total = prepared.freeze.total
+    return {
+        "recipe": recipe.name,
+        "model_id": recipe.model.id,
+        "model_source": prepared.source,
+        "params": {
+            "total": total,
+            "trainable_at_start": prepared.freeze.trainable,
+            "trainable_at_end": prepared.count_trainable(),
+            "scheduled_by_stages": prepared.freeze.scheduled,
+        },
+        "stages_opened_at_step": {str(k): v for k, v in unfreezer.opened_at_step.items()},
+        "world_size": trainer.args.world_size,
+        "global_steps": trainer.state.global_step,
+        "epochs_completed": trainer.state.epoch,
+        "train_loss": result.training_loss,
+        "best_metric": {"name": metric, "value": best.get(metric) if best else None},
+        "best_epoch": best.get("epoch") if best else None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_model_dir": str(best_dir),
+        "final_metrics": history[-1] if history else None,
+        "best_metrics": best,
+        "early_stopping": (
+            {"stopped_at_step": stopper.stopped_at_step, "patience": stopper.patience, "metric": stopper.metric_key}
+            if stopper
+            else None
+        ),
+        "seconds_per_epoch": logger_cb.epoch_seconds,
+        "wall_seconds": time.time() - started,
+        "examples": task.evaluator.examples() if hasattr(task.evaluator, "examples") else [],
+        "config": to_dict(recipe),
+    }
+
+
+def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any]) -> None:
+    write_json(output_dir / "training_summary.json", summary)
+    plots = output_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_train_loss(trainer.state.log_history, plots / "train_loss.png")
+    plot_eval_metrics(output_dir / METRICS_JSONL, plots / "val_metrics.png")
+
+
+def _truncate_metrics_log(path: Path, resume_from: str | None) -> None:
+    """On resume, drop records past the checkpoint's step (they will be produced again)."""
+    if resume_from is None or not path.exists():
+        return
+    import json
+
+    step = int(Path(resume_from).name.rsplit("-", 1)[-1])
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in lines))

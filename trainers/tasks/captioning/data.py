@@ -1,0 +1,180 @@
+"""Caption data: a `{file name: caption}` JSON plus an image folder, and the collator that makes BLIP batches.
+
+The dataset validates everything it can at construction (JSON syntax, schema, every image present) so that a
+typo fails in the first second of a run, not an hour in on the first batch that touches the bad entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from trainers.errors import UserFacingError
+
+_SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
+_MAX_LISTED = 5
+
+
+class DataError(UserFacingError, ValueError):
+    """Caption data is missing or malformed; the message names the file, the problem and the fix."""
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(repr(item) for item in items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: caption file not found. Check the captions path in the recipe; {_SCHEMA_HINT}."
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno} (char {error.pos}). "
+            f"Fix the syntax there; {_SCHEMA_HINT}."
+        ) from error
+
+
+def _as_captions(value: Any) -> list[str] | None:
+    """The captions in one JSON value, or None when the value is not a caption or a non-empty caption list."""
+    captions = [value] if isinstance(value, str) else value
+    if not isinstance(captions, list) or not captions:
+        return None
+    if not all(isinstance(c, str) and c.strip() for c in captions):
+        return None
+    return captions
+
+
+def parse_captions(path: Path) -> dict[str, list[str]]:
+    """Read and validate a caption JSON; every entry comes back as a non-empty list of non-blank captions."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{path}: the top level is a JSON {type(data).__name__}, not an object; {_SCHEMA_HINT}."
+        )
+    if not data:
+        raise DataError(f"{path}: the caption mapping is empty; add at least one entry; {_SCHEMA_HINT}.")
+    parsed = {name: _as_captions(value) for name, value in data.items()}
+    bad = [name for name, captions in parsed.items() if captions is None]
+    if bad:
+        raise DataError(
+            f"{path}: {len(bad)} entr{'y has' if len(bad) == 1 else 'ies have'} no usable caption "
+            f"(not a non-blank string or a non-empty list of them): {_listed(bad)}. Fix those values; {_SCHEMA_HINT}."
+        )
+    return {name: captions for name, captions in parsed.items() if captions is not None}
+
+
+def _check_images(captions_json: Path, image_dir: Path, names: Sequence[str]) -> None:
+    if not image_dir.is_dir():
+        raise DataError(
+            f"{image_dir}: image directory not found (named by {captions_json}). Check the image directory in the recipe."
+        )
+    missing = [name for name in names if not (image_dir / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{captions_json}: {len(missing)} of {len(names)} image files listed there are missing from {image_dir}: "
+            f"{_listed(missing)}. Add the images or remove those entries."
+        )
+
+
+class CaptionJsonDataset(Dataset):
+    """Images from `image_dir` with captions from a JSON file; the first caption trains, all are references.
+
+    Items are `{"pixel_values": FloatTensor[C, H, W], "caption": str, "index": int}`. Images are opened lazily,
+    so construction costs one `stat` per file, not a decode.
+    """
+
+    def __init__(self, captions_json: Path, image_dir: Path, image_processor: Any) -> None:
+        self.captions_json = Path(captions_json)
+        self.image_dir = Path(image_dir)
+        self.image_processor = image_processor
+        captions = parse_captions(self.captions_json)
+        self.filenames: list[str] = list(captions)
+        self._captions: list[list[str]] = list(captions.values())
+        _check_images(self.captions_json, self.image_dir, self.filenames)
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    @property
+    def references(self) -> list[list[str]]:
+        """All captions of every item, in item order (what caption metrics compare against)."""
+        return [list(captions) for captions in self._captions]
+
+    def _load_image(self, index: int) -> Image.Image:
+        path = self.image_dir / self.filenames[index]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(
+                f"{path}: cannot read the image ({error}); it is listed in {self.captions_json}. "
+                "Replace the file or remove its entry."
+            ) from error
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self._load_image(index)
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "caption": self._captions[index][0], "index": index}
+
+
+@dataclass
+class CaptionCollator:
+    """Batch captioning items the way BLIP's decoder is trained.
+
+    The tokenizer puts [CLS] first; BLIP's `generate` starts from the bos token ([DEC]), so position 0 is
+    replaced by bos to train the same start. Labels are the input ids with padding set to -100; the model
+    shifts them by one itself, so they are not shifted here.
+    """
+
+    tokenizer: Any
+    max_length: int = 60
+    bos_token_id: int | None = None
+    include_index: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bos_token_id is None:
+            self.bos_token_id = getattr(self.tokenizer, "bos_token_id", None)
+        if self.bos_token_id is None:
+            raise ValueError(
+                "CaptionCollator needs a bos token id: the tokenizer has no bos_token (BLIP uses '[DEC]'); "
+                "pass bos_token_id= or use the model's processor tokenizer."
+            )
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (bos plus at least one token), got {self.max_length}")
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(
+            [feature["caption"] for feature in features],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=True,
+            return_token_type_ids=False,
+            return_tensors="pt",
+        )
+        input_ids = encoded["input_ids"].clone()
+        attention_mask = encoded["attention_mask"]
+        input_ids[:, 0] = self.bos_token_id
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        batch = {
+            "pixel_values": torch.stack([feature["pixel_values"] for feature in features]),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+        }
+        if self.include_index:
+            batch["index"] = torch.tensor([int(feature["index"]) for feature in features], dtype=torch.long)
+        return batch

@@ -1,0 +1,79 @@
+"""`RecipeTrainer`: the HF Trainer with declared parameter groups and task evaluation.
+
+Two hooks only: `create_optimizer` builds the groups planned by `build_param_groups` (the path
+DeepSpeed also takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
+metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
+early stopping see them like any other metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from transformers import Trainer
+from transformers.trainer_utils import EvalLoopOutput
+
+from trainers.optim.param_groups import GroupPlan
+from trainers.recipe.config import CompositeMetric
+
+Evaluator = Callable[[Trainer], dict[str, float]]
+
+
+class RecipeTrainer(Trainer):
+    def __init__(
+        self,
+        *args,
+        group_plans: Sequence[GroupPlan],
+        evaluator: Evaluator | None = None,
+        composite_metrics: Sequence[CompositeMetric] = (),
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_plans = list(group_plans)
+        self.evaluator = evaluator
+        self.composite_metrics = list(composite_metrics)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        named = dict(opt_model.named_parameters())
+        planned = {n for g in self.group_plans for n in g.param_names}
+        unplanned = [n for n, p in named.items() if p.requires_grad and n not in planned]
+        if unplanned:
+            raise RuntimeError(
+                f"{len(unplanned)} trainable parameters are in no optimizer group (first: {unplanned[:3]}); "
+                "param groups must be planned after freezing, stages and adapters are applied."
+            )
+        groups = [
+            {
+                "params": [named[n] for n in g.param_names],
+                "lr": g.lr,
+                "weight_decay": g.initial_weight_decay,
+                "name": g.name,
+            }
+            for g in self.group_plans
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.evaluator is None and not self.composite_metrics:
+            return output
+        prefix = f"{metric_key_prefix}_"
+        metrics = {k.removeprefix(prefix): v for k, v in output.metrics.items()}
+        if self.evaluator is not None:
+            metrics.update(self.evaluator(self))
+        for composite in self.composite_metrics:
+            metrics[composite.name] = composite.compute(metrics)
+        output.metrics.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        return output
