@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import eval_history, write_json
 from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb
-from trainers.tasks.base import build_task
+from trainers.tasks.base import TaskParts, build_task
 from trainers.trainer import RecipeTrainer
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,36 @@ def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
     return None
 
 
-def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train one recipe end to end; returns the summary written to `training_summary.json`."""
+@dataclass
+class RunContext:
+    """Everything a run builds before training starts (tests can adjust it before `complete_run`)."""
+
+    recipe: Recipe
+    output_dir: Path
+    prepared: PreparedModel
+    task: TaskParts
+    trainer: RecipeTrainer
+    resume_from: str | None
+    started: float
+
+
+def configure_cpu_threads() -> int:
+    """On CPU, split the cores between the local ranks unless OMP_NUM_THREADS says otherwise.
+
+    Oversubscribed OpenMP pools (2 ranks x 2 threads on 2 cores) made tiny-model steps ~40x slower here.
+    """
+    if torch.cuda.is_available() or "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = max(1, (os.cpu_count() or 1) // local_world)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
+    """Model, freezing, plan files, task and Trainer — everything up to `train()`."""
     started = time.time()
+    configure_cpu_threads()
     output_dir = Path(recipe.resolved_output_dir())
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.training.seed)
@@ -139,17 +167,29 @@ def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str
     args = build_training_arguments(recipe, output_dir, report_to)
     trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
     check_world(trainer)
+    return RunContext(recipe, output_dir, prepared, task, trainer, resume_from, started)
+
+
+def complete_run(ctx: RunContext) -> dict[str, Any]:
+    """Train, keep the best model, write summary and plots."""
+    trainer = ctx.trainer
     try:
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        best_dir = output_dir / BEST
+        result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+        best_dir = ctx.output_dir / BEST
         trainer.save_model(str(best_dir))
-        summary = _summary(recipe, prepared, trainer, task, result, started, best_dir)
+        summary = _summary(ctx.recipe, ctx.prepared, trainer, ctx.task, result, ctx.started, best_dir)
         if trainer.is_world_process_zero():
-            _write_outputs(output_dir, trainer, summary)
+            _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
     finally:
-        if task.evaluator is not None and hasattr(task.evaluator, "close"):
-            task.evaluator.close()
+        evaluator = trainer.evaluator
+        if evaluator is not None and hasattr(evaluator, "close"):
+            evaluator.close()
     return summary
+
+
+def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train one recipe end to end; returns the summary written to `training_summary.json`."""
+    return complete_run(setup_run(recipe, overrides))
 
 
 def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> RecipeTrainer:
@@ -217,13 +257,15 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         ),
         "seconds_per_epoch": logger_cb.epoch_seconds,
         "wall_seconds": time.time() - started,
-        "examples": task.evaluator.examples() if hasattr(task.evaluator, "examples") else [],
+        "examples": trainer.evaluator.examples() if hasattr(trainer.evaluator, "examples") else [],
         "config": to_dict(recipe),
     }
 
 
-def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any]) -> None:
+def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any], plots: bool) -> None:
     write_json(output_dir / "training_summary.json", summary)
+    if not plots:
+        return
     plots = output_dir / "plots"
     plots.mkdir(exist_ok=True)
     plot_train_loss(trainer.state.log_history, plots / "train_loss.png")

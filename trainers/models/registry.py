@@ -39,7 +39,7 @@ FAMILIES: dict[str, ModelFamily] = {
         task="captioning",
         loader="trainers.models.blip:load_blip_captioning",
         demo_builder="trainers.models.blip:build_tiny_blip",
-        architecture="trainers.models.blip:blip_meta_model",
+        architecture="trainers.models.architectures:blip_meta_model",
     ),
 }
 

@@ -303,10 +303,22 @@ class Recipe:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
-        if self.early_stopping is not None and self.early_stopping.patience < 1:
-            raise RecipeError(f"early_stopping.patience must be >= 1, got {self.early_stopping.patience}.")
+        if self.early_stopping is not None:
+            self._validate_early_stopping(self.early_stopping)
         if self.launch.zero is not None and self.launch.zero not in (1, 2, 3):
             raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
+
+    def _validate_early_stopping(self, es: EarlyStopping) -> None:
+        if es.patience < 1:
+            raise RecipeError(f"early_stopping.patience must be >= 1, got {es.patience}.")
+        available = {*self.evaluation.metrics, "loss"}
+        parts = es.metric.parts if isinstance(es.metric, CompositeMetric) else (es.metric,)
+        unknown = [p for p in parts if p.removeprefix("eval_") not in available]
+        if unknown:
+            raise RecipeError(
+                f"early_stopping.metric uses {unknown}, which evaluation does not produce; "
+                f"available: {sorted(available)} (set evaluation.metrics to add one)."
+            )
 
 
 def to_dict(obj: Any) -> Any:

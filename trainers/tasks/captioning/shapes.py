@@ -1,8 +1,9 @@
 """A tiny, deterministic synthetic captioning dataset: two coloured shapes in a spatial relation.
 
 It exists so the captioning pipeline can be trained and evaluated end to end offline, on CPU, in minutes.
-Each caption ("a red circle above a blue square") is fully determined by the image, but positions, sizes
-and colours are jittered so that a model has to look at the pixels rather than memorise a handful of images.
+Each caption ("a red circle above a blue square") is fully determined by the image: the object named first
+is the one earlier in palette order (colour, then shape), the relation says where it is. Positions, sizes and
+colours are jittered so that a model has to look at the pixels rather than memorise a handful of images.
 
     python -m trainers.tasks.captioning.shapes data/shapes --n-train 320 --n-val 48 --size 64 --seed 0
 """
@@ -85,13 +86,22 @@ def _jitter_rgb(rng: random.Random, rgb: tuple[int, int, int]) -> tuple[int, int
     return r, g, b
 
 
+def _object_order(obj: tuple[str, str]) -> tuple[int, int]:
+    return list(COLORS).index(obj[0]), SHAPES.index(obj[1])
+
+
 def _pick_objects(rng: random.Random) -> tuple[tuple[str, str], tuple[str, str]]:
-    """Two (colour, shape) pairs that differ, so the caption names two distinguishable objects."""
+    """Two different (colour, shape) pairs, in canonical order: palette order of colour, then of shape.
+
+    The canonical order makes the caption a function of the image: otherwise "a red circle above a blue
+    square" and "a blue square below a red circle" would both describe one image, and a model could not
+    know which of the two the reference uses.
+    """
     first = (rng.choice(list(COLORS)), rng.choice(SHAPES))
     while True:
         second = (rng.choice(list(COLORS)), rng.choice(SHAPES))
         if second != first:
-            return first, second
+            return (first, second) if _object_order(first) < _object_order(second) else (second, first)
 
 
 def _centres(rng: random.Random, relation: str) -> tuple[tuple[float, float], tuple[float, float]]:
