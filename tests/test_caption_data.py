@@ -13,7 +13,7 @@ from PIL import Image
 
 from trainers.models.blip import BLIP_BOS_TOKEN_ID, BLIP_SEP_TOKEN_ID, TinyBlipSpec, build_tiny_processor
 from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset, DataError
-from trainers.tasks.captioning.shapes import generate_shapes_dataset, make_scene, render_scene
+from trainers.tasks.captioning.shapes import COLORS, SHAPES, generate_shapes_dataset, make_scene, render_scene
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION_RE = re.compile(
@@ -55,7 +55,9 @@ def test_shapes_generator_is_deterministic_and_captions_follow_the_grammar(tmp_p
     for caption in [*train.values(), *val.values()]:
         match = CAPTION_RE.match(caption)
         assert match, caption
-        assert (match[1], match[2]) != (match[4], match[5]), f"two identical objects: {caption}"
+        first = (list(COLORS).index(match[1]), SHAPES.index(match[2]))
+        second = (list(COLORS).index(match[4]), SHAPES.index(match[5]))
+        assert first < second, f"objects not in canonical order, so the caption is ambiguous: {caption}"
     with Image.open(a.image_dir / next(iter(train))) as image:
         assert image.size == (32, 32) and image.mode == "RGB"
 

@@ -33,6 +33,15 @@ GENERATE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Ops this small lose more to thread hand-offs than they gain; on a busy 2-core box, 25x (1 s vs 25 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return build_tiny_blip()

@@ -33,7 +33,6 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from trainers.models.errors import ModelNotAvailableError
 
 # BLIP's tokenizer is bert-base-uncased plus bos "[DEC]" and an extra special "[ENC]" (added in that order).
-BERT_VOCAB_SIZE = 30522
 BLIP_VOCAB_SIZE = 30524
 BLIP_BOS_TOKEN = "[DEC]"
 BLIP_ENC_TOKEN = "[ENC]"
@@ -152,6 +151,7 @@ def load_blip_captioning(
     Any way of not finding it raises ModelNotAvailableError, which says how to provide the model. When the Hub
     is unreachable (or HF offline mode is on) only the cache is consulted, so the failure is immediate.
     """
+    model_id = os.fspath(model_id)  # a pathlib.Path is welcome too
     local = Path(model_id).expanduser().is_dir() or _looks_like_path(model_id)
     if local:
         source, local_only = str(_check_local_dir(model_id)), True

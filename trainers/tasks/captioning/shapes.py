@@ -34,12 +34,14 @@ SUPERSAMPLE = 4  # draw large, then downsample: anti-aliased edges without depen
 COLOR_JITTER = 20  # per channel; far smaller than the distance between palette colours
 # Object centres, as fractions of the image side. The first-named object sits in the "near" band of the
 # relation axis, the second in the "far" band; on the other axis both stay within CROSS_JITTER of the middle.
-# Bands are 0.3 apart and the cross offset is at most 0.24, so the relation is never ambiguous; radii stay
-# below 0.15, so the shapes never touch and never leave the canvas.
-NEAR_BAND = (0.2, 0.35)
-FAR_BAND = (0.65, 0.8)
+# Bands are >= 0.36 apart and the cross offset is at most 0.24, so the relation is never ambiguous; radii are
+# at most 0.17 (< 0.36 / 2 and < the 0.2 border distance), so shapes never touch or leave the canvas.
+# The shapes are large on purpose: the tiny model sees 32x32 pixels in 8x8 patches, and with radii of
+# 0.10-0.14 it learned colours but left relations at chance for as many steps.
+NEAR_BAND = (0.2, 0.32)
+FAR_BAND = (0.68, 0.8)
 CROSS_JITTER = 0.12
-RADIUS_RANGE = (0.10, 0.14)
+RADIUS_RANGE = (0.12, 0.17)
 
 
 @dataclass(frozen=True)
