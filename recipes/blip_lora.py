@@ -26,12 +26,6 @@ from trainers.recipe import (
     mean,
 )
 
-# Every linear layer of both towers (the demo's targets); peft matches the regex against the whole path.
-DEMO_TARGETS = (
-    r".*(query|key|value|attention\.output\.dense|intermediate\.dense|layer\.\d+\.output\.dense"
-    r"|qkv|projection|fc1|fc2)"
-)
-
 recipe = Recipe(
     name="blip_lora",
     # The real model: BlipForConditionalGeneration.from_pretrained + BlipProcessor.from_pretrained.
@@ -82,7 +76,8 @@ recipe = Recipe(
         "data.train": "data/shapes/train.json",
         "data.val": "data/shapes/val.json",
         "data.images": "data/shapes/images",
-        "lora.target_regex": DEMO_TARGETS,
+        # every linear layer of both towers (`dense` inside the head is left to modules_to_save)
+        "lora.target_modules": ("query", "key", "value", "dense", "qkv", "projection", "fc1", "fc2"),
         "lora.modules_to_save": ("text_decoder.cls",),
         "lora.dropout": 0.0,
         "lora.save_merged": True,

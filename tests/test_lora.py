@@ -93,7 +93,9 @@ def test_a_target_matching_nothing_lists_the_nearest_supported_names(tmp_path):
     with pytest.raises(FreezeTargetError, match="a BlipTextSelfAttention, which LoRA cannot wrap"):
         prepared(tmp_path, Lora(target_modules=("self",)))
     with pytest.raises(FreezeTargetError, match="modules_to_save entry 'text_decoder.clss'"):
-        prepared(tmp_path, Lora(modules_to_save=("text_decoder.clss",)))
+        prepared(tmp_path, Lora(target_modules=("query",), modules_to_save=("text_decoder.clss",)))
+    with pytest.raises(RecipeError, match="set one"):
+        prepared(tmp_path, Lora(target_modules=("query",), target_regex=".*query"))
 
 
 def test_bad_target_on_the_command_line_is_one_paragraph_without_traceback():
@@ -106,8 +108,16 @@ def test_bad_target_on_the_command_line_is_one_paragraph_without_traceback():
     assert "'qury' matches no module" in result.stderr and "query (Linear)" in result.stderr
 
 
-def test_fully_trained_module_holding_lora_targets_is_an_error(tmp_path):
-    with pytest.raises(RecipeError, match="peft cannot do both"):
+def test_targets_inside_a_fully_trained_module_are_left_to_it(tmp_path):
+    recipe, prep = prepared(tmp_path, Lora(target_modules=("query", "dense"), r=4),
+                            freeze=[Unfreeze("text_decoder.bert.encoder.layer[-1:]")])
+    assert all(p.startswith("text_decoder.bert.encoder.layer.1.") for p in prep.lora.excluded)
+    assert len(prep.lora.excluded) == 6  # query x2; dense: attention + crossattention output, intermediate, output
+    assert prep.lora.trainable == peft_reference(
+        ["query", "dense"], ["text_decoder.bert.encoder.layer.1"], r=4,
+        exclude_modules=prep.lora.excluded)[0]
+    assert "not LoRA-wrapped: 6 matched modules inside modules_to_save" in build_run_plan(recipe, prep).render()
+    with pytest.raises(RecipeError, match="every LoRA target lies inside a module that is trained fully"):
         prepared(tmp_path, Lora(target_modules=("query",)), freeze=[Unfreeze("text_decoder.bert.encoder")])
 
 
@@ -223,3 +233,15 @@ def test_progressive_unfreezing_with_lora_gates_the_saved_copies(tmp_path):
     assert all(params[n].requires_grad for n in prep.stages[0].param_names)  # trainable but gated
     assert prep.freeze.scheduled == sum(params[n].numel() for n in prep.stages[0].param_names)
     assert prep.lora.trainable == prep.freeze.trainable + prep.freeze.scheduled
+
+
+def test_cli_overrides_reach_the_lora_plan():
+    result = subprocess.run(
+        [sys.executable, "launch.py", "recipes/blip_lora.py", "--demo", "lora.r=16", "lora.target_modules=query,value",
+         "--dry-run"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "r=16 alpha=32" in result.stdout
+    assert "query: 4 modules, value: 4 modules" in result.stdout
+    assert "trainable (peft get_nb_trainable_parameters)" in result.stdout

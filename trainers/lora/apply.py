@@ -9,7 +9,8 @@ unfreeze, are covered by the smallest set of whole modules; these become peft `m
 `lora.modules_to_save`), so they are saved with the adapter and reload with stock
 `PeftModel.from_pretrained`. Inside such a module the trainable copy mirrors the rules parameter by
 parameter (a frozen LayerNorm inside an unfrozen block stays frozen). A module cannot be both fully
-trained and LoRA-targeted: that is an error that says which.
+trained and LoRA-targeted: matched targets inside a fully trained module are left out of LoRA
+(peft `exclude_modules`, listed in the plan); if that leaves no target at all, it is an error.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class LoraPlan:
     modules_to_save: list[str]  # full paths
     from_rules: list[str]  # which of them come from freeze rules / stages
     tied: list[TiedWeight] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # matched targets inside modules_to_save (trained fully)
     lora_params: int = 0
     saved_module_params: int = 0
     trainable: int = 0  # peft's get_nb_trainable_parameters()[0]
@@ -87,6 +89,10 @@ class LoraPlan:
         if len(self.targets) > 1:
             lines.append(f"  note: the targets hit {len(self.targets)} top-level modules ({', '.join(self.targets)}); "
                          "use lora.target_regex to restrict them to one")
+        if self.excluded:
+            lines.append(f"  not LoRA-wrapped: {len(self.excluded)} matched modules inside modules_to_save "
+                         "(they train fully there):")
+            lines += [f"    {p}" for p in _compress(self.excluded)]
         if self.modules_to_save:
             lines.append("  modules_to_save (trained fully, saved with the adapter):")
             for m in self.modules_to_save:
@@ -108,7 +114,7 @@ class LoraPlan:
         return "\n".join(lines)
 
 
-def peft_config(lora: Lora, modules_to_save: Sequence[str] | None = None):
+def peft_config(lora: Lora, modules_to_save: Sequence[str] | None = None, exclude: Sequence[str] | None = None):
     """The recipe's `lora` section as a peft `LoraConfig`."""
     from peft import LoraConfig
 
@@ -121,6 +127,7 @@ def peft_config(lora: Lora, modules_to_save: Sequence[str] | None = None):
         use_dora=lora.use_dora,
         target_modules=targets,
         modules_to_save=list(modules_to_save) if modules_to_save else None,
+        exclude_modules=list(exclude) if exclude else None,
     )
 
 
@@ -141,13 +148,13 @@ def apply_lora(model: nn.Module, lora: Lora, stages: Sequence[StagePlan] = ()) -
     from_rules = _covering_modules(model, trainable_ids)
     declared = _resolve_saved_modules(model, lora.modules_to_save)
     saved = _outermost([*declared, *from_rules])
-    _check_overlap(match, saved)
+    excluded = _exclude_inside_saved(match, saved)
     tied = _tied_weights(model, [*match.modules, *saved], lora.tied_weights, set(match.modules))
     untie(model, [t.name for t in tied if t.in_lora_target])
     if tied:
         mark_untied(model)
 
-    config = peft_config(lora, saved)
+    config = peft_config(lora, saved, excluded)
     peft_model = get_peft_model(model, config)
     core = unwrap_peft(peft_model)
     _check_wrapped(core, match, saved)
@@ -166,13 +173,14 @@ def apply_lora(model: nn.Module, lora: Lora, stages: Sequence[StagePlan] = ()) -
             "r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.dropout, "bias": lora.bias,
             "use_dora": lora.use_dora,
             "target_modules": lora.target_regex if lora.target_regex is not None else list(lora.target_modules),
-            "modules_to_save": saved, "tied_weights": lora.tied_weights,
+            "modules_to_save": saved, "tied_weights": lora.tied_weights, "exclude_modules": excluded,
         },
         targets=match.by_tower(),
         target_entries={k: len(v) for k, v in match.by_entry.items()},
         modules_to_save=saved,
         from_rules=[m for m in saved if m not in declared_set],
         tied=tied,
+        excluded=excluded,
     )
     _fill_counts(peft_model, plan)
     return peft_model, plan
@@ -248,15 +256,20 @@ def _outermost(paths: Sequence[str]) -> list[str]:
     return [p for p in unique if not any(p != q and p.startswith(q + ".") for q in unique)]
 
 
-def _check_overlap(match: TargetMatch, saved: Sequence[str]) -> None:
-    for path in saved:
-        inside = [t for t in match.modules if t == path or t.startswith(path + ".")]
-        if inside:
-            raise RecipeError(
-                f"{path!r} is trained fully (lora.modules_to_save, an Unfreeze rule or a stage) and also holds "
-                f"LoRA targets ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''}); peft cannot do both. "
-                "Narrow lora.target_modules (lora.target_regex can restrict them to one tower) or the Unfreeze rule."
-            )
+def _exclude_inside_saved(match: TargetMatch, saved: Sequence[str]) -> list[str]:
+    """Matched targets inside a fully trained module are left to it (peft `exclude_modules`); all of them is an error."""
+    excluded = [t for t in match.modules if any(t == s or t.startswith(s + ".") for s in saved)]
+    if excluded and len(excluded) == len(match.modules):
+        holder = next(s for s in saved if excluded[0] == s or excluded[0].startswith(s + "."))
+        raise RecipeError(
+            f"every LoRA target lies inside a module that is trained fully ({holder!r}: lora.modules_to_save, an "
+            "Unfreeze rule or a stage), so no adapter would be added. Narrow the Unfreeze rule / modules_to_save, "
+            "or drop the `lora` section for a full fine-tune."
+        )
+    if excluded:
+        match.modules = [t for t in match.modules if t not in excluded]
+        match.by_entry = {k: [t for t in v if t not in excluded] for k, v in match.by_entry.items()}
+    return excluded
 
 
 def _tied_weights(model: nn.Module, modules: Sequence[str], policy: str, targets: set[str]) -> list[TiedWeight]:

@@ -144,7 +144,8 @@ class Lora:
 
     `target_modules` are module names as peft reads them: `query` matches every module whose path ends
     in `.query` (in every tower: the plan groups the matches by top-level module so you can see that);
-    `target_regex` instead is matched against the full module path (peft's regex form). `alpha` defaults
+    `target_regex` instead is matched against the full module path (peft's regex form); set one of the two.
+    Matched modules inside a `modules_to_save` module are left to it (they train fully). `alpha` defaults
     to 2*r. `modules_to_save` are modules trained fully and saved with the adapter. With LoRA on, the base
     starts frozen: `Unfreeze(...)` rules and stages name base modules that train fully on top of the
     adapters (they are saved with the adapter as peft `modules_to_save`). `tied_weights` says what happens
@@ -153,7 +154,7 @@ class Lora:
     "refuse" stops with an explanation. `save_merged` also writes the merged full model (`merged/`).
     """
 
-    target_modules: tuple[str, ...] = ("query", "value")
+    target_modules: tuple[str, ...] = ()
     target_regex: str | None = None
     r: int = 8
     alpha: float | None = None
@@ -175,6 +176,11 @@ class Lora:
             raise RecipeError(f"lora.alpha must be > 0, got {self.alpha}.")
         if not 0.0 <= self.dropout < 1.0:
             raise RecipeError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        if self.target_regex is not None and self.target_modules:
+            raise RecipeError(
+                f"lora sets both target_modules {list(self.target_modules)} and target_regex {self.target_regex!r}; "
+                "set one (override the other with =none, e.g. lora.target_regex=none)."
+            )
         if self.target_regex is not None:
             _check_regex(self.target_regex, "lora.target_regex")
         elif not self.target_modules:
