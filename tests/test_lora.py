@@ -203,7 +203,7 @@ def test_saved_adapter_reloads_with_stock_peft_to_the_same_logits_and_captions(t
     assert "text_decoder.bert.encoder.layer.1.output" in lora["modules_to_save"]
 
 
-MERGE_TOLERANCE = 1e-4  # max abs logit difference, merged vs adapter model (float32 re-association)
+MERGE_TOLERANCE = 1e-5  # max abs logit difference, merged vs adapter model (measured 3.6e-7, float32)
 
 
 def test_merged_model_matches_the_adapter_model_and_keeps_the_input_embedding(trained_adapter):
@@ -214,6 +214,7 @@ def test_merged_model_matches_the_adapter_model_and_keeps_the_input_embedding(tr
     base, processor = build_tiny_blip(TinyBlipSpec(), seed=recipe.training.seed)
     batch = caption_batch(processor)
     diff = (logits_of(merged, batch) - logits_of(ctx.prepared.model, batch)).abs().max().item()
+    print(f"merged vs adapter model: max |logit diff| {diff:.2e}")
     assert diff <= MERGE_TOLERANCE, diff
     # merging the LoRA on the (untied) LM head must not have touched the input embedding
     assert torch.equal(merged.text_decoder.bert.embeddings.word_embeddings.weight,
