@@ -246,3 +246,22 @@ def test_cli_overrides_reach_the_lora_plan():
     assert "r=16 alpha=32" in result.stdout
     assert "query: 4 modules, value: 4 modules" in result.stdout
     assert "trainable (peft get_nb_trainable_parameters)" in result.stdout
+
+
+def test_a_resumed_lora_run_ends_with_the_same_adapter_as_an_uninterrupted_one(tmp_path):
+    from safetensors.torch import load_file
+
+    def run(out, epochs):
+        recipe = tiny_recipe(out, epochs=epochs, resume="auto", lr_scheduler="constant")
+        recipe.lora = Lora(target_modules=("query", "value"), r=4,
+                           modules_to_save=("text_decoder.cls.predictions.transform",))
+        return complete_run(setup_run(recipe))
+
+    run(tmp_path / "resumed", 1)
+    assert run(tmp_path / "resumed", 2)["global_steps"] == 8
+    run(tmp_path / "straight", 2)
+    a = load_file(tmp_path / "resumed" / "best" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "straight" / "best" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff <= 1e-6, diff
