@@ -101,6 +101,10 @@ def _main(args: argparse.Namespace) -> int:
         best = summary["best_metric"]
         print(f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
               f"results in {recipe.resolved_output_dir()}", flush=True)
+        if summary.get("lora"):
+            lora = summary["lora"]
+            print(f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "
+                  f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})", flush=True)
     return 0
 
 

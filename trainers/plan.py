@@ -6,7 +6,7 @@ Building the plan and training use the same code, so the dry-run numbers are the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -17,7 +17,7 @@ from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
 from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
-from trainers.recipe.config import Recipe
+from trainers.recipe.config import Freeze, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,19 @@ class PreparedModel:
     stages: list[StagePlan]
     gates: list[GradientGate]
     groups: list[GroupPlan]
+    lora: Any = None  # trainers.lora.LoraPlan when the recipe has a `lora` section
+
+    @property
+    def core(self) -> nn.Module:
+        """The model whose parameter names the plan uses (inside a peft wrapper: the original model)."""
+        from trainers.lora.names import unwrap_peft
+
+        return unwrap_peft(self.model) if self.lora is not None else self.model
 
     def count_trainable(self) -> int:
         """Parameters that train right now (gated stage parameters count once their gate opens)."""
         gated = {n for plan, gate in zip(self.stages, self.gates, strict=True) if not gate.is_open for n in plan.param_names}
-        return sum(p.numel() for n, p in self.model.named_parameters() if p.requires_grad and n not in gated)
+        return sum(p.numel() for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
 
 
 def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
@@ -60,14 +68,28 @@ def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, s
 
 
 def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe) -> PreparedModel:
-    """Freeze rules → stage gates → optimizer groups, in that order (groups depend on both)."""
-    effects = apply_freeze_rules(model, recipe.freeze)
+    """Freeze rules → LoRA → stage gates → optimizer groups, in that order (groups depend on all).
+
+    With a `lora` section the base starts frozen (an implicit `freeze *` first rule), the rules then address
+    the original model's paths, and `apply_lora` wraps it (see `trainers.lora.apply`). Gates, groups and the
+    report work on the original model inside the wrapper, so names and param-group regexes stay unprefixed.
+    """
+    rules = [Freeze("*"), *recipe.freeze] if recipe.lora is not None else recipe.freeze
+    effects = apply_freeze_rules(model, rules)
+    if recipe.lora is not None:
+        effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
     stages = resolve_stages(model, recipe.stages)
+    wrapped, lora_plan = model, None
+    if recipe.lora is not None:
+        from trainers.lora import apply_lora, unwrap_peft
+
+        wrapped, lora_plan = apply_lora(model, recipe.lora, stages)
+        model = unwrap_peft(wrapped)
     gates = install_gates(model, stages)
     groups = build_param_groups(model, recipe.param_groups, recipe.training, stages)
     scheduled = {n for plan in stages for n in plan.param_names}
     report = build_freeze_report(model, effects, scheduled=scheduled)
-    return PreparedModel(model, processor, source, report, stages, gates, groups)
+    return PreparedModel(wrapped, processor, source, report, stages, gates, groups, lora_plan)
 
 
 @dataclass
@@ -84,6 +106,7 @@ class RunPlan:
     training: dict[str, Any]
     launcher_command: list[str] | None = None
     overrides: list[str] = field(default_factory=list)
+    lora: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +120,7 @@ class RunPlan:
             "training": self.training,
             "launcher_command": self.launcher_command,
             "overrides": self.overrides,
+            "lora": self.lora.to_dict() if self.lora is not None else None,
         }
 
     def render(self) -> str:
@@ -113,8 +137,10 @@ class RunPlan:
             f"trainable now: {f.trainable:,} / {f.total:,} ({100 * f.trainable_ratio:.2f}%)"
             + (f"; +{f.scheduled:,} scheduled by stages" if f.scheduled else ""),
             "",
-            "unfreezing stages:" if self.stages else "unfreezing stages: (none)",
         ]
+        if self.lora is not None:
+            lines += ["", self.lora.render()]
+        lines += ["", "unfreezing stages:" if self.stages else "unfreezing stages: (none)"]
         for s in self.stages:
             lr = f", lr x{s.lr_mult}" if s.lr_mult is not None else ""
             lines.append(
@@ -169,6 +195,7 @@ def build_run_plan(
         training=training,
         launcher_command=launcher_command,
         overrides=list(overrides or []),
+        lora=prepared.lora,
     )
 
 

@@ -176,8 +176,14 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
     try:
         result = trainer.train(resume_from_checkpoint=ctx.resume_from)
         best_dir = ctx.output_dir / BEST
-        trainer.save_model(str(best_dir))
+        lora = None
+        if ctx.prepared.lora is not None:
+            lora = _save_lora_outputs(ctx, best_dir)
+        else:
+            trainer.save_model(str(best_dir))
         summary = _summary(ctx.recipe, ctx.prepared, trainer, ctx.task, result, ctx.started, best_dir)
+        if lora is not None:
+            summary["lora"] = lora
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
     finally:
@@ -190,6 +196,31 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
 def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train one recipe end to end; returns the summary written to `training_summary.json`."""
     return complete_run(setup_run(recipe, overrides))
+
+
+def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
+    """The adapter in `best/` (stock peft format, gathered under ZeRO-3), optionally `merged/`; sizes."""
+    from trainers.lora.export import directory_bytes, save_adapter, save_merged
+
+    plan, lora, main = ctx.prepared.lora, ctx.recipe.lora, ctx.trainer.is_world_process_zero()
+    save_adapter(ctx.trainer.model, best_dir, ctx.prepared.processor, is_main=main, bias=lora.bias)
+    merged_dir = ctx.output_dir / "merged"
+    if lora.save_merged and main:
+        save_merged(lambda: load_model(ctx.recipe)[0], best_dir, merged_dir, ctx.prepared.processor, plan)
+    adapter_bytes = directory_bytes(best_dir) if main else plan.adapter_bytes
+    full_bytes = directory_bytes(merged_dir) if lora.save_merged and main else plan.base_bytes
+    return {
+        "adapter_dir": str(best_dir),
+        "merged_dir": str(merged_dir) if lora.save_merged else None,
+        "adapter_bytes": adapter_bytes,
+        "full_model_bytes": full_bytes,
+        "adapter_vs_full": adapter_bytes / full_bytes if full_bytes else None,
+        "lora_params": plan.lora_params,
+        "modules_to_save_params": plan.saved_module_params,
+        "trainable_params_peft": plan.trainable,
+        "modules_to_save": plan.modules_to_save,
+        "targets_by_tower": {k: len(v) for k, v in plan.targets.items()},
+    }
 
 
 def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> RecipeTrainer:

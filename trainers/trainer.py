@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
+from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
 
@@ -37,7 +38,8 @@ class RecipeTrainer(Trainer):
         if self.optimizer is not None:
             return self.optimizer
         opt_model = self.model if model is None else model
-        named = dict(opt_model.named_parameters())
+        # Plans name parameters of the original model; inside a peft wrapper they gain `base_model.model.`.
+        named = {strip_peft_prefix(n): p for n, p in opt_model.named_parameters()}
         planned = {n for g in self.group_plans for n in g.param_names}
         unplanned = [n for n, p in named.items() if p.requires_grad and n not in planned]
         if unplanned:

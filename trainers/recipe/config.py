@@ -135,6 +135,58 @@ class ParamGroup:
             raise RecipeError(f"ParamGroup({self.name!r}).lr_mult must be >= 0, got {self.lr_mult}.")
 
 
+# ---------------------------------------------------------------------------------------------- lora
+
+
+@dataclass
+class Lora:
+    """LoRA adapters (peft `LoraConfig`) on top of the frozen base model.
+
+    `target_modules` are module names as peft reads them: `query` matches every module whose path ends
+    in `.query` (in every tower: the plan groups the matches by top-level module so you can see that);
+    `target_regex` instead is matched against the full module path (peft's regex form); set one of the two.
+    Matched modules inside a `modules_to_save` module are left to it (they train fully). `alpha` defaults
+    to 2*r. `modules_to_save` are modules trained fully and saved with the adapter. With LoRA on, the base
+    starts frozen: `Unfreeze(...)` rules and stages name base modules that train fully on top of the
+    adapters (they are saved with the adapter as peft `modules_to_save`). `tied_weights` says what happens
+    when a target or a saved module shares a tensor with another module (an LM head tied to the word
+    embedding): "untie" gives it its own copy (the model config then says tie_word_embeddings=false),
+    "refuse" stops with an explanation. `save_merged` also writes the merged full model (`merged/`).
+    """
+
+    target_modules: tuple[str, ...] = ()
+    target_regex: str | None = None
+    r: int = 8
+    alpha: float | None = None
+    dropout: float = 0.0
+    bias: Literal["none", "all", "lora_only"] = "none"
+    use_dora: bool = False
+    modules_to_save: tuple[str, ...] = ()
+    tied_weights: Literal["untie", "refuse"] = "untie"
+    save_merged: bool = False
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(2 * self.r) if self.alpha is None else float(self.alpha)
+
+    def validate(self) -> None:
+        if self.r < 1:
+            raise RecipeError(f"lora.r must be >= 1, got {self.r}.")
+        if self.alpha is not None and self.alpha <= 0:
+            raise RecipeError(f"lora.alpha must be > 0, got {self.alpha}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RecipeError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        if self.target_regex is not None and self.target_modules:
+            raise RecipeError(
+                f"lora sets both target_modules {list(self.target_modules)} and target_regex {self.target_regex!r}; "
+                "set one (override the other with =none, e.g. lora.target_regex=none)."
+            )
+        if self.target_regex is not None:
+            _check_regex(self.target_regex, "lora.target_regex")
+        elif not self.target_modules:
+            raise RecipeError("lora needs target_modules (e.g. query,value) or target_regex.")
+
+
 # ------------------------------------------------------------------------------------------ training
 
 
@@ -261,6 +313,7 @@ class Recipe:
     training: Training = field(default_factory=Training)
     evaluation: Evaluation = field(default_factory=Evaluation)
     early_stopping: EarlyStopping | None = None
+    lora: Lora | None = None
     reporting: Reporting = field(default_factory=Reporting)
     launch: Launch = field(default_factory=Launch)
     output_dir: str = "outputs/{name}"
@@ -305,6 +358,8 @@ class Recipe:
             raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
         if self.early_stopping is not None:
             self._validate_early_stopping(self.early_stopping)
+        if self.lora is not None:
+            self.lora.validate()
         if self.launch.zero is not None and self.launch.zero not in (1, 2, 3):
             raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
 

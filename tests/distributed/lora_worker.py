@@ -1,0 +1,44 @@
+"""One rank of the multi-rank LoRA test: trains the same LoRA recipe under each mode given, back to back.
+
+    torchrun --nproc_per_node 2 tests/distributed/lora_worker.py OUT TRAIN_JSON MODE[=DS_CONFIG] ...
+
+MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config. Rank 0
+writes OUT/MODE/losses.json (per-step training loss) next to the run's outputs (best/ = the adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def main() -> None:
+    import torch.distributed as dist
+    from lora_recipe import lora_recipe
+
+    from trainers.run import complete_run, is_main_process, setup_run
+
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(sys.argv[1])
+    train_json = Path(sys.argv[2])
+    for spec in sys.argv[3:]:
+        mode, _, ds_config = spec.partition("=")
+        recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
+        recipe.launch.deepspeed_config = ds_config or None
+        ctx = setup_run(recipe)
+        assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), mode
+        summary = complete_run(ctx)
+        if is_main_process():
+            losses = [e["loss"] for e in ctx.trainer.state.log_history if "loss" in e]
+            (out / mode / "losses.json").write_text(json.dumps({"losses": losses, "world": summary["world_size"]}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

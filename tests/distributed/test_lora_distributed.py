@@ -1,0 +1,118 @@
+"""LoRA on 2 CPU ranks (gloo): DDP, ZeRO-2 and ZeRO-3 each equal a 1-rank run with the same global batch,
+and the ZeRO-3 adapter (with modules_to_save) holds full tensors that reload to the same outputs.
+
+One torchrun runs the three modes back to back (process start and the DeepSpeed JIT op are paid once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lora_recipe import lora_recipe, same_length_captions
+from safetensors.torch import load_file
+
+from conftest import ROOT
+from trainers.run import complete_run, setup_run
+
+WORKER = Path(__file__).with_name("lora_worker.py")
+MODES = ("ddp", "zero2", "zero3")
+# Stated tolerances (float32 reduction order across ranks / ZeRO flat buffers).
+LOSS_TOL = 1e-5
+WEIGHT_TOL = 1e-5
+
+
+def free_port() -> int:
+    for port in range(29700, 29800):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 29700-29799")
+
+
+def ds_config(path: Path, stage: int) -> Path:
+    zero = {"stage": stage}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    config = {
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": zero,
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora_dist")
+    train_json = same_length_captions(out / "train.json")
+    specs = ["ddp", f"zero2={ds_config(out / 'z2.json', 2)}", f"zero3={ds_config(out / 'z3.json', 3)}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+           "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               str(WORKER), str(out), str(train_json), *specs]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+    reference = lora_recipe(out / "single", batch_size=8, train_json=train_json)  # 1 rank, same global batch
+    ctx = setup_run(reference)
+    complete_run(ctx)
+    return out, ctx
+
+
+def losses(run: Path) -> list[float]:
+    return json.loads((run / "losses.json").read_text())["losses"]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", MODES)
+def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
+    out, single = runs
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert info["world"] == 2
+    ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
+    got = losses(out / mode)
+    assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 8 samples
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    ref_adapter = load_file(out / "single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys()
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (mode, got, ref)
+    assert weight_diff <= WEIGHT_TOL, mode
+
+
+@pytest.mark.distributed
+def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_outputs(runs):
+    from peft import PeftModel
+    from test_lora import caption_batch, logits_of
+
+    from trainers.models.blip import TinyBlipSpec, build_tiny_blip
+
+    out, single = runs
+    adapter = load_file(out / "zero3" / "best" / "adapter_model.safetensors")
+    saved = {k: v for k, v in adapter.items() if "predictions.transform" in k or "post_layernorm" in k
+             or "layers.11" in k}
+    assert saved and all(v.numel() > 0 for v in adapter.values())
+    assert saved["base_model.model.text_decoder.cls.predictions.transform.dense.weight"].shape == (64, 64)
+    # the stage's layer (trained from epoch 1) is in the adapter and moved
+    base, processor = build_tiny_blip(TinyBlipSpec(), seed=42)
+    moved = adapter["base_model.model.vision_model.encoder.layers.11.mlp.fc1.weight"]
+    assert not torch.equal(moved, base.vision_model.encoder.layers[11].mlp.fc1.weight)
+    reloaded = PeftModel.from_pretrained(base, str(out / "zero3" / "best"))
+    batch = caption_batch(processor)
+    diff = (logits_of(reloaded, batch) - logits_of(single.prepared.model, batch)).abs().max().item()
+    assert diff <= 1e-4, diff
