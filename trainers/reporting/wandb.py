@@ -30,6 +30,26 @@ def configure_wandb(reporting: Reporting, output_dir: Path) -> list[str]:
     return ["wandb"]
 
 
+WANDB_RUN_ID_FILE = "wandb_run_id"
+
+
+def persist_wandb_run_id(output_dir: Path, resuming: bool) -> str:
+    """Keep one W&B run per output dir across restarts (a requeued Slurm job continues the same run).
+
+    A resumed run reuses the id stored in the output dir (`resume="allow"`); a fresh start gets a new id.
+    """
+    path = output_dir / WANDB_RUN_ID_FILE
+    run_id = path.read_text().strip() if resuming and path.is_file() else ""
+    if not run_id:
+        import wandb
+
+        run_id = wandb.util.generate_id()
+        path.write_text(run_id + "\n")
+    os.environ["WANDB_RUN_ID"] = run_id
+    os.environ["WANDB_RESUME"] = "allow"
+    return run_id
+
+
 class RecipeConfigToWandb(TrainerCallback):
     """Adds the resolved recipe and plan to the W&B run config (after `WandbCallback` started the run)."""
 
