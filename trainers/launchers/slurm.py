@@ -120,7 +120,7 @@ def render_script(recipe: Recipe, variants: list[list[str]], log_pattern: str, r
         lines += [f"    {i}) set -- {shlex.join(v)} ;;" for i, v in enumerate(variants)]
         lines.append('    *) echo "[slurm] no variant for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;')
         lines.append("esac")
-    return "\n".join(lines) + "\n" + template_body()
+    return "\n".join(lines) + "\n\n" + template_body()
 
 
 def prepare_job(recipe: Recipe, recipe_path: str, overrides: Sequence[str], flags: Sequence[str],

@@ -7,6 +7,8 @@ the resolved recipe to the run config.
 from __future__ import annotations
 
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,7 @@ def persist_wandb_run_id(output_dir: Path, resuming: bool) -> str:
     path = output_dir / WANDB_RUN_ID_FILE
     run_id = path.read_text().strip() if resuming and path.is_file() else ""
     if not run_id:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         path.write_text(run_id + "\n")
     os.environ["WANDB_RUN_ID"] = run_id
     os.environ["WANDB_RESUME"] = "allow"
