@@ -62,7 +62,10 @@ def slurm_cluster():
     try:
         yield state
     finally:
-        subprocess.run(["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, timeout=120)
+        stop = subprocess.run(["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, text=True,
+                              timeout=120)
+        if stop.returncode == 0:
+            shutil.rmtree(state, ignore_errors=True)
         if old is None:
             os.environ.pop("SLURM_CONF", None)
         else:
