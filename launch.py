@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--time", help="time limit, e.g. 12:00:00 (USR1 slurm.signal_lead s before: checkpoint, requeue)")
     slurm.add_argument("--account", help="Slurm account")
     slurm.add_argument("--sweep", action="append", default=[], metavar="'KEY=V ...'",
-                       help="one job-array task per --sweep, each with these extra overrides")
+                       help="one job-array task per --sweep with these extra overrides, optionally led by another recipe file")
     launch.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed`
     return parser
 
@@ -110,7 +110,7 @@ def _main(args: argparse.Namespace) -> int:
         from trainers.launchers.slurm import launch_slurm, prepare_job
 
         job = prepare_job(recipe, args.recipe, overrides_for_job(args), job_flags(args), os.path.abspath(__file__),
-                          args.sweep, load=lambda extra: load_recipe(args.recipe, extra, demo=args.demo))
+                          args.sweep, load=lambda path, extra: load_recipe(path, extra, demo=args.demo))
         if not args.dry_run:
             return launch_slurm(job)
         command = ["sbatch", str(job.script_path)]

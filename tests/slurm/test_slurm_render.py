@@ -24,7 +24,7 @@ LAUNCH = str(ROOT / "launch.py")
 def job_for(tmp_path, *overrides, sweep=()):
     recipe = load_recipe(RECIPE, [*overrides, f"output_dir={tmp_path}"], demo=True)
     return recipe, prepare_job(recipe, RECIPE, [*overrides], ["--demo"], LAUNCH, sweep,
-                               load=lambda extra: load_recipe(RECIPE, extra, demo=True))
+                               load=lambda path, extra: load_recipe(path, extra, demo=True))
 
 
 def test_multi_node_script_headers_and_per_node_rank(tmp_path):
@@ -59,6 +59,13 @@ def test_sweep_is_a_job_array_with_one_output_dir_per_variant(tmp_path):
     assert f"{tmp_path}/slurm/slurm-%A_%a.out" in job.script
     assert f"0) set -- {RECIPE} training.lr=1e-4 --demo" in job.script
     assert f"output_dir={tmp_path}/sweep-1" in job.script and "training.epochs=2" in job.script
+
+
+def test_sweep_variant_may_name_another_recipe_file(tmp_path):
+    other = tmp_path / "other_freeze.py"  # e.g. the same recipe with other freeze rules
+    other.write_text((ROOT / "recipes" / "blip_progressive.py").read_text())
+    _, job = job_for(tmp_path, sweep=["training.lr=1e-4", f"{other} training.lr=1e-5"])
+    assert f"1) set -- {other} training.lr=1e-5 --demo" in job.script
 
 
 def test_sweep_with_a_bad_override_fails_before_submission(tmp_path):

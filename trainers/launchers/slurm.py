@@ -127,7 +127,9 @@ def prepare_job(recipe: Recipe, recipe_path: str, overrides: Sequence[str], flag
                 launch_script: str, sweep: Sequence[str] = (), load=None) -> SlurmJob:
     """Render the job for `recipe` (and one variant per `--sweep` entry); nothing is written yet.
 
-    `load(overrides)` re-resolves the recipe for a sweep variant, so a bad override fails before submission.
+    A sweep entry is extra overrides, optionally led by another recipe file (`recipes/other.py k=v`):
+    freeze rules live in recipe files, so several freeze configs are several files.
+    `load(recipe_path, overrides)` re-resolves each variant, so a bad one fails before submission.
     """
     run_dir = Path(recipe.resolved_output_dir()).resolve()
     repo = Path(launch_script).resolve().parent
@@ -136,9 +138,10 @@ def prepare_job(recipe: Recipe, recipe_path: str, overrides: Sequence[str], flag
         variants = []
         for i, text in enumerate(sweep):
             extra = shlex.split(text)
+            path = extra.pop(0) if extra and extra[0].endswith(".py") else recipe_path
             if load is not None:
-                load([*overrides, *extra])
-            variants.append(job_arguments(recipe_path, [*overrides, *extra], flags, run_dir / f"sweep-{i}", recipe))
+                load(path, [*overrides, *extra])
+            variants.append(job_arguments(path, [*overrides, *extra], flags, run_dir / f"sweep-{i}", recipe))
         log_pattern = str(slurm_dir / "slurm-%A_%a.out")
         script_path = slurm_dir / "sweep.sbatch"
     else:
