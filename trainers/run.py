@@ -107,7 +107,8 @@ def check_world(trainer: RecipeTrainer) -> None:
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
     """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never')."""
     checkpoints = output_dir / CHECKPOINTS
-    if recipe.training.resume == "never":
+    # A requeued Slurm job (SLURM_RESTART_COUNT >= 1) continues its own checkpoints even with resume=never.
+    if recipe.training.resume == "never" and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         if is_main_process():
             shutil.rmtree(checkpoints, ignore_errors=True)
             (output_dir / METRICS_JSONL).unlink(missing_ok=True)

@@ -4,7 +4,7 @@ Four jobs of the tiny recipe run on it, submitted together so that they overlap:
   single      1 node x 2 processes, uninterrupted (the reference)
   preempt     the same, with W&B offline; USR1 to the batch shell at step 2 (`scancel --signal=USR1 --batch`)
   two_nodes   2 nodes x 1 process, uninterrupted
-  preempt2    the same, USR1 to the job steps at step 4 (`scancel --signal=USR1`)
+  preempt2    the same with training.resume=never, USR1 to the job steps at step 4 (`scancel --signal=USR1`)
 A preempted job must checkpoint at exactly that step, requeue itself, resume, and end with the same step
 count and bit-identical weights as the uninterrupted run. The cluster is installed if missing (root) and
 stopped at the end; these tests do not skip.
@@ -117,7 +117,7 @@ JOBS = {
     "single": ["--nproc", "2"],
     "preempt": ["--nproc", "2", "reporting.wandb=true"],
     "two_nodes": ["--nodes", "2", "--nproc", "1"],
-    "preempt2": ["--nodes", "2", "--nproc", "1"],
+    "preempt2": ["--nodes", "2", "--nproc", "1", "training.resume=never"],  # a requeued job resumes anyway
 }
 PAUSE = {"preempt": ("2", ["--batch"]), "preempt2": ("4", [])}
 
