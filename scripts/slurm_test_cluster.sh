@@ -43,7 +43,7 @@ install() {
         slurmctld slurmd slurm-client munge >/dev/null
 }
 
-pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 write_conf() {
     mkdir -p "$STATE"/{munge,ctld,log,spool}
@@ -156,7 +156,7 @@ stop() {
     fi
     local pidfiles=("$STATE/slurmctld.pid" "$STATE"/slurmd-*.pid "$STATE/munge/munged.pid")
     for f in "${pidfiles[@]}"; do
-        pid_alive "$f" && as_root kill "$(cat "$f")" 2>/dev/null || true
+        pid_alive "$f" && as_root kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
     done
     for _ in $(seq 50); do
         local alive=0
@@ -164,7 +164,7 @@ stop() {
         ((alive == 0)) && break
         sleep 0.2
     done
-    for f in "${pidfiles[@]}"; do pid_alive "$f" && as_root kill -9 "$(cat "$f")" 2>/dev/null || true; done
+    for f in "${pidfiles[@]}"; do pid_alive "$f" && as_root kill -9 "$(cat "$f" 2>/dev/null)" 2>/dev/null || true; done
     log "stopped ($STATE)"
 }
 
