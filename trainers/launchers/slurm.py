@@ -131,6 +131,8 @@ def prepare_job(recipe: Recipe, recipe_path: str, overrides: Sequence[str], flag
     freeze rules live in recipe files, so several freeze configs are several files.
     `load(recipe_path, overrides)` re-resolves each variant, so a bad one fails before submission.
     """
+    # the plan (and `launch.py` inside the job) see the job's world: processes per node x nodes
+    recipe.launch.nproc, recipe.launch.nnodes = processes_per_node(recipe), recipe.slurm.nodes
     run_dir = Path(recipe.resolved_output_dir()).resolve()
     repo = Path(launch_script).resolve().parent
     slurm_dir = run_dir / "slurm"
