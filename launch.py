@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--zero", type=int, choices=[1, 2, 3], help="DeepSpeed ZeRO stage (uses ds_configs/)")
     launch.add_argument("--offload", action="store_true", help="ZeRO CPU offload (with --zero 2 or 3)")
     launch.add_argument("--deepspeed", dest="deepspeed_config", help="DeepSpeed JSON config file")
+    slurm = parser.add_argument_group("slurm (with --launcher slurm)")
+    slurm.add_argument("--nodes", type=int, help="nodes (one launcher per node through srun)")
+    slurm.add_argument("--gpus-per-node", type=int, help="GPUs per node = processes per node (0: CPU job)")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--time", help="time limit, e.g. 12:00:00 (USR1 slurm.signal_lead s before: checkpoint, requeue)")
+    slurm.add_argument("--account", help="Slurm account")
+    slurm.add_argument("--sweep", action="append", default=[], metavar="'KEY=V ...'",
+                       help="one job-array task per --sweep with these extra overrides, optionally led by another recipe file")
     launch.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed`
     return parser
 
@@ -51,10 +59,29 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
         "launch.zero": args.zero,
         "launch.offload": True if args.offload else None,
         "launch.deepspeed_config": args.deepspeed_config,
+        "slurm.nodes": args.nodes,
+        "slurm.gpus_per_node": args.gpus_per_node,
+        "slurm.partition": args.partition,
+        "slurm.time": args.time,
+        "slurm.account": args.account,
         "output_dir": args.output_dir,
         "reporting.wandb": False if args.no_wandb else None,
     }
     return [f"{k}={v}" for k, v in pairs.items() if v is not None]
+
+
+def overrides_for_job(args: argparse.Namespace) -> list[str]:
+    """Overrides a Slurm job passes on to `launch.py` inside the job (the launcher choice stays outside)."""
+    return [*args.overrides, *(o for o in cli_overrides(args) if not o.startswith(("launch.", "slurm.")))]
+
+
+def job_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--demo"] if args.demo else []
+    if args.zero:
+        flags += ["--zero", str(args.zero)] + (["--offload"] if args.offload else [])
+    if args.deepspeed_config:
+        flags += ["--deepspeed", args.deepspeed_config]
+    return flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +105,16 @@ def _main(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
     under_launcher = inside_launcher()
-    command = None
-    if not under_launcher:
+    command = job = None
+    if recipe.launch.launcher == "slurm" and not under_launcher:
+        from trainers.launchers.slurm import launch_slurm, prepare_job
+
+        job = prepare_job(recipe, args.recipe, overrides_for_job(args), job_flags(args), os.path.abspath(__file__),
+                          args.sweep, load=lambda path, extra: load_recipe(path, extra, demo=args.demo))
+        if not args.dry_run:
+            return launch_slurm(job)
+        command = ["sbatch", str(job.script_path)]
+    elif not under_launcher:
         # The child sees a launcher's environment and trains in-process, so the same argv is safe to pass on.
         child_args = [a for a in sys.argv[1:] if a != "--dry-run"]
         command = build_launch_command(recipe.launch, os.path.abspath(__file__), child_args)
@@ -90,6 +125,8 @@ def _main(args: argparse.Namespace) -> int:
         model, processor, source = load_model(recipe, meta_ok=True)
         plan = build_run_plan(recipe, prepare_model(model, processor, source, recipe), command, overrides)
         print(plan.render())
+        if job is not None:
+            print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")
         return 0
     if command is not None:
         print("launching: " + " ".join(command), flush=True)

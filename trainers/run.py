@@ -20,13 +20,14 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
+from trainers.callbacks.preemption import SlurmPreemption
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.models.registry import get_family
 from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import eval_history, write_json
-from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb
+from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
 from trainers.tasks.base import TaskParts, build_task
 from trainers.trainer import RecipeTrainer
 
@@ -106,7 +107,8 @@ def check_world(trainer: RecipeTrainer) -> None:
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
     """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never')."""
     checkpoints = output_dir / CHECKPOINTS
-    if recipe.training.resume == "never":
+    # A requeued Slurm job (SLURM_RESTART_COUNT >= 1) continues its own checkpoints even with resume=never.
+    if recipe.training.resume == "never" and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         if is_main_process():
             shutil.rmtree(checkpoints, ignore_errors=True)
             (output_dir / METRICS_JSONL).unlink(missing_ok=True)
@@ -156,6 +158,8 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     prepared = prepare_model(model, processor, source, recipe)
     plan = build_run_plan(recipe, prepared, overrides=overrides)
     resume_from = prepare_output_dir(recipe, output_dir)
+    if report_to and is_main_process():
+        persist_wandb_run_id(output_dir, resuming=resume_from is not None)
     if is_main_process():
         write_json(output_dir / "recipe.json", to_dict(recipe))
         write_json(output_dir / "plan.json", plan.to_dict())
@@ -236,6 +240,8 @@ def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> Re
     if args.report_to and "wandb" in args.report_to:
         callbacks.append(RecipeConfigToWandb({"recipe": to_dict(recipe), "plan": plan_dict}))
     callbacks.extend(recipe.callbacks)
+    if os.environ.get("SLURM_JOB_ID"):  # USR1 before the time limit / preemption: checkpoint and requeue
+        callbacks.append(SlurmPreemption(recipe.resolved_output_dir(), requeue=recipe.slurm.requeue))
     return RecipeTrainer(
         model=prepared.model,
         args=args,

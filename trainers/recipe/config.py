@@ -297,6 +297,30 @@ class Launch:
     deepspeed_config: str | None = None
 
 
+@dataclass
+class Slurm:
+    """The batch job `--launcher slurm` renders and submits (see `slurm/` for the script it is built from).
+
+    One launcher per node (`srun` then `torchrun`); processes per node are `gpus_per_node`, or
+    `launch.nproc` on a CPU-only job. `signal_lead` seconds before the time limit Slurm sends USR1: the
+    trainers checkpoint at the next step and the job requeues itself and resumes.
+    """
+
+    partition: str | None = None
+    time: str = "01:00:00"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    job_name: str | None = None
+    signal_lead: int = 120
+    requeue: bool = True
+    setup: str | None = None
+    extra: tuple[str, ...] = ()
+
+
 # ------------------------------------------------------------------------------------------- recipe
 
 
@@ -316,6 +340,7 @@ class Recipe:
     lora: Lora | None = None
     reporting: Reporting = field(default_factory=Reporting)
     launch: Launch = field(default_factory=Launch)
+    slurm: Slurm = field(default_factory=Slurm)
     output_dir: str = "outputs/{name}"
     demo: dict[str, Any] = field(default_factory=dict)
     callbacks: list[Any] = field(default_factory=list)
@@ -360,6 +385,11 @@ class Recipe:
             self._validate_early_stopping(self.early_stopping)
         if self.lora is not None:
             self.lora.validate()
+        if self.slurm.nodes < 1 or self.slurm.gpus_per_node < 0 or self.slurm.signal_lead < 0:
+            raise RecipeError(
+                f"slurm.nodes must be >= 1, slurm.gpus_per_node and slurm.signal_lead >= 0; got "
+                f"{self.slurm.nodes}, {self.slurm.gpus_per_node}, {self.slurm.signal_lead}."
+            )
         if self.launch.zero is not None and self.launch.zero not in (1, 2, 3):
             raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
 

@@ -7,6 +7,8 @@ the resolved recipe to the run config.
 from __future__ import annotations
 
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,24 @@ def configure_wandb(reporting: Reporting, output_dir: Path) -> list[str]:
     wandb_dir.mkdir(parents=True, exist_ok=True)
     os.environ["WANDB_DIR"] = str(wandb_dir.resolve())
     return ["wandb"]
+
+
+WANDB_RUN_ID_FILE = "wandb_run_id"
+
+
+def persist_wandb_run_id(output_dir: Path, resuming: bool) -> str:
+    """Keep one W&B run per output dir across restarts (a requeued Slurm job continues the same run).
+
+    A resumed run reuses the id stored in the output dir (`resume="allow"`); a fresh start gets a new id.
+    """
+    path = output_dir / WANDB_RUN_ID_FILE
+    run_id = path.read_text().strip() if resuming and path.is_file() else ""
+    if not run_id:
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        path.write_text(run_id + "\n")
+    os.environ["WANDB_RUN_ID"] = run_id
+    os.environ["WANDB_RESUME"] = "allow"
+    return run_id
 
 
 class RecipeConfigToWandb(TrainerCallback):
