@@ -63,11 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from trainers.errors import UserFacingError
+    from trainers.reporting import redact
 
+    redact.install(args.overrides)  # secrets never reach logs, saved files or W&B
     try:
         return _main(args)
     except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
 
