@@ -132,19 +132,26 @@ class ResumeChoice:
     skipped: list[tuple[str, str]]
 
 
-def find_resume_checkpoint(checkpoints_dir: Path, current_hash: str | None = None) -> ResumeChoice:
+def _numbered(run_dir: Path) -> list[tuple[int, Path]]:
+    """`checkpoint-N` directories, by N ascending."""
+    found = []
+    for entry in run_dir.iterdir():
+        match = _CHECKPOINT_RE.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def find_resume_checkpoint(checkpoints_dir: Path, current_hash: str | None = None, quiet: bool = False) -> ResumeChoice:
     """The newest complete checkpoint under `checkpoints_dir`; incomplete ones are listed in `skipped`."""
     skipped: list[tuple[str, str]] = []
     if not checkpoints_dir.is_dir():
         return ResumeChoice(None, skipped)
-    candidates = []
-    for entry in checkpoints_dir.iterdir():
-        match = _CHECKPOINT_RE.match(entry.name)
-        if match and entry.is_dir():
-            candidates.append((int(match.group(1)), entry))
-    for _, entry in sorted(candidates, reverse=True):
+    for _, entry in reversed(_numbered(checkpoints_dir)):
         problem = checkpoint_problem(entry)
         if problem is None:
+            if quiet:
+                return ResumeChoice(str(entry), skipped)
             manifest = json.loads((entry / MANIFEST).read_text())
             saved_hash = manifest.get("recipe_hash")
             if current_hash and saved_hash and saved_hash != current_hash:
@@ -155,11 +162,37 @@ def find_resume_checkpoint(checkpoints_dir: Path, current_hash: str | None = Non
                 )
             for name, why in skipped:
                 logger.warning("not resuming from %s: %s", name, why)
+            logger.info("resuming from %s (global step %s, epoch %s)", entry, manifest.get("step"), manifest.get("epoch"))
             return ResumeChoice(str(entry), skipped)
         skipped.append((str(entry), problem))
-    for name, why in skipped:
-        logger.warning("not resuming from %s: %s", name, why)
+    if not quiet:
+        for name, why in skipped:
+            logger.warning("not resuming from %s: %s", name, why)
     return ResumeChoice(None, skipped)
+
+
+def rotate_complete_checkpoints(run_dir: Path, limit: int | None, best: str | None) -> None:
+    """Keep at most `limit` complete checkpoints (always the newest and the best); never touch incomplete ones.
+
+    The Trainer's own rotation counts any `checkpoint-N` directory: a stray incomplete `checkpoint-999` would
+    be "the most recent" and the real newest checkpoint would be deleted.
+    """
+    if not limit or limit <= 0:
+        return
+    complete = [path for _, path in _numbered(run_dir) if checkpoint_problem(path) is None]
+    if len(complete) <= limit:
+        return
+    protected = {complete[-1].resolve()}
+    if best:
+        protected.add(Path(best).resolve())
+    remaining = len(complete)
+    for path in complete:
+        if remaining <= max(limit, len(protected)):
+            break
+        if path.resolve() in protected:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        remaining -= 1
 
 
 def remove_partial_checkpoints(checkpoints_dir: Path) -> list[str]:
@@ -209,7 +242,7 @@ class AtomicCheckpoints:
 
     def _save_checkpoint(self, model, trial) -> None:  # noqa: C901 - mirrors the Trainer's method
         from transformers.trainer_callback import ExportableState
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         if self.hp_search_backend is None and trial is None:
             self.store_flos()
@@ -217,7 +250,7 @@ class AtomicCheckpoints:
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         final_dir = run_dir / name
         tmp_dir = run_dir / f"{TMP_PREFIX}{name}"
-        last_good = find_resume_checkpoint(run_dir).checkpoint if self.args.should_save else None
+        last_good = find_resume_checkpoint(run_dir, quiet=True).checkpoint if self.args.should_save else None
         if self.args.should_save:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         self._checkpoint_barrier()
@@ -252,12 +285,7 @@ class AtomicCheckpoints:
         if self.args.push_to_hub:
             self._push_from_checkpoint(str(final_dir))
         if self.args.should_save:
-            rotate_checkpoints(
-                output_dir=str(run_dir),
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=False,
-            )
+            rotate_complete_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
 
     def _checkpoint_barrier(self) -> None:
         import torch.distributed as dist
