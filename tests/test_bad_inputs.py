@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,9 @@ def check(rc: int, stderr: str, expected: tuple[str, ...]) -> str:
     assert "\n\n" not in message, f"more than one paragraph:\n{message}"
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
+    if os.environ.get("ERROR_CATALOGUE_OUT"):  # docs/errors.md is regenerated from these messages
+        with open(os.environ["ERROR_CATALOGUE_OUT"], "a") as out:
+            out.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", ""), "message": message}) + "\n")
     return message
 
 
@@ -152,7 +156,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 # (case id, argv builder(files) -> argv, expected fragments). Fragments name the place and the fix.
 IN_PROCESS = [
-    ("recipe-raises", lambda f: [str(f["raises.py"]), "--dry-run"], ("raises.py:4", "NameError", "make_recipe")),
+    ("recipe-raises", lambda f: [str(f["raises.py"]), "--dry-run"], ("raises.py:4", "NameError", "make_recipe", "Fix the recipe file")),
     ("recipe-no-recipe", lambda f: [str(f["norecipe.py"]), "--dry-run"], ("norecipe.py", "recipe = Recipe(...)")),
     ("recipe-freeze-both", lambda f: [str(f["freeze_both.py"]), "--dry-run"], ("freeze_both.py:3", "exactly one")),
     ("recipe-bad-regex", lambda f: [str(f["bad_regex.py"]), "--dry-run"], ("bad_regex.py:3", "not a valid regular expression")),
@@ -224,7 +228,7 @@ def test_bad_input_subprocess(case, argv, expected, files, tmp_path):
     if "--dry-run" not in args:
         args.append(f"--output-dir={tmp_path / 'out'}")
     result = subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env={**__import__("os").environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+                            timeout=300, env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
     if case == "bad-launcher-flag":  # argparse's own usage error: not our paragraph, but no traceback and rc 2
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert all(x in result.stderr for x in expected)

@@ -90,12 +90,12 @@ def test_no_planted_secret_in_any_file_a_run_writes(tmp_path: Path):
 
 def test_redaction_rules():
     assert all(is_secret_name(n) for n in ("HF_TOKEN", "hub_token", "WANDB_API_KEY", "aws_secret", "db_password",
-                                           "private_key", "key", "AUTH"))
-    assert not any(is_secret_name(n) for n in ("bos_token_id", "tokenizer", "max_tokens", "monkey", "keys_seen",
+                                           "private_key", "AUTH"))
+    assert not any(is_secret_name(n) for n in ("bos_token_id", "tokenizer", "max_tokens", "monkey", "keys_seen", "key",
                                                "metric_for_best_model", "author"))
     remember("value-remembered-123")
     assert redact_text("url=https://x/?q=value-remembered-123&b=1") == f"url=https://x/?q={REDACTED}&b=1"
     assert redact_text("Notify(api_token='abc123', url='u')") == f"Notify(api_token='{REDACTED}', url='u')"
     assert redact_text("hf_token=abc123 training.lr=1e-4") == f"hf_token={REDACTED} training.lr=1e-4"
-    assert redact({"a": {"HF_TOKEN": "x", "bos_token_id": 3}, "b": ["key=zzz"]}) == {
-        "a": {"HF_TOKEN": REDACTED, "bos_token_id": 3}, "b": [f"key={REDACTED}"]}
+    assert redact({"a": {"HF_TOKEN": "x", "bos_token_id": 3}, "b": ["api_key=zzz"]}) == {
+        "a": {"HF_TOKEN": REDACTED, "bos_token_id": 3}, "b": [f"api_key={REDACTED}"]}

@@ -64,7 +64,7 @@ def _execute(path: Path) -> Recipe:
         raise RecipeError(f"Recipe {path}{_recipe_line(exc, path)}: {exc}") from None
     except Exception as exc:  # the recipe is user code: say where it failed, not a bare traceback
         raise RecipeError(
-            f"Recipe {path}{_recipe_line(exc, path)} raised {type(exc).__name__}: {exc}"
+            f"Recipe {path}{_recipe_line(exc, path)} raised {type(exc).__name__}: {exc}. Fix the recipe file there."
         ) from None
     recipe: Any = namespace.get("recipe")
     if not isinstance(recipe, Recipe):

@@ -2,7 +2,7 @@
 
 Two layers:
 - by name: a dict key or a `name=value` / `name: value` pair whose name looks secret (`*token*`,
-  `*secret*`, `*password*`, `*api_key*`, `*_key`, `*credential*`, `*auth*`) gets its value replaced;
+  `*secret*`, `*password*`, `*api_key*`, `*_key` (not a bare `key`), `*credential*`, `*auth*`) gets its value replaced;
 - by value: the values of secret-named environment variables (`WANDB_API_KEY`, `HF_TOKEN`, ...) and of
   secret-named overrides are remembered and replaced wherever they occur, whatever surrounds them
   (a repr, a path, a log line).
@@ -23,7 +23,7 @@ REDACTED = "***REDACTED***"
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would redact innocent text
 
 _SECRET_WORDS = r"token|secret|passw(?:or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth"
-_SECRET_NAME = re.compile(rf"(?i)({_SECRET_WORDS}|(?:^|[_.-])key$|^key$)")
+_SECRET_NAME = re.compile(rf"(?i)({_SECRET_WORDS}|[_.-]key$)")
 _NOT_SECRET = re.compile(r"(?i)(metric_key|_ids?|_length|_size|_count|_len|tokenizer\w*|_tokens|author\w*)$")
 # name=value or name: value inside free text (overrides, reprs, log lines)
 _PAIR = re.compile(
