@@ -9,8 +9,8 @@ from pathlib import Path
 from trainers.checkpoints import (
     MANIFEST,
     checkpoint_problem,
-    find_resume_checkpoint,
     finalize_checkpoint,
+    find_resume_checkpoint,
     recipe_hash,
     remove_partial_checkpoints,
     rotate_complete_checkpoints,
