@@ -69,3 +69,20 @@ def test_rotation_keeps_newest_and_best_and_never_counts_incomplete_ones(tmp_pat
     rotate_complete_checkpoints(run, 2, best=str(run / "checkpoint-4"))
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-4", "checkpoint-8", "checkpoint-999"]
     assert checkpoint_problem(run / "checkpoint-8") is None
+
+
+def test_only_safe_loaders_in_our_code():
+    """Weights are safetensors; any torch.load passes weights_only=True; nothing unpickles."""
+    import re
+
+    from conftest import ROOT
+
+    sources = [ROOT / "launch.py", *sorted((ROOT / "trainers").rglob("*.py"))]
+    offending = []
+    for path in sources:
+        text = path.read_text()
+        for match in re.finditer(r"torch\.load\(([^()]*(?:\([^()]*\)[^()]*)*)\)", text):
+            if "weights_only=True" not in match.group(1):
+                offending.append(f"{path.name}: {match.group(0)}")
+        offending += [f"{path.name}: {m}" for m in re.findall(r"\b(?:pickle|dill|joblib)\.loads?\(", text)]
+    assert not offending, offending
