@@ -8,11 +8,13 @@ each unfreezing stage opened at and the early-stopping decision. Timing fields a
 The recipe trains 5 epochs x 8 steps with a checkpoint every 3 steps inside an epoch, a stage opening
 at epoch 2 (step 16) and early stopping that fires after the 4th evaluation (step 32; "eval loss, higher
 is better" never improves after the first evaluation, which makes it fire deterministically). The child
-holds (sleeps) at planned steps and the test kills it there with SIGKILL:
+holds (sleeps) at planned points and the test kills it there with SIGKILL:
   step 5  (epoch 0, after checkpoint-3)  -> resumes mid-epoch 0 from checkpoint-3
   step 17 (epoch 2, right after the stage opened at 16) -> resumes from checkpoint-16, at the boundary
-  step 22 (epoch 2, after checkpoint-21) -> resumes past the boundary: the stage is re-derived, not reset
-A fake incomplete `checkpoint-999/` and a `tmp-checkpoint-30/` are planted before the last restart:
+  inside the save of checkpoint-21 (model, optimizer and RNG state written, manifest not yet)
+           -> `tmp-checkpoint-21/` is left behind and ignored; resumes from checkpoint-18, past the
+              boundary: the stage is re-derived from the step, its optimizer state not reset again
+A fake incomplete `checkpoint-999/` and a stray `tmp-checkpoint-30/` are planted before the last restart:
 neither may be picked up.
 """
 
@@ -35,7 +37,7 @@ from conftest import ROOT, SHAPES
 
 pytestmark = pytest.mark.slow
 
-KILL_AT = (5, 17, 22)
+KILL_AT = ("5", "17", "save-21")
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos")
 
 RECIPE = """
@@ -45,22 +47,36 @@ from transformers import TrainerCallback
 from trainers.models.blip import TinyBlipSpec
 from trainers.recipe import (CaptionData, EarlyStopping, Evaluation, Freeze, Model, Recipe, Reporting,
                              Stage, Training, Unfreeze)
+from trainers.trainer import RecipeTrainer
+
+
+def hold(point):
+    '''Test hook: at a planned point (first time only), note it and wait to be killed.'''
+    plan = os.environ.get("HOLD_AT")
+    if not plan:
+        return
+    done_file = Path(os.environ["HOLD_DONE_FILE"])
+    done = set(done_file.read_text().split()) if done_file.exists() else set()
+    if point in plan.split(",") and point not in done:
+        with done_file.open("a") as f:
+            f.write(point + "\\n")
+        time.sleep(600)
 
 
 class HoldForKill(TrainerCallback):
-    '''Test hook: at a planned step (first time only), note it and wait to be killed.'''
-
     def on_step_end(self, args, state, control, **kwargs):
-        plan = os.environ.get("HOLD_AT_STEPS")
-        if not plan:
-            return
-        done_file = Path(os.environ["HOLD_DONE_FILE"])
-        done = set(done_file.read_text().split()) if done_file.exists() else set()
-        step = state.global_step
-        if str(step) in plan.split(",") and str(step) not in done:
-            with done_file.open("a") as f:
-                f.write(f"{{step}}\\n")
-            time.sleep(600)
+        hold(str(state.global_step))
+
+
+_save_rng_state = RecipeTrainer._save_rng_state
+
+
+def _save_rng_state_then_hold(self, output_dir):
+    _save_rng_state(self, output_dir)
+    hold(f"save-{{self.state.global_step}}")
+
+
+RecipeTrainer._save_rng_state = _save_rng_state_then_hold
 
 
 recipe = Recipe(
@@ -82,9 +98,9 @@ recipe = Recipe(
 
 def _env(hold: bool, done_file: Path) -> dict[str, str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("HOLD_AT_STEPS", None)
+    env.pop("HOLD_AT", None)
     if hold:
-        env["HOLD_AT_STEPS"] = ",".join(map(str, KILL_AT))
+        env["HOLD_AT"] = ",".join(KILL_AT)
         env["HOLD_DONE_FILE"] = str(done_file)
     return env
 
@@ -93,11 +109,11 @@ def _command(recipe: Path, out: Path) -> list[str]:
     return [sys.executable, "launch.py", str(recipe), "--output-dir", str(out)]
 
 
-def _held(done_file: Path) -> set[int]:
-    return {int(s) for s in done_file.read_text().split()} if done_file.exists() else set()
+def _held(done_file: Path) -> set[str]:
+    return set(done_file.read_text().split()) if done_file.exists() else set()
 
 
-def _run_until_killed(cmd: list[str], env: dict[str, str], done_file: Path, step: int, log: Path) -> None:
+def _run_until_killed(cmd: list[str], env: dict[str, str], done_file: Path, step: str, log: Path) -> None:
     with log.open("a") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
@@ -140,23 +156,25 @@ def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_
 
     cmd = _command(recipe, killed)
     for step in KILL_AT:
-        if step == KILL_AT[-1]:
-            # plant what an interrupted save or a foreign copy could leave: neither may be resumed from
-            (killed / "checkpoints" / "checkpoint-999").mkdir(parents=True)
-            (killed / "checkpoints" / "checkpoint-999" / "trainer_state.json").write_text("{}")
-            (killed / "checkpoints" / "tmp-checkpoint-30").mkdir()
         _run_until_killed(cmd, _env(True, done_file), done_file, step, log)
-        assert not list((killed / "checkpoints").glob("tmp-checkpoint-[0-9]*")) or step == KILL_AT[-1]
+    # killed inside the save: the checkpoint exists only as tmp-, with its files but no manifest
+    partial = killed / "checkpoints" / "tmp-checkpoint-21"
+    assert (partial / "rng_state.pth").is_file() and not (partial / "checkpoint.json").exists()
+    assert not (killed / "checkpoints" / "checkpoint-21").exists()
+    # plant what a foreign copy or an older tool could leave: neither may be resumed from
+    (killed / "checkpoints" / "checkpoint-999").mkdir()
+    (killed / "checkpoints" / "checkpoint-999" / "trainer_state.json").write_text("{}")
+    (killed / "checkpoints" / "tmp-checkpoint-30").mkdir()
     final = subprocess.run(cmd, cwd=ROOT, env=_env(True, done_file), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-3000:]
     assert reference.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     log.write_text(log.read_text() + final.stdout + final.stderr)
     text = log.read_text()
     # each restart resumed from the newest complete checkpoint before the kill
-    for resumed_step in (3, 16, 21):
+    for resumed_step in (3, 16, 18):
         assert f"checkpoint-{resumed_step} (global step {resumed_step}," in text, f"no resume from step {resumed_step}"
     assert "not resuming from" in text and "checkpoint-999" in text
-    assert not (killed / "checkpoints" / "tmp-checkpoint-30").exists()
+    assert not (killed / "checkpoints" / "tmp-checkpoint-30").exists() and not partial.exists()
 
     a_sum = json.loads((straight / "training_summary.json").read_text())
     b_sum = json.loads((killed / "training_summary.json").read_text())
