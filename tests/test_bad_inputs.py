@@ -183,6 +183,9 @@ IN_PROCESS = [
     ("ds-config-missing", lambda f: [PROGRESSIVE, "--deepspeed", "/nonexistent/ds.json", "--dry-run"], ("/nonexistent/ds.json", "launch.deepspeed_config")),
     ("ds-config-syntax", lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_syntax.json"]), "--dry-run"], ("ds_syntax.json:1", "JSON")),
     ("ds-config-not-object", lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_list.json"]), "--dry-run"], ("ds_list.json", "JSON object")),
+    ("offload-without-zero", lambda f: [PROGRESSIVE, "--offload", "--zero", "1", "--dry-run"], ("launch.offload", "--zero 2")),
+    ("nproc-zero", lambda f: [PROGRESSIVE, "--nproc", "0", "--dry-run"], ("launch.nproc", ">= 1")),
+    ("node-rank-outside", lambda f: [PROGRESSIVE, "--nnodes", "2", "--node-rank", "2", "--dry-run"], ("launch.node_rank=2", "--node-rank")),
     ("model-dir-missing", lambda f: [PROGRESSIVE, "model.id=/nonexistent/blip", "--dry-run", "--no-wandb"], ("/nonexistent/blip", "model.id")),
     # data: the run starts (tiny model) and stops at the data, before or at the first batch
     ("captions-missing", lambda f: [str(f["tiny.py"]), "data.train=/nonexistent/train.json"], ("/nonexistent/train.json", "captions path")),
