@@ -94,7 +94,9 @@ def _main(args: argparse.Namespace) -> int:
         print(plan.render())
         return 0
     if command is not None:
-        print("launching: " + " ".join(command), flush=True)
+        from trainers.reporting.redact import redact_text
+
+        print("launching: " + redact_text(" ".join(command)), flush=True)
         os.execvp(command[0], command)
     from trainers.run import run_training
 

@@ -196,6 +196,7 @@ IN_PROCESS = [
     ("images-dir-missing", lambda f: [str(f["tiny.py"]), "data.images=/nonexistent/images"], ("/nonexistent/images", "image directory")),
     ("images-missing", lambda f: [str(f["tiny.py"]), f"data.train={f['missing_images.json']}"], ("'ghost.png'", "Add the images", "on_bad_sample")),
     ("image-corrupt", lambda f: [str(f["tiny.py"]), f"data.train={f['corrupt.json']}", f"data.images={f['images']}", f"data.val_images={SHAPES / 'images'}"], ("cannot read the image", "Replace the file")),
+    ("image-corrupt-in-worker", lambda f: [str(f["tiny.py"]), f"data.train={f['corrupt.json']}", f"data.images={f['images']}", f"data.val_images={SHAPES / 'images'}", "training.num_workers=1"], ("cannot read the image", "Replace the file")),
     ("jsonl-malformed-line", lambda f: [str(f["tiny.py"]), f"data.train={f['malformed.jsonl']}"], ("malformed.jsonl:4", "not valid JSON", "Fix that line")),
     ("jsonl-bad-entry", lambda f: [str(f["tiny.py"]), f"data.train={f['badentry.jsonl']}"], ("badentry.jsonl:1", "caption")),
     ("all-samples-skipped", lambda f: [str(f["tiny.py"]), f"data.train={f['allbad.json']}", "data.on_bad_sample=skip"], ("allbad.json", "no usable samples", "missing_image: 2")),

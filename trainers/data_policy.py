@@ -27,6 +27,14 @@ _MAX_EXAMPLES = 20
 class DataError(UserFacingError, ValueError):
     """Training or validation data is missing or malformed; the message names the file, the problem and the fix."""
 
+    def __init__(self, message: str = "", *args: object) -> None:
+        # Raised in a DataLoader worker, torch re-raises `DataError("Caught DataError in DataLoader worker
+        # process 0.\nOriginal Traceback ...\n...DataError: <message>")`: keep the user's paragraph only.
+        marker = "DataError: "
+        if isinstance(message, str) and message.startswith("Caught DataError") and marker in message:
+            message = message[message.rindex(marker) + len(marker):].strip()
+        super().__init__(message, *args)
+
 
 @dataclass
 class BadSamples:
