@@ -1,7 +1,8 @@
 """`RecipeTrainer`: the HF Trainer with declared parameter groups and task evaluation.
 
-Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Two more hooks: `create_optimizer` builds the groups planned by `build_param_groups` (the path
-DeepSpeed also takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
+Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Two more hooks:
+`create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
+takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
 metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
 early stopping see them like any other metric.
 """
