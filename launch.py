@@ -90,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from trainers.errors import UserFacingError
+    from trainers.reporting import redact
 
+    redact.install(args.overrides)  # secrets never reach logs, saved files or W&B
     try:
         return _main(args)
     except UserFacingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
 
 
@@ -129,7 +131,9 @@ def _main(args: argparse.Namespace) -> int:
             print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")
         return 0
     if command is not None:
-        print("launching: " + " ".join(command), flush=True)
+        from trainers.reporting.redact import redact_text
+
+        print("launching: " + redact_text(" ".join(command)), flush=True)
         os.execvp(command[0], command)
     from trainers.run import run_training
 

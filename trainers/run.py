@@ -16,11 +16,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from trainers import checkpoints
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
 from trainers.callbacks.preemption import SlurmPreemption
+from trainers.callbacks.step_checkpoints import StepCheckpoints
+from trainers.data_policy import check_train_size, data_report
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.models.registry import get_family
 from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
@@ -105,17 +107,21 @@ def check_world(trainer: RecipeTrainer) -> None:
 
 
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
-    """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never')."""
-    checkpoints = output_dir / CHECKPOINTS
+    """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never').
+
+    Only complete checkpoints count (manifest present, every file at its recorded size); the leftovers
+    of an interrupted save are removed.
+    """
+    checkpoints_dir = output_dir / CHECKPOINTS
+    if is_main_process():
+        checkpoints.remove_partial_checkpoints(checkpoints_dir)
     # A requeued Slurm job (SLURM_RESTART_COUNT >= 1) continues its own checkpoints even with resume=never.
     if recipe.training.resume == "never" and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
         if is_main_process():
-            shutil.rmtree(checkpoints, ignore_errors=True)
+            shutil.rmtree(checkpoints_dir, ignore_errors=True)
             (output_dir / METRICS_JSONL).unlink(missing_ok=True)
         return None
-    if checkpoints.is_dir():
-        return get_last_checkpoint(str(checkpoints))
-    return None
+    return checkpoints.find_resume_checkpoint(checkpoints_dir, checkpoints.recipe_hash(to_dict(recipe))).checkpoint
 
 
 @dataclass
@@ -149,7 +155,7 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     started = time.time()
     configure_cpu_threads()
     output_dir = Path(recipe.resolved_output_dir())
-    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints.ensure_writable(output_dir, "output_dir")
     set_seed(recipe.training.seed)
     report_to = configure_wandb(recipe.reporting, output_dir)
 
@@ -169,7 +175,10 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
 
     task = build_task(get_family(recipe.model.family).task, recipe, processor)
     args = build_training_arguments(recipe, output_dir, report_to)
+    check_train_size(len(task.train_dataset), args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                     args.world_size, recipe.data.train)
     trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
+    trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer)
     return RunContext(recipe, output_dir, prepared, task, trainer, resume_from, started)
 
@@ -237,6 +246,8 @@ def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> Re
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
         callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
+    if recipe.training.save_steps:
+        callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
         callbacks.append(RecipeConfigToWandb({"recipe": to_dict(recipe), "plan": plan_dict}))
     callbacks.extend(recipe.callbacks)
@@ -280,7 +291,8 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         "world_size": trainer.args.world_size,
         "global_steps": trainer.state.global_step,
         "epochs_completed": trainer.state.epoch,
-        "train_loss": result.training_loss,
+        # over the whole run: the Trainer's own value covers only the steps since the last resume
+        "train_loss": _mean_logged_loss(trainer.state.log_history, result.training_loss),
         "best_metric": {"name": metric, "value": best.get(metric) if best else None},
         "best_epoch": best.get("epoch") if best else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
@@ -294,6 +306,7 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         ),
         "seconds_per_epoch": logger_cb.epoch_seconds,
         "wall_seconds": time.time() - started,
+        "data": data_report(("train", task.train_dataset), ("val", task.eval_dataset)),
         "examples": trainer.evaluator.examples() if hasattr(trainer.evaluator, "examples") else [],
         "config": to_dict(recipe),
     }
@@ -307,6 +320,17 @@ def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, 
     plots.mkdir(exist_ok=True)
     plot_train_loss(trainer.state.log_history, plots / "train_loss.png")
     plot_eval_metrics(output_dir / METRICS_JSONL, plots / "val_metrics.png")
+
+
+def _mean_logged_loss(log_history: list[dict], fallback: float) -> float:
+    """Mean training loss over all steps, from the logged windows (each weighted by its number of steps)."""
+    total, steps, last = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            total += entry["loss"] * (entry["step"] - last)
+            steps += entry["step"] - last
+            last = entry["step"]
+    return total / steps if steps else fallback
 
 
 def _truncate_metrics_log(path: Path, resume_from: str | None) -> None:

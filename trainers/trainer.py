@@ -1,7 +1,8 @@
 """`RecipeTrainer`: the HF Trainer with declared parameter groups and task evaluation.
 
-Two hooks only: `create_optimizer` builds the groups planned by `build_param_groups` (the path
-DeepSpeed also takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
+Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Two more hooks:
+`create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
+takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
 metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
 early stopping see them like any other metric.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
+from trainers.checkpoints import AtomicCheckpoints
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
@@ -20,7 +22,7 @@ from trainers.recipe.config import CompositeMetric
 Evaluator = Callable[[Trainer], dict[str, float]]
 
 
-class RecipeTrainer(Trainer):
+class RecipeTrainer(AtomicCheckpoints, Trainer):
     def __init__(
         self,
         *args,

@@ -125,7 +125,7 @@ class ProgressiveUnfreezing(TrainerCallback):
         for plan, gate in zip(self.plans, self.gates, strict=True):
             # Resumed past this boundary: the checkpoint's optimizer state already reflects the opening.
             if self.boundary_step(plan) < state.global_step and not gate.is_open:
-                self._open(plan, gate, optimizer, state.global_step, reset_state=False)
+                self._open(plan, gate, optimizer, self.boundary_step(plan), reset_state=False)
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         for plan, gate in zip(self.plans, self.gates, strict=True):

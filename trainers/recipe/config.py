@@ -51,6 +51,9 @@ class CaptionData:
     max_length: int = 60
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
+    # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
+    on_bad_sample: Literal["fail", "skip"] = "fail"
 
 
 # ------------------------------------------------------------------------------------------ freezing
@@ -210,6 +213,7 @@ class Training:
     logging_steps: int = 10
     max_steps: int = -1
     save_total_limit: int = 2
+    save_steps: int | None = None  # also checkpoint every N steps inside an epoch (resume loses <= N steps)
     resume: Literal["auto", "never"] = "auto"
 
 
@@ -361,6 +365,8 @@ class Recipe:
                 raise RecipeError(f"{key} must be >= 1, got {value}.")
         if t.lr <= 0:
             raise RecipeError(f"training.lr must be > 0, got {t.lr}.")
+        if t.save_steps is not None and t.save_steps < 1:
+            raise RecipeError(f"training.save_steps must be >= 1 or none, got {t.save_steps}.")
         for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
             if getattr(t, key) < 0:
                 raise RecipeError(f"training.{key} must be >= 0, got {getattr(t, key)}.")

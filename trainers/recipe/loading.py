@@ -14,6 +14,7 @@ from typing import Any
 from trainers.errors import RecipeError
 from trainers.recipe.config import Recipe
 from trainers.recipe.overrides import apply_overrides, set_by_path
+from trainers.recipe.validation import check_deepspeed_config, check_launch
 
 
 def load_recipe(
@@ -27,6 +28,8 @@ def load_recipe(
         apply_demo(recipe)
     apply_overrides(recipe, overrides or [])
     recipe.validate()
+    check_launch(recipe.launch)
+    check_deepspeed_config(recipe.launch.deepspeed_config)
     return recipe
 
 
@@ -62,7 +65,7 @@ def _execute(path: Path) -> Recipe:
         raise RecipeError(f"Recipe {path}{_recipe_line(exc, path)}: {exc}") from None
     except Exception as exc:  # the recipe is user code: say where it failed, not a bare traceback
         raise RecipeError(
-            f"Recipe {path}{_recipe_line(exc, path)} raised {type(exc).__name__}: {exc}"
+            f"Recipe {path}{_recipe_line(exc, path)} raised {type(exc).__name__}: {exc}. Fix the recipe file there."
         ) from None
     recipe: Any = namespace.get("recipe")
     if not isinstance(recipe, Recipe):

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainers.reporting.redact import redact
+
 
 def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically: a reader never sees a half-written file."""
+    """Write JSON atomically, secrets redacted: a reader never sees a half-written file or a token."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(redact(json.loads(json.dumps(payload, default=str))), indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -15,6 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.recipe.config import Reporting
+from trainers.reporting.redact import redact
 
 
 def configure_wandb(reporting: Reporting, output_dir: Path) -> list[str]:
@@ -62,4 +63,4 @@ class RecipeConfigToWandb(TrainerCallback):
         import wandb
 
         if wandb.run is not None:
-            wandb.config.update(self.config, allow_val_change=True)
+            wandb.config.update(redact(self.config), allow_val_change=True)

@@ -16,14 +16,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from trainers.errors import UserFacingError
+from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
 _MAX_LISTED = 5
 
 
-class DataError(UserFacingError, ValueError):
-    """Caption data is missing or malformed; the message names the file, the problem and the fix."""
+__all__ = ["CaptionCollator", "CaptionJsonDataset", "DataError", "parse_captions"]
+_JSONL_HINT = 'each line must be a JSON object like {"image": "0001.png", "caption": "a red circle"} ("caption" may be a list)'
 
 
 def _listed(items: Sequence[str]) -> str:
@@ -57,8 +57,45 @@ def _as_captions(value: Any) -> list[str] | None:
     return captions
 
 
-def parse_captions(path: Path) -> dict[str, list[str]]:
-    """Read and validate a caption JSON; every entry comes back as a non-empty list of non-blank captions."""
+def _read_jsonl(path: Path, bad: BadSamples) -> dict[str, list[str]]:
+    """`{"image": ..., "caption": ...}` per line; a malformed line fails or is skipped by the policy."""
+    if not path.is_file():
+        raise DataError(f"{path}: caption file not found. Check the captions path in the recipe; {_JSONL_HINT}.")
+    out: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                bad.report("malformed_line", where, f"not valid JSON ({error.msg} at column {error.colno})",
+                           f"Fix that line; {_JSONL_HINT}")
+                continue
+            image = record.get("image") if isinstance(record, dict) else None
+            captions = _as_captions(record.get("caption")) if isinstance(record, dict) else None
+            if not isinstance(image, str) or not image or captions is None:
+                bad.report("bad_entry", where, "no usable \"image\" name and non-blank \"caption\"",
+                           f"Fix that line; {_JSONL_HINT}")
+                continue
+            if image in out:
+                bad.report("duplicate", where, f"image {image!r} is listed twice", "Keep one line per image")
+                continue
+            out[image] = captions
+    return out
+
+
+def parse_captions(path: Path, bad: BadSamples | None = None) -> dict[str, list[str]]:
+    """Read and validate a caption JSON (or JSONL); every entry comes back as a non-empty list of captions.
+
+    With a "skip" policy, unusable entries are dropped and counted in `bad` instead of failing.
+    """
+    bad = bad or BadSamples(str(path))
+    if path.suffix == ".jsonl":
+        parsed_lines = _read_jsonl(path, bad)
+        ensure_not_empty(len(parsed_lines), bad, "caption lines")
+        return parsed_lines
     data = _read_json(path)
     if not isinstance(data, dict):
         raise DataError(
@@ -67,26 +104,56 @@ def parse_captions(path: Path) -> dict[str, list[str]]:
     if not data:
         raise DataError(f"{path}: the caption mapping is empty; add at least one entry; {_SCHEMA_HINT}.")
     parsed = {name: _as_captions(value) for name, value in data.items()}
-    bad = [name for name, captions in parsed.items() if captions is None]
-    if bad:
+    unusable = [name for name, captions in parsed.items() if captions is None]
+    if unusable and bad.policy == "skip":
+        for name in unusable:
+            bad.report("bad_entry", f"{path} entry {name!r}", "no usable caption", "Fix the value")
+        ensure_not_empty(len(parsed) - len(unusable), bad, "caption entries")
+    elif unusable:
         raise DataError(
-            f"{path}: {len(bad)} entr{'y has' if len(bad) == 1 else 'ies have'} no usable caption "
-            f"(not a non-blank string or a non-empty list of them): {_listed(bad)}. Fix those values; {_SCHEMA_HINT}."
+            f"{path}: {len(unusable)} entr{'y has' if len(unusable) == 1 else 'ies have'} no usable caption "
+            f"(not a non-blank string or a non-empty list of them): {_listed(unusable)}. Fix those values "
+            f'(or set the recipe\'s data on_bad_sample="skip" to drop them); {_SCHEMA_HINT}.'
         )
     return {name: captions for name, captions in parsed.items() if captions is not None}
 
 
-def _check_images(captions_json: Path, image_dir: Path, names: Sequence[str]) -> None:
+def _check_images(captions_json: Path, image_dir: Path, names: Sequence[str],
+                  bad: BadSamples | None = None) -> list[str]:
+    """The names whose image exists (and, under the "skip" policy, decodes); raises or records the rest."""
     if not image_dir.is_dir():
         raise DataError(
             f"{image_dir}: image directory not found (named by {captions_json}). Check the image directory in the recipe."
         )
     missing = [name for name in names if not (image_dir / name).is_file()]
+    if bad is not None and bad.policy == "skip":
+        kept = []
+        for name in names:
+            if name in missing:
+                bad.report("missing_image", str(image_dir / name), "image file not found", "Add the image")
+            elif (problem := _image_problem(image_dir / name)) is not None:
+                bad.report("corrupt_image", str(image_dir / name), f"cannot read the image ({problem})",
+                           "Replace the file")
+            else:
+                kept.append(name)
+        return kept
     if missing:
         raise DataError(
             f"{captions_json}: {len(missing)} of {len(names)} image files listed there are missing from {image_dir}: "
-            f"{_listed(missing)}. Add the images or remove those entries."
+            f"{_listed(missing)}. Add the images or remove those entries, or set the recipe's data "
+            'on_bad_sample="skip" to drop them and count them in training_summary.json.'
         )
+    return list(names)
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why PIL cannot decode `path` (a full decode: truncated files pass `verify()`), or None."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        return str(error)
+    return None
 
 
 class CaptionJsonDataset(Dataset):
@@ -96,14 +163,17 @@ class CaptionJsonDataset(Dataset):
     so construction costs one `stat` per file, not a decode.
     """
 
-    def __init__(self, captions_json: Path, image_dir: Path, image_processor: Any) -> None:
+    def __init__(self, captions_json: Path, image_dir: Path, image_processor: Any, on_bad_sample: str = "fail") -> None:
         self.captions_json = Path(captions_json)
         self.image_dir = Path(image_dir)
         self.image_processor = image_processor
-        captions = parse_captions(self.captions_json)
-        self.filenames: list[str] = list(captions)
-        self._captions: list[list[str]] = list(captions.values())
-        _check_images(self.captions_json, self.image_dir, self.filenames)
+        self.bad_samples = BadSamples(str(self.captions_json), on_bad_sample)  # type: ignore[arg-type]
+        captions = parse_captions(self.captions_json, self.bad_samples)
+        kept = _check_images(self.captions_json, self.image_dir, list(captions), self.bad_samples)
+        ensure_not_empty(len(kept), self.bad_samples, "samples")
+        self.filenames: list[str] = kept
+        self._captions: list[list[str]] = [captions[name] for name in kept]
+        self.bad_samples.log(len(kept))
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -121,7 +191,8 @@ class CaptionJsonDataset(Dataset):
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(
                 f"{path}: cannot read the image ({error}); it is listed in {self.captions_json}. "
-                "Replace the file or remove its entry."
+                'Replace the file or remove its entry, or set the recipe\'s data on_bad_sample="skip" '
+                "(which checks every image before training and drops unreadable ones)."
             ) from error
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -18,8 +18,9 @@ def build_captioning_task(recipe: Recipe, processor: Any) -> TaskParts:
     data = recipe.data
     if not isinstance(data, CaptionData):
         raise RecipeError(f"the captioning task needs data=CaptionData(...), got {type(data).__name__}.")
-    train = CaptionJsonDataset(Path(data.train), Path(data.images), processor.image_processor)
-    val = CaptionJsonDataset(Path(data.val), Path(data.val_images or data.images), processor.image_processor)
+    policy = data.on_bad_sample
+    train = CaptionJsonDataset(Path(data.train), Path(data.images), processor.image_processor, policy)
+    val = CaptionJsonDataset(Path(data.val), Path(data.val_images or data.images), processor.image_processor, policy)
     if data.max_val_samples is not None:
         val = _truncate(val, data.max_val_samples)
     train_set = Subset(train, range(min(len(train), data.max_train_samples))) if data.max_train_samples else train
