@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
+from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
 from trainers.freezing.progressive import ProgressiveUnfreezing
+from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.models.registry import get_family
 from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
@@ -87,20 +88,9 @@ def build_training_arguments(recipe: Recipe, output_dir: Path, report_to: list[s
         dataloader_num_workers=t.num_workers,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
-        deepspeed=recipe.launch.deepspeed_config,
+        deepspeed=deepspeed_config_for(recipe.launch, t, launcher_world_size()),
         disable_tqdm=not os.isatty(2),
     )
-
-
-def check_world(trainer: RecipeTrainer) -> None:
-    """Fail fast if the Trainer's idea of the world differs from the real process group."""
-    if dist.is_available() and dist.is_initialized():
-        real = dist.get_world_size()
-        if trainer.args.world_size != real:
-            raise RuntimeError(
-                f"TrainingArguments.world_size={trainer.args.world_size} but the process group has {real} ranks: "
-                "every rank would train on the whole dataset unsharded. On CPU this needs use_cpu=True."
-            )
 
 
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
@@ -166,7 +156,8 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     task = build_task(get_family(recipe.model.family).task, recipe, processor)
     args = build_training_arguments(recipe, output_dir, report_to)
     trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
-    check_world(trainer)
+    check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
+    trainer.add_callback(WorldGuard(trainer, args.deepspeed))
     return RunContext(recipe, output_dir, prepared, task, trainer, resume_from, started)
 
 
@@ -178,6 +169,8 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         best_dir = ctx.output_dir / BEST
         trainer.save_model(str(best_dir))
         summary = _summary(ctx.recipe, ctx.prepared, trainer, ctx.task, result, ctx.started, best_dir)
+        guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
+        guard.write(ctx.output_dir)
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
     finally:
@@ -189,7 +182,13 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train one recipe end to end; returns the summary written to `training_summary.json`."""
-    return complete_run(setup_run(recipe, overrides))
+    try:
+        summary = complete_run(setup_run(recipe, overrides))
+    except BaseException:
+        finish_distributed(barrier=False)  # other ranks may be gone: don't wait for them
+        raise
+    finish_distributed()
+    return summary
 
 
 def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> RecipeTrainer:
