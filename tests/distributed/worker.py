@@ -11,7 +11,7 @@ batches. Per rank and mode it records: world size, DeepSpeed stage, the sample i
 batches per epoch, loss and grad norm per step, optimizer-group LRs, a hash of the full (ZeRO-3: gathered)
 weights at the start and after every epoch, which frozen parameters changed, the epoch each stage's
 parameters first changed, eval metrics and captions, early stopping and the best checkpoint. Rank 0 also
-saves the final weights (`final.safetensors`) for tolerance comparisons across runs.
+saves the weights after each epoch (`epoch<N>.safetensors`) for tolerance comparisons across runs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def build_recipe(out: Path, mode: str, train_json: str, global_batch: int, epoch
                       ParamGroup("text", match=r"^text_decoder\.", lr_mult=1.0)],
         training=Training(epochs=epochs, batch_size=global_batch // world(), lr=1e-3, warmup_steps=0,
                           weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
-                          save_total_limit=1, seed=42),
+                          save_total_limit=2, seed=42),
         evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
         # min_delta no eval loss can beat: stops deterministically after 3 evaluations without improvement,
         # while the Trainer's best checkpoint (highest eval loss) is usually not the last one.
@@ -236,7 +236,8 @@ def run_mode(mode: str, out: Path, train_json: str, global_batch: int, epochs: i
     if rank() == 0:
         from safetensors.torch import load_file, save_file
 
-        save_file({n: t.contiguous() for n, t in final.items()}, str(target / "final.safetensors"))
+        for epoch, snap in enumerate(recorder.epochs):
+            save_file(snap, str(target / f"epoch{epoch}.safetensors"))
         saved = load_file(str(target / "best" / "model.safetensors"))
         common = sorted(set(saved) & set(final))
         facts["best_saved_tensors"] = len(saved)
@@ -245,6 +246,7 @@ def run_mode(mode: str, out: Path, train_json: str, global_batch: int, epochs: i
         best_step = int(Path(summary["best_checkpoint"]).name.split("-")[-1])
         steps_per_epoch = guard.facts.batches_per_epoch
         facts["best_epoch"] = best_step // steps_per_epoch - 1
+        facts["best_loaded_is_best_epoch"] = facts["final_hash"] == facts["epoch_hashes"][facts["best_epoch"]]
     (target / f"facts.rank{rank()}.json").write_text(json.dumps(facts, indent=1) + "\n")
     del ctx, trainer, model, recorder
     reset_between_runs()
