@@ -55,6 +55,12 @@ def check_world(trainer: Any, deepspeed_config: str | None = None) -> None:
     """
     launched = launcher_world_size()
     group = process_group_size()
+    if "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
+        logger.warning(
+            "accelerate started a single process: `distributed_type: MULTI_CPU` (or --cpu) without mpirun runs "
+            "one process whatever num_processes says; for several CPU ranks use `distributed_type: MULTI_GPU` "
+            "(--multi_gpu, gloo on CPU) or DEEPSPEED, or `launch.py --launcher accelerate --nproc N`."
+        )
     args_world = trainer.args.world_size
     if launched > 1 and group is None:
         raise WorldMismatchError(

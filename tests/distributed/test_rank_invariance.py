@@ -31,7 +31,7 @@ WORKER = ROOT / "tests" / "distributed" / "worker.py"
 LOSS_TOL = 1e-4
 WEIGHT_TOL = 1e-5
 GRAD_NORM_TOL = 1e-4
-SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE = 32, 8, 2, 5, 3
+SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
 STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
 TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3")
 RESUME_MODE = "zero3+resume"
@@ -65,19 +65,26 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dist")
 
 
+def same_length_captions(source: Path, target: Path, count: int) -> str:
+    """Shapes captions of 7 words (9 tokens with [DEC] and [SEP]): equal token counts in every batch, so a
+    mean over a rank's batch averaged over ranks is the mean over the global batch (train and eval loss)."""
+    captions = json.loads(source.read_text())
+    same_length = {k: v for k, v in captions.items() if len(v.split()) == 7}
+    target.write_text(json.dumps(dict(list(same_length.items())[:count])))
+    return str(target)
+
+
 @pytest.fixture(scope="module")
 def train_json(workdir: Path) -> str:
-    """32 shapes captions of 7 words (9 tokens with [DEC] and [SEP]): equal token counts in every batch."""
-    captions = json.loads((SHAPES / "train.json").read_text())
-    same_length = {k: v for k, v in captions.items() if len(v.split()) == 7}
-    path = workdir / "train_same_length.json"
-    path.write_text(json.dumps(dict(list(same_length.items())[:SAMPLES])))
-    return str(path)
+    same_length_captions(SHAPES / "val.json", workdir / "val_same_length.json", VAL_SAMPLES)
+    return same_length_captions(SHAPES / "train.json", workdir / "train_same_length.json", SAMPLES)
 
 
 def worker_args(out: Path, train_json: str, modes: str) -> list[str]:
-    return [str(WORKER), "--out", str(out), "--train-json", train_json, "--modes", modes,
-            "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--stop-at", str(2 * STEPS_PER_EPOCH)]
+    val_json = str(Path(train_json).with_name("val_same_length.json"))
+    return [str(WORKER), "--out", str(out), "--train-json", train_json, "--val-json", val_json, "--modes", modes,
+            "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--patience", str(PATIENCE),
+            "--stop-at", str(2 * STEPS_PER_EPOCH)]
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +215,7 @@ def test_sharded_evaluation_scores_like_one_process(ranks, reference):
         assert [e["eval_loss"] for e in f["eval"]] == pytest.approx(
             [e["eval_loss"] for e in reference["eval"]], abs=LOSS_TOL)
         assert f["predictions"] == reference["predictions"]
-        assert len(f["predictions"]) == 8
+        assert len(f["predictions"]) == VAL_SAMPLES
 
 
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)

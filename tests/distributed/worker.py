@@ -68,14 +68,15 @@ def world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def build_recipe(out: Path, mode: str, train_json: str, global_batch: int, epochs: int) -> Recipe:
+def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
+                 patience: int) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     if global_batch % world():
         raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks")
     recipe = Recipe(
         name=f"dist_{mode}",
         model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
-        data=CaptionData(train=train_json, val=str(SHAPES / "val.json"), images=str(SHAPES / "images"),
+        data=CaptionData(train=train_json, val=val_json, images=str(SHAPES / "images"),
                          max_train_samples=32, max_val_samples=8),
         freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
         stages=[Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
@@ -86,9 +87,9 @@ def build_recipe(out: Path, mode: str, train_json: str, global_batch: int, epoch
                           weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
                           save_total_limit=2, seed=42),
         evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
-        # min_delta no eval loss can beat: stops deterministically after 3 evaluations without improvement,
-        # while the Trainer's best checkpoint (highest eval loss) is usually not the last one.
-        early_stopping=EarlyStopping(metric="loss", mode="max", patience=3, min_delta=10.0),
+        # min_delta no eval loss can beat: stops deterministically after `patience` evaluations without
+        # improvement, while the Trainer's best checkpoint (highest eval loss) is usually not the last one.
+        early_stopping=EarlyStopping(metric="loss", mode="max", patience=patience, min_delta=10.0),
         reporting=Reporting(wandb=False, plots=False),
         output_dir=str(out / mode),
     )
@@ -161,9 +162,9 @@ class Recorder(TrainerCallback):
         self.epochs.append(full_weights(model))
 
 
-def run_mode(mode: str, out: Path, train_json: str, global_batch: int, epochs: int, stop_at: int) -> None:
+def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
     started = time.time()
-    recipe = build_recipe(out, mode, train_json, global_batch, epochs)
+    recipe = build_recipe(out, mode, args.train_json, args.val_json, args.global_batch, args.epochs, args.patience)
     recorder, summary, resumed_from = None, None, None
     legs = ["first", "resume"] if mode.endswith("+resume") else ["only"]
     for leg in legs:
@@ -180,7 +181,7 @@ def run_mode(mode: str, out: Path, train_json: str, global_batch: int, epochs: i
             recorder.trainer, recorder.dataset = ctx.trainer, dataset
         ctx.trainer.add_callback(recorder)
         if leg == "first":
-            ctx.trainer.add_callback(StopAt(stop_at))
+            ctx.trainer.add_callback(StopAt(args.stop_at))
         else:
             resumed_from = ctx.resume_from
         summary = complete_run(ctx)
@@ -279,6 +280,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--train-json", required=True)
+    parser.add_argument("--val-json", default=str(SHAPES / "val.json"))
+    parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--modes", required=True)
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
@@ -287,7 +290,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     for mode in args.modes.split(","):
-        run_mode(mode, out, args.train_json, args.global_batch, args.epochs, args.stop_at)
+        run_mode(mode, out, args)
     finish_distributed()
 
 
