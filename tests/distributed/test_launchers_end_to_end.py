@@ -37,17 +37,18 @@ def rank_facts(out: Path, world: int = 2) -> list[dict]:
 @pytest.mark.slow
 def test_demo_recipe_runs_under_deepspeed_zero2_on_two_ranks(tmp_path):
     """The issue's demo: `launch.py recipes/blip_progressive.py --demo --launcher deepspeed --zero 2 --nproc 2`
-    (4 epochs instead of 10 to keep CI short; the first stage opens at epoch 3)."""
+    (4 epochs of 160 images instead of 10 of 320 to keep CI short; the first stage opens at epoch 3)."""
     out = tmp_path / "demo"
     result, seconds = run([sys.executable, "launch.py", "recipes/blip_progressive.py", "--demo", "--launcher",
                            "deepspeed", "--zero", "2", "--nproc", "2", "--no-wandb", "training.epochs=4",
-                           f"output_dir={out}"], timeout=900)
+                           "data.max_train_samples=160", "data.max_val_samples=16", f"output_dir={out}"],
+                          timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     assert "launching: " in result.stdout and "deepspeed.launcher.runner" in result.stdout
     assert f"results in {out}" in result.stdout
-    print(f"demo under deepspeed --zero 2 --nproc 2, 4 epochs: {seconds:.0f} s")
-    steps_per_epoch = 320 // (2 * 16)  # shapes train set / (ranks x batch 16)
+    print(f"demo under deepspeed --zero 2 --nproc 2, 4 epochs x 160 images: {seconds:.0f} s")
+    steps_per_epoch = 160 // (2 * 16)  # train samples / (ranks x batch 16)
     for r, facts in enumerate(rank_facts(out)):
         assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (r, 2, True, 2)
         assert facts["batches_per_epoch"] == facts["expected_batches_per_epoch"] == steps_per_epoch

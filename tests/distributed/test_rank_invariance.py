@@ -205,6 +205,9 @@ def test_unfreezing_stages_take_effect_on_every_rank(ranks):
         assert f["stages_opened_at_step"] == {"0": STEPS_PER_EPOCH, "1": 2 * STEPS_PER_EPOCH}
         # the gated parameters first change in their stage's epoch: not before (gate), not never (wrap)
         assert f["stage_first_change_epoch"] == f["stage_epochs"] == {"0": 1, "1": 2}
+        # the stage groups' Adam state was found and reset on this rank (ZeRO: the flat fp32 partitions)
+        assert f["stage_state_entries_reset"].keys() == {"0", "1"}
+        assert all(n > 0 for n in f["stage_state_entries_reset"].values()), f["stage_state_entries_reset"]
 
 
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)

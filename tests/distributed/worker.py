@@ -220,6 +220,9 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
                               for p in ctx.prepared.stages},
         "stages_opened_at_step": summary["stages_opened_at_step"],
         "stage_first_change_epoch": stage_first_change,
+        "stage_state_entries_reset": {str(k): v for k, v in next(
+            c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressiveUnfreezing"
+        ).state_entries_reset.items()},
         "frozen_tensors": len(frozen),
         "frozen_changed": changed_frozen,
         "start_hash": digest(start),

@@ -232,6 +232,7 @@ def deepspeed_config_from_accelerate_env(env: dict[str, str] | None = None) -> s
     """
     import os
 
+    real_env = env is None
     env = dict(os.environ) if env is None else env
     if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() not in ("1", "true", "yes"):
         return None
@@ -242,7 +243,21 @@ def deepspeed_config_from_accelerate_env(env: dict[str, str] | None = None) -> s
                   for what in ("OPTIMIZER", "PARAM"))
     if stage == 0:
         return None
+    if real_env:
+        # The yaml's DeepSpeed fields now live in the config file; accelerate refuses a config file while
+        # they are still listed (ValueError "... config variables will be ignored"), so unlist them.
+        os.environ["ACCELERATE_CONFIG_DS_FIELDS"] = ",".join(
+            f for f in env.get("ACCELERATE_CONFIG_DS_FIELDS", "").split(",") if f and f not in _TRANSLATED_FIELDS
+        )
     return str(shipped_config(stage, offload and stage > 1))
+
+
+# accelerate yaml DeepSpeed fields that the shipped config (and the recipe, through "auto") replaces.
+_TRANSLATED_FIELDS = frozenset({
+    "gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
+    "offload_param_device", "offload_param_nvme_path", "offload_optimizer_nvme_path", "zero3_save_16bit_model",
+    "mixed_precision", "zero3_init_flag",
+})
 
 
 def deepspeed_config_for(launch: Launch, training: Training | None = None, world_size: int | None = None,
