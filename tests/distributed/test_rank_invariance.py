@@ -1,4 +1,4 @@
-"""2 real ranks on CPU (gloo) under torchrun and accelerate, DDP and DeepSpeed ZeRO-1/2/3, against one process.
+"""2 real ranks on CPU (gloo) under torchrun and accelerate: DDP, ZeRO-1/2/3 (+offload), against one process.
 
 One 1-process reference run and one 2-rank job per launcher; each job runs several modes back to back
 (tests/distributed/worker.py) and dumps per-rank facts. The global batch is 8 in every run (1 x 8 or
@@ -33,7 +33,7 @@ WEIGHT_TOL = 1e-5
 GRAD_NORM_TOL = 1e-4
 SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
 STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
-TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3")
+TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 RESUME_MODE = "zero3+resume"
 RUNS = [("torchrun", m) for m in TORCHRUN_MODES] + [("accelerate", "ddp")]
 
@@ -97,7 +97,8 @@ def reference(workdir: Path, train_json: str) -> dict:
 
 @pytest.fixture(scope="module")
 def torchrun_job(workdir: Path, train_json: str) -> Path:
-    """torchrun, 2 ranks: DDP, ZeRO-1, ZeRO-2, ZeRO-3 and an interrupted+resumed ZeRO-3, back to back.
+    """torchrun, 2 ranks: DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload, and an interrupted+resumed ZeRO-3,
+    back to back.
     The first DeepSpeed mode JIT-builds DeepSpeed's shm comm op into TORCH_EXTENSIONS_DIR (once per clone)."""
     out = workdir / "torchrun"
     modes = ",".join([*TORCHRUN_MODES, RESUME_MODE])
@@ -143,7 +144,7 @@ def test_each_rank_iterates_its_own_disjoint_shard(ranks):
     for r, f in enumerate(ranks):
         assert (f["rank"], f["world_size"], f["trainer_world_size"], f["process_index"]) == (r, WORLD, WORLD, r)
         assert f["deepspeed"] == (mode != "ddp")
-        assert f["rank_facts"]["zero_stage"] == (None if mode == "ddp" else int(mode[-1]))
+        assert f["rank_facts"]["zero_stage"] == (None if mode == "ddp" else int(mode[4]))
         assert f["rank_facts"]["batches_per_epoch"] == STEPS_PER_EPOCH
         assert f["global_step"] == ranks[0]["global_step"]
     for epoch, (seen0, seen1) in enumerate(zip(ranks[0]["indices_per_epoch"], ranks[1]["indices_per_epoch"],
