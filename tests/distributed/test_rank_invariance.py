@@ -35,7 +35,8 @@ SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
 STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
 TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 RESUME_MODE = "zero3+resume"
-RUNS = [("torchrun", m) for m in TORCHRUN_MODES] + [("accelerate", "ddp")]
+ACCUM_MODES = ("ddp+accum2", "zero2+accum2")  # 2 ranks x batch 2 x 2 accumulation steps
+RUNS = [("torchrun", m) for m in (*TORCHRUN_MODES, *ACCUM_MODES)] + [("accelerate", "ddp")]
 
 
 def free_port() -> int:
@@ -101,7 +102,7 @@ def torchrun_job(workdir: Path, train_json: str) -> Path:
     back to back.
     The first DeepSpeed mode JIT-builds DeepSpeed's shm comm op into TORCH_EXTENSIONS_DIR (once per clone)."""
     out = workdir / "torchrun"
-    modes = ",".join([*TORCHRUN_MODES, RESUME_MODE])
+    modes = ",".join([*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE])
     run_job([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
              f"--master_port={free_port()}", *worker_args(out, train_json, modes)], out)
     return out
@@ -141,11 +142,15 @@ def by_id(run) -> str:
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
 def test_each_rank_iterates_its_own_disjoint_shard(ranks):
     mode = ranks[0]["mode"]
+    accum = 2 if mode.endswith("+accum2") else 1
     for r, f in enumerate(ranks):
         assert (f["rank"], f["world_size"], f["trainer_world_size"], f["process_index"]) == (r, WORLD, WORLD, r)
-        assert f["deepspeed"] == (mode != "ddp")
-        assert f["rank_facts"]["zero_stage"] == (None if mode == "ddp" else int(mode[4]))
-        assert f["rank_facts"]["batches_per_epoch"] == STEPS_PER_EPOCH
+        assert f["deepspeed"] == (not mode.startswith("ddp"))
+        assert f["rank_facts"]["zero_stage"] == (None if mode.startswith("ddp") else int(mode[4]))
+        # steps per epoch = N / (world x batch x accum): batches per epoch / accum
+        assert f["rank_facts"]["batch_size"] == GLOBAL_BATCH // (WORLD * accum)
+        assert f["rank_facts"]["batches_per_epoch"] == STEPS_PER_EPOCH * accum
+        assert f["stages_opened_at_step"]["0"] == STEPS_PER_EPOCH  # optimizer steps in epoch 0
         assert f["global_step"] == ranks[0]["global_step"]
     for epoch, (seen0, seen1) in enumerate(zip(ranks[0]["indices_per_epoch"], ranks[1]["indices_per_epoch"],
                                                strict=True)):

@@ -5,7 +5,8 @@ dumps what this rank really did to `<out>/<mode>/facts.rank<N>.json`.
         --modes ddp,zero1,zero2,zero3
 
 Modes: `ddp` (no DeepSpeed), `zero1`, `zero2`, `zero3`, `zero2_offload`, `zero3_offload`; a `+resume` suffix
-stops after `--stop-at` steps, then resumes from the last checkpoint in a fresh Trainer. The global batch
+stops after `--stop-at` steps, then resumes from the last checkpoint in a fresh Trainer; `+accum2` halves the
+per-rank batch and accumulates gradients over 2 batches (same global batch). The global batch
 is fixed (`--global-batch`), so the per-rank batch is global / world: a 2-rank and a 1-rank run see the same
 batches. Per rank and mode it records: world size, DeepSpeed stage, the sample indices iterated each epoch,
 batches per epoch, loss and grad norm per step, optimizer-group LRs, a hash of the full (ZeRO-3: gathered)
@@ -71,8 +72,9 @@ def world() -> int:
 def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
                  patience: int) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
-    if global_batch % world():
-        raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks")
+    accum = 2 if "+accum2" in mode else 1
+    if global_batch % (world() * accum):
+        raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation")
     recipe = Recipe(
         name=f"dist_{mode}",
         model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
@@ -83,7 +85,8 @@ def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_ba
                 Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5)],
         param_groups=[ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
                       ParamGroup("text", match=r"^text_decoder\.", lr_mult=1.0)],
-        training=Training(epochs=epochs, batch_size=global_batch // world(), lr=1e-3, warmup_steps=0,
+        training=Training(epochs=epochs, batch_size=global_batch // (world() * accum), grad_accum=accum, lr=1e-3,
+                          warmup_steps=0,
                           weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
                           save_total_limit=2, seed=42),
         evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
