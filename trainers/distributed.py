@@ -78,6 +78,11 @@ def check_world(trainer: Any, deepspeed_config: str | None = None) -> None:
             f"DeepSpeed config {deepspeed_config} was requested but the Trainer runs without DeepSpeed "
             "(seen with ACCELERATE_USE_CPU=1 or ddp_backend on CPU): the run would not use ZeRO."
         )
+    if trainer.is_deepspeed_enabled and not deepspeed_config:
+        raise WorldMismatchError(
+            "The Trainer enabled DeepSpeed although no DeepSpeed config was requested (an ACCELERATE_USE_DEEPSPEED "
+            "environment variable left behind?): the run would not be the one the recipe describes."
+        )
     if trainer.is_deepspeed_enabled:
         engine_world = trainer.accelerator.state.num_processes
         if engine_world != real:

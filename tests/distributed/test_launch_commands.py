@@ -202,6 +202,9 @@ def test_world_check_catches_the_cpu_world_size_trap(monkeypatch):
     check_world(fake_trainer(2))
     with pytest.raises(WorldMismatchError, match="runs without DeepSpeed"):
         check_world(fake_trainer(2), deepspeed_config="ds_configs/zero2.json")
+    with pytest.raises(WorldMismatchError, match="no DeepSpeed config was requested"):
+        check_world(fake_trainer(2, deepspeed=True))
+    check_world(fake_trainer(2, deepspeed=True), deepspeed_config="ds_configs/zero2.json")
     monkeypatch.setattr(d, "process_group_size", lambda: None)
     with pytest.raises(WorldMismatchError, match="no process group"):
         check_world(fake_trainer(2))

@@ -55,6 +55,7 @@ from trainers.recipe import (  # noqa: E402
 from trainers.run import complete_run, setup_run  # noqa: E402
 
 SHAPES = ROOT / "data" / "shapes"
+START_ENV = frozenset(os.environ)
 LAYERS = "vision_model.encoder.layers"
 STAGE_EPOCHS = (1, 2)
 ZERO = {"ddp": (None, False), "zero1": (1, False), "zero2": (2, False), "zero3": (3, False),
@@ -251,7 +252,7 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
         facts["best_saved_matches_final"] = all(torch.equal(saved[n].float(), final[n]) for n in common)
         facts["best_saved_missing"] = sorted(set(final) - set(saved))
         best_step = int(Path(summary["best_checkpoint"]).name.split("-")[-1])
-        steps_per_epoch = guard.facts.batches_per_epoch
+        steps_per_epoch = -(-guard.facts.batches_per_epoch // recipe.training.grad_accum)
         facts["best_epoch"] = best_step // steps_per_epoch - 1
         facts["best_loaded_is_best_epoch"] = facts["final_hash"] == facts["epoch_hashes"][facts["best_epoch"]]
     (target / f"facts.rank{rank()}.json").write_text(json.dumps(facts, indent=1) + "\n")
@@ -277,6 +278,9 @@ def reset_between_runs() -> None:
 
     unset_hf_deepspeed_config()
     AcceleratorState._reset_state(reset_partial_state=False)
+    # accelerate leaves ACCELERATE_USE_DEEPSPEED=true behind once DeepSpeed ran; a later mode would inherit it
+    for key in [k for k in os.environ if k.startswith("ACCELERATE_") and k not in START_ENV]:
+        del os.environ[key]
     gc.collect()
     if dist.is_initialized():
         dist.barrier()
