@@ -101,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from trainers.launchers.commands import build_launch_command, inside_launcher
+    from trainers.launchers.commands import build_launch_command, inside_launcher, launcher_world_size
+    from trainers.launchers.deepspeed_config import deepspeed_config_for
     from trainers.recipe import load_recipe
 
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
+    # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
+    deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
     under_launcher = inside_launcher()
     command = job = None
     if recipe.launch.launcher == "slurm" and not under_launcher:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from transformers import TrainingArguments, set_seed
 
 from trainers import checkpoints
@@ -23,7 +22,9 @@ from trainers.callbacks.metrics_log import EpochMetricsLog
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
+from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
 from trainers.freezing.progressive import ProgressiveUnfreezing
+from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.models.registry import get_family
 from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
@@ -90,20 +91,9 @@ def build_training_arguments(recipe: Recipe, output_dir: Path, report_to: list[s
         dataloader_num_workers=t.num_workers,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
-        deepspeed=recipe.launch.deepspeed_config,
+        deepspeed=deepspeed_config_for(recipe.launch, t, launcher_world_size()),
         disable_tqdm=not os.isatty(2),
     )
-
-
-def check_world(trainer: RecipeTrainer) -> None:
-    """Fail fast if the Trainer's idea of the world differs from the real process group."""
-    if dist.is_available() and dist.is_initialized():
-        real = dist.get_world_size()
-        if trainer.args.world_size != real:
-            raise RuntimeError(
-                f"TrainingArguments.world_size={trainer.args.world_size} but the process group has {real} ranks: "
-                "every rank would train on the whole dataset unsharded. On CPU this needs use_cpu=True."
-            )
 
 
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
@@ -179,7 +169,8 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
                      args.world_size, recipe.data.train)
     trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
-    check_world(trainer)
+    check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
+    trainer.add_callback(WorldGuard(trainer, args.deepspeed))
     return RunContext(recipe, output_dir, prepared, task, trainer, resume_from, started)
 
 
@@ -197,6 +188,8 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         summary = _summary(ctx.recipe, ctx.prepared, trainer, ctx.task, result, ctx.started, best_dir)
         if lora is not None:
             summary["lora"] = lora
+        guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
+        guard.write(ctx.output_dir)
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
     finally:
@@ -208,7 +201,13 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
 
 def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train one recipe end to end; returns the summary written to `training_summary.json`."""
-    return complete_run(setup_run(recipe, overrides))
+    try:
+        summary = complete_run(setup_run(recipe, overrides))
+    except BaseException:
+        finish_distributed(barrier=False)  # other ranks may be gone: don't wait for them
+        raise
+    finish_distributed()
+    return summary
 
 
 def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class ProgressiveUnfreezing(TrainerCallback):
         self.gates = list(gates)
         self.steps_per_epoch: int | None = None
         self.opened_at_step: dict[int, int] = {}
+        self.state_entries_reset: dict[int, int] = {}  # per stage: optimizer-state entries dropped on this rank
 
     def boundary_step(self, plan: StagePlan) -> int:
         assert self.steps_per_epoch is not None
@@ -137,7 +138,7 @@ class ProgressiveUnfreezing(TrainerCallback):
         if optimizer is not None:
             set_group_weight_decay(optimizer, plan.group_weight_decay)
             if reset_state:
-                reset_optimizer_state(optimizer, plan.group_indices)
+                self.state_entries_reset[plan.index] = reset_optimizer_state(optimizer, plan.group_indices)
         self.opened_at_step[plan.index] = step
         logger.info(
             "stage %d: unfroze %d tensors (%s params) at step %d (epoch %d): %s",

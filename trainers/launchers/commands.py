@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 
+from trainers.errors import RecipeError
+from trainers.launchers.deepspeed_config import resolve_deepspeed_config
 from trainers.recipe.config import Launch
 
 LAUNCHER_ENV_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "ACCELERATE_DYNAMO_BACKEND", "DEEPSPEED_LAUNCHED")
+DEFAULT_MASTER_PORT = 29500
 
 
 def inside_launcher(env: Mapping[str, str] | None = None) -> bool:
@@ -17,31 +21,82 @@ def inside_launcher(env: Mapping[str, str] | None = None) -> bool:
     return any(k in env for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE"))
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (single-node rendezvous; another run may use the default)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def master_port(launch: Launch) -> int:
+    """The configured port; unset, a free one on a single node (several runs may share a machine), else 29500."""
+    if launch.master_port is not None:
+        return launch.master_port
+    return free_port() if launch.nnodes == 1 else DEFAULT_MASTER_PORT
+
+
+def check_launch(launch: Launch) -> None:
+    """Contradictions a user can fix on the command line."""
+    if launch.nproc < 1 or launch.nnodes < 1:
+        raise RecipeError(f"--nproc and --nnodes must be >= 1, got nproc={launch.nproc}, nnodes={launch.nnodes}.")
+    if not 0 <= launch.node_rank < launch.nnodes:
+        raise RecipeError(f"--node-rank must be in [0, {launch.nnodes}), got {launch.node_rank}.")
+    if launch.launcher == "none" and (launch.zero is not None or launch.deepspeed_config):
+        raise RecipeError(
+            "DeepSpeed (--zero / --deepspeed) needs a launcher: add --launcher deepspeed (or torchrun / accelerate), "
+            "with --nproc 1 for a single process, or start launch.py under `deepspeed` yourself."
+        )
+    if launch.launcher == "none" and (launch.nproc > 1 or launch.nnodes > 1):
+        raise RecipeError(
+            f"--nproc {launch.nproc} / --nnodes {launch.nnodes} need a launcher: add --launcher torchrun, "
+            "accelerate or deepspeed (or start launch.py under one yourself)."
+        )
+
+
 def build_launch_command(launch: Launch, script: str, script_args: Sequence[str]) -> list[str] | None:
-    """The command that starts `script script_args` under the configured launcher, or None (in-process)."""
+    """The command that starts `script script_args` under the configured launcher, or None (in-process).
+
+    The workers get the same arguments and see the launcher's environment, so they train in-process;
+    `--zero N` / `--deepspeed FILE` travel with them and are resolved there to the same config file.
+    """
+    check_launch(launch)
+    ds_config = resolve_deepspeed_config(launch)
     if launch.launcher == "none":
         return None
-    nodes = [
-        f"--nnodes={launch.nnodes}",
-        f"--node_rank={launch.node_rank}",
-        f"--master_addr={launch.master_addr}",
-        f"--master_port={launch.master_port}",
-    ]
+    port = master_port(launch)
     if launch.launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc}", *nodes,
-                script, *script_args]
+        return [
+            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc}",
+            f"--nnodes={launch.nnodes}", f"--node_rank={launch.node_rank}",
+            f"--master_addr={launch.master_addr}", f"--master_port={port}", script, *script_args,
+        ]
     if launch.launcher == "accelerate":
         world = launch.nproc * launch.nnodes
-        mode = ["--use_deepspeed"] if launch.deepspeed_config else (["--multi_gpu"] if world > 1 else [])
+        if ds_config:
+            mode = ["--use_deepspeed", f"--deepspeed_config_file={ds_config}"]
+        else:
+            mode = ["--multi_gpu"] if world > 1 else []
         return [
             sys.executable, "-m", "accelerate.commands.launch", *mode,
             f"--num_processes={world}", f"--num_machines={launch.nnodes}",
             f"--machine_rank={launch.node_rank}", f"--main_process_ip={launch.master_addr}",
-            f"--main_process_port={launch.master_port}", script, *script_args,
+            f"--main_process_port={port}", script, *script_args,
         ]
     if launch.launcher == "deepspeed":
+        # `python -m deepspeed.launcher.runner` is the `deepspeed` script, without relying on PATH.
+        nodes = [f"--num_nodes={launch.nnodes}"]
+        if launch.nnodes > 1:  # every node runs this command itself (as with torchrun); no ssh/pdsh fan-out
+            nodes += ["--no_ssh", f"--node_rank={launch.node_rank}"]
         return [
-            "deepspeed", f"--num_gpus={launch.nproc}", f"--num_nodes={launch.nnodes}",
-            f"--master_addr={launch.master_addr}", f"--master_port={launch.master_port}", script, *script_args,
+            sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={launch.nproc}", *nodes,
+            f"--master_addr={launch.master_addr}", f"--master_port={port}", script, *script_args,
         ]
-    raise ValueError(f"launcher {launch.launcher!r} is not handled here")
+    raise RecipeError(f"launcher {launch.launcher!r} is not handled by launch.py's process launchers.")
+
+
+def launcher_world_size(launch: Launch, env: Mapping[str, str] | None = None) -> int:
+    """Processes of the run: WORLD_SIZE when already under a launcher, else what the launch settings start."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    return launch.nproc * launch.nnodes if launch.launcher != "none" else 1

@@ -295,7 +295,7 @@ class Launch:
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+    master_port: int | None = None  # None: a free port on one node, 29500 across nodes
     zero: int | None = None
     offload: bool = False
     deepspeed_config: str | None = None

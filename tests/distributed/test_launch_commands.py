@@ -1,0 +1,226 @@
+"""Launcher commands, DeepSpeed config resolution/validation and the world checks, without starting ranks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT
+from trainers.distributed import WorldGuard, WorldMismatchError, check_world, expected_batches_per_rank
+from trainers.errors import RecipeError
+from trainers.launchers.commands import build_launch_command, inside_launcher
+from trainers.launchers.deepspeed_config import (
+    DS_CONFIG_DIR,
+    ZERO_KEYS,
+    DeepSpeedConfigError,
+    deepspeed_config_from_accelerate_env,
+    resolve_deepspeed_config,
+    shipped_config,
+    validate_deepspeed_config,
+)
+from trainers.recipe import Training
+from trainers.recipe.config import Launch
+
+RECIPE = "recipes/blip_progressive.py"
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=180, env=env)
+
+
+# ------------------------------------------------------------------------------------- shipped configs
+
+
+@pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero2_offload", "zero3_offload"])
+def test_shipped_configs_are_valid_and_leave_batch_values_to_the_trainer(name):
+    config = validate_deepspeed_config(DS_CONFIG_DIR / f"{name}.json", Training(batch_size=4), world_size=2)
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                "gradient_clipping"):
+        assert config[key] == "auto"
+    assert "optimizer" not in config and "scheduler" not in config  # the Trainer's groups reach ZeRO
+    zero = config["zero_optimization"]
+    assert zero["stage"] == int(name[4])
+    if zero["stage"] == 3:
+        assert zero["stage3_gather_16bit_weights_on_model_save"] is True  # best/ gets full weights
+
+
+def test_zero_keys_match_deepspeed():
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    fields = DeepSpeedZeroConfig.model_fields
+    names = set(fields) | {f.alias for f in fields.values() if f.alias}
+    assert names <= ZERO_KEYS, sorted(names - ZERO_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("zero", "offload", "name"),
+    [(1, False, "zero1.json"), (2, False, "zero2.json"), (3, True, "zero3_offload.json")],
+)
+def test_zero_flag_resolves_to_a_shipped_file(zero, offload, name):
+    assert shipped_config(zero, offload).name == name
+    assert resolve_deepspeed_config(Launch(launcher="deepspeed", zero=zero, offload=offload)).endswith(name)
+
+
+def test_accelerate_deepspeed_env_becomes_a_config():
+    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+           "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "none", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "none"}
+    assert deepspeed_config_from_accelerate_env(env).endswith("zero3.json")
+    env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] = "cpu"
+    assert deepspeed_config_from_accelerate_env(env).endswith("zero3_offload.json")
+    assert deepspeed_config_from_accelerate_env({"ACCELERATE_DEEPSPEED_CONFIG_FILE": "x.json"}) is None
+
+
+# ---------------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"zero_optimisation": {"stage": 2}}, "unknown key 'zero_optimisation' (did you mean zero_optimization?)"),
+        ({"gradient_clip": 1.0}, "did you mean gradient_clipping"),
+        ({"zero_optimization": {"stage": 2, "overlap_com": True}}, "zero_optimization.overlap_comm"),
+        ({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}}, "with stage 1"),
+        ({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}}, "only stage 3"),
+        ({"zero_optimization": {"stage": 4}}, "must be 0, 1, 2 or 3"),
+        ({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "both true"),
+        ({"optimizer": {"type": "AdamW"}}, "dropping the recipe's param_groups"),
+        ({"train_micro_batch_size_per_gpu": 16}, "recipe gives 4 (training.batch_size)"),
+        ({"train_batch_size": 64}, "recipe gives 8 (training.batch_size x training.grad_accum x 2 processes)"),
+    ],
+)
+def test_invalid_configs_get_a_clear_error(config, expected):
+    with pytest.raises(DeepSpeedConfigError) as info:
+        validate_deepspeed_config(config, Training(batch_size=4), world_size=2)
+    assert expected in str(info.value)
+    assert isinstance(info.value, RecipeError)
+
+
+def test_offload_with_stage_one_or_without_zero_is_refused():
+    with pytest.raises(DeepSpeedConfigError, match="needs --zero 2 or 3"):
+        shipped_config(1, offload=True)
+    with pytest.raises(DeepSpeedConfigError, match="--offload picks a shipped ZeRO config"):
+        resolve_deepspeed_config(Launch(launcher="deepspeed", offload=True))
+
+
+def test_bad_deepspeed_config_fails_before_launch_without_traceback(tmp_path):
+    bad = tmp_path / "ds.json"
+    bad.write_text(json.dumps({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}},
+                               "train_batch_sz": 8}))
+    result = launch(RECIPE, "--demo", "--launcher", "deepspeed", "--nproc", "2", "--deepspeed", str(bad), "--dry-run")
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "train_batch_size" in result.stderr and "with stage 1" in result.stderr
+    result = launch(RECIPE, "--demo", "--launcher", "deepspeed", "--zero", "1", "--offload", "--dry-run")
+    assert result.returncode == 2 and "needs --zero 2 or 3" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def test_commands_per_launcher_pass_multi_node_arguments_through():
+    args = ["recipes/x.py", "--zero", "2"]
+    nodes = dict(nproc=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29601)
+    torchrun = build_launch_command(Launch(launcher="torchrun", **nodes), "launch.py", args)
+    assert torchrun[1:3] == ["-m", "torch.distributed.run"]
+    for flag in ("--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
+                 "--master_port=29601"):
+        assert flag in torchrun
+    assert torchrun[-4:] == ["launch.py", *args]
+
+    acc = build_launch_command(Launch(launcher="accelerate", zero=2, **nodes), "launch.py", args)
+    for flag in ("--use_deepspeed", "--num_processes=16", "--num_machines=2", "--machine_rank=1",
+                 "--main_process_ip=10.0.0.1", "--main_process_port=29601"):
+        assert flag in acc
+    assert any(a.startswith("--deepspeed_config_file=") and a.endswith("zero2.json") for a in acc)
+    ddp = build_launch_command(Launch(launcher="accelerate", nproc=2), "launch.py", [])
+    assert "--multi_gpu" in ddp and "--use_deepspeed" not in ddp  # --multi_gpu: real gloo ranks on CPU too
+
+    ds = build_launch_command(Launch(launcher="deepspeed", zero=3, **nodes), "launch.py", args)
+    assert ds[1:3] == ["-m", "deepspeed.launcher.runner"]
+    for flag in ("--num_gpus=8", "--num_nodes=2", "--no_ssh", "--node_rank=1", "--master_addr=10.0.0.1",
+                 "--master_port=29601"):
+        assert flag in ds
+
+
+def test_single_node_picks_a_free_port_unless_given():
+    cmd = build_launch_command(Launch(launcher="torchrun", nproc=2), "launch.py", [])
+    port = int(next(a for a in cmd if a.startswith("--master_port=")).split("=")[1])
+    assert 0 < port < 65536
+    cmd = build_launch_command(Launch(launcher="torchrun", nproc=2, nnodes=2, node_rank=0), "launch.py", [])
+    assert "--master_port=29500" in cmd  # every node must agree on it
+
+
+@pytest.mark.parametrize(
+    ("launch_settings", "expected"),
+    [
+        (Launch(nproc=2), "need a launcher"),
+        (Launch(zero=2), r"DeepSpeed \(--zero / --deepspeed\) needs a launcher"),
+        (Launch(launcher="torchrun", nnodes=2, node_rank=2), "--node-rank must be in"),
+    ],
+)
+def test_contradictory_launch_settings_are_refused(launch_settings, expected):
+    with pytest.raises(RecipeError, match=expected):
+        build_launch_command(launch_settings, "launch.py", [])
+
+
+def test_dry_run_shows_the_deepspeed_command():
+    result = launch(RECIPE, "--demo", "--dry-run", "--launcher", "deepspeed", "--zero", "2", "--nproc", "2",
+                    "--master-port", "29611")
+    assert result.returncode == 0, result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("launcher:"))
+    assert "deepspeed.launcher.runner --num_gpus=2 --num_nodes=1" in line and "--master_port=29611" in line
+    assert line.rstrip().endswith("--zero 2 --nproc 2 --master-port 29611")
+
+
+def test_inside_launcher_detection():
+    assert inside_launcher({"LOCAL_RANK": "0"}) and inside_launcher({"RANK": "1", "WORLD_SIZE": "2"})
+    assert not inside_launcher({"ACCELERATE_USE_CPU": "True"})
+
+
+# ------------------------------------------------------------------------------- world checks (fakes)
+
+
+def fake_trainer(world_size: int, deepspeed: bool = False):
+    return SimpleNamespace(args=SimpleNamespace(world_size=world_size), is_deepspeed_enabled=deepspeed,
+                           accelerator=SimpleNamespace(state=SimpleNamespace(num_processes=world_size)))
+
+
+def test_world_check_catches_the_cpu_world_size_trap(monkeypatch):
+    """The trap seen here: 2 real ranks, the Trainer believing in 1 (every rank unsharded)."""
+    import trainers.distributed as d
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(d, "process_group_size", lambda: 2)
+    with pytest.raises(WorldMismatchError, match="world_size=1, process group 2 ranks"):
+        check_world(fake_trainer(1))
+    check_world(fake_trainer(2))
+    with pytest.raises(WorldMismatchError, match="runs without DeepSpeed"):
+        check_world(fake_trainer(2), deepspeed_config="ds_configs/zero2.json")
+    with pytest.raises(WorldMismatchError, match="no DeepSpeed config was requested"):
+        check_world(fake_trainer(2, deepspeed=True))
+    check_world(fake_trainer(2, deepspeed=True), deepspeed_config="ds_configs/zero2.json")
+    monkeypatch.setattr(d, "process_group_size", lambda: None)
+    with pytest.raises(WorldMismatchError, match="no process group"):
+        check_world(fake_trainer(2))
+
+
+def test_world_guard_catches_an_unsharded_dataloader(monkeypatch):
+    import trainers.distributed as d
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(d, "process_group_size", lambda: 2)
+    trainer = fake_trainer(2)
+    trainer.train_dataset = list(range(64))
+    args = SimpleNamespace(per_device_train_batch_size=4, process_index=0, local_process_index=0)
+    guard = WorldGuard(trainer)
+    with pytest.raises(WorldMismatchError, match="16 batches per epoch, expected 8"):
+        guard.on_train_begin(args, None, None, train_dataloader=[None] * 16)
+    guard.on_train_begin(args, None, None, train_dataloader=[None] * 8)
+    assert guard.facts.batches_per_epoch == 8 and guard.facts.world_size == 2
+    assert expected_batches_per_rank(30, 4, 2) == 4  # 8 batches (last partial) over 2 ranks

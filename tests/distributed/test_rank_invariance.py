@@ -1,0 +1,275 @@
+"""2 real ranks on CPU (gloo) under torchrun and accelerate: DDP, ZeRO-1/2/3 (+offload), against one process.
+
+One 1-process reference run and one 2-rank job per launcher; each job runs several modes back to back
+(tests/distributed/worker.py) and dumps per-rank facts. The global batch is 8 in every run (1 x 8 or
+2 x 4), dropout is 0, and the 32 training captions all have the same token count, so the per-rank mean
+losses average to exactly the global mean: a 2-rank run must then reproduce the 1-process run up to
+floating-point summation order.
+
+Tolerances (stated, measured here with margin ~10x): per-step loss LOSS_TOL absolute, weights after every
+epoch WEIGHT_TOL absolute max over all parameters, grad norm GRAD_NORM_TOL relative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT, SHAPES
+
+pytestmark = pytest.mark.distributed
+
+WORKER = ROOT / "tests" / "distributed" / "worker.py"
+LOSS_TOL = 1e-4
+WEIGHT_TOL = 1e-5
+GRAD_NORM_TOL = 1e-4
+SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
+STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
+TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
+RESUME_MODE = "zero3+resume"
+ACCUM_MODES = ("ddp+accum2", "zero2+accum2")  # 2 ranks x batch 2 x 2 accumulation steps
+RUNS = [("torchrun", m) for m in (*TORCHRUN_MODES, *ACCUM_MODES)] + [("accelerate", "ddp")]
+
+
+def free_port() -> int:
+    from trainers.launchers.commands import free_port as pick
+
+    return pick()
+
+
+def worker_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))}
+
+
+def run_job(command: list[str], out: Path, timeout: int = 600) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=worker_env())
+    (out / "job.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, f"{' '.join(command)}\n{(result.stdout + result.stderr)[-6000:]}"
+
+
+def facts(out: Path, mode: str, world: int) -> list[dict]:
+    return [json.loads((out / mode / f"facts.rank{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dist")
+
+
+def same_length_captions(source: Path, target: Path, count: int) -> str:
+    """Shapes captions of 7 words (9 tokens with [DEC] and [SEP]): equal token counts in every batch, so a
+    mean over a rank's batch averaged over ranks is the mean over the global batch (train and eval loss)."""
+    captions = json.loads(source.read_text())
+    same_length = {k: v for k, v in captions.items() if len(v.split()) == 7}
+    target.write_text(json.dumps(dict(list(same_length.items())[:count])))
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def train_json(workdir: Path) -> str:
+    same_length_captions(SHAPES / "val.json", workdir / "val_same_length.json", VAL_SAMPLES)
+    return same_length_captions(SHAPES / "train.json", workdir / "train_same_length.json", SAMPLES)
+
+
+def worker_args(out: Path, train_json: str, modes: str) -> list[str]:
+    val_json = str(Path(train_json).with_name("val_same_length.json"))
+    return [str(WORKER), "--out", str(out), "--train-json", train_json, "--val-json", val_json, "--modes", modes,
+            "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--patience", str(PATIENCE),
+            "--stop-at", str(2 * STEPS_PER_EPOCH)]
+
+
+@pytest.fixture(scope="module")
+def reference(workdir: Path, train_json: str) -> dict:
+    """One process, batch 8, no process group."""
+    out = workdir / "reference"
+    run_job([sys.executable, *worker_args(out, train_json, "ddp")], out)
+    return facts(out, "ddp", 1)[0] | {"dir": str(out / "ddp")}
+
+
+@pytest.fixture(scope="module")
+def torchrun_job(workdir: Path, train_json: str) -> Path:
+    """torchrun, 2 ranks: DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload, and an interrupted+resumed ZeRO-3,
+    back to back.
+    The first DeepSpeed mode JIT-builds DeepSpeed's shm comm op into TORCH_EXTENSIONS_DIR (once per clone)."""
+    out = workdir / "torchrun"
+    modes = ",".join([*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE])
+    run_job([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
+             f"--master_port={free_port()}", *worker_args(out, train_json, modes)], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def accelerate_job(workdir: Path, train_json: str) -> Path:
+    """`accelerate launch --config_file` with a multi-process yaml (MULTI_GPU: gloo ranks on CPU), DDP."""
+    out = workdir / "accelerate"
+    config = workdir / "accelerate_ddp.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        compute_environment: LOCAL_MACHINE
+        distributed_type: MULTI_GPU
+        num_processes: {WORLD}
+        num_machines: 1
+        machine_rank: 0
+        main_process_ip: 127.0.0.1
+        main_process_port: {free_port()}
+        mixed_precision: 'no'
+        """))
+    run_job([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+             *worker_args(out, train_json, "ddp")], out)
+    return out
+
+
+@pytest.fixture
+def ranks(request, torchrun_job, accelerate_job) -> list[dict]:
+    launcher, mode = request.param
+    job = torchrun_job if launcher == "torchrun" else accelerate_job
+    return [f | {"dir": str(job / mode)} for f in facts(job, mode, WORLD)]
+
+
+def by_id(run) -> str:
+    return f"{run[0]}-{run[1]}"
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_each_rank_iterates_its_own_disjoint_shard(ranks):
+    mode = ranks[0]["mode"]
+    accum = 2 if mode.endswith("+accum2") else 1
+    for r, f in enumerate(ranks):
+        assert (f["rank"], f["world_size"], f["trainer_world_size"], f["process_index"]) == (r, WORLD, WORLD, r)
+        assert f["deepspeed"] == (not mode.startswith("ddp"))
+        assert f["rank_facts"]["zero_stage"] == (None if mode.startswith("ddp") else int(mode[4]))
+        # steps per epoch = N / (world x batch x accum): batches per epoch / accum
+        assert f["rank_facts"]["batch_size"] == GLOBAL_BATCH // (WORLD * accum)
+        assert f["rank_facts"]["batches_per_epoch"] == STEPS_PER_EPOCH * accum
+        assert f["stages_opened_at_step"]["0"] == STEPS_PER_EPOCH  # optimizer steps in epoch 0
+        assert f["global_step"] == ranks[0]["global_step"]
+    for epoch, (seen0, seen1) in enumerate(zip(ranks[0]["indices_per_epoch"], ranks[1]["indices_per_epoch"],
+                                               strict=True)):
+        assert len(seen0) == len(seen1) == SAMPLES // WORLD, epoch
+        assert not set(seen0) & set(seen1), f"epoch {epoch}: ranks saw the same samples"
+        assert sorted(seen0 + seen1) == list(range(SAMPLES)), epoch
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_two_ranks_reproduce_one_process(ranks, reference):
+    f = ranks[0]
+    assert f["losses"].keys() == reference["losses"].keys()
+    loss_diff = max(abs(f["losses"][s] - reference["losses"][s]) for s in reference["losses"])
+    assert loss_diff <= LOSS_TOL, f"loss curves differ by {loss_diff}"
+    for s, norm in reference["grad_norms"].items():
+        assert f["grad_norms"][s] == pytest.approx(norm, rel=GRAD_NORM_TOL), s
+    assert len(f["epoch_hashes"]) == len(reference["epoch_hashes"])
+    worst = 0.0
+    for epoch in range(len(reference["epoch_hashes"])):
+        mine = load_file(str(Path(f["dir"]) / f"epoch{epoch}.safetensors"))
+        ref = load_file(str(Path(reference["dir"]) / f"epoch{epoch}.safetensors"))
+        assert mine.keys() == ref.keys()
+        worst = max(worst, max((mine[n] - ref[n]).abs().max().item() for n in ref))
+    assert worst <= WEIGHT_TOL, f"weights differ from the 1-process run by {worst}"
+    print(f"{f['mode']}: max |loss diff| {loss_diff:.2e}, max |weight diff| {worst:.2e}")
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_ranks_hold_bit_identical_weights(ranks):
+    assert ranks[0]["start_hash"] == ranks[1]["start_hash"]
+    assert ranks[0]["epoch_hashes"] == ranks[1]["epoch_hashes"]
+    assert ranks[0]["final_hash"] == ranks[1]["final_hash"]
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_frozen_parameters_stay_bit_identical_on_every_rank(ranks, reference):
+    for f in ranks:
+        assert f["frozen_tensors"] == reference["frozen_tensors"] > 0
+        assert f["frozen_changed"] == []
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_param_group_lrs_are_as_declared(ranks, reference):
+    declared = reference["declared_lrs"]
+    assert declared["vision/decay"] == pytest.approx(0.1 * declared["text/decay"])
+    assert declared["vision/stage1/decay"] == pytest.approx(0.5 * declared["text/decay"])  # the stage's lr_mult
+    for f in ranks:
+        assert f["declared_lrs"] == declared
+        assert f["rank_facts"]["group_lrs_at_start"] == pytest.approx(declared)
+        assert f["lrs_by_step"].keys() == reference["lrs_by_step"].keys()
+        for step, lrs in reference["lrs_by_step"].items():  # same schedule, every group, every step
+            assert f["lrs_by_step"][step] == pytest.approx(lrs), step
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_unfreezing_stages_take_effect_on_every_rank(ranks):
+    for f in ranks:
+        assert f["stages_opened_at_step"] == {"0": STEPS_PER_EPOCH, "1": 2 * STEPS_PER_EPOCH}
+        # the gated parameters first change in their stage's epoch: not before (gate), not never (wrap)
+        assert f["stage_first_change_epoch"] == f["stage_epochs"] == {"0": 1, "1": 2}
+        # the stage groups' Adam state was found and reset on this rank (ZeRO: the flat fp32 partitions)
+        assert f["stage_state_entries_reset"].keys() == {"0", "1"}
+        assert all(n > 0 for n in f["stage_state_entries_reset"].values()), f["stage_state_entries_reset"]
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_sharded_evaluation_scores_like_one_process(ranks, reference):
+    for f in ranks:
+        assert [e["eval_rouge_l"] for e in f["eval"]] == pytest.approx(
+            [e["eval_rouge_l"] for e in reference["eval"]], abs=1e-12)
+        assert [e["eval_loss"] for e in f["eval"]] == pytest.approx(
+            [e["eval_loss"] for e in reference["eval"]], abs=LOSS_TOL)
+        assert f["predictions"] == reference["predictions"]
+        assert len(f["predictions"]) == VAL_SAMPLES
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_early_stopping_stops_every_rank_at_the_same_step(ranks, reference):
+    # min_delta makes every evaluation after the first a non-improvement: stop after PATIENCE more epochs
+    expected = (1 + PATIENCE) * STEPS_PER_EPOCH
+    assert reference["early_stopping"]["stopped_at_step"] == expected < EPOCHS * STEPS_PER_EPOCH
+    for f in ranks:
+        assert f["early_stopping"]["stopped_at_step"] == expected
+        assert f["global_step"] == expected
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_best_checkpoint_is_saved_whole_and_loaded_back(ranks, reference):
+    main = ranks[0]
+    assert main["best_checkpoint"].endswith(Path(reference["best_checkpoint"]).name)
+    assert main["best_epoch"] == reference["best_epoch"]
+    assert main["best_loaded_is_best_epoch"]  # load_best_model_at_end restored the best epoch's weights
+    assert main["best_saved_matches_final"]  # best/model.safetensors holds them (ZeRO-3: gathered)
+    assert main["best_saved_missing"] == []  # every tensor, frozen ones included
+    assert "best_saved_tensors" not in ranks[1]  # only rank 0 writes
+
+
+def test_zero3_resume_continues_exactly(torchrun_job):
+    whole = facts(torchrun_job, "zero3", WORLD)
+    resumed = facts(torchrun_job, RESUME_MODE, WORLD)
+    for r in range(WORLD):
+        assert Path(resumed[r]["resumed_from"]).name == f"checkpoint-{2 * STEPS_PER_EPOCH}"
+        assert resumed[r]["losses"] == pytest.approx(whole[r]["losses"], abs=1e-6)
+        assert resumed[r]["stages_opened_at_step"] == whole[r]["stages_opened_at_step"]
+        assert resumed[r]["early_stopping"] == whole[r]["early_stopping"]
+    worst = 0.0
+    for epoch in range(len(whole[0]["epoch_hashes"])):
+        a = load_file(str(torchrun_job / "zero3" / f"epoch{epoch}.safetensors"))
+        b = load_file(str(torchrun_job / RESUME_MODE / f"epoch{epoch}.safetensors"))
+        worst = max(worst, max((a[n] - b[n]).abs().max().item() for n in a))
+    assert worst <= WEIGHT_TOL, worst
+
+
+def test_zero3_best_model_reloads_into_a_plain_model(torchrun_job):
+    from transformers import BlipForConditionalGeneration
+
+    best = torchrun_job / "zero3" / "best"
+    model = BlipForConditionalGeneration.from_pretrained(str(best))
+    expected = load_file(str(best / "model.safetensors"))
+    for name, param in model.named_parameters():
+        if name in expected:
+            assert torch.equal(param.detach(), expected[name]), name

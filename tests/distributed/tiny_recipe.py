@@ -1,0 +1,34 @@
+"""A seconds-long captioning recipe for launcher tests: tiny BLIP, 32 shapes images, 2 epochs, one stage."""
+
+from pathlib import Path
+
+from trainers.models.blip import TinyBlipSpec
+from trainers.recipe import (
+    CaptionData,
+    EarlyStopping,
+    Evaluation,
+    Freeze,
+    Model,
+    ParamGroup,
+    Recipe,
+    Reporting,
+    Stage,
+    Training,
+    Unfreeze,
+)
+
+SHAPES = Path(__file__).resolve().parents[2] / "data" / "shapes"
+
+recipe = Recipe(
+    name="tiny_dist",
+    model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),
+    data=CaptionData(train=str(SHAPES / "train.json"), val=str(SHAPES / "val.json"), images=str(SHAPES / "images"),
+                     max_train_samples=32, max_val_samples=8),
+    freeze=[Freeze("vision_model"), Unfreeze("vision_model.encoder.layers[-1:]")],
+    stages=[Stage(epoch=1, unfreeze="vision_model.encoder.layers[-2:]")],
+    param_groups=[ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1)],
+    training=Training(epochs=2, batch_size=4, lr=1e-3, logging_steps=1, resume="never"),
+    evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
+    early_stopping=EarlyStopping(metric="rouge_l", patience=2, mode="max"),
+    reporting=Reporting(wandb=False, plots=False),
+)

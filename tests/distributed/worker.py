@@ -1,0 +1,308 @@
+"""One process of a distributed test: runs the tiny staged recipe in several modes back to back and
+dumps what this rank really did to `<out>/<mode>/facts.rank<N>.json`.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/distributed/worker.py --out DIR --train-json F \
+        --modes ddp,zero1,zero2,zero3
+
+Modes: `ddp` (no DeepSpeed), `zero1`, `zero2`, `zero3`, `zero2_offload`, `zero3_offload`; a `+resume` suffix
+stops after `--stop-at` steps, then resumes from the last checkpoint in a fresh Trainer; `+accum2` halves the
+per-rank batch and accumulates gradients over 2 batches (same global batch). The global batch
+is fixed (`--global-batch`), so the per-rank batch is global / world: a 2-rank and a 1-rank run see the same
+batches. Per rank and mode it records: world size, DeepSpeed stage, the sample indices iterated each epoch,
+batches per epoch, loss and grad norm per step, optimizer-group LRs, a hash of the full (ZeRO-3: gathered)
+weights at the start and after every epoch, which frozen parameters changed, the epoch each stage's
+parameters first changed, eval metrics and captions, early stopping and the best checkpoint. Rank 0 also
+saves the weights after each epoch (`epoch<N>.safetensors`) for tolerance comparisons across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from trainers.distributed import WorldGuard, finish_distributed  # noqa: E402
+from trainers.models.blip import TinyBlipSpec  # noqa: E402
+from trainers.recipe import (  # noqa: E402
+    CaptionData,
+    EarlyStopping,
+    Evaluation,
+    Freeze,
+    Model,
+    ParamGroup,
+    Recipe,
+    Reporting,
+    Stage,
+    Training,
+    Unfreeze,
+)
+from trainers.run import complete_run, setup_run  # noqa: E402
+
+SHAPES = ROOT / "data" / "shapes"
+START_ENV = frozenset(os.environ)
+LAYERS = "vision_model.encoder.layers"
+STAGE_EPOCHS = (1, 2)
+ZERO = {"ddp": (None, False), "zero1": (1, False), "zero2": (2, False), "zero3": (3, False),
+        "zero2_offload": (2, True), "zero3_offload": (3, True)}
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
+                 patience: int) -> Recipe:
+    zero, offload = ZERO[mode.split("+")[0]]
+    accum = 2 if "+accum2" in mode else 1
+    if global_batch % (world() * accum):
+        raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation")
+    recipe = Recipe(
+        name=f"dist_{mode}",
+        model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
+        data=CaptionData(train=train_json, val=val_json, images=str(SHAPES / "images"),
+                         max_train_samples=32, max_val_samples=8),
+        freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
+        stages=[Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
+                Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5)],
+        param_groups=[ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
+                      ParamGroup("text", match=r"^text_decoder\.", lr_mult=1.0)],
+        training=Training(epochs=epochs, batch_size=global_batch // (world() * accum), grad_accum=accum, lr=1e-3,
+                          warmup_steps=0,
+                          weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
+                          save_total_limit=2, seed=42),
+        evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
+        # min_delta no eval loss can beat: stops deterministically after `patience` evaluations without
+        # improvement, while the Trainer's best checkpoint (highest eval loss) is usually not the last one.
+        early_stopping=EarlyStopping(metric="loss", mode="max", patience=patience, min_delta=10.0),
+        reporting=Reporting(wandb=False, plots=False),
+        output_dir=str(out / mode),
+    )
+    recipe.launch.zero = zero
+    recipe.launch.offload = offload
+    recipe.validate()
+    return recipe
+
+
+class RecordingDataset(torch.utils.data.Dataset):
+    """The train dataset, remembering which indices this rank fetched (num_workers=0: same process)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        self.seen.append(int(index))
+        return self.inner[index]
+
+
+def full_weights(model) -> dict[str, torch.Tensor]:
+    """Every parameter, complete on every rank (ZeRO-3 parameters are gathered: a collective)."""
+    params = list(model.named_parameters())
+    partitioned = [p for _, p in params if hasattr(p, "ds_id")]
+    context = contextlib.nullcontext()
+    if partitioned:
+        import deepspeed
+
+        context = deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+    with context:
+        return {n: p.detach().clone().float().cpu() for n, p in params}
+
+
+def digest(weights: dict[str, torch.Tensor], names=None) -> str:
+    h = hashlib.sha256()
+    for name in sorted(names if names is not None else weights):
+        h.update(name.encode())
+        h.update(weights[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Recorder(TrainerCallback):
+    def __init__(self, trainer, dataset: RecordingDataset) -> None:
+        self.trainer = trainer
+        self.dataset = dataset
+        self.start: dict[str, torch.Tensor] | None = None
+        self.epochs: list[dict[str, torch.Tensor]] = []
+        self.indices: list[list[int]] = []
+        self.lrs_by_step: dict[int, dict[str, float]] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.start is None and state.global_step == 0:
+            self.start = full_weights(model)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.seen.clear()
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        from trainers.optim.state import base_optimizer
+
+        groups = base_optimizer(optimizer).param_groups
+        self.lrs_by_step[state.global_step] = {g["name"]: g["lr"] for g in groups}
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.indices.append(list(self.dataset.seen))
+        self.epochs.append(full_weights(model))
+
+
+def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
+    started = time.time()
+    recipe = build_recipe(out, mode, args.train_json, args.val_json, args.global_batch, args.epochs, args.patience)
+    recorder, summary, resumed_from = None, None, None
+    legs = ["first", "resume"] if mode.endswith("+resume") else ["only"]
+    for leg in legs:
+        if leg == "resume":
+            recipe.training.resume = "auto"
+        ctx = setup_run(recipe)
+        model = ctx.prepared.model
+        frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+        dataset = RecordingDataset(ctx.trainer.train_dataset)
+        ctx.trainer.train_dataset = dataset
+        if recorder is None:
+            recorder = Recorder(ctx.trainer, dataset)
+        else:  # keep the snapshots of the first leg; record the resumed epochs after them
+            recorder.trainer, recorder.dataset = ctx.trainer, dataset
+        ctx.trainer.add_callback(recorder)
+        if leg == "first":
+            ctx.trainer.add_callback(StopAt(args.stop_at))
+        else:
+            resumed_from = ctx.resume_from
+        summary = complete_run(ctx)
+        guard = next(c for c in ctx.trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
+        trainer = ctx.trainer
+    final = full_weights(trainer.model)
+    start = recorder.start
+    changed_frozen = [n for n in frozen if not torch.equal(start[n], final[n])]
+    stage_first_change = {}
+    for plan in ctx.prepared.stages:
+        first = None
+        for epoch, snap in enumerate(recorder.epochs):
+            if any(not torch.equal(start[n], snap[n]) for n in plan.param_names):
+                first = epoch
+                break
+        stage_first_change[str(plan.index)] = first
+    history = trainer.state.log_history
+    facts = {
+        "mode": mode,
+        "rank": rank(),
+        "world_size": world(),
+        "trainer_world_size": trainer.args.world_size,
+        "process_index": trainer.args.process_index,
+        "deepspeed": bool(trainer.is_deepspeed_enabled),
+        "rank_facts": guard.facts.__dict__ if guard.facts else None,
+        "indices_per_epoch": recorder.indices,
+        "losses": {str(e["step"]): e["loss"] for e in history if "loss" in e},
+        "grad_norms": {str(e["step"]): float(e["grad_norm"]) for e in history if "grad_norm" in e},
+        "eval": [{k: v for k, v in e.items() if k.startswith("eval_") or k in ("step", "epoch")}
+                 for e in history if "eval_loss" in e],
+        "predictions": {str(k): v for k, v in (trainer.evaluator.last_predictions or {}).items()},
+        "lrs_by_step": {str(k): v for k, v in recorder.lrs_by_step.items()},
+        "declared_lrs": {g.name: g.lr for g in ctx.prepared.groups},
+        "stage_epochs": {str(p.index): p.epoch for p in ctx.prepared.stages},
+        "stage_group_names": {str(p.index): [ctx.prepared.groups[i].name for i in p.group_indices]
+                              for p in ctx.prepared.stages},
+        "stages_opened_at_step": summary["stages_opened_at_step"],
+        "stage_first_change_epoch": stage_first_change,
+        "stage_state_entries_reset": {str(k): v for k, v in next(
+            c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressiveUnfreezing"
+        ).state_entries_reset.items()},
+        "frozen_tensors": len(frozen),
+        "frozen_changed": changed_frozen,
+        "start_hash": digest(start),
+        "epoch_hashes": [digest(s) for s in recorder.epochs],
+        "final_hash": digest(final),
+        "global_step": trainer.state.global_step,
+        "early_stopping": summary["early_stopping"],
+        "best_checkpoint": summary["best_checkpoint"],
+        "resumed_from": resumed_from,
+        "seconds": time.time() - started,
+    }
+    if mode.endswith("+resume"):
+        facts["first_leg_epochs"] = len(recorder.epochs)
+    target = out / mode
+    if rank() == 0:
+        from safetensors.torch import load_file, save_file
+
+        for epoch, snap in enumerate(recorder.epochs):
+            save_file(snap, str(target / f"epoch{epoch}.safetensors"))
+        saved = load_file(str(target / "best" / "model.safetensors"))
+        common = sorted(set(saved) & set(final))
+        facts["best_saved_tensors"] = len(saved)
+        facts["best_saved_matches_final"] = all(torch.equal(saved[n].float(), final[n]) for n in common)
+        facts["best_saved_missing"] = sorted(set(final) - set(saved))
+        best_step = int(Path(summary["best_checkpoint"]).name.split("-")[-1])
+        steps_per_epoch = -(-guard.facts.batches_per_epoch // recipe.training.grad_accum)
+        facts["best_epoch"] = best_step // steps_per_epoch - 1
+        facts["best_loaded_is_best_epoch"] = facts["final_hash"] == facts["epoch_hashes"][facts["best_epoch"]]
+    (target / f"facts.rank{rank()}.json").write_text(json.dumps(facts, indent=1) + "\n")
+    del ctx, trainer, model, recorder
+    reset_between_runs()
+
+
+class StopAt(TrainerCallback):
+    """Interrupts the first leg of a `+resume` mode after `step` (a checkpoint exists there)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.step and state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def reset_between_runs() -> None:
+    """Let the next mode build a fresh accelerate/DeepSpeed setup in the same processes."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # accelerate leaves ACCELERATE_USE_DEEPSPEED=true behind once DeepSpeed ran; a later mode would inherit it
+    for key in [k for k in os.environ if k.startswith("ACCELERATE_") and k not in START_ENV]:
+        del os.environ[key]
+    gc.collect()
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--train-json", required=True)
+    parser.add_argument("--val-json", default=str(SHAPES / "val.json"))
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--modes", required=True)
+    parser.add_argument("--global-batch", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--stop-at", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    for mode in args.modes.split(","):
+        run_mode(mode, out, args)
+    finish_distributed()
+
+
+if __name__ == "__main__":
+    main()
