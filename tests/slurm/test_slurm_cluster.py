@@ -107,7 +107,7 @@ class Run:
         return (self.out / "slurm" / f"slurm-{self.job_id}.out").read_text()
 
     def ranks(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.out / "ranks").glob("rank*.json"))]
+        return [json.loads(p.read_text()) for p in sorted((self.out / "test_ranks").glob("rank*.json"))]
 
     def final_checkpoint(self) -> Path:
         return self.out / "checkpoints" / f"checkpoint-{STEPS}" / "model.safetensors"

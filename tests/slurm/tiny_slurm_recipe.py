@@ -51,7 +51,7 @@ class RankRecord(TrainerCallback):
         digest = hashlib.sha256()
         for k in sorted(tensors):
             digest.update(k.encode() + tensors[k].numpy().tobytes())
-        out = Path(args.output_dir).parent / "ranks"
+        out = Path(args.output_dir).parent / "test_ranks"  # ranks/ holds the launcher's own per-rank facts
         out.mkdir(exist_ok=True)
         record = {"rank": rank, "world_size": world, "args_world_size": args.world_size,
                   "global_step": state.global_step, "node": os.environ.get("SLURMD_NODENAME"),

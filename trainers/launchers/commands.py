@@ -38,9 +38,15 @@ def master_port(launch: Launch) -> int:
 def check_launch(launch: Launch) -> None:
     """Contradictions a user can fix on the command line."""
     if launch.nproc < 1 or launch.nnodes < 1:
-        raise RecipeError(f"--nproc and --nnodes must be >= 1, got nproc={launch.nproc}, nnodes={launch.nnodes}.")
+        raise RecipeError(
+            f"--nproc and --nnodes (launch.nproc, launch.nnodes) must be >= 1, got nproc={launch.nproc}, "
+            f"nnodes={launch.nnodes}."
+        )
     if not 0 <= launch.node_rank < launch.nnodes:
-        raise RecipeError(f"--node-rank must be in [0, {launch.nnodes}), got {launch.node_rank}.")
+        raise RecipeError(
+            f"--node-rank must be in [0, {launch.nnodes}), got launch.node_rank={launch.node_rank}: give each node "
+            "a rank from 0 to nnodes-1."
+        )
     if launch.launcher == "none" and (launch.zero is not None or launch.deepspeed_config):
         raise RecipeError(
             "DeepSpeed (--zero / --deepspeed) needs a launcher: add --launcher deepspeed (or torchrun / accelerate), "

@@ -69,7 +69,7 @@ def shipped_config(zero: int, offload: bool = False) -> Path:
         raise DeepSpeedConfigError(f"--zero must be 1, 2 or 3, got {zero}.")
     if offload and zero == 1:
         raise DeepSpeedConfigError(
-            "--offload needs --zero 2 or 3: ZeRO-1 partitions only optimizer state, and the shipped offload "
+            "--offload (launch.offload) needs --zero 2 or 3: ZeRO-1 partitions only optimizer state, and the shipped offload "
             "configs are zero2_offload.json (optimizer state on CPU) and zero3_offload.json (parameters too)."
         )
     path = DS_CONFIG_DIR / f"zero{zero}{'_offload' if offload else ''}.json"
@@ -83,7 +83,7 @@ def resolve_deepspeed_config(launch: Launch) -> str | None:
     if launch.offload and launch.zero is None:
         what = "the config file" if launch.deepspeed_config else "nothing"
         raise DeepSpeedConfigError(
-            f"--offload picks a shipped ZeRO config and needs --zero 2 or 3 (it would apply to {what}); "
+            f"--offload (launch.offload) picks a shipped ZeRO config and needs --zero 2 or 3 (it would apply to {what}); "
             "with --deepspeed FILE, set offload_optimizer / offload_param in the file instead."
         )
     if launch.zero is not None and launch.deepspeed_config:
@@ -98,7 +98,7 @@ def resolve_deepspeed_config(launch: Launch) -> str | None:
         path = Path(launch.deepspeed_config)
         if not path.is_file():
             raise DeepSpeedConfigError(
-                f"DeepSpeed config {str(path)!r} does not exist. Shipped configs: "
+                f"launch.deepspeed_config (--deepspeed): {str(path)!r} does not exist. Shipped configs: "
                 f"{', '.join(p.name for p in sorted(DS_CONFIG_DIR.glob('*.json')))} in {DS_CONFIG_DIR}/ "
                 "(or use --zero 1|2|3 [--offload])."
             )
@@ -110,14 +110,23 @@ def resolve_deepspeed_config(launch: Launch) -> str | None:
 
 def load_deepspeed_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    fix = "Point --deepspeed (launch.deepspeed_config) at a DeepSpeed JSON config file, or use --zero 1|2|3."
     if not path.is_file():
-        raise DeepSpeedConfigError(f"DeepSpeed config {str(path)!r} does not exist.")
+        raise DeepSpeedConfigError(f"DeepSpeed config {str(path)!r} does not exist. {fix}")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DeepSpeedConfigError(f"DeepSpeed config {path}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+        raise DeepSpeedConfigError(
+            f"DeepSpeed config {path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}). "
+            "Fix the syntax there (JSON allows no trailing commas or comments)."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeepSpeedConfigError(f"DeepSpeed config {path}: cannot be read ({exc}). {fix}") from None
     if not isinstance(config, dict):
-        raise DeepSpeedConfigError(f"DeepSpeed config {path}: the top level must be a JSON object.")
+        raise DeepSpeedConfigError(
+            f"DeepSpeed config {path}: the top level must be a JSON object (e.g. {{\"zero_optimization\": "
+            f"{{\"stage\": 2}}}}), not a JSON {type(config).__name__}. Fix the file."
+        )
     return config
 
 

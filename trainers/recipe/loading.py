@@ -14,7 +14,6 @@ from typing import Any
 from trainers.errors import RecipeError
 from trainers.recipe.config import Recipe
 from trainers.recipe.overrides import apply_overrides, set_by_path
-from trainers.recipe.validation import check_deepspeed_config, check_launch
 
 
 def load_recipe(
@@ -28,8 +27,6 @@ def load_recipe(
         apply_demo(recipe)
     apply_overrides(recipe, overrides or [])
     recipe.validate()
-    check_launch(recipe.launch)
-    check_deepspeed_config(recipe.launch.deepspeed_config)
     return recipe
 
 
