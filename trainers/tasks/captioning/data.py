@@ -160,16 +160,24 @@ class CaptionJsonDataset(Dataset):
     """Images from `image_dir` with captions from a JSON file; the first caption trains, all are references.
 
     Items are `{"pixel_values": FloatTensor[C, H, W], "caption": str, "index": int}`. Images are opened lazily,
-    so construction costs one `stat` per file, not a decode.
+    so construction costs one `stat` per file, not a decode. `limit` keeps the first usable items only.
     """
 
-    def __init__(self, captions_json: Path, image_dir: Path, image_processor: Any, on_bad_sample: str = "fail") -> None:
+    def __init__(
+        self,
+        captions_json: Path,
+        image_dir: Path,
+        image_processor: Any,
+        on_bad_sample: str = "fail",
+        limit: int | None = None,
+    ) -> None:
         self.captions_json = Path(captions_json)
         self.image_dir = Path(image_dir)
         self.image_processor = image_processor
         self.bad_samples = BadSamples(str(self.captions_json), on_bad_sample)  # type: ignore[arg-type]
         captions = parse_captions(self.captions_json, self.bad_samples)
         kept = _check_images(self.captions_json, self.image_dir, list(captions), self.bad_samples)
+        kept = kept[:limit] if limit is not None else kept
         ensure_not_empty(len(kept), self.bad_samples, "samples")
         self.filenames: list[str] = kept
         self._captions: list[list[str]] = [captions[name] for name in kept]
