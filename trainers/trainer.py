@@ -4,13 +4,16 @@ Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). T
 `create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
 takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
 metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
-early stopping see them like any other metric.
+early stopping see them like any other metric. Loading a checkpoint back (resume, best model at the
+end) does not report tied weights as missing: they are saved once, under the name they share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from torch import nn
+from torch.nn.modules.module import _IncompatibleKeys
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
@@ -81,3 +84,25 @@ class RecipeTrainer(AtomicCheckpoints, Trainer):
             metrics[composite.name] = composite.compute(metrics)
         output.metrics.update({f"{prefix}{k}": v for k, v in metrics.items()})
         return output
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The Trainer's missing/unexpected-keys warnings, minus tied aliases whose shared tensor was loaded.
+
+        safetensors stores a tensor once, so BLIP's LM head (`text_decoder.cls.predictions.decoder.*`, tied to
+        the word embedding and the prediction bias) is absent from the file; `load_state_dict` copies into the
+        shared tensor in place, so the head is loaded too, and a "missing keys" warning would only read as a
+        broken checkpoint.
+        """
+        missing = set(load_result.missing_keys)
+        loaded_alias = {n for names in tied_names(self.model) for n in names if n in missing
+                        and any(other not in missing for other in names)}
+        kept = [k for k in load_result.missing_keys if k not in loaded_alias]
+        super()._issue_warnings_after_load(_IncompatibleKeys(kept, list(load_result.unexpected_keys)))
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that are one tensor (tied weights), as `named_parameters` spells them."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
