@@ -214,7 +214,10 @@ class Training:
     max_steps: int = -1
     save_total_limit: int = 2
     save_steps: int | None = None  # also checkpoint every N steps inside an epoch (resume loses <= N steps)
-    resume: Literal["auto", "never"] = "auto"
+    # What a rerun does with an output dir holding a run (`trainers.rerun`): "auto" continues it when only
+    # continuable settings changed and stops otherwise; "never" moves it to previous-<n>/ and starts over;
+    # "force" continues from its checkpoint whatever changed; "overwrite" deletes it and starts over.
+    resume: Literal["auto", "never", "force", "overwrite"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -400,16 +403,9 @@ class Recipe:
             raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
 
     def _validate_early_stopping(self, es: EarlyStopping) -> None:
+        # Metric names are checked against the task's list at load (`trainers.recipe.checks.check_metric_names`).
         if es.patience < 1:
             raise RecipeError(f"early_stopping.patience must be >= 1, got {es.patience}.")
-        available = {*self.evaluation.metrics, "loss"}
-        parts = es.metric.parts if isinstance(es.metric, CompositeMetric) else (es.metric,)
-        unknown = [p for p in parts if p.removeprefix("eval_") not in available]
-        if unknown:
-            raise RecipeError(
-                f"early_stopping.metric uses {unknown}, which evaluation does not produce; "
-                f"available: {sorted(available)} (set evaluation.metrics to add one)."
-            )
 
 
 def to_dict(obj: Any) -> Any:
