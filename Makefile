@@ -10,7 +10,7 @@ setup:
 	@bash scripts/setup_venv.sh
 
 demo: setup
-	$(PY) launch.py recipes/blip_progressive.py --demo training.resume=never
+	$(PY) launch.py recipes/blip_progressive.py --demo training.resume=overwrite
 	@echo "demo results: outputs/blip_progressive_demo (training_summary.json, metrics.jsonl, plots/, best/)"
 
 test: setup

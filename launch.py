@@ -133,6 +133,10 @@ def _main(args: argparse.Namespace) -> int:
         if job is not None:
             print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")
         return 0
+    from trainers.preflight import check_before_training  # data paths, the output dir's previous run
+
+    if check_before_training(recipe):  # already complete: nothing to train
+        return 0
     if command is not None:
         from trainers.reporting.redact import redact_text
 

@@ -37,13 +37,10 @@ class CheckpointError(UserFacingError):
 
 
 def recipe_hash(recipe_dict: dict[str, Any]) -> str:
-    """Hash of the resolved recipe minus the keys that may change between a run and its resume."""
-    stable = {k: v for k, v in recipe_dict.items() if k not in ("output_dir", "callbacks", "reporting", "launch")}
-    training = dict(stable.get("training") or {})
-    for key in ("resume", "epochs", "max_steps", "save_steps", "save_total_limit", "num_workers"):
-        training.pop(key, None)
-    stable["training"] = training
-    blob = json.dumps(stable, sort_keys=True, default=str).encode()
+    """Hash of the resolved recipe minus what a resumed run may change (`trainers.recipe.diff`) and its length."""
+    from trainers.recipe.diff import stable_part
+
+    blob = json.dumps(stable_part(recipe_dict), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -71,8 +68,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str | None) -> dict[str, Any]:
-    """Describe every file under `directory` (relative path -> size) in `checkpoint.json`."""
+def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str | None,
+                   world_size: int | None = None) -> dict[str, Any]:
+    """Describe every file under `directory` (relative path -> size) in `checkpoint.json`.
+
+    `world_size` (the processes that trained it) lets a rerun refuse to continue with another world size:
+    the global batch, the data shards and the steps per epoch all depend on it.
+    """
     files = {
         str(p.relative_to(directory)): p.stat().st_size
         for p in sorted(directory.rglob("*"))
@@ -84,6 +86,7 @@ def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str |
         "step": step,
         "epoch": epoch,
         "recipe_hash": rhash,
+        "world_size": world_size,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": files,
     }
@@ -91,9 +94,10 @@ def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str |
     return manifest
 
 
-def finalize_checkpoint(tmp_dir: Path, final_dir: Path, step: int, epoch: float | None, rhash: str | None) -> None:
+def finalize_checkpoint(tmp_dir: Path, final_dir: Path, step: int, epoch: float | None, rhash: str | None,
+                        world_size: int | None = None) -> None:
     """Manifest, fsync, then the atomic rename `tmp-checkpoint-N` -> `checkpoint-N`."""
-    write_manifest(tmp_dir, step, epoch, rhash)
+    write_manifest(tmp_dir, step, epoch, rhash, world_size)
     _fsync_tree(tmp_dir)
     if final_dir.exists():  # the same step saved again (e.g. after a resume at exactly this step)
         stale = final_dir.with_name(f"{TMP_PREFIX}old-{final_dir.name}")
@@ -130,6 +134,20 @@ def checkpoint_problem(directory: Path) -> str | None:
 class ResumeChoice:
     checkpoint: str | None
     skipped: list[tuple[str, str]]
+
+
+def read_manifest(checkpoint: str | Path) -> dict[str, Any]:
+    """The manifest of a complete checkpoint (as `find_resume_checkpoint` returned it)."""
+    return json.loads((Path(checkpoint) / MANIFEST).read_text())
+
+
+def read_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
+    """`trainer_state.json` of a checkpoint ({} when absent or unreadable): global_step, max_steps, ..."""
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _numbered(run_dir: Path) -> list[tuple[int, Path]]:
@@ -278,7 +296,7 @@ class AtomicCheckpoints:
             self._checkpoint_barrier()  # every rank's shards and RNG states are in tmp_dir
             if self.args.should_save:
                 finalize_checkpoint(tmp_dir, final_dir, self.state.global_step, self.state.epoch,
-                                    self.checkpoint_recipe_hash)
+                                    self.checkpoint_recipe_hash, self.args.world_size)
         except OSError as exc:
             raise save_failure(exc, tmp_dir, last_good) from None
         self._checkpoint_barrier()

@@ -17,7 +17,8 @@ from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
 from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
-from trainers.recipe.config import Freeze, Recipe
+from trainers.recipe.checks import check_data_paths, missing_data_paths
+from trainers.recipe.config import CaptionData, Freeze, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,12 @@ class PreparedModel:
 
 
 def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
-    """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta."""
+    """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta.
+
+    The data paths are checked first, so a missing folder never costs a download; a dry-run only warns
+    (the plan then says so), since recipes are often inspected before their data exists.
+    """
+    check_data_paths(recipe, warn_only=meta_ok)
     family = get_family(recipe.model.family)
     if recipe.model.use_demo_model:
         model, processor = family.build_demo()(recipe.model.demo, seed=recipe.training.seed)
@@ -107,6 +113,7 @@ class RunPlan:
     launcher_command: list[str] | None = None
     overrides: list[str] = field(default_factory=list)
     lora: Any = None
+    data_missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +128,7 @@ class RunPlan:
             "launcher_command": self.launcher_command,
             "overrides": self.overrides,
             "lora": self.lora.to_dict() if self.lora is not None else None,
+            "data_missing": self.data_missing,
         }
 
     def render(self) -> str:
@@ -131,6 +139,8 @@ class RunPlan:
             f"source:        {self.model_source}",
             f"output dir:    {self.output_dir}",
             f"overrides:     {' '.join(self.overrides) or '(none)'}",
+            *([f"WARNING: data not found, a run would stop before loading the model: {'; '.join(self.data_missing)}"]
+              if self.data_missing else []),
             "",
             "freeze map (unique parameters; 'scheduled' = unfrozen by a later stage):",
             _indent(f.render()),
@@ -196,6 +206,7 @@ def build_run_plan(
         launcher_command=launcher_command,
         overrides=list(overrides or []),
         lora=prepared.lora,
+        data_missing=missing_data_paths(recipe.data) if isinstance(recipe.data, CaptionData) else [],
     )
 
 

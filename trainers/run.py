@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments, set_seed
 
-from trainers import checkpoints
+from trainers import checkpoints, rerun
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
 from trainers.callbacks.preemption import SlurmPreemption
@@ -27,6 +26,7 @@ from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.models.registry import get_family
 from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
+from trainers.recipe.checks import check_data_paths
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import eval_history, write_json
@@ -97,21 +97,25 @@ def build_training_arguments(recipe: Recipe, output_dir: Path, report_to: list[s
 
 
 def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
-    """Pick the checkpoint to resume from (or clear the previous run's state when resume is 'never').
+    """Decide what this run does with a previous run in `output_dir` (`trainers.rerun`), act on it, and
+    return the checkpoint to resume from (None: start afresh).
 
-    Only complete checkpoints count (manifest present, every file at its recorded size); the leftovers
-    of an interrupted save are removed.
+    Raises `RerunRefused` (the recipe changed in a way the run cannot continue) or `RunAlreadyComplete`.
+    Every rank decides from the same files; only rank 0 moves or deletes them. Only complete checkpoints
+    count (manifest present, every file at its recorded size); leftovers of an interrupted save are removed.
     """
     checkpoints_dir = output_dir / CHECKPOINTS
+    decision = rerun.decide(recipe, output_dir, launcher_world_size())
+    if decision.action == "complete":
+        raise rerun.RunAlreadyComplete(decision.reason, decision.summary or {})
     if is_main_process():
+        rerun.apply(decision, output_dir)
         checkpoints.remove_partial_checkpoints(checkpoints_dir)
-    # A requeued Slurm job (SLURM_RESTART_COUNT >= 1) continues its own checkpoints even with resume=never.
-    if recipe.training.resume == "never" and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) == 0:
-        if is_main_process():
-            shutil.rmtree(checkpoints_dir, ignore_errors=True)
-            (output_dir / METRICS_JSONL).unlink(missing_ok=True)
+    if decision.resume_from is None:
         return None
-    return checkpoints.find_resume_checkpoint(checkpoints_dir, checkpoints.recipe_hash(to_dict(recipe))).checkpoint
+    rerun.report(decision, output_dir)
+    checkpoints.find_resume_checkpoint(checkpoints_dir, checkpoints.recipe_hash(to_dict(recipe)))  # logs the choice
+    return decision.resume_from
 
 
 @dataclass
@@ -146,6 +150,8 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     configure_cpu_threads()
     output_dir = Path(recipe.resolved_output_dir())
     checkpoints.ensure_writable(output_dir, "output_dir")
+    check_data_paths(recipe)  # before the output dir is touched or a model is loaded or downloaded
+    resume_from = prepare_output_dir(recipe, output_dir)
     set_seed(recipe.training.seed)
     report_to = configure_wandb(recipe.reporting, output_dir)
 
@@ -153,7 +159,6 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
     prepared = prepare_model(model, processor, source, recipe)
     plan = build_run_plan(recipe, prepared, overrides=overrides)
-    resume_from = prepare_output_dir(recipe, output_dir)
     if report_to and is_main_process():
         persist_wandb_run_id(output_dir, resuming=resume_from is not None)
     if is_main_process():
@@ -203,6 +208,9 @@ def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str
     """Train one recipe end to end; returns the summary written to `training_summary.json`."""
     try:
         summary = complete_run(setup_run(recipe, overrides))
+    except rerun.RunAlreadyComplete as done:  # nothing trained, nothing written: the finished run's summary
+        logger.warning("%s", done.message)
+        return done.summary
     except BaseException:
         finish_distributed(barrier=False)  # other ranks may be gone: don't wait for them
         raise
@@ -333,8 +341,11 @@ def _mean_logged_loss(log_history: list[dict], fallback: float) -> float:
 
 
 def _truncate_metrics_log(path: Path, resume_from: str | None) -> None:
-    """On resume, drop records past the checkpoint's step (they will be produced again)."""
-    if resume_from is None or not path.exists():
+    """Drop records past the step the run starts from (they will be produced again): all of them afresh."""
+    if not path.exists():
+        return
+    if resume_from is None:  # a previous attempt that left no checkpoint
+        path.unlink()
         return
     import json
 
