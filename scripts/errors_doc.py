@@ -34,7 +34,7 @@ per split and reason, and reports them under `data` in `training_summary.json` (
 
 def clean(text: str) -> str:
     text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s'\"]+/", "<tmp>/", text)
-    text = text.replace(str(ROOT) + "/", "")
+    text = text.replace(str(ROOT) + "/", "").replace(str(ROOT), "<repo>")
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -52,6 +52,8 @@ def main(path: str) -> None:
     for case, argv, _ in catalogue.SUBPROCESS:
         rows.append((case, " ".join(re.sub(r"\{([^}]+)\}", r"<tmp>/\1", a) for a in argv)))
     rows.append(("disk-full-during-save", "<recipe> (the disk fills while checkpoint-2 is written)"))
+    for case, argv, _ in catalogue.MORE_IN_PROCESS:  # reruns, metric names, data paths
+        rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
     out = [HEADER]
     for i, (case, command) in enumerate(rows, 1):
         message = messages.get(case, "usage: launch.py ... error: argument --launcher: invalid choice: 'mpirun' "

@@ -258,3 +258,71 @@ def test_disk_full_during_checkpoint_save(files, monkeypatch, tmp_path):
 
 def test_catalogue_size():
     assert len(IN_PROCESS) + len(SUBPROCESS) + 1 >= 30
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reruns into an output dir holding another run, metric names, data paths: exit status exactly 2, before any
+# model is loaded. `more_files` adds what these cases need next to the `files` above.
+
+MORE_IN_PROCESS = [
+    ("metric-unknown", lambda f: [str(f["tiny.py"]), "evaluation.metrics=bleu", "--dry-run"],
+     ("evaluation.metrics", "'bleu'", "did you mean 'bleu_4'", "supported: meteor, rouge_l, cider_d, bleu_4")),
+    ("metric-empty", lambda f: [str(f["tiny.py"]), "evaluation.metrics=", "--dry-run"],
+     ("evaluation.metrics is empty", "meteor")),
+    ("early-stopping-mean-part-unknown", lambda f: [str(f["es_typo.py"]), "--dry-run"],
+     ("early_stopping.metric", "'cidr_d'", "did you mean 'cider_d'", "evaluation.metrics")),
+    ("data-not-found", lambda f: [PROGRESSIVE, "--no-wandb"],
+     ("data/captions/train.json", "data/captions/images", "Salesforce/blip-image-captioning-base",
+      '{"0001.jpg": ', "JSONL", "--demo")),
+    ("rerun-changed-recipe", lambda f: [str(f["tiny.py"]), f"--output-dir={f['finished_run']}", "training.resume=auto",
+                                        "training.batch_size=4", "training.lr=1e-4"],
+     ("training.batch_size: 8 -> 4", "training.lr: 0.001 -> 0.0001", "checkpoint-2", "--output-dir",
+      "training.resume=never", "previous-1", "training.resume=force")),
+    ("rerun-other-world-size", lambda f: [str(f["tiny.py"]), f"--output-dir={f['two_rank_run']}", "training.resume=auto"],
+     ("world size (processes): 2 -> 1", "training.resume=force")),
+]
+
+
+@pytest.fixture(scope="module")
+def more_files(files) -> dict[str, Path]:
+    """A recipe with a typo in a mean(...) part; finished runs of tiny.py (1 rank and 2 ranks) to rerun into."""
+    from trainers.checkpoints import finalize_checkpoint, recipe_hash
+    from trainers.recipe import load_recipe
+    from trainers.recipe.config import to_dict
+    from trainers.rerun import resolved_recipe_dict
+
+    f = dict(files)
+    tiny = files["tiny.py"].read_text()
+    es_typo = files["root"] / "es_typo.py"
+    es_typo.write_text(tiny.replace("Recipe, Reporting", "EarlyStopping, Recipe, Reporting, mean").replace(
+        'metrics=("rouge_l",)', 'metrics=("rouge_l", "cider_d")').replace(
+        "reporting=", 'early_stopping=EarlyStopping(metric=mean("rouge_l", "cidr_d"), patience=2),\n    reporting='))
+    f["es_typo.py"] = es_typo
+    for name, world in (("finished_run", 1), ("two_rank_run", 2)):
+        out = files["root"] / name
+        recipe = load_recipe(files["tiny.py"], [f"output_dir={out}"])
+        out.mkdir()
+        (out / "recipe.json").write_text(json.dumps(resolved_recipe_dict(recipe)))
+        tmp = out / "checkpoints" / "tmp-checkpoint-2"
+        tmp.mkdir(parents=True)
+        (tmp / "model.safetensors").write_bytes(b"weights")
+        (tmp / "trainer_state.json").write_text(json.dumps({"global_step": 2, "max_steps": 2}))
+        finalize_checkpoint(tmp, out / "checkpoints" / "checkpoint-2", 2, 1.0, recipe_hash(to_dict(recipe)), world)
+        (out / "training_summary.json").write_text(json.dumps({"global_steps": 2, "config": resolved_recipe_dict(recipe)}))
+        f[name] = out
+    return f
+
+
+@pytest.mark.parametrize(("case", "argv", "expected"), MORE_IN_PROCESS, ids=[c[0] for c in MORE_IN_PROCESS])
+def test_more_bad_inputs_exit_2_before_any_model(case, argv, expected, more_files, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr("trainers.plan.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    args = argv(more_files)
+    if not any(a.startswith("--output-dir") for a in args) and "--dry-run" not in args:
+        args = [*args, f"--output-dir={tmp_path / 'out'}"]
+    before = {p: p.read_bytes() for p in more_files["root"].rglob("*") if p.is_file()}
+    rc, stderr = run_main(args)
+    assert rc == 2, stderr[-2000:]
+    check(rc, stderr, expected)
+    assert {p: p.read_bytes() for p in more_files["root"].rglob("*") if p.is_file()} == before

@@ -18,6 +18,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -56,7 +57,7 @@ class Result:
     stderr: str
 
 
-def _launch(*args: str) -> Result:
+def launch_in_process(*args: str) -> Result:
     """`launch.main(args)` in this process (the CLI's entry point, without ~5 s of imports per call)."""
     out, err = io.StringIO(), io.StringIO()
     root = logging.getLogger()
@@ -90,13 +91,13 @@ def test_rerun_with_other_settings_stops_then_same_is_complete_then_never_keeps_
     out = tmp_path / "x"
     base = [str(recipe), "--output-dir", str(out)]
 
-    first = _launch(*base)
+    first = launch_in_process(*base)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "done: 4 steps" in first.stdout
     assert "missing keys" not in first.stderr  # the tied LM head, loaded back with the best model
     finished = _files(out)
 
-    changed = _launch(*base, f"data.train={other}", "training.batch_size=1", "training.epochs=1")
+    changed = launch_in_process(*base, f"data.train={other}", "training.batch_size=1", "training.epochs=1")
     assert changed.returncode == 2, changed.stderr[-3000:]
     assert "Traceback" not in changed.stderr and "done:" not in changed.stdout
     message = [line for line in changed.stderr.splitlines() if line.startswith("error: ")][-1]
@@ -107,13 +108,13 @@ def test_rerun_with_other_settings_stops_then_same_is_complete_then_never_keeps_
     assert "run plan:" not in changed.stderr  # logged once the model is built: it never was
     assert _files(out) == finished
 
-    same = _launch(*base)
+    same = launch_in_process(*base)
     assert same.returncode == 0, same.stderr[-3000:]
     assert "already complete" in same.stdout and "4 steps" in same.stdout and "done:" not in same.stdout
     assert "run plan:" not in same.stderr
     assert _files(out) == finished
 
-    again = _launch(*base, "training.resume=never")
+    again = launch_in_process(*base, "training.resume=never")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "done: 4 steps" in again.stdout
     assert f"moved to {out / 'previous-1'}" in again.stderr
@@ -161,3 +162,26 @@ def test_the_best_model_is_loaded_back_without_a_missing_keys_warning_and_equals
     head = model.text_decoder.cls.predictions.decoder
     assert head.weight is model.text_decoder.bert.embeddings.word_embeddings.weight
     assert torch.equal(head.weight, best_ckpt["text_decoder.bert.embeddings.word_embeddings.weight"])
+
+
+def test_with_a_launcher_the_parent_decides_before_starting_any_process(tmp_path, monkeypatch):
+    """`--launcher torchrun --nproc 2`: a refused rerun and a complete run end in the parent; nothing is exec'd."""
+    from test_rerun_decisions import plant_run
+
+    from trainers.recipe import load_recipe
+
+    monkeypatch.chdir(ROOT)
+    recipe = tmp_path / "rerun.py"
+    recipe.write_text(textwrap.dedent(RECIPE).format(shapes=SHAPES))
+    out = tmp_path / "x"
+    launched = ["--launcher", "torchrun", "--nproc", "2", "--output-dir", str(out)]
+    plant_run(out, load_recipe(recipe, [f"output_dir={out}", "launch.launcher=torchrun", "launch.nproc=2"]),
+              steps=(4, 8), world_size=2)
+    monkeypatch.setattr("os.execvp", lambda *a: pytest.fail(f"a launcher was started: {a}"))
+
+    refused = launch_in_process(str(recipe), *launched, "training.lr=1e-4")
+    assert refused.returncode == 2 and "training.lr: 0.001 -> 0.0001" in refused.stderr
+    same = launch_in_process(str(recipe), *launched)
+    assert same.returncode == 0 and "already complete" in same.stdout, same.stderr[-2000:]
+    fewer = launch_in_process(str(recipe), "--output-dir", str(out))  # in-process: 1 process instead of 2
+    assert fewer.returncode == 2 and "world size (processes): 2 -> 1" in fewer.stderr

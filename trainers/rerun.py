@@ -32,7 +32,13 @@ from typing import Any, Literal
 from trainers import checkpoints
 from trainers.errors import UserFacingError
 from trainers.recipe.config import Recipe, to_dict
-from trainers.recipe.diff import LENGTH_KEYS, TOTAL_INDEPENDENT_SCHEDULERS, Change, continuable, recipe_changes
+from trainers.recipe.diff import (
+    LENGTH_KEYS,
+    TOTAL_INDEPENDENT_SCHEDULERS,
+    Change,
+    continuable,
+    recipe_changes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +210,8 @@ def _refusal(output_dir: Path, blocking: list[Change], recipe: Recipe, ckpt: str
     force = f"; or training.resume=force to continue from {Path(ckpt).name} with the new settings anyway" if ckpt else ""
     previous = next_previous_dir(output_dir)
     return (
-        f"output_dir {output_dir} holds {state} run started with other settings ({RECIPE_JSON} there): "
+        f"output_dir {output_dir} holds {state} run whose settings differ (its {RECIPE_JSON} and checkpoint "
+        "manifest): "
         f"{shown}{more}; {where}. Nothing was trained or changed. Choose one: another output dir "
         f"(--output-dir or output_dir=); training.resume=never to start over there (the previous run is moved "
         f"to {previous}/); training.resume=overwrite to start over deleting it{force}."

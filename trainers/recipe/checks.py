@@ -105,9 +105,9 @@ def data_paths_message(recipe: Recipe, missing: list[str]) -> str:
     data = recipe.data
     relative = any(not os.path.isabs(p) for p in (data.train, data.val, data.images))
     where = f" (relative paths are read from {os.getcwd()})" if relative else ""
-    model = "" if recipe.model.use_demo_model else f" before the model {recipe.model.id} is loaded or downloaded"
+    model = "" if recipe.model.use_demo_model else f" Checked before the model {recipe.model.id} is loaded or downloaded."
     return (
-        f"Data not found{where}: {'; '.join(missing)}. Checked{model}. Fix the captions path and the image "
+        f"Data not found{where}: {'; '.join(missing)}.{model} Fix the captions path and the image "
         f"directory: {data.train} and {data.val} each map image file names to a caption or a list of captions, "
         'as a JSON object such as {"0001.jpg": "a dog runs along the beach"} or as JSONL, one '
         '{"image": "0001.jpg", "caption": "a dog runs along the beach"} per line; the images go in '
