@@ -46,7 +46,8 @@ def test_resume_takes_the_newest_complete_checkpoint_and_says_why_others_were_sk
     assert manifest["step"] == 8 and manifest["epoch"] == 2 and manifest["files"]["model.safetensors"] == 8
 
 
-def test_a_changed_recipe_still_resumes_with_a_warning(tmp_path, caplog):
+def test_a_checkpoint_of_another_recipe_is_named_when_chosen(tmp_path, caplog):
+    """Choosing a checkpoint only warns; whether a run may continue it is `trainers.rerun`'s decision."""
     run = tmp_path / "checkpoints"
     _complete(run, 4, rhash="old")
     with caplog.at_level(logging.WARNING):
@@ -55,10 +56,26 @@ def test_a_changed_recipe_still_resumes_with_a_warning(tmp_path, caplog):
 
 
 def test_recipe_hash_ignores_what_may_change_between_a_run_and_its_resume():
-    base = {"name": "r", "training": {"lr": 1e-3, "epochs": 3, "resume": "auto"}, "output_dir": "a"}
-    same = {"name": "r", "training": {"lr": 1e-3, "epochs": 9, "resume": "never"}, "output_dir": "b"}
-    other = {"name": "r", "training": {"lr": 2e-3, "epochs": 3, "resume": "auto"}, "output_dir": "a"}
-    assert recipe_hash(base) == recipe_hash(same) != recipe_hash(other)
+    base = {"name": "r", "training": {"lr": 1e-3, "epochs": 3, "resume": "auto", "eval_batch_size": None},
+            "output_dir": "a", "launch": {"nproc": 1, "zero": None}, "reporting": {"wandb": True}}
+    same = {"name": "r", "training": {"lr": 1e-3, "epochs": 9, "resume": "never", "eval_batch_size": None},
+            "output_dir": "b", "launch": {"nproc": 2, "zero": None}, "reporting": {"wandb": False}}
+    others = [
+        {**base, "training": {**base["training"], "lr": 2e-3}},
+        {**base, "training": {**base["training"], "eval_batch_size": 4}},
+        {**base, "launch": {**base["launch"], "zero": 3}},
+    ]
+    assert recipe_hash(base) == recipe_hash(same)
+    assert all(recipe_hash(o) != recipe_hash(base) for o in others)
+
+
+def test_the_manifest_records_the_world_size(tmp_path):
+    run = tmp_path / "checkpoints"
+    tmp = run / "tmp-checkpoint-3"
+    tmp.mkdir(parents=True)
+    (tmp / "model.safetensors").write_bytes(b"w")
+    finalize_checkpoint(tmp, run / "checkpoint-3", 3, 1.0, "h", world_size=4)
+    assert json.loads((run / "checkpoint-3" / MANIFEST).read_text())["world_size"] == 4
 
 
 def test_rotation_keeps_newest_and_best_and_never_counts_incomplete_ones(tmp_path):

@@ -115,3 +115,12 @@ def test_validation_rejects_contradictions():
     apply_overrides(r, ["training.epochs=0"])
     with pytest.raises(RecipeError, match="training.epochs must be >= 1"):
         r.validate()
+
+
+def test_resume_takes_the_four_rerun_choices():
+    r = make_recipe()
+    for value in ("auto", "never", "force", "overwrite"):
+        apply_overrides(r, [f"training.resume={value}"])
+        assert r.training.resume == value
+    with pytest.raises(RecipeError, match="must be one of auto, never, force, overwrite"):
+        apply_overrides(r, ["training.resume=sometimes"])
