@@ -132,7 +132,10 @@ def apply(decision: RerunDecision, output_dir: Path) -> Path | None:
         return target
     if decision.action == "overwrite" and entries:
         for entry in entries:
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         logger.warning("training.resume=overwrite: deleted the previous run in %s (%s); starting over",
                        output_dir, ", ".join(sorted(e.name for e in entries)))
     return None
