@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -175,7 +177,65 @@ def test_dry_run_shows_the_deepspeed_command():
     assert result.returncode == 0, result.stderr
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("launcher:"))
     assert "deepspeed.launcher.runner --num_gpus=2 --num_nodes=1" in line and "--master_port=29611" in line
-    assert line.rstrip().endswith("--zero 2 --nproc 2 --master-port 29611")
+    assert line.rstrip().endswith(f"launch.py {RECIPE} --demo launch.launcher=deepspeed launch.nproc=2 "
+                                  "launch.master_port=29611 launch.zero=2")
+
+
+def _launch_cli():
+    spec = importlib.util.spec_from_file_location("launch_cli", ROOT / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launcher_parsers() -> dict[str, Callable[[list[str]], tuple[str, list[str]]]]:
+    """Each launcher's own argv parser -> (script, script arguments) as that launcher understands them."""
+    from accelerate.commands.launch import launch_command_parser
+    from deepspeed.launcher import runner
+    from torch.distributed.run import get_args_parser
+
+    def torchrun(argv):
+        a = get_args_parser().parse_args(argv)
+        return a.training_script, a.training_script_args
+
+    def accelerate(argv):
+        a = launch_command_parser().parse_args(argv)
+        return a.training_script, a.training_script_args
+
+    def deepspeed(argv):
+        a = runner.parse_args(argv)
+        return a.user_script, a.user_args
+
+    return {"torchrun": torchrun, "accelerate": accelerate, "deepspeed": deepspeed}
+
+
+EVERY_OPTION = [RECIPE, "training.lr=1e-4", "--demo", "--nproc", "2", "--nnodes", "2", "--node-rank", "1",
+                "--master-addr", "10.0.0.1", "--master-port", "29601", "--zero", "2", "--offload",
+                "--no-wandb", "--output-dir", "/tmp/run"]
+
+
+@pytest.mark.parametrize("name", ["torchrun", "accelerate", "deepspeed"])
+def test_each_launcher_hands_the_worker_arguments_to_the_script_untouched(name):
+    """argparse resolves abbreviated options across the whole argv, even after the script name: the launcher
+    must see nothing it could take for its own option (the README's `--launcher torchrun --nproc 2` died with
+    "ambiguous option: --nproc could match --nproc-per-node"). The workers then resolve the same recipe."""
+    cli = _launch_cli()
+    parse = launcher_parsers()[name]
+    args = cli.build_parser().parse_intermixed_args(["--launcher", name, *EVERY_OPTION])
+    workers = cli.worker_args(args)
+    assert not [a for a in workers if a.startswith("-") and a != "--demo"]  # the rest are key=value overrides
+    command = build_launch_command(Launch(launcher=name, nproc=2, nnodes=2, node_rank=1, zero=2, offload=True),
+                                   "launch.py", workers)
+    assert parse(command[3:]) == ("launch.py", workers)
+    again = cli.build_parser().parse_intermixed_args(workers)  # what a worker's launch.py makes of them
+    assert again.demo and [*again.overrides, *cli.cli_overrides(again)] == [*args.overrides, *cli.cli_overrides(args)]
+
+
+def test_forwarding_the_command_line_as_typed_breaks_torchrun():
+    """Why the workers get overrides: torchrun's parser refuses the typed `--nproc 2` after the script."""
+    with pytest.raises(SystemExit):
+        launcher_parsers()["torchrun"](["--nproc_per_node=2", "launch.py", RECIPE, "--launcher", "torchrun",
+                                        "--nproc", "2"])
 
 
 def test_inside_launcher_detection():
