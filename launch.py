@@ -141,6 +141,10 @@ def _main(args: argparse.Namespace) -> int:
         command = ["sbatch", str(job.script_path)]
     elif not under_launcher:  # the workers see the launcher's environment and train in-process
         command = build_launch_command(recipe.launch, os.path.abspath(__file__), worker_args(args))
+        if command and not args.dry_run and not recipe.model.use_demo_model:  # once here, not in every worker
+            from trainers.models.registry import get_family
+
+            get_family(recipe.model.family).check_available(recipe.model.id)
 
     if args.dry_run:
         from trainers.plan import build_run_plan, load_model, prepare_model
