@@ -93,15 +93,18 @@ def job_flags(args: argparse.Namespace) -> list[str]:
     return ["--demo"] if args.demo else []
 
 
-def report_error(message: str) -> None:
-    """Print the paragraph after everything already written, so it is the last thing this process says."""
+def report_error(message: str, block: bool = False) -> None:
+    """Print the paragraph after everything already written, so it is the last thing this process says.
+
+    `block`: set it apart with a blank line (after a launcher's own report of the failed worker).
+    """
     from trainers.launchers.commands import relay_worker_error
 
     sys.stdout.flush()
     for handler in logging.getLogger().handlers:
         handler.flush()
     if not relay_worker_error(message):  # a worker of `launch.py --launcher`: the parent prints it, once, last
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        print(("\n" if block else "") + f"error: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +166,7 @@ def _main(args: argparse.Namespace) -> int:
         print("launching: " + redact_text(" ".join(command)), flush=True)
         status, errors = run_launcher(command)
         if errors:  # the launcher's own report of the failed worker came first; the reason comes last
-            report_error(redact_text(errors[0]))
+            report_error(redact_text(errors[0]), block=True)
             return UserFacingError.exit_code
         return status
     from trainers.run import run_training
