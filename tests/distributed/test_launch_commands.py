@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -14,7 +16,12 @@ import pytest
 from conftest import ROOT
 from trainers.distributed import WorldGuard, WorldMismatchError, check_world, expected_batches_per_rank
 from trainers.errors import RecipeError
-from trainers.launchers.commands import build_launch_command, inside_launcher
+from trainers.launchers.commands import (
+    build_launch_command,
+    inside_launcher,
+    relay_worker_error,
+    run_launcher,
+)
 from trainers.launchers.deepspeed_config import (
     DS_CONFIG_DIR,
     ZERO_KEYS,
@@ -236,6 +243,32 @@ def test_forwarding_the_command_line_as_typed_breaks_torchrun():
     with pytest.raises(SystemExit):
         launcher_parsers()["torchrun"](["--nproc_per_node=2", "launch.py", RECIPE, "--launcher", "torchrun",
                                         "--nproc", "2"])
+
+
+def test_run_launcher_collects_each_distinct_worker_error_once():
+    """Workers of `launch.py --launcher` leave their paragraph to the parent, which prints it once, last."""
+    worker = ("import os, sys; from trainers.launchers.commands import relay_worker_error\n"
+              "for rank in ('1', '0', '2'):\n"
+              "    os.environ.update(RANK=rank, WORLD_SIZE='3')\n"
+              "    assert relay_worker_error('rank 2 saw another problem' if rank == '2' else 'bad data')\n"
+              "sys.exit(1)")
+    assert run_launcher([sys.executable, "-c", worker]) == (1, ["bad data", "rank 2 saw another problem"])
+    assert run_launcher([sys.executable, "-c", "import sys; sys.exit(3)"]) == (3, [])
+    assert not relay_worker_error("no parent", {"RANK": "0", "WORLD_SIZE": "1"})  # the worker prints it itself
+
+
+def test_launch_py_forwards_sigterm_to_its_launcher(tmp_path):
+    """`kill PID` of launch.py stops the launcher too (no orphaned workers); the status says which signal."""
+    started = tmp_path / "started"
+    launcher = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from trainers.launchers.commands import run_launcher; "
+                               f"sys.exit(run_launcher([sys.executable, '-c', {launcher!r}])[0])"], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists()
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
 
 
 def test_inside_launcher_detection():
