@@ -2,7 +2,8 @@
 """Run a fine-tuning recipe: `python launch.py RECIPE [key=value ...] [--dry-run] [--launcher ...]`.
 
 Works as written under `accelerate launch`, `torchrun` and `deepspeed` (it then trains in-process),
-or builds and executes the launcher command itself with `--launcher`.
+or builds the launcher command itself with `--launcher`, runs it and waits (a user error found in a
+worker is printed last, once, with exit status 2).
 """
 
 from __future__ import annotations
@@ -70,18 +71,40 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={v}" for k, v in pairs.items() if v is not None]
 
 
+def worker_args(args: argparse.Namespace) -> list[str]:
+    """What each worker gets after the launcher's options: the recipe, `key=value` overrides and `--demo`.
+
+    Every option becomes an override (`--nproc 2` -> `launch.nproc=2`): argparse in torchrun, accelerate and
+    deepspeed resolves abbreviated options across the whole argv, even after the script name, so a forwarded
+    `--nproc` fails as ambiguous with torchrun's `--nproc-per-node`. `--demo` abbreviates none of their options
+    (tests/distributed/test_launch_commands.py parses worker arguments with each launcher's own parser).
+    """
+    return [args.recipe, *(["--demo"] if args.demo else []), *args.overrides, *cli_overrides(args)]
+
+
 def overrides_for_job(args: argparse.Namespace) -> list[str]:
     """Overrides a Slurm job passes on to `launch.py` inside the job (the launcher choice stays outside)."""
-    return [*args.overrides, *(o for o in cli_overrides(args) if not o.startswith(("launch.", "slurm.")))]
+    deepspeed = ("launch.zero=", "launch.offload=", "launch.deepspeed_config=")
+    return [*args.overrides, *(o for o in cli_overrides(args)
+                               if o.startswith(deepspeed) or not o.startswith(("launch.", "slurm.")))]
 
 
 def job_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--demo"] if args.demo else []
-    if args.zero:
-        flags += ["--zero", str(args.zero)] + (["--offload"] if args.offload else [])
-    if args.deepspeed_config:
-        flags += ["--deepspeed", args.deepspeed_config]
-    return flags
+    return ["--demo"] if args.demo else []
+
+
+def report_error(message: str, block: bool = False) -> None:
+    """Print the paragraph after everything already written, so it is the last thing this process says.
+
+    `block`: set it apart with a blank line (after a launcher's own report of the failed worker).
+    """
+    from trainers.launchers.commands import relay_worker_error
+
+    sys.stdout.flush()
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    if not relay_worker_error(message):  # a worker of `launch.py --launcher`: the parent prints it, once, last
+        print(("\n" if block else "") + f"error: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(args)
     except UserFacingError as exc:
-        print(f"error: {redact.redact_text(str(exc))}", file=sys.stderr)
+        report_error(redact.redact_text(str(exc)))
         return exc.exit_code
 
 
@@ -119,10 +142,8 @@ def _main(args: argparse.Namespace) -> int:
         if not args.dry_run:
             return launch_slurm(job)
         command = ["sbatch", str(job.script_path)]
-    elif not under_launcher:
-        # The child sees a launcher's environment and trains in-process, so the same argv is safe to pass on.
-        child_args = [a for a in sys.argv[1:] if a != "--dry-run"]
-        command = build_launch_command(recipe.launch, os.path.abspath(__file__), child_args)
+    elif not under_launcher:  # the workers see the launcher's environment and train in-process
+        command = build_launch_command(recipe.launch, os.path.abspath(__file__), worker_args(args))
 
     if args.dry_run:
         from trainers.plan import build_run_plan, load_model, prepare_model
@@ -138,10 +159,20 @@ def _main(args: argparse.Namespace) -> int:
     if check_before_training(recipe):  # already complete: nothing to train
         return 0
     if command is not None:
+        if not recipe.model.use_demo_model:  # once here, not in every worker
+            from trainers.models.registry import get_family
+
+            get_family(recipe.model.family).check_available(recipe.model.id)
+        from trainers.errors import UserFacingError
+        from trainers.launchers.commands import run_launcher
         from trainers.reporting.redact import redact_text
 
         print("launching: " + redact_text(" ".join(command)), flush=True)
-        os.execvp(command[0], command)
+        status, errors = run_launcher(command)
+        if errors:  # the launcher's own report of the failed worker came first; the reason comes last
+            report_error(redact_text(errors[0]), block=True)
+            return UserFacingError.exit_code
+        return status
     from trainers.run import run_training
 
     summary = run_training(recipe, overrides)

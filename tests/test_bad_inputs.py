@@ -1,4 +1,4 @@
-"""The catalogue of bad inputs: each ends with one clear paragraph on stderr and a non-zero exit, never a traceback.
+"""The catalogue of bad inputs: each ends with one clear paragraph on stderr and exit status 2, never a traceback.
 
 Every case goes through `launch.main` (the CLI's own entry point): a representative few as real
 `python launch.py` subprocesses, the rest in-process (same code path, without ~4 s of imports each).
@@ -86,10 +86,11 @@ def run_main(args: list[str]) -> tuple[int, str]:
 
 
 def check(rc: int, stderr: str, expected: tuple[str, ...]) -> str:
-    assert rc != 0, stderr[-2000:]
+    assert rc == 2, f"exit status {rc}:\n{stderr[-2000:]}"
     assert "Traceback" not in stderr, stderr[-4000:]
     message = error_paragraph(stderr)
     assert "\n\n" not in message, f"more than one paragraph:\n{message}"
+    assert stderr.count("\nerror: ") + stderr.startswith("error: ") == 1, "the paragraph is printed more than once"
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
     if os.environ.get("ERROR_CATALOGUE_OUT"):  # docs/errors.md is regenerated from these messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -16,10 +17,24 @@ from trainers.recipe import load_recipe
 RECIPE = "recipes/blip_progressive.py"
 
 
-def launch(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+def launch(*args: str, timeout: int = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def no_model_env(tmp_path: Path) -> dict[str, str]:
+    """A machine without the pretrained weights: an empty Hugging Face home (cache, accelerate config)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "HF_HUB_CACHE")}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def last_paragraph(stderr: str) -> str:
+    """The last non-empty block of stderr, which must be our single `error:` paragraph."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", stderr) if b.strip()]
+    assert blocks and blocks[-1].startswith("error: ") and "\n" not in blocks[-1], stderr[-3000:]
+    assert stderr.count("error: ") == 1, stderr[-3000:]
+    return blocks[-1]
 
 
 def tiny_vision_layer_params(h: int = 32, i: int = 64) -> int:
@@ -67,12 +82,41 @@ def test_dry_run_of_the_real_recipe_counts_blip_base_without_weights():
     assert 220_000_000 < total < 230_000_000  # BLIP base: 224M unique (247M with the tied LM head counted twice)
 
 
-def test_training_the_real_recipe_without_weights_gives_a_clear_error():
-    result = launch(RECIPE, "--no-wandb")
+def test_training_the_real_recipe_without_weights_gives_a_clear_error(tmp_path):
+    """README, Running a recipe: `python launch.py recipes/blip_progressive.py --no-wandb`, as written."""
+    result = launch(RECIPE, "--no-wandb", env=no_model_env(tmp_path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "Salesforce/blip-image-captioning-base" in result.stderr
-    assert "--demo" in result.stderr
+    message = last_paragraph(result.stderr)
+    assert "Salesforce/blip-image-captioning-base" in message and "HF_HUB_CACHE" in message
+    assert "--demo" in message
+
+
+def test_readme_dry_run_with_overrides_as_written():
+    """README, Running a recipe: `python launch.py recipes/blip_progressive.py training.epochs=3
+    data.train=/data/train.json --dry-run` prints the plan with both overrides applied."""
+    result = launch(RECIPE, "training.epochs=3", "data.train=/data/train.json", "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epochs: 3" in result.stdout
+    overrides = next(ln for ln in result.stdout.splitlines() if ln.startswith("overrides:"))
+    assert "training.epochs=3" in overrides and "data.train=/data/train.json" in overrides
+    assert "architecture only" in result.stdout  # no weights here: counted on the meta device
+
+
+@pytest.mark.parametrize("flags", [
+    ("--launcher", "accelerate", "--nproc", "8"),
+    ("--launcher", "deepspeed", "--zero", "3", "--nproc", "8"),
+    ("--launcher", "torchrun", "--zero", "2", "--offload", "--nproc", "8"),
+], ids=["accelerate", "deepspeed-zero3", "torchrun-zero2-offload"])
+def test_readme_distributed_commands_without_weights_fail_before_any_worker_starts(flags, tmp_path):
+    """README, Distributed runs, as written: without the pretrained weights `launch.py` says so once and exits 2
+    before it starts the launcher (instead of 8 workers each finding out)."""
+    result = launch(RECIPE, *flags, env=no_model_env(tmp_path))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "launching: " not in result.stdout
+    message = last_paragraph(result.stderr)
+    assert "'Salesforce/blip-image-captioning-base' is not in the local Hugging Face cache" in message
+    assert "model.id=" in message and "--demo" in message
 
 
 @pytest.mark.parametrize(

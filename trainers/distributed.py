@@ -47,6 +47,14 @@ def zero_stage(trainer: Any) -> int | None:
     return int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
 
 
+def zero_offload(trainer: Any) -> bool | None:
+    """Whether the ZeRO optimizer keeps its state on the CPU, as the optimizer itself says (None without DeepSpeed)."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return None
+    optimizer = trainer.model_wrapped.optimizer  # ZeRO-1/2: `cpu_offload`; ZeRO-3: `offload_optimizer`
+    return bool(getattr(optimizer, "cpu_offload", getattr(optimizer, "offload_optimizer", False)))
+
+
 def check_world(trainer: Any, deepspeed_config: str | None = None) -> None:
     """Fail fast if the Trainer's idea of the world differs from the real one.
 
@@ -104,6 +112,7 @@ class RankFacts:
     world_size: int
     deepspeed: bool
     zero_stage: int | None
+    zero_offload: bool | None
     train_samples: int
     batch_size: int
     batches_per_epoch: int
@@ -145,6 +154,7 @@ class WorldGuard(TrainerCallback):
             world_size=world,
             deepspeed=bool(self.trainer.is_deepspeed_enabled),
             zero_stage=zero_stage(self.trainer),
+            zero_offload=zero_offload(self.trainer),
             train_samples=num_samples,
             batch_size=args.per_device_train_batch_size,
             batches_per_epoch=batches,

@@ -1,6 +1,7 @@
 """User-facing errors: anything a user can fix by editing a recipe, an override, data or the environment.
 
-`launch.py` prints these as one paragraph and exits non-zero; everything else is a bug and keeps its traceback.
+`launch.py` prints these as one paragraph and exits with `exit_code` (2), also when a worker of its launcher
+raised one; everything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

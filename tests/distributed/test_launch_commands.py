@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +16,12 @@ import pytest
 from conftest import ROOT
 from trainers.distributed import WorldGuard, WorldMismatchError, check_world, expected_batches_per_rank
 from trainers.errors import RecipeError
-from trainers.launchers.commands import build_launch_command, inside_launcher
+from trainers.launchers.commands import (
+    build_launch_command,
+    inside_launcher,
+    relay_worker_error,
+    run_launcher,
+)
 from trainers.launchers.deepspeed_config import (
     DS_CONFIG_DIR,
     ZERO_KEYS,
@@ -175,7 +184,91 @@ def test_dry_run_shows_the_deepspeed_command():
     assert result.returncode == 0, result.stderr
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("launcher:"))
     assert "deepspeed.launcher.runner --num_gpus=2 --num_nodes=1" in line and "--master_port=29611" in line
-    assert line.rstrip().endswith("--zero 2 --nproc 2 --master-port 29611")
+    assert line.rstrip().endswith(f"launch.py {RECIPE} --demo launch.launcher=deepspeed launch.nproc=2 "
+                                  "launch.master_port=29611 launch.zero=2")
+
+
+def _launch_cli():
+    spec = importlib.util.spec_from_file_location("launch_cli", ROOT / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launcher_parsers() -> dict[str, Callable[[list[str]], tuple[str, list[str]]]]:
+    """Each launcher's own argv parser -> (script, script arguments) as that launcher understands them."""
+    from accelerate.commands.launch import launch_command_parser
+    from deepspeed.launcher import runner
+    from torch.distributed.run import get_args_parser
+
+    def torchrun(argv):
+        a = get_args_parser().parse_args(argv)
+        return a.training_script, a.training_script_args
+
+    def accelerate(argv):
+        a = launch_command_parser().parse_args(argv)
+        return a.training_script, a.training_script_args
+
+    def deepspeed(argv):
+        a = runner.parse_args(argv)
+        return a.user_script, a.user_args
+
+    return {"torchrun": torchrun, "accelerate": accelerate, "deepspeed": deepspeed}
+
+
+EVERY_OPTION = [RECIPE, "training.lr=1e-4", "--demo", "--nproc", "2", "--nnodes", "2", "--node-rank", "1",
+                "--master-addr", "10.0.0.1", "--master-port", "29601", "--zero", "2", "--offload",
+                "--no-wandb", "--output-dir", "/tmp/run"]
+
+
+@pytest.mark.parametrize("name", ["torchrun", "accelerate", "deepspeed"])
+def test_each_launcher_hands_the_worker_arguments_to_the_script_untouched(name):
+    """argparse resolves abbreviated options across the whole argv, even after the script name: the launcher
+    must see nothing it could take for its own option (the README's `--launcher torchrun --nproc 2` died with
+    "ambiguous option: --nproc could match --nproc-per-node"). The workers then resolve the same recipe."""
+    cli = _launch_cli()
+    parse = launcher_parsers()[name]
+    args = cli.build_parser().parse_intermixed_args(["--launcher", name, *EVERY_OPTION])
+    workers = cli.worker_args(args)
+    assert not [a for a in workers if a.startswith("-") and a != "--demo"]  # the rest are key=value overrides
+    command = build_launch_command(Launch(launcher=name, nproc=2, nnodes=2, node_rank=1, zero=2, offload=True),
+                                   "launch.py", workers)
+    assert parse(command[3:]) == ("launch.py", workers)
+    again = cli.build_parser().parse_intermixed_args(workers)  # what a worker's launch.py makes of them
+    assert again.demo and [*again.overrides, *cli.cli_overrides(again)] == [*args.overrides, *cli.cli_overrides(args)]
+
+
+def test_forwarding_the_command_line_as_typed_breaks_torchrun():
+    """Why the workers get overrides: torchrun's parser refuses the typed `--nproc 2` after the script."""
+    with pytest.raises(SystemExit):
+        launcher_parsers()["torchrun"](["--nproc_per_node=2", "launch.py", RECIPE, "--launcher", "torchrun",
+                                        "--nproc", "2"])
+
+
+def test_run_launcher_collects_each_distinct_worker_error_once():
+    """Workers of `launch.py --launcher` leave their paragraph to the parent, which prints it once, last."""
+    worker = ("import os, sys; from trainers.launchers.commands import relay_worker_error\n"
+              "for rank in ('1', '0', '2'):\n"
+              "    os.environ.update(RANK=rank, WORLD_SIZE='3')\n"
+              "    assert relay_worker_error('rank 2 saw another problem' if rank == '2' else 'bad data')\n"
+              "sys.exit(1)")
+    assert run_launcher([sys.executable, "-c", worker]) == (1, ["bad data", "rank 2 saw another problem"])
+    assert run_launcher([sys.executable, "-c", "import sys; sys.exit(3)"]) == (3, [])
+    assert not relay_worker_error("no parent", {"RANK": "0", "WORLD_SIZE": "1"})  # the worker prints it itself
+
+
+def test_launch_py_forwards_sigterm_to_its_launcher(tmp_path):
+    """`kill PID` of launch.py stops the launcher too (no orphaned workers); the status says which signal."""
+    started = tmp_path / "started"
+    launcher = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c", "import sys; from trainers.launchers.commands import run_launcher; "
+                               f"sys.exit(run_launcher([sys.executable, '-c', {launcher!r}])[0])"], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists()
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
 
 
 def test_inside_launcher_detection():

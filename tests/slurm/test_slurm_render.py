@@ -6,6 +6,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,6 +74,19 @@ def test_sweep_with_a_bad_override_fails_before_submission(tmp_path):
 
     with pytest.raises(RecipeError, match="training.lrr"):
         job_for(tmp_path, sweep=["training.lrr=1"])
+
+
+def test_bad_sweep_through_the_slurm_launcher_ends_with_one_paragraph_and_exit_2(tmp_path):
+    """`--launcher slurm` as a user runs it: a sweep variant with a mistyped key stops before anything is submitted."""
+    result = subprocess.run([sys.executable, "launch.py", RECIPE, "--demo", "--launcher", "slurm", "--partition", "gpu",
+                             "--sweep", "training.lr=1e-4", "--sweep", "training.lrr=1e-5", f"output_dir={tmp_path}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PATH": str(tmp_path)})  # no sbatch: it must not get that far
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "training.lrr" in last and "training.lr" in last
+    assert result.stderr.count("error: ") == 1 and not (tmp_path / "slurm").exists()
 
 
 def test_rendered_body_is_the_shipped_multi_node_script(tmp_path):

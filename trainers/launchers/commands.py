@@ -1,11 +1,20 @@
-"""Turn `Launch` settings into the command that starts the worker processes."""
+"""Turn `Launch` settings into the command that starts the worker processes, and run it.
+
+The workers' own arguments are only the recipe and `key=value` overrides (see `launch.worker_args`):
+torchrun, accelerate and deepspeed parse their argv with argparse, which resolves abbreviated options across
+the whole command line, even after the script name (`--nproc` is "ambiguous" for torchrun).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from trainers.errors import RecipeError
 from trainers.launchers.deepspeed_config import resolve_deepspeed_config
@@ -13,6 +22,8 @@ from trainers.recipe.config import Launch
 
 LAUNCHER_ENV_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "ACCELERATE_DYNAMO_BACKEND", "DEEPSPEED_LAUNCHED")
 DEFAULT_MASTER_PORT = 29500
+# Set by `launch.py --launcher ...` for its launcher: where each worker leaves its user-facing error.
+WORKER_ERRORS_ENV = "LAUNCH_PY_WORKER_ERRORS"
 
 
 def inside_launcher(env: Mapping[str, str] | None = None) -> bool:
@@ -106,3 +117,46 @@ def launcher_world_size(launch: Launch, env: Mapping[str, str] | None = None) ->
     if "WORLD_SIZE" in env:
         return int(env["WORLD_SIZE"])
     return launch.nproc * launch.nnodes if launch.launcher != "none" else 1
+
+
+# ------------------------------------------------------------------------- running the launcher
+
+
+def run_launcher(command: Sequence[str]) -> tuple[int, list[str]]:
+    """Run the launcher command as a child; (its exit status, the user-facing errors its workers relayed).
+
+    Not exec'd, because launchers report a failed worker their own way: torchrun and accelerate exit 1 after a
+    traceback of their own, deepspeed passes the worker's status on. Staying the parent lets `launch.py` print
+    the workers' paragraph last and exit 2. Ctrl-C reaches the launcher from the terminal (same process group)
+    and is ignored here; SIGTERM is forwarded to it.
+    """
+    with tempfile.TemporaryDirectory(prefix="launch-errors-") as errors:
+        child = subprocess.Popen(list(command), env={**os.environ, WORKER_ERRORS_ENV: errors})
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, lambda sig, _frame: child.send_signal(sig))}
+        try:
+            status = child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        relayed = worker_errors(Path(errors))
+    return (128 - status if status < 0 else status), relayed
+
+
+def relay_worker_error(message: str, env: Mapping[str, str] | None = None) -> bool:
+    """In a worker started by `launch.py --launcher`, hand `message` to it (printed once, last); False otherwise."""
+    env = os.environ if env is None else env
+    folder = env.get(WORKER_ERRORS_ENV)
+    if not folder or not inside_launcher(env):
+        return False
+    try:
+        (Path(folder) / f"rank{int(env.get('RANK', '0')):06d}.txt").write_text(message)
+    except OSError:
+        return False  # the parent is gone: the worker prints it itself
+    return True
+
+
+def worker_errors(folder: Path) -> list[str]:
+    """Relayed messages by rank, each distinct one once (every rank usually finds the same bad input)."""
+    messages = [p.read_text() for p in sorted(folder.glob("rank*.txt"))]
+    return list(dict.fromkeys(m for m in messages if m.strip()))

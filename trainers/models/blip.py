@@ -166,6 +166,23 @@ def load_blip_captioning(
         raise ModelNotAvailableError(model_id, problem, cause=cause, local=local) from error
 
 
+def check_blip_available(model_id: str) -> None:
+    """Raise the error `load_blip_captioning` would raise for a missing model, without loading it.
+
+    Checked by `launch.py --launcher` before it starts the workers, which would each find out on their own.
+    A cached or downloadable hub id passes (only config.json is looked for in the cache).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    model_id = os.fspath(model_id)
+    if Path(model_id).expanduser().is_dir() or _looks_like_path(model_id):
+        _check_local_dir(model_id)
+        return
+    local_only, problem = _hub_plan(model_id)
+    if local_only and not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+        raise ModelNotAvailableError(model_id, problem)
+
+
 # ---------------------------------------------------------------------------------------------- tiny model
 
 

@@ -22,6 +22,7 @@ class ModelFamily:
     loader: str  # "module:function" (model_id, dtype) -> (model, processor)
     demo_builder: str  # "module:function" (spec, seed) -> (model, processor)
     architecture: str | None = None  # "module:function" (model_id) -> model on the meta device, or None
+    availability: str | None = None  # "module:function" (model_id) -> None, raises ModelNotAvailableError
 
     def load(self) -> Callable[..., tuple[Any, Any]]:
         return _resolve(self.loader)
@@ -32,6 +33,11 @@ class ModelFamily:
     def meta_model(self, model_id: str) -> Any | None:
         return _resolve(self.architecture)(model_id) if self.architecture else None
 
+    def check_available(self, model_id: str) -> None:
+        """Fail now, without loading anything, where the loader would fail in every worker process."""
+        if self.availability:
+            _resolve(self.availability)(model_id)
+
 
 FAMILIES: dict[str, ModelFamily] = {
     "blip-captioning": ModelFamily(
@@ -40,6 +46,7 @@ FAMILIES: dict[str, ModelFamily] = {
         loader="trainers.models.blip:load_blip_captioning",
         demo_builder="trainers.models.blip:build_tiny_blip",
         architecture="trainers.models.architectures:blip_meta_model",
+        availability="trainers.models.blip:check_blip_available",
     ),
 }
 

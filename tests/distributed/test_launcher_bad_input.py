@@ -1,0 +1,66 @@
+"""A bad input that only the workers can find (an unreadable image), run for real through each launcher that
+`launch.py --launcher` starts with 2 ranks: the launcher reports its failed worker its own way, then our one
+paragraph comes last, once (not once per rank), and `launch.py` exits 2 whatever the launcher returned."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_launchers_end_to_end import TINY_RECIPE, run
+
+from conftest import SHAPES
+
+pytestmark = pytest.mark.distributed
+
+OUR_FRAME = re.compile(r'File "[^"]*(?:/trainers/[^"]*|/launch\.py)"')
+
+
+def assert_our_paragraph_is_last(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2; the last non-empty stderr block is our `error:` paragraph, printed once; no traceback of ours."""
+    assert result.returncode == 2, (result.stdout + result.stderr)[-6000:]
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", result.stderr) if b.strip()]
+    assert blocks and blocks[-1].startswith("error: "), result.stderr[-3000:]
+    assert len(blocks[-1].splitlines()) == 1, blocks[-1]  # one paragraph, nothing after it
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")] == [blocks[-1]]
+    assert not OUR_FRAME.search(result.stderr), result.stderr[-6000:]
+    for fragment in fragments:
+        assert fragment in blocks[-1], blocks[-1]
+    return blocks[-1]
+
+
+@pytest.fixture(scope="module")
+def unreadable(tmp_path_factory) -> dict[str, Path]:
+    """16 training captions over copies of the shapes images: in `one/` the first image is not a PNG (one rank
+    meets it, the other is stopped by the launcher), in `all/` none is (both ranks fail the same way)."""
+    root = tmp_path_factory.mktemp("unreadable")
+    captions = json.loads((SHAPES / "train.json").read_text())
+    names = list(captions)[:16]
+    (root / "train.json").write_text(json.dumps({n: captions[n] for n in names}))
+    for kind, broken in (("one", names[:1]), ("all", names)):
+        (root / kind).mkdir()
+        for n in names:
+            (root / kind / n).write_bytes(b"not a png" if n in broken else (SHAPES / "images" / n).read_bytes())
+    return {"train": root / "train.json", "one": root / "one", "all": root / "all"}
+
+
+CASES = [
+    ("torchrun", ["--launcher", "torchrun", "--nproc", "2"], "one"),
+    ("deepspeed", ["--launcher", "deepspeed", "--zero", "2", "--nproc", "2"], "all"),
+    ("accelerate", ["--launcher", "accelerate", "--nproc", "2"], "all"),
+]
+
+
+@pytest.mark.parametrize(("name", "flags", "images"), CASES, ids=[c[0] for c in CASES])
+def test_a_bad_input_found_in_the_workers_ends_with_our_paragraph_and_exit_2(name, flags, images, unreadable,
+                                                                             tmp_path):
+    result, seconds = run([sys.executable, "launch.py", TINY_RECIPE, *flags, f"data.train={unreadable['train']}",
+                           f"data.images={unreadable[images]}", f"data.val_images={SHAPES / 'images'}",
+                           f"output_dir={tmp_path / 'run'}"])
+    assert "launching: " in result.stdout, result.stderr[-3000:]  # found in the workers, not before the launch
+    message = assert_our_paragraph_is_last(result, "cannot read the image", str(unreadable[images]), "Replace the file")
+    print(f"{name}: {seconds:.0f} s, {images} image(s) unreadable; last stderr block: {message[:80]}...")
