@@ -107,6 +107,7 @@ class RunPlan:
     launcher_command: list[str] | None = None
     overrides: list[str] = field(default_factory=list)
     lora: Any = None
+    baseline: Any = None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ class RunPlan:
             "launcher_command": self.launcher_command,
             "overrides": self.overrides,
             "lora": self.lora.to_dict() if self.lora is not None else None,
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
         }
 
     def render(self) -> str:
@@ -156,6 +158,8 @@ class RunPlan:
             )
         lines += ["", "training:"]
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
+        if self.baseline is not None:
+            lines += ["", self.baseline.render()]
         lines += ["", f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}"]
         return "\n".join(lines)
 
@@ -196,7 +200,17 @@ def build_run_plan(
         launcher_command=launcher_command,
         overrides=list(overrides or []),
         lora=prepared.lora,
+        baseline=_task_baseline(recipe),
     )
+
+
+def _task_baseline(recipe: Recipe) -> Any:
+    """What the validation set scores without a model (captioning: the most frequent training caption)."""
+    if get_family(recipe.model.family).task != "captioning":
+        return None
+    from trainers.tasks.captioning.baseline import plan_baseline
+
+    return plan_baseline(recipe)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
