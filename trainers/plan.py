@@ -114,6 +114,7 @@ class RunPlan:
     overrides: list[str] = field(default_factory=list)
     lora: Any = None
     data_missing: list[str] = field(default_factory=list)
+    baseline: Any = None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,7 @@ class RunPlan:
             "overrides": self.overrides,
             "lora": self.lora.to_dict() if self.lora is not None else None,
             "data_missing": self.data_missing,
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
         }
 
     def render(self) -> str:
@@ -166,6 +168,8 @@ class RunPlan:
             )
         lines += ["", "training:"]
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
+        if self.baseline is not None:
+            lines += ["", self.baseline.render()]
         lines += ["", f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}"]
         return "\n".join(lines)
 
@@ -207,7 +211,17 @@ def build_run_plan(
         overrides=list(overrides or []),
         lora=prepared.lora,
         data_missing=missing_data_paths(recipe.data) if isinstance(recipe.data, CaptionData) else [],
+        baseline=_task_baseline(recipe),
     )
+
+
+def _task_baseline(recipe: Recipe) -> Any:
+    """What the validation set scores without a model (captioning: the most frequent training caption)."""
+    if get_family(recipe.model.family).task != "captioning":
+        return None
+    from trainers.tasks.captioning.baseline import plan_baseline
+
+    return plan_baseline(recipe)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:

@@ -29,7 +29,7 @@ from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_mod
 from trainers.recipe.checks import check_data_paths
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
-from trainers.reporting.summary import eval_history, write_json
+from trainers.reporting.summary import baseline_report, eval_history, write_json
 from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
 from trainers.tasks.base import TaskParts, build_task
 from trainers.trainer import RecipeTrainer
@@ -306,6 +306,7 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         "best_model_dir": str(best_dir),
         "final_metrics": history[-1] if history else None,
         "best_metrics": best,
+        "baseline": baseline_report(trainer.evaluator, best, metric),
         "early_stopping": (
             {"stopped_at_step": stopper.stopped_at_step, "patience": stopper.patience, "metric": stopper.metric_key}
             if stopper

@@ -1,4 +1,8 @@
-"""Per-epoch metrics as JSON lines: one record per evaluation, written by the main process."""
+"""Per-epoch metrics as JSON lines: one record per evaluation, written by the main process.
+
+The task's `baseline_*` metrics (what a constant caption scores) and `distinct_predictions` are kept out of
+`eval`, in fields of their own: they describe the prior and the model's output, they are not scores of it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,13 @@ from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+BASELINE = "baseline_"  # metric-name prefix of a task's no-model baseline scores
+DISTINCT = "distinct_predictions"
+
 
 class EpochMetricsLog(TrainerCallback):
-    """Appends {epoch, step, train_loss, eval metrics, group LRs, trainable params, epoch time} to a JSONL file."""
+    """Appends {epoch, step, train_loss, eval metrics, distinct predictions, baseline, group LRs, trainable
+    params, epoch time} to a JSONL file."""
 
     def __init__(self, path: Path, count_trainable: Callable[[], int] | None = None) -> None:
         self.path = Path(path)
@@ -30,11 +38,16 @@ class EpochMetricsLog(TrainerCallback):
         if not state.is_world_process_zero:
             return
         optimizer = kwargs.get("optimizer")
+        scores = {k.removeprefix("eval_"): v for k, v in (metrics or {}).items()}
+        baseline = {k.removeprefix(BASELINE): scores.pop(k) for k in list(scores) if k.startswith(BASELINE)}
+        distinct = scores.pop(DISTINCT, None)
         record = {
             "epoch": round(state.epoch or 0.0, 4),
             "step": state.global_step,
             "train_loss": _mean_train_loss_since_last_eval(state.log_history),
-            "eval": {k.removeprefix("eval_"): v for k, v in (metrics or {}).items()},
+            "eval": scores,
+            "distinct_predictions": distinct,
+            "baseline": baseline or None,
             "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)} if optimizer else {},
             "trainable_params": self.count_trainable() if self.count_trainable else None,
             "epoch_seconds": self.epoch_seconds[-1] if self.epoch_seconds else None,

@@ -27,3 +27,19 @@ def eval_history(log_history: list[dict]) -> list[dict[str, Any]]:
             row = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")}
             rows.append({"epoch": entry.get("epoch"), "step": entry.get("step"), **row})
     return rows
+
+
+def baseline_report(evaluator: Any, best: dict[str, Any] | None, metric: str) -> dict[str, Any] | None:
+    """The task's no-model baseline next to the best evaluation: does the model beat the prior?
+
+    `None` when the task has no baseline. `beats_baseline` compares the best checkpoint's `metric` with the
+    baseline's (caption metrics: higher is better); `None` when the baseline has no such metric.
+    """
+    baseline = getattr(evaluator, "baseline", None)
+    if baseline is None:
+        return None
+    report = baseline.to_dict()
+    model, prior = (best or {}).get(metric), report.get(metric)
+    report["model"] = {"metric": metric, "value": model, "distinct_predictions": (best or {}).get("distinct_predictions")}
+    report["beats_baseline"] = model > prior if model is not None and prior is not None else None
+    return report

@@ -3,11 +3,15 @@
 Each rank generates for a strided shard of the validation set (padded to equal batch counts, which
 ZeRO-3's synchronised generation needs), the (index, caption) pairs are gathered, and the main
 process scores them; the scores are broadcast so every rank takes the same early-stopping decision.
+Next to the metrics it reports how many distinct captions the model produced and what the constant-caption
+baseline scores (`trainers.tasks.captioning.baseline`), and on a shapes validation set how many objects
+and relations the captions get right, so a model that ignores the image is visible as such.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,9 +20,15 @@ from accelerate.utils import gather_object
 from transformers import Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from trainers.recipe.config import Evaluation
+from trainers.recipe.config import CompositeMetric, Evaluation
+from trainers.tasks.captioning.baseline import (
+    DISTINCT_PREDICTIONS,
+    ConstantCaptionBaseline,
+    constant_caption_baseline,
+)
 from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
 from trainers.tasks.captioning.metrics import CaptionScorer
+from trainers.tasks.captioning.shapes import is_shapes_caption_set, score_shapes_captions
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +51,19 @@ class CaptionEvaluator:
         processor: Any,
         settings: Evaluation,
         batch_size: int,
+        train_captions: Sequence[str] = (),
+        composites: Sequence[CompositeMetric] = (),
     ) -> None:
         self.dataset = dataset
         self.collator = collator
         self.processor = processor
         self.settings = settings
         self.batch_size = batch_size
+        self.train_captions = list(train_captions)  # for the constant-caption baseline; none: no baseline
+        self.composites = list(composites)
+        self.shapes = is_shapes_caption_set(dataset.references)
         self._scorer: CaptionScorer | None = None
+        self._baseline: ConstantCaptionBaseline | None = None
         self.last_predictions: dict[int, str] = {}
 
     def generation_kwargs(self) -> dict[str, Any]:
@@ -92,8 +108,14 @@ class CaptionEvaluator:
         self.last_predictions = predictions
         metrics: dict[str, float] = {}
         if trainer.args.process_index == 0:
-            references = self.dataset.references
-            metrics = self.scorer.score(predictions, {i: references[i] for i in predictions})
+            references = {i: self.dataset.references[i] for i in predictions}
+            metrics = self.scorer.score(predictions, references)
+            metrics[DISTINCT_PREDICTIONS] = len(set(predictions.values()))
+            if self.shapes:
+                shapes = score_shapes_captions(predictions, references)
+                metrics.update(object_accuracy=shapes.object_accuracy, relation_accuracy=shapes.relation_accuracy)
+            if self.baseline is not None:
+                metrics.update(self.baseline.metrics())
         if trainer.args.world_size > 1 and dist.is_initialized():
             box = [metrics]
             dist.broadcast_object_list(box, src=0)
@@ -105,6 +127,15 @@ class CaptionEvaluator:
         if self._scorer is None:
             self._scorer = CaptionScorer(self.settings.metrics)
         return self._scorer
+
+    @property
+    def baseline(self) -> ConstantCaptionBaseline | None:
+        """The most frequent training caption scored on this validation set (computed once, on first use)."""
+        if self._baseline is None and self.train_captions:
+            self._baseline = constant_caption_baseline(
+                self.train_captions, self.dataset.references, self.settings.metrics, self.composites, self.scorer
+            )
+        return self._baseline
 
     def close(self) -> None:
         if self._scorer is not None:

@@ -11,10 +11,12 @@ colours are jittered so that a model has to look at the pixels rather than memor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +237,87 @@ def generate_shapes_dataset(
     for path, text in expected.items():
         _write_atomic(path, lambda p, t=text: p.write_text(t, encoding="utf-8"))
     return dataset
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+_OBJECT_RE = re.compile(rf"\b({'|'.join(COLORS)})\s+({'|'.join(SHAPES)})\b")
+_RELATION_RE = re.compile(rf"\b({'|'.join(RELATIONS)})\b")
+
+
+@dataclass(frozen=True)
+class ParsedCaption:
+    """The (colour, shape) objects a caption names, in the order named, and the first relation word."""
+
+    objects: tuple[tuple[str, str], ...]
+    relation: str | None
+
+    @property
+    def is_scene(self) -> bool:
+        """Whether it reads like a generated caption: exactly two objects and a relation."""
+        return len(self.objects) == 2 and self.relation is not None
+
+
+def parse_caption(text: str) -> ParsedCaption:
+    """Read objects and relation out of a caption; tolerant of extra words, case and punctuation."""
+    lowered = " ".join(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    relation = _RELATION_RE.search(lowered)
+    return ParsedCaption(tuple(_OBJECT_RE.findall(lowered)), relation[1] if relation else None)
+
+
+@dataclass(frozen=True)
+class ShapesScore:
+    """How much of each image's ground truth the predicted captions get right (fractions in [0, 1]).
+
+    An object counts when the caption names the right colour and shape at its position (first or second):
+    captions name objects in canonical order, so the position is part of what the image determines. With
+    4 colours x 3 shapes a uniform guess gets 1 object in 12 right, a uniform relation 1 in 4.
+    """
+
+    images: int
+    object_accuracy: float
+    color_accuracy: float
+    shape_accuracy: float
+    relation_accuracy: float
+    exact_match: float
+    unparsed: int  # predictions that name no object at all
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+def score_shapes_captions(
+    predictions: Mapping[Hashable, str], references: Mapping[Hashable, str | Sequence[str]]
+) -> ShapesScore:
+    """Compare each prediction with its image's ground truth, read from the (first) reference caption."""
+    if not predictions or set(predictions) != set(references):
+        raise ValueError("predictions and references must be non-empty and have the same ids")
+    objects = colors = shapes = relations = exact = unparsed = 0
+    for key, text in predictions.items():
+        reference = references[key]
+        truth = parse_caption(reference if isinstance(reference, str) else reference[0])
+        if not truth.is_scene:
+            raise ValueError(f"reference for id {key!r} is not a shapes caption: {reference!r}")
+        guess = parse_caption(text)
+        unparsed += not guess.objects
+        for (color, shape), named in zip(truth.objects, [*guess.objects, None, None], strict=False):
+            colors += named is not None and named[0] == color
+            shapes += named is not None and named[1] == shape
+            objects += named == (color, shape)
+        relations += guess.relation == truth.relation
+        exact += guess.objects == truth.objects and guess.relation == truth.relation
+    n = len(predictions)
+    return ShapesScore(n, objects / (2 * n), colors / (2 * n), shapes / (2 * n), relations / n, exact / n, unparsed)
+
+
+def is_shapes_caption_set(references: Iterable[str | Sequence[str]]) -> bool:
+    """Whether every reference reads as a generated shapes caption (so `score_shapes_captions` applies)."""
+    found = False
+    for reference in references:
+        found = True
+        if not parse_caption(reference if isinstance(reference, str) else reference[0]).is_scene:
+            return False
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

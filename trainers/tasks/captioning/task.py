@@ -8,6 +8,7 @@ from typing import Any
 from trainers.errors import RecipeError
 from trainers.recipe.config import CaptionData, Recipe
 from trainers.tasks.base import TaskParts
+from trainers.tasks.captioning.baseline import recipe_composites
 from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
 from trainers.tasks.captioning.evaluation import CaptionEvaluator
 
@@ -31,6 +32,8 @@ def build_captioning_task(recipe: Recipe, processor: Any) -> TaskParts:
         processor,
         recipe.evaluation,
         batch_size=batch_size,
+        train_captions=[captions[0] for captions in train.references],  # the captions that train
+        composites=recipe_composites(recipe),
     )
     return TaskParts(train_dataset=train, eval_dataset=val, data_collator=collator, evaluator=evaluator)
 
