@@ -176,10 +176,31 @@ def test_incomplete_or_missing_local_dir_is_model_not_available(tiny, tmp_path: 
         load_blip_captioning(str(tmp_path / "nope"))
 
 
-def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch) -> None:
+@pytest.fixture
+def empty_hf_cache(monkeypatch, tmp_path: Path) -> Path:
+    """An empty Hugging Face cache, so what this machine happens to have cached cannot change the outcome.
+
+    huggingface_hub reads HF_HUB_CACHE once, at import; transformers and huggingface_hub look the constant
+    up at call time, so patching it (and the variables, for anything started from here) is enough.
+    """
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-home" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch, empty_hf_cache) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model_id = "Salesforce/blip-image-captioning-base"
-    monkeypatch.setattr(blip, "_from_pretrained", _refuse_cached(blip._from_pretrained, model_id))
+    assert try_to_load_from_cache(model_id, "config.json") is None  # the isolated cache is the one consulted
+    monkeypatch.setattr(blip, "_from_pretrained", _local_only(blip._from_pretrained))
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError) as info:
         load_blip_captioning(model_id)
@@ -199,14 +220,15 @@ def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch) -> Non
         assert needle in message, needle
 
 
-def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch) -> None:
+def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch, empty_hf_cache) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr(blip, "hub_reachable", lambda: False)
+    monkeypatch.setattr(blip, "_from_pretrained", _local_only(blip._from_pretrained))
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError, match="the Hub cannot be reached"):
-        load_blip_captioning("trainers-tests/no-such-blip-model")
+        load_blip_captioning("Salesforce/blip-image-captioning-base")
     assert time.monotonic() - start < 5
 
 
@@ -223,15 +245,11 @@ def test_hub_probe_sees_closed_and_open_ports(monkeypatch) -> None:
     assert time.monotonic() - start < 2.5
 
 
-def _refuse_cached(load, model_id: str):
-    """Guard: never load a real checkpoint that happens to be cached on the test machine."""
+def _local_only(load):
+    """Guard: an unreachable Hub or offline mode must load with local_files_only (no network attempt)."""
 
     def guarded(source: str, local_only: bool, dtype):
-        assert local_only, "offline mode must load with local_files_only"
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-            pytest.skip(f"{model_id} is in the local HF cache; this test needs it absent")
+        assert local_only, "offline mode / unreachable Hub must load with local_files_only"
         return load(source, local_only, dtype)
 
     return guarded

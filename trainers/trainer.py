@@ -1,17 +1,23 @@
-"""`RecipeTrainer`: the HF Trainer with declared parameter groups and task evaluation.
+"""`RecipeTrainer`: the HF Trainer with declared parameter groups, task evaluation and a global token mean.
 
-Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Two more hooks:
+Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Three more hooks:
 `create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
-takes, so groups reach ZeRO), and `evaluation_loop` adds the task's generation
+takes, so groups reach ZeRO); `evaluation_loop` adds the task's generation
 metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
-early stopping see them like any other metric. Loading a checkpoint back (resume, best model at the
-end) does not report tied weights as missing: they are saved once, under the name they share.
+early stopping see them like any other metric; `get_batch_samples` + `compute_loss` make the training
+loss the mean over every target token of the optimizer step (all ranks, all accumulation batches), so
+N ranks x batch b x k accumulation steps train like 1 process x batch N*b*k even when captions differ in
+length. The model's own loss is a mean over its batch's tokens; DDP and ZeRO then average those means
+over ranks, which weights a token of a short-caption batch more than one of a long-caption batch.
+Loading a checkpoint back (resume, best model at the end) does not report tied weights as missing:
+they are saved once, under the name they share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 from transformers import Trainer
@@ -23,9 +29,26 @@ from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
 
 Evaluator = Callable[[Trainer], dict[str, float]]
+IGNORE_INDEX = -100
+
+
+def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
+    """How many terms the model's mean loss averages over in one batch; None when labels are not a tensor.
+
+    Labels other than -100; for a decoder that predicts label t+1 from tokens <= t and shifts the labels
+    itself (BLIP's text decoder, causal LMs), position 0 is never a target and is not counted.
+    """
+    if not torch.is_tensor(labels):
+        return None
+    if shifted and labels.dim() >= 2:
+        labels = labels[..., 1:]
+    return labels.ne(IGNORE_INDEX).sum()
 
 
 class RecipeTrainer(AtomicCheckpoints, Trainer):
+    # Loss terms of the current optimizer step, all ranks and accumulation batches (set by get_batch_samples).
+    _step_loss_terms: torch.Tensor | None = None
+
     def __init__(
         self,
         *args,
@@ -38,6 +61,41 @@ class RecipeTrainer(AtomicCheckpoints, Trainer):
         self.group_plans = list(group_plans)
         self.evaluator = evaluator
         self.composite_metrics = list(composite_metrics)
+        # Encoder-decoder models score every label; BLIP's decoder (like causal LMs) shifts them by one.
+        self.labels_shifted = not getattr(getattr(self.model, "config", None), "is_encoder_decoder", False)
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step
+        """True when `compute_loss` already normalised over the whole step (the Trainer must not divide by k)."""
+        return self._step_loss_terms is not None
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device):
+        """The step's batches and their loss terms summed over the batches and over all ranks."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        counts = [count_loss_terms(b.get("labels"), self.labels_shifted) for b in batches]
+        total = None
+        if counts and all(c is not None for c in counts):
+            total = torch.stack(counts).sum().to(device)
+            if self.args.world_size > 1:
+                total = self.accelerator.gather(total).sum()  # every rank calls this once per step: in step
+        self._step_loss_terms = total
+        return batches, total
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """The model's batch mean, rescaled to this batch's share of the step's global token sum.
+
+        mean_b * n_b * world / N: DDP/ZeRO average gradients over ranks, which cancels `world`, and the
+        accumulation batches add up, so the step's gradient is that of sum(all token losses) / N. With one
+        process and no accumulation the factor is exactly 1.0 (n_b == N), so the loss is bit-for-bit the
+        model's own.
+        """
+        local = None
+        if num_items_in_batch is not None and model.training:  # counted before the Trainer may pop labels
+            local = count_loss_terms(inputs.get("labels"), self.labels_shifted)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
+        if local is not None:
+            loss = loss * (local.to(loss.device) * self.args.world_size / num_items_in_batch.to(loss.device))
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,24 +18,15 @@ from lora_recipe import lora_recipe, same_length_captions
 from safetensors.torch import load_file
 
 from conftest import ROOT
+from trainers.launchers.commands import free_port
 from trainers.run import complete_run, setup_run
 
 WORKER = Path(__file__).with_name("lora_worker.py")
 MODES = ("ddp", "zero2", "zero3")
-# Stated tolerances (float32 reduction order across ranks / ZeRO flat buffers).
-LOSS_TOL = 1e-5
-WEIGHT_TOL = 1e-5
-
-
-def free_port() -> int:
-    for port in range(29700, 29800):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port in 29700-29799")
+# The README's figures (float32 reduction order across ranks / ZeRO flat buffers). Measured here: loss 1.9e-6 in
+# every mode (2 float32 ulps at a loss of ~10); adapter weights 2.7e-7 (DDP), 2.6e-6 (ZeRO-2), 5.8e-7 (ZeRO-3).
+LOSS_TOL = 5e-6
+WEIGHT_TOL = 5e-6
 
 
 def ds_config(path: Path, stage: int) -> Path:
@@ -60,7 +50,7 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     specs = ["ddp", f"zero2={ds_config(out / 'z2.json', 2)}", f"zero3={ds_config(out / 'z3.json', 3)}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
-           "TORCH_EXTENSIONS_DIR": str(ROOT / ".cache" / "torch_extensions")}
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(WORKER), str(out), str(train_json), *specs]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -77,6 +67,7 @@ def losses(run: Path) -> list[float]:
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(1200)  # the module fixture: one 2-rank job of three modes and a 1-rank run
 @pytest.mark.parametrize("mode", MODES)
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
     out, single = runs
@@ -96,6 +87,7 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
 
 
 @pytest.mark.distributed
+@pytest.mark.timeout(1200)
 def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_outputs(runs):
     from peft import PeftModel
     from test_lora import caption_batch, logits_of

@@ -6,8 +6,9 @@ One 1-process reference run and one 2-rank job per launcher; each job runs sever
 losses average to exactly the global mean: a 2-rank run must then reproduce the 1-process run up to
 floating-point summation order.
 
-Tolerances (stated, measured here with margin ~10x): per-step loss LOSS_TOL absolute, weights after every
-epoch WEIGHT_TOL absolute max over all parameters, grad norm GRAD_NORM_TOL relative.
+Tolerances (the README's): per-step loss LOSS_TOL absolute, weights after every epoch WEIGHT_TOL absolute max
+over all parameters, grad norm GRAD_NORM_TOL relative. Measured here: loss 9.5e-7 (DDP) / 1.9e-6 (ZeRO-1/2/3,
+offload: 1 and 2 float32 ulps at a loss of ~10), weights 3.0e-7 / up to 2.6e-6, grad norm 1.6e-7 / 6.6e-5.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, SHAPES
 
-pytestmark = pytest.mark.distributed
+# The module's jobs (one 1-process run, 9 torchrun modes, one accelerate run) start in the first tests.
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(2400)]
 
 WORKER = ROOT / "tests" / "distributed" / "worker.py"
-LOSS_TOL = 1e-4
-WEIGHT_TOL = 1e-5
+LOSS_TOL = 5e-6
+WEIGHT_TOL = 5e-6
 GRAD_NORM_TOL = 1e-4
 SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
 STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
@@ -50,7 +52,8 @@ def worker_env() -> dict[str, str]:
             "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))}
 
 
-def run_job(command: list[str], out: Path, timeout: int = 600) -> None:
+def run_job(command: list[str], out: Path, timeout: int = 1500) -> None:
+    """Run one job to completion (the limit only catches a hang: a job takes 1-3 min on 2 idle cores)."""
     out.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=worker_env())
     (out / "job.log").write_text(result.stdout + result.stderr)
@@ -216,11 +219,18 @@ def test_unfreezing_stages_take_effect_on_every_rank(ranks):
         assert all(n > 0 for n in f["stage_state_entries_reset"].values()), f["stage_state_entries_reset"]
 
 
+CAPTION_SCORES = ("eval_meteor", "eval_rouge_l", "eval_cider_d", "eval_val_score")
+
+
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
 def test_sharded_evaluation_scores_like_one_process(ranks, reference):
+    evaluations = len(reference["eval"])
+    assert reference["scored_indices"] == [list(range(VAL_SAMPLES))] * evaluations
     for f in ranks:
-        assert [e["eval_rouge_l"] for e in f["eval"]] == pytest.approx(
-            [e["eval_rouge_l"] for e in reference["eval"]], abs=1e-12)
+        # rank 0 scores the gathered captions once per evaluation, every image once; the others only receive
+        assert f["scored_indices"] == ([list(range(VAL_SAMPLES))] * evaluations if f["rank"] == 0 else [])
+        for key in CAPTION_SCORES:  # the same numbers, bit for bit, on every rank (broadcast from rank 0)
+            assert [e[key] for e in f["eval"]] == [e[key] for e in reference["eval"]], key
         assert [e["eval_loss"] for e in f["eval"]] == pytest.approx(
             [e["eval_loss"] for e in reference["eval"]], abs=LOSS_TOL)
         assert f["predictions"] == reference["predictions"]
@@ -228,12 +238,15 @@ def test_sharded_evaluation_scores_like_one_process(ranks, reference):
 
 
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
-def test_early_stopping_stops_every_rank_at_the_same_step(ranks, reference):
-    # min_delta makes every evaluation after the first a non-improvement: stop after PATIENCE more epochs
-    expected = (1 + PATIENCE) * STEPS_PER_EPOCH
-    assert reference["early_stopping"]["stopped_at_step"] == expected < EPOCHS * STEPS_PER_EPOCH
+def test_early_stopping_on_caption_scores_stops_every_rank_at_the_same_step(ranks, reference):
+    # mean(meteor, rouge_l, cider_d) computed on rank 0 and broadcast decides; the 1-process run really
+    # stops early (PATIENCE evaluations without a better score), and so does every rank, at its step
+    expected = reference["early_stopping"]["stopped_at_step"]
+    assert reference["early_stopping"]["metric"] == "eval_val_score"
+    assert expected is not None and expected < EPOCHS * STEPS_PER_EPOCH
+    assert reference["global_step"] == expected
     for f in ranks:
-        assert f["early_stopping"]["stopped_at_step"] == expected
+        assert f["early_stopping"] == reference["early_stopping"]
         assert f["global_step"] == expected
 
 
@@ -248,20 +261,28 @@ def test_best_checkpoint_is_saved_whole_and_loaded_back(ranks, reference):
     assert "best_saved_tensors" not in ranks[1]  # only rank 0 writes
 
 
+def untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if "runtime" not in k and "per_second" not in k}
+
+
 def test_zero3_resume_continues_exactly(torchrun_job):
+    """Bit for bit: every logged loss, grad norm and score, and the full weights after every epoch."""
     whole = facts(torchrun_job, "zero3", WORLD)
     resumed = facts(torchrun_job, RESUME_MODE, WORLD)
     for r in range(WORLD):
         assert Path(resumed[r]["resumed_from"]).name == f"checkpoint-{2 * STEPS_PER_EPOCH}"
-        assert resumed[r]["losses"] == pytest.approx(whole[r]["losses"], abs=1e-6)
+        assert resumed[r]["losses"] == whole[r]["losses"]
+        assert resumed[r]["grad_norms"] == whole[r]["grad_norms"]
+        assert [untimed(e) for e in resumed[r]["eval"]] == [untimed(e) for e in whole[r]["eval"]]
         assert resumed[r]["stages_opened_at_step"] == whole[r]["stages_opened_at_step"]
         assert resumed[r]["early_stopping"] == whole[r]["early_stopping"]
-    worst = 0.0
+        assert resumed[r]["epoch_hashes"] == whole[r]["epoch_hashes"]
+        assert resumed[r]["final_hash"] == whole[r]["final_hash"]
     for epoch in range(len(whole[0]["epoch_hashes"])):
         a = load_file(str(torchrun_job / "zero3" / f"epoch{epoch}.safetensors"))
         b = load_file(str(torchrun_job / RESUME_MODE / f"epoch{epoch}.safetensors"))
-        worst = max(worst, max((a[n] - b[n]).abs().max().item() for n in a))
-    assert worst <= WEIGHT_TOL, worst
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[n], b[n]) for n in a), epoch
 
 
 def test_zero3_best_model_reloads_into_a_plain_model(torchrun_job):

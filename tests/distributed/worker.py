@@ -11,8 +11,12 @@ is fixed (`--global-batch`), so the per-rank batch is global / world: a 2-rank a
 batches. Per rank and mode it records: world size, DeepSpeed stage, the sample indices iterated each epoch,
 batches per epoch, loss and grad norm per step, optimizer-group LRs, a hash of the full (ZeRO-3: gathered)
 weights at the start and after every epoch, which frozen parameters changed, the epoch each stage's
-parameters first changed, eval metrics and captions, early stopping and the best checkpoint. Rank 0 also
-saves the weights after each epoch (`epoch<N>.safetensors`) for tolerance comparisons across runs.
+parameters first changed, eval metrics and captions, which validation indices the caption scorer received
+at each evaluation (rank 0 scores; the others get the broadcast), early stopping and the best checkpoint.
+Rank 0 also saves the weights after each epoch (`epoch<N>.safetensors`) for comparisons across runs.
+
+Evaluation scores METEOR, ROUGE-L and CIDEr-D, and early stopping watches their mean (the shipped recipes'
+`val_score`), so the stop is decided by real caption scores computed on rank 0 and broadcast.
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ from trainers.recipe import (  # noqa: E402
     Stage,
     Training,
     Unfreeze,
+    mean,
 )
 from trainers.run import complete_run, setup_run  # noqa: E402
+from trainers.tasks.captioning.metrics import CaptionScorer  # noqa: E402
 
 SHAPES = ROOT / "data" / "shapes"
 START_ENV = frozenset(os.environ)
@@ -60,6 +66,29 @@ LAYERS = "vision_model.encoder.layers"
 STAGE_EPOCHS = (1, 2)
 ZERO = {"ddp": (None, False), "zero1": (1, False), "zero2": (2, False), "zero3": (3, False),
         "zero2_offload": (2, True), "zero3_offload": (3, True)}
+METRICS = ("meteor", "rouge_l", "cider_d")
+SCORED: list[list[int]] = []  # validation indices given to the caption scorer, one list per call (this process)
+
+
+def _recording_score(score):
+    def score_and_record(self, predictions, references):
+        SCORED.append(sorted(int(k) for k in predictions))
+        return score(self, predictions, references)
+
+    return score_and_record
+
+
+CaptionScorer.score = _recording_score(CaptionScorer.score)
+_SHARED_SCORER: list[CaptionScorer] = []
+
+
+def shared_scorer() -> CaptionScorer:
+    """One scorer (one METEOR java process, seconds to start) for every mode this process runs."""
+    if not _SHARED_SCORER:
+        scorer = CaptionScorer(METRICS)
+        scorer.close = lambda: None  # the runs' evaluators close their scorer at the end; this one lives on
+        _SHARED_SCORER.append(scorer)
+    return _SHARED_SCORER[0]
 
 
 def rank() -> int:
@@ -71,7 +100,7 @@ def world() -> int:
 
 
 def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
-                 patience: int) -> Recipe:
+                 patience: int, eval_batch: int = 4) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     accum = 2 if "+accum2" in mode else 1
     if global_batch % (world() * accum):
@@ -80,7 +109,7 @@ def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_ba
         name=f"dist_{mode}",
         model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
         data=CaptionData(train=train_json, val=val_json, images=str(SHAPES / "images"),
-                         max_train_samples=32, max_val_samples=8),
+                         max_train_samples=32, max_val_samples=None),
         freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
         stages=[Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
                 Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5)],
@@ -90,10 +119,8 @@ def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_ba
                           warmup_steps=0,
                           weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
                           save_total_limit=2, seed=42),
-        evaluation=Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12, batch_size=4),
-        # min_delta no eval loss can beat: stops deterministically after `patience` evaluations without
-        # improvement, while the Trainer's best checkpoint (highest eval loss) is usually not the last one.
-        early_stopping=EarlyStopping(metric="loss", mode="max", patience=patience, min_delta=10.0),
+        evaluation=Evaluation(metrics=METRICS, num_beams=2, max_length=12, batch_size=eval_batch),
+        early_stopping=EarlyStopping(metric=mean(*METRICS), mode="max", patience=patience),
         reporting=Reporting(wandb=False, plots=False),
         output_dir=str(out / mode),
     )
@@ -168,7 +195,9 @@ class Recorder(TrainerCallback):
 
 def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
     started = time.time()
-    recipe = build_recipe(out, mode, args.train_json, args.val_json, args.global_batch, args.epochs, args.patience)
+    recipe = build_recipe(out, mode, args.train_json, args.val_json, args.global_batch, args.epochs, args.patience,
+                          args.eval_batch)
+    SCORED.clear()
     recorder, summary, resumed_from = None, None, None
     legs = ["first", "resume"] if mode.endswith("+resume") else ["only"]
     for leg in legs:
@@ -184,6 +213,7 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
         else:  # keep the snapshots of the first leg; record the resumed epochs after them
             recorder.trainer, recorder.dataset = ctx.trainer, dataset
         ctx.trainer.add_callback(recorder)
+        ctx.trainer.evaluator._scorer = shared_scorer()
         if leg == "first":
             ctx.trainer.add_callback(StopAt(args.stop_at))
         else:
@@ -217,6 +247,7 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
         "eval": [{k: v for k, v in e.items() if k.startswith("eval_") or k in ("step", "epoch")}
                  for e in history if "eval_loss" in e],
         "predictions": {str(k): v for k, v in (trainer.evaluator.last_predictions or {}).items()},
+        "scored_indices": list(SCORED),
         "lrs_by_step": {str(k): v for k, v in recorder.lrs_by_step.items()},
         "declared_lrs": {g.name: g.lr for g in ctx.prepared.groups},
         "stage_epochs": {str(p.index): p.epoch for p in ctx.prepared.stages},
@@ -296,11 +327,14 @@ def main() -> None:
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--stop-at", type=int, default=0)
+    parser.add_argument("--eval-batch", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     for mode in args.modes.split(","):
         run_mode(mode, out, args)
+    for scorer in _SHARED_SCORER:
+        CaptionScorer.close(scorer)
     finish_distributed()
 
 
