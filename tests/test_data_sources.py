@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -96,6 +97,8 @@ def test_saved_dataset_yields_mapped_keys(saved: Path) -> None:
     assert item["box_labels"] == [3, 4]
     assert val[0]["caption"] == _captions("val", 1)[0][1]
     assert train.label_names == ["circle", "square", "triangle"]
+    copy = pickle.loads(pickle.dumps(train))  # what a DataLoader worker receives
+    assert copy[3]["caption"] == caption and copy[3]["image"].tobytes() == item["image"].tobytes()
 
 
 def test_images_are_decoded_only_when_an_item_is_accessed(saved: Path, decodes: list[int]) -> None:

@@ -90,12 +90,9 @@ def load_source(source: DatasetSource, key: str = "data.source") -> Dataset | It
         raise RecipeError(f"{key}.kind must be one of disk, hub, imagefolder, json, csv; got {source.kind!r}.")
     table = _load_table(source, key)
     columns = _check_columns(table, source, key)
-    base = _image_base(source)
-    if source.streaming:
-        return StreamingSourceDataset(table.select_columns(sorted({c.split(".")[0] for c in columns.values()})),
-                                      columns, source, base, key)
-    return SourceDataset(table.select_columns(sorted({c.split(".")[0] for c in columns.values()})),
-                         columns, source, base, key)
+    table = table.select_columns(sorted({c.split(".")[0] for c in columns.values()}))  # unmapped: never read
+    view = StreamingSourceDataset if source.streaming else SourceDataset
+    return view(table, columns, source, _image_base(source), key)
 
 
 def _load_table(source: DatasetSource, key: str) -> Any:
@@ -260,7 +257,6 @@ class _Mapper:
 
     def __init__(self, columns: dict[str, str], source: DatasetSource, base: Path | None, key: str) -> None:
         self.columns, self.source, self.base, self.key = columns, source, base, key
-        self.label_names: list[str] | None = None
 
     def __call__(self, row: dict[str, Any], where: str) -> dict[str, Any]:
         item: dict[str, Any] = {}
