@@ -104,10 +104,11 @@ def _load_table(source: DatasetSource, key: str) -> Any:
         return _from_hub(source, key)
     path = Path(source.path).expanduser()
     if not path.exists():
-        raise DatasetNotAvailableError(
-            f"{key}.path: {source.path!r} does not exist. Point it at the {source.kind} directory "
-            f"{'(one subfolder per class, or train/ validation/ test/ folders of them)' if source.kind == 'imagefolder' else 'or file'}."
+        layout = (
+            "directory (one subfolder per class, optionally under train/ validation/ test/)"
+            if source.kind == "imagefolder" else "directory or file"
         )
+        raise DatasetNotAvailableError(f"{key}.path: {source.path!r} does not exist. Point it at the {source.kind} {layout}.")
     kwargs: dict[str, Any] = {"cache_dir": source.cache_dir, "streaming": source.streaming}
     if path.is_file():
         if source.kind == "imagefolder":
