@@ -10,13 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 CLASS_PREFIX = "class_accuracy/"
 
 
 def confusion_matrix(predictions: Mapping[int, int], targets: Sequence[int], num_classes: int) -> torch.Tensor:
-    """`cm[true, predicted]` counts over the indices in `predictions`."""
+    """`cm[true, predicted]` counts over the indices in `predictions` (torchmetrics, imported on first use:
+    it costs seconds, and recipe checks that only read the task's metric names should not pay them)."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
     indices = sorted(predictions)
     preds = torch.tensor([int(predictions[i]) for i in indices], dtype=torch.long)
     truth = torch.tensor([int(targets[i]) for i in indices], dtype=torch.long)
