@@ -108,9 +108,10 @@ def test_a_short_shard_runs_as_many_padded_batches_and_drops_their_outputs():
 def test_gathered_predictions_must_hold_each_index_exactly_once():
     evaluator = ShardedEvaluator(Doubling(), Items(3), collate, batch_size=BATCH)
     with pytest.raises(RuntimeError, match="exactly once"):
-        evaluator.gather([(0, 1.0), (1, 3.0), (1, 3.0)], 0, 1)
+        evaluator.complete([(0, 1.0), (1, 3.0), (1, 3.0)])
     with pytest.raises(RuntimeError, match="exactly once"):
-        evaluator.gather([(0, 1.0), (1, 3.0)], 0, 1)
+        evaluator.score([(0, 1.0), (1, 3.0)], 0, 1)
+    assert evaluator.complete([(2, 5.0), (0, 1.0), (1, 3.0)]) == {0: 1.0, 1: 3.0, 2: 5.0}
 
 
 def test_predict_must_return_one_prediction_per_item():
@@ -146,6 +147,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class LosesOnRank1(ShardedEvaluator):
+    """A broken shard: rank 1 drops its last prediction, so rank 0 cannot see every index."""
+
+    def predict_shard(self, model, rank, world, device):
+        pairs = super().predict_shard(model, rank, world, device)
+        return pairs[:-1] if rank == 1 else pairs
+
+
+def _outcome(call) -> str | None:
+    try:
+        call()
+    except (RuntimeError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -154,11 +171,9 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
         metrics, evaluator = evaluate(rank, world)
         record = {"metrics": metrics, "batches": evaluator.task.seen_batches,
                   "predicted": sorted(evaluator.last_predictions)}
-        try:
-            evaluate(rank, world, fail=True)
-            record["failure"] = None
-        except (RuntimeError, ValueError) as error:
-            record["failure"] = f"{type(error).__name__}: {error}"
+        record["failure"] = _outcome(lambda: evaluate(rank, world, fail=True))
+        lossy = LosesOnRank1(Doubling(), Items(), collate, batch_size=BATCH)
+        record["lost"] = _outcome(lambda: lossy.run(affine(), rank, world, "cpu"))
         Path(out, f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         dist.destroy_process_group()
@@ -176,6 +191,9 @@ def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_pat
     # a failure while scoring on rank 0 reaches rank 1 instead of leaving it waiting for the metrics
     assert ranks[0]["failure"] == "ValueError: bad references"
     assert ranks[1]["failure"] == "RuntimeError: scoring on rank 0 failed: ValueError: bad references"
+    # so does a gathered set that misses an index
+    assert ranks[0]["lost"].startswith("RuntimeError: evaluation gathered 6 predictions for 6 distinct indices")
+    assert ranks[1]["lost"].startswith("RuntimeError: scoring on rank 0 failed: RuntimeError: evaluation gathered 6")
 
 
 # ---------------------------------------------------------------------------- captioning moves onto it

@@ -6,7 +6,7 @@ number of batches of the same size. That is what ZeRO-3 needs: each forward (and
 `synced_gpus=True`) gathers parameters collectively, so a rank that stopped early would hang the others.
 The padded items' predictions are dropped before gathering, so each index is scored exactly once. Rank 0
 scores the gathered predictions and broadcasts the metrics: every rank takes the same early-stopping
-decision. An exception while scoring is broadcast too, so the other ranks fail instead of waiting forever.
+decision. An exception while checking or scoring is broadcast too, so the other ranks fail instead of waiting forever.
 
 `ShardedEvaluator(trainer)` is the callable `RecipeTrainer.evaluation_loop` merges into the Trainer's metrics.
 """
@@ -140,16 +140,18 @@ class ShardedEvaluator:
                 model.train()
         return pairs
 
-    def gather(self, pairs: list[tuple[int, Any]], rank: int, world: int) -> dict[int, Any] | None:
-        """All ranks' pairs on rank 0, checked to hold every index exactly once (None on other ranks)."""
-        if world > 1:
-            if not dist.is_initialized():
-                raise RuntimeError(f"evaluation on {world} ranks needs an initialised torch.distributed group")
-            parts: list[list[tuple[int, Any]]] | None = [[] for _ in range(world)] if rank == 0 else None
-            dist.gather_object(pairs, parts, dst=0)
-            if rank != 0:
-                return None
-            pairs = [pair for part in parts or [] for pair in part]
+    def gather(self, pairs: list[tuple[int, Any]], rank: int, world: int) -> list[tuple[int, Any]] | None:
+        """All ranks' pairs, concatenated on rank 0 (None on the other ranks)."""
+        if world == 1:
+            return pairs
+        if not dist.is_initialized():
+            raise RuntimeError(f"evaluation on {world} ranks needs an initialised torch.distributed group")
+        parts: list[list[tuple[int, Any]]] | None = [[] for _ in range(world)] if rank == 0 else None
+        dist.gather_object(pairs, parts, dst=0)
+        return [pair for part in parts or [] for pair in part] if rank == 0 else None
+
+    def complete(self, pairs: list[tuple[int, Any]]) -> dict[int, Any]:
+        """`{index: prediction}` in index order, checked to hold every index of the set exactly once."""
         predictions = dict(pairs)
         n = len(self.dataset)
         if len(pairs) != n or sorted(predictions) != list(range(n)):
@@ -159,14 +161,16 @@ class ShardedEvaluator:
             )
         return dict(sorted(predictions.items()))
 
-    def score(self, predictions: dict[int, Any] | None, rank: int, world: int) -> dict[str, float]:
-        """Rank 0 scores; the metrics (or the failure) are broadcast so every rank returns the same."""
+    def score(self, pairs: list[tuple[int, Any]] | None, rank: int, world: int) -> dict[str, float]:
+        """Rank 0 checks and scores; the metrics (or the failure) are broadcast so every rank returns the same."""
         box: list[Any] = [None]
         if rank == 0:
             try:
-                metrics = {f"{self.prefix}{k}": float(v) for k, v in self.task.score(predictions or {}, self.dataset).items()}
+                predictions = self.complete(pairs or [])
+                self.last_predictions = predictions
+                metrics = {f"{self.prefix}{k}": float(v) for k, v in self.task.score(predictions, self.dataset).items()}
                 if self.artifacts_dir is not None:
-                    self.task.save_artifacts(predictions or {}, self.dataset, self.artifacts_dir)
+                    self.task.save_artifacts(predictions, self.dataset, self.artifacts_dir)
                 box = [metrics]
             except Exception as error:
                 if world > 1:
@@ -183,9 +187,7 @@ class ShardedEvaluator:
 
     def run(self, model: nn.Module, rank: int = 0, world: int = 1, device: torch.device | str = "cpu") -> dict[str, float]:
         """The whole evaluation; call it on every rank of the group."""
-        predictions = self.gather(self.predict_shard(model, rank, world, device), rank, world)
-        self.last_predictions = predictions or {}
-        return self.score(predictions, rank, world)
+        return self.score(self.gather(self.predict_shard(model, rank, world, device), rank, world), rank, world)
 
     def __call__(self, trainer: Any) -> dict[str, float]:
         """For a transformers Trainer: its unwrapped model (DDP / DeepSpeed engine removed), rank, device."""
