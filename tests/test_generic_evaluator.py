@@ -179,6 +179,7 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_path):
     import torch.multiprocessing as mp
 
