@@ -95,6 +95,13 @@ def test_one_process_scores_every_index_once():
     assert evaluator.task.seen_batches == [[0, 1], [2, 3], [4, 5], [6]]
 
 
+def test_evaluation_leaves_the_global_rng_alone():
+    model, evaluator = affine(), ShardedEvaluator(Doubling(), Items(), collate, batch_size=BATCH)
+    state = torch.random.get_rng_state()
+    assert evaluator.run(model) == EXPECTED
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_a_short_shard_runs_as_many_padded_batches_and_drops_their_outputs():
     evaluator = ShardedEvaluator(Doubling(), Items(), collate, batch_size=BATCH)
     ranks = [evaluator.predict_shard(affine(), rank, 2, "cpu") for rank in (0, 1)]

@@ -317,7 +317,7 @@ def test_lora_run_reloads_with_stock_peft_and_counts_what_the_architecture_says(
     from trainers.reporting.lora_vs_full import lora_param_count
 
     run = runs["lora"]
-    # measured here, seeds 0 / 1 / 2, 10 epochs at lr 5e-3: val accuracy 0.91 / 0.80 / 0.84, test 0.89 / 0.88 / 0.86
+    # measured here, seeds 0 / 1 / 2, 10 epochs at lr 5e-3: val accuracy 0.89 / 0.84 / 0.86, test 0.89 / 0.83 / 0.89
     assert run.history[-1]["accuracy"] >= 0.6 > CHANCE
     assert run.history[-1]["accuracy"] - run.before["accuracy"] >= 0.3
     with torch.device("meta"):

@@ -117,6 +117,9 @@ class ShardedEvaluator:
             shuffle=False,
             collate_fn=self.collator,
             num_workers=self.num_workers,
+            # its own generator: a DataLoader draws a base seed per iterator, which would otherwise advance the
+            # global torch RNG, so an evaluation would change the training that follows it
+            generator=torch.Generator().manual_seed(0),
         )
         was_training = model.training
         model.eval()
