@@ -1,0 +1,42 @@
+"""Recipe dataclasses of the image-classification task (no torch import: recipes load fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+
+@dataclass
+class ClassificationData:
+    """Labelled images, per split either an image folder or a list file.
+
+    An image folder holds one subfolder per class (`train/cat/001.png`); a list file is a CSV with an
+    `image,label` header or a JSONL of `{"image": ..., "label": ...}` lines, image paths relative to
+    `images` (default: the list file's folder). The classes are `labels` when given, in that order,
+    otherwise the train split's class folders / labels, sorted; their names become the model config's
+    `id2label`. `num_labels`, when given, must equal the number of classes found. `extra_val` names
+    further validation sets (metric prefix = its key); `test` is evaluated once, at the end.
+    `on_bad_sample` ("fail" | "skip") decides what a missing or unreadable image or a malformed list line
+    does (see trainers/data_policy.py).
+    """
+
+    task: ClassVar[str] = "classification"
+
+    train: str
+    val: str
+    test: str | None = None
+    extra_val: dict[str, str] = field(default_factory=dict)
+    images: str | None = None
+    labels: tuple[str, ...] | None = None
+    num_labels: int | None = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    on_bad_sample: Literal["fail", "skip"] = "fail"
+
+
+@dataclass
+class ClassificationEval:
+    """Evaluation settings: batch size (default: the training eval batch) and the confusion-matrix plot."""
+
+    batch_size: int | None = None
+    confusion_matrix: bool = True

@@ -1,0 +1,315 @@
+"""Labelled images from an image folder (one subfolder per class) or a CSV / JSONL list, and their collator.
+
+Everything that can be checked without decoding is checked at construction (layout, labels, files present;
+under `on_bad_sample="skip"` every image is decoded once too), so a wrong folder fails in the first second
+of a run. Each message names the file (and line) and the recipe key that points at it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from trainers.data_policy import BadSamples, DataError, ensure_not_empty
+from trainers.errors import RecipeError
+from trainers.tasks.classification.config import ClassificationData
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+LIST_SUFFIXES = (".csv", ".jsonl")
+_LIST_HINT = 'a CSV needs an "image,label" header; a JSONL line looks like {"image": "cat/001.png", "label": "cat"}'
+_MAX_LISTED = 8
+
+ImageTransform = Callable[[Image.Image], Image.Image]
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+    where: str  # file[:line] for messages
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
+    return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+def _class_folders(root: Path, key: str) -> list[Path]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(
+            f"{root}: image folder named by {key} has no class subfolders. Put each class's images in a "
+            f"subfolder named after the class ({root}/<class>/001.png), or point {key} at a CSV / JSONL list."
+        )
+    return folders
+
+
+def _read_folder(root: Path, key: str) -> list[Sample]:
+    samples: list[Sample] = []
+    for folder in _class_folders(root, key):
+        images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(
+                f"{folder}: class folder {folder.name!r} of the image folder named by {key} holds no images "
+                f"({', '.join(IMAGE_SUFFIXES)}). Add its images or remove the folder: every subfolder is a class."
+            )
+        samples.extend(Sample(p, folder.name, str(p)) for p in images)
+    return samples
+
+
+def _image_path(value: str, images_root: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else images_root / path
+
+
+def _read_csv(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[Sample]:
+    samples: list[Sample] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "image" not in columns or "label" not in columns:
+            raise DataError(
+                f"{path}:1: the list named by {key} has columns {columns or 'none'}; it needs \"image\" and "
+                f"\"label\". Fix the header; {_LIST_HINT}."
+            )
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            if not row.get("image") or not row.get("label"):
+                bad.report("malformed_line", where, "no \"image\" or no \"label\" value", f"Fix that line; {_LIST_HINT}")
+                continue
+            samples.append(Sample(_image_path(row["image"], images_root), row["label"], where))
+    return samples
+
+
+def _read_jsonl(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[Sample]:
+    samples: list[Sample] = []
+    with path.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                bad.report("malformed_line", where, f"not valid JSON ({error.msg} at column {error.colno})",
+                           f"Fix that line; {_LIST_HINT}")
+                continue
+            image = record.get("image") if isinstance(record, dict) else None
+            label = record.get("label") if isinstance(record, dict) else None
+            if not isinstance(image, str) or not image or not isinstance(label, str | int) or str(label) == "":
+                bad.report("malformed_line", where, "no usable \"image\" and \"label\"", f"Fix that line; {_LIST_HINT}")
+                continue
+            samples.append(Sample(_image_path(image, images_root), str(label), where))
+    return samples
+
+
+def read_split(source: str | Path, key: str, bad: BadSamples, images: str | Path | None = None) -> list[Sample]:
+    """The samples of one split, in file order (image folder: class by class, files sorted)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _read_folder(path, key)
+    if not path.is_file():
+        raise DataError(
+            f"{path}: not found ({key}). Point {key} at an image folder (one subfolder per class) or at a "
+            f"{' / '.join(LIST_SUFFIXES)} list; {_LIST_HINT}."
+        )
+    images_root = Path(images).expanduser() if images is not None else path.parent
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, key, images_root, bad)
+    if path.suffix.lower() == ".jsonl":
+        return _read_jsonl(path, key, images_root, bad)
+    raise DataError(
+        f"{path}: {key} is neither an image folder nor a {' / '.join(LIST_SUFFIXES)} list. Rename or convert it; "
+        f"{_LIST_HINT}."
+    )
+
+
+def discover_classes(data: ClassificationData) -> list[str]:
+    """Class names in label-id order: `data.labels`, else the train split's, sorted; `num_labels` checked."""
+    if data.labels is not None:
+        classes = [str(c) for c in data.labels]
+        repeated = sorted({c for c in classes if classes.count(c) > 1})
+        if repeated or not classes:
+            raise RecipeError(
+                f"data.labels must be distinct class names, got {list(data.labels)}"
+                + (f" (repeated: {repeated})" if repeated else "") + "."
+            )
+        where = "data.labels"
+    else:
+        samples = read_split(data.train, "data.train", BadSamples(str(data.train), data.on_bad_sample), data.images)
+        classes = sorted({s.label for s in samples})
+        where = f"the train split ({data.train})"
+    if data.num_labels is not None and data.num_labels != len(classes):
+        raise RecipeError(
+            f"data.num_labels={data.num_labels}, but {where} has {len(classes)} classes: {_listed(classes)}. "
+            f"Set data.num_labels={len(classes)} (or none, to take it from the data), or fix the data."
+        )
+    return classes
+
+
+def label_maps(classes: Sequence[str]) -> dict[str, Any]:
+    """The model config's label fields: what `from_pretrained` / the config take as keyword arguments."""
+    return {
+        "num_labels": len(classes),
+        "id2label": dict(enumerate(classes)),
+        "label2id": {name: i for i, name in enumerate(classes)},
+    }
+
+
+def _check_labels(samples: Sequence[Sample], classes: Sequence[str], key: str, source: str | Path) -> None:
+    known = set(classes)
+    unknown = [s for s in samples if s.label not in known]
+    if not unknown:
+        return
+    labels = sorted({s.label for s in unknown})
+    first = unknown[0]
+    if Path(source).is_dir():
+        where = f"{Path(source) / first.label}: class folder"
+        fix = f"Rename the folder to one of the classes, or add {first.label!r} to data.labels / the train split"
+    else:
+        where = f"{first.where}: label"
+        fix = f"Fix the label, or add {first.label!r} to data.labels / the train split"
+    raise DataError(
+        f"{where} {first.label!r} in {key} is not among the classes {_listed(list(classes))}"
+        f" ({len(unknown)} sample(s) with unknown labels {_listed(labels)}). {fix}."
+    )
+
+
+def _round_robin(samples: list[Sample], classes: Sequence[str], limit: int) -> list[Sample]:
+    """The first `limit` samples taking one per class in turn, so a limit never drops whole classes."""
+    by_class: dict[str, list[Sample]] = {c: [] for c in classes}
+    for s in samples:
+        by_class[s.label].append(s)
+    out: list[Sample] = []
+    queues = [q for q in by_class.values() if q]
+    position = 0
+    while len(out) < limit and queues:
+        queues = [q for q in queues if position < len(q)]
+        out.extend(q[position] for q in queues[: limit - len(out)])
+        position += 1
+    return out
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why PIL cannot fully decode `path` (truncated files pass `verify()`), or None."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        return str(error)
+    return None
+
+
+# -------------------------------------------------------------------------------------------- dataset
+
+
+class ImageClassificationDataset(Dataset):
+    """Items `{"pixel_values": FloatTensor[C, H, W], "labels": int}`; `targets[i]` is item i's class id.
+
+    `transform` (PIL image → PIL image) runs before the image processor: the hook for training-time
+    augmentation (random resized crop, flip), which only the train split gets.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        key: str,
+        classes: Sequence[str],
+        image_processor: Any,
+        on_bad_sample: str = "fail",
+        images: str | Path | None = None,
+        limit: int | None = None,
+        transform: ImageTransform | None = None,
+    ) -> None:
+        self.source = Path(source)
+        self.key = key
+        self.classes = list(classes)
+        self.image_processor = image_processor
+        self.transform = transform
+        self.bad_samples = BadSamples(f"{source} ({key})", on_bad_sample)  # type: ignore[arg-type]
+        samples = read_split(source, key, self.bad_samples, images)
+        _check_labels(samples, self.classes, key, source)
+        samples = self._usable(samples)
+        if limit is not None:
+            samples = _round_robin(samples, self.classes, limit)
+        ensure_not_empty(len(samples), self.bad_samples, "images")
+        self.samples = samples
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.targets: list[int] = [index[s.label] for s in samples]
+        self.bad_samples.log(len(samples))
+
+    def _usable(self, samples: list[Sample]) -> list[Sample]:
+        """Drop (skip) or stop on (fail) missing files; under "skip" also decode each image once."""
+        kept: list[Sample] = []
+        for s in samples:
+            if not s.path.is_file():
+                self.bad_samples.report("missing_image", s.where, f"image file {s.path} not found",
+                                        "Add the image or remove the line")
+            elif self.bad_samples.policy == "skip" and (problem := _image_problem(s.path)) is not None:
+                self.bad_samples.report("corrupt_image", s.where, f"cannot read the image {s.path} ({problem})",
+                                        "Replace the file")
+            else:
+                kept.append(s)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load_image(self, index: int) -> Image.Image:
+        sample = self.samples[index]
+        try:
+            with Image.open(sample.path) as image:
+                return image.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise DataError(
+                f"{sample.where}: cannot read the image {sample.path} ({error}); it belongs to {self.key}. "
+                'Replace or remove the file, or set the recipe\'s data on_bad_sample="skip" (which decodes '
+                "every image before training and drops unreadable ones, counted in training_summary.json)."
+            ) from error
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self._load_image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "labels": self.targets[index]}
+
+
+def build_dataset(
+    data: ClassificationData,
+    source: str,
+    key: str,
+    classes: Sequence[str],
+    image_processor: Any,
+    limit: int | None = None,
+    transform: ImageTransform | None = None,
+) -> ImageClassificationDataset:
+    return ImageClassificationDataset(
+        source, key, classes, image_processor, data.on_bad_sample, data.images, limit, transform
+    )
+
+
+@dataclass
+class ClassificationCollator:
+    """Stacks pixel values and labels: exactly what `*ForImageClassification.forward` takes."""
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "labels": torch.tensor([int(f["labels"]) for f in features], dtype=torch.long),
+        }

@@ -1,0 +1,95 @@
+"""Image classification as a `Task`: predict = argmax of the logits, score = one confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainers.errors import RecipeError
+from trainers.tasks.classification.config import ClassificationData, ClassificationEval
+from trainers.tasks.classification.data import (
+    ClassificationCollator,
+    ImageClassificationDataset,
+    ImageTransform,
+    build_dataset,
+    discover_classes,
+    label_maps,
+)
+from trainers.tasks.classification.metrics import (
+    CLASS_PREFIX,
+    confusion_matrix,
+    plot_confusion_matrix,
+    scores_from_confusion,
+)
+from trainers.tasks.interface import Task, TaskData
+
+
+def _image_processor(processor: Any) -> Any:
+    """ViT's processor is the image processor itself; multimodal ones wrap it."""
+    return getattr(processor, "image_processor", processor)
+
+
+class ClassificationTask(Task[int]):
+    """One class id per image. `train_transform` is the augmentation hook for the train split only."""
+
+    name = "classification"
+    data_config = ClassificationData
+    eval_config = ClassificationEval
+    metrics = ("accuracy", "mean_class_accuracy")
+    metric_prefixes = (CLASS_PREFIX,)
+    default_best_metric = "accuracy"
+    greater_is_better = True
+
+    def __init__(self, train_transform: ImageTransform | None = None) -> None:
+        self.train_transform = train_transform
+
+    @staticmethod
+    def _data(recipe: Any) -> ClassificationData:
+        data = recipe.data
+        if not isinstance(data, ClassificationData):
+            raise RecipeError(f"the classification task needs data=ClassificationData(...), got {type(data).__name__}.")
+        return data
+
+    def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        return label_maps(discover_classes(self._data(recipe)))
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        data = self._data(recipe)
+        classes = discover_classes(data)
+        images = _image_processor(processor)
+
+        def split(source: str, key: str, limit: int | None = None, transform: ImageTransform | None = None):
+            return build_dataset(data, source, key, classes, images, limit=limit, transform=transform)
+
+        return TaskData(
+            train=split(data.train, "data.train", data.max_train_samples, self.train_transform),
+            val=split(data.val, "data.val", data.max_val_samples),
+            collator=ClassificationCollator(),
+            extra_val={name: split(src, f"data.extra_val[{name!r}]") for name, src in data.extra_val.items()},
+            test=split(data.test, "data.test") if data.test is not None else None,
+        )
+
+    def predict(self, model: Any, batch: dict[str, Any]) -> list[int]:
+        logits = model(pixel_values=batch["pixel_values"]).logits
+        return logits.argmax(dim=-1).tolist()
+
+    def score(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset) -> dict[str, float]:
+        cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
+        return scores_from_confusion(cm, dataset.classes)
+
+    def save_artifacts(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset, directory: Path) -> None:
+        """`confusion_matrix.png` and `confusion_matrix.json` (classes, counts, metrics) for this evaluation."""
+        cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
+        directory.mkdir(parents=True, exist_ok=True)
+        plot_confusion_matrix(cm, dataset.classes, directory / "confusion_matrix.png", title=str(dataset.source))
+        payload = {"classes": dataset.classes, "matrix": cm.tolist(), "metrics": scores_from_confusion(cm, dataset.classes)}
+        (directory / "confusion_matrix.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    def examples(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset, n: int = 10) -> list[dict[str, Any]]:
+        classes = dataset.classes
+        return [
+            {"file": str(dataset.samples[i].path), "prediction": classes[p], "label": classes[dataset.targets[i]]}
+            for i, p in list(predictions.items())[:n]
+        ]

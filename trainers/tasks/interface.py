@@ -1,0 +1,196 @@
+"""The task interface: everything the generic core needs to know about one task, and nothing more.
+
+A task (captioning, classification, detection, pose, retrieval) is a subclass of `Task` living in its own
+folder next to its config dataclasses; like a transformers `TrainerCallback`, it overrides only the hooks it
+needs. The core never branches on a task: it asks the task.
+
+How `trainers/run.py` calls it (the wiring, once it lands):
+
+    task = load_task(TASKS[recipe.data.task])  # the data class names its task; TASKS: one "module:Class" line each
+    check_metric_names(task, recipe.evaluation, {"early_stopping.metric": name})    # recipe load, --dry-run
+    family.check_serves(task.name)                         # a family that cannot serve it is a recipe error
+    model, processor = family.load()(recipe.model.id, dtype=..., **task.model_kwargs(recipe))
+    data = task.build(recipe, processor)                   # TaskData: train / val / extra val / test, collators
+    evaluator = ShardedEvaluator(task, data.val, data.eval_collator, batch_size)   # trainers/evaluation.py
+    trainer = RecipeTrainer(..., evaluator=evaluator)      # with TaskLossMixin when the task has a loss hook
+    name, greater = task.best_metric(recipe.evaluation)    # unless early_stopping names one
+
+Evaluation is split in two on purpose: `predict` runs on every rank over its shard (model forward or
+`generate`), `score` runs once, on rank 0, over the gathered predictions of the whole set. A task therefore
+never deals with ranks, padding or gathering; the evaluator does that once for every task.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from trainers.errors import RecipeError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+P = TypeVar("P")  # one prediction: a caption, a class id, a list of boxes, ...
+
+# The Trainer always reports the evaluation loss, whatever the task.
+TRAINER_METRICS = ("loss",)
+
+
+@dataclass
+class TaskData:
+    """What `Task.build` returns: the splits and how to batch them.
+
+    `eval_collator` batches validation and test items for `Task.predict` (captioning drops the caption
+    tokens there); it defaults to `collator`. `extra_val` sets are evaluated with their name as a metric
+    prefix; `test` is evaluated once at the end, with the best model, and reported apart.
+    """
+
+    train: Dataset
+    val: Dataset
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    eval_collator: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
+    extra_val: dict[str, Dataset] = field(default_factory=dict)
+    test: Dataset | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_collator is None:
+            self.eval_collator = self.collator
+
+    def splits(self) -> Iterator[tuple[str, Dataset]]:
+        """(name, dataset) for every split present, e.g. for the data report of the summary."""
+        yield "train", self.train
+        yield "val", self.val
+        yield from ((f"val_{name}", ds) for name, ds in self.extra_val.items())
+        if self.test is not None:
+            yield "test", self.test
+
+
+class Task(Generic[P]):
+    """One task. Subclasses set the class attributes and implement `build`, `predict` and `score`.
+
+    Class attributes:
+        name: the task's name, as data classes (`ClassificationData.task`) and families (`tasks=`) say it.
+        data_config / eval_config: its recipe dataclasses (in the task's folder).
+        metrics: names `score` always produces; `metric_prefixes`: families of names it produces per
+            label or per set (e.g. "class_accuracy/" + label), accepted by the metric-name check.
+        default_best_metric / greater_is_better: what the best checkpoint tracks when the recipe names none.
+    """
+
+    name: ClassVar[str]
+    data_config: ClassVar[type]
+    eval_config: ClassVar[type]
+    metrics: ClassVar[tuple[str, ...]] = ()
+    metric_prefixes: ClassVar[tuple[str, ...]] = ()
+    default_best_metric: ClassVar[str] = "loss"
+    greater_is_better: ClassVar[bool] = False
+
+    # --------------------------------------------------------------------------- declared, recipe level
+
+    def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
+        """The metrics this task's `score` produces under `evaluation` (override when they depend on it)."""
+        return self.metrics
+
+    def best_metric(self, evaluation: Any = None) -> tuple[str, bool]:
+        """(metric name, greater is better) for the kept best checkpoint when the recipe names none."""
+        return self.default_best_metric, self.greater_is_better
+
+    def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        """Extra keyword arguments for the family's loader that the data decides (labels, label names)."""
+        return {}
+
+    # --------------------------------------------------------------------------------------- run level
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        """The datasets and collators from the recipe's data section and the model's processor."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, batch: dict[str, Any]) -> list[P]:
+        """One prediction per item of `batch` (plain Python / CPU objects: they are gathered across ranks).
+
+        Called on every rank, the same number of times on each (padded batches included), in eval mode and
+        under `torch.no_grad()`; tensors in `batch` are already on the model's device and float dtype.
+        """
+        raise NotImplementedError
+
+    def score(self, predictions: Mapping[int, P], dataset: Dataset) -> dict[str, float]:
+        """Metrics over the whole set: `predictions[i]` is the prediction for `dataset[i]`, each index once."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------- optional hooks
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """The training (and eval) loss when the model's own is not the one (heatmap MSE, contrastive).
+
+        None, the default, means: use the model's loss (`outputs.loss`), as the Trainer does.
+        """
+        return None
+
+    def save_artifacts(self, predictions: Mapping[int, P], dataset: Dataset, directory: Path) -> None:
+        """Write files describing an evaluation (a confusion matrix, sample images); rank 0 only."""
+
+    def examples(self, predictions: Mapping[int, P], dataset: Dataset, n: int = 10) -> list[dict[str, Any]]:
+        """A few rows for the run summary."""
+        return [{"index": i, "prediction": p} for i, p in list(predictions.items())[:n]]
+
+    def close(self) -> None:
+        """Release what `score` holds between evaluations (a METEOR java process)."""
+
+
+class TaskLossMixin:
+    """Trainer mixin: the task's `compute_loss` hook, when it returns a loss, replaces the model's.
+
+    `class RecipeTrainer(TaskLossMixin, ..., Trainer)` with `self.task` set. The eval loss goes through the
+    same hook (the Trainer's `prediction_step` calls `compute_loss(..., return_outputs=True)`).
+    """
+
+    task: Task | None = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = self.task.compute_loss(model, inputs) if self.task is not None else None
+        if loss is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+def load_task(path: str) -> Task:
+    """`"module:Class"` → an instance; task modules import torch, so they are imported only when used."""
+    module, _, attr = path.partition(":")
+    task = getattr(importlib.import_module(module), attr)()
+    if not isinstance(task, Task):
+        raise TypeError(f"{path} is a {type(task).__name__}, not a trainers.tasks.interface.Task")
+    return task
+
+
+def produces(task: Task, metric: str, evaluation: Any = None) -> bool:
+    """Whether `metric` (with or without the Trainer's `eval_` prefix) comes out of an evaluation of `task`."""
+    name = metric.removeprefix("eval_")
+    return (
+        name in task.metric_names(evaluation)
+        or name in TRAINER_METRICS
+        or any(name.startswith(prefix) and len(name) > len(prefix) for prefix in task.metric_prefixes)
+    )
+
+
+def check_metric_names(task: Task, evaluation: Any, names: Mapping[str, str | Sequence[str]]) -> None:
+    """Raise a RecipeError for any metric, keyed by the recipe key naming it, that `task` does not produce.
+
+    `names` maps a recipe key (`early_stopping.metric`) to one metric name or several (a `mean(...)`).
+    """
+    available = [*task.metric_names(evaluation), *TRAINER_METRICS]
+    shown = ", ".join([*available, *(f"{p}<label>" for p in task.metric_prefixes)])
+    for key, value in names.items():
+        for metric in (value,) if isinstance(value, str) else tuple(value):
+            if produces(task, metric, evaluation):
+                continue
+            close = difflib.get_close_matches(metric.removeprefix("eval_"), available, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(
+                f"{key}: {metric!r} is not a metric the {task.name} task produces; it produces {shown}.{hint} "
+                f"Set {key} to one of those."
+            )
