@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from test_launchers_end_to_end import TINY_RECIPE, run
 
-from conftest import SHAPES
+from conftest import ROOT, SHAPES
 
 pytestmark = pytest.mark.distributed
 
-OUR_FRAME = re.compile(r'File "[^"]*(?:/trainers/[^"]*|/launch\.py)"')
+OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
 
 
 def assert_our_paragraph_is_last(result: subprocess.CompletedProcess, *fragments: str) -> str:
