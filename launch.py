@@ -121,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as exc:
         report_error(redact.redact_text(str(exc)))
         return exc.exit_code
+    except Exception as exc:
+        from trainers.launchers.commands import peer_stopped_on_user_error
+
+        if not peer_stopped_on_user_error():
+            raise
+        first_line = redact.redact_text(str(exc)).strip().splitlines()[:1]
+        logging.getLogger("launch").warning("stopped after another rank's error: %s: %s", type(exc).__name__,
+                                            first_line[0][:200] if first_line else "")
+        return 1
 
 
 def _main(args: argparse.Namespace) -> int:

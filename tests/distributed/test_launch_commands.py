@@ -17,8 +17,10 @@ from conftest import ROOT
 from trainers.distributed import WorldGuard, WorldMismatchError, check_world, expected_batches_per_rank
 from trainers.errors import RecipeError
 from trainers.launchers.commands import (
+    WORKER_ERRORS_ENV,
     build_launch_command,
     inside_launcher,
+    peer_stopped_on_user_error,
     relay_worker_error,
     run_launcher,
 )
@@ -255,6 +257,16 @@ def test_run_launcher_collects_each_distinct_worker_error_once():
     assert run_launcher([sys.executable, "-c", worker]) == (1, ["bad data", "rank 2 saw another problem"])
     assert run_launcher([sys.executable, "-c", "import sys; sys.exit(3)"]) == (3, [])
     assert not relay_worker_error("no parent", {"RANK": "0", "WORLD_SIZE": "1"})  # the worker prints it itself
+
+
+def test_a_rank_whose_peer_stopped_on_bad_input_knows_it(tmp_path):
+    """Its broken collective ("Connection closed by peer") is a consequence: launch.py logs one line, no traceback."""
+    env = {WORKER_ERRORS_ENV: str(tmp_path), "RANK": "1", "WORLD_SIZE": "2"}
+    (tmp_path / "rank000001.txt").write_text("its own error does not count")
+    assert not peer_stopped_on_user_error(env, wait_s=0.2)
+    (tmp_path / "rank000000.txt").write_text("bad data")
+    assert peer_stopped_on_user_error(env, wait_s=0.2)
+    assert not peer_stopped_on_user_error({"RANK": "1", "WORLD_SIZE": "2"}, wait_s=0.2)  # no launch.py parent
 
 
 def test_launch_py_forwards_sigterm_to_its_launcher(tmp_path):

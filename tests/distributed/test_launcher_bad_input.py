@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from test_launchers_end_to_end import TINY_RECIPE, run
 
-from conftest import SHAPES
+from conftest import ROOT, SHAPES
 
 pytestmark = pytest.mark.distributed
 
-OUR_FRAME = re.compile(r'File "[^"]*(?:/trainers/[^"]*|/launch\.py)"')
+OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
 
 
 def assert_our_paragraph_is_last(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -63,4 +63,6 @@ def test_a_bad_input_found_in_the_workers_ends_with_our_paragraph_and_exit_2(nam
                            f"output_dir={tmp_path / 'run'}"])
     assert "launching: " in result.stdout, result.stderr[-3000:]  # found in the workers, not before the launch
     message = assert_our_paragraph_is_last(result, "cannot read the image", str(unreadable[images]), "Replace the file")
-    print(f"{name}: {seconds:.0f} s, {images} image(s) unreadable; last stderr block: {message[:80]}...")
+    waited = "stopped after another rank's error" in result.stderr  # a peer's broken collective, one line
+    print(f"{name}: {seconds:.0f} s, {images} image(s) unreadable, peer logged its broken collective: {waited}; "
+          f"last stderr block: {message[:60]}...")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.distributed
 
 RECIPE = "recipes/blip_progressive.py"
 MODEL_MISSING = "'Salesforce/blip-image-captioning-base' is not in the local Hugging Face cache"
-OUR_FRAME = re.compile(r'File "[^"]*(?:/trainers/[^"]*|/launch\.py)"')
+OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
 BIN = Path(sys.executable).parent  # the venv's `accelerate` and `deepspeed` scripts
 
 

@@ -87,7 +87,8 @@ def test_readme_torchrun_zero2_offload_on_two_ranks(tmp_path):
     out = tmp_path / "run"
     result, seconds = run([sys.executable, "launch.py", "recipes/blip_progressive.py", "--demo", "--launcher",
                            "torchrun", "--zero", "2", "--offload", "--nproc", "2", "training.epochs=1",
-                           "data.max_train_samples=64", "data.max_val_samples=8", "--no-wandb", f"output_dir={out}"])
+                           "data.max_train_samples=64", "data.max_val_samples=8", "evaluation.num_beams=1",
+                           "evaluation.max_length=12", "--no-wandb", f"output_dir={out}"])
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     print(f"launch.py --demo --launcher torchrun --zero 2 --offload --nproc 2, 64 images: {seconds:.0f} s")
     assert "-m torch.distributed.run --nproc_per_node=2" in launched(result)

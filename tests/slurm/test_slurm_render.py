@@ -76,6 +76,21 @@ def test_sweep_with_a_bad_override_fails_before_submission(tmp_path):
         job_for(tmp_path, sweep=["training.lrr=1"])
 
 
+def test_deepspeed_options_reach_the_job_as_overrides(tmp_path):
+    """Inside the job `launch.py` runs under torchrun: like every launcher's workers, it gets `key=value`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("launch_cli", LAUNCH)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    args = cli.build_parser().parse_intermixed_args([RECIPE, "--demo", "--launcher", "slurm", "--zero", "2",
+                                                     "--offload", "--nodes", "2", "training.lr=1e-4"])
+    overrides = cli.overrides_for_job(args)
+    assert overrides == ["training.lr=1e-4", "launch.zero=2", "launch.offload=True"]
+    _, job = job_for(tmp_path, *overrides)
+    assert "launch.zero=2 launch.offload=True --demo" in job.script and "--zero" not in job.script
+
+
 def test_bad_sweep_through_the_slurm_launcher_ends_with_one_paragraph_and_exit_2(tmp_path):
     """`--launcher slurm` as a user runs it: a sweep variant with a mistyped key stops before anything is submitted."""
     result = subprocess.run([sys.executable, "launch.py", RECIPE, "--demo", "--launcher", "slurm", "--partition", "gpu",

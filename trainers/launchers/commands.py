@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -153,6 +154,26 @@ def relay_worker_error(message: str, env: Mapping[str, str] | None = None) -> bo
         (Path(folder) / f"rank{int(env.get('RANK', '0')):06d}.txt").write_text(message)
     except OSError:
         return False  # the parent is gone: the worker prints it itself
+    return True
+
+
+def peer_stopped_on_user_error(env: Mapping[str, str] | None = None, wait_s: float = 10.0) -> bool:
+    """In a worker of `launch.py --launcher`: whether another rank relayed a user error (waiting up to `wait_s`).
+
+    A rank that stops on bad input leaves the process group; its peers then fail inside a collective with the
+    transport's error (gloo: "Connection closed by peer"). That traceback is a consequence, not a second problem.
+    The failed rank relays its message just after leaving the group, hence the short wait.
+    """
+    env = os.environ if env is None else env
+    folder = env.get(WORKER_ERRORS_ENV)
+    if not folder or not inside_launcher(env):
+        return False
+    mine = f"rank{int(env.get('RANK', '0')):06d}.txt"
+    deadline = time.monotonic() + wait_s
+    while not any(p.name != mine for p in Path(folder).glob("rank*.txt")):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 
