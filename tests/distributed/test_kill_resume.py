@@ -5,9 +5,10 @@ The command is `launch.py tests/distributed/tiny_recipe.py launch.launcher=torch
 [launch.zero=2]` with a checkpoint every 2 steps; 3 epochs x 4 steps. (The launch settings are given as
 overrides: torchrun's own parser rejects a `--nproc` among the script's arguments as an ambiguous
 abbreviation of its `--nproc-per-node` / `--nproc_per_node`.) The kill takes every process of the run at once (the
-launcher and both ranks, each torchrun worker sits in a session of its own), as a node failure would, at a
-random delay after the first logged training step: uniform over most of the training time the uninterrupted
-run took. The delay comes from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. Compared
+launcher and both ranks, each torchrun worker sits in a session of its own), as a node failure would, after
+a random step (not the last) at a random fraction of the next step's time: in a forward/backward pass, the
+gradient all-reduce, an optimizer step, an evaluation or a checkpoint save, whatever comes. The choice comes
+from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. Compared
 bit for bit: final and best weights, the last checkpoint's weights and optimizer state (ZeRO-2: every rank's
 partition), every logged loss / grad norm / learning rate / evaluation, `metrics.jsonl`, the summary.
 """
@@ -19,7 +20,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,11 +38,11 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 
 RECIPE = "tests/distributed/tiny_recipe.py"
 OVERRIDES = ("training.epochs=3", "training.save_steps=2", "training.resume=auto")
+STEPS_PER_EPOCH, STEPS = 4, 12  # 32 samples / (2 ranks x batch 4), 3 epochs
 MODES = {"ddp": (), "zero2": ("launch.zero=2",)}
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos", "seconds")
 SUMMARY_KEYS = ("global_steps", "epochs_completed", "train_loss", "best_metric", "best_epoch", "final_metrics",
                 "best_metrics", "early_stopping", "stages_opened_at_step", "params", "examples", "world_size")
-LOSS_LINE = re.compile(r"\{'loss': ")
 
 
 def command(mode: str, out: Path) -> list[str]:
@@ -57,7 +57,7 @@ def kill_seed() -> int:
 
 
 class Run:
-    """One start of the command in its own session, its output in `log`, timed by its first loss line."""
+    """One start of the command in its own session, its output appended to `log`."""
 
     def __init__(self, cmd: list[str], log: Path) -> None:
         self.log = log
@@ -65,22 +65,24 @@ class Run:
         with log.open("a") as sink:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env(), stdout=sink, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        self.first_step: float | None = None
 
-    def wait_for_first_step(self, timeout: float = 400) -> float:
-        deadline = time.monotonic() + timeout
-        while self.first_step is None:
-            if LOSS_LINE.search(self.log.read_text()[self.offset:]):
-                self.first_step = time.monotonic()
-            elif self.proc.poll() is not None:
-                raise AssertionError(f"run ended (rc {self.proc.returncode}) before a training step:\n"
+    def wait_for_step(self, step: int, timeout: float = 400) -> float:
+        """Block until this start logged `step`; returns the time its last step took (the gap between lines)."""
+        deadline, stamps = time.monotonic() + timeout, {}
+        while step not in stamps:
+            for s in logged_steps(self.log.read_text()[self.offset:]):
+                stamps.setdefault(s, time.monotonic())
+            if step in stamps:
+                break
+            if self.proc.poll() is not None:
+                raise AssertionError(f"run ended (rc {self.proc.returncode}) before step {step}:\n"
                                      f"{self.log.read_text()[-4000:]}")
-            elif time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"no training step within {timeout:.0f} s:\n{self.log.read_text()[-4000:]}")
-            else:
-                time.sleep(0.05)
-        return self.first_step
+                raise AssertionError(f"step {step} not reached in {timeout:.0f} s:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.005)
+        times = sorted(stamps.values())
+        return times[-1] - times[-2] if len(times) > 1 else 0.5
 
     def kill(self) -> int:
         """SIGKILL the launcher and every descendant (torchrun's workers run in sessions of their own)."""
@@ -117,16 +119,19 @@ def survivors(out: Path) -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict[str, dict]:
-    """The reference run of each mode, and how long it trained (first logged step to exit)."""
+    """The reference run of each mode."""
     root = tmp_path_factory.mktemp("kill_resume")
     runs = {}
     for mode in MODES:
         out = root / f"{mode}-straight"
-        run = Run(command(mode, out), root / f"{mode}-straight.log")
-        first = run.wait_for_first_step()
-        run.finish()
-        runs[mode] = {"out": out, "training_seconds": time.monotonic() - first, "root": root}
+        Run(command(mode, out), root / f"{mode}-straight.log").finish()
+        runs[mode] = {"out": out, "root": root}
     return runs
+
+
+def logged_steps(text: str) -> list[int]:
+    """Global steps of rank 0's training-loss lines (logging_steps=1)."""
+    return [round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)]
 
 
 def untimed(record):
@@ -191,26 +196,17 @@ def assert_same_run(a: Path, b: Path) -> None:
 def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(uninterrupted, mode):
     reference = uninterrupted[mode]
     rng = random.Random(kill_seed())
+    step, fraction = rng.randrange(1, STEPS - 1), rng.random()
     out = reference["root"] / f"{mode}-killed"
     log = reference["root"] / f"{mode}-killed.log"
     cmd = command(mode, out)
-    fraction = rng.uniform(0.05, 0.75)
-    for attempt in range(3):  # a machine busier now than during the reference run may finish first
-        delay = fraction * reference["training_seconds"] / 2**attempt
-        run = Run(cmd, log)
-        run.wait_for_first_step()
-        time.sleep(max(0.0, run.first_step + delay - time.monotonic()))
-        rc = run.kill()
-        print(f"{mode}: SIGKILL {delay:.2f} s after the first step (of {reference['training_seconds']:.1f} s "
-              f"training), rc {rc}")
-        assert not survivors(out), survivors(out)
-        if rc == -signal.SIGKILL:
-            assert not (out / "training_summary.json").exists()
-            break
-        assert rc == 0, log.read_text()[-4000:]
-        shutil.rmtree(out)  # finished before the kill: start over, kill sooner
-    else:
-        pytest.fail("the run finished before every kill")
+    run = Run(cmd, log)
+    delay = run.wait_for_step(step) * fraction
+    time.sleep(delay)
+    rc = run.kill()
+    print(f"{mode}: SIGKILL {delay:.3f} s ({fraction:.2f} of a step) after step {step}, rc {rc}")
+    assert not survivors(out), survivors(out)
+    assert rc == -signal.SIGKILL and not (out / "training_summary.json").exists(), log.read_text()[-4000:]
     checkpoints = sorted(p.name for p in (out / "checkpoints").glob("*")) if (out / "checkpoints").exists() else []
     print(f"{mode}: left behind {checkpoints}")
     again = Run(cmd, log)
