@@ -10,7 +10,8 @@
 #
 # STATE_DIR defaults to $SLURM_TEST_DIR, else /tmp/slurm-test. After `start`, point the client tools at it:
 #   export SLURM_CONF=STATE_DIR/slurm.conf
-# Ports: slurmctld on $SLURM_TEST_PORT (default 6817), slurmd n1/n2 on the next two.
+# Ports: SLURM_TEST_PORTS="CTLD N1 N2" (slurmctld, slurmd n1, slurmd n2; tests pass ports the OS found free),
+# else slurmctld on $SLURM_TEST_PORT (default 6817) and slurmd n1/n2 on the next two.
 # Tuned for tests: credentials expire after 5 s and the scheduler runs every 2 s, so a requeued job
 # restarts within seconds instead of ~2 minutes.
 set -euo pipefail
@@ -18,6 +19,8 @@ set -euo pipefail
 cmd=${1:-start}
 STATE=${2:-${SLURM_TEST_DIR:-/tmp/slurm-test}}
 PORT=${SLURM_TEST_PORT:-6817}
+read -r -a PORTS <<<"${SLURM_TEST_PORTS:-$PORT $((PORT + 1)) $((PORT + 2))}"
+((${#PORTS[@]} == 3)) || { echo "slurm_test_cluster: error: SLURM_TEST_PORTS needs 3 ports, got '${SLURM_TEST_PORTS:-}'" >&2; exit 1; }
 NODES=(n1 n2)
 HOST=$(hostname -s)
 CONF="$STATE/slurm.conf"
@@ -53,7 +56,7 @@ write_conf() {
 # Written by scripts/slurm_test_cluster.sh: a two-node test cluster on one host.
 ClusterName=testcluster
 SlurmctldHost=$HOST(127.0.0.1)
-SlurmctldPort=$PORT
+SlurmctldPort=${PORTS[0]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -88,7 +91,7 @@ SlurmdDebug=info
 EOF
     local i=1
     for n in "${NODES[@]}"; do
-        echo "NodeName=$n NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((PORT + i)) CPUs=2 State=UNKNOWN" >>"$CONF"
+        echo "NodeName=$n NodeHostname=$HOST NodeAddr=127.0.0.1 Port=${PORTS[i]} CPUs=2 State=UNKNOWN" >>"$CONF"
         i=$((i + 1))
     done
     echo "PartitionName=debug Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP" >>"$CONF"
@@ -118,8 +121,8 @@ start() {
     if pid_alive "$STATE/slurmctld.pid"; then
         log "already running (SLURM_CONF=$CONF)"; wait_ready; return 0
     fi
-    for p in $PORT $((PORT + 1)) $((PORT + 2)); do
-        port_busy "$p" && die "port $p is in use (another Slurm?); set SLURM_TEST_PORT to a free base port"
+    for p in "${PORTS[@]}"; do
+        port_busy "$p" && die "port $p is in use (another Slurm?); set SLURM_TEST_PORTS to three free ports"
     done
     write_conf
     hosts_entries

@@ -16,12 +16,24 @@ holds (sleeps) at planned points and the test kills it there with SIGKILL:
               boundary: the stage is re-derived from the step, its optimizer state not reset again
 A fake incomplete `checkpoint-999/` and a stray `tmp-checkpoint-30/` are planted before the last restart:
 neither may be picked up.
+
+A second run is killed at moments nobody planned: three starts are SIGKILLed after random steps (before
+the last), each at a random fraction of the following step's time (in its backward pass, optimizer step,
+evaluation or checkpoint save, whichever comes), then the command runs to the end; the seed is printed and
+`KILL_SEED=<seed>` replays the choice. Both killed runs are compared with one uninterrupted run of the same
+command (module fixture, started in the background).
+
+Known gap (strict xfail below): killed after the last checkpoint of a run that early stopping ended (while
+it loads and saves the best model), the rerun resumes from that checkpoint and trains on past the stop.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +47,11 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, SHAPES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 KILL_AT = ("5", "17", "save-21")
+RANDOM_KILLS = 3
+TOTAL_STEPS, STEPS_PER_EPOCH = 32, 8
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos")
 
 RECIPE = """
@@ -142,40 +156,37 @@ def _last_checkpoint(out: Path) -> Path:
     return max(complete, key=lambda p: int(p.name.split("-")[1]))
 
 
-def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_path: Path):
-    recipe = tmp_path / "resume_recipe.py"
+class Straight:
+    """The uninterrupted run, started in the background; `wait()` returns its output dir once it finished."""
+
+    def __init__(self, recipe: Path, out: Path, log: Path) -> None:
+        self.out, self.log = out, log
+        self.proc = subprocess.Popen(_command(recipe, out), cwd=ROOT, env=_env(False, log), stdout=log.open("w"),
+                                     stderr=subprocess.STDOUT)
+
+    def wait(self) -> Path:
+        assert self.proc.wait(timeout=600) == 0, self.log.read_text()[-3000:]
+        return self.out
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory) -> Path:
+    recipe = tmp_path_factory.mktemp("resume") / "resume_recipe.py"
     recipe.write_text(textwrap.dedent(RECIPE).format(shapes=SHAPES))
-    done_file = tmp_path / "held.txt"
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    log = tmp_path / "killed.log"
+    return recipe
 
-    started = time.monotonic()
-    # the uninterrupted run goes alongside the killed ones (one thread each, two cores)
-    reference = subprocess.Popen(_command(recipe, straight), cwd=ROOT, env=_env(False, done_file),
-                                 stdout=subprocess.DEVNULL, stderr=(tmp_path / "straight.log").open("w"))
 
-    cmd = _command(recipe, killed)
-    for step in KILL_AT:
-        _run_until_killed(cmd, _env(True, done_file), done_file, step, log)
-    # killed inside the save: the checkpoint exists only as tmp-, with its files but no manifest
-    partial = killed / "checkpoints" / "tmp-checkpoint-21"
-    assert (partial / "rng_state.pth").is_file() and not (partial / "checkpoint.json").exists()
-    assert not (killed / "checkpoints" / "checkpoint-21").exists()
-    # plant what a foreign copy or an older tool could leave: neither may be resumed from
-    (killed / "checkpoints" / "checkpoint-999").mkdir()
-    (killed / "checkpoints" / "checkpoint-999" / "trainer_state.json").write_text("{}")
-    (killed / "checkpoints" / "tmp-checkpoint-30").mkdir()
-    final = subprocess.run(cmd, cwd=ROOT, env=_env(True, done_file), capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-3000:]
-    assert reference.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    log.write_text(log.read_text() + final.stdout + final.stderr)
-    text = log.read_text()
-    # each restart resumed from the newest complete checkpoint before the kill
-    for resumed_step in (3, 16, 18):
-        assert f"checkpoint-{resumed_step} (global step {resumed_step}," in text, f"no resume from step {resumed_step}"
-    assert "not resuming from" in text and "checkpoint-999" in text
-    assert not (killed / "checkpoints" / "tmp-checkpoint-30").exists() and not partial.exists()
+@pytest.fixture(scope="module")
+def straight(recipe_file: Path) -> Straight:
+    # alongside the killed runs (one thread each, two cores)
+    run = Straight(recipe_file, recipe_file.parent / "straight", recipe_file.parent / "straight.log")
+    yield run
+    if run.proc.poll() is None:
+        run.proc.kill()
 
+
+def assert_same_as_uninterrupted(straight: Path, killed: Path) -> None:
+    """Bit for bit: summary, best and last weights, optimizer state, every logged step and evaluation."""
     a_sum = json.loads((straight / "training_summary.json").read_text())
     b_sum = json.loads((killed / "training_summary.json").read_text())
     for key in ("global_steps", "epochs_completed", "train_loss", "best_metric", "best_epoch", "final_metrics",
@@ -213,4 +224,107 @@ def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_
     # the manifest describes the checkpoint
     manifest = json.loads((_last_checkpoint(killed) / "checkpoint.json").read_text())
     assert manifest["step"] == 32 and manifest["complete"] and "model.safetensors" in manifest["files"]
+
+
+def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+    done_file = tmp_path / "held.txt"
+    killed = tmp_path / "killed"
+    log = tmp_path / "killed.log"
+
+    started = time.monotonic()
+    cmd = _command(recipe_file, killed)
+    for step in KILL_AT:
+        _run_until_killed(cmd, _env(True, done_file), done_file, step, log)
+    # killed inside the save: the checkpoint exists only as tmp-, with its files but no manifest
+    partial = killed / "checkpoints" / "tmp-checkpoint-21"
+    assert (partial / "rng_state.pth").is_file() and not (partial / "checkpoint.json").exists()
+    assert not (killed / "checkpoints" / "checkpoint-21").exists()
+    # plant what a foreign copy or an older tool could leave: neither may be resumed from
+    (killed / "checkpoints" / "checkpoint-999").mkdir()
+    (killed / "checkpoints" / "checkpoint-999" / "trainer_state.json").write_text("{}")
+    (killed / "checkpoints" / "tmp-checkpoint-30").mkdir()
+    final = subprocess.run(cmd, cwd=ROOT, env=_env(True, done_file), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    log.write_text(log.read_text() + final.stdout + final.stderr)
+    text = log.read_text()
+    # each restart resumed from the newest complete checkpoint before the kill
+    for resumed_step in (3, 16, 18):
+        assert f"checkpoint-{resumed_step} (global step {resumed_step}," in text, f"no resume from step {resumed_step}"
+    assert "not resuming from" in text and "checkpoint-999" in text
+    assert not (killed / "checkpoints" / "tmp-checkpoint-30").exists() and not partial.exists()
+    assert_same_as_uninterrupted(straight.wait(), killed)
     print(f"kill-and-resume test: {time.monotonic() - started:.1f} s")
+
+
+def _logged_steps(text: str) -> list[int]:
+    """Global steps of the training-loss lines in `text` (logging_steps=1, 8 steps an epoch)."""
+    return [round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)]
+
+
+def _kill_between_steps(cmd: list[str], log: Path, step: int, fraction: float) -> tuple[bool, float]:
+    """Start the command; once it logged `step`, SIGKILL it `fraction` of a step's time later.
+
+    Returns (killed, seconds after the step's line). A step's time is the gap between this start's last two
+    loss lines, so the kill lands anywhere before the next line: in the backward pass, the optimizer step, an
+    evaluation or a checkpoint save, whatever that step is doing.
+    """
+    offset = log.stat().st_size
+    with log.open("a") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(False, log), stdout=sink, stderr=subprocess.STDOUT)
+    deadline, seen = time.monotonic() + 300, []
+    stamps: dict[int, float] = {}
+    while not seen or seen[-1] < step:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"step {step} not reached in 300 s:\n{log.read_text()[-3000:]}")
+        seen = _logged_steps(log.read_text()[offset:])
+        for s in seen:
+            stamps.setdefault(s, time.monotonic())
+        time.sleep(0.005)
+    times = sorted(stamps.values())
+    step_seconds = times[-1] - times[-2] if len(times) > 1 else 0.3
+    delay = fraction * step_seconds
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False, delay
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True, delay
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+    """RANDOM_KILLS kills, after random steps (before the last) at a random point of the step that follows."""
+    seed = int(os.environ.get("KILL_SEED") or time.time_ns() % 2**32)
+    rng = random.Random(seed)
+    steps = sorted(rng.sample(range(1, TOTAL_STEPS - 1), RANDOM_KILLS))
+    print(f"\nrandom kills: KILL_SEED={seed}, after steps {steps}")
+    killed, log = tmp_path / "killed", tmp_path / "killed.log"
+    log.touch()
+    cmd = _command(recipe_file, killed)
+    for step in steps:
+        fraction = rng.random()
+        was_killed, delay = _kill_between_steps(cmd, log, step, fraction)
+        assert was_killed, f"the run ended before its kill after step {step}"
+        left = sorted(p.name for p in (killed / "checkpoints").glob("*"))
+        print(f"SIGKILL {delay:.3f} s ({fraction:.2f} of a step) after step {step}; left {left}")
+    final = subprocess.run(cmd, cwd=ROOT, env=_env(False, log), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    log.write_text(log.read_text() + final.stdout + final.stderr)
+    print("restarts resumed from:", re.findall(r"resuming from \S+/(checkpoint-\d+)", log.read_text()))
+    assert_same_as_uninterrupted(straight.wait(), killed)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a rerun resumes from the checkpoint at the early-stopping step and "
+                   "trains on (measured: 40 steps instead of 32); the stop decision is not carried over")
+def test_sigkill_after_the_last_checkpoint_then_rerun_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+    """As if killed between the last checkpoint and the end: best/ and the summary not yet written."""
+    killed = tmp_path / "killed"
+    shutil.copytree(straight.wait(), killed)
+    shutil.rmtree(killed / "best")
+    (killed / "training_summary.json").unlink()
+    rerun = subprocess.run(_command(recipe_file, killed), cwd=ROOT, env=_env(False, tmp_path / "unused"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_as_uninterrupted(straight.out, killed)

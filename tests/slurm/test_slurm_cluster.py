@@ -30,7 +30,8 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slurm, pytest.mark.distributed]
+# The session fixtures install Slurm when missing and run four overlapping jobs with a requeue each.
+pytestmark = [pytest.mark.slurm, pytest.mark.distributed, pytest.mark.timeout(1800)]
 
 CLUSTER = ROOT / "scripts" / "slurm_test_cluster.sh"
 RECIPE = "tests/slurm/tiny_slurm_recipe.py"
@@ -38,22 +39,22 @@ STEPS = 6  # 24 samples / (2 ranks x batch 4) = 3 steps per epoch, 2 epochs
 JOB_TIMEOUT = 420
 
 
-def free_port_base(span: int = 3) -> int:
-    for base in range(17817, 18800, 7):
-        try:
-            for p in range(base, base + span):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free ports for the test cluster")
+def free_ports(count: int = 3) -> list[int]:
+    """`count` distinct ports the OS reports free now (all held open together, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
     state = Path(tempfile.mkdtemp(prefix="slurm-test-"))
-    env = {**os.environ, "SLURM_TEST_PORT": str(free_port_base())}
+    env = {**os.environ, "SLURM_TEST_PORTS": " ".join(map(str, free_ports()))}
     start = subprocess.run(["bash", str(CLUSTER), "start", str(state)], env=env, capture_output=True, text=True,
                            timeout=600)
     assert start.returncode == 0, f"test cluster did not start:\n{start.stdout}\n{start.stderr}"
