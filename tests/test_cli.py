@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SHAPES
 from trainers.errors import RecipeError
 from trainers.recipe import load_recipe
 
 RECIPE = "recipes/blip_progressive.py"
+# The real recipe's data (data/captions/) is not shipped; these point it at the shipped sample set instead.
+SHAPES_DATA = (f"data.train={SHAPES}/train.json", f"data.val={SHAPES}/val.json", f"data.images={SHAPES}/images")
 
 
 def launch(*args: str, timeout: int = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -87,7 +89,11 @@ def test_training_the_real_recipe_without_weights_gives_a_clear_error(tmp_path):
     result = launch(RECIPE, "--no-wandb", env=no_model_env(tmp_path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    message = last_paragraph(result.stderr)
+    message = last_paragraph(result.stderr)  # the data is checked before any model is loaded or downloaded
+    assert "Data not found" in message and "data/captions/train.json" in message and "--demo" in message
+    with_data = launch(RECIPE, "--no-wandb", *SHAPES_DATA, env=no_model_env(tmp_path))
+    assert with_data.returncode == 2 and "Traceback" not in with_data.stderr
+    message = last_paragraph(with_data.stderr)
     assert "Salesforce/blip-image-captioning-base" in message and "HF_HUB_CACHE" in message
     assert "--demo" in message
 
@@ -111,7 +117,10 @@ def test_readme_dry_run_with_overrides_as_written():
 def test_readme_distributed_commands_without_weights_fail_before_any_worker_starts(flags, tmp_path):
     """README, Distributed runs, as written: without the pretrained weights `launch.py` says so once and exits 2
     before it starts the launcher (instead of 8 workers each finding out)."""
-    result = launch(RECIPE, *flags, env=no_model_env(tmp_path))
+    as_written = launch(RECIPE, *flags, env=no_model_env(tmp_path))
+    assert as_written.returncode == 2, as_written.stderr[-3000:]
+    assert "launching: " not in as_written.stdout and "Data not found" in last_paragraph(as_written.stderr)
+    result = launch(RECIPE, *flags, *SHAPES_DATA, env=no_model_env(tmp_path))
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "launching: " not in result.stdout
     message = last_paragraph(result.stderr)
