@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+import trainers.tasks.captioning.evaluation as caption_evaluation  # noqa: E402
 from trainers.distributed import WorldGuard, finish_distributed  # noqa: E402
 from trainers.models.blip import TinyBlipSpec  # noqa: E402
 from trainers.recipe import (  # noqa: E402
@@ -79,6 +80,21 @@ def _recording_score(score):
 
 
 CaptionScorer.score = _recording_score(CaptionScorer.score)
+
+
+def _unrecorded(baseline):
+    """The constant-caption baseline (scored once per run, with the same scorer) is not a model evaluation."""
+    def constant_caption_baseline(*args, **kwargs):
+        mark = len(SCORED)
+        try:
+            return baseline(*args, **kwargs)
+        finally:
+            del SCORED[mark:]
+
+    return constant_caption_baseline
+
+
+caption_evaluation.constant_caption_baseline = _unrecorded(caption_evaluation.constant_caption_baseline)
 _SHARED_SCORER: list[CaptionScorer] = []
 
 
