@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+import trainers.tasks.captioning.baseline as caption_baseline  # noqa: E402
 import trainers.tasks.captioning.evaluation as caption_evaluation  # noqa: E402
 from trainers.distributed import WorldGuard, finish_distributed  # noqa: E402
 from trainers.models.blip import TinyBlipSpec  # noqa: E402
@@ -95,6 +96,7 @@ def _unrecorded(baseline):
 
 
 caption_evaluation.constant_caption_baseline = _unrecorded(caption_evaluation.constant_caption_baseline)
+caption_baseline.constant_caption_baseline = _unrecorded(caption_baseline.constant_caption_baseline)  # the plan's
 _SHARED_SCORER: list[CaptionScorer] = []
 
 
