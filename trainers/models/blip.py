@@ -9,13 +9,9 @@ only the widths, so a full fine-tune runs in minutes on a CPU.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub.errors import HFValidationError
@@ -30,6 +26,7 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from trainers.hub_access import _env_true, hub_reachable, looks_like_path
 from trainers.models.errors import ModelNotAvailableError
 
 # BLIP's tokenizer is bert-base-uncased plus bos "[DEC]" and an extra special "[ENC]" (added in that order).
@@ -41,7 +38,6 @@ BLIP_ENC_TOKEN_ID = 30523
 BLIP_PAD_TOKEN_ID = 0
 BLIP_SEP_TOKEN_ID = 102
 
-HUB_PROBE_TIMEOUT_S = 3.0
 _WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -55,54 +51,11 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def offline_requested() -> bool:
     """HF offline mode, read at call time (huggingface_hub reads it once, at import)."""
     from huggingface_hub import constants
 
     return constants.HF_HUB_OFFLINE or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def _can_connect(host: str, port: int, timeout: float) -> bool:
-    """TCP connect in a daemon thread, so a DNS lookup that ignores socket timeouts cannot block the caller."""
-    outcome: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                outcome.append(True)
-        except OSError:
-            outcome.append(False)
-
-    worker = threading.Thread(target=attempt, name="hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return bool(outcome and outcome[0])
-
-
-def hub_reachable(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the Hub (or to the HTTPS proxy in front of it) opens within `timeout`.
-
-    Needed because without a network huggingface_hub retries each file with backoff (measured here: ~50 s
-    for one model id) before transformers gives up; with an unreachable Hub we load with local_files_only.
-    """
-    from huggingface_hub import constants
-
-    url = urlsplit(endpoint or constants.ENDPOINT)
-    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(url.scheme or "https")
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxy_url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = proxy_url.hostname or "", proxy_url.port or 8080
-    return bool(host) and _can_connect(host, port, timeout)
-
-
-def _looks_like_path(model_id: str) -> bool:
-    """Hub ids are `name` or `namespace/name`; anything else can only mean a filesystem path."""
-    return model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or "\\" in model_id
 
 
 def missing_model_files(directory: Path) -> list[str]:
@@ -152,7 +105,7 @@ def load_blip_captioning(
     is unreachable (or HF offline mode is on) only the cache is consulted, so the failure is immediate.
     """
     model_id = os.fspath(model_id)  # a pathlib.Path is welcome too
-    local = Path(model_id).expanduser().is_dir() or _looks_like_path(model_id)
+    local = Path(model_id).expanduser().is_dir() or looks_like_path(model_id)
     if local:
         source, local_only = str(_check_local_dir(model_id)), True
         problem = f"model directory {model_id!r} could not be loaded"
@@ -175,7 +128,7 @@ def check_blip_available(model_id: str) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     model_id = os.fspath(model_id)
-    if Path(model_id).expanduser().is_dir() or _looks_like_path(model_id):
+    if Path(model_id).expanduser().is_dir() or looks_like_path(model_id):
         _check_local_dir(model_id)
         return
     local_only, problem = _hub_plan(model_id)
