@@ -1,6 +1,7 @@
-"""The README's commands that start `launch.py` under a launcher of the user's own, run as written on a machine
-without the pretrained weights (an empty Hugging Face home): the model error is our paragraph, and what the
-launcher adds after it and the exit status are the launcher's, as the README says.
+"""The README's commands that start `launch.py` under a launcher of the user's own, run as written on a fresh
+clone (the recipe's data/captions/ is not shipped; an empty Hugging Face home): the data error, checked before any
+model is loaded or downloaded, is our paragraph, and what the launcher adds after it and the exit status are the
+launcher's, as the README says.
 
 The README commands that `launch.py` launches itself are in tests/test_cli.py (as written, real recipe) and
 tests/distributed/test_launchers_end_to_end.py (`--demo`, 2 ranks).
@@ -22,7 +23,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.distributed
 
 RECIPE = "recipes/blip_progressive.py"
-MODEL_MISSING = "'Salesforce/blip-image-captioning-base' is not in the local Hugging Face cache"
+DATA_MISSING = "Data not found"  # followed by the key and path, the expected layout and the `--demo` hint
 OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
 BIN = Path(sys.executable).parent  # the venv's `accelerate` and `deepspeed` scripts
 
@@ -47,7 +48,7 @@ def test_accelerate_launch_single_process_as_written(tmp_path):
     result = run_as_written(["accelerate", "launch", "launch.py", RECIPE], tmp_path)
     assert result.returncode == 1, result.stderr[-4000:]
     [message] = ours(result.stderr)
-    assert MODEL_MISSING in message
+    assert DATA_MISSING in message and "data/captions/train.json" in message and "--demo" in message
     after = result.stderr.split(message, 1)[1].strip()
     assert after.startswith("Traceback") and after.splitlines()[-1].startswith("subprocess.CalledProcessError")
     assert "returned non-zero exit status 2" in after
@@ -81,7 +82,7 @@ def test_accelerate_launch_with_your_yaml_as_written(tmp_path):
                             tmp_path)
     assert result.returncode == 1, result.stderr[-4000:]
     messages = ours(result.stderr)
-    assert 1 <= len(messages) <= 2 and all(MODEL_MISSING in m for m in messages)
+    assert 1 <= len(messages) <= 2 and all(DATA_MISSING in m and "data/captions/train.json" in m for m in messages)
     assert "ChildFailedError" in result.stderr.split(messages[-1], 1)[1]
 
 
@@ -91,6 +92,6 @@ def test_deepspeed_with_your_config_as_written(tmp_path):
     result = run_as_written(["deepspeed", "launch.py", RECIPE, "--deepspeed", "ds_configs/zero2.json"], tmp_path)
     assert result.returncode == 2, result.stderr[-4000:]
     messages = ours(result.stderr)
-    assert messages and all(MODEL_MISSING in m for m in messages)
+    assert messages and all(DATA_MISSING in m and "data/captions/train.json" in m for m in messages)
     assert result.stderr.strip().splitlines()[-1] == messages[-1] and "Traceback" not in result.stderr
     assert "exits with return code = 2" in result.stdout
