@@ -293,6 +293,7 @@ class AtomicCheckpoints:
                     else:
                         self.state.stateful_callbacks[cb_name] = cb_state
                 self.state.save_to_json(str(tmp_dir / "trainer_state.json"))
+                self._save_extra_state(tmp_dir)
             self._checkpoint_barrier()  # every rank's shards and RNG states are in tmp_dir
             if self.args.should_save:
                 finalize_checkpoint(tmp_dir, final_dir, self.state.global_step, self.state.epoch,
@@ -304,6 +305,9 @@ class AtomicCheckpoints:
             self._push_from_checkpoint(str(final_dir))
         if self.args.should_save:
             rotate_complete_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+
+    def _save_extra_state(self, directory: Path) -> None:
+        """Main process: more files that belong with the checkpoint (subclasses add them)."""
 
     def _checkpoint_barrier(self) -> None:
         import torch.distributed as dist

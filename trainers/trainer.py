@@ -15,7 +15,9 @@ they are saved once, under the name they share.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,6 +32,7 @@ from trainers.recipe.config import CompositeMetric
 
 Evaluator = Callable[[Trainer], dict[str, float]]
 IGNORE_INDEX = -100
+EVAL_PREDICTIONS = "eval_predictions.json"  # in each checkpoint: the predictions of its evaluation
 
 
 def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
@@ -63,6 +66,29 @@ class RecipeTrainer(AtomicCheckpoints, Trainer):
         self.composite_metrics = list(composite_metrics)
         # Encoder-decoder models score every label; BLIP's decoder (like causal LMs) shifts them by one.
         self.labels_shifted = not getattr(getattr(self.model, "config", None), "is_encoder_decoder", False)
+
+    def _save_extra_state(self, directory) -> None:
+        """The evaluator's last predictions go with the checkpoint: a run resumed at its final evaluation
+        (early stopping) writes the same sample captions in its summary as one that was never interrupted."""
+        predictions = getattr(self.evaluator, "last_predictions", None)
+        if predictions:
+            (Path(directory) / EVAL_PREDICTIONS).write_text(json.dumps({str(k): v for k, v in predictions.items()}))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        saved = Path(resume_from_checkpoint) / EVAL_PREDICTIONS if isinstance(resume_from_checkpoint, str) else None
+        if saved is not None and saved.is_file() and hasattr(self.evaluator, "last_predictions"):
+            self.evaluator.last_predictions = {int(k): v for k, v in json.loads(saved.read_text()).items()}
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs):
+        """Train no epoch once a callback stopped training before it began (early stopping on resume).
+
+        The Trainer checks `should_training_stop` only after a step, so without this a run resumed from the
+        checkpoint of its stopping evaluation would train on past the stop.
+        """
+        if self.control.should_training_stop:
+            return None
+        return super()._run_epoch(*args, **kwargs)
 
     @property
     def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step

@@ -2,7 +2,9 @@
 
 HF's `EarlyStoppingCallback` silently disables itself when the metric key is missing
 (transformers #28530); this one raises. Its counter is derived from `state.log_history` (restored
-with every checkpoint), so a resumed run stops at the same evaluation as an uninterrupted one.
+with every checkpoint), so a resumed run stops at the same evaluation as an uninterrupted one; a run resumed
+from the checkpoint of the stopping evaluation itself (killed while it kept the best model) trains no further
+step (`on_train_begin` + `RecipeTrainer._run_epoch`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ class MetricEarlyStopping(TrainerCallback):
             return value > best + self.min_delta
         return value < best - self.min_delta
 
+    def _history(self, state: TrainerState) -> list[tuple[int, float]]:
+        return [(e["step"], e[self.metric_key]) for e in state.log_history if self.metric_key in e]
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        """On resume, the restored history may already hold the stopping evaluation: stop before any step."""
+        history = self._history(state)
+        if history:
+            self.last = self.decide(history)
+            if self.last.should_stop:
+                control.should_training_stop = True
+                self.stopped_at_step = history[-1][0]
+        return control
+
     def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
         metrics = metrics or {}
         if self.metric_key not in metrics:
@@ -58,7 +73,7 @@ class MetricEarlyStopping(TrainerCallback):
                 f"early_stopping.metric: {self.metric_key!r} is not among the evaluation metrics "
                 f"{sorted(k for k in metrics if k.startswith('eval_'))}. Fix early_stopping.metric in the recipe."
             )
-        history = [(e["step"], e[self.metric_key]) for e in state.log_history if self.metric_key in e]
+        history = self._history(state)
         if not history or history[-1][0] != state.global_step:  # the Trainer logs before on_evaluate
             history.append((state.global_step, metrics[self.metric_key]))
         self.last = self.decide(history)
