@@ -26,7 +26,8 @@ from trainers.recipe import (
 recipe = Recipe(
     name="blip_progressive",
     # The real model: BlipForConditionalGeneration.from_pretrained + BlipProcessor.from_pretrained.
-    model=Model(id="Salesforce/blip-image-captioning-base", family="blip-captioning", demo=TinyBlipSpec()),
+    model=Model(id="Salesforce/blip-image-captioning-base", family="blip-captioning",
+                demo=TinyBlipSpec(patch_size=4)),  # --demo: 8x8 patches of 4 px, so each shape spans several
     data=CaptionData(
         train="data/captions/train.json",  # {filename: caption}
         val="data/captions/val.json",
@@ -72,12 +73,14 @@ recipe = Recipe(
         "data.train": "data/shapes/train.json",
         "data.val": "data/shapes/val.json",
         "data.images": "data/shapes/images",
-        "training.epochs": 10,
+        "training.epochs": 10,  # 80 steps an epoch: the tiny model needs ~800 steps to tell the shapes apart
         "training.batch_size": 16,
         "training.lr": 1e-3,
         "training.warmup_steps": 20,
         "training.logging_steps": 5,
+        "training.optim": "adamw_torch_fused",  # ~20% faster steps on CPU than the per-tensor AdamW
         "evaluation.batch_size": 48,
+        "evaluation.max_length": 20,  # shapes captions are 9-11 tokens
         "output_dir": "outputs/{name}_demo",
     },
 )

@@ -5,7 +5,7 @@ Each caption ("a red circle above a blue square") is fully determined by the ima
 is the one earlier in palette order (colour, then shape), the relation says where it is. Positions, sizes and
 colours are jittered so that a model has to look at the pixels rather than memorise a handful of images.
 
-    python -m trainers.tasks.captioning.shapes data/shapes --n-train 320 --n-val 48 --size 64 --seed 0
+    python -m trainers.tasks.captioning.shapes data/shapes --n-train 1280 --n-val 48 --size 64 --seed 0
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _is_complete(dataset: ShapesDataset, expected: dict[Path, str], image_size: 
 
 
 def generate_shapes_dataset(
-    out_dir: Path, n_train: int = 320, n_val: int = 48, image_size: int = 64, seed: int = 0
+    out_dir: Path, n_train: int = 1280, n_val: int = 48, image_size: int = 64, seed: int = 0
 ) -> ShapesDataset:
     """Write `out_dir/images/*.png`, `out_dir/train.json` and `out_dir/val.json` ({file name: caption}).
 
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Generate the synthetic two-shapes captioning dataset (deterministic, idempotent).",
     )
     parser.add_argument("out_dir", type=Path, help="output directory (images/, train.json, val.json)")
-    parser.add_argument("--n-train", type=int, default=320, help="number of training images (default 320)")
+    parser.add_argument("--n-train", type=int, default=1280, help="number of training images (default 1280)")
     parser.add_argument("--n-val", type=int, default=48, help="number of validation images (default 48)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
