@@ -44,7 +44,7 @@ def tiny_vision_layer_params(h: int = 32, i: int = 64) -> int:
     return (h * 3 * h + 3 * h) + (h * h + h) + 2 * (2 * h) + (h * i + i) + (i * h + h)
 
 
-def tiny_vision_total(h: int = 32, layers: int = 12, image: int = 32, patch: int = 8) -> int:
+def tiny_vision_total(h: int = 32, layers: int = 12, image: int = 32, patch: int = 4) -> int:  # the demo spec
     patches = (image // patch) ** 2
     embeddings = h + (patches + 1) * h + (3 * patch * patch * h + h)
     return embeddings + layers * tiny_vision_layer_params(h) + 2 * h
