@@ -2,6 +2,9 @@
 .PHONY: demo test setup lint
 
 PY := .venv/bin/python
+# pytest-xdist workers: the suite is mostly launches of 1-2 processes that wait on imports; 2 workers halve its
+# time on 2 cores (tests/conftest.py keeps each module, and the shared distributed jobs, in one worker)
+TEST_WORKERS ?= 2
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
@@ -15,7 +18,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -29,8 +29,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from jobs import worker_env
 from safetensors.torch import load_file
-from test_rank_invariance import worker_env
 
 from conftest import ROOT
 

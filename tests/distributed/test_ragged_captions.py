@@ -12,67 +12,46 @@ accumulation steps, 7.9e-3 / 6.6e-3 for 2 ranks x 2 x 2; with it, at most 2.9e-6
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from jobs import GLOBAL_BATCH, RAGGED_EPOCHS, RAGGED_TWO_RANKS, SAMPLES, WORLD, facts
 from safetensors.torch import load_file
-from test_rank_invariance import GLOBAL_BATCH, LOSS_TOL, WEIGHT_TOL, WORKER, WORLD, facts, free_port, run_job
+from test_rank_invariance import LOSS_TOL, WEIGHT_TOL
 
-from conftest import SHAPES, tiny_recipe
+from conftest import tiny_recipe
 
-EPOCHS = 3
-SAMPLES = 32
-TWO_RANK_MODES = ("ddp", "ddp+accum2", "zero2")
-
-
-def ragged_captions(source: Path, target: Path, count: int) -> Path:
-    """The first `count` shipped captions cut to 3..8 words in turn: every batch mixes lengths."""
-    captions = json.loads(source.read_text())
-    ragged = {name: " ".join(text.split()[: 3 + i % 6]) for i, (name, text) in enumerate(list(captions.items())[:count])}
-    target.write_text(json.dumps(ragged))
-    return target
+EPOCHS = RAGGED_EPOCHS
+TWO_RANK_MODES = RAGGED_TWO_RANKS
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ragged")
-    return {"root": root, "train": ragged_captions(SHAPES / "train.json", root / "train.json", SAMPLES),
-            "val": ragged_captions(SHAPES / "val.json", root / "val.json", 8)}
-
-
-def args(out: Path, data: dict[str, Path], modes: str) -> list[str]:
-    # patience above the epoch count: no early stop, every run trains all EPOCHS
-    return [str(WORKER), "--out", str(out), "--train-json", str(data["train"]), "--val-json", str(data["val"]),
-            "--modes", modes, "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--patience", "10"]
+def data(shared_jobs) -> dict[str, Path]:
+    return {"train": shared_jobs.data["ragged_train"], "val": shared_jobs.data["ragged_val"]}
 
 
 @pytest.fixture(scope="module")
-def single(data) -> Path:
-    """1 process: batch 8, and batch 4 x 2 accumulation steps."""
-    out = data["root"] / "single"
-    run_job([sys.executable, *args(out, data, "ddp,ddp+accum2")], out)
-    return out
+def single(shared_jobs) -> Path:
+    """1 process: batch 8 (`ragged-ddp`), and batch 4 x 2 accumulation steps (`ragged-ddp+accum2`); patience
+    above the epoch count: no early stop, every run trains all EPOCHS (tests/distributed/jobs.py)."""
+    return shared_jobs.one_process
 
 
 @pytest.fixture(scope="module")
-def two_ranks(data) -> Path:
-    out = data["root"] / "two_ranks"
-    run_job([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-             f"--master_port={free_port()}", *args(out, data, ",".join(TWO_RANK_MODES))], out)
-    return out
+def two_ranks(shared_jobs) -> Path:
+    return shared_jobs.torchrun
 
 
 def drift(run: Path, mode: str, reference: Path) -> tuple[float, float]:
     """Max |loss difference| over steps and max |weight difference| over epochs against 1 process x 8."""
-    mine, ref = facts(run, mode, 1)[0], facts(reference, "ddp", 1)[0]
+    mine, ref = facts(run, f"ragged-{mode}", 1)[0], facts(reference, "ragged-ddp", 1)[0]
     assert mine["losses"].keys() == ref["losses"].keys()
     loss = max(abs(mine["losses"][s] - ref["losses"][s]) for s in ref["losses"])
     weights = 0.0
     for epoch in range(EPOCHS):
-        a = load_file(str(run / mode / f"epoch{epoch}.safetensors"))
-        b = load_file(str(reference / "ddp" / f"epoch{epoch}.safetensors"))
+        a = load_file(str(run / f"ragged-{mode}" / f"epoch{epoch}.safetensors"))
+        b = load_file(str(reference / "ragged-ddp" / f"epoch{epoch}.safetensors"))
         weights = max(weights, max((a[n] - b[n]).abs().max().item() for n in b))
     return loss, weights
 
@@ -87,7 +66,7 @@ def test_the_ranks_batches_differ_in_token_count(two_ranks, data):
     captions = list(json.loads(data["train"].read_text()).values())
     tokens = [len(tokenizer(c)["input_ids"]) for c in captions]
     assert len(set(tokens)) >= 5, tokens
-    ranks = facts(two_ranks, "ddp", WORLD)
+    ranks = facts(two_ranks, "ragged-ddp", WORLD)
     per_rank = GLOBAL_BATCH // WORLD
     differing = []
     for epoch in range(EPOCHS):
@@ -106,7 +85,7 @@ def test_two_ranks_with_ragged_captions_equal_one_process(two_ranks, single, mod
     print(f"ragged captions, 2 ranks {mode} vs 1 process x 8: max |loss diff| {loss:.2e}, "
           f"max |weight diff| {weights:.2e}")
     assert loss <= LOSS_TOL and weights <= WEIGHT_TOL, (loss, weights)
-    ranks = facts(two_ranks, mode, WORLD)
+    ranks = facts(two_ranks, f"ragged-{mode}", WORLD)
     assert ranks[0]["epoch_hashes"] == ranks[1]["epoch_hashes"]
 
 

@@ -1,7 +1,8 @@
 """2 real ranks on CPU (gloo) under torchrun and accelerate: DDP, ZeRO-1/2/3 (+offload), against one process.
 
-One 1-process reference run and one 2-rank job per launcher; each job runs several modes back to back
-(tests/distributed/worker.py) and dumps per-rank facts. The global batch is 8 in every run (1 x 8 or
+One 1-process reference run and one 2-rank job per launcher, shared with the other distributed suites
+(tests/distributed/jobs.py); each job runs several modes back to back (tests/distributed/worker.py) and dumps
+per-rank facts. The global batch is 8 in every run (1 x 8 or
 2 x 4), dropout is 0, and the 32 training captions all have the same token count, so the per-rank mean
 losses average to exactly the global mean: a 2-rank run must then reproduce the 1-process run up to
 floating-point summation order.
@@ -13,128 +14,50 @@ offload: 1 and 2 float32 ulps at a loss of ~10), weights 3.0e-7 / up to 2.6e-6, 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from jobs import (
+    ACCUM_MODES,
+    EPOCHS,
+    GLOBAL_BATCH,
+    RESUME_MODE,
+    SAMPLES,
+    STEPS_PER_EPOCH,
+    TORCHRUN_MODES,
+    VAL_SAMPLES,
+    WORLD,
+    facts,
+)
 from safetensors.torch import load_file
 
-from conftest import ROOT, SHAPES
-
-# The module's jobs (one 1-process run, 9 torchrun modes, one accelerate run) start in the first tests.
+# The module's runs are in the shared jobs (tests/distributed/jobs.py), which start with the first test.
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(2400)]
 
-WORKER = ROOT / "tests" / "distributed" / "worker.py"
 LOSS_TOL = 5e-6
 WEIGHT_TOL = 5e-6
 GRAD_NORM_TOL = 1e-4
-SAMPLES, GLOBAL_BATCH, WORLD, EPOCHS, PATIENCE, VAL_SAMPLES = 32, 8, 2, 5, 2, 8
-STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x accum) = 32 / (2 x 4 x 1)
-TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-RESUME_MODE = "zero3+resume"
-ACCUM_MODES = ("ddp+accum2", "zero2+accum2")  # 2 ranks x batch 2 x 2 accumulation steps
 RUNS = [("torchrun", m) for m in (*TORCHRUN_MODES, *ACCUM_MODES)] + [("accelerate", "ddp")]
 
 
-def free_port() -> int:
-    from trainers.launchers.commands import free_port as pick
-
-    return pick()
-
-
-def worker_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1",
-            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))}
-
-
-def run_job(command: list[str], out: Path, timeout: int = 1500) -> None:
-    """Run one job to completion (the limit only catches a hang: a job takes 1-3 min on 2 idle cores)."""
-    out.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=worker_env())
-    (out / "job.log").write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, f"{' '.join(command)}\n{(result.stdout + result.stderr)[-6000:]}"
-
-
-def facts(out: Path, mode: str, world: int) -> list[dict]:
-    return [json.loads((out / mode / f"facts.rank{r}.json").read_text()) for r in range(world)]
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("dist")
-
-
-def same_length_captions(source: Path, target: Path, count: int) -> str:
-    """Shapes captions of 7 words (9 tokens with [DEC] and [SEP]): equal token counts in every batch, so a
-    mean over a rank's batch averaged over ranks is the mean over the global batch (train and eval loss)."""
-    captions = json.loads(source.read_text())
-    same_length = {k: v for k, v in captions.items() if len(v.split()) == 7}
-    target.write_text(json.dumps(dict(list(same_length.items())[:count])))
-    return str(target)
-
-
-@pytest.fixture(scope="module")
-def train_json(workdir: Path) -> str:
-    same_length_captions(SHAPES / "val.json", workdir / "val_same_length.json", VAL_SAMPLES)
-    return same_length_captions(SHAPES / "train.json", workdir / "train_same_length.json", SAMPLES)
-
-
-def worker_args(out: Path, train_json: str, modes: str) -> list[str]:
-    val_json = str(Path(train_json).with_name("val_same_length.json"))
-    return [str(WORKER), "--out", str(out), "--train-json", train_json, "--val-json", val_json, "--modes", modes,
-            "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--patience", str(PATIENCE),
-            "--stop-at", str(2 * STEPS_PER_EPOCH)]
-
-
-@pytest.fixture(scope="module")
-def reference(workdir: Path, train_json: str) -> dict:
+def reference(shared_jobs) -> dict:
     """One process, batch 8, no process group."""
-    out = workdir / "reference"
-    run_job([sys.executable, *worker_args(out, train_json, "ddp")], out)
-    return facts(out, "ddp", 1)[0] | {"dir": str(out / "ddp")}
+    return facts(shared_jobs.one_process, "ddp", 1)[0] | {"dir": str(shared_jobs.one_process / "ddp")}
 
 
 @pytest.fixture(scope="module")
-def torchrun_job(workdir: Path, train_json: str) -> Path:
-    """torchrun, 2 ranks: DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload, and an interrupted+resumed ZeRO-3,
-    back to back.
+def torchrun_job(shared_jobs) -> Path:
+    """torchrun, 2 ranks: DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload, accumulation, an interrupted+resumed ZeRO-3.
     The first DeepSpeed mode JIT-builds DeepSpeed's shm comm op into TORCH_EXTENSIONS_DIR (once per clone)."""
-    out = workdir / "torchrun"
-    modes = ",".join([*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE])
-    run_job([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-             f"--master_port={free_port()}", *worker_args(out, train_json, modes)], out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def accelerate_job(workdir: Path, train_json: str) -> Path:
-    """`accelerate launch --config_file` with a multi-process yaml (MULTI_GPU: gloo ranks on CPU), DDP."""
-    out = workdir / "accelerate"
-    config = workdir / "accelerate_ddp.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        compute_environment: LOCAL_MACHINE
-        distributed_type: MULTI_GPU
-        num_processes: {WORLD}
-        num_machines: 1
-        machine_rank: 0
-        main_process_ip: 127.0.0.1
-        main_process_port: {free_port()}
-        mixed_precision: 'no'
-        """))
-    run_job([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-             *worker_args(out, train_json, "ddp")], out)
-    return out
+    return shared_jobs.torchrun
 
 
 @pytest.fixture
-def ranks(request, torchrun_job, accelerate_job) -> list[dict]:
+def ranks(request, shared_jobs) -> list[dict]:
     launcher, mode = request.param
-    job = torchrun_job if launcher == "torchrun" else accelerate_job
+    job = shared_jobs.torchrun if launcher == "torchrun" else shared_jobs.accelerate
     return [f | {"dir": str(job / mode)} for f in facts(job, mode, WORLD)]
 
 

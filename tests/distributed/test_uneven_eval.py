@@ -8,59 +8,24 @@ METEOR / ROUGE-L / CIDEr-D (and their mean) are those of one process, bit for bi
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
-from test_rank_invariance import (
-    CAPTION_SCORES,
-    GLOBAL_BATCH,
-    SAMPLES,
-    WORKER,
-    WORLD,
-    facts,
-    free_port,
-    run_job,
-    same_length_captions,
-)
-
-from conftest import SHAPES
+from jobs import UNEVEN_EPOCHS, UNEVEN_MODES, UNEVEN_VAL, WORLD, facts
+from test_rank_invariance import CAPTION_SCORES
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 
-VAL, EVAL_BATCH, EPOCHS = 7, 2, 2
-MODES = ("ddp", "zero3")
+VAL, EPOCHS, MODES = UNEVEN_VAL, UNEVEN_EPOCHS, UNEVEN_MODES
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("uneven")
-    val = root / "val7.json"
-    val.write_text(json.dumps(dict(list(json.loads((SHAPES / "val.json").read_text()).items())[:VAL])))
-    train = same_length_captions(SHAPES / "train.json", root / "train.json", SAMPLES)
-    return {"root": root, "train": Path(train), "val": val}
-
-
-def args(out: Path, data: dict[str, Path], modes: str) -> list[str]:
-    return [str(WORKER), "--out", str(out), "--train-json", str(data["train"]), "--val-json", str(data["val"]),
-            "--modes", modes, "--global-batch", str(GLOBAL_BATCH), "--epochs", str(EPOCHS), "--patience", "10",
-            "--eval-batch", str(EVAL_BATCH)]
+def single(shared_jobs) -> dict:
+    """1 process, eval batch 2 (`uneven-ddp` of the shared 1-process job, tests/distributed/jobs.py)."""
+    return facts(shared_jobs.one_process, "uneven-ddp", 1)[0]
 
 
 @pytest.fixture(scope="module")
-def single(data) -> dict:
-    out = data["root"] / "single"
-    run_job([sys.executable, *args(out, data, "ddp")], out)
-    return facts(out, "ddp", 1)[0]
-
-
-@pytest.fixture(scope="module")
-def two_ranks(data) -> Path:
-    out = data["root"] / "two_ranks"
-    run_job([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-             f"--master_port={free_port()}", *args(out, data, ",".join(MODES))], out)
-    return out
+def two_ranks(shared_jobs):
+    return shared_jobs.torchrun
 
 
 def test_one_process_scores_each_image_once(single):
@@ -70,7 +35,7 @@ def test_one_process_scores_each_image_once(single):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_image_is_scored_exactly_once_per_evaluation(two_ranks, mode):
-    main, other = facts(two_ranks, mode, WORLD)
+    main, other = facts(two_ranks, f"uneven-{mode}", WORLD)
     assert len(main["eval"]) == EPOCHS
     assert main["scored_indices"] == [list(range(VAL))] * EPOCHS  # no padded repeat, none missing
     assert other["scored_indices"] == []  # rank 1 generates its shard and receives the scores
@@ -80,7 +45,7 @@ def test_every_image_is_scored_exactly_once_per_evaluation(two_ranks, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_captions_and_scores_equal_one_process(two_ranks, single, mode):
-    for f in facts(two_ranks, mode, WORLD):
+    for f in facts(two_ranks, f"uneven-{mode}", WORLD):
         assert f["predictions"] == single["predictions"]
         for key in CAPTION_SCORES:
             assert [e[key] for e in f["eval"]] == [e[key] for e in single["eval"]], key

@@ -1,8 +1,13 @@
 """One process of a distributed test: runs the tiny staged recipe in several modes back to back and
-dumps what this rank really did to `<out>/<mode>/facts.rank<N>.json`.
+dumps what this rank really did to `<out>/<run>/facts.rank<N>.json`.
 
     python -m torch.distributed.run --nproc_per_node 2 tests/distributed/worker.py --out DIR --train-json F \
         --modes ddp,zero1,zero2,zero3
+    python -m torch.distributed.run --nproc_per_node 2 tests/distributed/worker.py --out DIR --runs runs.json
+
+With `--modes` each mode runs in `<out>/<mode>` with the shared options; with `--runs` each entry names its
+folder (`name`), its `mode` and any option of its own (train/val JSON, epochs, patience, eval batch), so the
+suites of tests/distributed share one launch (tests/distributed/jobs.py).
 
 Modes: `ddp` (no DeepSpeed), `zero1`, `zero2`, `zero3`, `zero2_offload`, `zero3_offload`; a `+resume` suffix
 stops after `--stop-at` steps, then resumes from the last checkpoint in a fresh Trainer; `+accum2` halves the
@@ -118,7 +123,7 @@ def world() -> int:
 
 
 def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
-                 patience: int, eval_batch: int = 4) -> Recipe:
+                 patience: int, eval_batch: int = 4, name: str | None = None) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     accum = 2 if "+accum2" in mode else 1
     if global_batch % (world() * accum):
@@ -140,7 +145,7 @@ def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_ba
         evaluation=Evaluation(metrics=METRICS, num_beams=2, max_length=12, batch_size=eval_batch),
         early_stopping=EarlyStopping(metric=mean(*METRICS), mode="max", patience=patience),
         reporting=Reporting(wandb=False, plots=False),
-        output_dir=str(out / mode),
+        output_dir=str(out / (name or mode)),
     )
     recipe.launch.zero = zero
     recipe.launch.offload = offload
@@ -211,10 +216,12 @@ class Recorder(TrainerCallback):
         self.epochs.append(full_weights(model))
 
 
-def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
+def run_mode(run: argparse.Namespace, out: Path) -> None:
+    """One run (`run.name`: its folder under `out`; `run.mode`: how it trains; its own data and schedule)."""
     started = time.time()
-    recipe = build_recipe(out, mode, args.train_json, args.val_json, args.global_batch, args.epochs, args.patience,
-                          args.eval_batch)
+    mode = run.mode
+    recipe = build_recipe(out, mode, run.train_json, run.val_json, run.global_batch, run.epochs, run.patience,
+                          run.eval_batch, name=run.name)
     SCORED.clear()
     recorder, summary, resumed_from = None, None, None
     legs = ["first", "resume"] if mode.endswith("+resume") else ["only"]
@@ -233,7 +240,7 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
         ctx.trainer.add_callback(recorder)
         ctx.trainer.evaluator._scorer = shared_scorer()
         if leg == "first":
-            ctx.trainer.add_callback(StopAt(args.stop_at))
+            ctx.trainer.add_callback(StopAt(run.stop_at))
         else:
             resumed_from = ctx.resume_from
         summary = complete_run(ctx)
@@ -289,7 +296,7 @@ def run_mode(mode: str, out: Path, args: argparse.Namespace) -> None:
     }
     if mode.endswith("+resume"):
         facts["first_leg_epochs"] = len(recorder.epochs)
-    target = out / mode
+    target = out / run.name
     if rank() == 0:
         from safetensors.torch import load_file, save_file
 
@@ -335,13 +342,22 @@ def reset_between_runs() -> None:
         dist.barrier()
 
 
+def runs_of(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """`--modes a,b` (one folder per mode, shared options) or `--runs FILE` (each run its own options)."""
+    defaults = {k: v for k, v in vars(args).items() if k not in ("runs", "modes", "out")}
+    if args.runs:
+        return [argparse.Namespace(**{**defaults, **run}) for run in json.loads(Path(args.runs).read_text())]
+    return [argparse.Namespace(**defaults, name=mode, mode=mode) for mode in args.modes.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--train-json", required=True)
+    parser.add_argument("--train-json")
     parser.add_argument("--val-json", default=str(SHAPES / "val.json"))
     parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--modes", required=True)
+    parser.add_argument("--modes", help="comma-separated modes, each run with the options below")
+    parser.add_argument("--runs", help="a JSON list of runs, each a dict of these options plus name and mode")
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--stop-at", type=int, default=0)
@@ -349,8 +365,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    for mode in args.modes.split(","):
-        run_mode(mode, out, args)
+    for run in runs_of(args):
+        run_mode(run, out)
     for scorer in _SHARED_SCORER:
         CaptionScorer.close(scorer)
     finish_distributed()
