@@ -45,6 +45,7 @@ def pytest_xdist_make_scheduler(config, log):
             module = nodeid.split("::", 1)[0]
             return "shared_jobs" if Path(module).name in SHARED_JOB_MODULES else module
 
+    config.option.loadscopereorder = False  # keep LONGEST_FIRST (xdist would sort modules by test count)
     return ModuleScheduling(config, log)
 
 
