@@ -15,10 +15,12 @@ from trainers.freezing.progressive import GradientGate, StagePlan, install_gates
 from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
+from trainers.models.hub import LoadOptions
 from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
-from trainers.recipe.checks import check_data_paths, missing_data_paths
-from trainers.recipe.config import CaptionData, Freeze, Recipe
+from trainers.recipe.checks import check_data_paths, missing_data_paths, recipe_task
+from trainers.recipe.config import Freeze, Recipe
+from trainers.tasks.interface import Task
 
 logger = logging.getLogger(__name__)
 
@@ -49,24 +51,41 @@ class PreparedModel:
         return sum(p.numel() for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
 
 
-def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
+def best_metric(recipe: Recipe, task: Task) -> tuple[str, bool]:
+    """(metric name, greater is better) for the kept best checkpoint: early stopping's, else the task's."""
+    if recipe.early_stopping is not None:
+        return recipe.early_stopping.metric_name, recipe.early_stopping.mode == "max"
+    return task.best_metric(recipe.evaluation)
+
+
+def load_options(recipe: Recipe) -> LoadOptions:
+    """The recipe's `model` section as options of the generic loader (`trainers.models.hub`)."""
+    m = recipe.model
+    return LoadOptions(dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
+
+
+def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) -> tuple[nn.Module, Any, str]:
     """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta.
 
     The data paths are checked first, so a missing folder never costs a download; a dry-run only warns
-    (the plan then says so), since recipes are often inspected before their data exists.
+    (the plan then says so), since recipes are often inspected before their data exists. The task adds
+    what the data decides about the model (a classifier's labels).
     """
-    check_data_paths(recipe, warn_only=meta_ok)
+    task = task or recipe_task(recipe)
+    check_data_paths(recipe, warn_only=meta_ok, task=task)
     family = get_family(recipe.model.family)
+    family.check_serves(task.name)
+    kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
-        model, processor = family.build_demo()(recipe.model.demo, seed=recipe.training.seed)
+        model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
         return model, processor, f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
     try:
-        model, processor = family.load()(recipe.model.id, dtype=recipe.model.dtype)
+        model, processor = family.load()(recipe.model.id, load_options(recipe), **kwargs)
         return model, processor, f"pretrained: {recipe.model.id}"
     except ModelNotAvailableError:
         if not meta_ok:
             raise
-        model = family.meta_model(recipe.model.id)
+        model = family.meta_model(recipe.model.id, **kwargs)
         if model is None:
             raise
         logger.warning("%s is not available locally; counting its known architecture on the meta device", recipe.model.id)
@@ -179,7 +198,10 @@ def build_run_plan(
     prepared: PreparedModel,
     launcher_command: list[str] | None = None,
     overrides: list[str] | None = None,
+    task: Task | None = None,
 ) -> RunPlan:
+    task = task or recipe_task(recipe)
+    best = best_metric(recipe, task)
     t = recipe.training
     training = {
         "epochs": t.epochs,
@@ -192,6 +214,7 @@ def build_run_plan(
         "warmup_steps": t.warmup_steps,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
+        "best_metric": f"{best[0]} ({'max' if best[1] else 'min'})",
         "early_stopping": (
             f"{recipe.early_stopping.metric_name} ({recipe.early_stopping.mode}), patience {recipe.early_stopping.patience}"
             if recipe.early_stopping
@@ -210,18 +233,9 @@ def build_run_plan(
         launcher_command=launcher_command,
         overrides=list(overrides or []),
         lora=prepared.lora,
-        data_missing=missing_data_paths(recipe.data) if isinstance(recipe.data, CaptionData) else [],
-        baseline=_task_baseline(recipe),
+        data_missing=missing_data_paths(recipe, task),
+        baseline=task.plan_baseline(recipe),
     )
-
-
-def _task_baseline(recipe: Recipe) -> Any:
-    """What the validation set scores without a model (captioning: the most frequent training caption)."""
-    if get_family(recipe.model.family).task != "captioning":
-        return None
-    from trainers.tasks.captioning.baseline import plan_baseline
-
-    return plan_baseline(recipe)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
