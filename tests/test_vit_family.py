@@ -167,3 +167,17 @@ def test_a_family_that_does_not_serve_the_task():
     message = error_of(launch_in_process(RECIPE, "--demo", "model.family=blip-captioning", "--dry-run"))
     assert message.startswith("error: model.family: family 'blip-captioning' serves the captioning task")
     assert "classification" in message
+
+
+def test_dry_run_of_the_real_model_counts_its_architecture_and_lora_none_is_the_full_fine_tune():
+    """README, Add a model family: the real ViT-B/16 on the meta device, as written; `lora=none`: all trainable."""
+    result = launch_in_process(RECIPE, "data.labels=cat,dog,bird", "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainable now: 592,131 / 86,393,094 (0.69%)" in result.stdout
+    assert "adapter size: 2.26 MiB vs full model 327.30 MiB" in result.stdout
+    assert "best_metric: accuracy (max)" in result.stdout
+    full = launch_in_process(RECIPE, "data.labels=cat,dog,bird", "lora=none", "--dry-run")
+    assert full.returncode == 0, full.stderr[-2000:]
+    line = next(ln for ln in full.stdout.splitlines() if ln.startswith("trainable now:"))
+    trainable, total = (int(x.replace(",", "")) for x in line.split()[2:5:2])
+    assert trainable == total == 85_798_656 + 3 * 768 + 3  # ViT-B/16 backbone + a 3-class head
