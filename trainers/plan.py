@@ -58,10 +58,28 @@ def best_metric(recipe: Recipe, task: Task) -> tuple[str, bool]:
     return task.best_metric(recipe.evaluation)
 
 
-def load_options(recipe: Recipe) -> LoadOptions:
-    """The recipe's `model` section as options of the generic loader (`trainers.models.hub`)."""
+def load_options(recipe: Recipe, quantized: bool = True) -> LoadOptions:
+    """The recipe's `model` section as options of the generic loader (`trainers.models.hub`).
+
+    With `model.quantization` the modules that train fully (`lora.modules_to_save`, the targets of `Unfreeze`
+    rules and stages) stay in full precision. `quantized=False`: the same base unquantized (merged export).
+    """
     m = recipe.model
-    return LoadOptions(dtype=m.dtype, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    quantization = None
+    if quantized and m.quantization is not None:
+        from trainers.lora.quantize import Quantization
+
+        quantization = Quantization(m.quantization, keep_full_precision=_trained_fully(recipe))
+    return LoadOptions(dtype=m.dtype, revision=m.revision, quantization=quantization,
+                       trust_remote_code=m.trust_remote_code)
+
+
+def _trained_fully(recipe: Recipe) -> tuple[str, ...]:
+    """Module paths the recipe trains fully on top of LoRA (layer slices dropped: their parent list is kept)."""
+    names = list(recipe.lora.modules_to_save) if recipe.lora is not None else []
+    names += [r.target for r in recipe.freeze if r.requires_grad and r.target not in (None, "*")]
+    names += [t for stage in recipe.stages for t in stage.targets()]
+    return tuple(dict.fromkeys(n.split("[", 1)[0] for n in names))
 
 
 def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) -> tuple[nn.Module, Any, str]:
@@ -78,7 +96,11 @@ def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) 
     kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
         model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
-        return model, processor, f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
+        source = f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
+        if recipe.model.quantization is not None:  # through the real loader, so the demo is quantized too
+            model, processor = _reload_quantized(family, model, processor, recipe, kwargs)
+            source += f", loaded {recipe.model.quantization}"
+        return model, processor, source
     try:
         model, processor = family.load()(recipe.model.id, load_options(recipe), **kwargs)
         return model, processor, f"pretrained: {recipe.model.id}"
@@ -90,6 +112,17 @@ def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) 
             raise
         logger.warning("%s is not available locally; counting its known architecture on the meta device", recipe.model.id)
         return model, None, f"architecture only (meta device): {recipe.model.id} weights are not available locally"
+
+
+def _reload_quantized(family: Any, model: nn.Module, processor: Any, recipe: Recipe,
+                      kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The tiny model saved and loaded back with the recipe's quantization (bitsandbytes quantizes on load)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tiny-quantized-") as directory:
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
+        return family.load()(directory, load_options(recipe), **kwargs)
 
 
 def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe) -> PreparedModel:
@@ -105,6 +138,10 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
         effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
     stages = resolve_stages(model, recipe.stages)
     wrapped, lora_plan = model, None
+    if recipe.model.quantization is not None:
+        from trainers.lora.quantize import prepare_quantized
+
+        model = prepare_quantized(model)  # peft's prepare_model_for_kbit_training: base frozen, norms in fp32
     if recipe.lora is not None:
         from trainers.lora import apply_lora, unwrap_peft
 

@@ -224,7 +224,7 @@ def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
     save_adapter(ctx.trainer.model, best_dir, ctx.prepared.processor, is_main=main, bias=lora.bias)
     merged_dir = ctx.output_dir / "merged"
     if lora.save_merged and main:
-        save_merged(lambda: load_model(ctx.recipe)[0], best_dir, merged_dir, ctx.prepared.processor, plan)
+        save_merged(lambda: _unquantized_base(ctx.recipe), best_dir, merged_dir, ctx.prepared.processor, plan)
     adapter_bytes = directory_bytes(best_dir) if main else plan.adapter_bytes
     full_bytes = directory_bytes(merged_dir) if lora.save_merged and main else plan.base_bytes
     return {
@@ -239,6 +239,13 @@ def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
         "modules_to_save": plan.modules_to_save,
         "targets_by_tower": {k: len(v) for k, v in plan.targets.items()},
     }
+
+
+def _unquantized_base(recipe: Recipe) -> Any:
+    """The base model again, never quantized: a merged export goes onto the real weights, not 4/8-bit ones."""
+    import dataclasses
+
+    return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
 
 
 def _eval_batch_size(recipe: Recipe) -> int:

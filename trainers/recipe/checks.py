@@ -37,11 +37,16 @@ def early_stopping_metrics(recipe: Recipe) -> dict[str, tuple[str, ...]]:
 
 
 def check_task(recipe: Recipe, task: Task | None = None) -> Task:
-    """The task's evaluation settings and metric names, and that the model family serves the task."""
+    """Quantization needs LoRA and no ZeRO-3; the task's evaluation settings and metric names; and that the
+    model family serves the task."""
     from trainers.models.registry import get_family
     from trainers.tasks.interface import check_metric_names
 
     task = task or recipe_task(recipe)
+    if recipe.model.quantization is not None:  # imports torch: only for recipes that quantize
+        from trainers.lora.quantize import check_quantization
+
+        check_quantization(recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero)
     task.check_evaluation(recipe.evaluation)
     check_metric_names(task, recipe.evaluation, early_stopping_metrics(recipe))
     get_family(recipe.model.family).check_serves(task.name)

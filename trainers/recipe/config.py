@@ -29,7 +29,8 @@ class Model:
     (`trainers.models.registry`) that turns it into (model, processor) and says which tasks it serves.
     `demo` is the family's tiny-model spec used by `--demo` (random init, built offline from a config class).
     `revision` is a hub branch, tag or commit. `trust_remote_code` lets a checkpoint that ships its own
-    Python code run it: off unless the recipe says so.
+    Python code run it: off unless the recipe says so. `quantization` loads the base in 4-bit NF4 or 8-bit
+    through bitsandbytes (QLoRA: needs a `lora` section; the heads it trains stay in full precision).
     """
 
     id: str
@@ -39,6 +40,7 @@ class Model:
     use_demo_model: bool = False
     revision: str | None = None
     trust_remote_code: bool = False
+    quantization: Literal["4bit", "8bit"] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
