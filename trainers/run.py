@@ -30,6 +30,7 @@ from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
 from trainers.recipe.checks import check_data_paths, recipe_task
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
+from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import baseline_report, eval_history, write_json
 from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
@@ -261,6 +262,7 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
     callbacks: list[Any] = [
         ProgressiveUnfreezing(prepared.stages, prepared.gates),
         EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
+        PeakMemoryCallback(Path(recipe.resolved_output_dir())),  # peak_memory.json (the LoRA-vs-full report)
     ]
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
