@@ -171,7 +171,7 @@ def _main(args: argparse.Namespace) -> int:
         if not recipe.model.use_demo_model:  # once here, not in every worker
             from trainers.models.registry import get_family
 
-            get_family(recipe.model.family).check_available(recipe.model.id)
+            get_family(recipe.model.family).check_available(recipe.model.id, recipe.model.revision)
         from trainers.errors import UserFacingError
         from trainers.launchers.commands import run_launcher
         from trainers.reporting.redact import redact_text

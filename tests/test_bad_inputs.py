@@ -29,7 +29,7 @@ from trainers.recipe import CaptionData, Evaluation, Freeze, Model, Recipe, Repo
 
 recipe = Recipe(
     name="tiny_bad_inputs",
-    model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(train="{shapes}/train.json", val="{shapes}/val.json", images="{shapes}/images",
                      max_train_samples=16, max_val_samples=4),
     freeze=[Freeze("vision_model"), Unfreeze("vision_model.encoder.layers[-1:]")],
@@ -271,7 +271,7 @@ MORE_IN_PROCESS = [
     ("metric-empty", lambda f: [str(f["tiny.py"]), "evaluation.metrics=", "--dry-run"],
      ("evaluation.metrics is empty", "meteor")),
     ("early-stopping-mean-part-unknown", lambda f: [str(f["es_typo.py"]), "--dry-run"],
-     ("early_stopping.metric", "'cidr_d'", "did you mean 'cider_d'", "evaluation.metrics")),
+     ("early_stopping.metric", "'cidr_d'", "Did you mean 'cider_d'?", "evaluation.metrics")),
     ("data-not-found", lambda f: [PROGRESSIVE, "--no-wandb"],
      ("data/captions/train.json", "data/captions/images", "Salesforce/blip-image-captioning-base",
       '{"0001.jpg": ', "JSONL", "--demo")),

@@ -134,7 +134,7 @@ def test_readme_distributed_commands_without_weights_fail_before_any_worker_star
         ((RECIPE, "training.epoch=3", "--dry-run"), "Did you mean: training.epochs"),
         ((RECIPE, "training.lr=fast", "--dry-run"), "expected a number"),
         (("recipes/nope.py", "--dry-run"), "does not exist"),
-        ((RECIPE, "--demo", "--dry-run", "early_stopping.metric=bleu"), "evaluation does not produce"),
+        ((RECIPE, "--demo", "--dry-run", "early_stopping.metric=bleu"), "is not a metric the captioning task produces"),
     ],
 )
 def test_bad_input_exits_non_zero_without_traceback(args, expected):

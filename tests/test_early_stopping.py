@@ -25,6 +25,12 @@ class ScriptedEvaluator:
         self.calls += 1
         return metrics
 
+    def examples(self, n: int = 10) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize(
     ("values", "patience", "mode", "stop_after"),

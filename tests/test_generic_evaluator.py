@@ -1,6 +1,6 @@
 """The generic sharded evaluator: every index scored once, padded batches run but dropped, same metrics on
-every rank (a real 2-rank gloo group) as on one process; captioning's predict/score give CaptionEvaluator's
-captions and scores through it."""
+every rank (a real 2-rank gloo group) as on one process; the captioning task through it gives the captions
+and scores of a direct `generate` + caption scorer."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_pat
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     single, _ = evaluate()
     assert ranks[0]["metrics"] == ranks[1]["metrics"] == single == EXPECTED
-    assert ranks[0]["predicted"] == list(range(N)) and ranks[1]["predicted"] == []  # gathered on rank 0 only
+    assert ranks[0]["predicted"] == ranks[1]["predicted"] == list(range(N))  # scored on rank 0, sent to all
     assert ranks[0]["batches"] == [[0, 2], [4, 6]] and ranks[1]["batches"] == [[1, 3], [5, 5]]
     # a failure while scoring on rank 0 reaches rank 1 instead of leaving it waiting for the metrics
     assert ranks[0]["failure"] == "ValueError: bad references"
@@ -207,43 +207,39 @@ def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_pat
 # ---------------------------------------------------------------------------- captioning moves onto it
 
 
-def test_captioning_predict_and_score_through_it_give_caption_evaluator_results(shapes_dir):
+def test_captioning_task_through_it_gives_generate_and_caption_scorer_results(shapes_dir):
+    """The captioning task's predict/score on the generic evaluator = batched `generate` + decode over the whole
+    set, scored by the caption scorer, with the distinct-prediction count and shapes accuracies beside it."""
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
-    from trainers.recipe.config import Evaluation
-    from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
-    from trainers.tasks.captioning.evaluation import CaptionEvaluator
+    from trainers.recipe import CaptionData, Evaluation, Model, Recipe
+    from trainers.tasks.captioning.evaluation import generation_kwargs
     from trainers.tasks.captioning.metrics import CaptionScorer
+    from trainers.tasks.captioning.shapes import score_shapes_captions
+    from trainers.tasks.captioning.task import CaptioningTask
 
     settings = Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12)
-
-    class Captioning(Task[str]):
-        """Captioning's evaluation as interface hooks: batched `generate` + decode, then corpus scores."""
-
-        name = "captioning"
-
-        def predict(self, model, batch):
-            kwargs = {"num_beams": settings.num_beams, "no_repeat_ngram_size": settings.no_repeat_ngram_size,
-                      "repetition_penalty": settings.repetition_penalty, "length_penalty": settings.length_penalty,
-                      "max_length": settings.max_length, "early_stopping": True}
-            if synced_generation():
-                kwargs["synced_gpus"] = True
-            output = model.generate(pixel_values=batch["pixel_values"], **kwargs)
-            return [t.strip() for t in processor.batch_decode(output, skip_special_tokens=True)]
-
-        def score(self, predictions, dataset):
-            refs = dataset.references
-            return CaptionScorer(settings.metrics).score(dict(predictions), {i: refs[i] for i in predictions})
-
     model, processor = build_tiny_blip(TinyBlipSpec(), seed=0)
-    val = CaptionJsonDataset(shapes_dir / "val.json", shapes_dir / "images", processor.image_processor, limit=6)
+    recipe = Recipe(name="eq", model=Model(id="tiny", family="blip-captioning"), evaluation=settings,
+                    data=CaptionData(train=str(shapes_dir / "train.json"), val=str(shapes_dir / "val.json"),
+                                     images=str(shapes_dir / "images"), max_val_samples=6, max_train_samples=8))
+    task = CaptioningTask()
+    data = task.build(recipe, processor)
+    val = data.val
     trainer = SimpleNamespace(model=model, args=SimpleNamespace(process_index=0, world_size=1, device="cpu"),
                               accelerator=SimpleNamespace(unwrap_model=lambda m: m))
-    old = CaptionEvaluator(val, CaptionCollator(processor.tokenizer, include_index=True), processor, settings, batch_size=4)
-    pixels_only = lambda items: {"pixel_values": torch.stack([it["pixel_values"] for it in items])}  # noqa: E731
-    new = ShardedEvaluator(Captioning(), val, pixels_only, batch_size=4)
-    expected = old(trainer)
-    # the captioning evaluator also reports distinct predictions and, on the shapes set, object accuracy
-    assert new(trainer) == {"rouge_l": expected["rouge_l"]}
-    assert expected["distinct_predictions"] == len(set(old.last_predictions.values()))
-    assert new.last_predictions == old.last_predictions and len(new.last_predictions) == 6
-    old.close()
+    new = ShardedEvaluator(task, val, data.eval_collator, batch_size=4)
+    metrics = new(trainer)
+    model.eval()
+    with torch.no_grad():
+        pixels = torch.stack([val[i]["pixel_values"] for i in range(len(val))])
+        output = model.generate(pixel_values=pixels, **generation_kwargs(settings))
+    expected = {i: t.strip() for i, t in enumerate(processor.batch_decode(output, skip_special_tokens=True))}
+    refs = {i: val.references[i] for i in expected}
+    scorer = CaptionScorer(settings.metrics)
+    assert new.last_predictions == expected and len(expected) == 6
+    assert metrics["rouge_l"] == scorer.score(expected, refs)["rouge_l"]
+    assert metrics["distinct_predictions"] == len(set(expected.values()))
+    assert metrics["object_accuracy"] == score_shapes_captions(expected, refs).object_accuracy
+    assert task.baseline() is not None and metrics["baseline_rouge_l"] == task.baseline().scores["rouge_l"]
+    scorer.close()
+    new.close()

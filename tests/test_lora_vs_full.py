@@ -122,3 +122,24 @@ def test_peak_memory_resets_and_sees_an_allocation():
     assert during.bytes - resident >= 60 * 1024 * 1024
     reset_peak_memory()
     assert peak_memory().bytes < during.bytes - 32 * 1024 * 1024
+
+
+def test_the_report_runs_the_tiny_vit_recipe_with_and_without_lora(tmp_path, monkeypatch, capsys):
+    """`python -m trainers.reporting.lora_vs_full --recipe recipes/vit_lora.py --demo`: both runs, one table."""
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "report"
+    assert main(["--recipe", "recipes/vit_lora.py", "--demo", "--out", str(out),
+                              "training.epochs=1", "reporting.plots=false"]) == 0
+    runs = {r["kind"]: r for r in json.loads((out / "lora_vs_full.json").read_text())["runs"]}
+    lora, full = runs["lora"], runs["full"]
+    assert full["trainable_params"] == full["total_params"] > lora["trainable_params"] > 0
+    assert 0 < lora["checkpoint_bytes"] < full["checkpoint_bytes"] / 5
+    assert (out / "lora" / "best" / "adapter_model.safetensors").is_file()
+    assert (out / "full" / "best" / "model.safetensors").is_file()
+    for run in (lora, full):
+        assert run["metric"] == "accuracy" and 0 <= run["final_metric"] <= 1 and run["seconds_per_epoch"] > 0
+        assert run["peak_memory_bytes"] > 0
+    assert "| accuracy best |" in (out / "lora_vs_full.md").read_text()

@@ -15,24 +15,27 @@ from test_rerun_end_to_end import launch_in_process
 from conftest import ROOT, SHAPES, tiny_recipe
 from trainers.errors import RecipeError
 from trainers.recipe import EarlyStopping, load_recipe, mean
-from trainers.recipe.checks import check_metric_names, task_metric_names
+from trainers.recipe.checks import check_task
+from trainers.tasks.interface import check_metric_names
+from trainers.tasks.registry import get_task
 
 PROGRESSIVE = "recipes/blip_progressive.py"
 
 
 def test_the_check_takes_the_tasks_names_and_suggests_the_closest():
     recipe = tiny_recipe(Path("/unused"))
-    recipe.evaluation.metrics = ("acc", "f1_macro")
-    check_metric_names(recipe, ("acc", "f1_macro", "top5"))  # any task's list
-    recipe.evaluation.metrics = ("accuracy",)
-    with pytest.raises(RecipeError, match=r"'accuracy' is not a metric .* \(did you mean 'acc'\?\); supported: acc, f1_macro, top5"):
-        check_metric_names(recipe, ("acc", "f1_macro", "top5"))
+    task = get_task(recipe.data)
+    recipe.evaluation.metrics = ("rouge_l", "cider_d")
+    check_metric_names(task, recipe.evaluation, {"early_stopping.metric": ("rouge_l", "eval_cider_d", "loss")})
+    with pytest.raises(RecipeError, match=r"early_stopping.metric: 'rouge-l' is not a metric the captioning task "
+                                          r"produces; it produces rouge_l, cider_d, .* Did you mean 'rouge_l'\?"):
+        check_metric_names(task, recipe.evaluation, {"early_stopping.metric": "rouge-l"})
 
 
 def test_captioning_names_come_from_the_metrics_module_and_each_one_scores():
     from trainers.tasks.captioning import metrics
 
-    names = task_metric_names("captioning")
+    names = get_task(tiny_recipe(Path("/unused")).data).metric_names()[:4]  # all it can compute, unlisted
     assert names == metrics.SUPPORTED_METRICS == ("meteor", "rouge_l", "cider_d", "bleu_4")
     for name in names:
         assert metrics.CaptionScorer((name,)).metrics == (name,)
@@ -47,8 +50,9 @@ def test_captioning_names_come_from_the_metrics_module_and_each_one_scores():
         (["evaluation.metrics=meteor,rouge-l", "early_stopping=none"],
          ("'rouge-l'", "did you mean 'rouge_l'", "evaluation.metrics=meteor,rouge_l")),
         (["evaluation.metrics=", "early_stopping=none"], ("evaluation.metrics is empty",)),
-        (["early_stopping.metric=meteorr"], ("early_stopping.metric uses 'meteorr'", "did you mean 'meteor'", "or loss")),
-        (["early_stopping.metric=bleu_4"], ("'bleu_4', which evaluation does not produce",
+        (["early_stopping.metric=meteorr"], ("early_stopping.metric: 'meteorr' is not a metric the captioning task",
+                                              "Did you mean 'meteor'?", "loss")),
+        (["early_stopping.metric=bleu_4"], ("'bleu_4' is not a metric the captioning task produces",
                                              "evaluation.metrics=meteor,rouge_l,cider_d,bleu_4")),
     ],
 )
@@ -67,14 +71,14 @@ def test_a_part_of_a_composite_metric_is_checked_too(tmp_path):
 
         recipe = Recipe(
             name="composite",
-            model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),
+            model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
             data=CaptionData(train="{SHAPES}/train.json", val="{SHAPES}/val.json", images="{SHAPES}/images"),
             evaluation=Evaluation(metrics=("rouge_l", "cider_d")),
             early_stopping=EarlyStopping(metric=mean("rouge_l", "cidr_d", name="score"), patience=2),
         )
     """))
-    with pytest.raises(RecipeError, match=r"early_stopping.metric \(score = mean of \['rouge_l', 'cidr_d'\]\) uses "
-                                          r"'cidr_d'.*did you mean 'cider_d'"):
+    with pytest.raises(RecipeError, match=r"early_stopping.metric \(score = mean of \['rouge_l', 'cidr_d'\]\): "
+                                          r"'cidr_d' is not a metric.*Did you mean 'cider_d'"):
         load_recipe(recipe)
 
 
@@ -83,7 +87,7 @@ def test_valid_names_pass():
                                          "early_stopping.metric=eval_loss"], demo=True)
     assert r.evaluation.metrics == ("meteor", "rouge_l", "cider_d", "bleu_4")
     r.early_stopping = EarlyStopping(metric=mean("bleu_4", "loss"))
-    check_metric_names(r, task_metric_names("captioning"))
+    check_task(r)
 
 
 def test_dry_run_catches_a_wrong_metric_before_the_model(monkeypatch):
@@ -98,7 +102,7 @@ def test_missing_data_stops_the_real_recipe_before_any_model_load_or_download(tm
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr("trainers.models.blip.load_blip_captioning", lambda *a, **k: pytest.fail("model loaded"))
-    monkeypatch.setattr("trainers.models.blip.hub_reachable", lambda *a, **k: pytest.fail("hub probed"))
+    monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: pytest.fail("hub probed"))
     result = launch_in_process(PROGRESSIVE, "--no-wandb", f"--output-dir={tmp_path / 'out'}")
     assert result.returncode == 2, result.stderr[-2000:]
     message = [line for line in result.stderr.splitlines() if line.startswith("error: ")][-1]

@@ -12,13 +12,13 @@ import torch
 from transformers import BlipImageProcessorPil
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from trainers.hub_access import hub_reachable
 from trainers.models import blip
 from trainers.models.blip import (
     BLIP_BOS_TOKEN_ID,
     BLIP_SEP_TOKEN_ID,
     TinyBlipSpec,
     build_tiny_blip,
-    hub_reachable,
     load_blip_captioning,
 )
 from trainers.models.errors import ModelNotAvailableError
@@ -200,7 +200,7 @@ def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch, empty_
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model_id = "Salesforce/blip-image-captioning-base"
     assert try_to_load_from_cache(model_id, "config.json") is None  # the isolated cache is the one consulted
-    monkeypatch.setattr(blip, "_from_pretrained", _local_only(blip._from_pretrained))
+    monkeypatch.setattr(blip, "BlipForConditionalGeneration", _local_only(blip.BlipForConditionalGeneration))
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError) as info:
         load_blip_captioning(model_id)
@@ -224,8 +224,8 @@ def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch, empty_hf_
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(blip, "hub_reachable", lambda: False)
-    monkeypatch.setattr(blip, "_from_pretrained", _local_only(blip._from_pretrained))
+    monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(blip, "BlipForConditionalGeneration", _local_only(blip.BlipForConditionalGeneration))
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError, match="the Hub cannot be reached"):
         load_blip_captioning("Salesforce/blip-image-captioning-base")
@@ -245,11 +245,13 @@ def test_hub_probe_sees_closed_and_open_ports(monkeypatch) -> None:
     assert time.monotonic() - start < 2.5
 
 
-def _local_only(load):
+def _local_only(model_class):
     """Guard: an unreachable Hub or offline mode must load with local_files_only (no network attempt)."""
 
-    def guarded(source: str, local_only: bool, dtype):
-        assert local_only, "offline mode / unreachable Hub must load with local_files_only"
-        return load(source, local_only, dtype)
+    class Guarded:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            assert kwargs.get("local_files_only"), "offline mode / unreachable Hub must load with local_files_only"
+            return model_class.from_pretrained(source, **kwargs)
 
-    return guarded
+    return Guarded

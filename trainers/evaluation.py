@@ -165,8 +165,12 @@ class ShardedEvaluator:
         return dict(sorted(predictions.items()))
 
     def score(self, pairs: list[tuple[int, Any]] | None, rank: int, world: int) -> dict[str, float]:
-        """Rank 0 checks and scores; the metrics (or the failure) are broadcast so every rank returns the same."""
-        box: list[Any] = [None]
+        """Rank 0 checks and scores; the metrics (or the failure) are broadcast so every rank returns the same.
+
+        The predictions travel with the metrics, so `last_predictions` is the same on every rank (what a
+        checkpoint saves with the evaluation, whichever rank writes it).
+        """
+        box: list[Any] = [None, None]
         if rank == 0:
             try:
                 predictions = self.complete(pairs or [])
@@ -174,16 +178,17 @@ class ShardedEvaluator:
                 metrics = {f"{self.prefix}{k}": float(v) for k, v in self.task.score(predictions, self.dataset).items()}
                 if self.artifacts_dir is not None:
                     self.task.save_artifacts(predictions, self.dataset, self.artifacts_dir)
-                box = [metrics]
+                box = [metrics, predictions]
             except Exception as error:
                 if world > 1:
-                    box = [{_SCORE_FAILED: f"{type(error).__name__}: {error}"}]
+                    box = [{_SCORE_FAILED: f"{type(error).__name__}: {error}"}, None]
                     dist.broadcast_object_list(box, src=0)
                 raise
         if world > 1:
             dist.broadcast_object_list(box, src=0)
         if _SCORE_FAILED in box[0]:
             raise RuntimeError(f"scoring on rank 0 failed: {box[0][_SCORE_FAILED]}")
+        self.last_predictions = box[1]
         return box[0]
 
     # ---------------------------------------------------------------------------------------- entries

@@ -15,10 +15,12 @@ from trainers.freezing.progressive import GradientGate, StagePlan, install_gates
 from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
+from trainers.models.hub import LoadOptions
 from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
-from trainers.recipe.checks import check_data_paths, missing_data_paths
-from trainers.recipe.config import CaptionData, Freeze, Recipe
+from trainers.recipe.checks import check_data_paths, missing_data_paths, recipe_task
+from trainers.recipe.config import Freeze, Recipe
+from trainers.tasks.interface import Task
 
 logger = logging.getLogger(__name__)
 
@@ -49,28 +51,78 @@ class PreparedModel:
         return sum(p.numel() for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
 
 
-def load_model(recipe: Recipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
+def best_metric(recipe: Recipe, task: Task) -> tuple[str, bool]:
+    """(metric name, greater is better) for the kept best checkpoint: early stopping's, else the task's."""
+    if recipe.early_stopping is not None:
+        return recipe.early_stopping.metric_name, recipe.early_stopping.mode == "max"
+    return task.best_metric(recipe.evaluation)
+
+
+def load_options(recipe: Recipe, quantized: bool = True) -> LoadOptions:
+    """The recipe's `model` section as options of the generic loader (`trainers.models.hub`).
+
+    With `model.quantization` the modules that train fully (`lora.modules_to_save`, the targets of `Unfreeze`
+    rules and stages) stay in full precision. `quantized=False`: the same base unquantized (merged export).
+    """
+    m = recipe.model
+    quantization = None
+    if quantized and m.quantization is not None:
+        from trainers.lora.quantize import Quantization
+
+        quantization = Quantization(m.quantization, keep_full_precision=_trained_fully(recipe))
+    return LoadOptions(dtype=m.dtype, revision=m.revision, quantization=quantization,
+                       trust_remote_code=m.trust_remote_code)
+
+
+def _trained_fully(recipe: Recipe) -> tuple[str, ...]:
+    """Module paths the recipe trains fully on top of LoRA (layer slices dropped: their parent list is kept)."""
+    names = list(recipe.lora.modules_to_save) if recipe.lora is not None else []
+    names += [r.target for r in recipe.freeze if r.requires_grad and r.target not in (None, "*")]
+    names += [t for stage in recipe.stages for t in stage.targets()]
+    return tuple(dict.fromkeys(n.split("[", 1)[0] for n in names))
+
+
+def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) -> tuple[nn.Module, Any, str]:
     """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta.
 
     The data paths are checked first, so a missing folder never costs a download; a dry-run only warns
-    (the plan then says so), since recipes are often inspected before their data exists.
+    (the plan then says so), since recipes are often inspected before their data exists. The task adds
+    what the data decides about the model (a classifier's labels).
     """
-    check_data_paths(recipe, warn_only=meta_ok)
+    task = task or recipe_task(recipe)
+    check_data_paths(recipe, warn_only=meta_ok, task=task)
     family = get_family(recipe.model.family)
+    family.check_serves(task.name)
+    kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
-        model, processor = family.build_demo()(recipe.model.demo, seed=recipe.training.seed)
-        return model, processor, f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
+        model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
+        source = f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
+        if recipe.model.quantization is not None:  # through the real loader, so the demo is quantized too
+            model, processor = _reload_quantized(family, model, processor, recipe, kwargs)
+            source += f", loaded {recipe.model.quantization}"
+        return model, processor, source
     try:
-        model, processor = family.load()(recipe.model.id, dtype=recipe.model.dtype)
+        model, processor = family.load()(recipe.model.id, load_options(recipe), **kwargs)
         return model, processor, f"pretrained: {recipe.model.id}"
     except ModelNotAvailableError:
         if not meta_ok:
             raise
-        model = family.meta_model(recipe.model.id)
+        model = family.meta_model(recipe.model.id, **kwargs)
         if model is None:
             raise
         logger.warning("%s is not available locally; counting its known architecture on the meta device", recipe.model.id)
         return model, None, f"architecture only (meta device): {recipe.model.id} weights are not available locally"
+
+
+def _reload_quantized(family: Any, model: nn.Module, processor: Any, recipe: Recipe,
+                      kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The tiny model saved and loaded back with the recipe's quantization (bitsandbytes quantizes on load)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tiny-quantized-") as directory:
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
+        return family.load()(directory, load_options(recipe), **kwargs)
 
 
 def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe) -> PreparedModel:
@@ -86,6 +138,10 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
         effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
     stages = resolve_stages(model, recipe.stages)
     wrapped, lora_plan = model, None
+    if recipe.model.quantization is not None:
+        from trainers.lora.quantize import prepare_quantized
+
+        model = prepare_quantized(model)  # peft's prepare_model_for_kbit_training: base frozen, norms in fp32
     if recipe.lora is not None:
         from trainers.lora import apply_lora, unwrap_peft
 
@@ -179,7 +235,10 @@ def build_run_plan(
     prepared: PreparedModel,
     launcher_command: list[str] | None = None,
     overrides: list[str] | None = None,
+    task: Task | None = None,
 ) -> RunPlan:
+    task = task or recipe_task(recipe)
+    best = best_metric(recipe, task)
     t = recipe.training
     training = {
         "epochs": t.epochs,
@@ -192,6 +251,7 @@ def build_run_plan(
         "warmup_steps": t.warmup_steps,
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
+        "best_metric": f"{best[0]} ({'max' if best[1] else 'min'})",
         "early_stopping": (
             f"{recipe.early_stopping.metric_name} ({recipe.early_stopping.mode}), patience {recipe.early_stopping.patience}"
             if recipe.early_stopping
@@ -210,18 +270,9 @@ def build_run_plan(
         launcher_command=launcher_command,
         overrides=list(overrides or []),
         lora=prepared.lora,
-        data_missing=missing_data_paths(recipe.data) if isinstance(recipe.data, CaptionData) else [],
-        baseline=_task_baseline(recipe),
+        data_missing=missing_data_paths(recipe, task),
+        baseline=task.plan_baseline(recipe),
     )
-
-
-def _task_baseline(recipe: Recipe) -> Any:
-    """What the validation set scores without a model (captioning: the most frequent training caption)."""
-    if get_family(recipe.model.family).task != "captioning":
-        return None
-    from trainers.tasks.captioning.baseline import plan_baseline
-
-    return plan_baseline(recipe)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:

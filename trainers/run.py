@@ -1,6 +1,8 @@
-"""One training run inside a worker process: model → freezing → task → Trainer → outputs.
+"""One training run inside a worker process: task → model → freezing → data → evaluator → Trainer → outputs.
 
-Every process of a distributed run executes this; only the main process writes files.
+Every process of a distributed run executes this; only the main process writes files. Nothing here knows a
+model family or a task: the recipe's data names its task (`trainers.tasks.registry`), the recipe's
+`model.family` its registry entry (`trainers.models.registry`), and both are asked for what differs.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
+from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
-from trainers.models.registry import get_family
-from trainers.plan import PreparedModel, build_run_plan, load_model, prepare_model
-from trainers.recipe.checks import check_data_paths
+from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
+from trainers.recipe.checks import check_data_paths, recipe_task
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
+from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import baseline_report, eval_history, write_json
 from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
-from trainers.tasks.base import TaskParts, build_task
+from trainers.tasks.interface import Task, TaskData
 from trainers.trainer import RecipeTrainer
 
 logger = logging.getLogger(__name__)
@@ -39,22 +42,16 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 METRICS_JSONL = "metrics.jsonl"
+EVAL_ARTIFACTS = "eval"  # the task's files for the latest evaluation (a confusion matrix)
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def best_metric(recipe: Recipe) -> tuple[str, bool]:
-    """(metric name, greater is better) used for the kept best checkpoint."""
-    if recipe.early_stopping is None:
-        return "loss", False
-    return recipe.early_stopping.metric_name, recipe.early_stopping.mode == "max"
-
-
-def build_training_arguments(recipe: Recipe, output_dir: Path, report_to: list[str]) -> TrainingArguments:
+def build_training_arguments(recipe: Recipe, task: Task, output_dir: Path, report_to: list[str]) -> TrainingArguments:
     t = recipe.training
-    metric, greater = best_metric(recipe)
+    metric, greater = best_metric(recipe, task)
     has_cuda = torch.cuda.is_available()
     precision = t.precision
     if precision == "auto":
@@ -125,7 +122,8 @@ class RunContext:
     recipe: Recipe
     output_dir: Path
     prepared: PreparedModel
-    task: TaskParts
+    task: Task
+    data: TaskData
     trainer: RecipeTrainer
     resume_from: str | None
     started: float
@@ -150,15 +148,16 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     configure_cpu_threads()
     output_dir = Path(recipe.resolved_output_dir())
     checkpoints.ensure_writable(output_dir, "output_dir")
-    check_data_paths(recipe)  # before the output dir is touched or a model is loaded or downloaded
+    task = recipe_task(recipe)  # metric names were checked at recipe load; a missing one still fails loudly
+    check_data_paths(recipe, task=task)  # before the output dir is touched or a model is loaded or downloaded
     resume_from = prepare_output_dir(recipe, output_dir)
     set_seed(recipe.training.seed)
     report_to = configure_wandb(recipe.reporting, output_dir)
 
-    model, processor, source = load_model(recipe)
+    model, processor, source = load_model(recipe, task=task)
     model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
     prepared = prepare_model(model, processor, source, recipe)
-    plan = build_run_plan(recipe, prepared, overrides=overrides)
+    plan = build_run_plan(recipe, prepared, overrides=overrides, task=task)
     if report_to and is_main_process():
         persist_wandb_run_id(output_dir, resuming=resume_from is not None)
     if is_main_process():
@@ -168,15 +167,17 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
         _truncate_metrics_log(output_dir / METRICS_JSONL, resume_from)
     logger.info("run plan:\n%s", plan.render())
 
-    task = build_task(get_family(recipe.model.family).task, recipe, processor)
-    args = build_training_arguments(recipe, output_dir, report_to)
-    check_train_size(len(task.train_dataset), args.per_device_train_batch_size, args.gradient_accumulation_steps,
+    data = task.build(recipe, processor)
+    args = build_training_arguments(recipe, task, output_dir, report_to)
+    check_train_size(len(data.train), args.per_device_train_batch_size, args.gradient_accumulation_steps,
                      args.world_size, recipe.data.train)
-    trainer = _build_trainer(recipe, prepared, task, args, plan.to_dict())
+    evaluator = ShardedEvaluator(task, data.val, data.eval_collator, _eval_batch_size(recipe),
+                                 artifacts_dir=output_dir / EVAL_ARTIFACTS, num_workers=recipe.training.num_workers)
+    trainer = _build_trainer(recipe, prepared, task, data, evaluator, args, plan.to_dict())
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
     trainer.add_callback(WorldGuard(trainer, args.deepspeed))
-    return RunContext(recipe, output_dir, prepared, task, trainer, resume_from, started)
+    return RunContext(recipe, output_dir, prepared, task, data, trainer, resume_from, started)
 
 
 def complete_run(ctx: RunContext) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
             lora = _save_lora_outputs(ctx, best_dir)
         else:
             trainer.save_model(str(best_dir))
-        summary = _summary(ctx.recipe, ctx.prepared, trainer, ctx.task, result, ctx.started, best_dir)
+        summary = _summary(ctx, result, best_dir)
         if lora is not None:
             summary["lora"] = lora
         guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
@@ -198,9 +199,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
     finally:
-        evaluator = trainer.evaluator
-        if evaluator is not None and hasattr(evaluator, "close"):
-            evaluator.close()
+        trainer.evaluator.close()
     return summary
 
 
@@ -226,7 +225,7 @@ def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
     save_adapter(ctx.trainer.model, best_dir, ctx.prepared.processor, is_main=main, bias=lora.bias)
     merged_dir = ctx.output_dir / "merged"
     if lora.save_merged and main:
-        save_merged(lambda: load_model(ctx.recipe)[0], best_dir, merged_dir, ctx.prepared.processor, plan)
+        save_merged(lambda: _unquantized_base(ctx.recipe), best_dir, merged_dir, ctx.prepared.processor, plan)
     adapter_bytes = directory_bytes(best_dir) if main else plan.adapter_bytes
     full_bytes = directory_bytes(merged_dir) if lora.save_merged and main else plan.base_bytes
     return {
@@ -243,12 +242,27 @@ def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
     }
 
 
-def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> RecipeTrainer:
+def _unquantized_base(recipe: Recipe) -> Any:
+    """The base model again, never quantized: a merged export goes onto the real weights, not 4/8-bit ones."""
+    import dataclasses
+
+    return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
+
+
+def _eval_batch_size(recipe: Recipe) -> int:
+    """The task's evaluation batch size (every eval config has `batch_size`), else the training eval batch."""
+    t = recipe.training
+    return recipe.evaluation.batch_size or t.eval_batch_size or t.batch_size
+
+
+def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: TaskData,
+                   evaluator: ShardedEvaluator, args: TrainingArguments, plan_dict: dict) -> RecipeTrainer:
     composites = [recipe.early_stopping.metric] if recipe.early_stopping and isinstance(
         recipe.early_stopping.metric, CompositeMetric) else []
     callbacks: list[Any] = [
         ProgressiveUnfreezing(prepared.stages, prepared.gates),
         EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
+        PeakMemoryCallback(Path(recipe.resolved_output_dir())),  # peak_memory.json (the LoRA-vs-full report)
     ]
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
@@ -263,20 +277,22 @@ def _build_trainer(recipe, prepared: PreparedModel, task, args, plan_dict) -> Re
     return RecipeTrainer(
         model=prepared.model,
         args=args,
-        train_dataset=task.train_dataset,
-        eval_dataset=task.eval_dataset,
-        data_collator=task.data_collator,
+        train_dataset=data.train,
+        eval_dataset=data.val,
+        data_collator=data.collator,
         processing_class=prepared.processor,
         callbacks=callbacks,
         group_plans=prepared.groups,
-        evaluator=task.evaluator,
+        task=task,
+        evaluator=evaluator,
         composite_metrics=composites,
     )
 
 
-def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, result, started: float, best_dir: Path):
+def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
+    recipe, prepared, trainer, started = ctx.recipe, ctx.prepared, ctx.trainer, ctx.started
     history = eval_history(trainer.state.log_history)
-    metric, greater = best_metric(recipe)
+    metric, greater = best_metric(recipe, ctx.task)
     best = None
     if history and metric in history[0]:
         best = (max if greater else min)(history, key=lambda r: r[metric])
@@ -306,7 +322,7 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         "best_model_dir": str(best_dir),
         "final_metrics": history[-1] if history else None,
         "best_metrics": best,
-        "baseline": baseline_report(trainer.evaluator, best, metric),
+        "baseline": baseline_report(ctx.task.baseline(), best, metric),
         "early_stopping": (
             {"stopped_at_step": stopper.stopped_at_step, "patience": stopper.patience, "metric": stopper.metric_key}
             if stopper
@@ -314,8 +330,8 @@ def _summary(recipe, prepared: PreparedModel, trainer: RecipeTrainer, task, resu
         ),
         "seconds_per_epoch": logger_cb.epoch_seconds,
         "wall_seconds": time.time() - started,
-        "data": data_report(("train", task.train_dataset), ("val", task.eval_dataset)),
-        "examples": trainer.evaluator.examples() if hasattr(trainer.evaluator, "examples") else [],
+        "data": data_report(*ctx.data.splits()),
+        "examples": trainer.evaluator.examples(),
         "config": to_dict(recipe),
     }
 

@@ -1,6 +1,7 @@
 """`RecipeTrainer`: the HF Trainer with declared parameter groups, task evaluation and a global token mean.
 
-Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`). Three more hooks:
+Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`); a task's `compute_loss` hook,
+when it returns a loss, replaces the model's (`TaskLossMixin`). Three more hooks:
 `create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
 takes, so groups reach ZeRO); `evaluation_loop` adds the task's generation
 metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
@@ -29,6 +30,7 @@ from trainers.checkpoints import AtomicCheckpoints
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
+from trainers.tasks.interface import Task, TaskLossMixin
 
 Evaluator = Callable[[Trainer], dict[str, float]]
 IGNORE_INDEX = -100
@@ -48,7 +50,7 @@ def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
     return labels.ne(IGNORE_INDEX).sum()
 
 
-class RecipeTrainer(AtomicCheckpoints, Trainer):
+class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
     # Loss terms of the current optimizer step, all ranks and accumulation batches (set by get_batch_samples).
     _step_loss_terms: torch.Tensor | None = None
 
@@ -56,11 +58,13 @@ class RecipeTrainer(AtomicCheckpoints, Trainer):
         self,
         *args,
         group_plans: Sequence[GroupPlan],
+        task: Task | None = None,
         evaluator: Evaluator | None = None,
         composite_metrics: Sequence[CompositeMetric] = (),
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.task = task  # its optional `compute_loss` replaces the model's loss (TaskLossMixin)
         self.group_plans = list(group_plans)
         self.evaluator = evaluator
         self.composite_metrics = list(composite_metrics)

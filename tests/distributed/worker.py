@@ -130,7 +130,7 @@ def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_ba
         raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation")
     recipe = Recipe(
         name=f"dist_{mode}",
-        model=Model(id="tiny", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
+        model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
         data=CaptionData(train=train_json, val=val_json, images=str(SHAPES / "images"),
                          max_train_samples=32, max_val_samples=None),
         freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
@@ -238,7 +238,7 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
         else:  # keep the snapshots of the first leg; record the resumed epochs after them
             recorder.trainer, recorder.dataset = ctx.trainer, dataset
         ctx.trainer.add_callback(recorder)
-        ctx.trainer.evaluator._scorer = shared_scorer()
+        ctx.trainer.evaluator.task._scorer = shared_scorer()
         if leg == "first":
             ctx.trainer.add_callback(StopAt(run.stop_at))
         else:

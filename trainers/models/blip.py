@@ -8,14 +8,14 @@ only the widths, so a full fine-tune runs in minutes on a CPU.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import HFValidationError
+from torch import nn
 from transformers import (
+    AutoConfig,
     BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
@@ -26,8 +26,8 @@ from transformers import (
 )
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from trainers.hub_access import _env_true, hub_reachable, looks_like_path
-from trainers.models.errors import ModelNotAvailableError
+from trainers.models.family import FamilyEntry
+from trainers.models.hub import LoadOptions, load_pretrained
 
 # BLIP's tokenizer is bert-base-uncased plus bos "[DEC]" and an extra special "[ENC]" (added in that order).
 BLIP_VOCAB_SIZE = 30524
@@ -38,102 +38,52 @@ BLIP_ENC_TOKEN_ID = 30523
 BLIP_PAD_TOKEN_ID = 0
 BLIP_SEP_TOKEN_ID = 102
 
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
+# BLIP's processor needs both an image processor file and a tokenizer file.
+BLIP_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
+    ("preprocessor_config.json", "processor_config.json"),
+    ("tokenizer.json", "vocab.txt"),
 )
-_IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+
+BLIP_CAPTIONING = FamilyEntry(
+    name="blip-captioning",
+    model_class="transformers:BlipForConditionalGeneration",
+    processor_class="transformers:BlipProcessor",
+    loader="trainers.models.blip:load_blip_captioning",
+    tiny="trainers.models.blip:build_tiny_blip",
+    tasks=("captioning",),
+    # the LM head's decoder weight is the word embedding (tied): named_parameters lists it under text_decoder.bert
+    towers={"vision": ("vision_model.",), "text": ("text_decoder.bert.",), "head": ("text_decoder.cls.",)},
+    architecture="trainers.models.blip:blip_meta_model",
+    known_ids=("Salesforce/blip-image-captioning-base",),
+    processor_files=BLIP_PROCESSOR_FILES,
+)
 
 
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def offline_requested() -> bool:
-    """HF offline mode, read at call time (huggingface_hub reads it once, at import)."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def missing_model_files(directory: Path) -> list[str]:
-    """What a local BLIP captioning directory lacks, one entry per group of interchangeable files."""
-    groups = [("config.json",), _WEIGHT_FILES, _IMAGE_PROCESSOR_FILES, _TOKENIZER_FILES]
-    return [" or ".join(group) for group in groups if not any((directory / name).is_file() for name in group)]
-
-
-def _check_local_dir(model_id: str) -> Path:
-    directory = Path(model_id).expanduser().resolve()
-    where = f"model directory {model_id!r}" + ("" if str(directory) == model_id else f" ({directory})")
-    if not directory.is_dir():
-        raise ModelNotAvailableError(model_id, f"{where} does not exist", local=True)
-    missing = missing_model_files(directory)
-    if missing:
-        raise ModelNotAvailableError(
-            model_id, f"{where} is incomplete: it lacks {'; '.join(missing)}", local=True
-        )
-    return directory
-
-
-def _from_pretrained(
-    source: str, local_only: bool, dtype: torch.dtype | str | None
-) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    model_kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = BlipForConditionalGeneration.from_pretrained(source, local_files_only=local_only, **model_kwargs)
-    processor = BlipProcessor.from_pretrained(source, local_files_only=local_only)
-    return model, processor
-
-
-def _hub_plan(model_id: str) -> tuple[bool, str]:
-    """Whether to stay in the local cache, and how to describe a failure, for a Hub model id."""
-    not_cached = f"model {model_id!r} is not in the local Hugging Face cache and the Hub cannot be reached"
-    if offline_requested():
-        return True, f"{not_cached} (HF offline mode is on: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)"
-    if not hub_reachable():
-        return True, not_cached
-    return False, f"model {model_id!r} could not be loaded from the Hugging Face cache or the Hub"
-
-
 def load_blip_captioning(
-    model_id: str, dtype: torch.dtype | str | None = None
+    model_id: str, options: LoadOptions | None = None
 ) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """Load a BLIP captioning model and its processor from a local directory, the HF cache or the Hub.
+    """A BLIP captioning model and its processor from a local directory, the HF cache or the Hub
+    (`trainers.models.hub.load_pretrained`: a missing model raises ModelNotAvailableError saying how to get it)."""
+    return load_pretrained(model_id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES)
 
-    Any way of not finding it raises ModelNotAvailableError, which says how to provide the model. When the Hub
-    is unreachable (or HF offline mode is on) only the cache is consulted, so the failure is immediate.
+
+def blip_meta_model(model_id: str) -> nn.Module | None:
+    """The architecture of `model_id` on the meta device, for `--dry-run` without weights.
+
+    The local config of the id (HF cache or directory) is tried first; `BlipConfig()` defaults are the base
+    captioning architecture (ViT-B/16 at 384 px, BERT-base decoder) of the known id.
     """
-    model_id = os.fspath(model_id)  # a pathlib.Path is welcome too
-    local = Path(model_id).expanduser().is_dir() or looks_like_path(model_id)
-    if local:
-        source, local_only = str(_check_local_dir(model_id)), True
-        problem = f"model directory {model_id!r} could not be loaded"
-    else:
-        source = model_id
-        local_only, problem = _hub_plan(model_id)
     try:
-        return _from_pretrained(source, local_only, dtype)
-    except (OSError, HFValidationError) as error:  # how transformers reports missing files, repos and bad ids
-        cause = str(error).splitlines()[0]
-        raise ModelNotAvailableError(model_id, problem, cause=cause, local=local) from error
-
-
-def check_blip_available(model_id: str) -> None:
-    """Raise the error `load_blip_captioning` would raise for a missing model, without loading it.
-
-    Checked by `launch.py --launcher` before it starts the workers, which would each find out on their own.
-    A cached or downloadable hub id passes (only config.json is looked for in the cache).
-    """
-    from huggingface_hub import try_to_load_from_cache
-
-    model_id = os.fspath(model_id)
-    if Path(model_id).expanduser().is_dir() or looks_like_path(model_id):
-        _check_local_dir(model_id)
-        return
-    local_only, problem = _hub_plan(model_id)
-    if local_only and not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-        raise ModelNotAvailableError(model_id, problem)
+        config = AutoConfig.from_pretrained(model_id, local_files_only=True)
+    except (OSError, ValueError):
+        if model_id not in BLIP_CAPTIONING.known_ids:
+            return None
+        config = BlipConfig()
+    with torch.device("meta"):
+        return BlipForConditionalGeneration(config)
 
 
 # ---------------------------------------------------------------------------------------------- tiny model

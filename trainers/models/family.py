@@ -35,12 +35,14 @@ def resolve(path: str) -> Any:
 class FamilyEntry:
     """One model family.
 
-    loader: `(model_id, dtype=None, **task_kwargs) -> (model, processor)`; `task_kwargs` come from the
-        task's `model_kwargs` (e.g. num_labels, id2label, label2id).
+    loader: `(model_id, options: trainers.models.hub.LoadOptions, **task_kwargs) -> (model, processor)`;
+        `task_kwargs` come from the task's `model_kwargs` (e.g. num_labels, id2label, label2id).
     tiny: `(spec, seed=0, **task_kwargs) -> (model, processor)`, random init, offline.
     architecture: `(model_id, **task_kwargs) -> model on the meta device, or None` for ids it does not know;
         `known_ids` are the hub ids it builds without any local file.
     towers: tower name → parameter-name prefixes; every parameter belongs to exactly one tower.
+    processor_files: groups of interchangeable file names a local model directory must hold for the
+        processor (one of each group); empty: the generic loader's default.
     """
 
     name: str
@@ -52,6 +54,7 @@ class FamilyEntry:
     towers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     architecture: str | None = None
     known_ids: tuple[str, ...] = ()
+    processor_files: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.towers) - set(TOWER_NAMES))
@@ -67,6 +70,12 @@ class FamilyEntry:
     def meta_model(self, model_id: str, **task_kwargs: Any) -> Any | None:
         """The architecture of `model_id` on the meta device (no memory, no weights), or None if unknown."""
         return resolve(self.architecture)(model_id, **task_kwargs) if self.architecture else None
+
+    def check_available(self, model_id: str, revision: str | None = None) -> None:
+        """Fail now, without loading anything, where the loader would fail in every worker process."""
+        from trainers.models import hub
+
+        hub.check_available(model_id, self.processor_files or hub.PROCESSOR_FILES, revision)
 
     # ------------------------------------------------------------------------------------------ tasks
 

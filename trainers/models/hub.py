@@ -13,14 +13,10 @@ for the model class at hand: it needs the architecture to know which heads to ke
 and `trust_remote_code`, off unless the recipe says so: a checkpoint that ships its own Python code runs it
 only with explicit consent.
 
-How it plugs in: `Model` gets `revision: str | None = None`, `trust_remote_code: bool = False` and
-`quantization: Literal["4bit", "8bit"] | None = None`; each registry entry names its model and processor
-classes and calls `load_pretrained(model.id, cls, processor_cls, LoadOptions(...))` with them. This replaces,
-in `trainers/models/blip.py`: `_env_true`, `offline_requested`, `_can_connect`, `hub_reachable` (now in
-`trainers.hub_access`), `_looks_like_path`, `missing_model_files`, `_check_local_dir`, `_from_pretrained`,
-`_hub_plan` and the body of `load_blip_captioning` (which becomes
-`load_pretrained(id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES)` with
-BLIP's stricter file groups: an image processor file *and* a tokenizer file).
+How it plugs in: `Model` has `revision`, `trust_remote_code` (and `quantization`); each registry entry names
+its model and processor classes, and its loader calls `load_pretrained(model.id, cls, processor_cls, options)`
+(BLIP with stricter file groups: an image processor file *and* a tokenizer file). `check_available` is the
+same lookup without loading, for the launcher, which checks once instead of in every worker.
 """
 
 from __future__ import annotations
@@ -137,8 +133,11 @@ def load_pretrained(
     processor_class: Any = None,
     options: LoadOptions | None = None,
     processor_files: Sequence[tuple[str, ...]] = PROCESSOR_FILES,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """(model, processor) from a local directory, the HF cache or the Hub; processor None if no class given.
+
+    `model_kwargs` go to the model's `from_pretrained` only (a classification head's labels).
 
     Raises ModelNotAvailableError (how to provide the model) or RecipeError (remote code without consent).
     """
@@ -157,7 +156,7 @@ def load_pretrained(
     if options.revision is not None:
         common["revision"] = options.revision
     try:
-        model_kwargs = dict(common)
+        model_kwargs = {**common, **(model_kwargs or {})}
         if options.dtype is not None:
             model_kwargs["dtype"] = _dtype(options.dtype)
         if options.quantization is not None:
@@ -175,6 +174,30 @@ def load_pretrained(
         raise ModelFilesNotAvailableError(model_id, problem, cause=cause, local=local, contents=contents,
                                           revision=options.revision) from error
     return model, processor
+
+
+def check_available(
+    model_id: str | os.PathLike,
+    processor_files: Sequence[tuple[str, ...]] = PROCESSOR_FILES,
+    revision: str | None = None,
+) -> None:
+    """Raise the ModelNotAvailableError `load_pretrained` would raise for a missing model, without loading it.
+
+    A local directory is checked for its files; a hub id passes when it is cached (config.json) or the Hub
+    is reachable.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    model_id = os.fspath(model_id)
+    contents = describe_files(processor_files)
+    if Path(model_id).expanduser().is_dir() or hub_access.looks_like_path(model_id):
+        _check_local_dir(model_id, processor_files, contents)
+        return
+    plan = hub_access.hub_plan()
+    cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    if plan.local_only and not isinstance(cached, str):
+        raise ModelFilesNotAvailableError(model_id, plan.problem(f"model {model_id!r}"), contents=contents,
+                                          revision=revision)
 
 
 def _quantization_config(quantization: Any, model_class: Any, source: str, common: dict[str, Any]) -> Any:

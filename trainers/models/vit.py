@@ -12,13 +12,10 @@ stays free of torch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainers.models.errors import ModelNotAvailableError
 from trainers.models.family import FamilyEntry
 
 if TYPE_CHECKING:
@@ -27,7 +24,7 @@ if TYPE_CHECKING:
 VIT_BASE_IN21K = "google/vit-base-patch16-224-in21k"
 # ViTConfig() defaults are ViT-B/16 at 224 px: the architecture of these ids (the head is the task's).
 KNOWN_IDS = (VIT_BASE_IN21K, "google/vit-base-patch16-224")
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+VIT_PROCESSOR_FILES = (("preprocessor_config.json",),)
 
 VIT_CLASSIFICATION = FamilyEntry(
     name="vit-classification",
@@ -39,6 +36,7 @@ VIT_CLASSIFICATION = FamilyEntry(
     towers={"vision": ("vit.",), "head": ("classifier.",)},
     architecture="trainers.models.vit:vit_meta_model",
     known_ids=KNOWN_IDS,
+    processor_files=VIT_PROCESSOR_FILES,
 )
 
 
@@ -57,67 +55,27 @@ def _labels(num_labels: int | None, id2label: Mapping[int, str] | None, label2id
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _missing_files(directory: Path) -> list[str]:
-    groups = [("config.json",), _WEIGHT_FILES, ("preprocessor_config.json",)]
-    return [" or ".join(g) for g in groups if not any((directory / name).is_file() for name in g)]
-
-
 def load_vit_classification(
     model_id: str,
-    dtype: Any = None,
+    options: Any = None,
     *,
     num_labels: int | None = None,
     id2label: Mapping[int, str] | None = None,
     label2id: Mapping[str, int] | None = None,
-    revision: str | None = None,
 ) -> tuple[nn.Module, Any]:
     """`ViTForImageClassification` with a `num_labels` head named by the data, and its PIL image processor.
 
-    A head of another size in the checkpoint (a 1000-class ImageNet model) is replaced, not an error
-    (`ignore_mismatched_sizes`). Missing models raise ModelNotAvailableError, which says how to provide
-    one. The hub / local-dir / offline logic here is the BLIP loader's, until both move onto one generic
-    loader (`trainers/models/hub.py`).
+    Through the generic loader (`trainers.models.hub.load_pretrained`: local dir / cache / Hub, offline
+    errors, `LoadOptions`). A head of another size in the checkpoint (a 1000-class ImageNet model) is
+    replaced, not an error (`ignore_mismatched_sizes`); the in21k checkpoint has no head at all.
     """
-    from huggingface_hub.errors import HFValidationError
     from transformers import ViTForImageClassification, ViTImageProcessorPil
 
-    from trainers.models.blip import hub_reachable, offline_requested
+    from trainers.models.hub import load_pretrained
 
-    model_id = os.fspath(model_id)
-    path = Path(model_id).expanduser()
-    local = path.is_dir() or model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1
-    if local:
-        if not path.is_dir():
-            raise ModelNotAvailableError(model_id, f"model directory {model_id!r} does not exist", local=True)
-        missing = _missing_files(path)
-        if missing:
-            raise ModelNotAvailableError(
-                model_id, f"model directory {model_id!r} is incomplete: it lacks {'; '.join(missing)}", local=True
-            )
-        source, local_only, problem = str(path.resolve()), True, f"model directory {model_id!r} could not be loaded"
-    else:
-        source = model_id
-        local_only = offline_requested() or not hub_reachable()
-        problem = (
-            f"model {model_id!r} is not in the local Hugging Face cache and the Hub cannot be reached"
-            if local_only
-            else f"model {model_id!r} could not be loaded from the Hugging Face cache or the Hub"
-        )
-    options: dict[str, Any] = {"local_files_only": local_only}
-    if revision is not None:
-        options["revision"] = revision
-    try:
-        model = ViTForImageClassification.from_pretrained(
-            source,
-            **_labels(num_labels, id2label, label2id),
-            ignore_mismatched_sizes=True,
-            **({"dtype": dtype} if dtype is not None else {}),
-            **options,
-        )
-        processor = ViTImageProcessorPil.from_pretrained(source, **options)
-    except (OSError, HFValidationError) as error:
-        raise ModelNotAvailableError(model_id, problem, cause=str(error).splitlines()[0], local=local) from error
-    return model, processor
+    head = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True}
+    return load_pretrained(model_id, ViTForImageClassification, ViTImageProcessorPil, options,
+                           VIT_PROCESSOR_FILES, model_kwargs=head)
 
 
 # ------------------------------------------------------------------------------------------ tiny model

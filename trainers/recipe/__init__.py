@@ -4,10 +4,8 @@ Nothing here imports torch, so parsing and validating a recipe stays fast.
 """
 
 from trainers.recipe.config import (
-    CaptionData,
     CompositeMetric,
     EarlyStopping,
-    Evaluation,
     Freeze,
     Launch,
     Lora,
@@ -23,9 +21,18 @@ from trainers.recipe.config import (
 )
 from trainers.recipe.loading import load_recipe
 from trainers.recipe.overrides import apply_overrides, parse_override
+from trainers.tasks.captioning.config import (  # the first task's, for recipes
+    CaptionData,
+    CaptionEval,
+    Evaluation,
+)
+from trainers.tasks.classification.config import ClassificationData, ClassificationEval
 
 __all__ = [
     "CaptionData",
+    "CaptionEval",
+    "ClassificationData",
+    "ClassificationEval",
     "CompositeMetric",
     "EarlyStopping",
     "Evaluation",

@@ -25,35 +25,27 @@ logger = logging.getLogger(__name__)
 class Model:
     """What to fine-tune.
 
-    `id` is a Hugging Face hub id or a local directory; `family` names the loader in
-    `trainers.models.registry` that turns it into (model, processor). `demo` is the family's
-    tiny-model spec used by `--demo` (random init, built offline from a config class).
+    `id` is a Hugging Face hub id or a local directory; `family` names the registry entry
+    (`trainers.models.registry`) that turns it into (model, processor) and says which tasks it serves.
+    `demo` is the family's tiny-model spec used by `--demo` (random init, built offline from a config class).
+    `revision` is a hub branch, tag or commit. `trust_remote_code` lets a checkpoint that ships its own
+    Python code run it: off unless the recipe says so. `quantization` loads the base in 4-bit NF4 or 8-bit
+    through bitsandbytes (QLoRA: needs a `lora` section; the heads it trains stay in full precision).
     """
 
     id: str
-    family: str = "blip-captioning"
+    family: str
     demo: Any = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     use_demo_model: bool = False
+    revision: str | None = None
+    trust_remote_code: bool = False
+    quantization: Literal["4bit", "8bit"] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class CaptionData:
-    """Captioning data: `{filename: caption}` JSON files and the folder holding the images."""
-
-    train: str
-    val: str
-    images: str
-    val_images: str | None = None
-    max_length: int = 60
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
-    # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
-    on_bad_sample: Literal["fail", "skip"] = "fail"
+# Each task keeps its data and evaluation dataclasses in its own folder (`trainers/tasks/<task>/config.py`);
+# a data class names its task (`task`) and its evaluation settings class (`eval_config`).
 
 
 # ------------------------------------------------------------------------------------------ freezing
@@ -262,19 +254,6 @@ class EarlyStopping:
         return self.metric.name if isinstance(self.metric, CompositeMetric) else self.metric
 
 
-@dataclass
-class Evaluation:
-    """Batched generation settings and metrics for evaluation (the seed's beam-search settings)."""
-
-    metrics: tuple[str, ...] = ("meteor", "rouge_l", "cider_d")
-    num_beams: int = 5
-    no_repeat_ngram_size: int = 2
-    repetition_penalty: float = 1.1
-    length_penalty: float = 1.0
-    max_length: int = 60
-    batch_size: int | None = None
-
-
 # ------------------------------------------------------------------------------------ run & launch
 
 
@@ -337,12 +316,12 @@ class Recipe:
 
     name: str
     model: Model
-    data: CaptionData
+    data: Any  # a task's data class, e.g. CaptionData, ClassificationData
     freeze: list[Freeze] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
     training: Training = field(default_factory=Training)
-    evaluation: Evaluation = field(default_factory=Evaluation)
+    evaluation: Any = None  # the task's evaluation settings (its data class's `eval_config`); None: its defaults
     early_stopping: EarlyStopping | None = None
     lora: Lora | None = None
     reporting: Reporting = field(default_factory=Reporting)
@@ -351,6 +330,12 @@ class Recipe:
     output_dir: str = "outputs/{name}"
     demo: dict[str, Any] = field(default_factory=dict)
     callbacks: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.evaluation is None:
+            eval_config = getattr(type(self.data), "eval_config", None)
+            if eval_config is not None:
+                self.evaluation = eval_config()
 
     def resolved_output_dir(self) -> str:
         return self.output_dir.format(name=self.name)
@@ -390,6 +375,13 @@ class Recipe:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
+        eval_config = getattr(type(self.data), "eval_config", None)
+        if eval_config is not None and not isinstance(self.evaluation, eval_config):
+            raise RecipeError(
+                f"evaluation: the recipe's data ({type(self.data).__name__}) is evaluated with "
+                f"{eval_config.__name__}(...), got {type(self.evaluation).__name__}. Use evaluation="
+                f"{eval_config.__name__}(...) or leave it out for the defaults."
+            )
         if self.early_stopping is not None:
             self._validate_early_stopping(self.early_stopping)
         if self.lora is not None:

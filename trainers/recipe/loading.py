@@ -1,7 +1,7 @@
 """Load a recipe file (a Python script that builds `recipe = Recipe(...)`) and resolve it.
 
 Resolution order: the file's recipe → its `demo` overrides (with `--demo`) → command-line overrides →
-validation (including metric names against the task's list). The file is executed as a script, so a recipe may compute values or define callbacks.
+validation (the task's evaluation settings and metric names, the family serving the task). The file is executed as a script, so a recipe may compute values or define callbacks.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import RecipeError
-from trainers.recipe.checks import check_metric_names, task_metric_names
+from trainers.recipe.checks import check_task
 from trainers.recipe.config import Recipe
 from trainers.recipe.overrides import apply_overrides, set_by_path
 
@@ -28,9 +28,7 @@ def load_recipe(
         apply_demo(recipe)
     apply_overrides(recipe, overrides or [])
     recipe.validate()
-    from trainers.models.registry import get_family  # torch-free; names the model family's task
-
-    check_metric_names(recipe, task_metric_names(get_family(recipe.model.family).task))
+    check_task(recipe)
     return recipe
 
 

@@ -7,6 +7,10 @@ closed form and by peft itself on the meta model.
 
     python -m trainers.reporting.lora_vs_full --lora outputs/vit_lora --full outputs/vit_full --out reports/ \
         --real-size google/vit-base-patch16-224-in21k --num-labels 101
+    python -m trainers.reporting.lora_vs_full --recipe recipes/vit_lora.py --demo --out reports/vit_demo
+
+With `--recipe` it runs the recipe twice, in this process, into `<out>/lora` (as declared) and `<out>/full`
+(`lora=none`, the full fine-tune), extra `key=value` overrides applied to both, then reads both runs.
 
 A run directory is what a run writes: `training_summary.json` (params, best/final metrics, seconds per
 epoch, `lora`), `best/` (the weights: an adapter or a full model) and `peak_memory.json`
@@ -243,10 +247,29 @@ def write_report(runs: Sequence[RunNumbers], out_dir: Path, real: Sequence[RealS
     return md, js
 
 
+def run_both(recipe_path: str, out: Path, overrides: Sequence[str] = (), demo: bool = False) -> tuple[Path, Path]:
+    """Train the recipe as declared (its LoRA) and with `lora=none`, into `out/lora` and `out/full`."""
+    from trainers.errors import RecipeError
+    from trainers.recipe import load_recipe
+    from trainers.run import run_training
+
+    dirs = {"lora": out / "lora", "full": out / "full"}
+    for kind, directory in dirs.items():
+        extra = [*overrides, f"output_dir={directory}", *(["lora=none"] if kind == "full" else [])]
+        recipe = load_recipe(recipe_path, extra, demo=demo)
+        if kind == "lora" and recipe.lora is None:
+            raise RecipeError(f"{recipe_path}: the recipe has no lora section; the report compares LoRA with full.")
+        run_training(recipe, extra)
+    return dirs["lora"], dirs["full"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lora", type=Path, required=True, help="output dir of the LoRA run")
-    parser.add_argument("--full", type=Path, required=True, help="output dir of the full fine-tune")
+    parser.add_argument("--lora", type=Path, help="output dir of the LoRA run")
+    parser.add_argument("--full", type=Path, help="output dir of the full fine-tune")
+    parser.add_argument("--recipe", help="run this LoRA recipe and its full fine-tune first (instead of --lora/--full)")
+    parser.add_argument("--demo", action="store_true", help="with --recipe: the tiny offline model and data")
+    parser.add_argument("overrides", nargs="*", help="with --recipe: key=value overrides for both runs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--real-size", action="append", default=[], metavar="MODEL_ID",
                         help="add a row counted on the meta device (repeatable)")
@@ -255,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--targets", default="q_proj,v_proj")
     parser.add_argument("--modules-to-save", default="classifier")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if (args.recipe is None) == (args.lora is None or args.full is None):
+        parser.error("give either --recipe RECIPE or both --lora DIR and --full DIR")
     try:
+        if args.recipe is not None:
+            args.lora, args.full = run_both(args.recipe, args.out, args.overrides, args.demo)
         runs = [read_run(args.lora, "lora"), read_run(args.full, "full")]
         real = []
         if args.real_size:

@@ -29,13 +29,12 @@ def eval_history(log_history: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def baseline_report(evaluator: Any, best: dict[str, Any] | None, metric: str) -> dict[str, Any] | None:
+def baseline_report(baseline: Any, best: dict[str, Any] | None, metric: str) -> dict[str, Any] | None:
     """The task's no-model baseline next to the best evaluation: does the model beat the prior?
 
-    `None` when the task has no baseline. `beats_baseline` compares the best checkpoint's `metric` with the
+    `baseline` is the task's (`Task.baseline()`, with `to_dict()`); `None` when the task has none. `beats_baseline` compares the best checkpoint's `metric` with the
     baseline's (caption metrics: higher is better); `None` when the baseline has no such metric.
     """
-    baseline = getattr(evaluator, "baseline", None)
     if baseline is None:
         return None
     report = baseline.to_dict()

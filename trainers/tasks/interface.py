@@ -4,15 +4,15 @@ A task (captioning, classification, detection, pose, retrieval) is a subclass of
 folder next to its config dataclasses; like a transformers `TrainerCallback`, it overrides only the hooks it
 needs. The core never branches on a task: it asks the task.
 
-How `trainers/run.py` calls it (the wiring, once it lands):
+How `trainers/run.py` and `trainers/plan.py` call it:
 
-    task = load_task(TASKS[recipe.data.task])  # the data class names its task; TASKS: one "module:Class" line each
-    check_metric_names(task, recipe.evaluation, {"early_stopping.metric": name})    # recipe load, --dry-run
+    task = get_task(recipe.data)                           # trainers.tasks.registry: the data class names its task
+    check_metric_names(task, recipe.evaluation, {...})     # recipe load and --dry-run (trainers.recipe.checks)
     family.check_serves(task.name)                         # a family that cannot serve it is a recipe error
-    model, processor = family.load()(recipe.model.id, dtype=..., **task.model_kwargs(recipe))
+    model, processor = family.load()(recipe.model.id, LoadOptions(...), **task.model_kwargs(recipe))
     data = task.build(recipe, processor)                   # TaskData: train / val / extra val / test, collators
     evaluator = ShardedEvaluator(task, data.val, data.eval_collator, batch_size)   # trainers/evaluation.py
-    trainer = RecipeTrainer(..., evaluator=evaluator)      # with TaskLossMixin when the task has a loss hook
+    trainer = RecipeTrainer(..., task=task, evaluator=evaluator)  # TaskLossMixin: the task's loss hook
     name, greater = task.best_metric(recipe.evaluation)    # unless early_stopping names one
 
 Evaluation is split in two on purpose: `predict` runs on every rank over its shard (model forward or
@@ -104,6 +104,32 @@ class Task(Generic[P]):
         """Extra keyword arguments for the family's loader that the data decides (labels, label names)."""
         return {}
 
+    def check_evaluation(self, evaluation: Any) -> None:
+        """Raise a RecipeError for evaluation settings this task cannot run (checked at recipe load)."""
+
+    def metric_hint(self, metric: str, evaluation: Any = None) -> str:
+        """A sentence appended to the unknown-metric error (e.g. "list it in evaluation.metrics"); "" for none."""
+        return ""
+
+    def missing_data(self, recipe: Any) -> list[str]:
+        """`key 'path' (what)` for each data path of the recipe that does not exist: checked before any model."""
+        return []
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        """The one-paragraph error for `missing` data paths (`model_note`: the model is not loaded yet)."""
+        return f"Data not found: {'; '.join(missing)}.{model_note} Fix the data paths in the recipe."
+
+    def plan_baseline(self, recipe: Any) -> Any:
+        """What the validation set scores without a model, from the data files alone, for the plan; or None.
+
+        The result has `.render()` (one plan line) and `.to_dict()`.
+        """
+        return None
+
+    def baseline(self) -> Any:
+        """The same no-model baseline as computed by the run (for the summary), once `score` ran; or None."""
+        return None
+
     # --------------------------------------------------------------------------------------- run level
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
@@ -190,7 +216,8 @@ def check_metric_names(task: Task, evaluation: Any, names: Mapping[str, str | Se
                 continue
             close = difflib.get_close_matches(metric.removeprefix("eval_"), available, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
+            extra = task.metric_hint(metric.removeprefix("eval_"), evaluation)
             raise RecipeError(
-                f"{key}: {metric!r} is not a metric the {task.name} task produces; it produces {shown}.{hint} "
-                f"Set {key} to one of those."
+                f"{key}: {metric!r} is not a metric the {task.name} task produces; it produces {shown}.{hint}"
+                f"{' ' + extra if extra else ''} Set {key} to one of those."
             )

@@ -25,7 +25,7 @@ from pycocoevalcap.meteor import meteor as _meteor_module
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
+from trainers.tasks.captioning.config import SUPPORTED_METRICS  # the one list, torch-free
 
 # A corpus of N captions costs METEOR well under 10 ms per caption; the timeout only exists so a wedged java
 # process fails the evaluation instead of hanging training forever.

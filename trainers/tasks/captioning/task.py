@@ -1,39 +1,138 @@
-"""Captioning task parts from a recipe: `{filename: caption}` JSON + image folder, BLIP-style collation."""
+"""Captioning as a `Task`: `{filename: caption}` JSON + image folder, BLIP-style collation,
+predict = batched beam-search `generate`, score = corpus caption metrics (and the constant-caption baseline).
+
+Heavy modules (torch, PIL, the caption scorers) are imported on use: the task is loaded at recipe load to
+check metric names.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainers.errors import RecipeError
-from trainers.recipe.config import CaptionData, Recipe
-from trainers.tasks.base import TaskParts
-from trainers.tasks.captioning.baseline import recipe_composites
-from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
-from trainers.tasks.captioning.evaluation import CaptionEvaluator
+from trainers.tasks.captioning.config import SUPPORTED_METRICS, CaptionData, CaptionEval
+from trainers.tasks.interface import Task, TaskData
+
+if TYPE_CHECKING:
+    from trainers.tasks.captioning.baseline import ConstantCaptionBaseline
+    from trainers.tasks.captioning.metrics import CaptionScorer
+
+DISTINCT_PREDICTIONS = "distinct_predictions"
+SHAPES_METRICS = ("object_accuracy", "relation_accuracy")
 
 
-def build_captioning_task(recipe: Recipe, processor: Any) -> TaskParts:
-    data = recipe.data
-    if not isinstance(data, CaptionData):
-        raise RecipeError(f"the captioning task needs data=CaptionData(...), got {type(data).__name__}.")
-    policy = data.on_bad_sample
-    images = processor.image_processor
-    train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples)
-    val = CaptionJsonDataset(
-        Path(data.val), Path(data.val_images or data.images), images, policy, limit=data.max_val_samples
-    )
-    tokenizer = processor.tokenizer
-    collator = CaptionCollator(tokenizer, max_length=data.max_length)
-    batch_size = recipe.evaluation.batch_size or recipe.training.eval_batch_size or recipe.training.batch_size
-    evaluator = CaptionEvaluator(
-        val,
-        CaptionCollator(tokenizer, max_length=data.max_length, include_index=True),
-        processor,
-        recipe.evaluation,
-        batch_size=batch_size,
-        train_captions=[captions[0] for captions in train.references],  # the captions that train
-        composites=recipe_composites(recipe),
-    )
-    return TaskParts(train_dataset=train, eval_dataset=val, data_collator=collator, evaluator=evaluator)
+def pixels_only(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The evaluation batch: images only (generation does not see the reference caption)."""
+    import torch
 
+    return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
+
+
+class CaptioningTask(Task[str]):
+    """One caption per image; greater caption scores are better."""
+
+    name = "captioning"
+    data_config = CaptionData
+    eval_config = CaptionEval
+    greater_is_better = True
+
+    def __init__(self) -> None:
+        self.settings: CaptionEval = CaptionEval()
+        self.processor: Any = None
+        self.train_captions: list[str] = []  # for the constant-caption baseline; none: no baseline
+        self.composites: tuple = ()
+        self.shapes = False
+        self._scorer: CaptionScorer | None = None
+        self._baseline: ConstantCaptionBaseline | None = None
+
+    # --------------------------------------------------------------------------- declared, recipe level
+
+    def metric_names(self, evaluation: CaptionEval | None = None) -> tuple[str, ...]:
+        listed = tuple(evaluation.metrics) if evaluation is not None else SUPPORTED_METRICS
+        return (*listed, DISTINCT_PREDICTIONS, *SHAPES_METRICS)
+
+    def best_metric(self, evaluation: CaptionEval | None = None) -> tuple[str, bool]:
+        """The first caption metric the recipe lists (the seed's recipes put METEOR first)."""
+        return self.metric_names(evaluation)[0], True
+
+    def check_evaluation(self, evaluation: CaptionEval) -> None:
+        evaluation.validate()
+
+    def metric_hint(self, metric: str, evaluation: CaptionEval | None = None) -> str:
+        listed = tuple(evaluation.metrics) if evaluation is not None else ()
+        if metric in SUPPORTED_METRICS:
+            return (f"{metric} is computed only when listed in evaluation.metrics: add it there "
+                    f"(evaluation.metrics={','.join((*listed, metric))}) or watch another metric.")
+        return (f"The caption metrics it computes are those listed in evaluation.metrics, from "
+                f"{', '.join(SUPPORTED_METRICS)}.")
+
+    def missing_data(self, recipe: Any) -> list[str]:
+        return recipe.data.missing_paths()
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        return recipe.data.missing_message(missing, model_note)
+
+    def plan_baseline(self, recipe: Any) -> Any:
+        from trainers.tasks.captioning.baseline import plan_baseline
+
+        return plan_baseline(recipe)
+
+    # --------------------------------------------------------------------------------------- run level
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.tasks.captioning.baseline import recipe_composites
+        from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
+        from trainers.tasks.captioning.shapes import is_shapes_caption_set
+
+        data: CaptionData = recipe.data
+        policy, images = data.on_bad_sample, processor.image_processor
+        train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples)
+        val = CaptionJsonDataset(
+            Path(data.val), Path(data.val_images or data.images), images, policy, limit=data.max_val_samples
+        )
+        self.settings, self.processor = recipe.evaluation, processor
+        self.train_captions = [captions[0] for captions in train.references]  # the captions that train
+        self.composites = recipe_composites(recipe)
+        self.shapes = is_shapes_caption_set(val.references)
+        return TaskData(train=train, val=val, collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
+                        eval_collator=pixels_only)
+
+    def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
+        from trainers.evaluation import synced_generation
+        from trainers.tasks.captioning.evaluation import generation_kwargs
+
+        output = model.generate(pixel_values=batch["pixel_values"],
+                                **generation_kwargs(self.settings, synced_gpus=synced_generation()))
+        return [text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)]
+
+    def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
+        from trainers.tasks.captioning import evaluation
+
+        if self._baseline is None and self.train_captions:  # once per run, on first use
+            self._baseline = evaluation.run_baseline(
+                self.train_captions, dataset.references, self.settings, self.composites, self.scorer
+            )
+        return evaluation.caption_scores(self.scorer, predictions, dataset.references, self.shapes, self._baseline)
+
+    @property
+    def scorer(self) -> CaptionScorer:
+        if self._scorer is None:
+            from trainers.tasks.captioning.metrics import CaptionScorer
+
+            self._scorer = CaptionScorer(self.settings.metrics)
+        return self._scorer
+
+    def baseline(self) -> ConstantCaptionBaseline | None:
+        return self._baseline
+
+    def examples(self, predictions: Mapping[int, str], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
+        """A few (file, prediction, references) rows for the summary."""
+        refs = dataset.references
+        return [{"file": dataset.filenames[i], "prediction": text, "references": refs[i]}
+                for i, text in list(predictions.items())[:n]]
+
+    def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None

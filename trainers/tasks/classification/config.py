@@ -7,6 +7,14 @@ from typing import ClassVar, Literal
 
 
 @dataclass
+class ClassificationEval:
+    """Evaluation settings: batch size (default: the training eval batch) and the confusion-matrix plot."""
+
+    batch_size: int | None = None
+    confusion_matrix: bool = True
+
+
+@dataclass
 class ClassificationData:
     """Labelled images, per split either an image folder or a list file.
 
@@ -21,6 +29,7 @@ class ClassificationData:
     """
 
     task: ClassVar[str] = "classification"
+    eval_config: ClassVar[type] = ClassificationEval
 
     train: str
     val: str
@@ -32,11 +41,3 @@ class ClassificationData:
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     on_bad_sample: Literal["fail", "skip"] = "fail"
-
-
-@dataclass
-class ClassificationEval:
-    """Evaluation settings: batch size (default: the training eval batch) and the confusion-matrix plot."""
-
-    batch_size: int | None = None
-    confusion_matrix: bool = True

@@ -52,6 +52,23 @@ class ClassificationTask(Task[int]):
             raise RecipeError(f"the classification task needs data=ClassificationData(...), got {type(data).__name__}.")
         return data
 
+    def missing_data(self, recipe: Any) -> list[str]:
+        data = self._data(recipe)
+        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test),
+                  *((f"data.extra_val[{k!r}]", v) for k, v in data.extra_val.items())]
+        missing = [f"{key} {src!r} (image folder or list file)" for key, src in splits
+                   if src is not None and not Path(src).expanduser().exists()]
+        if data.images is not None and not Path(data.images).expanduser().is_dir():
+            missing.append(f"data.images {data.images!r} (image directory)")
+        return missing
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} Each split is an image folder with one subfolder "
+            "per class (train/cat/001.png) or a CSV (image,label header) / JSONL ({\"image\": ..., \"label\": ...}) "
+            "list; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_classes."
+        )
+
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         return label_maps(discover_classes(self._data(recipe)))
 

@@ -1,0 +1,50 @@
+"""ViT image classification with LoRA: adapters on the attention query/value projections, a new head trained fully.
+
+    python launch.py recipes/vit_lora.py                      # google/vit-base-patch16-224-in21k, your data
+    python launch.py recipes/vit_lora.py lora=none            # the full fine-tune baseline
+    python launch.py recipes/vit_lora.py --dry-run            # plan: trainable counts, LoRA targets, groups
+    python launch.py recipes/vit_lora.py --demo               # tiny offline ViT on the shipped data/tiny_classes
+
+The seed's settings: LoRA r 16, alpha 32 on `q_proj`/`v_proj` (transformers 5 names ViT's attention
+projections so; older code says `query`/`value`), the classifier (new: the in21k checkpoint has no head)
+in `modules_to_save`, lr 2e-4. The class names of the data become the model config's `id2label`.
+`best/` is a stock peft adapter:
+`PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(base), "outputs/vit_lora/best")`.
+"""
+
+from trainers.models.vit import VIT_BASE_IN21K, TinyVitSpec
+from trainers.recipe import (
+    ClassificationData,
+    ClassificationEval,
+    EarlyStopping,
+    Lora,
+    Model,
+    Recipe,
+    Training,
+)
+
+recipe = Recipe(
+    name="vit_lora",
+    # The real model: ViTForImageClassification.from_pretrained + ViTImageProcessorPil.from_pretrained.
+    model=Model(id=VIT_BASE_IN21K, family="vit-classification", demo=TinyVitSpec()),
+    data=ClassificationData(
+        train="data/classes/train",  # one subfolder per class (train/cat/001.jpg), or a CSV / JSONL list
+        val="data/classes/val",
+    ),
+    lora=Lora(target_modules=("q_proj", "v_proj"), r=16, alpha=32, dropout=0.1, modules_to_save=("classifier",)),
+    training=Training(epochs=5, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=50, logging_steps=20),
+    evaluation=ClassificationEval(batch_size=64),  # accuracy, per-class accuracy, eval/confusion_matrix.png
+    early_stopping=EarlyStopping(metric="accuracy", mode="max", patience=3),
+    # --demo: 4 classes of 32 px shapes, 48 training images each; a random-init ViT needs a higher LR.
+    demo={
+        "data.train": "data/tiny_classes/train",
+        "data.val": "data/tiny_classes/val",
+        "lora.dropout": 0.0,
+        "training.epochs": 10,
+        "training.batch_size": 16,
+        "training.lr": 5e-3,
+        "training.warmup_steps": 0,
+        "training.logging_steps": 4,
+        "reporting.wandb": False,
+    },
+)

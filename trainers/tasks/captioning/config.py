@@ -1,0 +1,104 @@
+"""Recipe dataclasses of the captioning task (no torch import: recipes load fast).
+
+`CaptionData` names its task (`task = "captioning"`) and its evaluation config (`CaptionEval`), so a recipe
+with caption data gets captioning's evaluation defaults and metric checks without naming the task twice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from trainers.errors import RecipeError
+
+SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
+
+
+@dataclass
+class CaptionEval:
+    """Batched generation settings and the caption metrics scored (the seed's beam-search settings)."""
+
+    metrics: tuple[str, ...] = ("meteor", "rouge_l", "cider_d")
+    num_beams: int = 5
+    no_repeat_ngram_size: int = 2
+    repetition_penalty: float = 1.1
+    length_penalty: float = 1.0
+    max_length: int = 60
+    batch_size: int | None = None
+
+    def validate(self) -> None:
+        """`evaluation.metrics` must name caption metrics this task computes."""
+        import difflib
+
+        listed = ", ".join(SUPPORTED_METRICS)
+        metrics = tuple(self.metrics or ())
+        if not metrics:
+            raise RecipeError(
+                f"evaluation.metrics is empty; name at least one of {listed} "
+                f"(e.g. evaluation.metrics={SUPPORTED_METRICS[0]})."
+            )
+
+        def closest(name: str) -> str | None:
+            close = difflib.get_close_matches(name, SUPPORTED_METRICS, n=1, cutoff=0.5)
+            return close[0] if close else None
+
+        for name in metrics:
+            if name in SUPPORTED_METRICS:
+                continue
+            fixed = [n if n in SUPPORTED_METRICS else closest(n) or n for n in metrics]
+            example = ",".join(n for n in fixed if n in SUPPORTED_METRICS) or SUPPORTED_METRICS[0]
+            hint = f" (did you mean {closest(name)!r}?)" if closest(name) else ""
+            raise RecipeError(
+                f"evaluation.metrics: {name!r} is not a metric this task computes{hint}; supported: {listed}. "
+                f"Fix evaluation.metrics in the recipe or override it, e.g. evaluation.metrics={example}."
+            )
+
+
+# The name recipes use for captioning's evaluation settings.
+Evaluation = CaptionEval
+
+
+@dataclass
+class CaptionData:
+    """Captioning data: `{filename: caption}` JSON files and the folder holding the images."""
+
+    task: ClassVar[str] = "captioning"
+    eval_config: ClassVar[type] = CaptionEval
+
+    train: str
+    val: str
+    images: str
+    val_images: str | None = None
+    max_length: int = 60
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
+    # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
+    on_bad_sample: Literal["fail", "skip"] = "fail"
+
+    def missing_paths(self) -> list[str]:
+        """`key 'path' (what)` for each data path that does not exist, in recipe order."""
+        wanted = [("data.train", self.train, "caption file"), ("data.val", self.val, "caption file"),
+                  ("data.images", self.images, "image directory")]
+        if self.val_images:
+            wanted.append(("data.val_images", self.val_images, "image directory"))
+        missing = []
+        for key, path, what in wanted:
+            exists = Path(path).is_dir() if what == "image directory" else Path(path).is_file()
+            if not exists:
+                missing.append(f"{key} {path!r} ({what})")
+        return missing
+
+    def missing_message(self, missing: list[str], model_note: str) -> str:
+        relative = any(not os.path.isabs(p) for p in (self.train, self.val, self.images))
+        where = f" (relative paths are read from {os.getcwd()})" if relative else ""
+        return (
+            f"Data not found{where}: {'; '.join(missing)}.{model_note} Fix the captions path and the image "
+            f"directory: {self.train} and {self.val} each map image file names to a caption or a list of captions, "
+            'as a JSON object such as {"0001.jpg": "a dog runs along the beach"} or as JSONL, one '
+            '{"image": "0001.jpg", "caption": "a dog runs along the beach"} per line; the images go in '
+            f"{self.images}/. Put your files there or point data.train=, data.val= and data.images= at them. "
+            "`--demo` trains a tiny model offline on the shipped sample set (data/shapes)."
+        )
