@@ -167,3 +167,18 @@ def test_demo_overrides_switch_model_and_data():
     assert recipe.data.train == "data/shapes/train.json"
     real = load_recipe(ROOT / RECIPE)
     assert not real.model.use_demo_model and real.training.batch_size == 6 and real.training.epochs == 15
+
+
+def test_errors_found_before_training_import_neither_torch_nor_transformers(tmp_path):
+    """Recipe, override and data errors come before any heavy import: a launcher's parent process and a user's
+    typo cost a fraction of a second, not the ~10 s of importing torch, transformers and peft."""
+    probe = (
+        "import sys, launch\n"
+        f"status = launch.main([{RECIPE!r}, *sys.argv[1:]])\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'deepspeed') if m in sys.modules)\n"
+        "print('heavy:', heavy, 'status:', status)\n"
+    )
+    for extra in ([], ["training.epoch=3"], ["--launcher", "torchrun", "--nproc", "2"]):
+        result = subprocess.run([sys.executable, "-c", probe, *extra], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120, env=no_model_env(tmp_path))
+        assert result.stdout.strip().splitlines()[-1] == "heavy: [] status: 2", (extra, result.stdout, result.stderr)

@@ -24,7 +24,9 @@ from trainers.lora.quantize import (
 )
 from trainers.models.hub import LoadOptions, load_pretrained
 
-VIT = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+# Widths are multiples of 64, bitsandbytes' 4-bit block: on CPUs with AVX512-BF16 its eval-mode forward repacks
+# each 4-bit weight per block of input features and fails on a layer narrower than one block (FIELD-NOTES)
+VIT = ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=32,
                 patch_size=8, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 LINEARS = [f"vit.layers.{i}.{m}" for i in range(2) for m in ("attention.q_proj", "attention.k_proj", "attention.v_proj",
                                                             "attention.o_proj", "mlp.fc1", "mlp.fc2")]
@@ -173,11 +175,12 @@ def test_merged_export_onto_a_fresh_unquantized_base(vit_dir: Path, trained_4bit
         q_base = model.get_base_model()
         with model.disable_adapter():
             base_gap = (fp_base(pixel_values=pixels).logits - q_base(pixel_values=pixels).logits).abs().max().item()
-    # merging itself is exact up to float rounding (measured here: 6e-8)
+    # merging itself is exact up to float rounding
     assert exact_gap < 1e-5, exact_gap
     # against the quantized training model the merged one differs by the 4-bit rounding of the base weights:
-    # measured here 9.5e-3 on logits up to 0.57, where the two bases alone (adapters off) differ by 4.0e-3
-    assert qlora_gap < 2e-2 and qlora_gap < 3 * base_gap + 1e-3, (qlora_gap, base_gap)
+    # measured here 7.0e-2 on logits up to 1.64, where the two bases alone (adapters off) differ by 1.8e-2
+    scale = merged_logits.abs().max().item()
+    assert qlora_gap < 0.1 * scale and qlora_gap < 5 * base_gap + 1e-3, (qlora_gap, base_gap, scale)
     reloaded = PeftModel.from_pretrained(_qlora_base(vit_dir), str(adapter)).eval()
     with torch.no_grad():  # the adapter reloads with stock peft onto a freshly quantized base: identical logits
         assert torch.equal(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)

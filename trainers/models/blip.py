@@ -4,6 +4,9 @@ The tiny model keeps everything that recipes and the training loop depend on —
 layers (so `vision_model.encoder.layers[-3:]` selects the same blocks as on the base model), the real
 bert-base-uncased WordPiece tokenizer with BLIP's `[DEC]`/`[ENC]` tokens and BLIP's token ids — and shrinks
 only the widths, so a full fine-tune runs in minutes on a CPU.
+
+torch and transformers are imported inside the functions: recipes import `TinyBlipSpec` from here, and
+loading a recipe (and every error found before training) stays free of them.
 """
 
 from __future__ import annotations
@@ -11,23 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import torch
-from torch import nn
-from transformers import (
-    AutoConfig,
-    BertTokenizer,
-    BlipConfig,
-    BlipForConditionalGeneration,
-    BlipImageProcessorPil,
-    BlipProcessor,
-    BlipTextConfig,
-    BlipVisionConfig,
-)
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from typing import TYPE_CHECKING
 
 from trainers.models.family import FamilyEntry
-from trainers.models.hub import LoadOptions, load_pretrained
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    from trainers.models.hub import LoadOptions
 
 # BLIP's tokenizer is bert-base-uncased plus bos "[DEC]" and an extra special "[ENC]" (added in that order).
 BLIP_VOCAB_SIZE = 30524
@@ -67,6 +62,10 @@ def load_blip_captioning(
 ) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     """A BLIP captioning model and its processor from a local directory, the HF cache or the Hub
     (`trainers.models.hub.load_pretrained`: a missing model raises ModelNotAvailableError saying how to get it)."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from trainers.models.hub import load_pretrained
+
     return load_pretrained(model_id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES)
 
 
@@ -76,6 +75,9 @@ def blip_meta_model(model_id: str) -> nn.Module | None:
     The local config of the id (HF cache or directory) is tried first; `BlipConfig()` defaults are the base
     captioning architecture (ViT-B/16 at 384 px, BERT-base decoder) of the known id.
     """
+    import torch
+    from transformers import AutoConfig, BlipConfig, BlipForConditionalGeneration
+
     try:
         config = AutoConfig.from_pretrained(model_id, local_files_only=True)
     except (OSError, ValueError):
@@ -128,6 +130,8 @@ def build_blip_tokenizer(max_length: int = 512) -> BertTokenizer:
     `vocab=` must be used: in transformers 5 `BertTokenizer(vocab_file=...)` ignores the file and every word
     becomes [UNK]. The checks below make that failure loud.
     """
+    from transformers import BertTokenizer
+
     tokenizer = BertTokenizer(
         vocab=str(bert_uncased_vocab_file()),
         do_lower_case=True,
@@ -158,6 +162,8 @@ def tiny_blip_config(spec: TinyBlipSpec) -> BlipConfig:
 
     eos is set to [SEP] as well: the released checkpoints say 2 ([unused1]), which BLIP's generate never uses.
     """
+    from transformers import BlipConfig, BlipTextConfig, BlipVisionConfig
+
     vision = BlipVisionConfig(
         hidden_size=spec.vision_hidden_size,
         intermediate_size=spec.vision_intermediate_size,
@@ -189,6 +195,9 @@ def tiny_blip_config(spec: TinyBlipSpec) -> BlipConfig:
 
 def build_tiny_processor(spec: TinyBlipSpec) -> BlipProcessor:
     """BLIP's processor at the tiny image size: torchvision-free PIL image processor, CLIP mean/std as BLIP."""
+    from transformers import BlipImageProcessorPil, BlipProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
     image_processor = BlipImageProcessorPil(
         size={"height": spec.image_size, "width": spec.image_size},
         image_mean=list(OPENAI_CLIP_MEAN),
@@ -203,6 +212,9 @@ def build_tiny_blip(
     spec: TinyBlipSpec | None = None, seed: int = 0
 ) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     """A random-init BLIP captioning model and its processor; same seed, same weights; global RNG untouched."""
+    import torch
+    from transformers import BlipForConditionalGeneration
+
     spec = spec or TinyBlipSpec()
     config = tiny_blip_config(spec)
     with torch.random.fork_rng(devices=[]):
