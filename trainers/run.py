@@ -171,9 +171,10 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     args = build_training_arguments(recipe, task, output_dir, report_to)
     check_train_size(len(data.train), args.per_device_train_batch_size, args.gradient_accumulation_steps,
                      args.world_size, recipe.data.train)
-    evaluator = ShardedEvaluator(task, data.val, data.eval_collator, _eval_batch_size(recipe),
-                                 artifacts_dir=output_dir / EVAL_ARTIFACTS, num_workers=recipe.training.num_workers)
+    evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
     trainer = _build_trainer(recipe, prepared, task, data, evaluator, args, plan.to_dict())
+    trainer.extra_evaluators = [_evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
+                                for name, dataset in data.extra_val.items()]
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
     trainer.add_callback(WorldGuard(trainer, args.deepspeed))
@@ -185,6 +186,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
     trainer = ctx.trainer
     try:
         result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+        test_metrics = _evaluate_test_split(ctx)  # the best model is loaded back at the end of train()
         best_dir = ctx.output_dir / BEST
         lora = None
         if ctx.prepared.lora is not None:
@@ -192,6 +194,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         else:
             trainer.save_model(str(best_dir))
         summary = _summary(ctx, result, best_dir)
+        summary["test_metrics"] = test_metrics
         if lora is not None:
             summary["lora"] = lora
         guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
@@ -247,6 +250,24 @@ def _unquantized_base(recipe: Recipe) -> Any:
     import dataclasses
 
     return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
+
+
+def _evaluator(recipe: Recipe, task: Task, data: TaskData, dataset: Any, artifacts_dir: Path,
+               prefix: str = "") -> ShardedEvaluator:
+    return ShardedEvaluator(task, dataset, data.eval_collator, _eval_batch_size(recipe), prefix=prefix,
+                            artifacts_dir=artifacts_dir, num_workers=recipe.training.num_workers)
+
+
+def _evaluate_test_split(ctx: RunContext) -> dict[str, float] | None:
+    """The test split, once, with the best model, on every rank (a collective); reported apart from validation
+    (`test_metrics` in the summary, the task's files in `eval/test/`)."""
+    if ctx.data.test is None:
+        return None
+    evaluator = _evaluator(ctx.recipe, ctx.task, ctx.data, ctx.data.test, ctx.output_dir / EVAL_ARTIFACTS / "test",
+                           "test_")
+    metrics = evaluator(ctx.trainer)
+    logger.info("test split (best model): %s", metrics)
+    return metrics
 
 
 def _eval_batch_size(recipe: Recipe) -> int:

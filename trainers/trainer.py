@@ -3,8 +3,8 @@
 Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`); a task's `compute_loss` hook,
 when it returns a loss, replaces the model's (`TaskLossMixin`). Three more hooks:
 `create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
-takes, so groups reach ZeRO); `evaluation_loop` adds the task's generation
-metrics and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
+takes, so groups reach ZeRO); `evaluation_loop` adds the task's
+metrics (of the target val set and of each extra validation set, under its prefix) and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
 early stopping see them like any other metric; `get_batch_samples` + `compute_loss` make the training
 loss the mean over every target token of the optimizer step (all ranks, all accumulation batches), so
 N ranks x batch b x k accumulation steps train like 1 process x batch N*b*k even when captions differ in
@@ -60,6 +60,7 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         group_plans: Sequence[GroupPlan],
         task: Task | None = None,
         evaluator: Evaluator | None = None,
+        extra_evaluators: Sequence[Evaluator] = (),
         composite_metrics: Sequence[CompositeMetric] = (),
         **kwargs,
     ) -> None:
@@ -67,6 +68,7 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         self.task = task  # its optional `compute_loss` replaces the model's loss (TaskLossMixin)
         self.group_plans = list(group_plans)
         self.evaluator = evaluator
+        self.extra_evaluators = list(extra_evaluators)  # further validation sets, each with its metric prefix
         self.composite_metrics = list(composite_metrics)
         # Encoder-decoder models score every label; BLIP's decoder (like causal LMs) shifts them by one.
         self.labels_shifted = not getattr(getattr(self.model, "config", None), "is_encoder_decoder", False)
@@ -168,6 +170,8 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         metrics = {k.removeprefix(prefix): v for k, v in output.metrics.items()}
         if self.evaluator is not None:
             metrics.update(self.evaluator(self))
+        for extra in self.extra_evaluators:
+            metrics.update(extra(self))
         for composite in self.composite_metrics:
             metrics[composite.name] = composite.compute(metrics)
         output.metrics.update({f"{prefix}{k}": v for k, v in metrics.items()})

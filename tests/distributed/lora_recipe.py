@@ -28,6 +28,21 @@ def lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
     return recipe
 
 
+VIT_TRAIN_SAMPLES = 64  # 4 classes x 16, round robin: 4 steps an epoch at a global batch of 16
+
+
+def vit_lora_recipe(output_dir: Path, batch_size: int):
+    """The shipped `recipes/vit_lora.py --demo` (tiny ViT, LoRA on q_proj/v_proj, classifier in
+    modules_to_save, dropout 0), shortened to 2 epochs of 64 images."""
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    return load_recipe(str(ROOT / "recipes" / "vit_lora.py"), [
+        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
+        f"data.max_train_samples={VIT_TRAIN_SAMPLES}", "training.logging_steps=1", "training.resume=never",
+        "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+
+
 def same_length_captions(path: Path, n: int = 32) -> Path:
     """The first `n` shipped training captions that tokenize to the most common length."""
     import json

@@ -2,8 +2,10 @@
 
     torchrun --nproc_per_node 2 tests/distributed/lora_worker.py OUT TRAIN_JSON MODE[=DS_CONFIG] ...
 
-MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config. Rank 0
-writes OUT/MODE/losses.json (per-step training loss) next to the run's outputs (best/ = the adapter).
+MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
+prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one.
+Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
+outputs (best/ = the adapter).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 def main() -> None:
     import torch.distributed as dist
-    from lora_recipe import lora_recipe
+    from lora_recipe import lora_recipe, vit_lora_recipe
 
     from trainers.run import complete_run, is_main_process, setup_run
 
@@ -28,14 +30,20 @@ def main() -> None:
     train_json = Path(sys.argv[2])
     for spec in sys.argv[3:]:
         mode, _, ds_config = spec.partition("=")
-        recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
+        if mode.startswith("vit-"):
+            recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
+        else:
+            recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
         recipe.launch.deepspeed_config = ds_config or None
         ctx = setup_run(recipe)
         assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), mode
         summary = complete_run(ctx)
         if is_main_process():
             losses = [e["loss"] for e in ctx.trainer.state.log_history if "loss" in e]
-            (out / mode / "losses.json").write_text(json.dumps({"losses": losses, "world": summary["world_size"]}))
+            evals = [e for e in ctx.trainer.state.log_history if "eval_loss" in e]
+            (out / mode / "losses.json").write_text(json.dumps({"losses": losses, "world": summary["world_size"],
+                                                                "eval": evals[-1], "predictions": {
+                str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())}}))
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -1,7 +1,9 @@
 """LoRA on 2 CPU ranks (gloo): DDP, ZeRO-2 and ZeRO-3 each equal a 1-rank run with the same global batch,
-and the ZeRO-3 adapter (with modules_to_save) holds full tensors that reload to the same outputs.
+and the ZeRO-3 adapter (with modules_to_save) holds full tensors that reload to the same outputs. The same
+holds for the shipped ViT LoRA recipe (`recipes/vit_lora.py --demo`): losses and adapter within the same
+tolerances, the same accuracy and the same predicted class for every validation image.
 
-One torchrun runs the three modes back to back (process start and the DeepSpeed JIT op are paid once).
+One torchrun runs the six modes back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lora_recipe import lora_recipe, same_length_captions
+from lora_recipe import lora_recipe, same_length_captions, vit_lora_recipe
 from safetensors.torch import load_file
 
 from conftest import ROOT
@@ -23,8 +25,10 @@ from trainers.run import complete_run, setup_run
 
 WORKER = Path(__file__).with_name("lora_worker.py")
 MODES = ("ddp", "zero2", "zero3")
+VIT_MODES = tuple(f"vit-{mode}" for mode in MODES)
 # The README's figures (float32 reduction order across ranks / ZeRO flat buffers). Measured here: loss 1.9e-6 in
 # every mode (2 float32 ulps at a loss of ~10); adapter weights 2.7e-7 (DDP), 2.6e-6 (ZeRO-2), 5.8e-7 (ZeRO-3).
+# ViT: loss 1.2e-7 in every mode; adapter weights 8.6e-7 (DDP, ZeRO-2), 1.7e-6 (ZeRO-3).
 LOSS_TOL = 5e-6
 WEIGHT_TOL = 5e-6
 
@@ -48,7 +52,8 @@ def ds_config(path: Path, stage: int) -> Path:
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora_dist")
     train_json = same_length_captions(out / "train.json")
-    specs = ["ddp", f"zero2={ds_config(out / 'z2.json', 2)}", f"zero3={ds_config(out / 'z3.json', 3)}"]
+    configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
+    specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -59,7 +64,9 @@ def runs(tmp_path_factory):
     reference = lora_recipe(out / "single", batch_size=8, train_json=train_json)  # 1 rank, same global batch
     ctx = setup_run(reference)
     complete_run(ctx)
-    return out, ctx
+    vit = setup_run(vit_lora_recipe(out / "vit-single", batch_size=16))
+    complete_run(vit)
+    return out, ctx, vit
 
 
 def losses(run: Path) -> list[float]:
@@ -70,7 +77,7 @@ def losses(run: Path) -> list[float]:
 @pytest.mark.timeout(1200)  # the module fixture: one 2-rank job of three modes and a 1-rank run
 @pytest.mark.parametrize("mode", MODES)
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
-    out, single = runs
+    out, single, _ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
@@ -94,7 +101,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
 
-    out, single = runs
+    out, single, _ = runs
     adapter = load_file(out / "zero3" / "best" / "adapter_model.safetensors")
     saved = {k: v for k, v in adapter.items() if "predictions.transform" in k or "post_layernorm" in k
              or "layers.11" in k}
@@ -108,3 +115,28 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
     batch = caption_batch(processor)
     diff = (logits_of(reloaded, batch) - logits_of(single.prepared.model, batch)).abs().max().item()
     assert diff <= 1e-4, diff
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", VIT_MODES)
+def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
+    out, _, single = runs
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 16 images
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    ref_adapter = load_file(out / "vit-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys() and any("classifier" in k for k in adapter)
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (mode, got, ref)
+    assert weight_diff <= WEIGHT_TOL, mode
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    assert info["eval"]["eval_accuracy"] == last_eval["eval_accuracy"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"] == predictions and len(predictions) == len(single.trainer.evaluator.dataset)

@@ -48,7 +48,8 @@ def check_task(recipe: Recipe, task: Task | None = None) -> Task:
 
         check_quantization(recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero)
     task.check_evaluation(recipe.evaluation)
-    check_metric_names(task, recipe.evaluation, early_stopping_metrics(recipe))
+    check_metric_names(task, recipe.evaluation, early_stopping_metrics(recipe),
+                       extra_sets=tuple(getattr(recipe.data, "extra_val", None) or ()))
     get_family(recipe.model.family).check_serves(task.name)
     return task
 

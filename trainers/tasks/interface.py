@@ -193,9 +193,13 @@ def load_task(path: str) -> Task:
     return task
 
 
-def produces(task: Task, metric: str, evaluation: Any = None) -> bool:
-    """Whether `metric` (with or without the Trainer's `eval_` prefix) comes out of an evaluation of `task`."""
+def produces(task: Task, metric: str, evaluation: Any = None, extra_sets: Sequence[str] = ()) -> bool:
+    """Whether `metric` (with or without the Trainer's `eval_` prefix) comes out of an evaluation of `task`:
+    of the target val set, or of an extra validation set under its prefix (`coco_rouge_l`; no loss there)."""
     name = metric.removeprefix("eval_")
+    if any(name.startswith(f"{s}_") and produces(task, name.removeprefix(f"{s}_"), evaluation)
+           and name.removeprefix(f"{s}_") not in TRAINER_METRICS for s in extra_sets):
+        return True
     return (
         name in task.metric_names(evaluation)
         or name in TRAINER_METRICS
@@ -203,16 +207,19 @@ def produces(task: Task, metric: str, evaluation: Any = None) -> bool:
     )
 
 
-def check_metric_names(task: Task, evaluation: Any, names: Mapping[str, str | Sequence[str]]) -> None:
+def check_metric_names(task: Task, evaluation: Any, names: Mapping[str, str | Sequence[str]],
+                       extra_sets: Sequence[str] = ()) -> None:
     """Raise a RecipeError for any metric, keyed by the recipe key naming it, that `task` does not produce.
 
-    `names` maps a recipe key (`early_stopping.metric`) to one metric name or several (a `mean(...)`).
+    `names` maps a recipe key (`early_stopping.metric`) to one metric name or several (a `mean(...)`);
+    `extra_sets` are the names of the recipe's extra validation sets (their metrics carry `<name>_`).
     """
     available = [*task.metric_names(evaluation), *TRAINER_METRICS]
-    shown = ", ".join([*available, *(f"{p}<label>" for p in task.metric_prefixes)])
+    shown = ", ".join([*available, *(f"{p}<label>" for p in task.metric_prefixes),
+                       *(f"{s}_<metric>" for s in extra_sets)])
     for key, value in names.items():
         for metric in (value,) if isinstance(value, str) else tuple(value):
-            if produces(task, metric, evaluation):
+            if produces(task, metric, evaluation, extra_sets):
                 continue
             close = difflib.get_close_matches(metric.removeprefix("eval_"), available, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
