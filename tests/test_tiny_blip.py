@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from transformers import BlipImageProcessorPil
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from trainers.hub_access import hub_reachable
-from trainers.models import blip
 from trainers.models.blip import (
     BLIP_BOS_TOKEN_ID,
     BLIP_SEP_TOKEN_ID,
@@ -200,7 +200,8 @@ def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch, empty_
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model_id = "Salesforce/blip-image-captioning-base"
     assert try_to_load_from_cache(model_id, "config.json") is None  # the isolated cache is the one consulted
-    monkeypatch.setattr(blip, "BlipForConditionalGeneration", _local_only(blip.BlipForConditionalGeneration))
+    monkeypatch.setattr(transformers, "BlipForConditionalGeneration",
+                        _local_only(transformers.BlipForConditionalGeneration))  # blip.py imports it at call time
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError) as info:
         load_blip_captioning(model_id)
@@ -225,7 +226,8 @@ def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch, empty_hf_
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: False)
-    monkeypatch.setattr(blip, "BlipForConditionalGeneration", _local_only(blip.BlipForConditionalGeneration))
+    monkeypatch.setattr(transformers, "BlipForConditionalGeneration",
+                        _local_only(transformers.BlipForConditionalGeneration))  # blip.py imports it at call time
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError, match="the Hub cannot be reached"):
         load_blip_captioning("Salesforce/blip-image-captioning-base")
