@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distributed")]
 
 
 def main() -> None:
     import torch.distributed as dist
     from lora_recipe import lora_recipe, vit_lora_recipe
+    from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
 
@@ -44,6 +45,8 @@ def main() -> None:
             (out / mode / "losses.json").write_text(json.dumps({"losses": losses, "world": summary["world_size"],
                                                                 "eval": evals[-1], "predictions": {
                 str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())}}))
+        del ctx
+        reset_between_runs()
     if dist.is_initialized():
         dist.destroy_process_group()
 

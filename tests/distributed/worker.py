@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import hashlib
 import json
 import os
@@ -43,7 +42,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import trainers.tasks.captioning.baseline as caption_baseline  # noqa: E402
@@ -67,8 +65,10 @@ from trainers.recipe import (  # noqa: E402
 from trainers.run import complete_run, setup_run  # noqa: E402
 from trainers.tasks.captioning.metrics import CaptionScorer  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests" / "distributed"))
+from reset import reset_between_runs  # noqa: E402
+
 SHAPES = ROOT / "data" / "shapes"
-START_ENV = frozenset(os.environ)
 LAYERS = "vision_model.encoder.layers"
 STAGE_EPOCHS = (1, 2)
 ZERO = {"ddp": (None, False), "zero1": (1, False), "zero2": (2, False), "zero3": (3, False),
@@ -325,21 +325,6 @@ class StopAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.step and state.global_step >= self.step:
             control.should_training_stop = True
-
-
-def reset_between_runs() -> None:
-    """Let the next mode build a fresh accelerate/DeepSpeed setup in the same processes."""
-    from accelerate.state import AcceleratorState
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # accelerate leaves ACCELERATE_USE_DEEPSPEED=true behind once DeepSpeed ran; a later mode would inherit it
-    for key in [k for k in os.environ if k.startswith("ACCELERATE_") and k not in START_ENV]:
-        del os.environ[key]
-    gc.collect()
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def runs_of(args: argparse.Namespace) -> list[argparse.Namespace]:
