@@ -189,6 +189,9 @@ def _main(args: argparse.Namespace) -> int:
         best = summary["best_metric"]
         print(f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
               f"results in {recipe.resolved_output_dir()}", flush=True)
+        if summary.get("test_metrics"):
+            scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
+            print(f"test split, best model: {scores}", flush=True)
         if summary.get("lora"):
             lora = summary["lora"]
             print(f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "

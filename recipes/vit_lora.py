@@ -30,6 +30,7 @@ recipe = Recipe(
     data=ClassificationData(
         train="data/classes/train",  # one subfolder per class (train/cat/001.jpg), or a CSV / JSONL list
         val="data/classes/val",
+        # test="data/classes/test",  # optional: evaluated once at the end with the best model
     ),
     lora=Lora(target_modules=("q_proj", "v_proj"), r=16, alpha=32, dropout=0.1, modules_to_save=("classifier",)),
     training=Training(epochs=5, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=50, logging_steps=20),
@@ -39,6 +40,7 @@ recipe = Recipe(
     demo={
         "data.train": "data/tiny_classes/train",
         "data.val": "data/tiny_classes/val",
+        "data.test": "data/tiny_classes/test",  # scored once at the end with the best model (test_metrics)
         "lora.dropout": 0.0,
         "training.epochs": 10,
         "training.batch_size": 16,

@@ -55,6 +55,10 @@ def test_the_demo_beats_the_majority_baseline(demo):
     matrix = json.loads((out / "eval" / "confusion_matrix.json").read_text())
     assert sum(map(sum, matrix["matrix"])) == 64 and matrix["classes"][3] == "triangle"
     assert "class_accuracy/cross" in summary["final_metrics"]
+    # the demo's test split, scored once with the best model, reported apart from validation
+    assert summary["test_metrics"]["test_accuracy"] > majority_share(TINY / "test"), summary["test_metrics"]
+    test_matrix = json.loads((out / "eval" / "test" / "confusion_matrix.json").read_text())
+    assert sum(map(sum, test_matrix["matrix"])) == 64
 
 
 def test_the_adapter_reloads_with_stock_peft_to_identical_logits(demo, tmp_path):
