@@ -14,11 +14,13 @@ in `modules_to_save`, lr 2e-4. The class names of the data become the model conf
 
 from trainers.models.vit import VIT_BASE_IN21K, TinyVitSpec
 from trainers.recipe import (
+    Augment,
     ClassificationData,
     ClassificationEval,
     EarlyStopping,
     Lora,
     Model,
+    RandomResizedCrop,
     Recipe,
     Training,
 )
@@ -31,6 +33,8 @@ recipe = Recipe(
         train="data/classes/train",  # one subfolder per class (train/cat/001.jpg), or a CSV / JSONL list
         val="data/classes/val",
         # test="data/classes/test",  # optional: evaluated once at the end with the best model
+        # training images only: a crop of 50-100% of the area, resized by the processor, and a mirror half the time
+        augment=Augment(hflip=0.5, random_resized_crop=RandomResizedCrop(scale=(0.5, 1.0))),
     ),
     lora=Lora(target_modules=("q_proj", "v_proj"), r=16, alpha=32, dropout=0.1, modules_to_save=("classifier",)),
     training=Training(epochs=5, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=50, logging_steps=20),
@@ -40,8 +44,8 @@ recipe = Recipe(
     demo={
         "data.train": "data/tiny_classes/train",
         "data.val": "data/tiny_classes/val",
-        "data.test": "data/tiny_classes/test",  # scored once at the end with the best model (test_metrics)
         "lora.dropout": 0.0,
+        "data.augment.random_resized_crop.scale": (0.85, 1.0),  # 32 px shapes: a deeper crop cuts them off
         "training.epochs": 10,
         "training.batch_size": 16,
         "training.lr": 5e-3,

@@ -18,6 +18,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from trainers import checkpoints, rerun
+from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
 from trainers.callbacks.preemption import SlurmPreemption
@@ -285,6 +286,8 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
         EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
         PeakMemoryCallback(Path(recipe.resolved_output_dir())),  # peak_memory.json (the LoRA-vs-full report)
     ]
+    if hasattr(data.train, "set_epoch"):  # seeded per-epoch augmentation
+        callbacks.append(DatasetEpoch(data.train))
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
         callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))

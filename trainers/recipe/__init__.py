@@ -3,6 +3,7 @@
 Nothing here imports torch, so parsing and validating a recipe stays fast.
 """
 
+from trainers.data.augment import Augment, ColorJitter, RandomResizedCrop  # shared by every task's data
 from trainers.recipe.config import (
     CompositeMetric,
     EarlyStopping,
@@ -29,10 +30,12 @@ from trainers.tasks.captioning.config import (  # the first task's, for recipes
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
 
 __all__ = [
+    "Augment",
     "CaptionData",
     "CaptionEval",
     "ClassificationData",
     "ClassificationEval",
+    "ColorJitter",
     "CompositeMetric",
     "EarlyStopping",
     "Evaluation",
@@ -41,6 +44,7 @@ __all__ = [
     "Lora",
     "Model",
     "ParamGroup",
+    "RandomResizedCrop",
     "Recipe",
     "Reporting",
     "Slurm",

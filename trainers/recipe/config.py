@@ -375,6 +375,8 @@ class Recipe:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
+        if hasattr(self.data, "validate"):
+            self.data.validate()  # the task's own data checks (augmentation settings, ...)
         eval_config = getattr(type(self.data), "eval_config", None)
         if eval_config is not None and not isinstance(self.evaluation, eval_config):
             raise RecipeError(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from trainers.data.augment import Augment
+
 
 @dataclass
 class ClassificationEval:
@@ -24,7 +26,9 @@ class ClassificationData:
     otherwise the train split's class folders / labels, sorted; their names become the model config's
     `id2label`. `num_labels`, when given, must equal the number of classes found. `extra_val` names
     further validation sets (metric prefix = its key); `test` is evaluated once, at the end.
-    `on_bad_sample` ("fail" | "skip") decides what a missing or unreadable image or a malformed list line
+    `augment` (`trainers.data.augment.Augment`: random resized crop, flip, rotation, colour jitter) applies to
+    the training split only, seeded by (training.seed, epoch, image index), so 2 ranks, a resumed run and an
+    uninterrupted one see the same pixels. `on_bad_sample` ("fail" | "skip") decides what a missing or unreadable image or a malformed list line
     does (see trainers/data_policy.py).
     """
 
@@ -41,3 +45,8 @@ class ClassificationData:
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     on_bad_sample: Literal["fail", "skip"] = "fail"
+    augment: Augment | None = None
+
+    def validate(self) -> None:
+        if self.augment is not None:
+            self.augment.validate("data.augment")

@@ -19,6 +19,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data.augment import Augment, augment
+from trainers.data.augment import Sample as AugmentSample
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
 from trainers.tasks.classification.config import ClassificationData
@@ -221,8 +223,9 @@ def _image_problem(path: Path) -> str | None:
 class ImageClassificationDataset(Dataset):
     """Items `{"pixel_values": FloatTensor[C, H, W], "labels": int}`; `targets[i]` is item i's class id.
 
-    `transform` (PIL image → PIL image) runs before the image processor: the hook for training-time
-    augmentation (random resized crop, flip), which only the train split gets.
+    `augment` (the recipe's `data.augment`, training split only) runs before the image processor, seeded by
+    (`seed`, the epoch given to `set_epoch`, the item's index): the same pixels on any rank and after a resume.
+    `transform` (PIL image → PIL image) runs after it: a hook for code-level recipes.
     """
 
     def __init__(
@@ -235,7 +238,11 @@ class ImageClassificationDataset(Dataset):
         images: str | Path | None = None,
         limit: int | None = None,
         transform: ImageTransform | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
     ) -> None:
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed, self.epoch = seed, 0
         self.source = Path(source)
         self.key = key
         self.classes = list(classes)
@@ -270,6 +277,10 @@ class ImageClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
+        self.epoch = int(epoch)
+
     def _load_image(self, index: int) -> Image.Image:
         sample = self.samples[index]
         try:
@@ -284,6 +295,9 @@ class ImageClassificationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self._load_image(index)
+        if self.augment is not None:
+            image = augment(AugmentSample(image=image), self.augment, seed=self.seed, epoch=self.epoch,
+                            index=index).sample.image
         if self.transform is not None:
             image = self.transform(image)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
@@ -298,9 +312,11 @@ def build_dataset(
     image_processor: Any,
     limit: int | None = None,
     transform: ImageTransform | None = None,
+    augment: Augment | None = None,
+    seed: int = 0,
 ) -> ImageClassificationDataset:
     return ImageClassificationDataset(
-        source, key, classes, image_processor, data.on_bad_sample, data.images, limit, transform
+        source, key, classes, image_processor, data.on_bad_sample, data.images, limit, transform, augment, seed
     )
 
 

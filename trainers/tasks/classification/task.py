@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainers.data.augment import Augment
 from trainers.errors import RecipeError
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
 from trainers.tasks.classification.data import (
@@ -77,11 +78,15 @@ class ClassificationTask(Task[int]):
         classes = discover_classes(data)
         images = _image_processor(processor)
 
-        def split(source: str, key: str, limit: int | None = None, transform: ImageTransform | None = None):
-            return build_dataset(data, source, key, classes, images, limit=limit, transform=transform)
+        seed = recipe.training.seed if data.augment is not None else 0  # only augmentation draws from it
+
+        def split(source: str, key: str, limit: int | None = None, transform: ImageTransform | None = None,
+                  augment: Augment | None = None):
+            return build_dataset(data, source, key, classes, images, limit=limit, transform=transform,
+                                 augment=augment, seed=seed)
 
         return TaskData(
-            train=split(data.train, "data.train", data.max_train_samples, self.train_transform),
+            train=split(data.train, "data.train", data.max_train_samples, self.train_transform, data.augment),
             val=split(data.val, "data.val", data.max_val_samples),
             collator=ClassificationCollator(),
             extra_val={name: split(src, f"data.extra_val[{name!r}]") for name, src in data.extra_val.items()},
