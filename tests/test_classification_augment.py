@@ -33,6 +33,12 @@ def test_training_items_are_augmented_by_epoch_and_index_and_validation_items_ne
     assert sum(moved) >= 6, moved  # a crop of 85-100% of the area and a coin-flip mirror: nearly always new
     train.set_epoch(0)
     assert all(torch.equal(a, train[i]["pixel_values"]) for i, a in enumerate(first))  # epoch 0 again: as before
+    # a run resumed mid-epoch starts with state.epoch = 0.5 (half of epoch 0 done): epoch 0's pixels again
+    train.set_epoch(1)
+    DatasetEpoch(train).on_epoch_begin(None, type("State", (), {"epoch": 0.5})(), None)
+    assert all(torch.equal(a, train[i]["pixel_values"]) for i, a in enumerate(first))
+    DatasetEpoch(train).on_epoch_begin(None, type("State", (), {"epoch": None})(), None)  # a fresh TrainerState
+    assert train.epoch == 0
     assert val.augment is None and torch.equal(val[0]["pixel_values"], val[0]["pixel_values"])
 
 

@@ -28,8 +28,8 @@ class ClassificationData:
     further validation sets (metric prefix = its key); `test` is evaluated once, at the end.
     `augment` (`trainers.data.augment.Augment`: random resized crop, flip, rotation, colour jitter) applies to
     the training split only, seeded by (training.seed, epoch, image index), so 2 ranks, a resumed run and an
-    uninterrupted one see the same pixels. `on_bad_sample` ("fail" | "skip") decides what a missing or unreadable image or a malformed list line
-    does (see trainers/data_policy.py).
+    uninterrupted one see the same pixels. `on_bad_sample` ("fail" | "skip") decides what a missing or
+    unreadable image or a malformed list line does (see trainers/data_policy.py).
     """
 
     task: ClassVar[str] = "classification"
