@@ -173,9 +173,9 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     check_train_size(len(data.train), args.per_device_train_batch_size, args.gradient_accumulation_steps,
                      args.world_size, recipe.data.train)
     evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
-    trainer = _build_trainer(recipe, prepared, task, data, evaluator, args, plan.to_dict())
-    trainer.extra_evaluators = [_evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
-                                for name, dataset in data.extra_val.items()]
+    extra = [_evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
+             for name, dataset in data.extra_val.items()]
+    trainer = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan.to_dict())
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
     trainer.add_callback(WorldGuard(trainer, args.deepspeed))
@@ -277,8 +277,8 @@ def _eval_batch_size(recipe: Recipe) -> int:
     return recipe.evaluation.batch_size or t.eval_batch_size or t.batch_size
 
 
-def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: TaskData,
-                   evaluator: ShardedEvaluator, args: TrainingArguments, plan_dict: dict) -> RecipeTrainer:
+def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: TaskData, evaluator: ShardedEvaluator,
+                   extra_evaluators: list[ShardedEvaluator], args: TrainingArguments, plan_dict: dict) -> RecipeTrainer:
     composites = [recipe.early_stopping.metric] if recipe.early_stopping and isinstance(
         recipe.early_stopping.metric, CompositeMetric) else []
     callbacks: list[Any] = [
@@ -309,6 +309,7 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
         group_plans=prepared.groups,
         task=task,
         evaluator=evaluator,
+        extra_evaluators=extra_evaluators,
         composite_metrics=composites,
     )
 

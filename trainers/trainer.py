@@ -3,9 +3,9 @@
 Checkpoints are written atomically (`trainers.checkpoints.AtomicCheckpoints`); a task's `compute_loss` hook,
 when it returns a loss, replaces the model's (`TaskLossMixin`). Three more hooks:
 `create_optimizer` builds the groups planned by `build_param_groups` (the path DeepSpeed also
-takes, so groups reach ZeRO); `evaluation_loop` adds the task's
-metrics (of the target val set and of each extra validation set, under its prefix) and composite scores to the loss the Trainer computes, so best-checkpoint tracking and
-early stopping see them like any other metric; `get_batch_samples` + `compute_loss` make the training
+takes, so groups reach ZeRO); `evaluation_loop` adds the task's metrics (of the target val set, and
+of each extra validation set under its prefix) and composite scores to the loss the Trainer computes, so
+best-checkpoint tracking and early stopping see them like any other metric; `get_batch_samples` + `compute_loss` make the training
 loss the mean over every target token of the optimizer step (all ranks, all accumulation batches), so
 N ranks x batch b x k accumulation steps train like 1 process x batch N*b*k even when captions differ in
 length. The model's own loss is a mean over its batch's tokens; DDP and ZeRO then average those means
@@ -27,6 +27,7 @@ from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
 from trainers.checkpoints import AtomicCheckpoints
+from trainers.evaluation import evaluate_all
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
@@ -164,14 +165,13 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self.evaluator is None and not self.composite_metrics:
+        if self.evaluator is None and not self.extra_evaluators and not self.composite_metrics:
             return output
         prefix = f"{metric_key_prefix}_"
         metrics = {k.removeprefix(prefix): v for k, v in output.metrics.items()}
         if self.evaluator is not None:
             metrics.update(self.evaluator(self))
-        for extra in self.extra_evaluators:
-            metrics.update(extra(self))
+        metrics.update(evaluate_all(self.extra_evaluators, self))
         for composite in self.composite_metrics:
             metrics[composite.name] = composite.compute(metrics)
         output.metrics.update({f"{prefix}{k}": v for k, v in metrics.items()})
