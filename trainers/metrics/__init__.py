@@ -1,0 +1,1 @@
+"""Metrics shared by several tasks (box mAP for detection, grounding and dense captioning)."""
