@@ -7,10 +7,11 @@ with caption data gets captioning's evaluation defaults and metric checks withou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from trainers.data.augment import Augment
 from trainers.errors import RecipeError
 
 SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
@@ -61,8 +62,23 @@ Evaluation = CaptionEval
 
 
 @dataclass
+class CaptionSplit:
+    """A further caption set (an extra validation set or the test split): its caption file and image folder."""
+
+    captions: str
+    images: str
+
+
+@dataclass
 class CaptionData:
-    """Captioning data: `{filename: caption}` JSON files and the folder holding the images."""
+    """Captioning data: `{filename: caption}` JSON files and the folder holding the images.
+
+    `extra_val` names further validation sets, each evaluated at every evaluation with its name as the metric
+    prefix (`coco_meteor`: is general captioning kept while fine-tuning on screenshots?); `test` is evaluated
+    once, at the end, with the best model. `augment` (`trainers.data.augment.Augment`) applies to the training
+    split only, seeded by (training.seed, epoch, index); a horizontal flip swaps `left` and `right` in the
+    caption (`caption_sides="swap"`) or leaves samples whose caption names a side unflipped ("no_flip").
+    """
 
     task: ClassVar[str] = "captioning"
     eval_config: ClassVar[type] = CaptionEval
@@ -71,12 +87,32 @@ class CaptionData:
     val: str
     images: str
     val_images: str | None = None
+    extra_val: dict[str, CaptionSplit] = field(default_factory=dict)
+    test: CaptionSplit | None = None
     max_length: int = 60
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
     # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
     on_bad_sample: Literal["fail", "skip"] = "fail"
+    augment: Augment | None = None
+
+    def validate(self) -> None:
+        if self.augment is not None:
+            self.augment.validate("data.augment")
+        for name, split in self.extra_val.items():
+            if not isinstance(split, CaptionSplit):
+                raise RecipeError(
+                    f"data.extra_val[{name!r}] must be a CaptionSplit(captions=..., images=...), got "
+                    f"{type(split).__name__}."
+                )
+        if self.test is not None and not isinstance(self.test, CaptionSplit):
+            raise RecipeError(f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}.")
+
+    def further_splits(self) -> list[tuple[str, CaptionSplit]]:
+        """(recipe key, split) of the extra validation sets and the test split."""
+        splits = [(f"data.extra_val[{name!r}]", split) for name, split in self.extra_val.items()]
+        return splits + ([("data.test", self.test)] if self.test is not None else [])
 
     def missing_paths(self) -> list[str]:
         """`key 'path' (what)` for each data path that does not exist, in recipe order."""
@@ -84,6 +120,9 @@ class CaptionData:
                   ("data.images", self.images, "image directory")]
         if self.val_images:
             wanted.append(("data.val_images", self.val_images, "image directory"))
+        for key, split in self.further_splits():
+            wanted += [(f"{key}.captions", split.captions, "caption file"),
+                       (f"{key}.images", split.images, "image directory")]
         missing = []
         for key, path, what in wanted:
             exists = Path(path).is_dir() if what == "image directory" else Path(path).is_file()

@@ -16,6 +16,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data.augment import Augment, augment
+from trainers.data.augment import Sample as AugmentSample
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
@@ -170,7 +172,11 @@ class CaptionJsonDataset(Dataset):
         image_processor: Any,
         on_bad_sample: str = "fail",
         limit: int | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
     ) -> None:
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed, self.epoch = seed, 0
         self.captions_json = Path(captions_json)
         self.image_dir = Path(image_dir)
         self.image_processor = image_processor
@@ -203,10 +209,18 @@ class CaptionJsonDataset(Dataset):
                 "(which checks every image before training and drops unreadable ones)."
             ) from error
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._load_image(index)
+        image, caption = self._load_image(index), self._captions[index][0]
+        if self.augment is not None:  # the caption moves with the image: a flip swaps left and right
+            out = augment(AugmentSample(image=image, caption=caption), self.augment, seed=self.seed,
+                          epoch=self.epoch, index=index).sample
+            image, caption = out.image, out.caption
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixel_values, "caption": self._captions[index][0], "index": index}
+        return {"pixel_values": pixel_values, "caption": caption, "index": index}
 
 
 @dataclass

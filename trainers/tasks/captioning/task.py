@@ -44,7 +44,9 @@ class CaptioningTask(Task[str]):
         self.composites: tuple = ()
         self.shapes = False
         self._scorer: CaptionScorer | None = None
-        self._baseline: ConstantCaptionBaseline | None = None
+        # The constant-caption baseline of each evaluated set (by dataset id), scored once, on first use.
+        self._baselines: dict[int, ConstantCaptionBaseline] = {}
+        self._val_id: int | None = None
 
     # --------------------------------------------------------------------------- declared, recipe level
 
@@ -87,16 +89,26 @@ class CaptioningTask(Task[str]):
 
         data: CaptionData = recipe.data
         policy, images = data.on_bad_sample, processor.image_processor
-        train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples)
-        val = CaptionJsonDataset(
-            Path(data.val), Path(data.val_images or data.images), images, policy, limit=data.max_val_samples
-        )
+
+        def split(captions: str, image_dir: str, limit: int | None = None) -> CaptionJsonDataset:
+            return CaptionJsonDataset(Path(captions), Path(image_dir), images, policy, limit=limit)
+
+        train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples,
+                                   augment=data.augment, seed=recipe.training.seed)
+        val = split(data.val, data.val_images or data.images, data.max_val_samples)
         self.settings, self.processor = recipe.evaluation, processor
         self.train_captions = [captions[0] for captions in train.references]  # the captions that train
         self.composites = recipe_composites(recipe)
         self.shapes = is_shapes_caption_set(val.references)
-        return TaskData(train=train, val=val, collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
-                        eval_collator=pixels_only)
+        self._val_id = id(val)
+        return TaskData(
+            train=train,
+            val=val,
+            collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
+            eval_collator=pixels_only,
+            extra_val={name: split(s.captions, s.images) for name, s in data.extra_val.items()},
+            test=split(data.test.captions, data.test.images) if data.test is not None else None,
+        )
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
         from trainers.evaluation import synced_generation
@@ -108,12 +120,16 @@ class CaptioningTask(Task[str]):
 
     def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
         from trainers.tasks.captioning import evaluation
+        from trainers.tasks.captioning.shapes import is_shapes_caption_set
 
-        if self._baseline is None and self.train_captions:  # once per run, on first use
-            self._baseline = evaluation.run_baseline(
+        key = id(dataset)
+        if key not in self._baselines and self.train_captions:  # once per set and run, on first use
+            self._baselines[key] = evaluation.run_baseline(
                 self.train_captions, dataset.references, self.settings, self.composites, self.scorer
             )
-        return evaluation.caption_scores(self.scorer, predictions, dataset.references, self.shapes, self._baseline)
+        shapes = self.shapes if key == self._val_id else is_shapes_caption_set(dataset.references)
+        return evaluation.caption_scores(self.scorer, predictions, dataset.references, shapes,
+                                         self._baselines.get(key))
 
     @property
     def scorer(self) -> CaptionScorer:
@@ -124,7 +140,8 @@ class CaptioningTask(Task[str]):
         return self._scorer
 
     def baseline(self) -> ConstantCaptionBaseline | None:
-        return self._baseline
+        """The validation set's constant-caption baseline (extra sets report theirs under their prefix)."""
+        return self._baselines.get(self._val_id) if self._val_id is not None else None
 
     def examples(self, predictions: Mapping[int, str], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
         """A few (file, prediction, references) rows for the summary."""
