@@ -83,19 +83,29 @@ class CaptioningTask(Task[str]):
     # --------------------------------------------------------------------------------------- run level
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.data.source_config import DatasetSource
+        from trainers.data.sources import load_source
         from trainers.tasks.captioning.baseline import recipe_composites
-        from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
+        from trainers.tasks.captioning.data import (
+            CaptionCollator,
+            CaptionDataset,
+            CaptionJsonDataset,
+            CaptionSourceDataset,
+        )
         from trainers.tasks.captioning.shapes import is_shapes_caption_set
 
         data: CaptionData = recipe.data
         policy, images = data.on_bad_sample, processor.image_processor
 
-        def split(captions: str, image_dir: str, limit: int | None = None) -> CaptionJsonDataset:
-            return CaptionJsonDataset(Path(captions), Path(image_dir), images, policy, limit=limit)
+        def split(key: str, captions: str | DatasetSource, image_dir: str | None, limit: int | None = None,
+                  **train_only: Any) -> CaptionDataset:
+            if isinstance(captions, DatasetSource):
+                return CaptionSourceDataset(load_source(captions, key), key, images, limit=limit, **train_only)
+            return CaptionJsonDataset(Path(captions), Path(image_dir), images, policy, limit=limit, **train_only)
 
-        train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples,
-                                   augment=data.augment, seed=recipe.training.seed)
-        val = split(data.val, data.val_images or data.images, data.max_val_samples)
+        train = split("data.train", data.train, data.images, data.max_train_samples, augment=data.augment,
+                      seed=recipe.training.seed)
+        val = split("data.val", data.val, data.val_images or data.images, data.max_val_samples)
         self.settings, self.processor = recipe.evaluation, processor
         self.train_captions = [captions[0] for captions in train.references]  # the captions that train
         self.composites = recipe_composites(recipe)
@@ -106,8 +116,9 @@ class CaptioningTask(Task[str]):
             val=val,
             collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
             eval_collator=pixels_only,
-            extra_val={name: split(s.captions, s.images) for name, s in data.extra_val.items()},
-            test=split(data.test.captions, data.test.images) if data.test is not None else None,
+            extra_val={name: split(f"data.extra_val[{name!r}].captions", s.captions, s.images)
+                       for name, s in data.extra_val.items()},
+            test=split("data.test.captions", data.test.captions, data.test.images) if data.test is not None else None,
         )
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
