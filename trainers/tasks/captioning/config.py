@@ -114,6 +114,14 @@ class CaptionData:
         return [(key, source) for key, source in splits if isinstance(source, DatasetSource)]
 
     def validate(self) -> None:
+        for name, split in self.extra_val.items():
+            if not isinstance(split, CaptionSplit):
+                raise RecipeError(
+                    f"data.extra_val[{name!r}] must be a CaptionSplit(captions=..., images=...), got "
+                    f"{type(split).__name__}."
+                )
+        if self.test is not None and not isinstance(self.test, CaptionSplit):
+            raise RecipeError(f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}.")
         if self.augment is not None:
             self.augment.validate("data.augment")
         for key, source in self.source_splits():
@@ -123,14 +131,6 @@ class CaptionData:
                     f"its indices); set {key}.streaming=False (rows stay memory-mapped and images are decoded one "
                     "at a time, so nothing is loaded into memory up front)."
                 )
-        for name, split in self.extra_val.items():
-            if not isinstance(split, CaptionSplit):
-                raise RecipeError(
-                    f"data.extra_val[{name!r}] must be a CaptionSplit(captions=..., images=...), got "
-                    f"{type(split).__name__}."
-                )
-        if self.test is not None and not isinstance(self.test, CaptionSplit):
-            raise RecipeError(f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}.")
         for key, _captions, images in self.file_splits():
             if images is None:
                 where = "data.images" if key in ("data.train", "data.val") else f"{key}.images"
