@@ -21,6 +21,7 @@ from trainers import checkpoints, rerun
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
+from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
@@ -300,6 +301,7 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
         callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
+    callbacks.append(OverfittingWatch(*best_metric(recipe, task)))  # reports only; stopping is the above's job
     if recipe.training.save_steps:
         callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
@@ -333,6 +335,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None)
     unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressiveUnfreezing))
     logger_cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, EpochMetricsLog))
+    watch = next(c for c in trainer.callback_handler.callbacks if isinstance(c, OverfittingWatch))
     total = prepared.freeze.total
     return {
         "recipe": recipe.name,
@@ -363,6 +366,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             if stopper
             else None
         ),
+        "overfitting": watch.signal.to_dict() if watch.signal else None,
         "seconds_per_epoch": logger_cb.epoch_seconds,
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),
