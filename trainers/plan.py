@@ -126,9 +126,12 @@ def _reload_through_loader(family: Any, model: nn.Module, processor: Any, recipe
     """The tiny model saved and loaded back through the family's loader with the recipe's load options."""
     import tempfile
 
+    import torch
     from safetensors.torch import save_model
 
-    with tempfile.TemporaryDirectory(prefix="tiny-model-") as directory:
+    # fork_rng: what loading draws (weights it initialises, zero.Init) must not shift what comes after it (LoRA
+    # init), or a reloaded run would start unlike a 1-process one from the same seed.
+    with tempfile.TemporaryDirectory(prefix="tiny-model-") as directory, torch.random.fork_rng(devices=[]):
         # Every rank writes its own copy: `save_pretrained` writes on rank 0 only once a process group exists.
         model.config.save_pretrained(directory)
         save_model(model, f"{directory}/model.safetensors", metadata={"format": "pt"})  # tied tensors once
