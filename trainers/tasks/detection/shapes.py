@@ -42,13 +42,13 @@ def _draw(pen: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], 
         pen.polygon([(x + w / 2, y), (x + w - 1, y + h - 1), (x, y + h - 1)], fill=colour)
 
 
-def render(rng: random.Random, size: int = 64) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
+def render(rng: random.Random, size: int = 64, max_objects: int = 2) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
     """One image and its objects as (class, (x, y, w, h)) in pixels."""
     background = tuple(rng.randrange(215, 256) for _ in range(3))
     image = Image.new("RGB", (size * SUPERSAMPLE, size * SUPERSAMPLE), background)
     pen = ImageDraw.Draw(image)
     objects: list[tuple[str, tuple[int, int, int, int]]] = []
-    for _ in range(rng.choice((1, 2))):
+    for _ in range(rng.randint(1, max_objects)):
         shape = rng.choice(CLASSES)
         for _attempt in range(20):
             side = rng.randint(*SIZE_RANGE)
@@ -63,7 +63,7 @@ def render(rng: random.Random, size: int = 64) -> tuple[Image.Image, list[tuple[
     return image.resize((size, size), Image.Resampling.LANCZOS), objects
 
 
-def generate(root: Path, counts: dict[str, int], size: int = 64, seed: int = 0) -> Path:
+def generate(root: Path, counts: dict[str, int], size: int = 64, seed: int = 0, max_objects: int = 2) -> Path:
     """Write the JSON files and images; the same arguments always give the same bytes."""
     root = Path(root)
     shutil.rmtree(root / "images", ignore_errors=True)
@@ -73,7 +73,7 @@ def generate(root: Path, counts: dict[str, int], size: int = 64, seed: int = 0) 
         rng = random.Random(f"{seed}-{split_index}")
         images, annotations = [], []
         for n in range(count):
-            image, objects = render(rng, size)
+            image, objects = render(rng, size, max_objects)
             name = f"{split}_{n:03d}.png"
             image.save(root / "images" / name, optimize=True)
             images.append({"id": n + 1, "file_name": name, "width": size, "height": size})
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> P
     parser.add_argument("--n-val", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-objects", type=int, default=2, help="shapes per image: 1 to this many")
     args = parser.parse_args(argv)
-    root = generate(args.root, {"train": args.n_train, "val": args.n_val}, args.size, args.seed)
+    root = generate(args.root, {"train": args.n_train, "val": args.n_val}, args.size, args.seed, args.max_objects)
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     out(f"wrote {root}: {len(CLASSES)} classes, {total / 1024:.0f} KB")
     return root
