@@ -41,12 +41,23 @@ recipe = Recipe(
         backbone="frozen",  # or "unfreeze", or "freeze_stage1"
         # training images only: a mirror half the time, a random rescaled crop of 60-100% of the area (boxes
         # follow; boxes left under 16 px² are dropped and counted), colour jitter
-        augment=Augment(hflip=0.5, random_resized_crop=RandomResizedCrop(scale=(0.6, 1.0)), min_box_area=16.0,
-                        color_jitter=ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)),
+        augment=Augment(
+            hflip=0.5,
+            random_resized_crop=RandomResizedCrop(scale=(0.6, 1.0)),
+            min_box_area=16.0,
+            color_jitter=ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ),
     ),
-    lora=Lora(target_modules=("q_proj", "v_proj"), r=8, alpha=16, dropout=0.1,
-              modules_to_save=("class_labels_classifier", "bbox_predictor")),
-    training=Training(epochs=50, batch_size=4, lr=2e-4, weight_decay=1e-4, max_grad_norm=0.1, logging_steps=50),
+    lora=Lora(
+        target_modules=("q_proj", "v_proj"),
+        r=8,
+        alpha=16,
+        dropout=0.1,
+        modules_to_save=("class_labels_classifier", "bbox_predictor"),
+    ),
+    training=Training(
+        epochs=50, batch_size=4, lr=2e-4, weight_decay=1e-4, max_grad_norm=0.1, logging_steps=50
+    ),
     evaluation=DetectionEval(batch_size=8),  # map, map_50, map_75, ap_<class>; eval/boxes.png per evaluation
     early_stopping=EarlyStopping(metric="map", mode="max", patience=5),
     # --demo: 160 images of 64 px shapes (1-2 per image, 3 classes); a random-init DETR needs a higher LR.

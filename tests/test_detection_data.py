@@ -33,14 +33,22 @@ def _at_root(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
-def coco(tmp_path: Path, annotations: list[dict], images: list[dict] | None = None, write_images: bool = True,
-         size: tuple[int, int] = (40, 30)) -> Path:
+def coco(
+    tmp_path: Path,
+    annotations: list[dict],
+    images: list[dict] | None = None,
+    write_images: bool = True,
+    size: tuple[int, int] = (40, 30),
+) -> Path:
     images = images or [{"id": 1, "file_name": "a.png", "width": size[0], "height": size[1]}]
     if write_images:
         for entry in images:
             Image.new("RGB", size, (250, 250, 250)).save(tmp_path / entry["file_name"])
-    payload = {"images": images, "annotations": annotations,
-               "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]}
+    payload = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
     path = tmp_path / "train.json"
     path.write_text(json.dumps(payload))
     return path
@@ -63,10 +71,14 @@ def test_boxes_survive_flip_twice_and_a_scale_round_trip():
     twice = augment(once, flip, seed=0, epoch=0, index=0).sample
     np.testing.assert_allclose(twice.boxes, boxes)
     assert twice.box_labels == [0, 2]
-    up = Augment(random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=(64 / 48, 64 / 48), size=(160, 120)))
+    up = Augment(
+        random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=(64 / 48, 64 / 48), size=(160, 120))
+    )
     big = augment(sample, up, seed=0, epoch=0, index=0).sample
     np.testing.assert_allclose(big.boxes, boxes * 2.5)
-    down = Augment(random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=(64 / 48, 64 / 48), size=(64, 48)))
+    down = Augment(
+        random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=(64 / 48, 64 / 48), size=(64, 48))
+    )
     np.testing.assert_allclose(augment(big, down, seed=0, epoch=0, index=0).sample.boxes, boxes, atol=1e-9)
 
 
@@ -88,11 +100,17 @@ def test_the_collator_gives_detr_s_normalised_cxcywh_labels_of_the_true_boxes():
 
 def test_augmentation_drops_boxes_under_the_minimum_area_and_counts_them(tmp_path):
     # a 40x30 image with a 4x4 box at the left edge: a crop of the right half removes it
-    path = coco(tmp_path, [{"id": 11, "image_id": 1, "category_id": 3, "bbox": [0, 0, 4, 4]},
-                           {"id": 12, "image_id": 1, "category_id": 7, "bbox": [25, 5, 12, 20]}])
+    path = coco(
+        tmp_path,
+        [
+            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [0, 0, 4, 4]},
+            {"id": 12, "image_id": 1, "category_id": 7, "bbox": [25, 5, 12, 20]},
+        ],
+    )
     base = dataset(path)
-    config = Augment(random_resized_crop=RandomResizedCrop(scale=(0.25, 0.25), ratio=(0.75, 0.75)),
-                     min_box_area=4.0)
+    config = Augment(
+        random_resized_crop=RandomResizedCrop(scale=(0.25, 0.25), ratio=(0.75, 0.75)), min_box_area=4.0
+    )
     wrapped = AugmentedDetection(base, config, seed=0)
     dropped = 0
     for epoch in range(12):
@@ -113,12 +131,16 @@ def test_map_on_a_hand_built_case_equals_the_hand_computed_value():
     from trainers.tasks.detection.data import DetectionImage
     from trainers.tasks.detection.task import DetectionTask
 
-    images = [DetectionImage(1, Path("a"), 40, 40, np.array([[5.0, 5.0, 25.0, 25.0]]), [0]),
-              DetectionImage(2, Path("b"), 40, 40, np.array([[0.0, 0.0, 10.0, 10.0]]), [1])]
+    images = [
+        DetectionImage(1, Path("a"), 40, 40, np.array([[5.0, 5.0, 25.0, 25.0]]), [0]),
+        DetectionImage(2, Path("b"), 40, 40, np.array([[0.0, 0.0, 10.0, 10.0]]), [1]),
+    ]
     data = SimpleNamespace(images=images, classes=["cat", "dog"], __len__=lambda: 2)
     data = type("Split", (), {"images": images, "classes": ["cat", "dog"], "__len__": lambda self: 2})()
-    predictions = {0: {"boxes": [[5.0, 5.0, 25.0, 25.0]], "scores": [0.9], "labels": [0]},
-                   1: {"boxes": [[0.0, 0.0, 10.0, 6.2]], "scores": [0.8], "labels": [1]}}
+    predictions = {
+        0: {"boxes": [[5.0, 5.0, 25.0, 25.0]], "scores": [0.9], "labels": [0]},
+        1: {"boxes": [[0.0, 0.0, 10.0, 6.2]], "scores": [0.8], "labels": [1]},
+    }
     metrics = DetectionTask().score(predictions, data)
     assert metrics["ap_cat"] == pytest.approx(1.0)
     assert metrics["ap_dog"] == pytest.approx(0.3)
@@ -135,7 +157,10 @@ def test_map_on_a_hand_built_case_equals_the_hand_computed_value():
     [
         ({"id": 41, "category_id": 5, "bbox": [1, 1, 5, 5]}, ["category_id 5", "3 (cat), 7 (dog)"]),
         ({"id": 42, "category_id": 3, "bbox": [30, 1, 15, 5]}, ["reaches outside the 40x30 image"]),
-        ({"id": 43, "category_id": 3, "bbox": [1, 1, 0, 5]}, ["non-positive width or height", "x1, y1, x2, y2"]),
+        (
+            {"id": 43, "category_id": 3, "bbox": [1, 1, 0, 5]},
+            ["non-positive width or height", "x1, y1, x2, y2"],
+        ),
         ({"id": 44, "category_id": 3, "bbox": [1, 1, 5]}, ["is not [x, y, width, height]"]),
     ],
 )
@@ -151,11 +176,17 @@ def test_a_bad_annotation_stops_naming_the_file_and_annotation_id(tmp_path, anno
 
 
 def test_a_missing_image_stops_or_is_skipped_and_counted(tmp_path):
-    images = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
-              {"id": 2, "file_name": "gone.png", "width": 40, "height": 30}]
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 2, "file_name": "gone.png", "width": 40, "height": 30},
+    ]
     Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
-    path = coco(tmp_path, [{"id": 1, "image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5]}], images,
-                write_images=False)
+    path = coco(
+        tmp_path,
+        [{"id": 1, "image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5]}],
+        images,
+        write_images=False,
+    )
     with pytest.raises(DataError, match=r"image id 2: image file .*gone.png not found"):
         dataset(path)
     kept = dataset(path, "skip")
@@ -163,10 +194,18 @@ def test_a_missing_image_stops_or_is_skipped_and_counted(tmp_path):
 
 
 def test_skip_drops_the_image_of_a_bad_annotation_and_counts_it(tmp_path):
-    images = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
-              {"id": 2, "file_name": "b.png", "width": 40, "height": 30}]
-    path = coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},
-                           {"id": 2, "image_id": 2, "category_id": 9, "bbox": [1, 1, 5, 5]}], images)
+    images = [
+        {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 2, "file_name": "b.png", "width": 40, "height": 30},
+    ]
+    path = coco(
+        tmp_path,
+        [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},
+            {"id": 2, "image_id": 2, "category_id": 9, "bbox": [1, 1, 5, 5]},
+        ],
+        images,
+    )
     kept = dataset(path, "skip")
     assert [im.image_id for im in kept.images] == [1]
     assert kept.bad_samples.summary()["by_reason"] == {"unknown_category": 1}
@@ -200,16 +239,22 @@ def test_detr_construction_freezes_the_whole_resnet_backbone():
     assert backbone and not any(p.requires_grad for p in backbone)
 
 
-@pytest.mark.parametrize(("policy", "trained"), [
-    ("frozen", set()),
-    ("unfreeze", {"embedder", "stages.0", "stages.1"}),
-    ("freeze_stage1", {"stages.1"}),
-])
+@pytest.mark.parametrize(
+    ("policy", "trained"),
+    [
+        ("frozen", set()),
+        ("unfreeze", {"embedder", "stages.0", "stages.1"}),
+        ("freeze_stage1", {"stages.1"}),
+    ],
+)
 def test_the_backbone_policy_is_applied_and_shown_in_the_plan(policy, trained):
     for lora in ("lora=none", None):
         prepared = plan_of(f"data.backbone={policy}", *([lora] if lora else []))
-        parts = {re.search(r"embedder|stages\.\d", n).group(0) for n, p in prepared.core.named_parameters()
-                 if n.startswith("model.backbone.") and p.requires_grad}
+        parts = {
+            re.search(r"embedder|stages\.\d", n).group(0)
+            for n, p in prepared.core.named_parameters()
+            if n.startswith("model.backbone.") and p.requires_grad
+        }
         assert parts == trained
         rules = [r.rule for r in prepared.freeze.rules]
         assert any(f"(from data.backbone='{policy}')" in r and "model.backbone" in r for r in rules), rules

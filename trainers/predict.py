@@ -44,11 +44,15 @@ class LoadedRun:
 def _recipe(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "recipe.json"
     if not path.is_file():
-        raise RecipeError(f"{run_dir}: no recipe.json; RUN_DIR must be a run's output directory (the recipe's "
-                          "output_dir, e.g. outputs/detr_lora), as a finished training run leaves it.")
+        raise RecipeError(
+            f"{run_dir}: no recipe.json; RUN_DIR must be a run's output directory (the recipe's "
+            "output_dir, e.g. outputs/detr_lora), as a finished training run leaves it."
+        )
     if not (run_dir / BEST).is_dir():
-        raise RecipeError(f"{run_dir / BEST}: not found; the run has not finished (its best model is written at the "
-                          "end of training). Predict with a finished run, or let the run complete.")
+        raise RecipeError(
+            f"{run_dir / BEST}: not found; the run has not finished (its best model is written at the "
+            "end of training). Predict with a finished run, or let the run complete."
+        )
     return json.loads(path.read_text())
 
 
@@ -58,7 +62,9 @@ def _task(family: Any, name: str | None) -> Any:
 
     if name is None:
         if len(family.tasks) != 1:
-            raise RecipeError(f"family {family.name!r} serves {', '.join(family.tasks)}: say which with --task.")
+            raise RecipeError(
+                f"family {family.name!r} serves {', '.join(family.tasks)}: say which with --task."
+            )
         name = family.tasks[0]
     family.check_serves(name, "--task")
     return load_task(TASKS[name])
@@ -82,12 +88,16 @@ def _build(cls: type, values: Any) -> Any:
 def _demo_spec(family: Any, values: dict[str, Any]) -> Any:
     """The family's tiny-model spec (the type its `tiny` builder takes) from the recipe.json values."""
     builder = family.build_tiny()
-    annotation = inspect.signature(builder).parameters["spec"].annotation  # a string under postponed annotations
+    annotation = (
+        inspect.signature(builder).parameters["spec"].annotation
+    )  # a string under postponed annotations
     names = re.findall(r"[A-Za-z_]\w*", annotation) if isinstance(annotation, str) else [annotation]
     candidates = [builder.__globals__.get(n) if isinstance(n, str) else n for n in names]
     spec_cls = next((t for t in candidates if isinstance(t, type) and is_dataclass(t)), None)
     if spec_cls is None:
-        raise RecipeError(f"family {family.name!r}: its tiny builder names no spec dataclass; cannot rebuild the demo base.")
+        raise RecipeError(
+            f"family {family.name!r}: its tiny builder names no spec dataclass; cannot rebuild the demo base."
+        )
     return _build(spec_cls, values)
 
 
@@ -112,8 +122,11 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     if model_section.get("use_demo_model"):
         base, _ = family.build_tiny()(_demo_spec(family, model_section["demo"]), seed=seed, **labels)
     else:
-        options = LoadOptions(dtype=model_section.get("dtype"), revision=model_section.get("revision"),
-                              trust_remote_code=model_section.get("trust_remote_code", False))
+        options = LoadOptions(
+            dtype=model_section.get("dtype"),
+            revision=model_section.get("revision"),
+            trust_remote_code=model_section.get("trust_remote_code", False),
+        )
         base, _ = family.load()(model_section["id"], options, **labels)
     from trainers.lora.export import load_adapter_model
 
@@ -128,12 +141,16 @@ def _resolve(path: str) -> Any:
 
 def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise RecipeError(f"--images {folder}: not a directory. Point --images at a folder of images "
-                          f"({', '.join(IMAGE_SUFFIXES)}).")
+        raise RecipeError(
+            f"--images {folder}: not a directory. Point --images at a folder of images "
+            f"({', '.join(IMAGE_SUFFIXES)})."
+        )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise RecipeError(f"--images {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)}). Add images or point "
-                          "--images at another folder.")
+        raise RecipeError(
+            f"--images {folder}: holds no images ({', '.join(IMAGE_SUFFIXES)}). Add images or point "
+            "--images at another folder."
+        )
     return files
 
 
@@ -144,7 +161,9 @@ def parse_options(extra: Sequence[str]) -> dict[str, str]:
     while items:
         item = items.pop(0)
         if not item.startswith("--") or len(item) < 3:
-            raise RecipeError(f"unexpected argument {item!r}: extra options are --key value pairs (e.g. --threshold 0.3).")
+            raise RecipeError(
+                f"unexpected argument {item!r}: extra options are --key value pairs (e.g. --threshold 0.3)."
+            )
         key, eq, value = item[2:].partition("=")
         if not eq:
             if not items or items[0].startswith("--"):
@@ -154,8 +173,15 @@ def parse_options(extra: Sequence[str]) -> dict[str, str]:
     return options
 
 
-def predict(run_dir: str | Path, images: str | Path, out: str | Path, draw: bool = False,
-            options: dict[str, str] | None = None, batch_size: int = 8, task_name: str | None = None) -> list[dict]:
+def predict(
+    run_dir: str | Path,
+    images: str | Path,
+    out: str | Path,
+    draw: bool = False,
+    options: dict[str, str] | None = None,
+    batch_size: int = 8,
+    task_name: str | None = None,
+) -> list[dict]:
     """Predict every image of the folder; writes `out` (JSON lines: file + prediction) and, with `draw`, PNGs."""
     from PIL import Image
 
@@ -183,13 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a finished run's output directory")
     parser.add_argument("--images", type=Path, required=True, help="a folder of images")
     parser.add_argument("--out", type=Path, default=Path("preds.jsonl"), help="JSON lines, one per image")
-    parser.add_argument("--draw", action="store_true", help="also write the images with the predictions drawn")
+    parser.add_argument(
+        "--draw", action="store_true", help="also write the images with the predictions drawn"
+    )
     parser.add_argument("--task", default=None, help="the task, when the family serves several")
     parser.add_argument("--batch-size", type=int, default=8)
     args, extra = parser.parse_known_args(argv)
     try:
-        rows = predict(args.run_dir, args.images, args.out, args.draw, parse_options(extra), args.batch_size,
-                       args.task)
+        rows = predict(
+            args.run_dir, args.images, args.out, args.draw, parse_options(extra), args.batch_size, args.task
+        )
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -34,8 +34,10 @@ DETR_NO_TIMM = "no_timm"  # the checkpoint branch whose backbone is the transfor
 KNOWN_IDS = (DETR_RESNET50,)
 DETR_PROCESSOR_FILES = (("preprocessor_config.json",),)
 HEADS = ("class_labels_classifier", "bbox_predictor")
-QUERY_NOOP = ("DETR reads query_position_embeddings through its .weight and never calls the module, so its "
-              "LoRA matrices would get no gradient and change no output.")
+QUERY_NOOP = (
+    "DETR reads query_position_embeddings through its .weight and never calls the module, so its "
+    "LoRA matrices would get no gradient and change no output."
+)
 
 DETR_DETECTION = FamilyEntry(
     name="detr-detection",
@@ -93,10 +95,19 @@ def load_detr(
 
     from trainers.models.hub import load_pretrained
 
-    kwargs = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True,
-              "use_pretrained_backbone": False}
-    model, processor = load_pretrained(model_id, DetrForObjectDetection, DetrImageProcessorPil, options,
-                                       DETR_PROCESSOR_FILES, model_kwargs=kwargs)
+    kwargs = {
+        **_labels(num_labels, id2label, label2id),
+        "ignore_mismatched_sizes": True,
+        "use_pretrained_backbone": False,
+    }
+    model, processor = load_pretrained(
+        model_id,
+        DetrForObjectDetection,
+        DetrImageProcessorPil,
+        options,
+        DETR_PROCESSOR_FILES,
+        model_kwargs=kwargs,
+    )
     return mark_lora_noops(reinit_heads(model)), processor
 
 
@@ -124,15 +135,28 @@ class TinyDetrSpec:
 def tiny_detr_config(spec: TinyDetrSpec, **labels: Any):
     from transformers import DetrConfig, ResNetConfig
 
-    backbone = ResNetConfig(embedding_size=spec.embedding_size, hidden_sizes=list(spec.hidden_sizes),
-                            depths=list(spec.depths), layer_type="basic",
-                            out_features=[f"stage{len(spec.depths)}"])
+    backbone = ResNetConfig(
+        embedding_size=spec.embedding_size,
+        hidden_sizes=list(spec.hidden_sizes),
+        depths=list(spec.depths),
+        layer_type="basic",
+        out_features=[f"stage{len(spec.depths)}"],
+    )
     return DetrConfig(
-        use_timm_backbone=False, backbone_config=backbone, use_pretrained_backbone=False,
-        d_model=spec.d_model, encoder_layers=spec.layers, decoder_layers=spec.layers,
-        encoder_attention_heads=spec.heads, decoder_attention_heads=spec.heads,
-        encoder_ffn_dim=spec.ffn_dim, decoder_ffn_dim=spec.ffn_dim, num_queries=spec.num_queries,
-        dropout=spec.dropout, attention_dropout=spec.dropout, activation_dropout=spec.dropout,
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        d_model=spec.d_model,
+        encoder_layers=spec.layers,
+        decoder_layers=spec.layers,
+        encoder_attention_heads=spec.heads,
+        decoder_attention_heads=spec.heads,
+        encoder_ffn_dim=spec.ffn_dim,
+        decoder_ffn_dim=spec.ffn_dim,
+        num_queries=spec.num_queries,
+        dropout=spec.dropout,
+        attention_dropout=spec.dropout,
+        activation_dropout=spec.dropout,
         init_std=spec.init_std,
         **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")),
     )
@@ -175,8 +199,12 @@ def detr_resnet50_config(**labels: Any):
     d_model 256, 6+6 layers, 8 heads, FFN 2048, 100 queries."""
     from transformers import DetrConfig, ResNetConfig
 
-    return DetrConfig(use_timm_backbone=False, backbone_config=ResNetConfig(out_features=["stage4"]),
-                      use_pretrained_backbone=False, **labels)
+    return DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=ResNetConfig(out_features=["stage4"]),
+        use_pretrained_backbone=False,
+        **labels,
+    )
 
 
 def detr_meta_model(
@@ -193,8 +221,9 @@ def detr_meta_model(
 
     labels = _labels(num_labels, id2label, label2id)
     try:
-        config = AutoConfig.from_pretrained(model_id, local_files_only=True, revision=DETR_NO_TIMM,
-                                            use_pretrained_backbone=False, **labels)
+        config = AutoConfig.from_pretrained(
+            model_id, local_files_only=True, revision=DETR_NO_TIMM, use_pretrained_backbone=False, **labels
+        )
     except (OSError, ValueError):
         if model_id not in KNOWN_IDS:
             return None

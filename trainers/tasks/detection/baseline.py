@@ -22,12 +22,17 @@ class MeanBoxBaseline:
     train_boxes: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline": "mean training box per class, every image", "train_boxes": self.train_boxes,
-                **self.scores}
+        return {
+            "baseline": "mean training box per class, every image",
+            "train_boxes": self.train_boxes,
+            **self.scores,
+        }
 
     def render(self) -> str:
-        return (f"baseline:      mean training box per class on every val image: map={self.scores['map']:.3f}, "
-                f"map_50={self.scores['map_50']:.3f}")
+        return (
+            f"baseline:      mean training box per class on every val image: map={self.scores['map']:.3f}, "
+            f"map_50={self.scores['map_50']:.3f}"
+        )
 
 
 def mean_boxes(images: Sequence[Any], num_classes: int) -> np.ndarray:
@@ -42,14 +47,25 @@ def mean_boxes(images: Sequence[Any], num_classes: int) -> np.ndarray:
         return sums / counts[:, None]
 
 
-def mean_box_baseline(train_images: Sequence[Any], val_images: Sequence[Any], classes: Sequence[str],
-                      targets: Sequence[ImageBoxes]) -> MeanBoxBaseline:
+def mean_box_baseline(
+    train_images: Sequence[Any],
+    val_images: Sequence[Any],
+    classes: Sequence[str],
+    targets: Sequence[ImageBoxes],
+) -> MeanBoxBaseline:
     prior = mean_boxes(train_images, len(classes))
     present = [c for c in range(len(classes)) if not np.isnan(prior[c]).any()]
     predictions = []
     for image in val_images:
         scale = np.array([image.width, image.height, image.width, image.height], dtype=np.float64)
-        predictions.append(ImageBoxes([list(prior[c] * scale) for c in present], present, image.width, image.height,
-                                      scores=[1.0] * len(present)))
+        predictions.append(
+            ImageBoxes(
+                [list(prior[c] * scale) for c in present],
+                present,
+                image.width,
+                image.height,
+                scores=[1.0] * len(present),
+            )
+        )
     scores = coco_box_metrics(predictions, targets, classes)
     return MeanBoxBaseline(scores, sum(len(i.labels) for i in train_images))

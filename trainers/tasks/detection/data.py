@@ -66,12 +66,16 @@ def load_coco(path: Path, key: str) -> dict[str, Any]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
-                        f"{_COCO_HINT}.") from None
+        raise DataError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
+            f"{_COCO_HINT}."
+        ) from None
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload.get(k), list)]
     if not isinstance(payload, dict) or missing:
-        raise DataError(f"{path}: the JSON named by {key} has no list {missing} ({key}). {_COCO_HINT[0].upper()}"
-                        f"{_COCO_HINT[1:]}.")
+        raise DataError(
+            f"{path}: the JSON named by {key} has no list {missing} ({key}). {_COCO_HINT[0].upper()}"
+            f"{_COCO_HINT[1:]}."
+        )
     return payload
 
 
@@ -81,13 +85,15 @@ def read_categories(path: Path, key: str) -> list[Category]:
     categories = []
     for entry in payload["categories"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not entry.get("name"):
-            raise DataError(f"{path}: category {entry!r} ({key}) needs an integer \"id\" and a \"name\". Fix it.")
+            raise DataError(f'{path}: category {entry!r} ({key}) needs an integer "id" and a "name". Fix it.')
         categories.append(Category(int(entry["id"]), str(entry["name"])))
     categories.sort(key=lambda c: c.id)
     ids, names = [c.id for c in categories], [c.name for c in categories]
     if not categories or len(set(ids)) != len(ids) or len(set(names)) != len(names):
-        raise DataError(f"{path}: the categories of {key} must be a non-empty list with distinct ids and names, got "
-                        f"ids {ids} and names {names}. Fix the \"categories\" list.")
+        raise DataError(
+            f"{path}: the categories of {key} must be a non-empty list with distinct ids and names, got "
+            f'ids {ids} and names {names}. Fix the "categories" list.'
+        )
     return categories
 
 
@@ -100,8 +106,9 @@ def _header_size(path: Path) -> tuple[int, int] | str:
         return str(error)
 
 
-def read_split(path: Path, key: str, images_root: Path, categories: Sequence[Category],
-               bad: BadSamples) -> list[DetectionImage]:
+def read_split(
+    path: Path, key: str, images_root: Path, categories: Sequence[Category], bad: BadSamples
+) -> list[DetectionImage]:
     """The images of one split, in the JSON's order, checked against `categories` (the train split's)."""
     payload = load_coco(path, key)
     index = {c.id: i for i, c in enumerate(categories)}
@@ -114,13 +121,21 @@ def read_split(path: Path, key: str, images_root: Path, categories: Sequence[Cat
         image_id, name = entry.get("id"), entry.get("file_name")
         where = f"{path}: image id {image_id}"
         if not isinstance(image_id, int) or not isinstance(name, str) or not name:
-            bad.report("malformed_image", where, f"image entry {entry!r} has no integer \"id\" or no \"file_name\"",
-                       f"Fix that entry; {_COCO_HINT}")
+            bad.report(
+                "malformed_image",
+                where,
+                f'image entry {entry!r} has no integer "id" or no "file_name"',
+                f"Fix that entry; {_COCO_HINT}",
+            )
             continue
         file = Path(name) if Path(name).is_absolute() else images_root / name
         if not file.is_file():
-            bad.report("missing_image", where, f"image file {file} not found (data.images is {images_root})",
-                       "Add the image, fix its file_name, or point data.images at the folder holding it")
+            bad.report(
+                "missing_image",
+                where,
+                f"image file {file} not found (data.images is {images_root})",
+                "Add the image, fix its file_name, or point data.images at the folder holding it",
+            )
             continue
         size = _header_size(file)
         if isinstance(size, str):
@@ -128,8 +143,12 @@ def read_split(path: Path, key: str, images_root: Path, categories: Sequence[Cat
             continue
         width, height = entry.get("width", size[0]), entry.get("height", size[1])
         if (width, height) != size:
-            bad.report("size_mismatch", where, f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
-                       "Fix the image's width and height in the JSON (boxes are in its pixels)")
+            bad.report(
+                "size_mismatch",
+                where,
+                f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
+                "Fix the image's width and height in the JSON (boxes are in its pixels)",
+            )
             continue
         item = _annotations(path, entry, by_image.get(image_id, []), index, known, file, bad)
         if item is not None:
@@ -137,37 +156,55 @@ def read_split(path: Path, key: str, images_root: Path, categories: Sequence[Cat
     return out
 
 
-def _annotations(path: Path, entry: dict, anns: list[dict], index: dict[int, int], known: str, file: Path,
-                 bad: BadSamples) -> DetectionImage | None:
+def _annotations(
+    path: Path, entry: dict, anns: list[dict], index: dict[int, int], known: str, file: Path, bad: BadSamples
+) -> DetectionImage | None:
     width, height = int(entry.get("width") or 0), int(entry.get("height") or 0)
     boxes, labels, ids = [], [], []
     for ann in anns:
         where = f"{path}: annotation id {ann.get('id')} (image id {entry['id']}, {file.name})"
         category = ann.get("category_id")
         if category not in index:
-            bad.report("unknown_category", where, f"category_id {category!r} is not among the train categories "
-                       f"{known}", "Fix the category_id, or add the category to the train JSON's \"categories\"")
+            bad.report(
+                "unknown_category",
+                where,
+                f"category_id {category!r} is not among the train categories {known}",
+                'Fix the category_id, or add the category to the train JSON\'s "categories"',
+            )
             return None
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-            bad.report("malformed_box", where, f"bbox {bbox!r} is not [x, y, width, height]",
-                       "Write the box as four numbers in pixels, COCO's x, y, w, h")
+            bad.report(
+                "malformed_box",
+                where,
+                f"bbox {bbox!r} is not [x, y, width, height]",
+                "Write the box as four numbers in pixels, COCO's x, y, w, h",
+            )
             return None
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
-            bad.report("empty_box", where, f"bbox {bbox} has a non-positive width or height",
-                       "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation")
+            bad.report(
+                "empty_box",
+                where,
+                f"bbox {bbox} has a non-positive width or height",
+                "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation",
+            )
             return None
         t = BOX_TOLERANCE
         if x < -t or y < -t or x + w > width + t or y + h > height + t:
-            bad.report("box_outside_image", where, f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} "
-                       "image", "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)")
+            bad.report(
+                "box_outside_image",
+                where,
+                f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
+                "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)",
+            )
             return None
         boxes.append([max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)])
         labels.append(index[category])
         ids.append(int(ann.get("id", -1)))
-    return DetectionImage(int(entry["id"]), file, width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-                          labels, ids)
+    return DetectionImage(
+        int(entry["id"]), file, width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, ids
+    )
 
 
 class DetectionDataset:
@@ -177,8 +214,15 @@ class DetectionDataset:
     read (the scorer's ground truth, in original pixels).
     """
 
-    def __init__(self, source: str | Path, key: str, categories: Sequence[Category], images: str | Path | None,
-                 on_bad_sample: str = "fail", limit: int | None = None) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        key: str,
+        categories: Sequence[Category],
+        images: str | Path | None,
+        on_bad_sample: str = "fail",
+        limit: int | None = None,
+    ) -> None:
         self.source = Path(source).expanduser()
         self.key = key
         self.categories = list(categories)
@@ -197,8 +241,12 @@ class DetectionDataset:
         item = self.images[index]
         with Image.open(item.path) as image:
             pixels = image.convert("RGB")
-        return {"image": pixels, "boxes": item.boxes.copy(), "box_labels": list(item.labels),
-                "image_id": item.image_id}
+        return {
+            "image": pixels,
+            "boxes": item.boxes.copy(),
+            "box_labels": list(item.labels),
+            "image_id": item.image_id,
+        }
 
 
 class AugmentedDetection(AugmentedDataset):
@@ -220,8 +268,12 @@ def coco_targets(item: dict[str, Any], position: int) -> dict[str, Any]:
     """One item's boxes as the COCO annotation dict `DetrImageProcessor` takes (xyxy → xywh)."""
     boxes = np.asarray(item["boxes"], dtype=np.float64).reshape(-1, 4)
     annotations = [
-        {"bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "category_id": int(label),
-         "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0}
+        {
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            "category_id": int(label),
+            "area": float((x1 - x0) * (y1 - y0)),
+            "iscrowd": 0,
+        }
         for (x0, y0, x1, y1), label in zip(boxes, item["box_labels"], strict=True)
     ]
     return {"image_id": int(item.get("image_id", position)), "annotations": annotations}
@@ -244,7 +296,15 @@ class DetrCollator:
         if self.with_sizes:
             batch = self.image_processor(images=images, return_tensors="pt")
             sizes = torch.tensor([[im.height, im.width] for im in images], dtype=torch.long)
-            return {"pixel_values": batch["pixel_values"], "pixel_mask": batch["pixel_mask"], "orig_sizes": sizes}
+            return {
+                "pixel_values": batch["pixel_values"],
+                "pixel_mask": batch["pixel_mask"],
+                "orig_sizes": sizes,
+            }
         annotations = [coco_targets(f, i) for i, f in enumerate(features)]
         batch = self.image_processor(images=images, annotations=annotations, return_tensors="pt")
-        return {"pixel_values": batch["pixel_values"], "pixel_mask": batch["pixel_mask"], "labels": batch["labels"]}
+        return {
+            "pixel_values": batch["pixel_values"],
+            "pixel_mask": batch["pixel_mask"],
+            "labels": batch["labels"],
+        }

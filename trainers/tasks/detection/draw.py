@@ -11,9 +11,15 @@ TRUE_COLOUR = (0, 170, 0)
 PALETTE = ((220, 30, 30), (30, 90, 230), (230, 150, 0), (160, 40, 200), (0, 160, 170), (120, 120, 120))
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[int], classes: Sequence[str],
-               scores: Sequence[float] | None = None, colour: tuple[int, int, int] | None = None,
-               width: int = 1) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    scores: Sequence[float] | None = None,
+    colour: tuple[int, int, int] | None = None,
+    width: int = 1,
+) -> Image.Image:
     """A copy of `image` with each box outlined and labelled (`name score`); colour per class unless given."""
     out = image.convert("RGB").copy()
     pen = ImageDraw.Draw(out)
@@ -28,8 +34,13 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
 
 def comparison_grid(panels: Sequence[tuple[Image.Image, Image.Image]], path: Path, scale: int = 3) -> Path:
     """Rows of (true, predicted) panels, enlarged `scale` times (nearest: the pixels stay visible)."""
-    cells = [(t.resize((t.width * scale, t.height * scale), Image.Resampling.NEAREST),
-              p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST)) for t, p in panels]
+    cells = [
+        (
+            t.resize((t.width * scale, t.height * scale), Image.Resampling.NEAREST),
+            p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST),
+        )
+        for t, p in panels
+    ]
     width = max(t.width + p.width for t, p in cells) + 12
     height = sum(max(t.height, p.height) for t, p in cells) + 20 + 4 * len(cells)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))

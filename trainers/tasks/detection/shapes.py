@@ -28,8 +28,10 @@ SUPERSAMPLE = 4
 
 def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]], gap: int = 2) -> bool:
     x, y, w, h = box
-    return any(x < ox + ow + gap and ox < x + w + gap and y < oy + oh + gap and oy < y + h + gap
-               for ox, oy, ow, oh in others)
+    return any(
+        x < ox + ow + gap and ox < x + w + gap and y < oy + oh + gap and oy < y + h + gap
+        for ox, oy, ow, oh in others
+    )
 
 
 def _draw(pen: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour) -> None:
@@ -42,7 +44,9 @@ def _draw(pen: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], 
         pen.polygon([(x + w / 2, y), (x + w - 1, y + h - 1), (x, y + h - 1)], fill=colour)
 
 
-def render(rng: random.Random, size: int = 64, max_objects: int = 2) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
+def render(
+    rng: random.Random, size: int = 64, max_objects: int = 2
+) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int, int]]]]:
     """One image and its objects as (class, (x, y, w, h)) in pixels."""
     background = tuple(rng.randrange(215, 256) for _ in range(3))
     image = Image.new("RGB", (size * SUPERSAMPLE, size * SUPERSAMPLE), background)
@@ -78,9 +82,16 @@ def generate(root: Path, counts: dict[str, int], size: int = 64, seed: int = 0, 
             image.save(root / "images" / name, optimize=True)
             images.append({"id": n + 1, "file_name": name, "width": size, "height": size})
             for shape, (x, y, w, h) in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": n + 1,
-                                    "category_id": CLASSES.index(shape) + 1, "bbox": [x, y, w, h],
-                                    "area": w * h, "iscrowd": 0})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": n + 1,
+                        "category_id": CLASSES.index(shape) + 1,
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
         payload = {"images": images, "annotations": annotations, "categories": categories}
         (root / f"{split}.json").write_text(json.dumps(payload) + "\n")
     return root
@@ -95,7 +106,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> P
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-objects", type=int, default=2, help="shapes per image: 1 to this many")
     args = parser.parse_args(argv)
-    root = generate(args.root, {"train": args.n_train, "val": args.n_val}, args.size, args.seed, args.max_objects)
+    root = generate(
+        args.root, {"train": args.n_train, "val": args.n_val}, args.size, args.seed, args.max_objects
+    )
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     out(f"wrote {root}: {len(CLASSES)} classes, {total / 1024:.0f} KB")
     return root

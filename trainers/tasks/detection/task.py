@@ -43,8 +43,10 @@ def _image_processor(processor: Any) -> Any:
 
 def targets_of(dataset: Any) -> list[ImageBoxes]:
     """Ground truth of a `DetectionDataset` (original pixels)."""
-    return [ImageBoxes([list(map(float, b)) for b in im.boxes], list(im.labels), im.width, im.height)
-            for im in dataset.images]
+    return [
+        ImageBoxes([list(map(float, b)) for b in im.boxes], list(im.labels), im.width, im.height)
+        for im in dataset.images
+    ]
 
 
 class DetectionTask(Task[Prediction]):
@@ -68,7 +70,9 @@ class DetectionTask(Task[Prediction]):
     @staticmethod
     def _data(recipe: Any) -> DetectionData:
         if not isinstance(recipe.data, DetectionData):
-            raise RecipeError(f"the detection task needs data=DetectionData(...), got {type(recipe.data).__name__}.")
+            raise RecipeError(
+                f"the detection task needs data=DetectionData(...), got {type(recipe.data).__name__}."
+            )
         return recipe.data
 
     # --------------------------------------------------------------------------------- recipe level
@@ -76,16 +80,21 @@ class DetectionTask(Task[Prediction]):
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)
         splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
-        missing = [f"{key} {src!r} (COCO JSON)" for key, src in splits
-                   if src is not None and not Path(src).expanduser().is_file()]
+        missing = [
+            f"{key} {src!r} (COCO JSON)"
+            for key, src in splits
+            if src is not None and not Path(src).expanduser().is_file()
+        ]
         if data.images is not None and not Path(data.images).expanduser().is_dir():
             missing.append(f"data.images {data.images!r} (image directory)")
         return missing
 
     def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO detection JSON (images, "
-                "annotations with bbox [x, y, w, h] in pixels, categories) whose file_names are relative to "
-                "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_boxes.")
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO detection JSON (images, "
+            "annotations with bbox [x, y, w, h] in pixels, categories) whose file_names are relative to "
+            "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_boxes."
+        )
 
     def categories(self, recipe: Any):
         from trainers.tasks.detection.data import read_categories
@@ -94,8 +103,11 @@ class DetectionTask(Task[Prediction]):
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         names = [c.name for c in self.categories(recipe)]
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}}
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+        }
 
     def freeze_rules(self, recipe: Any) -> list[tuple[Freeze, str]]:
         policy = self._data(recipe).backbone
@@ -103,7 +115,9 @@ class DetectionTask(Task[Prediction]):
 
     def check_evaluation(self, evaluation: Any) -> None:
         if isinstance(evaluation, DetectionEval) and not 0.0 <= evaluation.plot_threshold <= 1.0:
-            raise RecipeError(f"evaluation.plot_threshold is a score in [0, 1], got {evaluation.plot_threshold}.")
+            raise RecipeError(
+                f"evaluation.plot_threshold is a score in [0, 1], got {evaluation.plot_threshold}."
+            )
 
     # ------------------------------------------------------------------------------------ run level
 
@@ -115,7 +129,10 @@ class DetectionTask(Task[Prediction]):
         self.processor = _image_processor(processor)
         self.classes = [c.name for c in categories]
         if isinstance(recipe.evaluation, DetectionEval):
-            self.plot_images, self.plot_threshold = recipe.evaluation.plot_images, recipe.evaluation.plot_threshold
+            self.plot_images, self.plot_threshold = (
+                recipe.evaluation.plot_images,
+                recipe.evaluation.plot_threshold,
+            )
 
         def split(source: str, key: str, limit: int | None = None) -> DetectionDataset:
             return DetectionDataset(source, key, categories, data.images, data.on_bad_sample, limit)
@@ -133,8 +150,14 @@ class DetectionTask(Task[Prediction]):
 
     def _post_process(self, outputs: Any, sizes: Any) -> list[Prediction]:
         results = self.processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=sizes)
-        return [{"boxes": r["boxes"].float().tolist(), "scores": r["scores"].float().tolist(),
-                 "labels": r["labels"].tolist()} for r in results]
+        return [
+            {
+                "boxes": r["boxes"].float().tolist(),
+                "scores": r["scores"].float().tolist(),
+                "labels": r["labels"].tolist(),
+            }
+            for r in results
+        ]
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[Prediction]:
         outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
@@ -142,8 +165,10 @@ class DetectionTask(Task[Prediction]):
 
     def score(self, predictions: Mapping[int, Prediction], dataset: Any) -> dict[str, float]:
         targets = targets_of(dataset)
-        preds = [ImageBoxes(p["boxes"], p["labels"], t.width, t.height, scores=p["scores"])
-                 for p, t in zip((predictions[i] for i in range(len(dataset))), targets, strict=True)]
+        preds = [
+            ImageBoxes(p["boxes"], p["labels"], t.width, t.height, scores=p["scores"])
+            for p, t in zip((predictions[i] for i in range(len(dataset))), targets, strict=True)
+        ]
         if self._baseline is None and self._train is not None and dataset is not self._train:
             from trainers.tasks.detection.baseline import mean_box_baseline
 
@@ -161,8 +186,12 @@ class DetectionTask(Task[Prediction]):
         panels, rows = [], []
         for i in range(min(self.plot_images, len(dataset))):
             item, truth, pred = dataset[i], dataset.images[i], self._confident(predictions[i])
-            panels.append((draw_boxes(item["image"], truth.boxes, truth.labels, dataset.classes, colour=TRUE_COLOUR),
-                           self.draw(item["image"], pred, dataset.classes)))
+            panels.append(
+                (
+                    draw_boxes(item["image"], truth.boxes, truth.labels, dataset.classes, colour=TRUE_COLOUR),
+                    self.draw(item["image"], pred, dataset.classes),
+                )
+            )
             rows.append({"file": str(truth.path), **pred})
         comparison_grid(panels, directory / "boxes.png")
         (directory / "predictions.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -171,19 +200,26 @@ class DetectionTask(Task[Prediction]):
         keep = [i for i, s in enumerate(prediction["scores"]) if s >= self.plot_threshold]
         return {k: [prediction[k][i] for i in keep] for k in ("boxes", "scores", "labels")}
 
-    def examples(self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
+    def examples(
+        self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10
+    ) -> list[dict[str, Any]]:
         out = []
         for i, p in list(predictions.items())[:n]:
             confident = self._confident(p)
-            out.append({"file": str(dataset.images[i].path),
-                        "predicted": [dataset.classes[c] for c in confident["labels"]],
-                        "true": [dataset.classes[c] for c in dataset.images[i].labels]})
+            out.append(
+                {
+                    "file": str(dataset.images[i].path),
+                    "predicted": [dataset.classes[c] for c in confident["labels"]],
+                    "true": [dataset.classes[c] for c in dataset.images[i].labels],
+                }
+            )
         return out
 
     # -------------------------------------------------------------------------- images (trainers.predict)
 
-    def predict_images(self, model: Any, processor: Any, images: list[Image.Image],
-                       options: dict[str, str]) -> list[dict]:
+    def predict_images(
+        self, model: Any, processor: Any, images: list[Image.Image], options: dict[str, str]
+    ) -> list[dict]:
         """Boxes for plain images (`--threshold`, default 0.5): `{"boxes", "scores", "labels", "names"}`."""
         import torch
 
@@ -199,14 +235,24 @@ class DetectionTask(Task[Prediction]):
         batch = self.processor(images=rgb, return_tensors="pt")
         device = next(model.parameters()).device
         with torch.no_grad():
-            outputs = model(pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device))
+            outputs = model(
+                pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device)
+            )
         results = self._post_process(outputs, [[im.height, im.width] for im in rgb])
         confident = [self._confident(r) for r in results]
-        return [{**r, "names": [self.classes[c] if c < len(self.classes) else str(c) for c in r["labels"]]}
-                for r in confident]
+        return [
+            {**r, "names": [self.classes[c] if c < len(self.classes) else str(c) for c in r["labels"]]}
+            for r in confident
+        ]
 
     def draw(self, image: Image.Image, prediction: dict, classes: list[str] | None = None) -> Image.Image:
         from trainers.tasks.detection.draw import draw_boxes
 
-        return draw_boxes(image, prediction["boxes"], prediction["labels"], classes or self.classes,
-                          scores=prediction["scores"], width=max(1, round(min(image.size) / 100)))
+        return draw_boxes(
+            image,
+            prediction["boxes"],
+            prediction["labels"],
+            classes or self.classes,
+            scores=prediction["scores"],
+            width=max(1, round(min(image.size) / 100)),
+        )
