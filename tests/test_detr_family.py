@@ -110,21 +110,6 @@ def test_predict_with_a_task_that_cannot_predict_images(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
     (run / "recipe.json").write_text(json.dumps({"model": {"family": "vit-classification"}}))
-    (run / "best" / "preprocessor_config.json").write_text(
-        json.dumps({"image_processor_type": "ViTImageProcessorPil"})
-    )
-    (run / "best" / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "vit",
-                "hidden_size": 32,
-                "num_hidden_layers": 1,
-                "num_attention_heads": 2,
-                "intermediate_size": 32,
-                "image_size": 32,
-            }
-        )
-    )
     images = tmp_path / "imgs"
     images.mkdir()
     shutil.copy(TINY / "images" / "val_000.png", images / "a.png")

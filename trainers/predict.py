@@ -70,6 +70,14 @@ def _task(family: Any, name: str | None) -> Any:
     return load_task(TASKS[name])
 
 
+def _check_hooks(task: Any) -> None:
+    """A task without the plain-image hook fails before any model is loaded (its default says why)."""
+    from trainers.tasks.interface import Task
+
+    if type(task).predict_images is Task.predict_images:
+        task.predict_images(None, None, [], {})
+
+
 def _build(cls: type, values: Any) -> Any:
     """A dataclass from its `to_dict` view (nested dataclass fields rebuilt where the type says so)."""
     if not isinstance(values, dict):
@@ -111,6 +119,7 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     model_section = recipe["model"]
     family = get_family(model_section["family"])
     task = _task(family, task_name)
+    _check_hooks(task)
     best = run_dir / BEST
     model_cls, processor_cls = _resolve(family.model_class), _resolve(family.processor_class)
     processor = processor_cls.from_pretrained(str(best))
