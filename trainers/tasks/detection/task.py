@@ -41,6 +41,27 @@ def _image_processor(processor: Any) -> Any:
     return getattr(processor, "image_processor", processor)
 
 
+def _config(model: Any) -> Any:
+    """The model config inside DDP / DeepSpeed / peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.config
+
+
+def _box_normaliser_correction(labels: list[dict[str, Any]], like: Any) -> float:
+    """(box count transformers divided by) / (the right one: clamp(global boxes / world, 1))."""
+    import torch
+    import torch.distributed as dist
+
+    count = torch.tensor([float(sum(len(t["class_labels"]) for t in labels))], device=like.device)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        dist.all_reduce(count)  # every rank computes a loss each step, so every rank is here
+    total = float(count.item())
+    used = max(total / world / world, 1.0)  # mean over ranks, then / world again (transformers)
+    return used / max(total / world, 1.0)
+
+
 def targets_of(dataset: Any) -> list[ImageBoxes]:
     """Ground truth of a `DetectionDataset` (original pixels)."""
     return [
@@ -112,6 +133,25 @@ class DetectionTask(Task[Prediction]):
     def freeze_rules(self, recipe: Any) -> list[tuple[Freeze, str]]:
         policy = self._data(recipe).backbone
         return [(rule, f"data.backbone={policy!r}") for rule in backbone_rules(policy)]
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """DETR's loss with its box terms normalised by the global box count over the world size.
+
+        transformers (5.23) averages the box count over ranks (`accelerate.utils.reduce`, a mean) and then
+        divides by the world size again, so on N ranks the L1 and GIoU terms come out N times too large
+        (2 ranks: twice the loss of 1 rank on the same data). This recombines the model's own loss terms with
+        the normaliser of the original DETR, clamp(sum of boxes / world, 1): 1 process is unchanged.
+        """
+        outputs = model(**inputs)
+        if "labels" not in inputs or outputs.loss_dict is None:
+            return outputs.loss
+        config = _config(model)
+        if getattr(config, "auxiliary_loss", False):  # the auxiliary terms are normalised alike: not recombined
+            return outputs.loss
+        scale = _box_normaliser_correction(inputs["labels"], outputs.loss)
+        terms = outputs.loss_dict
+        return (terms["loss_ce"] + config.bbox_loss_coefficient * scale * terms["loss_bbox"]
+                + config.giou_loss_coefficient * scale * terms["loss_giou"])
 
     def check_evaluation(self, evaluation: Any) -> None:
         if isinstance(evaluation, DetectionEval) and not 0.0 <= evaluation.plot_threshold <= 1.0:
