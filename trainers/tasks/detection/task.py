@@ -146,12 +146,15 @@ class DetectionTask(Task[Prediction]):
         if "labels" not in inputs or outputs.loss_dict is None:
             return outputs.loss
         config = _config(model)
-        if getattr(config, "auxiliary_loss", False):  # the auxiliary terms are normalised alike: not recombined
+        if getattr(config, "auxiliary_loss", False):  # auxiliary terms: not recombined here
             return outputs.loss
         scale = _box_normaliser_correction(inputs["labels"], outputs.loss)
         terms = outputs.loss_dict
-        return (terms["loss_ce"] + config.bbox_loss_coefficient * scale * terms["loss_bbox"]
-                + config.giou_loss_coefficient * scale * terms["loss_giou"])
+        return (
+            terms["loss_ce"]
+            + config.bbox_loss_coefficient * scale * terms["loss_bbox"]
+            + config.giou_loss_coefficient * scale * terms["loss_giou"]
+        )
 
     def check_evaluation(self, evaluation: Any) -> None:
         if isinstance(evaluation, DetectionEval) and not 0.0 <= evaluation.plot_threshold <= 1.0:
