@@ -19,28 +19,30 @@ def draw_boxes(
     scores: Sequence[float] | None = None,
     colour: tuple[int, int, int] | None = None,
     width: int = 1,
+    scale: int = 1,
 ) -> Image.Image:
-    """A copy of `image` with each box outlined and labelled (`name score`); colour per class unless given."""
-    out = image.convert("RGB").copy()
+    """A copy of `image` (enlarged `scale` times, nearest: the pixels stay visible) with each box outlined
+    and labelled (`name score`); colour per class unless given."""
+    out = image.convert("RGB")
+    out = (
+        out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
+        if scale > 1
+        else out.copy()
+    )
     pen = ImageDraw.Draw(out)
     for i, (box, label) in enumerate(zip(boxes, labels, strict=True)):
         ink = colour or PALETTE[int(label) % len(PALETTE)]
-        pen.rectangle([float(v) for v in box], outline=ink, width=width)
+        box = [float(v) * scale for v in box]
+        pen.rectangle(box, outline=ink, width=width)
         name = classes[int(label)] if 0 <= int(label) < len(classes) else str(label)
         text = f"{name} {scores[i]:.2f}" if scores is not None else name
-        pen.text((float(box[0]) + 1, float(box[1]) + 1), text, fill=ink)
+        pen.text((box[0] + 2, box[1] + 1), text, fill=ink)
     return out
 
 
-def comparison_grid(panels: Sequence[tuple[Image.Image, Image.Image]], path: Path, scale: int = 3) -> Path:
-    """Rows of (true, predicted) panels, enlarged `scale` times (nearest: the pixels stay visible)."""
-    cells = [
-        (
-            t.resize((t.width * scale, t.height * scale), Image.Resampling.NEAREST),
-            p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST),
-        )
-        for t, p in panels
-    ]
+def comparison_grid(panels: Sequence[tuple[Image.Image, Image.Image]], path: Path) -> Path:
+    """Rows of (true, predicted) panels on one sheet."""
+    cells = list(panels)
     width = max(t.width + p.width for t, p in cells) + 12
     height = sum(max(t.height, p.height) for t, p in cells) + 20 + 4 * len(cells)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))

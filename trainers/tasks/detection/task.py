@@ -41,6 +41,11 @@ def _image_processor(processor: Any) -> Any:
     return getattr(processor, "image_processor", processor)
 
 
+def display_scale(image: Image.Image, target: int = 256) -> int:
+    """How many times to enlarge a small image before drawing on it, so labels stay legible."""
+    return max(1, target // max(image.size))
+
+
 def _config(model: Any) -> Any:
     """The model config inside DDP / DeepSpeed / peft wrappers."""
     while hasattr(model, "module"):
@@ -231,7 +236,14 @@ class DetectionTask(Task[Prediction]):
             item, truth, pred = dataset[i], dataset.images[i], self._confident(predictions[i])
             panels.append(
                 (
-                    draw_boxes(item["image"], truth.boxes, truth.labels, dataset.classes, colour=TRUE_COLOUR),
+                    draw_boxes(
+                        item["image"],
+                        truth.boxes,
+                        truth.labels,
+                        dataset.classes,
+                        colour=TRUE_COLOUR,
+                        scale=display_scale(item["image"]),
+                    ),
                     self.draw(item["image"], pred, dataset.classes),
                 )
             )
@@ -298,4 +310,5 @@ class DetectionTask(Task[Prediction]):
             classes or self.classes,
             scores=prediction["scores"],
             width=max(1, round(min(image.size) / 100)),
+            scale=display_scale(image),
         )
