@@ -64,3 +64,31 @@ def test_oks_ap_equals_the_hand_computed_value_with_recipe_sigmas():
     assert oks_ap([off], [truth], sigmas) == pytest.approx(
         {"oks_ap": 0.6, "oks_ap_50": 1.0, "oks_ap_75": 1.0}
     )
+
+
+def test_keypoints_survive_flip_twice_with_their_pairs_and_a_scale_round_trip():
+    from PIL import Image
+
+    from trainers.data.augment import Augment, RandomResizedCrop, Sample, augment
+
+    keypoints = np.array([[[10.0, 5.0, 2], [30.0, 6.0, 2], [20.0, 40.0, 1], [0.0, 0.0, 0]]])  # per box, K = 4
+    sample = Sample(
+        image=Image.new("RGB", (64, 48)), boxes=np.array([[2.0, 2.0, 40.0, 45.0]]), keypoints=keypoints
+    )
+    flip = Augment(hflip=1.0, flip_pairs=((0, 1),))
+    once = augment(sample, flip, seed=0, epoch=0, index=0).sample
+    # x -> 64 - x, and the left/right pair swaps: the new joint 0 is the old joint 1, mirrored
+    assert once.keypoints[0, 0].tolist() == [34.0, 6.0, 2.0] and once.keypoints[0, 1].tolist() == [
+        54.0,
+        5.0,
+        2.0,
+    ]
+    np.testing.assert_allclose(augment(once, flip, seed=0, epoch=0, index=0).sample.keypoints, keypoints)
+    ratio = (64 / 48, 64 / 48)
+    up = Augment(random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=ratio, size=(128, 96)))
+    down = Augment(random_resized_crop=RandomResizedCrop(scale=(1.0, 1.0), ratio=ratio, size=(64, 48)))
+    big = augment(sample, up, seed=0, epoch=0, index=0).sample
+    np.testing.assert_allclose(big.keypoints[0, :3, :2], keypoints[0, :3, :2] * 2)
+    np.testing.assert_allclose(
+        augment(big, down, seed=0, epoch=0, index=0).sample.keypoints[0, :3], keypoints[0, :3]
+    )
