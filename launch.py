@@ -192,6 +192,9 @@ def _main(args: argparse.Namespace) -> int:
         if summary.get("test_metrics"):
             scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
             print(f"test split, best model: {scores}", flush=True)
+        if summary.get("overfitting"):
+            signal = summary["overfitting"]
+            print(f"overfitting: {signal['detail']}, since epoch {signal['since_epoch']}", flush=True)
         if summary.get("lora"):
             lora = summary["lora"]
             print(f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "

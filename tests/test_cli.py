@@ -174,11 +174,13 @@ def test_errors_found_before_training_import_neither_torch_nor_transformers(tmp_
     typo cost a fraction of a second, not the ~10 s of importing torch, transformers and peft."""
     probe = (
         "import sys, launch\n"
-        f"status = launch.main([{RECIPE!r}, *sys.argv[1:]])\n"
+        "status = launch.main(sys.argv[1:])\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'deepspeed') if m in sys.modules)\n"
         "print('heavy:', heavy, 'status:', status)\n"
     )
-    for extra in ([], ["training.epoch=3"], ["--launcher", "torchrun", "--nproc", "2"]):
-        result = subprocess.run([sys.executable, "-c", probe, *extra], cwd=ROOT, capture_output=True, text=True,
+    runs = [[RECIPE], [RECIPE, "training.epoch=3"], [RECIPE, "--launcher", "torchrun", "--nproc", "2"],
+            ["recipes/vit_lora.py", "--demo", "data.augment.hflip=2"], ["recipes/vit_lora.py", "data.val=nowhere"]]
+    for argv in runs:
+        result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
                                 timeout=120, env=no_model_env(tmp_path))
-        assert result.stdout.strip().splitlines()[-1] == "heavy: [] status: 2", (extra, result.stdout, result.stderr)
+        assert result.stdout.strip().splitlines()[-1] == "heavy: [] status: 2", (argv, result.stdout, result.stderr)

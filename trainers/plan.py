@@ -21,6 +21,7 @@ from trainers.optim.param_groups import GroupPlan, build_param_groups
 from trainers.recipe.checks import check_data_paths, missing_data_paths, recipe_task
 from trainers.recipe.config import Freeze, Recipe
 from trainers.tasks.interface import Task
+from trainers.zero3 import param_numel, zero3_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class PreparedModel:
     def count_trainable(self) -> int:
         """Parameters that train right now (gated stage parameters count once their gate opens)."""
         gated = {n for plan, gate in zip(self.stages, self.gates, strict=True) if not gate.is_open for n in plan.param_names}
-        return sum(p.numel() for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
+        return sum(param_numel(p) for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
 
 
 def best_metric(recipe: Recipe, task: Task) -> tuple[str, bool]:
@@ -97,9 +98,15 @@ def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) 
     if recipe.model.use_demo_model:
         model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
         source = f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
-        if recipe.model.quantization is not None:  # through the real loader, so the demo is quantized too
-            model, processor = _reload_quantized(family, model, processor, recipe, kwargs)
+        # Through the real loader when loading does something: bitsandbytes quantizes on load, and under
+        # ZeRO-3 from_pretrained partitions. The tiny model itself is built whole, so its random init is the
+        # same under every launcher.
+        if recipe.model.quantization is not None:
+            model, processor = _reload_through_loader(family, model, processor, recipe, kwargs)
             source += f", loaded {recipe.model.quantization}"
+        elif zero3_enabled():
+            model, processor = _reload_through_loader(family, model, processor, recipe, kwargs)
+            source += ", loaded partitioned (ZeRO-3)"
         return model, processor, source
     try:
         model, processor = family.load()(recipe.model.id, load_options(recipe), **kwargs)
@@ -114,13 +121,17 @@ def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) 
         return model, None, f"architecture only (meta device): {recipe.model.id} weights are not available locally"
 
 
-def _reload_quantized(family: Any, model: nn.Module, processor: Any, recipe: Recipe,
-                      kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
-    """The tiny model saved and loaded back with the recipe's quantization (bitsandbytes quantizes on load)."""
+def _reload_through_loader(family: Any, model: nn.Module, processor: Any, recipe: Recipe,
+                           kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The tiny model saved and loaded back through the family's loader with the recipe's load options."""
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="tiny-quantized-") as directory:
-        model.save_pretrained(directory)
+    from safetensors.torch import save_model
+
+    with tempfile.TemporaryDirectory(prefix="tiny-model-") as directory:
+        # Every rank writes its own copy: `save_pretrained` writes on rank 0 only once a process group exists.
+        model.config.save_pretrained(directory)
+        save_model(model, f"{directory}/model.safetensors", metadata={"format": "pt"})  # tied tensors once
         processor.save_pretrained(directory)
         return family.load()(directory, load_options(recipe), **kwargs)
 

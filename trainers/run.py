@@ -21,6 +21,7 @@ from trainers import checkpoints, rerun
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
+from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
@@ -37,6 +38,7 @@ from trainers.reporting.summary import baseline_report, eval_history, write_json
 from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
 from trainers.tasks.interface import Task, TaskData
 from trainers.trainer import RecipeTrainer
+from trainers.zero3 import local_share, ready_for_partitioned_loading
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,7 @@ class RunContext:
     trainer: RecipeTrainer
     resume_from: str | None
     started: float
+    held_at_load: int = 0  # parameters this rank held right after loading (ZeRO-3: its shard)
 
 
 def configure_cpu_threads() -> int:
@@ -154,8 +157,13 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     resume_from = prepare_output_dir(recipe, output_dir)
     set_seed(recipe.training.seed)
     report_to = configure_wandb(recipe.reporting, output_dir)
+    # Before the model: under ZeRO-3 these arguments make transformers load it inside deepspeed.zero.Init,
+    # already partitioned, instead of whole on every rank (`args` must outlive the load: a weak reference).
+    args = build_training_arguments(recipe, task, output_dir, report_to)
+    ready_for_partitioned_loading()
 
     model, processor, source = load_model(recipe, task=task)
+    held_at_load = local_share(model)[0]  # ZeRO-3: this rank's shard only
     model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
     prepared = prepare_model(model, processor, source, recipe)
     plan = build_run_plan(recipe, prepared, overrides=overrides, task=task)
@@ -169,7 +177,6 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     logger.info("run plan:\n%s", plan.render())
 
     data = task.build(recipe, processor)
-    args = build_training_arguments(recipe, task, output_dir, report_to)
     check_train_size(len(data.train), args.per_device_train_batch_size, args.gradient_accumulation_steps,
                      args.world_size, recipe.data.train)
     evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
@@ -179,7 +186,7 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
     trainer.add_callback(WorldGuard(trainer, args.deepspeed))
-    return RunContext(recipe, output_dir, prepared, task, data, trainer, resume_from, started)
+    return RunContext(recipe, output_dir, prepared, task, data, trainer, resume_from, started, held_at_load)
 
 
 def complete_run(ctx: RunContext) -> dict[str, Any]:
@@ -250,7 +257,10 @@ def _unquantized_base(recipe: Recipe) -> Any:
     """The base model again, never quantized: a merged export goes onto the real weights, not 4/8-bit ones."""
     import dataclasses
 
-    return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
+    from trainers.zero3 import unpartitioned_loading
+
+    with unpartitioned_loading():  # the main process alone: under ZeRO-3 a partitioned load is a collective
+        return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
 
 
 def _evaluator(recipe: Recipe, task: Task, data: TaskData, dataset: Any, artifacts_dir: Path,
@@ -291,6 +301,7 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
         callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
+    callbacks.append(OverfittingWatch(*best_metric(recipe, task)))  # reports only; stopping is the above's job
     if recipe.training.save_steps:
         callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
@@ -324,6 +335,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
     stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None)
     unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressiveUnfreezing))
     logger_cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, EpochMetricsLog))
+    watch = next(c for c in trainer.callback_handler.callbacks if isinstance(c, OverfittingWatch))
     total = prepared.freeze.total
     return {
         "recipe": recipe.name,
@@ -334,6 +346,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             "trainable_at_start": prepared.freeze.trainable,
             "trainable_at_end": prepared.count_trainable(),
             "scheduled_by_stages": prepared.freeze.scheduled,
+            "held_by_main_process_at_load": ctx.held_at_load,
         },
         "stages_opened_at_step": {str(k): v for k, v in unfreezer.opened_at_step.items()},
         "world_size": trainer.args.world_size,
@@ -353,6 +366,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             if stopper
             else None
         ),
+        "overfitting": watch.signal.to_dict() if watch.signal else None,
         "seconds_per_epoch": logger_cb.epoch_seconds,
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),

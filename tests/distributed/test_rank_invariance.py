@@ -105,6 +105,24 @@ def test_two_ranks_reproduce_one_process(ranks, reference):
 
 
 @pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
+def test_zero3_loads_the_model_partitioned_and_counts_like_one_process(ranks, reference):
+    """Under ZeRO-3 the model is created partitioned (inside zero.Init: each rank holds about half of it right
+    after loading, not the whole); the freeze report's counts read the full sizes (ds_numel) and equal the
+    1-process counts. Other modes load the whole model on every rank."""
+    counts = ("total", "trainable_at_start", "trainable_at_end", "scheduled_by_stages")
+    total = reference["params"]["total"]
+    assert reference["held_at_load"] == total and not reference["partitioned_at_load"]
+    zero3 = ranks[0]["rank_facts"]["zero_stage"] == 3
+    for f in ranks:
+        assert {k: f["params"][k] for k in counts} == {k: reference["params"][k] for k in counts}
+        assert f["partitioned_at_load"] == zero3
+        if zero3:  # each parameter split in WORLD shards, padded by at most WORLD - 1 elements
+            assert total / WORLD <= f["held_at_load"] <= total / WORLD + f["param_tensors"], f["held_at_load"]
+        else:
+            assert f["held_at_load"] == total
+
+
+@pytest.mark.parametrize("ranks", RUNS, indirect=True, ids=by_id)
 def test_ranks_hold_bit_identical_weights(ranks):
     assert ranks[0]["start_hash"] == ranks[1]["start_hash"]
     assert ranks[0]["epoch_hashes"] == ranks[1]["epoch_hashes"]

@@ -230,6 +230,8 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
             recipe.training.resume = "auto"
         ctx = setup_run(recipe)
         model = ctx.prepared.model
+        if leg != "resume":
+            partitioned_at_load = all(hasattr(p, "ds_id") for p in model.parameters())
         frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
         dataset = RecordingDataset(ctx.trainer.train_dataset)
         ctx.trainer.train_dataset = dataset
@@ -284,6 +286,10 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
             c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressiveUnfreezing"
         ).state_entries_reset.items()},
         "frozen_tensors": len(frozen),
+        "params": summary["params"],  # the freeze report's counts (ZeRO-3: from ds_numel)
+        "held_at_load": ctx.held_at_load,  # elements this rank held after loading (ZeRO-3: its shard)
+        "partitioned_at_load": partitioned_at_load,
+        "param_tensors": len(list(model.parameters())),
         "frozen_changed": changed_frozen,
         "start_hash": digest(start),
         "epoch_hashes": [digest(s) for s in recorder.epochs],

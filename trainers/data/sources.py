@@ -16,66 +16,33 @@ Nothing is loaded into memory up front: `save_to_disk` / `load_dataset` tables a
 files, only the mapped columns are read, and an image is decoded (PIL) when its item is accessed, one at a
 time. `streaming=True` gives an iterable dataset that reads rows as it goes.
 
-How it plugs in: each task's data config gets `source: DatasetSource | None = None` (per split, e.g.
-`train_source` / `val_source`, or one source with `split=`); the task's `build(recipe, processor)` calls
-`load_source(source, key="data.train_source")` instead of reading its own files, and gets dicts with the
-mapped keys, which `trainers.data.augment.AugmentedDataset` and the task's collator consume as they
-consume the task's own datasets.
+How it plugs in: a split of a task's data config (`data.train`, `data.val`, an extra validation set, the test
+split) may be a `DatasetSource` instead of the task's own files (`trainers.data.source_config`, torch-free);
+the task's `build` calls `load_source(source, key="data.train")` and wraps the dicts it yields (captioning:
+`CaptionSourceDataset`, classification: `SourceClassificationDataset`), so augmentation, collation and
+evaluation are the same as for the task's own files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, IterableDataset
 
+from trainers.data.source_config import Columns, DatasetSource
 from trainers.data_policy import DataError
 from trainers.errors import RecipeError
 
-SourceKind = Literal["disk", "hub", "imagefolder", "json", "csv"]
 _BUILDERS = {"imagefolder": "imagefolder", "json": "json", "csv": "csv"}
 
 
 class DatasetNotAvailableError(RecipeError):
     """A named `datasets` source cannot be found or loaded; the message says how to provide it."""
-
-
-@dataclass
-class Columns:
-    """Task key → dataset column; None means the task does not read that key from this source."""
-
-    image: str | None = "image"
-    caption: str | None = None
-    label: str | None = None
-    boxes: str | None = None
-    box_labels: str | None = None
-    keypoints: str | None = None
-
-    def mapped(self) -> dict[str, str]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name)}
-
-
-@dataclass
-class DatasetSource:
-    """One split of a `datasets` dataset, and which of its columns the task reads."""
-
-    kind: SourceKind
-    path: str  # directory (disk / imagefolder / json / csv), a JSON/CSV file, or a Hub dataset name
-    split: str = "train"
-    columns: Columns = field(default_factory=Columns)
-    image_dir: str | None = None  # json / csv: where the image file names point (default: the file's folder)
-    image_mode: str | None = "RGB"  # PIL mode the images are converted to on access (None: as stored)
-    streaming: bool = False
-    name: str | None = None  # a Hub dataset's configuration (subset)
-    revision: str | None = None  # a Hub dataset's branch, tag or commit
-    cache_dir: str | None = None  # where load_dataset writes its Arrow cache (default HF_DATASETS_CACHE)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -324,6 +291,17 @@ class SourceDataset(Dataset):
         return self.mapper(self.table[int(index)], f"row {index}")
 
 
+def column_values(dataset: SourceDataset, task_key: str) -> list[Any]:
+    """Every row's value of a mapped non-image column (captions, labels), read from the Arrow table alone:
+    no image is decoded (a caption task's references, a classifier's label set)."""
+    column = dataset.mapper.columns[task_key]
+    top, _, sub = column.partition(".")
+    values = list(dataset.table.select_columns([top])[top])
+    if sub:
+        values = [v[sub] if isinstance(v, dict) else [x[sub] for x in v] for v in values]
+    return values
+
+
 class StreamingSourceDataset(IterableDataset):
     """Iterable view: rows are read (and images decoded) as iteration reaches them."""
 
@@ -343,5 +321,6 @@ __all__ = [
     "DatasetSource",
     "SourceDataset",
     "StreamingSourceDataset",
+    "column_values",
     "load_source",
 ]

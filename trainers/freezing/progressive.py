@@ -23,6 +23,7 @@ from trainers.errors import FreezeTargetError
 from trainers.freezing.selectors import select_parameters
 from trainers.optim.state import reset_optimizer_state, set_group_weight_decay
 from trainers.recipe.config import Stage
+from trainers.zero3 import param_numel
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def resolve_stages(model: nn.Module, stages: Sequence[Stage]) -> list[StagePlan]
             names.extend(n for n in selected if n not in claimed and n not in names)
         claimed.update(names)
         plans.append(
-            StagePlan(i, stage.epoch, stage.targets(), stage.lr_mult, names, sum(params[n].numel() for n in names))
+            StagePlan(i, stage.epoch, stage.targets(), stage.lr_mult, names, sum(param_numel(params[n]) for n in names))
         )
         if not names:
             logger.warning("stage %d (epoch %d) unfreezes nothing new: %s", i, stage.epoch, stage.targets())

@@ -9,6 +9,7 @@ from torch import nn
 
 from trainers.freezing.rules import RuleEffect
 from trainers.freezing.selectors import tied_aliases
+from trainers.zero3 import param_numel
 
 
 @dataclass
@@ -86,9 +87,9 @@ def build_freeze_report(
     for name, param in model.named_parameters():
         key = ".".join(name.split(".")[:depth])
         row = counts.setdefault(key, ModuleCount(key, 0, 0))
-        row.total += param.numel()
+        row.total += param_numel(param)
         if name in scheduled:
-            row.scheduled += param.numel()
+            row.scheduled += param_numel(param)
         elif param.requires_grad:
-            row.trainable += param.numel()
+            row.trainable += param_numel(param)
     return FreezeReport(list(counts.values()), list(rules or []), tied_aliases(model))

@@ -10,6 +10,7 @@ from torch import nn
 from trainers.errors import FreezeTargetError
 from trainers.freezing.selectors import select_parameters
 from trainers.recipe.config import Freeze
+from trainers.zero3 import param_numel
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class RuleEffect:
 
 def apply_freeze_rules(model: nn.Module, rules: Sequence[Freeze]) -> list[RuleEffect]:
     """Set `requires_grad` per rule. Everything starts trainable; later rules override earlier ones."""
-    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    sizes = {n: param_numel(p) for n, p in model.named_parameters()}
     params = dict(model.named_parameters())
     effects = []
     for i, rule in enumerate(rules):

@@ -28,6 +28,7 @@ from trainers.freezing.progressive import StagePlan
 from trainers.lora.names import unwrap_peft
 from trainers.lora.targets import TargetMatch, resolve_targets
 from trainers.recipe.config import Lora
+from trainers.zero3 import param_numel
 
 logger = logging.getLogger(__name__)
 
@@ -324,15 +325,16 @@ def _fill_counts(peft_model: nn.Module, plan: LoraPlan) -> None:
     trainable, total = peft_model.get_nb_trainable_parameters()
     plan.trainable, plan.all_params = int(trainable), int(total)
     for name, p in unwrap_peft(peft_model).named_parameters():
-        size = p.numel() * p.element_size()
+        numel = param_numel(p)
+        size = numel * p.element_size()
         if _is_lora_param(name):
-            plan.lora_params += p.numel()
+            plan.lora_params += numel
             plan.adapter_bytes += size
         elif f".modules_to_save.{ADAPTER}." in name:
-            plan.saved_module_params += p.numel()
+            plan.saved_module_params += numel
             plan.adapter_bytes += size
         else:
-            plan.base_params += p.numel()
+            plan.base_params += numel
             plan.base_bytes += size
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainers.errors import RecipeError
+from trainers.zero3 import param_numel
 
 TOWER_NAMES = ("vision", "text", "head")
 _PEFT_PREFIX = "base_model.model."
@@ -123,7 +124,7 @@ class FamilyEntry:
             if tower is None:
                 outside.append(name)
             else:
-                counts[tower] += param.numel()
+                counts[tower] += param_numel(param)
         if outside:
             raise ValueError(
                 f"family {self.name!r}: {len(outside)} parameters belong to no tower (first: {outside[:3]}); "

@@ -19,6 +19,7 @@ from transformers import Trainer
 from trainers.errors import FreezeTargetError
 from trainers.freezing.progressive import StagePlan
 from trainers.recipe.config import ParamGroup, Training
+from trainers.zero3 import param_numel
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def build_param_groups(
                 num_params=0,
             )
         groups[key].param_names.append(name)
-        groups[key].num_params += param.numel()
+        groups[key].num_params += param_numel(param)
     for group in declared:
         if group.name not in matched_trainable:
             logger.warning("param group %r matches only frozen parameters; it stays empty", group.name)

@@ -25,6 +25,7 @@ from trainers.recipe.overrides import apply_overrides, parse_override
 from trainers.tasks.captioning.config import (  # the first task's, for recipes
     CaptionData,
     CaptionEval,
+    CaptionSplit,
     Evaluation,
 )
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
@@ -34,6 +35,7 @@ __all__ = [
     "Augment",
     "CaptionData",
     "CaptionEval",
+    "CaptionSplit",
     "ClassificationData",
     "ClassificationEval",
     "ColorJitter",

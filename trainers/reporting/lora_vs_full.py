@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import UserFacingError
+from trainers.zero3 import param_numel
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -102,7 +103,7 @@ def lora_param_count(model: Any, target_modules: Sequence[str], r: int, modules_
     from torch import nn
 
     saved = [name for name, _ in model.named_modules() if name and _suffix_match(name, modules_to_save)]
-    count = sum(p.numel() for name in saved for p in model.get_submodule(name).parameters())
+    count = sum(param_numel(p) for name in saved for p in model.get_submodule(name).parameters())
     for name, module in model.named_modules():
         if not name or not _suffix_match(name, target_modules) or any(name.startswith(f"{s}.") for s in saved):
             continue
@@ -114,7 +115,7 @@ def lora_param_count(model: Any, target_modules: Sequence[str], r: int, modules_
 
 def unique_params(model: Any) -> int:
     """Parameters of a model, a tied tensor once (`parameters()` deduplicates)."""
-    return sum(p.numel() for p in model.parameters())
+    return sum(param_numel(p) for p in model.parameters())
 
 
 def real_size_row(

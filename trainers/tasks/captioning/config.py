@@ -7,10 +7,12 @@ with caption data gets captioning's evaluation defaults and metric checks withou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from trainers.data.augment import Augment
+from trainers.data.source_config import DatasetSource
 from trainers.errors import RecipeError
 
 SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
@@ -61,30 +63,100 @@ Evaluation = CaptionEval
 
 
 @dataclass
+class CaptionSplit:
+    """A further caption set (an extra validation set or the test split): its caption file and image folder."""
+
+    captions: str | DatasetSource
+    images: str | None = None
+
+
+@dataclass
 class CaptionData:
-    """Captioning data: `{filename: caption}` JSON files and the folder holding the images."""
+    """Captioning data: `{filename: caption}` JSON files and the folder holding the images.
+
+    `extra_val` names further validation sets, each evaluated at every evaluation with its name as the metric
+    prefix (`coco_meteor`: is general captioning kept while fine-tuning on screenshots?); `test` is evaluated
+    once, at the end, with the best model. `augment` (`trainers.data.augment.Augment`) applies to the training
+    split only, seeded by (training.seed, epoch, index); a horizontal flip swaps `left` and `right` in the
+    caption (`caption_sides="swap"`) or leaves samples whose caption names a side unflipped ("no_flip").
+    Any split (train, val, an extra set's or the test split's captions) may instead be a `DatasetSource`: a
+    `datasets` dataset saved to disk, on the Hub, or an imagefolder / JSON / CSV directory, with its image and
+    caption columns mapped (`columns=Columns(image="img", caption="text")`); `images` is then not needed.
+    """
 
     task: ClassVar[str] = "captioning"
     eval_config: ClassVar[type] = CaptionEval
 
-    train: str
-    val: str
-    images: str
+    train: str | DatasetSource
+    val: str | DatasetSource
+    images: str | None = None
     val_images: str | None = None
+    extra_val: dict[str, CaptionSplit] = field(default_factory=dict)
+    test: CaptionSplit | None = None
     max_length: int = 60
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
     # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
     on_bad_sample: Literal["fail", "skip"] = "fail"
+    augment: Augment | None = None
+
+    def file_splits(self) -> list[tuple[str, str, str | None]]:
+        """(recipe key, caption file, image directory) of every split given as the task's own files."""
+        splits = [("data.train", self.train, self.images), ("data.val", self.val, self.val_images or self.images)]
+        splits += [(key, split.captions, split.images) for key, split in self.further_splits()]
+        return [(key, captions, images) for key, captions, images in splits if not isinstance(captions, DatasetSource)]
+
+    def source_splits(self) -> list[tuple[str, DatasetSource]]:
+        """(recipe key, source) of every split given as a `datasets` source."""
+        splits = [("data.train", self.train), ("data.val", self.val)]
+        splits += [(f"{key}.captions", split.captions) for key, split in self.further_splits()]
+        return [(key, source) for key, source in splits if isinstance(source, DatasetSource)]
+
+    def validate(self) -> None:
+        for name, split in self.extra_val.items():
+            if not isinstance(split, CaptionSplit):
+                raise RecipeError(
+                    f"data.extra_val[{name!r}] must be a CaptionSplit(captions=..., images=...), got "
+                    f"{type(split).__name__}."
+                )
+        if self.test is not None and not isinstance(self.test, CaptionSplit):
+            raise RecipeError(f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}.")
+        if self.augment is not None:
+            self.augment.validate("data.augment")
+        for key, source in self.source_splits():
+            if source.streaming:
+                raise RecipeError(
+                    f"{key}.streaming=True: caption sets are map-style (an epoch needs their length, the evaluator "
+                    f"its indices); set {key}.streaming=False (rows stay memory-mapped and images are decoded one "
+                    "at a time, so nothing is loaded into memory up front)."
+                )
+        for key, _captions, images in self.file_splits():
+            if images is None:
+                where = "data.images" if key in ("data.train", "data.val") else f"{key}.images"
+                raise RecipeError(
+                    f"{key} is a caption file, so {where} must name the folder holding its images "
+                    f"(or make {key} a DatasetSource with an image column)."
+                )
+
+    def further_splits(self) -> list[tuple[str, CaptionSplit]]:
+        """(recipe key, split) of the extra validation sets and the test split."""
+        splits = [(f"data.extra_val[{name!r}]", split) for name, split in self.extra_val.items()]
+        return splits + ([("data.test", self.test)] if self.test is not None else [])
 
     def missing_paths(self) -> list[str]:
         """`key 'path' (what)` for each data path that does not exist, in recipe order."""
-        wanted = [("data.train", self.train, "caption file"), ("data.val", self.val, "caption file"),
-                  ("data.images", self.images, "image directory")]
+        missing = [m for key, source in self.source_splits() if (m := source.missing_path(key)) is not None]
+        wanted = [(key, path, "caption file") for key, path in (("data.train", self.train), ("data.val", self.val))
+                  if not isinstance(path, DatasetSource)]
+        if self.images:
+            wanted.append(("data.images", self.images, "image directory"))
         if self.val_images:
             wanted.append(("data.val_images", self.val_images, "image directory"))
-        missing = []
+        for key, split in self.further_splits():
+            if not isinstance(split.captions, DatasetSource):
+                wanted += [(f"{key}.captions", split.captions, "caption file"),
+                           (f"{key}.images", split.images or "", "image directory")]
         for key, path, what in wanted:
             exists = Path(path).is_dir() if what == "image directory" else Path(path).is_file()
             if not exists:

@@ -16,13 +16,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data.augment import Augment, augment
+from trainers.data.augment import Sample as AugmentSample
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
 _MAX_LISTED = 5
 
 
-__all__ = ["CaptionCollator", "CaptionJsonDataset", "DataError", "parse_captions"]
+__all__ = ["CaptionCollator", "CaptionDataset", "CaptionJsonDataset", "CaptionSourceDataset", "DataError", "parse_captions"]
 _JSONL_HINT = 'each line must be a JSON object like {"image": "0001.png", "caption": "a red circle"} ("caption" may be a list)'
 
 
@@ -156,32 +158,21 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-class CaptionJsonDataset(Dataset):
-    """Images from `image_dir` with captions from a JSON file; the first caption trains, all are references.
+class CaptionDataset(Dataset):
+    """Images with one or more captions each; the first caption trains, all are references.
 
-    Items are `{"pixel_values": FloatTensor[C, H, W], "caption": str, "index": int}`. Images are opened lazily,
-    so construction costs one `stat` per file, not a decode. `limit` keeps the first usable items only.
+    Items are `{"pixel_values": FloatTensor[C, H, W], "caption": str, "index": int}`. `augment` (training split
+    only) runs before the image processor, seeded by (`seed`, the epoch given to `set_epoch`, the index); a flip
+    swaps left and right in the caption. Subclasses provide `filenames`, `_captions` and `_load_image`.
     """
 
-    def __init__(
-        self,
-        captions_json: Path,
-        image_dir: Path,
-        image_processor: Any,
-        on_bad_sample: str = "fail",
-        limit: int | None = None,
-    ) -> None:
-        self.captions_json = Path(captions_json)
-        self.image_dir = Path(image_dir)
+    filenames: list[str]
+    _captions: list[list[str]]
+
+    def __init__(self, image_processor: Any, augment: Augment | None = None, seed: int = 0) -> None:
         self.image_processor = image_processor
-        self.bad_samples = BadSamples(str(self.captions_json), on_bad_sample)  # type: ignore[arg-type]
-        captions = parse_captions(self.captions_json, self.bad_samples)
-        kept = _check_images(self.captions_json, self.image_dir, list(captions), self.bad_samples)
-        kept = kept[:limit] if limit is not None else kept
-        ensure_not_empty(len(kept), self.bad_samples, "samples")
-        self.filenames: list[str] = kept
-        self._captions: list[list[str]] = [captions[name] for name in kept]
-        self.bad_samples.log(len(kept))
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed, self.epoch = seed, 0
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -190,6 +181,49 @@ class CaptionJsonDataset(Dataset):
     def references(self) -> list[list[str]]:
         """All captions of every item, in item order (what caption metrics compare against)."""
         return [list(captions) for captions in self._captions]
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
+        self.epoch = int(epoch)
+
+    def _load_image(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, caption = self._load_image(index), self._captions[index][0]
+        if self.augment is not None:  # the caption moves with the image: a flip swaps left and right
+            out = augment(AugmentSample(image=image, caption=caption), self.augment, seed=self.seed,
+                          epoch=self.epoch, index=index).sample
+            image, caption = out.image, out.caption
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "caption": caption, "index": index}
+
+
+class CaptionJsonDataset(CaptionDataset):
+    """Images from `image_dir` with captions from a JSON / JSONL file. Images are opened lazily, so
+    construction costs one `stat` per file, not a decode. `limit` keeps the first usable items only."""
+
+    def __init__(
+        self,
+        captions_json: Path,
+        image_dir: Path,
+        image_processor: Any,
+        on_bad_sample: str = "fail",
+        limit: int | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(image_processor, augment, seed)
+        self.captions_json = Path(captions_json)
+        self.image_dir = Path(image_dir)
+        self.bad_samples = BadSamples(str(self.captions_json), on_bad_sample)  # type: ignore[arg-type]
+        captions = parse_captions(self.captions_json, self.bad_samples)
+        kept = _check_images(self.captions_json, self.image_dir, list(captions), self.bad_samples)
+        kept = kept[:limit] if limit is not None else kept
+        ensure_not_empty(len(kept), self.bad_samples, "samples")
+        self.filenames = kept
+        self._captions = [captions[name] for name in kept]
+        self.bad_samples.log(len(kept))
 
     def _load_image(self, index: int) -> Image.Image:
         path = self.image_dir / self.filenames[index]
@@ -203,10 +237,34 @@ class CaptionJsonDataset(Dataset):
                 "(which checks every image before training and drops unreadable ones)."
             ) from error
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._load_image(index)
-        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixel_values, "caption": self._captions[index][0], "index": index}
+
+class CaptionSourceDataset(CaptionDataset):
+    """A `datasets` source (`trainers.data.sources`) with an image and a caption column (a string or a list
+    of strings per row). The captions are read from the Arrow table up front; images are decoded per item."""
+
+    def __init__(self, source: Any, key: str, image_processor: Any, limit: int | None = None,
+                 augment: Augment | None = None, seed: int = 0) -> None:
+        from trainers.data.sources import column_values
+
+        super().__init__(image_processor, augment, seed)
+        if "caption" not in source.mapper.columns:
+            raise DataError(f"{key}.columns.caption is not set; a caption set needs its caption column.")
+        captions = []
+        for row, value in enumerate(column_values(source, "caption")):
+            listed = _as_captions(value)
+            if listed is None:
+                raise DataError(
+                    f"{key}: row {row} of {source.mapper.source.path!r} has caption {value!r}; each row needs a "
+                    "non-empty caption or a list of them (fix the data or map columns.caption to another column)."
+                )
+            captions.append(listed)
+        count = len(captions) if limit is None else min(limit, len(captions))
+        self.source = source
+        self.filenames = [f"row {i}" for i in range(count)]
+        self._captions = captions[:count]
+
+    def _load_image(self, index: int) -> Image.Image:
+        return self.source[index]["image"]
 
 
 @dataclass

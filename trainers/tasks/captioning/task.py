@@ -44,7 +44,9 @@ class CaptioningTask(Task[str]):
         self.composites: tuple = ()
         self.shapes = False
         self._scorer: CaptionScorer | None = None
-        self._baseline: ConstantCaptionBaseline | None = None
+        # The constant-caption baseline of each evaluated set (by dataset id), scored once, on first use.
+        self._baselines: dict[int, ConstantCaptionBaseline] = {}
+        self._val_id: int | None = None
 
     # --------------------------------------------------------------------------- declared, recipe level
 
@@ -81,22 +83,43 @@ class CaptioningTask(Task[str]):
     # --------------------------------------------------------------------------------------- run level
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.data.source_config import DatasetSource
+        from trainers.data.sources import load_source
         from trainers.tasks.captioning.baseline import recipe_composites
-        from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset
+        from trainers.tasks.captioning.data import (
+            CaptionCollator,
+            CaptionDataset,
+            CaptionJsonDataset,
+            CaptionSourceDataset,
+        )
         from trainers.tasks.captioning.shapes import is_shapes_caption_set
 
         data: CaptionData = recipe.data
         policy, images = data.on_bad_sample, processor.image_processor
-        train = CaptionJsonDataset(Path(data.train), Path(data.images), images, policy, limit=data.max_train_samples)
-        val = CaptionJsonDataset(
-            Path(data.val), Path(data.val_images or data.images), images, policy, limit=data.max_val_samples
-        )
+
+        def split(key: str, captions: str | DatasetSource, image_dir: str | None, limit: int | None = None,
+                  **train_only: Any) -> CaptionDataset:
+            if isinstance(captions, DatasetSource):
+                return CaptionSourceDataset(load_source(captions, key), key, images, limit=limit, **train_only)
+            return CaptionJsonDataset(Path(captions), Path(image_dir), images, policy, limit=limit, **train_only)
+
+        train = split("data.train", data.train, data.images, data.max_train_samples, augment=data.augment,
+                      seed=recipe.training.seed)
+        val = split("data.val", data.val, data.val_images or data.images, data.max_val_samples)
         self.settings, self.processor = recipe.evaluation, processor
         self.train_captions = [captions[0] for captions in train.references]  # the captions that train
         self.composites = recipe_composites(recipe)
         self.shapes = is_shapes_caption_set(val.references)
-        return TaskData(train=train, val=val, collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
-                        eval_collator=pixels_only)
+        self._val_id = id(val)
+        return TaskData(
+            train=train,
+            val=val,
+            collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
+            eval_collator=pixels_only,
+            extra_val={name: split(f"data.extra_val[{name!r}].captions", s.captions, s.images)
+                       for name, s in data.extra_val.items()},
+            test=split("data.test.captions", data.test.captions, data.test.images) if data.test is not None else None,
+        )
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
         from trainers.evaluation import synced_generation
@@ -108,12 +131,16 @@ class CaptioningTask(Task[str]):
 
     def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
         from trainers.tasks.captioning import evaluation
+        from trainers.tasks.captioning.shapes import is_shapes_caption_set
 
-        if self._baseline is None and self.train_captions:  # once per run, on first use
-            self._baseline = evaluation.run_baseline(
+        key = id(dataset)
+        if key not in self._baselines and self.train_captions:  # once per set and run, on first use
+            self._baselines[key] = evaluation.run_baseline(
                 self.train_captions, dataset.references, self.settings, self.composites, self.scorer
             )
-        return evaluation.caption_scores(self.scorer, predictions, dataset.references, self.shapes, self._baseline)
+        shapes = self.shapes if key == self._val_id else is_shapes_caption_set(dataset.references)
+        return evaluation.caption_scores(self.scorer, predictions, dataset.references, shapes,
+                                         self._baselines.get(key))
 
     @property
     def scorer(self) -> CaptionScorer:
@@ -124,7 +151,8 @@ class CaptioningTask(Task[str]):
         return self._scorer
 
     def baseline(self) -> ConstantCaptionBaseline | None:
-        return self._baseline
+        """The validation set's constant-caption baseline (extra sets report theirs under their prefix)."""
+        return self._baselines.get(self._val_id) if self._val_id is not None else None
 
     def examples(self, predictions: Mapping[int, str], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
         """A few (file, prediction, references) rows for the summary."""

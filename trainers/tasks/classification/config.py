@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from trainers.data.augment import Augment
+from trainers.data.source_config import DatasetSource
+
+CLASS_PREFIX = "class_accuracy/"  # per-class accuracy metrics: class_accuracy/<class name>
 
 
 @dataclass
@@ -29,16 +32,18 @@ class ClassificationData:
     `augment` (`trainers.data.augment.Augment`: random resized crop, flip, rotation, colour jitter) applies to
     the training split only, seeded by (training.seed, epoch, image index), so 2 ranks, a resumed run and an
     uninterrupted one see the same pixels. `on_bad_sample` ("fail" | "skip") decides what a missing or
-    unreadable image or a malformed list line does (see trainers/data_policy.py).
+    unreadable image or a malformed list line does (see trainers/data_policy.py). Any split may instead be a
+    `DatasetSource` (a `datasets` dataset saved to disk, on the Hub, or an imagefolder / JSON / CSV directory)
+    with its image and label columns mapped; a ClassLabel column's names become the classes.
     """
 
     task: ClassVar[str] = "classification"
     eval_config: ClassVar[type] = ClassificationEval
 
-    train: str
-    val: str
-    test: str | None = None
-    extra_val: dict[str, str] = field(default_factory=dict)
+    train: str | DatasetSource
+    val: str | DatasetSource
+    test: str | DatasetSource | None = None
+    extra_val: dict[str, str | DatasetSource] = field(default_factory=dict)
     images: str | None = None
     labels: tuple[str, ...] | None = None
     num_labels: int | None = None

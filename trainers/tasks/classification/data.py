@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
+from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
 from trainers.tasks.classification.config import ClassificationData
@@ -152,6 +153,12 @@ def discover_classes(data: ClassificationData) -> list[str]:
                 + (f" (repeated: {repeated})" if repeated else "") + "."
             )
         where = "data.labels"
+    elif isinstance(data.train, DatasetSource):
+        from trainers.data.sources import load_source
+
+        train = load_source(data.train, "data.train")
+        classes = list(train.label_names or sorted(set(source_labels(train, "data.train"))))
+        where = f"the train split ({data.train.path})"
     else:
         samples = read_split(data.train, "data.train", BadSamples(str(data.train), data.on_bad_sample), data.images)
         classes = sorted({s.label for s in samples})
@@ -220,13 +227,56 @@ def _image_problem(path: Path) -> str | None:
 # -------------------------------------------------------------------------------------------- dataset
 
 
-class ImageClassificationDataset(Dataset):
+class ClassifiedImages(Dataset):
     """Items `{"pixel_values": FloatTensor[C, H, W], "labels": int}`; `targets[i]` is item i's class id.
 
     `augment` (the recipe's `data.augment`, training split only) runs before the image processor, seeded by
     (`seed`, the epoch given to `set_epoch`, the item's index): the same pixels on any rank and after a resume.
-    `transform` (PIL image → PIL image) runs after it: a hook for code-level recipes.
+    `transform` (PIL image → PIL image) runs after it: a hook for code-level recipes. Subclasses provide
+    `targets`, `classes` and `_load_image`.
     """
+
+    targets: list[int]
+    classes: list[str]
+
+    def __init__(self, image_processor: Any, transform: ImageTransform | None, augment: Augment | None,
+                 seed: int) -> None:
+        self.image_processor, self.transform = image_processor, transform
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
+        self.epoch = int(epoch)
+
+    @property
+    def description(self) -> str:
+        """Where the split comes from, for plot titles."""
+        raise NotImplementedError
+
+    def name_of(self, index: int) -> str:
+        """Item `index`'s image, for the summary's examples."""
+        raise NotImplementedError
+
+    def _load_image(self, index: int) -> Image.Image:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self._load_image(index)
+        if self.augment is not None:
+            image = augment(AugmentSample(image=image), self.augment, seed=self.seed, epoch=self.epoch,
+                            index=index).sample.image
+        if self.transform is not None:
+            image = self.transform(image)
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "labels": self.targets[index]}
+
+
+class ImageClassificationDataset(ClassifiedImages):
+    """An image folder (one subfolder per class) or a CSV / JSONL list of (image, label)."""
 
     def __init__(
         self,
@@ -241,13 +291,10 @@ class ImageClassificationDataset(Dataset):
         augment: Augment | None = None,
         seed: int = 0,
     ) -> None:
-        self.augment = augment if augment is not None and augment.active else None
-        self.seed, self.epoch = seed, 0
+        super().__init__(image_processor, transform, augment, seed)
         self.source = Path(source)
         self.key = key
         self.classes = list(classes)
-        self.image_processor = image_processor
-        self.transform = transform
         self.bad_samples = BadSamples(f"{source} ({key})", on_bad_sample)  # type: ignore[arg-type]
         samples = read_split(source, key, self.bad_samples, images)
         _check_labels(samples, self.classes, key, source)
@@ -274,12 +321,12 @@ class ImageClassificationDataset(Dataset):
                 kept.append(s)
         return kept
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    @property
+    def description(self) -> str:
+        return str(self.source)
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
-        self.epoch = int(epoch)
+    def name_of(self, index: int) -> str:
+        return str(self.samples[index].path)
 
     def _load_image(self, index: int) -> Image.Image:
         sample = self.samples[index]
@@ -293,20 +340,61 @@ class ImageClassificationDataset(Dataset):
                 "every image before training and drops unreadable ones, counted in training_summary.json)."
             ) from error
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._load_image(index)
-        if self.augment is not None:
-            image = augment(AugmentSample(image=image), self.augment, seed=self.seed, epoch=self.epoch,
-                            index=index).sample.image
-        if self.transform is not None:
-            image = self.transform(image)
-        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-        return {"pixel_values": pixel_values, "labels": self.targets[index]}
+
+
+class SourceClassificationDataset(ClassifiedImages):
+    """A `datasets` source (`trainers.data.sources`) with an image and a label column (a ClassLabel id or a
+    class name per row). Labels are read from the Arrow table up front; images are decoded per item."""
+
+    def __init__(self, source: Any, key: str, classes: Sequence[str], image_processor: Any,
+                 limit: int | None = None, transform: ImageTransform | None = None, augment: Augment | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(image_processor, transform, augment, seed)
+        self.source, self.key, self.classes = source, key, list(classes)
+        labels = source_labels(source, key)
+        index = {name: i for i, name in enumerate(self.classes)}
+        unknown = sorted({label for label in labels if label not in index})
+        if unknown:
+            raise DataError(
+                f"{key}: {source.mapper.source.path!r} has labels {_listed(unknown)} that are not among the classes "
+                f"{_listed(self.classes)}. Fix the labels, or add them to data.labels / the train split."
+            )
+        order = list(range(len(labels)))
+        if limit is not None:  # one per class in turn, as for the task's own files
+            by_class: dict[str, list[int]] = {c: [] for c in self.classes}
+            for i in order:
+                by_class[labels[i]].append(i)
+            turns = (rows[r] for r in range(max(map(len, by_class.values()))) for rows in by_class.values()
+                     if r < len(rows))
+            order = list(turns)[:limit]
+        self.rows = order
+        self.targets = [index[labels[i]] for i in order]
+        ensure_not_empty(len(order), BadSamples(key, "fail"), "images")
+
+    @property
+    def description(self) -> str:
+        return f"{self.source.mapper.source.path} ({self.key})"
+
+    def name_of(self, index: int) -> str:
+        return f"row {self.rows[index]}"
+
+    def _load_image(self, index: int) -> Image.Image:
+        return self.source[self.rows[index]]["image"]
+
+
+def source_labels(source: Any, key: str) -> list[str]:
+    """Each row's class name: a ClassLabel id through its names (imagefolder's folder names), else the value."""
+    from trainers.data.sources import column_values
+
+    if "label" not in source.mapper.columns:
+        raise DataError(f"{key}.columns.label is not set; a classification split needs its label column.")
+    names = source.label_names
+    return [names[v] if names is not None else str(v) for v in column_values(source, "label")]
 
 
 def build_dataset(
     data: ClassificationData,
-    source: str,
+    source: str | DatasetSource,
     key: str,
     classes: Sequence[str],
     image_processor: Any,
@@ -314,7 +402,12 @@ def build_dataset(
     transform: ImageTransform | None = None,
     augment: Augment | None = None,
     seed: int = 0,
-) -> ImageClassificationDataset:
+) -> ClassifiedImages:
+    if isinstance(source, DatasetSource):
+        from trainers.data.sources import load_source
+
+        return SourceClassificationDataset(load_source(source, key), key, classes, image_processor, limit, transform,
+                                           augment, seed)
     return ImageClassificationDataset(
         source, key, classes, image_processor, data.on_bad_sample, data.images, limit, transform, augment, seed
     )

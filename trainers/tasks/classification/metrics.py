@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-CLASS_PREFIX = "class_accuracy/"
+from trainers.tasks.classification.config import CLASS_PREFIX
 
 
 def confusion_matrix(predictions: Mapping[int, int], targets: Sequence[int], num_classes: int) -> torch.Tensor:

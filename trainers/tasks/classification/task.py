@@ -1,30 +1,24 @@
-"""Image classification as a `Task`: predict = argmax of the logits, score = one confusion matrix."""
+"""Image classification as a `Task`: predict = argmax of the logits, score = one confusion matrix.
+
+The data and metric modules (torch, PIL, torchmetrics) are imported on use: the task is loaded at recipe load
+to check metric names, and a recipe error should not wait seconds for torch.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainers.data.augment import Augment
+from trainers.data.source_config import DatasetSource
 from trainers.errors import RecipeError
-from trainers.tasks.classification.config import ClassificationData, ClassificationEval
-from trainers.tasks.classification.data import (
-    ClassificationCollator,
-    ImageClassificationDataset,
-    ImageTransform,
-    build_dataset,
-    discover_classes,
-    label_maps,
-)
-from trainers.tasks.classification.metrics import (
-    CLASS_PREFIX,
-    confusion_matrix,
-    plot_confusion_matrix,
-    scores_from_confusion,
-)
+from trainers.tasks.classification.config import CLASS_PREFIX, ClassificationData, ClassificationEval
 from trainers.tasks.interface import Task, TaskData
+
+if TYPE_CHECKING:  # torch and the image code load when a run builds the data, not when a recipe is checked
+    from trainers.data.augment import Augment
+    from trainers.tasks.classification.data import ClassifiedImages, ImageTransform
 
 
 def _image_processor(processor: Any) -> Any:
@@ -57,8 +51,10 @@ class ClassificationTask(Task[int]):
         data = self._data(recipe)
         splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test),
                   *((f"data.extra_val[{k!r}]", v) for k, v in data.extra_val.items())]
-        missing = [f"{key} {src!r} (image folder or list file)" for key, src in splits
-                   if src is not None and not Path(src).expanduser().exists()]
+        missing = [src.missing_path(key) if isinstance(src, DatasetSource) else f"{key} {src!r} (image folder or list file)"
+                   for key, src in splits if src is not None and (isinstance(src, DatasetSource)
+                                                                  or not Path(src).expanduser().exists())]
+        missing = [m for m in missing if m is not None]
         if data.images is not None and not Path(data.images).expanduser().is_dir():
             missing.append(f"data.images {data.images!r} (image directory)")
         return missing
@@ -71,9 +67,13 @@ class ClassificationTask(Task[int]):
         )
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        from trainers.tasks.classification.data import discover_classes, label_maps
+
         return label_maps(discover_classes(self._data(recipe)))
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.tasks.classification.data import ClassificationCollator, build_dataset, discover_classes
+
         data = self._data(recipe)
         classes = discover_classes(data)
         images = _image_processor(processor)
@@ -97,21 +97,29 @@ class ClassificationTask(Task[int]):
         logits = model(pixel_values=batch["pixel_values"]).logits
         return logits.argmax(dim=-1).tolist()
 
-    def score(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset) -> dict[str, float]:
+    def score(self, predictions: Mapping[int, int], dataset: ClassifiedImages) -> dict[str, float]:
+        from trainers.tasks.classification.metrics import confusion_matrix, scores_from_confusion
+
         cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
         return scores_from_confusion(cm, dataset.classes)
 
-    def save_artifacts(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset, directory: Path) -> None:
+    def save_artifacts(self, predictions: Mapping[int, int], dataset: ClassifiedImages, directory: Path) -> None:
         """`confusion_matrix.png` and `confusion_matrix.json` (classes, counts, metrics) for this evaluation."""
+        from trainers.tasks.classification.metrics import (
+            confusion_matrix,
+            plot_confusion_matrix,
+            scores_from_confusion,
+        )
+
         cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
         directory.mkdir(parents=True, exist_ok=True)
-        plot_confusion_matrix(cm, dataset.classes, directory / "confusion_matrix.png", title=str(dataset.source))
+        plot_confusion_matrix(cm, dataset.classes, directory / "confusion_matrix.png", title=dataset.description)
         payload = {"classes": dataset.classes, "matrix": cm.tolist(), "metrics": scores_from_confusion(cm, dataset.classes)}
         (directory / "confusion_matrix.json").write_text(json.dumps(payload, indent=2) + "\n")
 
-    def examples(self, predictions: Mapping[int, int], dataset: ImageClassificationDataset, n: int = 10) -> list[dict[str, Any]]:
+    def examples(self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 10) -> list[dict[str, Any]]:
         classes = dataset.classes
         return [
-            {"file": str(dataset.samples[i].path), "prediction": classes[p], "label": classes[dataset.targets[i]]}
+            {"file": dataset.name_of(i), "prediction": classes[p], "label": classes[dataset.targets[i]]}
             for i, p in list(predictions.items())[:n]
         ]
