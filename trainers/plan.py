@@ -146,10 +146,14 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
     the original model's paths, and `apply_lora` wraps it (see `trainers.lora.apply`). Gates, groups and the
     report work on the original model inside the wrapper, so names and param-group regexes stay unprefixed.
     """
-    rules = [Freeze("*"), *recipe.freeze] if recipe.lora is not None else recipe.freeze
+    task_rules = recipe_task(recipe).freeze_rules(recipe)  # e.g. detection's data.backbone policy
+    implicit = [Freeze("*")] if recipe.lora is not None else []
+    rules = [*implicit, *(rule for rule, _ in task_rules), *recipe.freeze]
     effects = apply_freeze_rules(model, rules)
     if recipe.lora is not None:
         effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
+    for i, (_, origin) in enumerate(task_rules, start=len(implicit)):
+        effects[i] = replace(effects[i], rule=f"{effects[i].rule} (from {origin})")
     stages = resolve_stages(model, recipe.stages)
     wrapped, lora_plan = model, None
     if recipe.model.quantization is not None:

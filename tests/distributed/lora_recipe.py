@@ -58,3 +58,45 @@ def same_length_captions(path: Path, n: int = 32) -> Path:
     chosen = {k: v for k, v in captions.items() if lengths[k] == common}
     path.write_text(json.dumps(dict(list(chosen.items())[:n])))
     return path
+
+
+DETR_TRAIN_SAMPLES = 64  # 4 steps an epoch at a global batch of 16
+
+
+def one_object_images(path: Path, n: int = DETR_TRAIN_SAMPLES) -> Path:
+    """The first `n` shipped tiny_boxes training images holding exactly one shape, as a COCO JSON.
+
+    DETR's class loss is a weighted mean over each rank's queries, weighted by how many of them matched an
+    object; with one object per image every rank's weights sum alike, so 2 ranks x 8 images average to
+    exactly the loss of 16 images on one rank (the box losses are normalised by the global box count
+    inside transformers already).
+    """
+    import json
+
+    from conftest import ROOT
+
+    coco = json.loads((ROOT / "data" / "tiny_boxes" / "train.json").read_text())
+    counts: dict[int, int] = {}
+    for ann in coco["annotations"]:
+        counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
+    images = [im for im in coco["images"] if counts.get(im["id"]) == 1][:n]
+    keep = {im["id"] for im in images}
+    annotations = [a for a in coco["annotations"] if a["image_id"] in keep]
+    path.write_text(json.dumps({**coco, "images": images, "annotations": annotations}))
+    return path
+
+
+def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
+    """The shipped `recipes/detr_lora.py --demo` (tiny DETR, LoRA on q_proj/v_proj, both heads and the
+    backbone trained fully, dropout 0), 2 epochs of 64 one-object images; no random crop (a crop can drop a
+    box, and a rank with fewer boxes weights its class loss differently), flip and colour jitter kept. lr 5e-4
+    instead of the demo's 5e-3: Adam turns float32 reduction-order noise in near-zero gradients into steps
+    of ~lr, so the weight difference scales with it (2.7e-5 at 5e-3 here)."""
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    return load_recipe(str(ROOT / "recipes" / "detr_lora.py"), [
+        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
+        f"data.train={train_json}", "data.augment.random_resized_crop=none", "training.lr=5e-4",
+        "training.logging_steps=1",
+        "training.resume=never", "training.save_total_limit=1", "reporting.plots=false"], demo=True)

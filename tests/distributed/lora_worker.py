@@ -3,7 +3,8 @@
     torchrun --nproc_per_node 2 tests/distributed/lora_worker.py OUT TRAIN_JSON MODE[=DS_CONFIG] ...
 
 MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
-prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one.
+prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one,
+a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test).
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -21,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distribute
 
 def main() -> None:
     import torch.distributed as dist
-    from lora_recipe import lora_recipe, vit_lora_recipe
+    from lora_recipe import detr_lora_recipe, lora_recipe, vit_lora_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -31,7 +32,9 @@ def main() -> None:
     train_json = Path(sys.argv[2])
     for spec in sys.argv[3:]:
         mode, _, ds_config = spec.partition("=")
-        if mode.startswith("vit-"):
+        if mode.startswith("detr-"):
+            recipe = detr_lora_recipe(out / mode, batch_size=8, train_json=out / "detr_train.json")
+        elif mode.startswith("vit-"):
             recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
         else:
             recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)

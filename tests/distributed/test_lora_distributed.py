@@ -3,7 +3,10 @@ and the ZeRO-3 adapter (with modules_to_save) holds full tensors that reload to 
 holds for the shipped ViT LoRA recipe (`recipes/vit_lora.py --demo`): losses and adapter within the same
 tolerances, the same accuracy and the same predicted class for every validation image.
 
-One torchrun runs the six modes back to back (process start and the DeepSpeed JIT op are paid once).
+The shipped DETR LoRA recipe (`recipes/detr_lora.py --demo`) joins the same job under DDP and ZeRO-2: losses
+and adapter within the same tolerances, the same mAP and the same boxes for every validation image.
+
+One torchrun runs the eight modes back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from lora_recipe import lora_recipe, same_length_captions, vit_lora_recipe
+from lora_recipe import (
+    detr_lora_recipe,
+    lora_recipe,
+    one_object_images,
+    same_length_captions,
+    vit_lora_recipe,
+)
 from safetensors.torch import load_file
 
 from conftest import ROOT
@@ -26,6 +35,7 @@ from trainers.run import complete_run, setup_run
 WORKER = Path(__file__).with_name("lora_worker.py")
 MODES = ("ddp", "zero2", "zero3")
 VIT_MODES = tuple(f"vit-{mode}" for mode in MODES)
+DETR_MODES = ("detr-ddp", "detr-zero2")
 # The README's figures (float32 reduction order across ranks / ZeRO flat buffers). Measured here: loss 1.9e-6 in
 # every mode (2 float32 ulps at a loss of ~10); adapter weights 1.4e-6 (DDP, ZeRO-2), 1.2e-6 (ZeRO-3).
 # ViT (augmentation on): loss 2.4e-7 in every mode; adapter weights 3.0e-7 (DDP), 3.4e-7 (ZeRO-2), 2.8e-7 (ZeRO-3).
@@ -54,6 +64,8 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
+    specs += [f"detr-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
+    detr_train = one_object_images(out / "detr_train.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -66,7 +78,9 @@ def runs(tmp_path_factory):
     complete_run(ctx)
     vit = setup_run(vit_lora_recipe(out / "vit-single", batch_size=16))
     complete_run(vit)
-    return out, ctx, vit
+    detr = setup_run(detr_lora_recipe(out / "detr-single", batch_size=16, train_json=detr_train))
+    complete_run(detr)
+    return out, ctx, vit, detr
 
 
 def losses(run: Path) -> list[float]:
@@ -77,7 +91,7 @@ def losses(run: Path) -> list[float]:
 @pytest.mark.timeout(1200)  # the module fixture: one 2-rank job of three modes and a 1-rank run
 @pytest.mark.parametrize("mode", MODES)
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
-    out, single, _ = runs
+    out, single, *_ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
@@ -101,7 +115,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
 
-    out, single, _ = runs
+    out, single, *_ = runs
     adapter = load_file(out / "zero3" / "best" / "adapter_model.safetensors")
     saved = {k: v for k, v in adapter.items() if "predictions.transform" in k or "post_layernorm" in k
              or "layers.11" in k}
@@ -121,7 +135,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VIT_MODES)
 def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
-    out, _, single = runs
+    out, _, single, _ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -140,3 +154,32 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
     assert info["eval"]["eval_accuracy"] == last_eval["eval_accuracy"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"] == predictions and len(predictions) == len(single.trainer.evaluator.dataset)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", DETR_MODES)
+def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
+    out, _, _, single = runs
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 16 images
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    ref_adapter = load_file(out / "detr-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys() and any("bbox_predictor" in k for k in adapter)
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}, "
+          f"map {info['eval']['eval_map']} vs {last_eval['eval_map']}")
+    assert loss_diff <= LOSS_TOL, (mode, got, ref)
+    assert weight_diff <= WEIGHT_TOL, mode
+    assert info["eval"]["eval_map"] == last_eval["eval_map"] and info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"].keys() == predictions.keys() and len(predictions) == 32
+    box_diff = max(abs(a - b) for k in predictions for pa, pb in zip(info["predictions"][k]["boxes"],
+                   predictions[k]["boxes"], strict=True) for a, b in zip(pa, pb, strict=True))
+    assert box_diff <= 1e-3, box_diff  # pixels

@@ -83,7 +83,19 @@ def resolve_targets(model: nn.Module, lora: Lora) -> TargetMatch:
     return TargetMatch(modules, by_entry)
 
 
+# A module whose weight its parent reads directly (`module.weight`) never runs its own forward, so a LoRA
+# layer around it changes nothing; a family marks such modules with this attribute, the reason as its value.
+LORA_NOOP_ATTRIBUTE = "lora_noop_reason"
+
+
 def _check_kinds(model: nn.Module, hits: list[str], what: str, supported: dict[str, str]) -> None:
+    for path in hits:
+        reason = getattr(model.get_submodule(path), LORA_NOOP_ATTRIBUTE, None)
+        if reason:
+            raise FreezeTargetError(
+                f"{what} matches {path!r}, where LoRA would do nothing: {reason} Remove it from the LoRA "
+                f"targets; to train it, list it in lora.modules_to_save or add Unfreeze({path!r})."
+            )
     wrong = [p for p in hits if p not in supported]
     if wrong:
         kind = type(model.get_submodule(wrong[0])).__name__

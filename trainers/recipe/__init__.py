@@ -29,6 +29,7 @@ from trainers.tasks.captioning.config import (  # the first task's, for recipes
     Evaluation,
 )
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
+from trainers.tasks.detection.config import DetectionData, DetectionEval
 
 __all__ = [
     "Augment",
@@ -39,6 +40,8 @@ __all__ = [
     "ClassificationEval",
     "ColorJitter",
     "CompositeMetric",
+    "DetectionData",
+    "DetectionEval",
     "EarlyStopping",
     "Evaluation",
     "Freeze",

@@ -33,6 +33,7 @@ from trainers.errors import RecipeError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
     from torch import nn
     from torch.utils.data import Dataset
 
@@ -111,6 +112,13 @@ class Task(Generic[P]):
         """A sentence appended to the unknown-metric error (e.g. "list it in evaluation.metrics"); "" for none."""
         return ""
 
+    def freeze_rules(self, recipe: Any) -> list[tuple[Any, str]]:
+        """(Freeze / Unfreeze rule, the recipe setting it comes from) applied before the recipe's own `freeze`
+        rules (after LoRA's implicit `freeze *`); the plan lists each with its origin. E.g. detection's
+        `data.backbone` policy: DETR's backbone comes out of construction frozen, the recipe states what it wants.
+        """
+        return []
+
     def missing_data(self, recipe: Any) -> list[str]:
         """`key 'path' (what)` for each data path of the recipe that does not exist: checked before any model."""
         return []
@@ -166,6 +174,22 @@ class Task(Generic[P]):
 
     def close(self) -> None:
         """Release what `score` holds between evaluations (a METEOR java process)."""
+
+    # ------------------------------------------------------------ plain images (python -m trainers.predict)
+
+    def predict_images(self, model: nn.Module, processor: Any, images: list[Image.Image],
+                       options: dict[str, str]) -> list[dict]:
+        """One JSON-able dict per image, for images outside any dataset; `options` are the CLI's extra
+        `--key value` pairs (e.g. a score threshold). Called in eval mode; the task moves inputs itself."""
+        raise TaskCannotPredict(f"the {self.name} task cannot predict plain images (no predict_images hook).")
+
+    def draw(self, image: Image.Image, prediction: dict) -> Image.Image:
+        """`image` with `prediction` (one `predict_images` result) drawn on it."""
+        raise TaskCannotPredict(f"the {self.name} task cannot draw its predictions on images (no draw hook).")
+
+
+class TaskCannotPredict(RecipeError):
+    """A task without the plain-image hooks was asked to predict or draw (a user-facing error, exit 2)."""
 
 
 class TaskLossMixin:

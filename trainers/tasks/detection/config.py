@@ -1,0 +1,62 @@
+"""Recipe dataclasses of the detection task (no torch import: recipes load fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from trainers.data.augment import Augment
+from trainers.errors import RecipeError
+
+BackbonePolicy = Literal["frozen", "unfreeze", "freeze_stage1"]
+BACKBONE_POLICIES: tuple[str, ...] = ("frozen", "unfreeze", "freeze_stage1")
+
+
+@dataclass
+class DetectionEval:
+    """Evaluation settings: batch size (default: the training eval batch), how many val images the per-eval
+    PNG of predicted vs true boxes shows, and the score a predicted box needs to be drawn there (mAP itself
+    uses every query's box, threshold 0, as COCO does)."""
+
+    batch_size: int | None = None
+    plot_images: int = 6
+    plot_threshold: float = 0.5
+
+
+@dataclass
+class DetectionData:
+    """COCO-format detection data: per split a JSON file (`images`, `annotations` with xywh `bbox` in pixels,
+    `categories`) and the folder its `file_name`s are relative to (`images`, default: the JSON's folder).
+
+    The classes are the train JSON's categories in id order; their names become the model config's
+    `id2label` (category ids need not be contiguous). `backbone` states what happens to the convolutional
+    backbone, which a transformers ResNet backbone inside DETR comes out of construction fully frozen:
+    "frozen" keeps it so (the plan shows an explicit rule), "unfreeze" trains it all, "freeze_stage1"
+    trains it except the stem and the first stage, as the original DETR does. `augment` (training split
+    only: flip, random resized crop as the random scale, colour jitter) moves the boxes with the pixels; boxes
+    a crop leaves under `augment.min_box_area` pixels² are dropped and counted. `on_bad_sample` ("fail" |
+    "skip") decides what an unknown category, a box outside its image, or a missing image does; "skip" drops
+    the image with all its annotations.
+    """
+
+    task: ClassVar[str] = "detection"
+    eval_config: ClassVar[type] = DetectionEval
+
+    train: str
+    val: str
+    test: str | None = None
+    images: str | None = None
+    backbone: BackbonePolicy = "frozen"
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    on_bad_sample: Literal["fail", "skip"] = "fail"
+    augment: Augment | None = None
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONE_POLICIES:
+            raise RecipeError(
+                f"data.backbone must be one of {', '.join(BACKBONE_POLICIES)} (what to do with the convolutional "
+                f"backbone), got {self.backbone!r}."
+            )
+        if self.augment is not None:
+            self.augment.validate("data.augment")

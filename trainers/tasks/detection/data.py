@@ -1,0 +1,310 @@
+"""COCO-format detection data: reading and checking the JSON, the dataset, and the DETR collator.
+
+Everything that can be checked without decoding pixels is checked at construction (categories, boxes
+against the image size the JSON and the file header state, files present), so bad data fails in the first
+second of a run with one paragraph naming the file, the annotation id and what to do, or, under
+`on_bad_sample="skip"`, drops the image and counts it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from trainers.data.augment import Augment, AugmentedDataset
+from trainers.data_policy import BadSamples, DataError, ensure_not_empty
+
+logger = logging.getLogger(__name__)
+
+_COCO_HINT = (
+    'a COCO detection JSON holds "images" [{"id", "file_name", "width", "height"}], "annotations" '
+    '[{"id", "image_id", "category_id", "bbox": [x, y, w, h]}] and "categories" [{"id", "name"}]'
+)
+# A box may overhang its image by this many pixels (rounding in exported annotations) before it is an error.
+BOX_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+
+
+@dataclass
+class DetectionBadSamples(BadSamples):
+    """`BadSamples` plus the boxes augmentation dropped (under `min_box_area`), for the run summary."""
+
+    boxes_dropped_by_augmentation: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "boxes_dropped_by_augmentation": self.boxes_dropped_by_augmentation}
+
+
+@dataclass
+class DetectionImage:
+    """One image and its boxes (xyxy, absolute pixels of the original image), labels as class indices."""
+
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # (N, 4) float64
+    labels: list[int]
+    annotation_ids: list[int] = field(default_factory=list)
+
+
+def load_coco(path: Path, key: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path}: not found ({key}). Point {key} at a COCO detection JSON; {_COCO_HINT}.")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
+            f"{_COCO_HINT}."
+        ) from None
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload.get(k), list)]
+    if not isinstance(payload, dict) or missing:
+        raise DataError(
+            f"{path}: the JSON named by {key} has no list {missing} ({key}). {_COCO_HINT[0].upper()}"
+            f"{_COCO_HINT[1:]}."
+        )
+    return payload
+
+
+def read_categories(path: Path, key: str) -> list[Category]:
+    """The categories of a COCO JSON in id order; ids and names must be distinct."""
+    payload = load_coco(path, key)
+    categories = []
+    for entry in payload["categories"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or not entry.get("name"):
+            raise DataError(f'{path}: category {entry!r} ({key}) needs an integer "id" and a "name". Fix it.')
+        categories.append(Category(int(entry["id"]), str(entry["name"])))
+    categories.sort(key=lambda c: c.id)
+    ids, names = [c.id for c in categories], [c.name for c in categories]
+    if not categories or len(set(ids)) != len(ids) or len(set(names)) != len(names):
+        raise DataError(
+            f"{path}: the categories of {key} must be a non-empty list with distinct ids and names, got "
+            f'ids {ids} and names {names}. Fix the "categories" list.'
+        )
+    return categories
+
+
+def _header_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) from the file header, or why PIL cannot open it."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError) as error:
+        return str(error)
+
+
+def read_split(
+    path: Path, key: str, images_root: Path, categories: Sequence[Category], bad: BadSamples
+) -> list[DetectionImage]:
+    """The images of one split, in the JSON's order, checked against `categories` (the train split's)."""
+    payload = load_coco(path, key)
+    index = {c.id: i for i, c in enumerate(categories)}
+    known = ", ".join(f"{c.id} ({c.name})" for c in categories)
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for ann in payload["annotations"]:
+        by_image.setdefault(ann.get("image_id"), []).append(ann)
+    out: list[DetectionImage] = []
+    for entry in payload["images"]:
+        image_id, name = entry.get("id"), entry.get("file_name")
+        where = f"{path}: image id {image_id}"
+        if not isinstance(image_id, int) or not isinstance(name, str) or not name:
+            bad.report(
+                "malformed_image",
+                where,
+                f'image entry {entry!r} has no integer "id" or no "file_name"',
+                f"Fix that entry; {_COCO_HINT}",
+            )
+            continue
+        file = Path(name) if Path(name).is_absolute() else images_root / name
+        if not file.is_file():
+            bad.report(
+                "missing_image",
+                where,
+                f"image file {file} not found (data.images is {images_root})",
+                "Add the image, fix its file_name, or point data.images at the folder holding it",
+            )
+            continue
+        size = _header_size(file)
+        if isinstance(size, str):
+            bad.report("corrupt_image", where, f"cannot read the image {file} ({size})", "Replace the file")
+            continue
+        width, height = entry.get("width", size[0]), entry.get("height", size[1])
+        if (width, height) != size:
+            bad.report(
+                "size_mismatch",
+                where,
+                f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
+                "Fix the image's width and height in the JSON (boxes are in its pixels)",
+            )
+            continue
+        item = _annotations(path, entry, by_image.get(image_id, []), index, known, file, bad)
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def _annotations(
+    path: Path, entry: dict, anns: list[dict], index: dict[int, int], known: str, file: Path, bad: BadSamples
+) -> DetectionImage | None:
+    width, height = int(entry.get("width") or 0), int(entry.get("height") or 0)
+    boxes, labels, ids = [], [], []
+    for ann in anns:
+        where = f"{path}: annotation id {ann.get('id')} (image id {entry['id']}, {file.name})"
+        category = ann.get("category_id")
+        if category not in index:
+            bad.report(
+                "unknown_category",
+                where,
+                f"category_id {category!r} is not among the train categories {known}",
+                'Fix the category_id, or add the category to the train JSON\'s "categories"',
+            )
+            return None
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
+            bad.report(
+                "malformed_box",
+                where,
+                f"bbox {bbox!r} is not [x, y, width, height]",
+                "Write the box as four numbers in pixels, COCO's x, y, w, h",
+            )
+            return None
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            bad.report(
+                "empty_box",
+                where,
+                f"bbox {bbox} has a non-positive width or height",
+                "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation",
+            )
+            return None
+        t = BOX_TOLERANCE
+        if x < -t or y < -t or x + w > width + t or y + h > height + t:
+            bad.report(
+                "box_outside_image",
+                where,
+                f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
+                "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)",
+            )
+            return None
+        boxes.append([max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)])
+        labels.append(index[category])
+        ids.append(int(ann.get("id", -1)))
+    return DetectionImage(
+        int(entry["id"]), file, width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, ids
+    )
+
+
+class DetectionDataset:
+    """Items `{"image": PIL RGB, "boxes": (N, 4) xyxy pixels, "box_labels": [class index], "image_id": int}`.
+
+    The layout `trainers.data.augment.AugmentedDataset` augments; `images[i]` keeps item i's annotation as
+    read (the scorer's ground truth, in original pixels).
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        key: str,
+        categories: Sequence[Category],
+        images: str | Path | None,
+        on_bad_sample: str = "fail",
+        limit: int | None = None,
+    ) -> None:
+        self.source = Path(source).expanduser()
+        self.key = key
+        self.categories = list(categories)
+        self.classes = [c.name for c in self.categories]
+        root = Path(images).expanduser() if images is not None else self.source.parent
+        self.bad_samples = DetectionBadSamples(f"{source} ({key})", on_bad_sample)  # type: ignore[arg-type]
+        found = read_split(self.source, key, root, self.categories, self.bad_samples)
+        self.images = found[:limit] if limit is not None else found
+        ensure_not_empty(len(self.images), self.bad_samples, "images")
+        self.bad_samples.log(len(self.images))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.images[index]
+        with Image.open(item.path) as image:
+            pixels = image.convert("RGB")
+        return {
+            "image": pixels,
+            "boxes": item.boxes.copy(),
+            "box_labels": list(item.labels),
+            "image_id": item.image_id,
+        }
+
+
+class AugmentedDetection(AugmentedDataset):
+    """The shared seeded augmentation, adding the boxes it drops to the split's `DetectionBadSamples`.
+
+    The count is of this process's items (its shard under several ranks), summed over epochs.
+    """
+
+    def __init__(self, dataset: DetectionDataset, config: Augment, seed: int) -> None:
+        super().__init__(dataset, config, seed)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = super().__getitem__(index)
+        self.dataset.bad_samples.boxes_dropped_by_augmentation += int(item.get("dropped_boxes", 0))
+        return item
+
+
+def coco_targets(item: dict[str, Any], position: int) -> dict[str, Any]:
+    """One item's boxes as the COCO annotation dict `DetrImageProcessor` takes (xyxy → xywh)."""
+    boxes = np.asarray(item["boxes"], dtype=np.float64).reshape(-1, 4)
+    annotations = [
+        {
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            "category_id": int(label),
+            "area": float((x1 - x0) * (y1 - y0)),
+            "iscrowd": 0,
+        }
+        for (x0, y0, x1, y1), label in zip(boxes, item["box_labels"], strict=True)
+    ]
+    return {"image_id": int(item.get("image_id", position)), "annotations": annotations}
+
+
+@dataclass
+class DetrCollator:
+    """`pixel_values` + `pixel_mask` + per-image `labels` dicts (normalised cxcywh `boxes`, `class_labels`),
+    exactly as `DetrImageProcessor(images, annotations=...)` prepares them: what `DetrForObjectDetection`
+    takes. `with_sizes` (evaluation) adds `orig_sizes` (B, 2: height, width) for the post-processing and
+    leaves the labels out."""
+
+    image_processor: Any
+    with_sizes: bool = False
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        images = [f["image"] for f in features]
+        if self.with_sizes:
+            batch = self.image_processor(images=images, return_tensors="pt")
+            sizes = torch.tensor([[im.height, im.width] for im in images], dtype=torch.long)
+            return {
+                "pixel_values": batch["pixel_values"],
+                "pixel_mask": batch["pixel_mask"],
+                "orig_sizes": sizes,
+            }
+        annotations = [coco_targets(f, i) for i, f in enumerate(features)]
+        batch = self.image_processor(images=images, annotations=annotations, return_tensors="pt")
+        return {
+            "pixel_values": batch["pixel_values"],
+            "pixel_mask": batch["pixel_mask"],
+            "labels": batch["labels"],
+        }

@@ -1,0 +1,58 @@
+"""Boxes drawn on images: the per-evaluation PNG (true vs predicted) and `python -m trainers.predict --draw`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+TRUE_COLOUR = (0, 170, 0)
+PALETTE = ((220, 30, 30), (30, 90, 230), (230, 150, 0), (160, 40, 200), (0, 160, 170), (120, 120, 120))
+
+
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    scores: Sequence[float] | None = None,
+    colour: tuple[int, int, int] | None = None,
+    width: int = 1,
+    scale: int = 1,
+) -> Image.Image:
+    """A copy of `image` (enlarged `scale` times, nearest: the pixels stay visible) with each box outlined
+    and labelled (`name score`); colour per class unless given."""
+    out = image.convert("RGB")
+    out = (
+        out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
+        if scale > 1
+        else out.copy()
+    )
+    pen = ImageDraw.Draw(out)
+    for i, (box, label) in enumerate(zip(boxes, labels, strict=True)):
+        ink = colour or PALETTE[int(label) % len(PALETTE)]
+        box = [float(v) * scale for v in box]
+        pen.rectangle(box, outline=ink, width=width)
+        name = classes[int(label)] if 0 <= int(label) < len(classes) else str(label)
+        text = f"{name} {scores[i]:.2f}" if scores is not None else name
+        pen.text((box[0] + 2, box[1] + 1), text, fill=ink)
+    return out
+
+
+def comparison_grid(panels: Sequence[tuple[Image.Image, Image.Image]], path: Path) -> Path:
+    """Rows of (true, predicted) panels on one sheet."""
+    cells = list(panels)
+    width = max(t.width + p.width for t, p in cells) + 12
+    height = sum(max(t.height, p.height) for t, p in cells) + 20 + 4 * len(cells)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    pen = ImageDraw.Draw(sheet)
+    pen.text((4, 4), "left: true boxes (green)   right: predicted boxes", fill=(0, 0, 0))
+    y = 20
+    for t, p in cells:
+        sheet.paste(t, (4, y))
+        sheet.paste(p, (8 + t.width, y))
+        y += max(t.height, p.height) + 4
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path

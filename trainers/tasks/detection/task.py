@@ -1,0 +1,314 @@
+"""Object detection as a `Task`: predict = DETR forward + `post_process_object_detection` at the original
+image sizes, score = COCO mAP through pycocotools (`trainers.metrics.boxes`), a PNG of true vs predicted
+boxes per evaluation, and the mean-box baseline beside the model's numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from trainers.errors import RecipeError
+from trainers.metrics.boxes import CLASS_AP_PREFIX, MAP_METRICS, ImageBoxes, coco_box_metrics
+from trainers.recipe.config import Freeze, Unfreeze
+from trainers.tasks.detection.config import DetectionData, DetectionEval
+from trainers.tasks.interface import Task, TaskData
+
+Prediction = dict[str, list]  # {"boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...]}
+
+BACKBONE = "model.backbone"
+# The stem and the first residual stage of the transformers ResNet inside DETR's conv encoder: what the
+# original DETR keeps frozen (torchvision's conv1 + layer1).
+STAGE1 = ("model.backbone.model.embedder", "model.backbone.model.encoder.stages[0]")
+
+
+def backbone_rules(policy: str) -> list[Freeze]:
+    """The freeze rules a `data.backbone` policy stands for (explicit, so the plan lists what each did)."""
+    if policy == "frozen":
+        return [Freeze(BACKBONE)]
+    if policy == "unfreeze":
+        return [Unfreeze(BACKBONE)]
+    if policy == "freeze_stage1":
+        return [Unfreeze(BACKBONE), *(Freeze(p) for p in STAGE1)]
+    raise RecipeError(f"data.backbone must be frozen, unfreeze or freeze_stage1, got {policy!r}.")
+
+
+def _image_processor(processor: Any) -> Any:
+    return getattr(processor, "image_processor", processor)
+
+
+def display_scale(image: Image.Image, target: int = 256) -> int:
+    """How many times to enlarge a small image before drawing on it, so labels stay legible."""
+    return max(1, target // max(image.size))
+
+
+def _config(model: Any) -> Any:
+    """The model config inside DDP / DeepSpeed / peft wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.config
+
+
+def _box_normaliser_correction(labels: list[dict[str, Any]], like: Any) -> float:
+    """(box count transformers divided by) / (the right one: clamp(global boxes / world, 1))."""
+    import torch
+    import torch.distributed as dist
+
+    count = torch.tensor([float(sum(len(t["class_labels"]) for t in labels))], device=like.device)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        dist.all_reduce(count)  # every rank computes a loss each step, so every rank is here
+    total = float(count.item())
+    used = max(total / world / world, 1.0)  # mean over ranks, then / world again (transformers)
+    return used / max(total / world, 1.0)
+
+
+def targets_of(dataset: Any) -> list[ImageBoxes]:
+    """Ground truth of a `DetectionDataset` (original pixels)."""
+    return [
+        ImageBoxes([list(map(float, b)) for b in im.boxes], list(im.labels), im.width, im.height)
+        for im in dataset.images
+    ]
+
+
+class DetectionTask(Task[Prediction]):
+    """Boxes per image. Holds the processor after `build` (the post-processing is the processor's)."""
+
+    name = "detection"
+    data_config = DetectionData
+    eval_config = DetectionEval
+    metrics = MAP_METRICS
+    metric_prefixes = (CLASS_AP_PREFIX,)
+    default_best_metric = "map"
+    greater_is_better = True
+
+    def __init__(self) -> None:
+        self.processor: Any = None
+        self.classes: list[str] = []
+        self.plot_images, self.plot_threshold = 6, 0.5
+        self._train: Any = None
+        self._baseline: Any = None
+
+    @staticmethod
+    def _data(recipe: Any) -> DetectionData:
+        if not isinstance(recipe.data, DetectionData):
+            raise RecipeError(
+                f"the detection task needs data=DetectionData(...), got {type(recipe.data).__name__}."
+            )
+        return recipe.data
+
+    # --------------------------------------------------------------------------------- recipe level
+
+    def missing_data(self, recipe: Any) -> list[str]:
+        data = self._data(recipe)
+        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
+        missing = [
+            f"{key} {src!r} (COCO JSON)"
+            for key, src in splits
+            if src is not None and not Path(src).expanduser().is_file()
+        ]
+        if data.images is not None and not Path(data.images).expanduser().is_dir():
+            missing.append(f"data.images {data.images!r} (image directory)")
+        return missing
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO detection JSON (images, "
+            "annotations with bbox [x, y, w, h] in pixels, categories) whose file_names are relative to "
+            "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_boxes."
+        )
+
+    def categories(self, recipe: Any):
+        from trainers.tasks.detection.data import read_categories
+
+        return read_categories(Path(self._data(recipe).train).expanduser(), "data.train")
+
+    def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        names = [c.name for c in self.categories(recipe)]
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+        }
+
+    def freeze_rules(self, recipe: Any) -> list[tuple[Freeze, str]]:
+        policy = self._data(recipe).backbone
+        return [(rule, f"data.backbone={policy!r}") for rule in backbone_rules(policy)]
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """DETR's loss with its box terms normalised by the global box count over the world size.
+
+        transformers (5.23) averages the box count over ranks (`accelerate.utils.reduce`, a mean) and then
+        divides by the world size again, so on N ranks the L1 and GIoU terms come out N times too large
+        (2 ranks: twice the loss of 1 rank on the same data). This recombines the model's own loss terms with
+        the normaliser of the original DETR, clamp(sum of boxes / world, 1): 1 process is unchanged.
+        """
+        outputs = model(**inputs)
+        if "labels" not in inputs or outputs.loss_dict is None:
+            return outputs.loss
+        config = _config(model)
+        if getattr(config, "auxiliary_loss", False):  # auxiliary terms: not recombined here
+            return outputs.loss
+        scale = _box_normaliser_correction(inputs["labels"], outputs.loss)
+        terms = outputs.loss_dict
+        return (
+            terms["loss_ce"]
+            + config.bbox_loss_coefficient * scale * terms["loss_bbox"]
+            + config.giou_loss_coefficient * scale * terms["loss_giou"]
+        )
+
+    def check_evaluation(self, evaluation: Any) -> None:
+        if isinstance(evaluation, DetectionEval) and not 0.0 <= evaluation.plot_threshold <= 1.0:
+            raise RecipeError(
+                f"evaluation.plot_threshold is a score in [0, 1], got {evaluation.plot_threshold}."
+            )
+
+    # ------------------------------------------------------------------------------------ run level
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.tasks.detection.data import AugmentedDetection, DetectionDataset, DetrCollator
+
+        data = self._data(recipe)
+        categories = self.categories(recipe)
+        self.processor = _image_processor(processor)
+        self.classes = [c.name for c in categories]
+        if isinstance(recipe.evaluation, DetectionEval):
+            self.plot_images, self.plot_threshold = (
+                recipe.evaluation.plot_images,
+                recipe.evaluation.plot_threshold,
+            )
+
+        def split(source: str, key: str, limit: int | None = None) -> DetectionDataset:
+            return DetectionDataset(source, key, categories, data.images, data.on_bad_sample, limit)
+
+        train = split(data.train, "data.train", data.max_train_samples)
+        self._train = train
+        augmented = data.augment is not None and data.augment.active
+        return TaskData(
+            train=AugmentedDetection(train, data.augment, recipe.training.seed) if augmented else train,
+            val=split(data.val, "data.val", data.max_val_samples),
+            collator=DetrCollator(self.processor),
+            eval_collator=DetrCollator(self.processor, with_sizes=True),
+            test=split(data.test, "data.test") if data.test is not None else None,
+        )
+
+    def _post_process(self, outputs: Any, sizes: Any) -> list[Prediction]:
+        results = self.processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=sizes)
+        return [
+            {
+                "boxes": r["boxes"].float().tolist(),
+                "scores": r["scores"].float().tolist(),
+                "labels": r["labels"].tolist(),
+            }
+            for r in results
+        ]
+
+    def predict(self, model: Any, batch: dict[str, Any]) -> list[Prediction]:
+        outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
+        return self._post_process(outputs, batch["orig_sizes"].tolist())
+
+    def score(self, predictions: Mapping[int, Prediction], dataset: Any) -> dict[str, float]:
+        targets = targets_of(dataset)
+        preds = [
+            ImageBoxes(p["boxes"], p["labels"], t.width, t.height, scores=p["scores"])
+            for p, t in zip((predictions[i] for i in range(len(dataset))), targets, strict=True)
+        ]
+        if self._baseline is None and self._train is not None and dataset is not self._train:
+            from trainers.tasks.detection.baseline import mean_box_baseline
+
+            self._baseline = mean_box_baseline(self._train.images, dataset.images, dataset.classes, targets)
+        return coco_box_metrics(preds, targets, dataset.classes)
+
+    def baseline(self) -> Any:
+        return self._baseline
+
+    def save_artifacts(self, predictions: Mapping[int, Prediction], dataset: Any, directory: Path) -> None:
+        """`boxes.png`: true (left) and predicted (right, score >= plot_threshold) boxes on the first val images;
+        `predictions.json`: the first images' boxes above the threshold."""
+        from trainers.tasks.detection.draw import TRUE_COLOUR, comparison_grid, draw_boxes
+
+        panels, rows = [], []
+        for i in range(min(self.plot_images, len(dataset))):
+            item, truth, pred = dataset[i], dataset.images[i], self._confident(predictions[i])
+            panels.append(
+                (
+                    draw_boxes(
+                        item["image"],
+                        truth.boxes,
+                        truth.labels,
+                        dataset.classes,
+                        colour=TRUE_COLOUR,
+                        scale=display_scale(item["image"]),
+                    ),
+                    self.draw(item["image"], pred, dataset.classes),
+                )
+            )
+            rows.append({"file": str(truth.path), **pred})
+        comparison_grid(panels, directory / "boxes.png")
+        (directory / "predictions.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+    def _confident(self, prediction: Prediction) -> Prediction:
+        keep = [i for i, s in enumerate(prediction["scores"]) if s >= self.plot_threshold]
+        return {k: [prediction[k][i] for i in keep] for k in ("boxes", "scores", "labels")}
+
+    def examples(
+        self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10
+    ) -> list[dict[str, Any]]:
+        out = []
+        for i, p in list(predictions.items())[:n]:
+            confident = self._confident(p)
+            out.append(
+                {
+                    "file": str(dataset.images[i].path),
+                    "predicted": [dataset.classes[c] for c in confident["labels"]],
+                    "true": [dataset.classes[c] for c in dataset.images[i].labels],
+                }
+            )
+        return out
+
+    # -------------------------------------------------------------------------- images (trainers.predict)
+
+    def predict_images(
+        self, model: Any, processor: Any, images: list[Image.Image], options: dict[str, str]
+    ) -> list[dict]:
+        """Boxes for plain images (`--threshold`, default 0.5): `{"boxes", "scores", "labels", "names"}`."""
+        import torch
+
+        threshold = float(options.get("threshold", 0.5))
+        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+            raise RecipeError(f"--threshold is a score in [0, 1], got {options.get('threshold')}.")
+        self.processor = _image_processor(processor)
+        config = getattr(model, "config", None)
+        labels = getattr(config, "id2label", None) or {}
+        self.classes = [labels[i] for i in sorted(labels)]
+        self.plot_threshold = threshold
+        rgb = [im.convert("RGB") for im in images]
+        batch = self.processor(images=rgb, return_tensors="pt")
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            outputs = model(
+                pixel_values=batch["pixel_values"].to(device), pixel_mask=batch["pixel_mask"].to(device)
+            )
+        results = self._post_process(outputs, [[im.height, im.width] for im in rgb])
+        confident = [self._confident(r) for r in results]
+        return [
+            {**r, "names": [self.classes[c] if c < len(self.classes) else str(c) for c in r["labels"]]}
+            for r in confident
+        ]
+
+    def draw(self, image: Image.Image, prediction: dict, classes: list[str] | None = None) -> Image.Image:
+        from trainers.tasks.detection.draw import draw_boxes
+
+        return draw_boxes(
+            image,
+            prediction["boxes"],
+            prediction["labels"],
+            classes or self.classes,
+            scores=prediction["scores"],
+            width=max(1, round(min(image.size) / 100)),
+            scale=display_scale(image),
+        )
