@@ -44,19 +44,19 @@ recipe = Recipe(
     evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     # --demo: the tiny random-init Florence-2 on the shipped fabric set (216 train lines: 36 images, their
-    # mirrored copies, 3 tasks). Adapters alone barely move a random-init model, so the demo also trains the
-    # (untied) LM head fully and uses a much higher LR.
+    # mirrored copies, 3 tasks). Adapters alone barely move a random-init model, so the demo puts LoRA on every
+    # linear layer and also trains the LM head, the (input) embedding and the projector fully, at a high LR.
     demo={
         "lora.r": 16,
         "lora.dropout": 0.0,
         "lora.target_regex": r"model\.(vision_tower|language_model)\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2|qkv|proj)",
-        "lora.modules_to_save": ("lm_head",),
-        "training.epochs": 12,
+        "lora.modules_to_save": ("lm_head", "model.language_model.shared", "model.multi_modal_projector"),
+        "training.epochs": 10,
         "training.batch_size": 16,
         "training.lr": 3e-3,
         "training.warmup_steps": 10,
         "training.logging_steps": 7,
-        "evaluation.max_new_tokens": 48,
+        "evaluation.max_new_tokens": 32,
         "evaluation.batch_size": 36,
         "reporting.wandb": False,
         "output_dir": "outputs/{name}_demo",

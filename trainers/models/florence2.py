@@ -13,7 +13,7 @@ refuses them and names the native id. fp16 is refused too (NaN in Florence-2's b
 run trains in bf16 (`training.precision=auto`).
 
 The tiny model keeps the module names and the tokenizer layout and shrinks the widths: a 2-stage DaViT on
-64 px images (64 + 1 image tokens), a 1+2 layer BART of width 64. Its tokenizer is a byte-level BPE (BART's
+48 px images (36 + 1 image tokens), a 1+2 layer BART of width 64. Its tokenizer is a byte-level BPE (BART's
 kind) trained offline with `tokenizers` on the task prompts and the fabric-defect words, plus the Florence
 special tokens; transformers is imported inside the functions, so recipes load without torch.
 """
@@ -83,6 +83,18 @@ def check_dtype(dtype: Any) -> None:
         )
 
 
+# OmniParser's keyword freeze (seed 000): what trains, by module path. `lm_head` is the shared embedding (tied).
+OMNIPARSER_TRAINED = ("lm_head", "model.language_model.decoder.layers[-2:]", "model.multi_modal_projector")
+
+
+def omniparser_freeze_rules():
+    """Everything frozen, then the LM head (= the tied shared embedding), the last two decoder layers and the
+    vision-to-language projector unfrozen."""
+    from trainers.recipe import Freeze, Unfreeze
+
+    return [Freeze("*"), *(Unfreeze(path) for path in OMNIPARSER_TRAINED)]
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -115,7 +127,7 @@ CORPUS = (
 class TinyFlorence2Spec:
     """Sizes of the tiny Florence-2. Dropouts and drop-path 0: rank-invariant runs."""
 
-    image_size: int = 64
+    image_size: int = 48
     vision_dims: tuple[int, ...] = (32, 64)
     vision_heads: tuple[int, ...] = (2, 4)
     vision_depths: tuple[int, ...] = (1, 1)
