@@ -38,7 +38,11 @@ WRINKLE = "<loc_78><loc_645><loc_999><loc_999>"
 GOLDEN = [
     {"image": "0 (1).jpg", "prefix": "<OD>", "suffix": DROP + "wrinkle" + WRINKLE},
     {"image": "0 (1).jpg", "prefix": "<DENSE_REGION_CAPTION>", "suffix": DROP + "long wrinkle" + WRINKLE},
-    {"image": "0 (1).jpg", "prefix": "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle", "suffix": DROP + "wrinkle" + WRINKLE},
+    {
+        "image": "0 (1).jpg",
+        "prefix": "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle",
+        "suffix": DROP + "wrinkle" + WRINKLE,
+    },
 ]
 
 
@@ -54,7 +58,9 @@ def voc_set(tmp_path, xml: str = GOLDEN_XML, name: str = "0 (1).jpg", size=(64, 
 
 
 def run(ann, images, out, *extra):
-    return voc_to_jsonl.main(["--voc", str(ann), "--images", str(images), "--out", str(out), *extra], out=lambda _: None)
+    return voc_to_jsonl.main(
+        ["--voc", str(ann), "--images", str(images), "--out", str(out), *extra], out=lambda _: None
+    )
 
 
 def lines(path):
@@ -108,7 +114,10 @@ def test_round_trip_voc_to_loc_tokens_to_parsed_boxes_within_one_bin(tmp_path):
     for label, box in zip(parsed["labels"], parsed["bboxes"], strict=True):
         per_bin = [0.64, 0.48, 0.64, 0.48]
         # within one bin of the VOC box (dequantize takes the bin centre and truncates to whole pixels)
-        assert all(abs(b - t) <= p + 1 for b, t, p in zip(box, truth[label], per_bin, strict=True)), (label, box)
+        assert all(abs(b - t) <= p + 1 for b, t, p in zip(box, truth[label], per_bin, strict=True)), (
+            label,
+            box,
+        )
     # the loc tokens survive the tokenizer: the decoded text holds exactly the bins written
     assert parse_suffix(text) == parse_suffix(record["suffix"])
 
@@ -131,15 +140,28 @@ def test_flip_mirrors_boxes_and_images_and_twice_is_identity(tmp_path):
     assert parse_suffix(od["suffix"])[0].bins == ((546, 145, 796, 458),)
     assert parse_suffix(od["suffix"])[1].bins == ((0, 645, 921, 999),)
     with Image.open(images / "0 (1).jpg") as original, Image.open(images / "flipped_0 (1).jpg") as mirrored:
-        assert mirrored.getpixel((62, 1))[0] > 200 > mirrored.getpixel((1, 1))[0]  # the red corner moved right
-        assert ImageOps.mirror(mirrored).getpixel((1, 1))[0] == pytest.approx(original.getpixel((1, 1))[0], abs=30)
+        assert (
+            mirrored.getpixel((62, 1))[0] > 200 > mirrored.getpixel((1, 1))[0]
+        )  # the red corner moved right
+        assert ImageOps.mirror(mirrored).getpixel((1, 1))[0] == pytest.approx(
+            original.getpixel((1, 1))[0], abs=30
+        )
 
 
 BAD = {
     "bad XML": ("<annotation><object></annotation>", r"a\.xml:1: not valid XML"),
-    "x1 > x2": (GOLDEN_XML.replace("<xmin>13</xmin>", "<xmin>40</xmin>"), r"a\.xml: object 1 \('drop'\).*x1 >= x2"),
-    "outside": (GOLDEN_XML.replace("<ymax>22</ymax>", "<ymax>60</ymax>"), r"a\.xml: object 1 \('drop'\).*outside the image"),
-    "missing image": (GOLDEN_XML.replace("0 (1).jpg", "nope.jpg"), r"a\.xml: its image 'nope\.jpg' is not in"),
+    "x1 > x2": (
+        GOLDEN_XML.replace("<xmin>13</xmin>", "<xmin>40</xmin>"),
+        r"a\.xml: object 1 \('drop'\).*x1 >= x2",
+    ),
+    "outside": (
+        GOLDEN_XML.replace("<ymax>22</ymax>", "<ymax>60</ymax>"),
+        r"a\.xml: object 1 \('drop'\).*outside the image",
+    ),
+    "missing image": (
+        GOLDEN_XML.replace("0 (1).jpg", "nope.jpg"),
+        r"a\.xml: its image 'nope\.jpg' is not in",
+    ),
 }
 
 

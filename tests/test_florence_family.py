@@ -53,19 +53,32 @@ def test_tiny_processor_is_complete_offline(tiny):
 
 def _independent_lora_count(model, pattern: str, r: int) -> int:
     """r * (in + out) per Linear whose full path matches (peft's regex rule), counted without peft."""
-    return sum(r * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name))
+    return sum(
+        r * (m.in_features + m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name)
+    )
 
 
 def test_lora_recipe_counts_equal_peft_and_an_independent_count():
-    recipe = load_recipe(LORA_RECIPE, ["lora.target_regex=" + load_recipe(LORA_RECIPE).lora.target_regex,
-                                       "lora.r=8", "lora.modules_to_save=", "reporting.wandb=false"], demo=True)
+    recipe = load_recipe(
+        LORA_RECIPE,
+        [
+            "lora.target_regex=" + load_recipe(LORA_RECIPE).lora.target_regex,
+            "lora.r=8",
+            "lora.modules_to_save=",
+            "reporting.wandb=false",
+        ],
+        demo=True,
+    )
     model, processor, source = load_model(recipe)
     expected = _independent_lora_count(model, recipe.lora.target_regex, 8)
     prepared = prepare_model(model, processor, source, recipe)
     trainable, _ = prepared.model.get_nb_trainable_parameters()
     assert prepared.lora.trainable == trainable == expected == prepared.count_trainable()
-    towers = {p.split(".")[1] if p.startswith("model.") else p for t in prepared.lora.targets.values() for p in t}
+    towers = {
+        p.split(".")[1] if p.startswith("model.") else p for t in prepared.lora.targets.values() for p in t
+    }
     assert towers == {"vision_tower", "language_model", "lm_head"}  # both towers and the head
     assert [t.action for t in prepared.lora.tied] == ["untied"]  # lm_head got its own copy before wrapping
     assert prepared.core.lm_head.base_layer.weight is not prepared.core.model.language_model.shared.weight
@@ -75,10 +88,15 @@ def test_freeze_recipe_counts_the_tied_head_once_and_matches_an_independent_coun
     recipe = load_recipe(FREEZE_RECIPE, ["reporting.wandb=false"], demo=True)
     model, processor, source = load_model(recipe)
     lm = model.model.language_model
-    expected = (lm.shared.weight.numel() + sum(p.numel() for p in lm.decoder.layers[-2:].parameters())
-                + sum(p.numel() for p in model.model.multi_modal_projector.parameters()))
+    expected = (
+        lm.shared.weight.numel()
+        + sum(p.numel() for p in lm.decoder.layers[-2:].parameters())
+        + sum(p.numel() for p in model.model.multi_modal_projector.parameters())
+    )
     prepared = prepare_model(model, processor, source, recipe)
-    assert prepared.freeze.trainable == expected == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert (
+        prepared.freeze.trainable == expected == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
     assert lm.encoder.embed_tokens.weight.requires_grad  # the tie: the input embedding trains with the head
 
 
@@ -86,9 +104,12 @@ def test_hybrid_recipe_trains_the_frozen_keyword_modules_fully_with_lora_on_q_v(
     recipe = load_recipe(HYBRID_RECIPE, ["reporting.wandb=false"], demo=True)
     model, processor, source = load_model(recipe)
     prepared = prepare_model(model, processor, source, recipe)
-    assert set(prepared.lora.modules_to_save) == {"lm_head", "model.language_model.decoder.layers.0",
-                                                  "model.language_model.decoder.layers.1",
-                                                  "model.multi_modal_projector"}
+    assert set(prepared.lora.modules_to_save) == {
+        "lm_head",
+        "model.language_model.decoder.layers.0",
+        "model.language_model.decoder.layers.1",
+        "model.multi_modal_projector",
+    }
     assert prepared.lora.excluded  # q/v inside the fully trained decoder layers are left to them
     trainable, _ = prepared.model.get_nb_trainable_parameters()
     assert prepared.lora.trainable == trainable
@@ -112,8 +133,12 @@ def test_adapter_reloads_with_stock_peft_to_identical_generations(tmp_path):
     from PIL import Image
 
     images = [Image.open(next((ROOT / "data/fabric/val/JPEGImages").glob("*.jpg"))).convert("RGB")] * 2
-    inputs = processor(text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle"], images=images,
-                       return_tensors="pt", padding=True)
+    inputs = processor(
+        text=["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle"],
+        images=images,
+        return_tensors="pt",
+        padding=True,
+    )
     kwargs = {"num_beams": 3, "max_new_tokens": 8, "do_sample": False}
     prepared.model.eval()
     with torch.no_grad():

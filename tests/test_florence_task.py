@@ -52,14 +52,20 @@ def dataset(path, processor, **data):
 
 BAD = {
     "malformed line": ("{not json", r"val\.jsonl:2: not valid JSON"),
-    "loc_1000": ({**GOOD, "suffix": "drop<loc_1000><loc_1><loc_2><loc_3>"},
-                 r'val\.jsonl:2: key "suffix": <loc_1000> at character 4 is not in the vocabulary'),
-    "loc count": ({**GOOD, "suffix": "drop<loc_1><loc_2><loc_3>wrinkle<loc_1><loc_2><loc_3><loc_4>"},
-                  r'val\.jsonl:2: key "suffix": label \'drop\' is followed by 3 location token\(s\)'),
+    "loc_1000": (
+        {**GOOD, "suffix": "drop<loc_1000><loc_1><loc_2><loc_3>"},
+        r'val\.jsonl:2: key "suffix": <loc_1000> at character 4 is not in the vocabulary',
+    ),
+    "loc count": (
+        {**GOOD, "suffix": "drop<loc_1><loc_2><loc_3>wrinkle<loc_1><loc_2><loc_3><loc_4>"},
+        r'val\.jsonl:2: key "suffix": label \'drop\' is followed by 3 location token\(s\)',
+    ),
     "unknown task": ({**GOOD, "prefix": "<SEGMENT>"}, r'val\.jsonl:2: key "prefix": unknown task token'),
     "missing image": ({**GOOD, "image": "gone.jpg"}, r'val\.jsonl:2: key "image": .*gone\.jpg not found'),
-    "prompt too long": ({**GOOD, "prefix": "<CAPTION_TO_PHRASE_GROUNDING>" + "drop and wrinkle " * 20},
-                        r'val\.jsonl:2: key "prefix": the prompt is \d+ tokens \(37 image tokens.*data\.max_length=80'),
+    "prompt too long": (
+        {**GOOD, "prefix": "<CAPTION_TO_PHRASE_GROUNDING>" + "drop and wrinkle " * 20},
+        r'val\.jsonl:2: key "prefix": the prompt is \d+ tokens \(37 image tokens.*data\.max_length=80',
+    ),
 }
 
 
@@ -74,18 +80,23 @@ def test_bad_lines_name_the_file_line_and_key(tmp_path, processor, case):
 
 
 def test_items_prompt_from_processor_labels_from_tokenizer_and_masked_padding(tmp_path, processor):
-    grounding = {"image": "a.jpg", "prefix": "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle",
-                 "suffix": "drop<loc_1><loc_2><loc_3><loc_4>wrinkle<loc_5><loc_6><loc_7><loc_8><loc_9><loc_9><loc_9><loc_9>"}
+    grounding = {
+        "image": "a.jpg",
+        "prefix": "<CAPTION_TO_PHRASE_GROUNDING>drop and wrinkle",
+        "suffix": "drop<loc_1><loc_2><loc_3><loc_4>wrinkle<loc_5><loc_6><loc_7><loc_8><loc_9><loc_9><loc_9><loc_9>",
+    }
     ds = dataset(write(tmp_path, GOOD, grounding), processor)
     items = [ds[0], ds[1]]
     tokenizer = processor.tokenizer
-    assert items[1]["labels"].tolist() == tokenizer(grounding["suffix"])["input_ids"]  # a separate tokenizer call
+    assert (
+        items[1]["labels"].tolist() == tokenizer(grounding["suffix"])["input_ids"]
+    )  # a separate tokenizer call
     assert "Locate the phrases in the caption: drop and wrinkle" in tokenizer.decode(items[1]["input_ids"])
     batch = FlorenceCollator(tokenizer.pad_token_id)(items)
     short = int(items[0]["attention_mask"].sum())
     assert batch["attention_mask"][0, short:].sum() == 0 and batch["attention_mask"][1].all()
     assert (batch["input_ids"][0, short:] == tokenizer.pad_token_id).all()
-    assert (batch["labels"][0, len(items[0]["labels"]):] == -100).all()
+    assert (batch["labels"][0, len(items[0]["labels"]) :] == -100).all()
     meta = FlorenceCollator(tokenizer.pad_token_id, with_meta=True)(items)
     assert "labels" not in meta and meta["tasks"] == ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>"]
     assert meta["image_sizes"][0] == Image.open(tmp_path / "a.jpg").size
@@ -96,17 +107,29 @@ def test_curriculum_orders_tasks_per_epoch_and_the_trainer_reads_it_in_order(pro
 
     path = FABRIC / "train.jsonl"
     config = FlorenceData(train=str(path), val=str(path), max_train_samples=None)
-    ds = FlorenceDataset(path, "data.train", processor, config, FABRIC / "train" / "JPEGImages",
-                         limit=60, order="curriculum", seed=3)
+    ds = FlorenceDataset(
+        path,
+        "data.train",
+        processor,
+        config,
+        FABRIC / "train" / "JPEGImages",
+        limit=60,
+        order="curriculum",
+        seed=3,
+    )
     tasks = [ds.sample(i).task for i in range(len(ds))]
-    assert tasks == sorted(tasks, key=["<OD>", "<DENSE_REGION_CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"].index)
+    assert tasks == sorted(
+        tasks, key=["<OD>", "<DENSE_REGION_CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"].index
+    )
     first = [ds.sample(i).where for i in range(len(ds))]
     ds.set_epoch(1)
     second = [ds.sample(i).where for i in range(len(ds))]
     assert first != second and sorted(first) == sorted(second)
     sampler = RecipeTrainer._get_train_sampler(SimpleNamespace(train_dataset=ds), None)
     assert isinstance(sampler, torch.utils.data.SequentialSampler)
-    shuffled = FlorenceDataset(path, "data.train", processor, config, FABRIC / "train" / "JPEGImages", limit=6)
+    shuffled = FlorenceDataset(
+        path, "data.train", processor, config, FABRIC / "train" / "JPEGImages", limit=6
+    )
     assert not shuffled.ordered
 
 
@@ -124,8 +147,15 @@ def test_generations_are_parsed_by_the_processor_and_malformed_ones_counted(proc
 
 
 def sample(task, groups, size=(100, 100)):
-    return Sample("x.jsonl:1", ROOT / "x.jpg", task, "", task,
-                  tuple(Group(label, tuple(tuple(b) for b in quantize(boxes, size))) for label, boxes in groups), size)
+    return Sample(
+        "x.jsonl:1",
+        ROOT / "x.jpg",
+        task,
+        "",
+        task,
+        tuple(Group(label, tuple(tuple(b) for b in quantize(boxes, size))) for label, boxes in groups),
+        size,
+    )
 
 
 def prediction(task, boxes, labels):
@@ -137,25 +167,46 @@ def test_od_map_equals_pycocotools_run_independently_with_per_class_ap():
     from pycocotools.cocoeval import COCOeval
 
     classes = ["broken", "drop", "wrinkle"]
-    samples = [sample("<OD>", [("drop", [[10, 10, 40, 40]]), ("wrinkle", [[50, 60, 95, 70]])]),
-               sample("<OD>", [("drop", [[0, 0, 30, 30], [60, 60, 90, 90]])])]
-    preds = [prediction("<OD>", [[11, 10, 41, 40], [0, 0, 20, 20], [50, 60, 95, 71]], ["drop", "drop", "wrinkle"]),
-             prediction("<OD>", [[60, 62, 90, 90], [5, 5, 25, 25]], ["drop", "wrinkle"])]
+    samples = [
+        sample("<OD>", [("drop", [[10, 10, 40, 40]]), ("wrinkle", [[50, 60, 95, 70]])]),
+        sample("<OD>", [("drop", [[0, 0, 30, 30], [60, 60, 90, 90]])]),
+    ]
+    preds = [
+        prediction("<OD>", [[11, 10, 41, 40], [0, 0, 20, 20], [50, 60, 95, 71]], ["drop", "drop", "wrinkle"]),
+        prediction("<OD>", [[60, 62, 90, 90], [5, 5, 25, 25]], ["drop", "wrinkle"]),
+    ]
     ours = od_metrics(list(zip(preds, samples, strict=True)), classes)
     # the same set written as COCO json by hand: truths are the dequantized targets (bin centres, truncated)
     images, annotations, results = [], [], []
     for i, (s, p) in enumerate(zip(samples, preds, strict=True), 1):
         images.append({"id": i, "width": 100, "height": 100})
         for label, (x1, y1, x2, y2) in s.boxes():
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": classes.index(label) + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": classes.index(label) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for (x1, y1, x2, y2), label in zip(p["boxes"], p["labels"], strict=True):
-            results.append({"image_id": i, "category_id": classes.index(label) + 1, "score": 1.0,
-                            "bbox": [x1, y1, x2 - x1, y2 - y1]})
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": classes.index(label) + 1,
+                    "score": 1.0,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO()
-        truth.dataset = {"images": images, "annotations": annotations,
-                         "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
+        truth.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
+        }
         truth.createIndex()
         ev = COCOeval(truth, truth.loadRes(results), iouType="bbox")
         ev.evaluate()
@@ -169,14 +220,21 @@ def test_od_map_equals_pycocotools_run_independently_with_per_class_ap():
 
 
 def test_grounding_recall_dense_captions_and_malformed_rate():
-    g = sample("<CAPTION_TO_PHRASE_GROUNDING>", [("drop", [[10, 10, 40, 40], [60, 60, 90, 90]]),
-                                                 ("wrinkle", [[0, 80, 90, 95]])])
-    p = prediction("<CAPTION_TO_PHRASE_GROUNDING>", [[10, 10, 40, 40], [0, 80, 90, 95], [60, 60, 90, 90]],
-                   ["drop", "drop", "wrinkle"])  # the second drop box carries the wrong phrase
+    g = sample(
+        "<CAPTION_TO_PHRASE_GROUNDING>",
+        [("drop", [[10, 10, 40, 40], [60, 60, 90, 90]]), ("wrinkle", [[0, 80, 90, 95]])],
+    )
+    p = prediction(
+        "<CAPTION_TO_PHRASE_GROUNDING>",
+        [[10, 10, 40, 40], [0, 80, 90, 95], [60, 60, 90, 90]],
+        ["drop", "drop", "wrinkle"],
+    )  # the second drop box carries the wrong phrase
     assert grounding_recall([(p, g)]) == pytest.approx(1 / 3)
     from trainers.tasks.captioning.metrics import CaptionScorer
 
-    d = sample("<DENSE_REGION_CAPTION>", [("dark drop", [[10, 10, 40, 40]]), ("long wrinkle", [[0, 80, 90, 95]])])
+    d = sample(
+        "<DENSE_REGION_CAPTION>", [("dark drop", [[10, 10, 40, 40]]), ("long wrinkle", [[0, 80, 90, 95]])]
+    )
     q = prediction("<DENSE_REGION_CAPTION>", [[10, 10, 40, 40], [0, 0, 5, 5]], ["dark drop", "light drop"])
     dense = dense_metrics([(q, d)], CaptionScorer(("rouge_l",)))
     assert dense["dense_region_recall"] == 0.5 and dense["dense_rouge_l"] == pytest.approx(1.0)

@@ -3,7 +3,8 @@
     torchrun --nproc_per_node 2 tests/distributed/lora_worker.py OUT TRAIN_JSON MODE[=DS_CONFIG] ...
 
 MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
-prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one.
+prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one, a
+`florence-` prefix (`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo.
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -21,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distribute
 
 def main() -> None:
     import torch.distributed as dist
-    from lora_recipe import lora_recipe, vit_lora_recipe
+    from lora_recipe import florence_lora_recipe, lora_recipe, vit_lora_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -33,6 +34,8 @@ def main() -> None:
         mode, _, ds_config = spec.partition("=")
         if mode.startswith("vit-"):
             recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
+        elif mode.startswith("florence-"):
+            recipe = florence_lora_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
         else:
             recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
         recipe.launch.deepspeed_config = ds_config or None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lora_recipe import lora_recipe, same_length_captions, vit_lora_recipe
+from lora_recipe import florence_lora_recipe, lora_recipe, same_length_captions, vit_lora_recipe
 from safetensors.torch import load_file
 
 from conftest import ROOT
@@ -54,6 +54,7 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
+    specs.append(f"florence-zero2{configs['zero2']}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -66,7 +67,9 @@ def runs(tmp_path_factory):
     complete_run(ctx)
     vit = setup_run(vit_lora_recipe(out / "vit-single", batch_size=16))
     complete_run(vit)
-    return out, ctx, vit
+    florence = setup_run(florence_lora_recipe(out / "florence-single", batch_size=8))
+    complete_run(florence)
+    return out, ctx, vit, florence
 
 
 def losses(run: Path) -> list[float]:
@@ -77,7 +80,7 @@ def losses(run: Path) -> list[float]:
 @pytest.mark.timeout(1200)  # the module fixture: one 2-rank job of three modes and a 1-rank run
 @pytest.mark.parametrize("mode", MODES)
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
-    out, single, _ = runs
+    out, single, *_ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
@@ -101,7 +104,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
 
-    out, single, _ = runs
+    out, single, *_ = runs
     adapter = load_file(out / "zero3" / "best" / "adapter_model.safetensors")
     saved = {k: v for k, v in adapter.items() if "predictions.transform" in k or "post_layernorm" in k
              or "layers.11" in k}
@@ -121,7 +124,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VIT_MODES)
 def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
-    out, _, single = runs
+    out, _, single, _ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -140,3 +143,28 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
     assert info["eval"]["eval_accuracy"] == last_eval["eval_accuracy"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"] == predictions and len(predictions) == len(single.trainer.evaluator.dataset)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
+    out, _, _, single = runs
+    info = json.loads((out / "florence-zero2" / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 4  # 1 epoch x 4 steps of 8 lines, curriculum order
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    ref_adapter = load_file(out / "florence-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / "florence-zero2" / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys() and any("modules_to_save" in k for k in adapter)
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"florence-zero2: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (got, ref)
+    assert weight_diff <= WEIGHT_TOL
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    assert info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    assert info["eval"]["eval_map"] == last_eval["eval_map"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"] == predictions and len(predictions) == 6  # the same generated text, line for line

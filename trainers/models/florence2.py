@@ -33,19 +33,46 @@ FLORENCE2_BASE = "florence-community/Florence-2-base"
 FLORENCE2_LARGE = "florence-community/Florence-2-large"
 KNOWN_IDS = (FLORENCE2_BASE, FLORENCE2_LARGE)
 LEGACY_PREFIX = "microsoft/florence-2"
-FLORENCE2_PROCESSOR_FILES = (("preprocessor_config.json", "processor_config.json"), ("tokenizer.json", "vocab.json"))
+FLORENCE2_PROCESSOR_FILES = (
+    ("preprocessor_config.json", "processor_config.json"),
+    ("tokenizer.json", "vocab.json"),
+)
 
 IMAGE_TOKEN = "<image>"
 # The Florence special tokens after BART's five (the original processor's list, in its order).
 TASK_TAGS = ("<od>", "</od>", "<ocr>", "</ocr>")
-OTHER_TAGS = ("<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>", "<grounding>", "</grounding>", "<seg>",
-              "</seg>", "<sep>", "<region_cap>", "</region_cap>", "<region_to_desciption>",
-              "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>", "<and>")
+OTHER_TAGS = (
+    "<cap>",
+    "</cap>",
+    "<ncap>",
+    "</ncap>",
+    "<dcap>",
+    "</dcap>",
+    "<grounding>",
+    "</grounding>",
+    "<seg>",
+    "</seg>",
+    "<sep>",
+    "<region_cap>",
+    "</region_cap>",
+    "<region_to_desciption>",
+    "</region_to_desciption>",
+    "<proposal>",
+    "</proposal>",
+    "<poly>",
+    "</poly>",
+    "<and>",
+)
 LOC_TOKENS = tuple(f"<loc_{i}>" for i in range(1000))
 # Every parse type the tasks here use must be listed, else post_process_generation raises "Unsupported parse task".
 POST_PROCESSOR_CONFIG: dict[str, Any] = {
-    "description_with_bboxes": {}, "phrase_grounding": {"banned_grounding_tokens": []}, "pure_text": {},
-    "bboxes": {}, "description_with_bboxes_or_polygons": {}, "polygons": {}, "ocr": {},
+    "description_with_bboxes": {},
+    "phrase_grounding": {"banned_grounding_tokens": []},
+    "pure_text": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+    "polygons": {},
+    "ocr": {},
 }
 
 FLORENCE2 = FamilyEntry(
@@ -56,8 +83,11 @@ FLORENCE2 = FamilyEntry(
     tiny="trainers.models.florence2:build_tiny_florence2",
     tasks=("florence",),
     # lm_head.weight is the shared embedding: deduplicated named_parameters list it under model.language_model
-    towers={"vision": ("model.vision_tower.", "model.multi_modal_projector."), "text": ("model.language_model.",),
-            "head": ("lm_head.",)},
+    towers={
+        "vision": ("model.vision_tower.", "model.multi_modal_projector."),
+        "text": ("model.language_model.",),
+        "head": ("lm_head.",),
+    },
     architecture="trainers.models.florence2:florence2_meta_model",
     known_ids=KNOWN_IDS,
     processor_files=FLORENCE2_PROCESSOR_FILES,
@@ -106,8 +136,9 @@ def load_florence2(model_id: str, options: Any = None) -> tuple[nn.Module, Any]:
 
     check_model_id(model_id)
     check_dtype(getattr(options, "dtype", None))
-    return load_pretrained(model_id, Florence2ForConditionalGeneration, Florence2Processor, options,
-                           FLORENCE2_PROCESSOR_FILES)
+    return load_pretrained(
+        model_id, Florence2ForConditionalGeneration, Florence2Processor, options, FLORENCE2_PROCESSOR_FILES
+    )
 
 
 # ------------------------------------------------------------------------------------------ tiny model
@@ -155,13 +186,31 @@ def build_tiny_tokenizer(vocab_size: int = 400, max_length: int = 256):
     from transformers import BartTokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(CORPUS) * 4, vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tokenizer = BartTokenizer(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                              cls_token="<s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-                              model_max_length=max_length, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    bpe.train_from_iterator(
+        list(CORPUS) * 4,
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    tokenizer = BartTokenizer(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=max_length,
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+    )
     tokenizer.add_tokens([*TASK_TAGS, *LOC_TOKENS, *OTHER_TAGS], special_tokens=True)
-    ids = {"pad": (tokenizer.pad_token_id, 1), "bos": (tokenizer.bos_token_id, 0), "eos": (tokenizer.eos_token_id, 2)}
+    ids = {
+        "pad": (tokenizer.pad_token_id, 1),
+        "bos": (tokenizer.bos_token_id, 0),
+        "eos": (tokenizer.eos_token_id, 2),
+    }
     wrong = {k: got for k, (got, want) in ids.items() if got != want}
     if wrong or tokenizer.convert_tokens_to_ids("<loc_999>") == tokenizer.unk_token_id:
         raise RuntimeError(f"tiny Florence-2 tokenizer built with unexpected ids {wrong}")
@@ -173,12 +222,18 @@ def build_tiny_processor(spec: TinyFlorence2Spec | None = None):
 
     spec = spec or TinyFlorence2Spec()
     size = {"height": spec.image_size, "width": spec.image_size}
-    image_processor = CLIPImageProcessorPil(size=size, crop_size=size, do_center_crop=False,
-                                            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-                                            image_seq_length=spec.image_tokens)
+    image_processor = CLIPImageProcessorPil(
+        size=size,
+        crop_size=size,
+        do_center_crop=False,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        image_seq_length=spec.image_tokens,
+    )
     tokenizer = build_tiny_tokenizer(spec.bpe_vocab_size, spec.max_position_embeddings)
-    return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                              post_processor_config=POST_PROCESSOR_CONFIG)
+    return Florence2Processor(
+        image_processor=image_processor, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG
+    )
 
 
 def tiny_florence2_config(spec: TinyFlorence2Spec, tokenizer: Any):
@@ -186,23 +241,42 @@ def tiny_florence2_config(spec: TinyFlorence2Spec, tokenizer: Any):
 
     stages = len(spec.vision_dims)
     vision = Florence2VisionConfig(
-        depths=spec.vision_depths, patch_size=(7, 3, 3, 3)[:stages], patch_stride=(4, 2, 2, 2)[:stages],
-        patch_padding=(3, 1, 1, 1)[:stages], patch_prenorm=(False, True, True, True)[:stages],
-        embed_dim=spec.vision_dims, num_heads=spec.vision_heads, num_groups=spec.vision_heads,
-        window_size=spec.window_size, drop_path_rate=0.0, projection_dim=spec.d_model,
+        depths=spec.vision_depths,
+        patch_size=(7, 3, 3, 3)[:stages],
+        patch_stride=(4, 2, 2, 2)[:stages],
+        patch_padding=(3, 1, 1, 1)[:stages],
+        patch_prenorm=(False, True, True, True)[:stages],
+        embed_dim=spec.vision_dims,
+        num_heads=spec.vision_heads,
+        num_groups=spec.vision_heads,
+        window_size=spec.window_size,
+        drop_path_rate=0.0,
+        projection_dim=spec.d_model,
         max_position_embeddings=max(16, spec.image_size // 8),
     )
     eos = tokenizer.eos_token_id
     text = BartConfig(
-        vocab_size=len(tokenizer), d_model=spec.d_model, encoder_layers=spec.encoder_layers,
-        decoder_layers=spec.decoder_layers, encoder_attention_heads=spec.heads, decoder_attention_heads=spec.heads,
-        encoder_ffn_dim=spec.ffn_dim, decoder_ffn_dim=spec.ffn_dim, max_position_embeddings=spec.max_position_embeddings,
-        dropout=spec.dropout, attention_dropout=spec.dropout, activation_dropout=spec.dropout,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,
-        decoder_start_token_id=eos, forced_eos_token_id=eos,
+        vocab_size=len(tokenizer),
+        d_model=spec.d_model,
+        encoder_layers=spec.encoder_layers,
+        decoder_layers=spec.decoder_layers,
+        encoder_attention_heads=spec.heads,
+        decoder_attention_heads=spec.heads,
+        encoder_ffn_dim=spec.ffn_dim,
+        decoder_ffn_dim=spec.ffn_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        dropout=spec.dropout,
+        attention_dropout=spec.dropout,
+        activation_dropout=spec.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos,
+        decoder_start_token_id=eos,
+        forced_eos_token_id=eos,
     )
-    return Florence2Config(vision_config=vision.to_dict(), text_config=text.to_dict(),
-                           image_token_id=tokenizer.image_token_id)
+    return Florence2Config(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_id=tokenizer.image_token_id
+    )
 
 
 def build_tiny_florence2(spec: TinyFlorence2Spec | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
@@ -223,10 +297,24 @@ def build_tiny_florence2(spec: TinyFlorence2Spec | None = None, seed: int = 0) -
 
 # The released architectures (DaViT + BART-base / BART-large; the original configs' vocabulary of 51289).
 _ARCHITECTURES: dict[str, dict[str, Any]] = {
-    FLORENCE2_BASE: {"embed_dim": (128, 256, 512, 1024), "heads": (4, 8, 16, 32), "projection_dim": 768,
-                     "d_model": 768, "layers": 6, "text_heads": 12, "ffn": 3072},
-    FLORENCE2_LARGE: {"embed_dim": (256, 512, 1024, 2048), "heads": (8, 16, 32, 64), "projection_dim": 1024,
-                      "d_model": 1024, "layers": 12, "text_heads": 16, "ffn": 4096},
+    FLORENCE2_BASE: {
+        "embed_dim": (128, 256, 512, 1024),
+        "heads": (4, 8, 16, 32),
+        "projection_dim": 768,
+        "d_model": 768,
+        "layers": 6,
+        "text_heads": 12,
+        "ffn": 3072,
+    },
+    FLORENCE2_LARGE: {
+        "embed_dim": (256, 512, 1024, 2048),
+        "heads": (8, 16, 32, 64),
+        "projection_dim": 1024,
+        "d_model": 1024,
+        "layers": 12,
+        "text_heads": 16,
+        "ffn": 4096,
+    },
 }
 FLORENCE2_VOCAB = 51289
 
@@ -235,12 +323,24 @@ def known_config(model_id: str):
     from transformers import BartConfig, Florence2Config, Florence2VisionConfig
 
     a = _ARCHITECTURES[model_id]
-    vision = Florence2VisionConfig(depths=(1, 1, 9, 1), embed_dim=a["embed_dim"], num_heads=a["heads"],
-                                   num_groups=a["heads"], projection_dim=a["projection_dim"])
-    text = BartConfig(vocab_size=FLORENCE2_VOCAB, d_model=a["d_model"], encoder_layers=a["layers"],
-                      decoder_layers=a["layers"], encoder_attention_heads=a["text_heads"],
-                      decoder_attention_heads=a["text_heads"], encoder_ffn_dim=a["ffn"], decoder_ffn_dim=a["ffn"],
-                      max_position_embeddings=1024)
+    vision = Florence2VisionConfig(
+        depths=(1, 1, 9, 1),
+        embed_dim=a["embed_dim"],
+        num_heads=a["heads"],
+        num_groups=a["heads"],
+        projection_dim=a["projection_dim"],
+    )
+    text = BartConfig(
+        vocab_size=FLORENCE2_VOCAB,
+        d_model=a["d_model"],
+        encoder_layers=a["layers"],
+        decoder_layers=a["layers"],
+        encoder_attention_heads=a["text_heads"],
+        decoder_attention_heads=a["text_heads"],
+        encoder_ffn_dim=a["ffn"],
+        decoder_ffn_dim=a["ffn"],
+        max_position_embeddings=1024,
+    )
     return Florence2Config(vision_config=vision.to_dict(), text_config=text.to_dict())
 
 

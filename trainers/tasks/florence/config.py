@@ -28,8 +28,10 @@ class FlorenceEval:
     def validate(self) -> None:
         unknown = [m for m in self.caption_metrics if m not in CAPTION_METRICS]
         if unknown:
-            raise RecipeError(f"evaluation.caption_metrics: {unknown} are not among {', '.join(CAPTION_METRICS)}; "
-                              f"fix evaluation.caption_metrics.")
+            raise RecipeError(
+                f"evaluation.caption_metrics: {unknown} are not among {', '.join(CAPTION_METRICS)}; "
+                f"fix evaluation.caption_metrics."
+            )
         if self.num_beams < 1 or self.max_new_tokens < 1:
             raise RecipeError("evaluation.num_beams and evaluation.max_new_tokens must be >= 1.")
 

@@ -25,8 +25,10 @@ from trainers.tasks.florence.config import FlorenceData
 from trainers.tasks.florence.loc import TASK_TOKENS, Group, SuffixError, dequantize, parse_suffix
 
 CURRICULUM = TASK_TOKENS  # OD -> DENSE_REGION_CAPTION -> CAPTION_TO_PHRASE_GROUNDING
-_LINE_HINT = ('a line looks like {"image": "0001.jpg", "prefix": "<OD>", "suffix": '
-              '"drop<loc_732><loc_481><loc_748><loc_501>"}')
+_LINE_HINT = (
+    'a line looks like {"image": "0001.jpg", "prefix": "<OD>", "suffix": '
+    '"drop<loc_732><loc_481><loc_748><loc_501>"}'
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,10 @@ def task_of(prefix: str) -> str | None:
 def _check_prefix(prefix: str) -> str:
     task = task_of(prefix)
     if task is None:
-        raise ValueError(f"unknown task token in prefix {prefix[:60]!r}; this task trains {', '.join(TASK_TOKENS)}")
-    rest = prefix[len(task):].strip()
+        raise ValueError(
+            f"unknown task token in prefix {prefix[:60]!r}; this task trains {', '.join(TASK_TOKENS)}"
+        )
+    rest = prefix[len(task) :].strip()
     if task == "<CAPTION_TO_PHRASE_GROUNDING>" and not rest:
         raise ValueError(f"prefix {prefix!r} has no caption after {task} (the phrases to ground)")
     if task != "<CAPTION_TO_PHRASE_GROUNDING>" and rest:
@@ -78,38 +82,60 @@ def read_jsonl(path: Path, images: Path, bad: BadSamples) -> list[Sample]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                bad.report("malformed_line", where, f"not valid JSON ({error.msg} at column {error.colno})",
-                           f"Fix that line; {_LINE_HINT}")
+                bad.report(
+                    "malformed_line",
+                    where,
+                    f"not valid JSON ({error.msg} at column {error.colno})",
+                    f"Fix that line; {_LINE_HINT}",
+                )
                 continue
-            fields = {k: record.get(k) if isinstance(record, dict) else None for k in ("image", "prefix", "suffix")}
+            fields = {
+                k: record.get(k) if isinstance(record, dict) else None for k in ("image", "prefix", "suffix")
+            }
             missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
             if missing:
-                bad.report("malformed_line", where, f"key(s) {', '.join(missing)} missing or not a string",
-                           f"Fix that line; {_LINE_HINT}")
+                bad.report(
+                    "malformed_line",
+                    where,
+                    f"key(s) {', '.join(missing)} missing or not a string",
+                    f"Fix that line; {_LINE_HINT}",
+                )
                 continue
             try:
                 task = _check_prefix(fields["prefix"])
             except ValueError as error:
-                bad.report("unknown_task", where, f"key \"prefix\": {error}", "Fix the prefix")
+                bad.report("unknown_task", where, f'key "prefix": {error}', "Fix the prefix")
                 continue
             try:
                 groups = parse_suffix(fields["suffix"])
             except SuffixError as error:
-                bad.report("bad_suffix", where, f"key \"suffix\": {error}",
-                           "Fix the suffix (python -m trainers.tasks.florence.voc_to_jsonl writes valid ones)")
+                bad.report(
+                    "bad_suffix",
+                    where,
+                    f'key "suffix": {error}',
+                    "Fix the suffix (python -m trainers.tasks.florence.voc_to_jsonl writes valid ones)",
+                )
                 continue
             image = Path(fields["image"]) if Path(fields["image"]).is_absolute() else images / fields["image"]
             if not image.is_file():
-                bad.report("missing_image", where, f"key \"image\": {image} not found",
-                           "Add the image, fix the path (relative to data.images) or remove the line")
+                bad.report(
+                    "missing_image",
+                    where,
+                    f'key "image": {image} not found',
+                    "Add the image, fix the path (relative to data.images) or remove the line",
+                )
                 continue
             try:
                 with Image.open(image) as im:
                     size = im.size
             except OSError as error:
-                bad.report("corrupt_image", where, f"key \"image\": cannot read {image} ({error})", "Replace the file")
+                bad.report(
+                    "corrupt_image", where, f'key "image": cannot read {image} ({error})', "Replace the file"
+                )
                 continue
-            samples.append(Sample(where, image, fields["prefix"], fields["suffix"], task, tuple(groups), size))
+            samples.append(
+                Sample(where, image, fields["prefix"], fields["suffix"], task, tuple(groups), size)
+            )
     return samples
 
 
@@ -121,15 +147,26 @@ class FlorenceDataset(Dataset):
     region captions, then grounding, each block shuffled by (seed, epoch)).
     """
 
-    def __init__(self, source: str | Path, key: str, processor: Any, data: FlorenceData, images: str | Path | None,
-                 limit: int | None = None, order: str = "shuffled", seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        key: str,
+        processor: Any,
+        data: FlorenceData,
+        images: str | Path | None,
+        limit: int | None = None,
+        order: str = "shuffled",
+        seed: int = 0,
+    ) -> None:
         self.source = Path(source)
         self.key = key
         self.processor = processor
         self.bad_samples = BadSamples(f"{source} ({key})", data.on_bad_sample)
         if not self.source.is_file():
-            raise DataError(f"{source}: not found ({key}). Point {key} at a Florence JSONL "
-                            "(python -m trainers.tasks.florence.voc_to_jsonl writes one from VOC XML).")
+            raise DataError(
+                f"{source}: not found ({key}). Point {key} at a Florence JSONL "
+                "(python -m trainers.tasks.florence.voc_to_jsonl writes one from VOC XML)."
+            )
         root = Path(images) if images is not None else self.source.parent
         samples = read_jsonl(self.source, root, self.bad_samples)
         samples = [s for s in samples if self._fits(s, data)]
@@ -146,17 +183,21 @@ class FlorenceDataset(Dataset):
         prompt = self.prompt_length(sample.prefix)
         if prompt > data.max_length:
             self.bad_samples.report(
-                "too_long", sample.where,
-                f"key \"prefix\": the prompt is {prompt} tokens ({self.processor.num_image_tokens} image tokens + "
+                "too_long",
+                sample.where,
+                f'key "prefix": the prompt is {prompt} tokens ({self.processor.num_image_tokens} image tokens + '
                 f"the task prompt), longer than data.max_length={data.max_length}",
-                "Shorten the caption or raise data.max_length")
+                "Shorten the caption or raise data.max_length",
+            )
             return False
         target = len(self.processor.tokenizer(sample.suffix)["input_ids"])
         if target > data.max_target_length:
             self.bad_samples.report(
-                "too_long", sample.where,
-                f"key \"suffix\": {target} tokens, longer than data.max_target_length={data.max_target_length}",
-                "Split the image's boxes or raise data.max_target_length")
+                "too_long",
+                sample.where,
+                f'key "suffix": {target} tokens, longer than data.max_target_length={data.max_target_length}',
+                "Split the image's boxes or raise data.max_target_length",
+            )
             return False
         return True
 

@@ -12,11 +12,22 @@ TRUE = (40, 220, 60)
 PREDICTED = (235, 40, 40)
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[str], colour=PREDICTED,
-               scale: float = 1.0, base: Image.Image | None = None) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    colour=PREDICTED,
+    scale: float = 1.0,
+    base: Image.Image | None = None,
+) -> Image.Image:
     """`image` (a copy, scaled by `scale`) with each box outlined and labelled."""
-    out = base if base is not None else image.convert("RGB").resize(
-        (round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST)
+    out = (
+        base
+        if base is not None
+        else image.convert("RGB").resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.NEAREST
+        )
+    )
     draw = ImageDraw.Draw(out)
     for box, label in zip(boxes, labels, strict=True):
         x1, y1, x2, y2 = (v * scale for v in box)
@@ -30,8 +41,12 @@ def sheet(rows: Sequence[tuple[Image.Image, Any, Any]], path: Path, side: int = 
     tiles = []
     for image, sample, prediction in rows:
         scale = side / max(image.size)
-        tile = draw_boxes(image, [b for _, b in sample.boxes()], [label for label, _ in sample.boxes()], TRUE, scale)
-        tiles.append(draw_boxes(image, prediction["boxes"], prediction["labels"], PREDICTED, scale, base=tile))
+        tile = draw_boxes(
+            image, [b for _, b in sample.boxes()], [label for label, _ in sample.boxes()], TRUE, scale
+        )
+        tiles.append(
+            draw_boxes(image, prediction["boxes"], prediction["labels"], PREDICTED, scale, base=tile)
+        )
     legend = 16
     canvas = Image.new("RGB", (max(1, len(tiles)) * (side + 4), side + legend), (255, 255, 255))
     ImageDraw.Draw(canvas).text((4, 2), "green: true   red: predicted", fill=(0, 0, 0))

@@ -36,8 +36,14 @@ class Prediction:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "text": self.text, "boxes": self.boxes, "labels": self.labels,
-                "malformed": self.malformed, "reason": self.reason}
+        return {
+            "task": self.task,
+            "text": self.text,
+            "boxes": self.boxes,
+            "labels": self.labels,
+            "malformed": self.malformed,
+            "reason": self.reason,
+        }
 
 
 def parse_generation(processor: Any, text: str, task: str, size: tuple[int, int]) -> dict[str, Any]:
@@ -61,13 +67,16 @@ def parse_generation(processor: Any, text: str, task: str, size: tuple[int, int]
 # ------------------------------------------------------------------------------------------- scoring
 
 
-def _matched_pairs(pred: Sequence[Sequence[float]], true: Sequence[Sequence[float]], threshold: float = 0.5
-                   ) -> list[tuple[int, int]]:
+def _matched_pairs(
+    pred: Sequence[Sequence[float]], true: Sequence[Sequence[float]], threshold: float = 0.5
+) -> list[tuple[int, int]]:
     """One-to-one (prediction, truth) pairs, highest IoU first, IoU >= threshold."""
     if not pred or not true:
         return []
     iou = box_iou(np.asarray(pred), np.asarray(true))
-    pairs = sorted(((iou[p, t], p, t) for p in range(iou.shape[0]) for t in range(iou.shape[1])), reverse=True)
+    pairs = sorted(
+        ((iou[p, t], p, t) for p in range(iou.shape[0]) for t in range(iou.shape[1])), reverse=True
+    )
     used_p: set[int] = set()
     used_t: set[int] = set()
     out = []
@@ -87,9 +96,14 @@ def od_metrics(items: Sequence[tuple[dict[str, Any], Any]], classes: Sequence[st
     index = {name: i for i, name in enumerate(classes)}
     preds, truths = [], []
     for prediction, sample in items:
-        kept = [(b, index[label]) for b, label in zip(prediction["boxes"], prediction["labels"], strict=True)
-                if label in index]
-        preds.append(ImageBoxes([b for b, _ in kept], [c for _, c in kept], *sample.size, scores=[1.0] * len(kept)))
+        kept = [
+            (b, index[label])
+            for b, label in zip(prediction["boxes"], prediction["labels"], strict=True)
+            if label in index
+        ]
+        preds.append(
+            ImageBoxes([b for b, _ in kept], [c for _, c in kept], *sample.size, scores=[1.0] * len(kept))
+        )
         true = sample.boxes()
         truths.append(ImageBoxes([b for _, b in true], [index[label] for label, _ in true], *sample.size))
     return coco_box_metrics(preds, truths, classes)
@@ -103,7 +117,11 @@ def grounding_recall(items: Sequence[tuple[dict[str, Any], Any]], threshold: flo
         for label, box in sample.boxes():
             by_phrase.setdefault(label, []).append(box)
         for phrase, true in by_phrase.items():
-            pred = [b for b, label in zip(prediction["boxes"], prediction["labels"], strict=True) if label == phrase]
+            pred = [
+                b
+                for b, label in zip(prediction["boxes"], prediction["labels"], strict=True)
+                if label == phrase
+            ]
             found += match_recall(pred, true, threshold) * len(true)
             total += len(true)
     return found / total if total else math.nan
@@ -118,8 +136,14 @@ def dense_metrics(items: Sequence[tuple[dict[str, Any], Any]], scorer: Any) -> d
     matched, total = 0, 0
     for n, (prediction, sample) in enumerate(items):
         true = sample.boxes()
-        preds.append(ImageBoxes(prediction["boxes"], [0] * len(prediction["boxes"]), *sample.size,
-                                scores=[1.0] * len(prediction["boxes"])))
+        preds.append(
+            ImageBoxes(
+                prediction["boxes"],
+                [0] * len(prediction["boxes"]),
+                *sample.size,
+                scores=[1.0] * len(prediction["boxes"]),
+            )
+        )
         truths.append(ImageBoxes([b for _, b in true], [0] * len(true), *sample.size))
         for p, t in _matched_pairs(prediction["boxes"], [b for _, b in true]):
             captions[f"{n}-{t}"] = prediction["labels"][p]
@@ -127,16 +151,22 @@ def dense_metrics(items: Sequence[tuple[dict[str, Any], Any]], scorer: Any) -> d
         matched += len(_matched_pairs(prediction["boxes"], [b for _, b in true]))
         total += len(true)
     boxes = coco_box_metrics(preds, truths, [REGION])
-    out = {"dense_map": boxes["map"], "dense_map_50": boxes["map_50"],
-           "dense_region_recall": matched / total if total else math.nan}
+    out = {
+        "dense_map": boxes["map"],
+        "dense_map_50": boxes["map_50"],
+        "dense_region_recall": matched / total if total else math.nan,
+    }
     names = scorer.metrics if scorer is not None else ()
-    scores = scorer.score(captions, references) if captions and scorer is not None else dict.fromkeys(names, 0.0)
+    scores = (
+        scorer.score(captions, references) if captions and scorer is not None else dict.fromkeys(names, 0.0)
+    )
     out.update({f"dense_{k}": float(v) for k, v in scores.items()})
     return out
 
 
-def score_all(predictions: Mapping[int, dict[str, Any]], samples: Sequence[Any], classes: Sequence[str],
-              scorer: Any) -> dict[str, float]:
+def score_all(
+    predictions: Mapping[int, dict[str, Any]], samples: Sequence[Any], classes: Sequence[str], scorer: Any
+) -> dict[str, float]:
     """Every metric of the task over a whole set; a task absent from the set gives nan for its metrics."""
     by_task: dict[str, list[tuple[dict[str, Any], Any]]] = {OD: [], DENSE: [], GROUNDING: []}
     for index, prediction in predictions.items():
@@ -165,8 +195,11 @@ class MeanBoxBaseline:
     boxes: dict[str, list[float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "mean training box per class, for every image", **self.metrics,
-                "relative_boxes": self.boxes}
+        return {
+            "kind": "mean training box per class, for every image",
+            **self.metrics,
+            "relative_boxes": self.boxes,
+        }
 
     def render(self) -> str:
         shown = ", ".join(f"{k}={v:.3f}" for k, v in self.metrics.items() if not math.isnan(v))
@@ -184,11 +217,15 @@ def mean_boxes(train: Sequence[Any]) -> dict[str, list[float]]:
     return {label: np.mean(rows, axis=0).tolist() for label, rows in sums.items()}
 
 
-def baseline_predictions(boxes: Mapping[str, Sequence[float]], samples: Sequence[Any]) -> dict[int, dict[str, Any]]:
+def baseline_predictions(
+    boxes: Mapping[str, Sequence[float]], samples: Sequence[Any]
+) -> dict[int, dict[str, Any]]:
     out = {}
     for i, sample in enumerate(samples):
         w, h = sample.size
         labels = list(boxes) if sample.task == OD else [g.label for g in sample.groups]
         rel = [boxes.get(label, [0.0, 0.0, 1.0, 1.0]) for label in labels]
-        out[i] = Prediction(sample.task, "", [[r[0] * w, r[1] * h, r[2] * w, r[3] * h] for r in rel], labels).to_dict()
+        out[i] = Prediction(
+            sample.task, "", [[r[0] * w, r[1] * h, r[2] * w, r[3] * h] for r in rel], labels
+        ).to_dict()
     return out

@@ -58,8 +58,8 @@ def _texture(rng: random.Random, size: int) -> np.ndarray:
 def _place(rng: random.Random, w: int, h: int, taken: np.ndarray) -> tuple[int, int, int, int] | None:
     for _ in range(50):
         x, y = rng.randrange(0, GRID - w + 1), rng.randrange(0, GRID - h + 1)
-        if not taken[y:y + h, x:x + w].any():
-            taken[y:y + h, x:x + w] = True
+        if not taken[y : y + h, x : x + w].any():
+            taken[y : y + h, x : x + w] = True
             return x, y, x + w, y + h
     return None
 

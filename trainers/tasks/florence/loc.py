@@ -88,7 +88,7 @@ def parse_suffix(text: str) -> list[Group]:
                 f"label {label!r} is followed by {len(locs)} location token(s) (at character {at}); a box is 4 "
                 "(<loc_x1><loc_y1><loc_x2><loc_y2>), so the count must be a positive multiple of 4"
             )
-        groups.append(Group(label, tuple(tuple(locs[i:i + 4]) for i in range(0, len(locs), 4))))  # type: ignore[misc]
+        groups.append(Group(label, tuple(tuple(locs[i : i + 4]) for i in range(0, len(locs), 4))))  # type: ignore[misc]
 
     for match in _TOKEN_RE.finditer(text):
         piece, start = match.group(0), match.start()
@@ -104,7 +104,9 @@ def parse_suffix(text: str) -> list[Group]:
                 raise SuffixError(f"{piece} at character {start} has no label before it")
             locs.append(value)
         elif piece.startswith("<") and len(piece) > 1:
-            raise SuffixError(f"unexpected tag {piece!r} at character {start}; a suffix holds labels and <loc_N> only")
+            raise SuffixError(
+                f"unexpected tag {piece!r} at character {start}; a suffix holds labels and <loc_N> only"
+            )
         else:
             close(start)
             label = piece.strip()

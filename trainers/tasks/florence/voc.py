@@ -71,8 +71,10 @@ def read_voc(xml: Path, images: Path, classes: Sequence[str] | None = None) -> V
         root = ET.parse(xml).getroot()
     except ET.ParseError as error:
         line, column = error.position
-        raise DataError(f"{xml}:{line}: not valid XML ({error}, column {column}). Fix or remove the file "
-                        "(--skip-bad skips it).") from None
+        raise DataError(
+            f"{xml}:{line}: not valid XML ({error}, column {column}). Fix or remove the file "
+            "(--skip-bad skips it)."
+        ) from None
     image_path = _find_image(xml, root, images)
     with Image.open(image_path) as image:
         width, height = image.size
@@ -83,19 +85,27 @@ def read_voc(xml: Path, images: Path, classes: Sequence[str] | None = None) -> V
         if not name:
             raise DataError(f"{where} has no <name>. Add the class name or remove the object.")
         if classes is not None and name not in classes:
-            raise DataError(f"{where}: class {name!r} is not among --classes {', '.join(classes)}. Fix the name "
-                            "or add it to --classes.")
+            raise DataError(
+                f"{where}: class {name!r} is not among --classes {', '.join(classes)}. Fix the name "
+                "or add it to --classes."
+            )
         box = obj.find("bndbox")
         try:
             x1, y1, x2, y2 = (float(_text(box.find(k)) or "") for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
         except (AttributeError, ValueError):
-            raise DataError(f"{where} ({name!r}): <bndbox> needs numeric xmin, ymin, xmax, ymax. Fix the box.") from None
+            raise DataError(
+                f"{where} ({name!r}): <bndbox> needs numeric xmin, ymin, xmax, ymax. Fix the box."
+            ) from None
         if x1 >= x2 or y1 >= y2:
-            raise DataError(f"{where} ({name!r}): box xmin={x1:g} ymin={y1:g} xmax={x2:g} ymax={y2:g} has x1 >= x2 "
-                            "or y1 >= y2. Swap or fix the coordinates.")
+            raise DataError(
+                f"{where} ({name!r}): box xmin={x1:g} ymin={y1:g} xmax={x2:g} ymax={y2:g} has x1 >= x2 "
+                "or y1 >= y2. Swap or fix the coordinates."
+            )
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise DataError(f"{where} ({name!r}): box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the image "
-                            f"{image_path.name} ({width}x{height}). Fix the box or the <size>.")
+            raise DataError(
+                f"{where} ({name!r}): box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the image "
+                f"{image_path.name} ({width}x{height}). Fix the box or the <size>."
+            )
         objects.append(VocObject(name, _description(obj, name), (x1, y1, x2, y2)))
     return VocImage(xml, image_path, width, height, tuple(objects))
 
@@ -135,10 +145,21 @@ def lines_for(voc: VocImage, image_name: str, tasks: Sequence[str]) -> list[dict
     out = []
     for task in tasks:
         if task == "OD":
-            out.append({"image": image_name, "prefix": "<OD>", "suffix": format_suffix(_groups(voc.objects, size, "name"))})
+            out.append(
+                {
+                    "image": image_name,
+                    "prefix": "<OD>",
+                    "suffix": format_suffix(_groups(voc.objects, size, "name")),
+                }
+            )
         elif task == "DENSE_REGION_CAPTION":
-            out.append({"image": image_name, "prefix": "<DENSE_REGION_CAPTION>",
-                        "suffix": format_suffix(_groups(voc.objects, size, "description"))})
+            out.append(
+                {
+                    "image": image_name,
+                    "prefix": "<DENSE_REGION_CAPTION>",
+                    "suffix": format_suffix(_groups(voc.objects, size, "description")),
+                }
+            )
         elif task == "CAPTION_TO_PHRASE_GROUNDING":
             ordered = _ordered(voc.objects)
             phrases = list(dict.fromkeys(o.name for o in ordered))
@@ -146,8 +167,13 @@ def lines_for(voc: VocImage, image_name: str, tasks: Sequence[str]) -> list[dict
             for phrase in phrases:
                 mine = [o for o in ordered if o.name == phrase]
                 groups.append(Group(phrase, tuple(tuple(b) for b in quantize([o.box for o in mine], size))))  # type: ignore[misc]
-            out.append({"image": image_name, "prefix": f"<CAPTION_TO_PHRASE_GROUNDING>{grounding_caption(phrases)}",
-                        "suffix": format_suffix(groups)})
+            out.append(
+                {
+                    "image": image_name,
+                    "prefix": f"<CAPTION_TO_PHRASE_GROUNDING>{grounding_caption(phrases)}",
+                    "suffix": format_suffix(groups),
+                }
+            )
         else:
             raise ValueError(f"unknown task {task!r}")
     return out

@@ -31,12 +31,22 @@ def _tasks(text: str) -> list[str]:
     tasks = [t.strip().strip("<>") for t in text.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
-        raise DataError(f"--tasks {text!r}: unknown task(s) {unknown or '(none given)'}; choose from {', '.join(TASKS)}.")
+        raise DataError(
+            f"--tasks {text!r}: unknown task(s) {unknown or '(none given)'}; choose from {', '.join(TASKS)}."
+        )
     return tasks
 
 
-def convert(voc_dir: Path, images: Path, out: Path, tasks: Sequence[str], flip: bool = False,
-            classes: Sequence[str] | None = None, skip_bad: bool = False, progress: bool = True) -> dict[str, int]:
+def convert(
+    voc_dir: Path,
+    images: Path,
+    out: Path,
+    tasks: Sequence[str],
+    flip: bool = False,
+    classes: Sequence[str] | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
     """Write the JSONL; returns counts (images, lines, skipped, flipped)."""
     xmls = sorted(Path(voc_dir).glob("*.xml"))
     if not xmls:
@@ -75,12 +85,16 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> d
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     parser.add_argument("--flip", action="store_true", help="also write mirrored flipped_ copies")
     parser.add_argument("--classes", default=None, help="comma-separated allowed class names")
-    parser.add_argument("--skip-bad", action="store_true", help="skip and count bad files instead of stopping")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="skip and count bad files instead of stopping"
+    )
     args = parser.parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     counts = convert(args.voc, args.images, args.out, _tasks(args.tasks), args.flip, classes, args.skip_bad)
-    out(f"wrote {args.out}: {counts['lines']} lines from {counts['images']} images"
-        f" ({counts['flipped']} flipped copies, {counts['skipped']} bad files skipped)")
+    out(
+        f"wrote {args.out}: {counts['lines']} lines from {counts['images']} images"
+        f" ({counts['flipped']} flipped copies, {counts['skipped']} bad files skipped)"
+    )
     return counts
 
 
