@@ -4,12 +4,13 @@
     python launch.py recipes/florence2_omniparser_hybrid.py --dry-run
 
 The base is frozen; LoRA r 8 (alpha 2r) goes on every `q_proj` / `v_proj` of the BART encoder and decoder; the
-keyword-freeze modules (`lm_head` = the tied shared embedding, the last two decoder layers, the projector) train
-fully as peft `modules_to_save` and are saved with the adapter. q/v inside those two decoder layers are trained
+keyword-freeze modules (`lm_head`, the last two decoder layers, the projector) train fully as peft
+`modules_to_save` and are saved with the adapter; `lm_head` trains its own copy of the tied shared embedding
+(the input embedding stays frozen; the plan says so). q/v inside those two decoder layers are trained
 fully there, not wrapped (the plan lists them). `best/` reloads with stock `PeftModel.from_pretrained`.
 """
 
-from trainers.models.florence2 import FLORENCE2_BASE, OMNIPARSER_TRAINED, TinyFlorence2Spec
+from trainers.models.florence2 import FLORENCE2_BASE, TinyFlorence2Spec
 from trainers.recipe import EarlyStopping, Lora, Model, Recipe, Training, Unfreeze
 from trainers.tasks.florence import FlorenceData, FlorenceEval
 
@@ -22,8 +23,11 @@ recipe = Recipe(
         images="data/fabric/train/JPEGImages",
         val_images="data/fabric/val/JPEGImages",
     ),
-    lora=Lora(target_modules=("q_proj", "v_proj"), r=8, dropout=0.05),
-    freeze=[Unfreeze(path) for path in OMNIPARSER_TRAINED],  # with LoRA the base starts frozen
+    # lm_head and the projector as modules_to_save: the head trains its own copy of the tied embedding (an
+    # Unfreeze("lm_head") rule would select the shared tensor under all its aliases: three more 39M copies)
+    lora=Lora(target_modules=("q_proj", "v_proj"), r=8, dropout=0.05,
+              modules_to_save=("lm_head", "model.multi_modal_projector")),
+    freeze=[Unfreeze("model.language_model.decoder.layers[-2:]")],  # with LoRA the base starts frozen
     training=Training(epochs=10, batch_size=8, lr=1e-5, warmup_steps=0, logging_steps=10),
     evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
