@@ -4,7 +4,8 @@
 
 MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
 prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one, a
-`florence-` prefix (`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo.
+`florence-` prefix (`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo, `florencefreeze-` its
+keyword-freeze recipe's.
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -34,6 +35,8 @@ def main() -> None:
         mode, _, ds_config = spec.partition("=")
         if mode.startswith("vit-"):
             recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
+        elif mode.startswith("florencefreeze-"):
+            recipe = florence_lora_recipe(out / mode, batch_size=4, recipe="florence2_omniparser_freeze.py")
         elif mode.startswith("florence-"):
             recipe = florence_lora_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
         else:

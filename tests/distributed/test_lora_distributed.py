@@ -54,7 +54,7 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
-    specs.append(f"florence-zero2{configs['zero2']}")
+    specs += [f"florence-zero2{configs['zero2']}", f"florencefreeze-zero2{configs['zero2']}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -69,7 +69,10 @@ def runs(tmp_path_factory):
     complete_run(vit)
     florence = setup_run(florence_lora_recipe(out / "florence-single", batch_size=8))
     complete_run(florence)
-    return out, ctx, vit, florence
+    freeze = setup_run(florence_lora_recipe(out / "florencefreeze-single", batch_size=8,
+                                            recipe="florence2_omniparser_freeze.py"))
+    complete_run(freeze)
+    return out, ctx, vit, florence, freeze
 
 
 def losses(run: Path) -> list[float]:
@@ -124,7 +127,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VIT_MODES)
 def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
-    out, _, single, _ = runs
+    out, _, single, *_ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -148,7 +151,7 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
 def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
-    out, _, _, single = runs
+    out, _, _, single, _ = runs
     info = json.loads((out / "florence-zero2" / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -168,3 +171,29 @@ def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(run
     assert info["eval"]["eval_map"] == last_eval["eval_map"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"] == predictions and len(predictions) == 6  # the same generated text, line for line
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
+    out, *_, single = runs
+    info = json.loads((out / "florencefreeze-zero2" / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 4
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    want = load_file(out / "florencefreeze-single" / "best" / "model.safetensors")
+    weights = load_file(out / "florencefreeze-zero2" / "best" / "model.safetensors")
+    assert weights.keys() == want.keys()
+    weight_diff = max((weights[k] - want[k]).abs().max().item() for k in want)
+    print(f"florencefreeze-zero2: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (got, ref)
+    assert weight_diff <= WEIGHT_TOL
+    frozen = "model.vision_tower.convs.0.conv.weight"  # outside the keyword modules: bit-identical in both
+    assert torch.equal(weights[frozen], want[frozen])
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    assert info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"] == predictions and len(predictions) == 6
