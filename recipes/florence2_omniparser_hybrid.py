@@ -25,8 +25,12 @@ recipe = Recipe(
     ),
     # lm_head and the projector as modules_to_save: the head trains its own copy of the tied embedding (an
     # Unfreeze("lm_head") rule would select the shared tensor under all its aliases: three more 39M copies)
-    lora=Lora(target_modules=("q_proj", "v_proj"), r=8, dropout=0.05,
-              modules_to_save=("lm_head", "model.multi_modal_projector")),
+    lora=Lora(
+        target_modules=("q_proj", "v_proj"),
+        r=8,
+        dropout=0.05,
+        modules_to_save=("lm_head", "model.multi_modal_projector"),
+    ),
     freeze=[Unfreeze("model.language_model.decoder.layers[-2:]")],  # with LoRA the base starts frozen
     training=Training(epochs=10, batch_size=8, lr=1e-5, warmup_steps=0, logging_steps=10),
     evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
