@@ -87,6 +87,14 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
             self.evaluator.last_predictions = {int(k): v for k, v in json.loads(saved.read_text()).items()}
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """A training set that orders itself per epoch (`ordered = True`: a task curriculum) is read in index
+        order; every other set gets the Trainer's shuffling sampler."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(dataset, "ordered", False):
+            return torch.utils.data.SequentialSampler(dataset)
+        return super()._get_train_sampler(train_dataset)
+
     def _run_epoch(self, *args, **kwargs):
         """Train no epoch once a callback stopped training before it began (early stopping on resume).
 

@@ -100,3 +100,20 @@ def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
         f"data.train={train_json}", "data.augment.random_resized_crop=none", "training.lr=5e-4",
         "training.logging_steps=1",
         "training.resume=never", "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+
+
+FLORENCE_TRAIN_SAMPLES = 32  # the first 32 shipped fabric lines in curriculum order: 4 steps at a global batch of 8
+
+
+def florence_lora_recipe(output_dir: Path, batch_size: int, recipe: str = "florence2_lora.py"):
+    """The shipped `recipes/florence2_lora.py --demo` (tiny Florence-2, LoRA on every linear layer, LM head,
+    embedding and projector in modules_to_save, curriculum order), shortened to 1 epoch of 32 lines and 6 val
+    lines generated with 3 beams. `recipe="florence2_omniparser_freeze.py"`: the keyword-freeze recipe instead."""
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    return load_recipe(str(ROOT / "recipes" / recipe), [
+        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=1",
+        f"data.max_train_samples={FLORENCE_TRAIN_SAMPLES}", "data.max_val_samples=6", "training.logging_steps=1",
+        "training.warmup_steps=0", "training.resume=never", "training.save_total_limit=1", "reporting.plots=false",
+        "evaluation.max_new_tokens=12", "evaluation.batch_size=3", "early_stopping=none"], demo=True)

@@ -4,7 +4,8 @@
 
 MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
 prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one,
-a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test).
+a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test), a `florence-` prefix
+(`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo, `florencefreeze-` its keyword-freeze recipe's.
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -22,7 +23,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distribute
 
 def main() -> None:
     import torch.distributed as dist
-    from lora_recipe import detr_lora_recipe, lora_recipe, vit_lora_recipe
+    from lora_recipe import detr_lora_recipe, florence_lora_recipe, lora_recipe, vit_lora_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -36,6 +37,10 @@ def main() -> None:
             recipe = detr_lora_recipe(out / mode, batch_size=8, train_json=out / "detr_train.json")
         elif mode.startswith("vit-"):
             recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
+        elif mode.startswith("florencefreeze-"):
+            recipe = florence_lora_recipe(out / mode, batch_size=4, recipe="florence2_omniparser_freeze.py")
+        elif mode.startswith("florence-"):
+            recipe = florence_lora_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
         else:
             recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
         recipe.launch.deepspeed_config = ds_config or None

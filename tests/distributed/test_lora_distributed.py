@@ -21,6 +21,7 @@ import pytest
 import torch
 from lora_recipe import (
     detr_lora_recipe,
+    florence_lora_recipe,
     lora_recipe,
     one_object_images,
     same_length_captions,
@@ -66,6 +67,7 @@ def runs(tmp_path_factory):
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
     specs += [f"detr-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
     detr_train = one_object_images(out / "detr_train.json")
+    specs += [f"florence-zero2{configs['zero2']}", f"florencefreeze-zero2{configs['zero2']}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -80,7 +82,12 @@ def runs(tmp_path_factory):
     complete_run(vit)
     detr = setup_run(detr_lora_recipe(out / "detr-single", batch_size=16, train_json=detr_train))
     complete_run(detr)
-    return out, ctx, vit, detr
+    florence = setup_run(florence_lora_recipe(out / "florence-single", batch_size=8))
+    complete_run(florence)
+    freeze = setup_run(florence_lora_recipe(out / "florencefreeze-single", batch_size=8,
+                                            recipe="florence2_omniparser_freeze.py"))
+    complete_run(freeze)
+    return out, ctx, vit, detr, florence, freeze
 
 
 def losses(run: Path) -> list[float]:
@@ -135,7 +142,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VIT_MODES)
 def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
-    out, _, single, _ = runs
+    out, _, single, *_ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -160,7 +167,7 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", DETR_MODES)
 def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
-    out, _, _, single = runs
+    out, _, _, single, _, _ = runs
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -183,3 +190,54 @@ def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
     box_diff = max(abs(a - b) for k in predictions for pa, pb in zip(info["predictions"][k]["boxes"],
                    predictions[k]["boxes"], strict=True) for a, b in zip(pa, pb, strict=True))
     assert box_diff <= 1e-3, box_diff  # pixels
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
+    out, _, _, _, single, _ = runs
+    info = json.loads((out / "florence-zero2" / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 4  # 1 epoch x 4 steps of 8 lines, curriculum order
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    ref_adapter = load_file(out / "florence-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / "florence-zero2" / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys() and any("modules_to_save" in k for k in adapter)
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"florence-zero2: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (got, ref)
+    assert weight_diff <= WEIGHT_TOL
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    assert info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    assert info["eval"]["eval_map"] == last_eval["eval_map"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"] == predictions and len(predictions) == 6  # the same generated text, line for line
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
+    out, *_, single = runs
+    info = json.loads((out / "florencefreeze-zero2" / "losses.json").read_text())
+    assert info["world"] == 2
+    history = single.trainer.state.log_history
+    ref = [e["loss"] for e in history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) == 4
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    want = load_file(out / "florencefreeze-single" / "best" / "model.safetensors")
+    weights = load_file(out / "florencefreeze-zero2" / "best" / "model.safetensors")
+    assert weights.keys() == want.keys()
+    weight_diff = max((weights[k] - want[k]).abs().max().item() for k in want)
+    print(f"florencefreeze-zero2: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (got, ref)
+    assert weight_diff <= WEIGHT_TOL
+    frozen = "model.vision_tower.convs.0.conv.weight"  # outside the keyword modules: bit-identical in both
+    assert torch.equal(weights[frozen], want[frozen])
+    last_eval = [e for e in history if "eval_loss" in e][-1]
+    assert info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
+    assert info["predictions"] == predictions and len(predictions) == 6

@@ -221,7 +221,7 @@ def _covering_modules(model: nn.Module, trainable_ids: set[int]) -> list[str]:
         if any(path == t or path.startswith(t + ".") for t in taken):
             continue
         ids = [id(p) for p in module.parameters()]
-        if not ids:
+        if not ids or isinstance(module, nn.ModuleList | nn.ModuleDict):  # peft cannot save a container: its items
             continue
         direct = [id(p) for p in module.parameters(recurse=False)]
         if all(i in trainable_ids for i in ids) or any(i in trainable_ids for i in direct):

@@ -63,6 +63,7 @@ def resolve_targets(model: nn.Module, lora: Lora) -> TargetMatch:
         pattern = re.compile(lora.target_regex)
         hits = [p for p in all_paths if pattern.fullmatch(p)]
         _check_kinds(model, hits, f"lora.target_regex {lora.target_regex!r}", supported)
+        _check_grouped_convs(model, hits, f"lora.target_regex {lora.target_regex!r}", lora.r)
         if not hits:
             raise FreezeTargetError(
                 f"lora.target_regex {lora.target_regex!r} matches no module path of {type(model).__name__} "
@@ -78,6 +79,7 @@ def resolve_targets(model: nn.Module, lora: Lora) -> TargetMatch:
                 f"{_nearest_hint(entry, supported)}"
             )
         _check_kinds(model, hits, f"lora.target_modules entry {entry!r}", supported)
+        _check_grouped_convs(model, hits, f"lora.target_modules entry {entry!r}", lora.r)
         by_entry[entry] = hits
     modules = [p for p in all_paths if any(p in hits for hits in by_entry.values())]
     return TargetMatch(modules, by_entry)
@@ -105,6 +107,27 @@ def _check_kinds(model: nn.Module, hits: list[str], what: str, supported: dict[s
             f"{what} matches {wrong[0]!r} ({len(wrong)} module(s) in all), a {kind}, which LoRA cannot wrap: "
             f"targets must be Linear, Conv1d/2d/3d, Embedding or Conv1D layers.{below}"
         )
+
+
+def _check_grouped_convs(model: nn.Module, hits: list[str], what: str, r: int) -> None:
+    """peft wraps a grouped conv (groups > 1: depthwise convs) only when r divides by its groups, and never merges
+    it; say which matched convs qualify (groups == 1, e.g. patch embeddings) and why the others do not."""
+    convs = {p: model.get_submodule(p) for p in hits if isinstance(model.get_submodule(p), nn.Conv1d | nn.Conv2d | nn.Conv3d)}
+    refused = {p: m.groups for p, m in convs.items() if m.groups > 1 and r % m.groups}
+    if not refused:
+        return
+    first, groups = next(iter(refused.items()))
+    qualify = [p for p, m in convs.items() if m.groups == 1]
+    all_convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+    elsewhere = [n for n in all_convs if n not in convs and model.get_submodule(n).groups == 1]
+    ok = qualify or elsewhere
+    shown = ", ".join(ok[:6]) + (f" and {len(ok) - 6} more" if len(ok) > 6 else "") if ok else "none"
+    raise FreezeTargetError(
+        f"{what} matches {len(refused)} grouped convolution(s) that LoRA cannot take, first {first!r} "
+        f"(groups={groups}, a depthwise conv: one filter per channel): peft wraps a conv with groups > 1 only when "
+        f"lora.r ({r}) is divisible by its groups, and cannot merge it. Convs with groups=1 qualify: {shown}. "
+        "Target those by full path (lora.target_regex), or leave convolutions out of the LoRA targets."
+    )
 
 
 def _nearest_hint(query: str, supported: dict[str, str], n: int = 6) -> str:

@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "blip-captioning": "trainers.models.blip:BLIP_CAPTIONING",
     "detr-detection": "trainers.models.detr:DETR_DETECTION",
     "vit-classification": "trainers.models.vit:VIT_CLASSIFICATION",
+    "florence2": "trainers.models.florence2:FLORENCE2",
 }
 
 

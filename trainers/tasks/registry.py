@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "captioning": "trainers.tasks.captioning.task:CaptioningTask",
     "classification": "trainers.tasks.classification.task:ClassificationTask",
     "detection": "trainers.tasks.detection.task:DetectionTask",
+    "florence": "trainers.tasks.florence.task:FlorenceTask",
 }
 
 

@@ -1,0 +1,68 @@
+"""Recipe dataclasses of the Florence-2 task (no torch import: recipes load fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from trainers.errors import RecipeError
+
+CAPTION_METRICS = ("rouge_l", "cider_d", "bleu_4", "meteor")
+
+
+@dataclass
+class FlorenceEval:
+    """Generation and scoring: beam search, `post_process_generation`, box mAP, grounding recall, region captions.
+
+    `caption_metrics` score the descriptions of matched dense regions (the captioning task's scorer; METEOR
+    starts a java process, so it is not on by default). `draw_images` val images are drawn per evaluation
+    (`eval/boxes.png`: true boxes green, predicted red).
+    """
+
+    num_beams: int = 3
+    max_new_tokens: int = 64
+    batch_size: int | None = None
+    caption_metrics: tuple[str, ...] = ("rouge_l", "cider_d")
+    draw_images: int = 6
+
+    def validate(self) -> None:
+        unknown = [m for m in self.caption_metrics if m not in CAPTION_METRICS]
+        if unknown:
+            raise RecipeError(
+                f"evaluation.caption_metrics: {unknown} are not among {', '.join(CAPTION_METRICS)}; "
+                f"fix evaluation.caption_metrics."
+            )
+        if self.num_beams < 1 or self.max_new_tokens < 1:
+            raise RecipeError("evaluation.num_beams and evaluation.max_new_tokens must be >= 1.")
+
+
+@dataclass
+class FlorenceData:
+    """Florence-2 JSONL: one `{"image", "prefix", "suffix"}` per line (`python -m trainers.tasks.florence.voc_to_jsonl`
+    writes it from LabelImg VOC XML), image paths relative to `images` (default: the JSONL's folder; `val_images`
+    for the val split).
+
+    `order` is the training order: "curriculum" gives every epoch's OD lines first, then DENSE_REGION_CAPTION,
+    then CAPTION_TO_PHRASE_GROUNDING (each block shuffled by seed and epoch); "shuffled" is the Trainer's
+    random order. `max_length` bounds the prompt (image tokens + task prompt), `max_target_length` the suffix;
+    a longer one is an error naming the line. `classes` fixes the OD class list (default: the train split's).
+    """
+
+    task: ClassVar[str] = "florence"
+    eval_config: ClassVar[type] = FlorenceEval
+
+    train: str
+    val: str
+    images: str | None = None
+    val_images: str | None = None
+    order: Literal["curriculum", "shuffled"] = "curriculum"
+    max_length: int = 1024
+    max_target_length: int = 1024
+    classes: tuple[str, ...] | None = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+    on_bad_sample: Literal["fail", "skip"] = "fail"
+
+    def validate(self) -> None:
+        if self.order not in ("curriculum", "shuffled"):
+            raise RecipeError(f"data.order must be curriculum or shuffled, got {self.order!r}.")

@@ -1,0 +1,282 @@
+"""Florence-2 as a `Task`: predict = beam-search `generate` + `post_process_generation`; score = box mAP (OD),
+grounding phrase recall, dense-region mAP and region-caption metrics; best checkpoint by mAP@0.5."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainers.errors import RecipeError
+from trainers.tasks.florence.config import FlorenceData, FlorenceEval
+from trainers.tasks.florence.data import FlorenceCollator, FlorenceDataset, read_jsonl
+from trainers.tasks.florence.evaluate import (
+    GROUNDING,
+    OD,
+    MeanBoxBaseline,
+    baseline_predictions,
+    mean_boxes,
+    parse_generation,
+    score_all,
+)
+from trainers.tasks.interface import Task, TaskData
+
+AP_PREFIX = "ap_"
+
+
+class FlorenceTask(Task[dict]):
+    name = "florence"
+    data_config = FlorenceData
+    eval_config = FlorenceEval
+    metric_prefixes = (AP_PREFIX,)
+    default_best_metric = "map_50"
+    greater_is_better = True
+
+    def __init__(self) -> None:
+        self.processor: Any = None
+        self.evaluation = FlorenceEval()
+        self.classes: list[str] = []
+        self.train_samples: list[Any] = []
+        self._scorer: Any = None
+        self._baseline: MeanBoxBaseline | None = None
+
+    # ------------------------------------------------------------------------------- recipe level
+
+    def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
+        captions = tuple(f"dense_{m}" for m in (evaluation or FlorenceEval()).caption_metrics)
+        return (
+            "map",
+            "map_50",
+            "map_75",
+            "grounding_recall",
+            "dense_map",
+            "dense_map_50",
+            "dense_region_recall",
+            *captions,
+            "malformed_rate",
+        )
+
+    def check_evaluation(self, evaluation: Any) -> None:
+        if not isinstance(evaluation, FlorenceEval):
+            raise RecipeError(
+                f"the florence task is evaluated with FlorenceEval(...), got {type(evaluation).__name__}."
+            )
+        evaluation.validate()
+
+    @staticmethod
+    def _data(recipe: Any) -> FlorenceData:
+        if not isinstance(recipe.data, FlorenceData):
+            raise RecipeError(
+                f"the florence task needs data=FlorenceData(...), got {type(recipe.data).__name__}."
+            )
+        return recipe.data
+
+    def missing_data(self, recipe: Any) -> list[str]:
+        data = self._data(recipe)
+        missing = [
+            f"{key} {path!r} (JSONL)"
+            for key, path in (("data.train", data.train), ("data.val", data.val))
+            if not Path(path).is_file()
+        ]
+        missing += [
+            f"{key} {path!r} (image directory)"
+            for key, path in (("data.images", data.images), ("data.val_images", data.val_images))
+            if path is not None and not Path(path).is_dir()
+        ]
+        return missing
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} Convert LabelImg VOC XML with `python -m "
+            "trainers.tasks.florence.voc_to_jsonl --voc DIR --images DIR --out train.jsonl` and point data.train=, "
+            "data.val= (and data.images=) at the result. `--demo` trains on the shipped data/fabric."
+        )
+
+    # ---------------------------------------------------------------------------------- run level
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        data = self._data(recipe)
+        if recipe.training.precision == "fp16":
+            raise RecipeError(
+                "training.precision=fp16: Florence-2's backward pass gives NaN losses in fp16. Use "
+                "training.precision=bf16 (the default on a GPU that supports it) or fp32."
+            )
+        self.processor, self.evaluation = processor, recipe.evaluation
+        train = FlorenceDataset(
+            data.train,
+            "data.train",
+            processor,
+            data,
+            data.images,
+            data.max_train_samples,
+            data.order,
+            recipe.training.seed,
+        )
+        val = FlorenceDataset(
+            data.val, "data.val", processor, data, data.val_images or data.images, data.max_val_samples
+        )
+        self.train_samples = train.samples
+        found = sorted({g.label for s in train.samples if s.task == OD for g in s.groups})
+        self.classes = list(data.classes) if data.classes is not None else found
+        pad = processor.tokenizer.pad_token_id
+        return TaskData(
+            train=train, val=val, collator=FlorenceCollator(pad), eval_collator=FlorenceCollator(pad, True)
+        )
+
+    def _generate(
+        self, model: Any, batch: Mapping[str, Any], num_beams: int, max_new_tokens: int
+    ) -> list[str]:
+        from trainers.evaluation import synced_generation
+
+        generated = model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            num_beams=num_beams,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            synced_gpus=synced_generation(),
+        )
+        return self.processor.tokenizer.batch_decode(generated, skip_special_tokens=False)
+
+    def predict(self, model: Any, batch: dict[str, Any]) -> list[dict]:
+        e = self.evaluation
+        texts = self._generate(model, batch, e.num_beams, e.max_new_tokens)
+        return [
+            parse_generation(self.processor, text, task, size)
+            for text, task, size in zip(texts, batch["tasks"], batch["image_sizes"], strict=True)
+        ]
+
+    def _caption_scorer(self) -> Any:
+        if self._scorer is None and self.evaluation.caption_metrics:
+            from trainers.tasks.captioning.metrics import CaptionScorer
+
+            self._scorer = CaptionScorer(self.evaluation.caption_metrics)
+        return self._scorer
+
+    def score(self, predictions: Mapping[int, dict], dataset: FlorenceDataset) -> dict[str, float]:
+        metrics = score_all(predictions, dataset.samples, self.classes, self._caption_scorer())
+        if self._baseline is None and self.train_samples:
+            boxes = mean_boxes(self.train_samples)
+            base = score_all(
+                baseline_predictions(boxes, dataset.samples), dataset.samples, self.classes, None
+            )
+            keep = ("map", "map_50", "map_75", "grounding_recall")
+            self._baseline = MeanBoxBaseline({k: base[k] for k in keep}, boxes)
+        return metrics
+
+    def baseline(self) -> MeanBoxBaseline | None:
+        return self._baseline
+
+    def plan_baseline(self, recipe: Any) -> MeanBoxBaseline | None:
+        """The mean-box baseline from the JSONL files alone (no model, no processor)."""
+        from trainers.data_policy import BadSamples
+
+        data = self._data(recipe)
+        if self.missing_data(recipe):
+            return None
+        try:
+            train = read_jsonl(
+                Path(data.train), Path(data.images or Path(data.train).parent), BadSamples("", "skip")
+            )
+            val = read_jsonl(
+                Path(data.val),
+                Path(data.val_images or data.images or Path(data.val).parent),
+                BadSamples("", "skip"),
+            )
+        except OSError:
+            return None
+        classes = (
+            list(data.classes)
+            if data.classes
+            else sorted({g.label for s in train if s.task == OD for g in s.groups})
+        )
+        boxes = mean_boxes(train)
+        base = score_all(baseline_predictions(boxes, val), val, classes, None)
+        return MeanBoxBaseline({k: base[k] for k in ("map", "map_50", "map_75", "grounding_recall")}, boxes)
+
+    def save_artifacts(
+        self, predictions: Mapping[int, dict], dataset: FlorenceDataset, directory: Path
+    ) -> None:
+        """`boxes.png` (the first `evaluation.draw_images` OD val images: true green, predicted red) and
+        `predictions.jsonl` (every prediction with its line)."""
+        from PIL import Image
+
+        from trainers.tasks.florence.draw import sheet
+
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "predictions.jsonl").open("w") as out:
+            for i in sorted(predictions):
+                out.write(json.dumps({"line": dataset.samples[i].where, **predictions[i]}) + "\n")
+        rows = []
+        for i in sorted(predictions):
+            sample = dataset.samples[i]
+            if sample.task == OD and len(rows) < self.evaluation.draw_images:
+                with Image.open(sample.image) as image:
+                    rows.append((image.convert("RGB"), sample, predictions[i]))
+        if rows:
+            sheet(rows, directory / "boxes.png")
+
+    def examples(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 10) -> list[dict]:
+        return [
+            {
+                "line": dataset.samples[i].where,
+                "target": dataset.samples[i].suffix,
+                "prediction": p["text"],
+                "malformed": p["malformed"],
+            }
+            for i, p in list(predictions.items())[:n]
+        ]
+
+    def close(self) -> None:
+        if self._scorer is not None:
+            self._scorer.close()
+
+    # ---------------------------------------------------------------------------------- prediction
+
+    def predict_images(
+        self, model: Any, processor: Any, images: list[Any], options: dict[str, str]
+    ) -> list[dict]:
+        """One JSON-able dict per image for `options["task"]` (default `<OD>`; grounding takes `options["text"]`,
+        the caption); `num_beams` / `max_new_tokens` from options or the evaluation defaults."""
+        import torch
+
+        task = options.get("task", OD)
+        if task not in (OD, "<DENSE_REGION_CAPTION>", GROUNDING):
+            raise RecipeError(
+                f"--task {task!r} is not a task this model was trained for; use <OD>, "
+                "<DENSE_REGION_CAPTION> or <CAPTION_TO_PHRASE_GROUNDING> (with --text CAPTION)."
+            )
+        prompt = task + (options.get("text", "") if task == GROUNDING else "")
+        if task == GROUNDING and prompt == task:
+            raise RecipeError("<CAPTION_TO_PHRASE_GROUNDING> needs the caption to ground: pass text=CAPTION.")
+        self.processor = processor
+        rgb = [im.convert("RGB") for im in images]
+        inputs = processor(text=[prompt] * len(rgb), images=rgb, return_tensors="pt", padding=True)
+        device = next(model.parameters()).device
+        dtype = next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
+        batch = {
+            "input_ids": inputs["input_ids"].to(device),
+            "attention_mask": inputs["attention_mask"].to(device),
+            "pixel_values": inputs["pixel_values"].to(device, dtype),
+        }
+        defaults = FlorenceEval()
+        with torch.no_grad():
+            texts = self._generate(
+                model,
+                batch,
+                int(options.get("num_beams", defaults.num_beams)),
+                int(options.get("max_new_tokens", defaults.max_new_tokens)),
+            )
+        return [
+            {"image_size": list(im.size), **parse_generation(processor, text, task, im.size)}
+            for text, im in zip(texts, rgb, strict=True)
+        ]
+
+    def draw(self, image: Any, prediction: dict) -> Any:
+        """`image` with the prediction's boxes and labels drawn (red), scaled up to at least 256 px."""
+        from trainers.tasks.florence.draw import draw_boxes
+
+        scale = max(1.0, 256 / max(image.size))
+        return draw_boxes(image, prediction.get("boxes", []), prediction.get("labels", []), scale=scale)
