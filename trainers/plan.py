@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from trainers.freezing.priority import apply_prioritized
 from trainers.freezing.progressive import GradientGate, StagePlan, install_gates, resolve_stages
 from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
@@ -132,10 +133,14 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
     the original model's paths, and `apply_lora` wraps it (see `trainers.lora.apply`). Gates, groups and the
     report work on the original model inside the wrapper, so names and param-group regexes stay unprefixed.
     """
+    # The family's own freeze settings (prioritized, e.g. the dual encoder's encoder_configs.text.freeze_*)
+    # go through the same engine, before the recipe's rules.
+    settings = apply_prioritized(model, get_family(recipe.model.family).settings_freeze_rules(model, recipe))
     rules = [Freeze("*"), *recipe.freeze] if recipe.lora is not None else recipe.freeze
     effects = apply_freeze_rules(model, rules)
     if recipe.lora is not None:
         effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
+    effects = [*settings, *effects]
     stages = resolve_stages(model, recipe.stages)
     wrapped, lora_plan = model, None
     if recipe.model.quantization is not None:

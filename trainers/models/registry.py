@@ -12,6 +12,7 @@ from trainers.models.family import FamilyEntry, resolve
 
 FAMILIES: dict[str, str] = {
     "blip-captioning": "trainers.models.blip:BLIP_CAPTIONING",
+    "dual-encoder": "trainers.models.dual_encoder:DUAL_ENCODER",
     "vit-classification": "trainers.models.vit:VIT_CLASSIFICATION",
 }
 

@@ -28,6 +28,7 @@ from trainers.tasks.captioning.config import (  # the first task's, for recipes
     Evaluation,
 )
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
+from trainers.tasks.retrieval.config import RetrievalData, RetrievalEval
 
 __all__ = [
     "Augment",
@@ -47,6 +48,8 @@ __all__ = [
     "RandomResizedCrop",
     "Recipe",
     "Reporting",
+    "RetrievalData",
+    "RetrievalEval",
     "Slurm",
     "Stage",
     "Training",

@@ -13,6 +13,7 @@ from trainers.tasks.interface import Task, load_task
 TASKS: dict[str, str] = {
     "captioning": "trainers.tasks.captioning.task:CaptioningTask",
     "classification": "trainers.tasks.classification.task:ClassificationTask",
+    "retrieval": "trainers.tasks.retrieval.task:RetrievalTask",
 }
 
 
