@@ -59,7 +59,7 @@ class Freeze:
     list of layers (`vision_model.encoder.layers[:6]` = the first six), `*` for the whole model, or
     `regex=` searched in parameter names. Rules apply in order; later rules win. `within` (a module path)
     scopes a regex to one tower: it is then searched in the names relative to that module
-    (`Freeze(regex=r"^encoder\.layer\.0\.", within="text_model")`).
+    (`Freeze(regex="^encoder[.]layer[.]0[.]", within="text_model")`).
     """
 
     target: str | None = None
