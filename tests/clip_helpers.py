@@ -70,3 +70,14 @@ def _core(model):
     while hasattr(model, "module"):
         model = model.module
     return model
+
+
+def stage_clip_recipe(output_dir: Path, batch_size: int):
+    """The multi-rank check: the text tower frozen, a stage thawing its last layer at epoch 1; 2 epochs of
+    32 pairs (4 steps an epoch at a global batch of 8), a constant LR so every step counts the same."""
+    from trainers.recipe import Stage
+
+    recipe = tiny_clip_recipe(output_dir, epochs=2, batch_size=batch_size, train=32, val=12)
+    recipe.encoder_configs.text.freeze_layers = -1
+    recipe.stages = [Stage(epoch=1, unfreeze="text_model.encoder.layer[-1:]")]
+    return recipe

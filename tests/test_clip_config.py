@@ -54,7 +54,7 @@ def test_bad_yaml_names_file_line_and_key(tmp_path, text, expected):
 
 def test_embed_dim_not_positive_names_file_line_and_key(tmp_path):
     path = _yaml(tmp_path, "training:\n  epochs: 2\nencoder_configs:\n  text:\n    embed_dim: 0\n")
-    with pytest.raises(RecipeError, match=r"clip\.yaml:5: encoder_configs\.text\.embed_dim must be > 0, got 0"):
+    with pytest.raises(RecipeError, match=r"clip\.yaml:5: encoder_configs\.text\.embed_dim must be > 0 \(the size of the shared embedding space\), got 0"):
         load_recipe(RECIPE, [f"config={path}"])
     with pytest.raises(RecipeError, match=r"^command line: encoder_configs\.text\.embed_dim must be > 0"):
         load_recipe(RECIPE, [f"config={path}", "encoder_configs.text.embed_dim=-3"])

@@ -3,7 +3,11 @@ and the ZeRO-3 adapter (with modules_to_save) holds full tensors that reload to 
 holds for the shipped ViT LoRA recipe (`recipes/vit_lora.py --demo`): losses and adapter within the same
 tolerances, the same accuracy and the same predicted class for every validation image.
 
-One torchrun runs the six modes back to back (process start and the DeepSpeed JIT op are paid once).
+The dual encoder's cross-rank contrastive loss: DDP and ZeRO-2 equal 1 rank with the same global batch (per-step
+loss, final weights, retrieval metrics), and its stage thaws exactly the declared text layer from the declared
+epoch on every rank; per-rank negatives (`clip-local-ddp`) do not match.
+
+One torchrun runs the nine modes back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clip_helpers import LayerChanges, stage_clip_recipe
 from lora_recipe import lora_recipe, same_length_captions, vit_lora_recipe
 from safetensors.torch import load_file
 
@@ -26,6 +31,8 @@ from trainers.run import complete_run, setup_run
 WORKER = Path(__file__).with_name("lora_worker.py")
 MODES = ("ddp", "zero2", "zero3")
 VIT_MODES = tuple(f"vit-{mode}" for mode in MODES)
+CLIP_MODES = ("ddp", "zero2")
+RUNS: dict[str, object] = {}  # the 1-rank dual-encoder run, for the clip tests
 # The README's figures (float32 reduction order across ranks / ZeRO flat buffers). Measured here: loss 1.9e-6 in
 # every mode (2 float32 ulps at a loss of ~10); adapter weights 1.4e-6 (DDP, ZeRO-2), 1.2e-6 (ZeRO-3).
 # ViT (augmentation on): loss 2.4e-7 in every mode; adapter weights 3.0e-7 (DDP), 3.4e-7 (ZeRO-2), 2.8e-7 (ZeRO-3).
@@ -54,6 +61,7 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
+    specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES] + ["clip-local-ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -66,6 +74,13 @@ def runs(tmp_path_factory):
     complete_run(ctx)
     vit = setup_run(vit_lora_recipe(out / "vit-single", batch_size=16))
     complete_run(vit)
+    changes = LayerChanges()
+    clip_recipe = stage_clip_recipe(out / "clip-single", batch_size=8)
+    clip_recipe.callbacks = [changes.callback]
+    clip = setup_run(clip_recipe)
+    complete_run(clip)
+    clip.layer_changes = changes.moved
+    RUNS["clip"] = clip
     return out, ctx, vit
 
 
@@ -140,3 +155,63 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
     assert info["eval"]["eval_accuracy"] == last_eval["eval_accuracy"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"] == predictions and len(predictions) == len(single.trainer.evaluator.dataset)
+
+
+def _clip_reference(runs):
+    out = runs[0]
+    single = RUNS["clip"]
+    ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
+    weights = load_file(out / "clip-single" / "best" / "model.safetensors")
+    return out, single, ref, weights
+
+
+# The dual encoder (tiny ViT + tiny BERT, the loss over embeddings gathered from both ranks). Measured here:
+# see the print of each mode (README, dual-encoder section).
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", CLIP_MODES)
+def test_clip_two_ranks_equal_one_rank_with_the_global_batch_negatives(runs, mode):
+    out, single, ref, ref_weights = _clip_reference(runs)
+    info = json.loads((out / f"clip-{mode}" / "losses.json").read_text())
+    assert info["world"] == 2
+    got = info["losses"]
+    assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 8 pairs
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    weights = load_file(out / f"clip-{mode}" / "best" / "model.safetensors")
+    assert weights.keys() == ref_weights.keys()
+    weight_diff = max((weights[k] - ref_weights[k]).abs().max().item() for k in ref_weights)
+    print(f"clip-{mode}: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (mode, got, ref)
+    assert weight_diff <= WEIGHT_TOL, mode
+    last_eval = [e for e in single.trainer.state.log_history if "eval_loss" in e][-1]
+    for key in ("eval_mean_recall", "eval_t2i_r1", "eval_i2t_r5", "eval_t2i_mean_rank"):
+        assert info["eval"][key] == pytest.approx(last_eval[key], abs=1e-9), key
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", CLIP_MODES)
+def test_clip_stage_thaws_the_declared_layer_from_its_epoch_on_every_rank(runs, mode):
+    out, single, _, _ = _clip_reference(runs)
+    expected = single.layer_changes
+    assert expected[0]["layer1"] == 0.0 and expected[1]["layer1"] > 0.0  # 1 rank: frozen in epoch 0, trains in 1
+    assert all(e["layer0"] == 0.0 and e["embeddings"] == 0.0 for e in expected)
+    for rank in (0, 1):
+        record = json.loads((out / f"clip-{mode}" / f"layers_rank{rank}.json").read_text())
+        assert record["stages"] == {"0": 4}, rank
+        moved = record["moved"]
+        assert moved[0]["layer1"] == 0.0 and moved[1]["layer1"] > 0.0, (rank, moved)
+        assert all(m["layer0"] == 0.0 and m["embeddings"] == 0.0 for m in moved), (rank, moved)
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_clip_per_rank_negatives_do_not_equal_one_rank(runs):
+    """The measurement for the README: what a per-rank loss (negatives from the rank's own 4 pairs) gives."""
+    out, _, ref, ref_weights = _clip_reference(runs)
+    got = json.loads((out / "clip-local-ddp" / "losses.json").read_text())["losses"]
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    weights = load_file(out / "clip-local-ddp" / "best" / "model.safetensors")
+    weight_diff = max((weights[k] - ref_weights[k]).abs().max().item() for k in ref_weights)
+    print(f"clip-local-ddp (per-rank loss): max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
+    assert loss_diff > 100 * LOSS_TOL and weight_diff > 100 * WEIGHT_TOL

@@ -185,6 +185,12 @@ def _define_model_class():
             out = self.vision_model(pixel_values=pixel_values, return_dict=True)
             return torch.nn.functional.normalize(self.visual_projection(out.pooler_output), dim=-1)
 
+        def save_pretrained(self, *args, save_original_format: bool = False, **kwargs):
+            """Saved under the module's own parameter names: transformers 5 would otherwise write ViT's legacy
+            names (`attention.attention.key`), which the Trainer's best-model reload (a plain
+            `load_state_dict`) does not map back, silently keeping the last weights instead of the best."""
+            return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
+
         def clamped_logit_scale(self) -> torch.Tensor:
             return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX)
 
