@@ -164,6 +164,12 @@ def _define_model_class():
     class DualEncoderModel(VisionTextDualEncoderModel):
         """`VisionTextDualEncoderModel` pooling text by `config.pooling_strategy`, the scale clamped at 100."""
 
+        def __init__(self, config=None, vision_model=None, text_model=None):
+            super().__init__(config, vision_model, text_model)
+            # One element, not a 0-dim tensor: DeepSpeed's initial broadcast views every parameter as bytes,
+            # which a 0-dim tensor cannot do ("self.dim() cannot be 0 to view Float as Byte").
+            self.logit_scale = torch.nn.Parameter(self.logit_scale.detach().reshape(1))
+
         def pool_text(self, hidden: torch.Tensor, pooled: torch.Tensor | None, mask: torch.Tensor | None):
             strategy = getattr(self.config, "pooling_strategy", "pooler")
             if strategy == "pooler":
@@ -192,7 +198,7 @@ def _define_model_class():
             return super().save_pretrained(*args, save_original_format=save_original_format, **kwargs)
 
         def clamped_logit_scale(self) -> torch.Tensor:
-            return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX)
+            return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX)[0]
 
         def forward(self, input_ids=None, pixel_values=None, attention_mask=None, token_type_ids=None,
                     return_loss=None, **kwargs):

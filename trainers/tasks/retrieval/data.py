@@ -104,19 +104,21 @@ class PairCollator:
     """Images stacked; every caption of the batch tokenized (padded to the longest, cut at `max_length`).
 
     `caption_counts[i]` is how many captions item i brought (1 in training): `predict` splits the text
-    embeddings back per image with it.
+    embeddings back per image with it. `return_loss=True` is what makes the Trainer compute an eval loss for a
+    CLIP-style model (its label name); the task's loss hook does not pass it to the model.
     """
 
     tokenizer: Any
     max_length: int
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         captions = [c for f in features for c in f["captions"]]
         tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
                                 return_tensors="pt")
         batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features]),
                  "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
-                 "caption_counts": torch.tensor([len(f["captions"]) for f in features], dtype=torch.long)}
+                 "caption_counts": torch.tensor([len(f["captions"]) for f in features], dtype=torch.long),
+                 "return_loss": True}
         if "token_type_ids" in tokens:
             batch["token_type_ids"] = tokens["token_type_ids"]
         return batch
