@@ -56,7 +56,9 @@ recipe = Recipe(
         ParamGroup("temperature", match=r"^logit_scale$", weight_decay=0.0),
         ParamGroup("text", match=r"^text_model\.", lr_mult=0.5),
     ],
-    training=Training(epochs=10, batch_size=64, lr=1e-4, warmup_steps=200, weight_decay=0.1, logging_steps=20),
+    training=Training(
+        epochs=10, batch_size=64, lr=1e-4, warmup_steps=200, weight_decay=0.1, logging_steps=20
+    ),
     evaluation=RetrievalEval(batch_size=128, recall_at=(1, 5, 10)),
     early_stopping=EarlyStopping(metric="mean_recall", mode="max", patience=3),
     # --demo: 512 shipped shape images x 3 captions; small data, so the text tower starts frozen.

@@ -12,24 +12,48 @@ IMAGES = ROOT / "data" / "shapes" / "images"
 
 def tiny_clip_recipe(output_dir: Path, *, text_layers: int = 2, train: int = 32, val: int = 16, **training):
     """The dual encoder with a tiny ViT and a tiny BERT text tower (MiniLM's tokenizer), dropout 0, no config file."""
-    from trainers.models.dual_encoder import EncoderConfigs, TextEncoderConfig, TinyBertSpec, TinyDualEncoderSpec
+    from trainers.models.dual_encoder import (
+        EncoderConfigs,
+        TextEncoderConfig,
+        TinyBertSpec,
+        TinyDualEncoderSpec,
+    )
     from trainers.models.vit import TinyVitSpec
     from trainers.recipe import Model, ParamGroup, Recipe, Reporting, RetrievalData, RetrievalEval, Training
 
-    settings = dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=0, weight_decay=0.01, logging_steps=1,
-                    resume="never", lr_scheduler="constant", save_total_limit=1)
+    settings = dict(
+        epochs=2,
+        batch_size=8,
+        lr=1e-3,
+        warmup_steps=0,
+        weight_decay=0.01,
+        logging_steps=1,
+        resume="never",
+        lr_scheduler="constant",
+        save_total_limit=1,
+    )
     settings.update(training)
-    spec = TinyDualEncoderSpec(vision=TinyVitSpec(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-                                                  image_size=32, patch_size=8),
-                               text=TinyBertSpec(hidden_size=32, num_layers=text_layers, num_heads=2))
+    spec = TinyDualEncoderSpec(
+        vision=TinyVitSpec(
+            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, image_size=32, patch_size=8
+        ),
+        text=TinyBertSpec(hidden_size=32, num_layers=text_layers, num_heads=2),
+    )
     return Recipe(
         name="tiny_clip",
         model=Model(id="tiny", family="dual-encoder", demo=spec, use_demo_model=True),
-        data=RetrievalData(train=str(PAIRS / "train.json"), val=str(PAIRS / "val.json"), images=str(IMAGES),
-                           max_train_samples=train, max_val_samples=val),
+        data=RetrievalData(
+            train=str(PAIRS / "train.json"),
+            val=str(PAIRS / "val.json"),
+            images=str(IMAGES),
+            max_train_samples=train,
+            max_val_samples=val,
+        ),
         encoder_configs=EncoderConfigs(text=TextEncoderConfig(embed_dim=16, max_length=16)),
-        param_groups=[ParamGroup("temperature", match=r"^logit_scale$", weight_decay=0.0),
-                      ParamGroup("text", match=r"^text_model\.", lr_mult=0.5)],
+        param_groups=[
+            ParamGroup("temperature", match=r"^logit_scale$", weight_decay=0.0),
+            ParamGroup("text", match=r"^text_model\.", lr_mult=0.5),
+        ],
         training=Training(**settings),
         evaluation=RetrievalEval(batch_size=8),
         reporting=Reporting(wandb=False, plots=False),

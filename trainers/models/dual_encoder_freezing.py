@@ -31,7 +31,9 @@ def text_rules(model: nn.Module, recipe: Any) -> PrioritizedRules:
     base = "encoder_configs.text"
     pattern = layers = backbone = None
     if text.freeze_pattern is not None:
-        rule = Freeze(TEXT) if text.freeze_pattern == "all" else Freeze(regex=text.freeze_pattern, within=TEXT)
+        rule = (
+            Freeze(TEXT) if text.freeze_pattern == "all" else Freeze(regex=text.freeze_pattern, within=TEXT)
+        )
         pattern = _option(recipe, f"{base}.freeze_pattern", text.freeze_pattern, (rule,))
     if text.freeze_layers is not None:
         count = len(model.text_model.encoder.layer)

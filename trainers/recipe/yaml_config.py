@@ -22,21 +22,27 @@ def read_settings(path: str | Path) -> list[tuple[str, str, int]]:
 
     path = Path(path)
     if not path.is_file():
-        raise RecipeError(f"Config file {str(path)!r} does not exist. Pass an existing YAML file to --config "
-                          "(e.g. config/clip.yaml), or config=none for the recipe's own values.")
+        raise RecipeError(
+            f"Config file {str(path)!r} does not exist. Pass an existing YAML file to --config "
+            "(e.g. config/clip.yaml), or config=none for the recipe's own values."
+        )
     try:
         root = yaml.compose(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{path}{line}: malformed YAML ({problem}). Fix the file: `key: value` lines, "
-                          "nested by indentation (e.g. encoder_configs:\\n  text:\\n    freeze_layers: 4).") from None
+        raise RecipeError(
+            f"{path}{line}: malformed YAML ({problem}). Fix the file: `key: value` lines, "
+            "nested by indentation (e.g. encoder_configs:\\n  text:\\n    freeze_layers: 4)."
+        ) from None
     if root is None:
         return []
     if not isinstance(root, yaml.MappingNode):
-        raise RecipeError(f"{path}:{root.start_mark.line + 1}: the file must be a mapping of recipe keys "
-                          "(e.g. encoder_configs:, training:), not a single value or a list.")
+        raise RecipeError(
+            f"{path}:{root.start_mark.line + 1}: the file must be a mapping of recipe keys "
+            "(e.g. encoder_configs:, training:), not a single value or a list."
+        )
     out: list[tuple[str, str, int]] = []
     _walk(root, "", path, out)
     return out
@@ -56,7 +62,9 @@ def _walk(node: Any, prefix: str, path: Path, out: list[tuple[str, str, int]]) -
                 raise RecipeError(f"{path}:{line}: {key}: a list of plain values is expected.")
             out.append((key, ",".join(items), line))
         else:
-            out.append((key, value_node.value if value_node.tag != "tag:yaml.org,2002:null" else "none", line))
+            out.append(
+                (key, value_node.value if value_node.tag != "tag:yaml.org,2002:null" else "none", line)
+            )
 
 
 def apply_config_file(recipe: Any, path: str | Path) -> list[tuple[str, Any]]:

@@ -35,30 +35,44 @@ def _line_of(text: str, key: str) -> int:
     return text.count("\n", 0, position) + 1 if position >= 0 else 1
 
 
-def read_pairs(source: str | Path, key: str, images: str | Path | None = None, limit: int | None = None) -> list[Pair]:
+def read_pairs(
+    source: str | Path, key: str, images: str | Path | None = None, limit: int | None = None
+) -> list[Pair]:
     """The caption file's entries in file order (the first `limit`), each image checked on disk."""
     source = Path(source)
     text = source.read_text()
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{source}:{exc.lineno}: {key} is not valid JSON ({exc.msg}). A caption file is one "
-                        'object {"image.png": ["a caption", "another caption"], ...}.') from None
+        raise DataError(
+            f"{source}:{exc.lineno}: {key} is not valid JSON ({exc.msg}). A caption file is one "
+            'object {"image.png": ["a caption", "another caption"], ...}.'
+        ) from None
     if not isinstance(entries, dict):
-        raise DataError(f"{source}:1: {key} must be a JSON object mapping image files to caption lists, "
-                        f"got a {type(entries).__name__}.")
+        raise DataError(
+            f"{source}:1: {key} must be a JSON object mapping image files to caption lists, "
+            f"got a {type(entries).__name__}."
+        )
     folder = Path(images) if images is not None else source.parent
     pairs = []
     for name, captions in list(entries.items())[:limit]:
         where = f"{source}:{_line_of(text, name)}"
         captions = [captions] if isinstance(captions, str) else captions
-        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
-            raise DataError(f"{where}: {name!r} in {key} needs a non-empty list of non-empty captions. Fix the entry "
-                            "or remove it.")
+        if (
+            not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
+            raise DataError(
+                f"{where}: {name!r} in {key} needs a non-empty list of non-empty captions. Fix the entry "
+                "or remove it."
+            )
         path = folder / name
         if not path.is_file():
-            raise DataError(f"{where}: {key} names the image {name!r}, but {path} does not exist. Add the image, "
-                            f"fix the name, or point data.images at the folder that holds it.")
+            raise DataError(
+                f"{where}: {key} names the image {name!r}, but {path} does not exist. Add the image, "
+                f"fix the name, or point data.images at the folder that holds it."
+            )
         pairs.append(Pair(path, tuple(c.strip() for c in captions), where))
     if not pairs:
         raise DataError(f"{source}:1: {key} holds no caption-image pairs.")
@@ -68,7 +82,9 @@ def read_pairs(source: str | Path, key: str, images: str | Path | None = None, l
 class PairDataset(Dataset):
     """`{"pixel_values", "captions"}` per image; with `train=True` one caption, drawn per (seed, epoch, index)."""
 
-    def __init__(self, pairs: Sequence[Pair], image_processor: Any, key: str, train: bool = False, seed: int = 0):
+    def __init__(
+        self, pairs: Sequence[Pair], image_processor: Any, key: str, train: bool = False, seed: int = 0
+    ):
         self.pairs = list(pairs)
         self.image_processor = image_processor
         self.key = key
@@ -92,8 +108,10 @@ class PairDataset(Dataset):
             with Image.open(pair.path) as image:
                 image = image.convert("RGB")
         except (UnidentifiedImageError, OSError) as error:
-            raise DataError(f"{pair.where}: cannot read the image {pair.path} ({error}) of {self.key}. "
-                            "Replace the file or remove its entry.") from error
+            raise DataError(
+                f"{pair.where}: cannot read the image {pair.path} ({error}) of {self.key}. "
+                "Replace the file or remove its entry."
+            ) from error
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         captions = [self.caption_for(index)] if self.train else list(pair.captions)
         return {"pixel_values": pixel_values, "captions": captions}
@@ -113,12 +131,16 @@ class PairCollator:
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         captions = [c for f in features for c in f["captions"]]
-        tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
-        batch = {"pixel_values": torch.stack([f["pixel_values"] for f in features]),
-                 "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
-                 "caption_counts": torch.tensor([len(f["captions"]) for f in features], dtype=torch.long),
-                 "return_loss": True}
+        tokens = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch = {
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "caption_counts": torch.tensor([len(f["captions"]) for f in features], dtype=torch.long),
+            "return_loss": True,
+        }
         if "token_type_ids" in tokens:
             batch["token_type_ids"] = tokens["token_type_ids"]
         return batch

@@ -31,7 +31,9 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
     dist.all_gather(sizes, size)
     sizes_list = [int(s) for s in sizes]
     longest = max(sizes_list)
-    padded = F.pad(features, (0, 0, 0, longest - features.shape[0])) if features.shape[0] < longest else features
+    padded = (
+        F.pad(features, (0, 0, 0, longest - features.shape[0])) if features.shape[0] < longest else features
+    )
     gathered = all_gather(padded)
     return torch.cat([g[:n] for g, n in zip(gathered, sizes_list, strict=True)])
 
@@ -43,11 +45,15 @@ def symmetric_infonce(text: torch.Tensor, image: torch.Tensor, logit_scale: torc
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
-def global_contrastive_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def global_contrastive_loss(
+    text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """The loss of the global batch, the same value on every rank."""
     return symmetric_infonce(gather_with_grad(text), gather_with_grad(image), logit_scale)
 
 
-def local_contrastive_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def local_contrastive_loss(
+    text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """The per-rank loss (negatives from this rank's batch only): what a plain DDP port of CLIP computes."""
     return symmetric_infonce(text, image, logit_scale)

@@ -22,13 +22,16 @@ def metric_names(ks: Sequence[int]) -> tuple[str, ...]:
     return (MEAN_RECALL, *recalls, *ranks)
 
 
-def ranks(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ranks(
+    images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(t2i ranks [captions], i2t ranks [images]) from L2-normalised embeddings; `owner[j]` = caption j's image."""
     sim = texts.double() @ images.double().t()  # [captions, images]
     own = sim.gather(1, owner[:, None])  # each caption's score for its own image
     t2i = (sim > own).sum(dim=1) + 1
     best_own = torch.full((images.shape[0],), -math.inf, dtype=sim.dtype).scatter_reduce(
-        0, owner, own[:, 0], reduce="amax")
+        0, owner, own[:, 0], reduce="amax"
+    )
     i2t = (sim > best_own[None, :]).sum(dim=0) + 1
     return t2i, i2t
 
@@ -56,13 +59,21 @@ class ChanceBaseline:
         return dict(self.scores)
 
     def to_dict(self) -> dict:
-        return {"kind": "random ranking (exact expectation)", "images": self.images, "captions": self.captions,
-                **self.scores}
+        return {
+            "kind": "random ranking (exact expectation)",
+            "images": self.images,
+            "captions": self.captions,
+            **self.scores,
+        }
 
     def render(self) -> str:
-        shown = ", ".join(f"{k}={v:.3f}" for k, v in self.scores.items() if k.endswith(("_r1", "mean_recall")))
-        return (f"baseline:      random ranking over {self.images} val images / {self.captions} captions: {shown} "
-                f"(t2i mean rank {self.scores['t2i_mean_rank']:.1f})")
+        shown = ", ".join(
+            f"{k}={v:.3f}" for k, v in self.scores.items() if k.endswith(("_r1", "mean_recall"))
+        )
+        return (
+            f"baseline:      random ranking over {self.images} val images / {self.captions} captions: {shown} "
+            f"(t2i mean rank {self.scores['t2i_mean_rank']:.1f})"
+        )
 
 
 def chance_baseline(captions_per_image: Sequence[int], ks: Sequence[int]) -> ChanceBaseline:

@@ -15,7 +15,9 @@ import re
 from pathlib import Path
 
 INVERSE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
-_CAPTION = re.compile(r"^a (?P<first>\w+ \w+) (?P<relation>above|below|left of|right of) a (?P<second>\w+ \w+)$")
+_CAPTION = re.compile(
+    r"^a (?P<first>\w+ \w+) (?P<relation>above|below|left of|right of) a (?P<second>\w+ \w+)$"
+)
 
 
 def paraphrases(caption: str) -> list[str]:

@@ -60,7 +60,9 @@ class RetrievalTask(Task[dict]):
     @staticmethod
     def _data(recipe: Any) -> RetrievalData:
         if not isinstance(recipe.data, RetrievalData):
-            raise RecipeError(f"the retrieval task needs data=RetrievalData(...), got {type(recipe.data).__name__}.")
+            raise RecipeError(
+                f"the retrieval task needs data=RetrievalData(...), got {type(recipe.data).__name__}."
+            )
         return recipe.data
 
     def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
@@ -69,20 +71,27 @@ class RetrievalTask(Task[dict]):
     def check_evaluation(self, evaluation: Any) -> None:
         ks = evaluation.recall_at
         if not ks or any(k < 1 for k in ks):
-            raise RecipeError(f"evaluation.recall_at must list positive K values (e.g. 1,5,10), got {list(ks)}.")
+            raise RecipeError(
+                f"evaluation.recall_at must list positive K values (e.g. 1,5,10), got {list(ks)}."
+            )
 
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)
-        missing = [f"{key} {path!r} (caption file)" for key, path in (("data.train", data.train), ("data.val", data.val))
-                   if not Path(path).expanduser().is_file()]
+        missing = [
+            f"{key} {path!r} (caption file)"
+            for key, path in (("data.train", data.train), ("data.val", data.val))
+            if not Path(path).expanduser().is_file()
+        ]
         if data.images is not None and not Path(data.images).expanduser().is_dir():
             missing.append(f"data.images {data.images!r} (image directory)")
         return missing
 
     def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (f"Data not found: {'; '.join(missing)}.{model_note} A caption file is a JSON object "
-                '{"image.png": ["a caption", "another caption"]}; point data.train=, data.val= (and data.images=) '
-                "at yours. `--demo` trains on the shipped data/shape_pairs.")
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} A caption file is a JSON object "
+            '{"image.png": ["a caption", "another caption"]}; point data.train=, data.val= (and data.images=) '
+            "at yours. `--demo` trains on the shipped data/shape_pairs."
+        )
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         return {"encoder_configs": recipe.encoder_configs} if recipe.encoder_configs is not None else {}
@@ -106,9 +115,16 @@ class RetrievalTask(Task[dict]):
         text = getattr(recipe.encoder_configs, "text", None)
         max_length = text.max_length if text is not None else DEFAULT_MAX_LENGTH
         images = processor.image_processor
-        train = PairDataset(read_pairs(data.train, "data.train", data.images, data.max_train_samples), images,
-                            "data.train", train=True, seed=recipe.training.seed)
-        val = PairDataset(read_pairs(data.val, "data.val", data.images, data.max_val_samples), images, "data.val")
+        train = PairDataset(
+            read_pairs(data.train, "data.train", data.images, data.max_train_samples),
+            images,
+            "data.train",
+            train=True,
+            seed=recipe.training.seed,
+        )
+        val = PairDataset(
+            read_pairs(data.val, "data.val", data.images, data.max_val_samples), images, "data.val"
+        )
         self.ks = recipe.evaluation.recall_at
         return TaskData(train=train, val=val, collator=PairCollator(processor.tokenizer, max_length))
 
@@ -131,7 +147,10 @@ class RetrievalTask(Task[dict]):
     def predict(self, model: Any, batch: dict[str, Any]) -> list[dict]:
         out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch})
         texts = out.text_embeds.float().split(batch["caption_counts"].tolist())
-        return [{"image": img.tolist(), "texts": t.tolist()} for img, t in zip(out.image_embeds.float(), texts, strict=True)]
+        return [
+            {"image": img.tolist(), "texts": t.tolist()}
+            for img, t in zip(out.image_embeds.float(), texts, strict=True)
+        ]
 
     def score(self, predictions: Mapping[int, dict], dataset: PairDataset) -> dict[str, float]:
         indices = sorted(predictions)
@@ -143,7 +162,9 @@ class RetrievalTask(Task[dict]):
             self._baseline = chance_baseline([len(predictions[i]["texts"]) for i in indices], ks)
         return retrieval_scores(*ranks(images, texts, owner), ks)
 
-    def examples(self, predictions: Mapping[int, dict], dataset: PairDataset, n: int = 10) -> list[dict[str, Any]]:
+    def examples(
+        self, predictions: Mapping[int, dict], dataset: PairDataset, n: int = 10
+    ) -> list[dict[str, Any]]:
         """For a few images: the caption ranked first among all captions, and the image's own captions."""
         indices = sorted(predictions)
         texts = [(i, c) for i in indices for c in dataset.pairs[i].captions]
@@ -151,6 +172,12 @@ class RetrievalTask(Task[dict]):
         rows = []
         for i in indices[:n]:
             best = int((bank @ torch.tensor(predictions[i]["image"])).argmax())
-            rows.append({"file": str(dataset.pairs[i].path), "top_caption": texts[best][1],
-                         "top_caption_is_own": texts[best][0] == i, "captions": list(dataset.pairs[i].captions)})
+            rows.append(
+                {
+                    "file": str(dataset.pairs[i].path),
+                    "top_caption": texts[best][1],
+                    "top_caption_is_own": texts[best][0] == i,
+                    "captions": list(dataset.pairs[i].captions),
+                }
+            )
         return rows
