@@ -105,3 +105,33 @@ def stage_clip_recipe(output_dir: Path, batch_size: int):
     recipe.encoder_configs.text.freeze_layers = -1
     recipe.stages = [Stage(epoch=1, unfreeze="text_model.encoder.layer[-1:]")]
     return recipe
+
+
+def uneven_gather_check(world_rank: int, world: int) -> dict[str, float]:
+    """Inside a 2-rank job: ranks hold 3 and 2 of 5 pairs; the gathered loss equals the 1-process loss of the
+    5, and each rank's gradient (summed over the gathered copies, before DDP's 1/world) is world x the
+    1-process gradient of its rows. Returns the largest differences."""
+    import torch
+
+    from trainers.tasks.retrieval.loss import gather_with_grad, symmetric_infonce
+
+    generator = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    image = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    scale = torch.tensor(2.0)
+    sizes = [3, 2]
+    rows = slice(sum(sizes[:world_rank]), sum(sizes[: world_rank + 1]))
+    t, i = text[rows].clone().requires_grad_(), image[rows].clone().requires_grad_()
+    loss = symmetric_infonce(gather_with_grad(t), gather_with_grad(i), scale)
+    loss.backward()
+    full_t, full_i = text.clone().requires_grad_(), image.clone().requires_grad_()
+    reference = symmetric_infonce(full_t, full_i, scale)
+    reference.backward()
+    return {
+        "loss_diff": abs(loss.item() - reference.item()),
+        "grad_diff": max(
+            (t.grad / world - full_t.grad[rows]).abs().max().item(),
+            (i.grad / world - full_i.grad[rows]).abs().max().item(),
+        ),
+        "rows": t.shape[0],
+    }

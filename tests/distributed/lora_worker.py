@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distribute
 
 def main() -> None:
     import torch.distributed as dist
-    from clip_helpers import LayerChanges, stage_clip_recipe
+    from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
     from lora_recipe import lora_recipe, vit_lora_recipe
     from reset import reset_between_runs
 
@@ -62,6 +62,10 @@ def main() -> None:
                 str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())}}))
         del ctx
         reset_between_runs()
+    if dist.is_initialized() and any(spec.startswith("clip-") for spec in sys.argv[3:]):
+        rank = dist.get_rank()
+        check = uneven_gather_check(rank, dist.get_world_size())
+        (out / f"clip_uneven_gather_rank{rank}.json").write_text(json.dumps(check))
     if dist.is_initialized():
         dist.destroy_process_group()
 

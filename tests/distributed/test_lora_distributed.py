@@ -215,3 +215,14 @@ def test_clip_per_rank_negatives_do_not_equal_one_rank(runs):
     weight_diff = max((weights[k] - ref_weights[k]).abs().max().item() for k in ref_weights)
     print(f"clip-local-ddp (per-rank loss): max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
     assert loss_diff > 100 * LOSS_TOL and weight_diff > 100 * WEIGHT_TOL
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_clip_gather_of_uneven_batches_equals_one_process(runs):
+    """Ranks holding 3 and 2 pairs (an uneven last batch): padded for the gather, cut back, exact."""
+    out = runs[0]
+    for rank, rows in ((0, 3), (1, 2)):
+        check = json.loads((out / f"clip_uneven_gather_rank{rank}.json").read_text())
+        assert check["rows"] == rows
+        assert check["loss_diff"] <= 1e-6 and check["grad_diff"] <= 1e-6, check
