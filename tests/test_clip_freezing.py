@@ -167,3 +167,20 @@ def test_a_pattern_matching_nothing_names_the_nearest_parameters(built):
 def test_freeze_layers_beyond_the_tower_is_an_error(built):
     with pytest.raises(RecipeError, match=r"freeze_layers=7: the text tower .* has 6 layers; use 0\.\.6"):
         _prepare(built, freeze_layers=7)
+
+
+def test_freeze_errors_name_the_yaml_file_and_line_that_set_the_key(built):
+    from trainers.recipe.overrides import record_source
+
+    model, processor = built
+    model.requires_grad_(True)
+    recipe = _recipe(freeze_layers=9)
+    record_source(recipe, "encoder_configs.text.freeze_layers", "config/clip.yaml:15")
+    with pytest.raises(RecipeError, match=r"^config/clip\.yaml:15: encoder_configs\.text\.freeze_layers=9: "):
+        prepare_model(model, processor, "test", recipe)
+    recipe = _recipe(freeze_pattern="nothing_like_this")
+    record_source(recipe, "encoder_configs.text.freeze_pattern", "my.yaml:3")
+    with pytest.raises(
+        FreezeTargetError, match=r"^my\.yaml:3: encoder_configs\.text\.freeze_pattern='nothing_like_this': "
+    ):
+        prepare_model(model, processor, "test", recipe)
