@@ -174,3 +174,31 @@ def test_a_short_run_trains_the_stage_layer_from_its_epoch(tmp_path):
     assert summary["baseline"]["t2i_r1"] == pytest.approx(1 / 16)
     assert summary["best_metric"]["name"] == "mean_recall"
     print(f"tiny run: mean recall {start['mean_recall']:.3f} -> {final['mean_recall']:.3f}")
+
+
+def test_a_saved_model_reloads_by_the_trainers_plain_load_state_dict_and_from_pretrained(tiny, tmp_path):
+    """`best/` and the checkpoints hold the module's own names, so the Trainer's best-model reload (a plain
+    `load_state_dict`) restores every tensor; `load_dual_encoder` reads the directory back whole."""
+    from safetensors.torch import load_file
+
+    from trainers.models.dual_encoder import load_dual_encoder
+
+    model, processor = tiny()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    fresh, _ = tiny()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    result = fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    reloaded, reprocessor = load_dual_encoder(str(tmp_path))
+    assert [n for n, _ in reloaded.named_parameters()] == [n for n, _ in model.named_parameters()]  # no pooler
+    assert len(reprocessor.tokenizer) == 30522  # MiniLM's WordPiece vocabulary, not a 5-token fallback
+    assert reprocessor.tokenizer.convert_tokens_to_ids("circle") != reprocessor.tokenizer.unk_token_id
+    batch = _batch(processor)
+    model.eval(), fresh.eval(), reloaded.eval()
+    with torch.no_grad():
+        expected = model(**batch).text_embeds
+        assert torch.equal(fresh(**batch).text_embeds, expected)
+        assert torch.equal(reloaded(**batch).text_embeds, expected)

@@ -176,6 +176,11 @@ def _define_model_class():
         """`VisionTextDualEncoderModel` pooling text by `config.pooling_strategy`, the scale clamped at 100."""
 
         def __init__(self, config=None, vision_model=None, text_model=None):
+            if text_model is None and config is not None:  # from_pretrained(best/): no pooler unless it pools
+                from transformers import AutoModel
+
+                pooler = getattr(config, "pooling_strategy", "pooler") == "pooler"
+                text_model = AutoModel.from_config(config.text_config, add_pooling_layer=pooler)
             super().__init__(config, vision_model, text_model)
             # One element, not a 0-dim tensor: DeepSpeed's initial broadcast views every parameter as bytes,
             # which a 0-dim tensor cannot do ("self.dim() cannot be 0 to view Float as Byte").
@@ -342,6 +347,17 @@ def _settings(encoder_configs: EncoderConfigs | None) -> EncoderConfigs:
     return settings
 
 
+def _is_saved_dual_encoder(path: str) -> bool:
+    """A directory a previous run wrote (`best/`): its config is the whole dual encoder's."""
+    import json
+
+    config = Path(path) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("model_type") == "vision-text-dual-encoder"
+    except (OSError, ValueError):
+        return False
+
+
 def load_dual_encoder(model_id: str, options: Any = None, *, encoder_configs: EncoderConfigs | None = None):
     """The real model: `ViTModel.from_pretrained(vision id)` + the MiniLM text tower, new projections;
     `VisionTextDualEncoderProcessor(ViTImageProcessorPil, the MiniLM tokenizer)`.
@@ -354,9 +370,7 @@ def load_dual_encoder(model_id: str, options: Any = None, *, encoder_configs: En
 
     settings = _settings(encoder_configs)
     vision_id = settings.vision.model_name or model_id
-    if (Path(vision_id) / "config.json").is_file() and "vision_text_dual_encoder" in (
-        Path(vision_id) / "config.json"
-    ).read_text():
+    if _is_saved_dual_encoder(vision_id):
         return load_pretrained(vision_id, _model_class(), VisionTextDualEncoderProcessor, options)
     vision, image_processor = load_pretrained(vision_id, ViTModel, ViTImageProcessorPil, options)
     text_model, tokenizer = load_text_tower(settings.text)
