@@ -193,7 +193,8 @@ def test_a_saved_model_reloads_by_the_trainers_plain_load_state_dict_and_from_pr
     result = fresh.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
     assert not result.missing_keys and not result.unexpected_keys
     reloaded, reprocessor = load_dual_encoder(str(tmp_path))
-    assert [n for n, _ in reloaded.named_parameters()] == [n for n, _ in model.named_parameters()]  # no pooler
+    names = [n for n, _ in model.named_parameters()]
+    assert [n for n, _ in reloaded.named_parameters()] == names  # no text pooler rebuilt for mean pooling
     assert len(reprocessor.tokenizer) == 30522  # MiniLM's WordPiece vocabulary, not a 5-token fallback
     assert reprocessor.tokenizer.convert_tokens_to_ids("circle") != reprocessor.tokenizer.unk_token_id
     batch = _batch(processor)
