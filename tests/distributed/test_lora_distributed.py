@@ -5,9 +5,10 @@ tolerances, the same accuracy and the same predicted class for every validation 
 
 The dual encoder's cross-rank contrastive loss: DDP and ZeRO-2 equal 1 rank with the same global batch (per-step
 loss, final weights, retrieval metrics), and its stage thaws exactly the declared text layer from the declared
-epoch on every rank; per-rank negatives (`clip-local-ddp`) do not match.
+epoch on every rank; the gather of uneven batches is exact. (The worker's `clip-local-ddp` mode, per-rank
+negatives only, was measured once for the README: it does not match; it is not part of this job.)
 
-One torchrun runs the nine modes back to back (process start and the DeepSpeed JIT op are paid once).
+One torchrun runs the eight modes back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def runs(tmp_path_factory):
     train_json = same_length_captions(out / "train.json")
     configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
-    specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES] + ["clip-local-ddp"]
+    specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -166,7 +167,8 @@ def _clip_reference(runs):
 
 
 # The dual encoder (tiny ViT + tiny BERT, the loss over embeddings gathered from both ranks). Measured here:
-# loss 4.8e-7, weights 1.5e-6 (DDP and ZeRO-2); per-rank negatives: loss 0.70, weights 6.4e-3.
+# loss 4.8e-7, weights 1.5e-6 (DDP and ZeRO-2); per-rank negatives (clip-local-ddp, measured once): loss 0.70,
+# weights 6.4e-3.
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", CLIP_MODES)
@@ -202,19 +204,6 @@ def test_clip_stage_thaws_the_declared_layer_from_its_epoch_on_every_rank(runs, 
         moved = record["moved"]
         assert moved[0]["layer1"] == 0.0 and moved[1]["layer1"] > 0.0, (rank, moved)
         assert all(m["layer0"] == 0.0 and m["embeddings"] == 0.0 for m in moved), (rank, moved)
-
-
-@pytest.mark.distributed
-@pytest.mark.timeout(1200)
-def test_clip_per_rank_negatives_do_not_equal_one_rank(runs):
-    """The measurement for the README: what a per-rank loss (negatives from the rank's own 4 pairs) gives."""
-    out, _, ref, ref_weights = _clip_reference(runs)
-    got = json.loads((out / "clip-local-ddp" / "losses.json").read_text())["losses"]
-    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    weights = load_file(out / "clip-local-ddp" / "best" / "model.safetensors")
-    weight_diff = max((weights[k] - ref_weights[k]).abs().max().item() for k in ref_weights)
-    print(f"clip-local-ddp (per-rank loss): max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
-    assert loss_diff > 100 * LOSS_TOL and weight_diff > 100 * WEIGHT_TOL
 
 
 @pytest.mark.distributed
