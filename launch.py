@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="tiny offline model and shipped sample data")
     parser.add_argument("--no-wandb", action="store_true", help="turn W&B logging off (default: on, offline)")
     parser.add_argument("--output-dir", help="where the run writes (default: the recipe's output_dir)")
+    parser.add_argument("--config", help="YAML file of recipe settings, applied before the key=value overrides "
+                                         "(default: the recipe's `config`, e.g. config/clip.yaml)")
     launch = parser.add_argument_group("launching")
     launch.add_argument("--launcher", choices=["none", "accelerate", "torchrun", "deepspeed", "slurm"])
     launch.add_argument("--nproc", type=int, help="processes (GPUs) per node")
@@ -66,6 +68,7 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
         "slurm.time": args.time,
         "slurm.account": args.account,
         "output_dir": args.output_dir,
+        "config": args.config,
         "reporting.wandb": False if args.no_wandb else None,
     }
     return [f"{k}={v}" for k, v in pairs.items() if v is not None]

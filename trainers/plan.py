@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from trainers.freezing.priority import apply_prioritized
 from trainers.freezing.progressive import GradientGate, StagePlan, install_gates, resolve_stages
 from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
@@ -146,6 +147,9 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
     the original model's paths, and `apply_lora` wraps it (see `trainers.lora.apply`). Gates, groups and the
     report work on the original model inside the wrapper, so names and param-group regexes stay unprefixed.
     """
+    # The family's own freeze settings (prioritized, e.g. the dual encoder's encoder_configs.text.freeze_*)
+    # go through the same engine, before the task's and the recipe's rules.
+    settings = apply_prioritized(model, get_family(recipe.model.family).settings_freeze_rules(model, recipe))
     task_rules = recipe_task(recipe).freeze_rules(recipe)  # e.g. detection's data.backbone policy
     implicit = [Freeze("*")] if recipe.lora is not None else []
     rules = [*implicit, *(rule for rule, _ in task_rules), *recipe.freeze]
@@ -154,6 +158,7 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
         effects[0] = replace(effects[0], rule="freeze * (implicit with lora: the base starts frozen)")
     for i, (_, origin) in enumerate(task_rules, start=len(implicit)):
         effects[i] = replace(effects[i], rule=f"{effects[i].rule} (from {origin})")
+    effects = [*settings, *effects]
     stages = resolve_stages(model, recipe.stages)
     wrapped, lora_plan = model, None
     if recipe.model.quantization is not None:

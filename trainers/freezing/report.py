@@ -56,10 +56,11 @@ class FreezeReport:
         }
 
     def render(self) -> str:
-        rows = [("module", "total", "trainable", "scheduled", "trainable %")]
+        rows = [("module", "total", "trainable", "scheduled", "trainable %", "frozen")]
         for m in [*self.modules, ModuleCount("TOTAL", self.total, self.trainable, self.scheduled)]:
             pct = 100.0 * m.trainable / m.total if m.total else 0.0
-            rows.append((m.module, f"{m.total:,}", f"{m.trainable:,}", f"{m.scheduled:,}", f"{pct:.2f}"))
+            frozen = m.total - m.trainable - m.scheduled
+            rows.append((m.module, f"{m.total:,}", f"{m.trainable:,}", f"{m.scheduled:,}", f"{pct:.2f}", f"{frozen:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
                  for r in rows]

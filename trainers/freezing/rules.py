@@ -29,7 +29,7 @@ def apply_freeze_rules(model: nn.Module, rules: Sequence[Freeze]) -> list[RuleEf
     effects = []
     for i, rule in enumerate(rules):
         try:
-            names = select_parameters(model, target=rule.target, regex=rule.regex)
+            names = select_parameters(model, target=rule.target, regex=rule.regex, within=rule.within)
         except FreezeTargetError as exc:
             raise FreezeTargetError(f"freeze[{i}] ({rule.describe()}): {exc}") from None
         for name in names:

@@ -38,20 +38,27 @@ def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
     return aliases
 
 
-def select_parameters(model: nn.Module, target: str | None = None, regex: str | None = None) -> list[str]:
-    """Canonical names of the parameters a target selects, in model order. Empty selection is an error."""
+def select_parameters(model: nn.Module, target: str | None = None, regex: str | None = None,
+                      within: str | None = None) -> list[str]:
+    """Canonical names of the parameters a target selects, in model order. Empty selection is an error.
+
+    `within` (a module path) makes `regex` search the names relative to that module.
+    """
     canonical = canonical_names(model)
     if regex is not None:
         pattern = re.compile(regex)
-        names = [
-            canonical[id(p)]
-            for n, p in model.named_parameters(remove_duplicate=False)
-            if pattern.search(n)
-        ]
+        prefix = ""
+        if within is not None:
+            resolve_modules(model, within)  # a wrong scope is an error naming the nearest modules
+            prefix = within.rstrip(".") + "."
+        scoped = [(n.removeprefix(prefix), p) for n, p in model.named_parameters(remove_duplicate=False)
+                  if n.startswith(prefix)]
+        names = [canonical[id(p)] for n, p in scoped if pattern.search(n)]
         if not names:
+            where = f" in {within}" if within is not None else ""
             raise FreezeTargetError(
-                f"regex {regex!r} matches no parameter name. Nearest parameter names: "
-                f"{', '.join(_nearest(regex, [n for n, _ in model.named_parameters()]))}."
+                f"regex {regex!r} matches no parameter name{where}. Nearest parameter names{where}: "
+                f"{', '.join(_nearest(regex, list(dict.fromkeys(n for n, _ in scoped))))}."
             )
         return _unique(names)
     assert target is not None

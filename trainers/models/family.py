@@ -44,6 +44,9 @@ class FamilyEntry:
     towers: tower name → parameter-name prefixes; every parameter belongs to exactly one tower.
     processor_files: groups of interchangeable file names a local model directory must hold for the
         processor (one of each group); empty: the generic loader's default.
+    freeze_settings: `(model, recipe) -> list[trainers.freezing.priority.PrioritizedRules]`: freezing
+        the family's own settings declare (the dual encoder's `encoder_configs.text.freeze_*`), applied
+        through the freeze engine before the recipe's `freeze` rules; None: the family has none.
     """
 
     name: str
@@ -56,6 +59,7 @@ class FamilyEntry:
     architecture: str | None = None
     known_ids: tuple[str, ...] = ()
     processor_files: tuple[tuple[str, ...], ...] = ()
+    freeze_settings: str | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.towers) - set(TOWER_NAMES))
@@ -64,6 +68,10 @@ class FamilyEntry:
 
     def load(self) -> Callable[..., tuple[Any, Any]]:
         return resolve(self.loader)
+
+    def settings_freeze_rules(self, model: Any, recipe: Any) -> list[Any]:
+        """The family's settings as prioritized freeze rules (empty when the family declares none)."""
+        return resolve(self.freeze_settings)(model, recipe) if self.freeze_settings else []
 
     def build_tiny(self) -> Callable[..., tuple[Any, Any]]:
         return resolve(self.tiny)

@@ -13,6 +13,7 @@ from trainers.models.family import FamilyEntry, resolve
 FAMILIES: dict[str, str] = {
     "blip-captioning": "trainers.models.blip:BLIP_CAPTIONING",
     "detr-detection": "trainers.models.detr:DETR_DETECTION",
+    "dual-encoder": "trainers.models.dual_encoder:DUAL_ENCODER",
     "vit-classification": "trainers.models.vit:VIT_CLASSIFICATION",
     "florence2": "trainers.models.florence2:FLORENCE2",
 }

@@ -30,6 +30,7 @@ from trainers.tasks.captioning.config import (  # the first task's, for recipes
 )
 from trainers.tasks.classification.config import ClassificationData, ClassificationEval
 from trainers.tasks.detection.config import DetectionData, DetectionEval
+from trainers.tasks.retrieval.config import RetrievalData, RetrievalEval
 
 __all__ = [
     "Augment",
@@ -52,6 +53,8 @@ __all__ = [
     "RandomResizedCrop",
     "Recipe",
     "Reporting",
+    "RetrievalData",
+    "RetrievalEval",
     "Slurm",
     "Stage",
     "Training",

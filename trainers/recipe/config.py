@@ -57,11 +57,14 @@ class Freeze:
 
     A target is a module path (`vision_model`), optionally indexed or sliced where the module is a
     list of layers (`vision_model.encoder.layers[:6]` = the first six), `*` for the whole model, or
-    `regex=` searched in parameter names. Rules apply in order; later rules win.
+    `regex=` searched in parameter names. Rules apply in order; later rules win. `within` (a module path)
+    scopes a regex to one tower: it is then searched in the names relative to that module
+    (`Freeze(regex="^encoder[.]layer[.]0[.]", within="text_model")`).
     """
 
     target: str | None = None
     regex: str | None = None
+    within: str | None = None
 
     requires_grad = False
 
@@ -86,6 +89,8 @@ class Freeze:
 
     def describe(self) -> str:
         what = self.target if self.target is not None else f"regex {self.regex!r}"
+        if self.within is not None:
+            what += f" within {self.within}"
         return f"{type(self).__name__.lower()} {what}"
 
 
@@ -327,6 +332,11 @@ class Recipe:
     reporting: Reporting = field(default_factory=Reporting)
     launch: Launch = field(default_factory=Launch)
     slurm: Slurm = field(default_factory=Slurm)
+    # Per-tower settings a family reads (the dual encoder's `EncoderConfigs`: `encoder_configs.text.*`).
+    encoder_configs: Any = None
+    # A YAML file of `key: value` settings applied after the recipe (and `--demo`), before command-line
+    # overrides; `--config FILE` (the `config=FILE` override) replaces it, `config=none` skips it.
+    config: str | None = None
     output_dir: str = "outputs/{name}"
     demo: dict[str, Any] = field(default_factory=dict)
     callbacks: list[Any] = field(default_factory=list)
@@ -375,6 +385,8 @@ class Recipe:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise RecipeError(f"param_groups names must be unique; repeated: {duplicates}.")
+        if hasattr(self.encoder_configs, "validate"):
+            self.encoder_configs.validate()
         if hasattr(self.data, "validate"):
             self.data.validate()  # the task's own data checks (augmentation settings, ...)
         eval_config = getattr(type(self.data), "eval_config", None)

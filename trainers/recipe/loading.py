@@ -14,7 +14,8 @@ from typing import Any
 from trainers.errors import RecipeError
 from trainers.recipe.checks import check_task
 from trainers.recipe.config import Recipe
-from trainers.recipe.overrides import apply_overrides, set_by_path
+from trainers.recipe.overrides import apply_overrides, parse_override, set_by_path, setting_source
+from trainers.recipe.yaml_config import apply_config_file
 
 
 def load_recipe(
@@ -26,10 +27,24 @@ def load_recipe(
     recipe = _execute(Path(path))
     if demo:
         apply_demo(recipe)
-    apply_overrides(recipe, overrides or [])
-    recipe.validate()
-    check_task(recipe)
+    overrides = list(overrides or [])
+    config = [o for o in overrides if parse_override(o)[0] == "config"]  # --config FILE: applied first
+    apply_overrides(recipe, config)
+    if recipe.config is not None:
+        apply_config_file(recipe, recipe.config)
+    apply_overrides(recipe, [o for o in overrides if o not in config])
+    try:
+        recipe.validate()
+        check_task(recipe)
+    except RecipeError as exc:
+        raise RecipeError(_with_source(recipe, str(exc))) from None
     return recipe
+
+
+def _with_source(recipe: Recipe, message: str) -> str:
+    """Prefix `file:line` when the error's leading key was set in a config file (or on the command line)."""
+    keys = sorted((k for k in getattr(recipe, "_setting_sources", {}) if message.startswith(k)), key=len)
+    return f"{setting_source(recipe, keys[-1])}: {message}" if keys else message
 
 
 def apply_demo(recipe: Recipe) -> None:

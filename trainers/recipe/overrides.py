@@ -38,7 +38,22 @@ def apply_overrides(recipe: Any, overrides: Iterable[str]) -> list[tuple[str, An
     for text in overrides:
         key, raw = parse_override(text)
         applied.append((key, set_by_path(recipe, key, raw)))
+        record_source(recipe, key, "command line")
     return applied
+
+
+_SOURCES = "_setting_sources"
+
+
+def record_source(recipe: Any, key: str, where: str) -> None:
+    """Remember where `key` was last set (`config/clip.yaml:7`, `command line`) for later error messages."""
+    sources = recipe.__dict__.setdefault(_SOURCES, {})
+    sources[key] = where
+
+
+def setting_source(recipe: Any, key: str) -> str:
+    """Where `key` was set (a YAML file and line, the command line); "" when it is the recipe file's value."""
+    return getattr(recipe, _SOURCES, {}).get(key, "")
 
 
 def set_by_path(root: Any, key: str, raw: Any) -> Any:

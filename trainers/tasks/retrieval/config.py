@@ -1,0 +1,43 @@
+"""Recipe dataclasses of the retrieval task (no torch import: recipes load fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trainers.errors import RecipeError
+
+
+@dataclass
+class RetrievalEval:
+    """Evaluation settings: batch size (images per batch; default: the training eval batch) and the K of R@K."""
+
+    batch_size: int | None = None
+    recall_at: tuple[int, ...] = (1, 5, 10)
+
+
+@dataclass
+class RetrievalData:
+    """Caption–image pairs: per split a JSON file `{image file: [caption, ...]}` (a single caption string is
+    accepted too), image paths relative to `images` (default: the JSON file's folder).
+
+    Training draws one of an image's captions per epoch, seeded by (training.seed, epoch, image index): the
+    same pairs on any rank, and no image appears twice in a batch (its other captions would be negatives).
+    Validation embeds every caption: text→image ranks each caption's image, image→text the best-ranked of
+    its captions. `max_train_samples` / `max_val_samples` keep the first N images.
+    """
+
+    train: str
+    val: str
+    images: str | None = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+
+    task: ClassVar[str] = "retrieval"
+    eval_config: ClassVar[type] = RetrievalEval
+
+    def validate(self) -> None:
+        for key in ("max_train_samples", "max_val_samples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise RecipeError(f"data.{key} must be >= 1 or none, got {value}.")

@@ -1,0 +1,146 @@
+"""Caption files → datasets of (image, captions), and the collators that tokenize captions for the dual encoder.
+
+A caption file is a JSON object `{image file: [caption, ...]}`. A missing image or an empty caption list stops
+with the file, the line of that entry and what to do (line numbers are found in the text: JSON parsers give
+none).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from trainers.data_policy import DataError
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and all of its captions; `where` is `file:line` of its entry."""
+
+    path: Path
+    captions: tuple[str, ...]
+    where: str
+
+
+def _line_of(text: str, key: str) -> int:
+    position = text.find(json.dumps(key))
+    return text.count("\n", 0, position) + 1 if position >= 0 else 1
+
+
+def read_pairs(
+    source: str | Path, key: str, images: str | Path | None = None, limit: int | None = None
+) -> list[Pair]:
+    """The caption file's entries in file order (the first `limit`), each image checked on disk."""
+    source = Path(source)
+    text = source.read_text()
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{source}:{exc.lineno}: {key} is not valid JSON ({exc.msg}). A caption file is one "
+            'object {"image.png": ["a caption", "another caption"], ...}.'
+        ) from None
+    if not isinstance(entries, dict):
+        raise DataError(
+            f"{source}:1: {key} must be a JSON object mapping image files to caption lists, "
+            f"got a {type(entries).__name__}."
+        )
+    folder = Path(images) if images is not None else source.parent
+    pairs = []
+    for name, captions in list(entries.items())[:limit]:
+        where = f"{source}:{_line_of(text, name)}"
+        captions = [captions] if isinstance(captions, str) else captions
+        if (
+            not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
+            raise DataError(
+                f"{where}: {name!r} in {key} needs a non-empty list of non-empty captions. Fix the entry "
+                "or remove it."
+            )
+        path = folder / name
+        if not path.is_file():
+            raise DataError(
+                f"{where}: {key} names the image {name!r}, but {path} does not exist. Add the image, "
+                f"fix the name, or point data.images at the folder that holds it."
+            )
+        pairs.append(Pair(path, tuple(c.strip() for c in captions), where))
+    if not pairs:
+        raise DataError(f"{source}:1: {key} holds no caption-image pairs.")
+    return pairs
+
+
+class PairDataset(Dataset):
+    """`{"pixel_values", "captions"}` per image; with `train=True` one caption, drawn per (seed, epoch, index)."""
+
+    def __init__(
+        self, pairs: Sequence[Pair], image_processor: Any, key: str, train: bool = False, seed: int = 0
+    ):
+        self.pairs = list(pairs)
+        self.image_processor = image_processor
+        self.key = key
+        self.train = train
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose caption draw the next items get (`trainers.callbacks.dataset_epoch`)."""
+        self.epoch = int(epoch)
+
+    def caption_for(self, index: int) -> str:
+        captions = self.pairs[index].captions
+        return captions[random.Random(f"{self.seed}-{self.epoch}-{index}").randrange(len(captions))]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        pair = self.pairs[index]
+        try:
+            with Image.open(pair.path) as image:
+                image = image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(
+                f"{pair.where}: cannot read the image {pair.path} ({error}) of {self.key}. "
+                "Replace the file or remove its entry."
+            ) from error
+        pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        captions = [self.caption_for(index)] if self.train else list(pair.captions)
+        return {"pixel_values": pixel_values, "captions": captions}
+
+
+@dataclass
+class PairCollator:
+    """Images stacked; every caption of the batch tokenized (padded to the longest, cut at `max_length`).
+
+    `caption_counts[i]` is how many captions item i brought (1 in training): `predict` splits the text
+    embeddings back per image with it. `return_loss=True` is what makes the Trainer compute an eval loss for a
+    CLIP-style model (its label name); the task's loss hook does not pass it to the model.
+    """
+
+    tokenizer: Any
+    max_length: int
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        captions = [c for f in features for c in f["captions"]]
+        tokens = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch = {
+            "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "caption_counts": torch.tensor([len(f["captions"]) for f in features], dtype=torch.long),
+            "return_loss": True,
+        }
+        if "token_type_ids" in tokens:
+            batch["token_type_ids"] = tokens["token_type_ids"]
+        return batch
