@@ -252,7 +252,8 @@ def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(run
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
     ref_adapter = load_file(out / "florence-single" / "best" / "adapter_model.safetensors")
     adapter = load_file(out / "florence-zero2" / "best" / "adapter_model.safetensors")
-    assert adapter.keys() == ref_adapter.keys() and any("modules_to_save" in k for k in adapter)
+    # peft stores modules_to_save tensors under the module's own name: every non-LoRA key is one
+    assert adapter.keys() == ref_adapter.keys() and any("lora_" not in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
     print(f"florence-zero2: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL, (got, ref)
@@ -293,7 +294,12 @@ def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identic
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
     want = load_file(out / "florencefreeze-single" / "best" / "model.safetensors")
     weights = load_file(out / "florencefreeze-zero2" / "best" / "model.safetensors")
-    assert weights.keys() == want.keys()
+    # save_pretrained writes the tied embedding once (`shared`); DeepSpeed's gathered state dict also writes its
+    # aliases (lm_head, encoder/decoder embed_tokens): the same tensor, so they must equal it
+    assert set(want) <= set(weights)
+    shared = "model.language_model.shared.weight"
+    for alias in set(weights) - set(want):
+        assert torch.equal(weights[alias], weights[shared]), alias
     weight_diff = max((weights[k] - want[k]).abs().max().item() for k in want)
     print(f"florencefreeze-zero2: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL, (got, ref)
