@@ -159,13 +159,13 @@ def test_an_unreadable_image_is_skipped_and_counted_under_skip(tmp_path):
 
 def test_a_metric_the_task_does_not_produce():
     message = error_of(launch_in_process(RECIPE, "--demo", "early_stopping.metric=rouge_l", "--dry-run"))
-    assert message.startswith("error: early_stopping.metric: 'rouge_l' is not a metric the classification task")
+    assert message.startswith("error: command line: early_stopping.metric: 'rouge_l' is not a metric the classification task")
     assert "accuracy" in message
 
 
 def test_a_family_that_does_not_serve_the_task():
     message = error_of(launch_in_process(RECIPE, "--demo", "model.family=blip-captioning", "--dry-run"))
-    assert message.startswith("error: model.family: family 'blip-captioning' serves the captioning task")
+    assert message.startswith("error: command line: model.family: family 'blip-captioning' serves the captioning task")
     assert "classification" in message
 
 

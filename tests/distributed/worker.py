@@ -308,7 +308,9 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
 
         for epoch, snap in enumerate(recorder.epochs):
             save_file(snap, str(target / f"epoch{epoch}.safetensors"))
-        saved = load_file(str(target / "best" / "model.safetensors"))
+        # transformers 5 saves a model that from_pretrained loaded (ZeRO-3 loads the demo model that way) with
+        # the checkpoint format's own names: BERT's LayerNorms as `.gamma` / `.beta`; from_pretrained maps them back
+        saved = {_loaded_name(k): v for k, v in load_file(str(target / "best" / "model.safetensors")).items()}
         common = sorted(set(saved) & set(final))
         facts["best_saved_tensors"] = len(saved)
         facts["best_saved_matches_final"] = all(torch.equal(saved[n].float(), final[n]) for n in common)
@@ -320,6 +322,14 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
     (target / f"facts.rank{rank()}.json").write_text(json.dumps(facts, indent=1) + "\n")
     del ctx, trainer, model, recorder
     reset_between_runs()
+
+
+def _loaded_name(key: str) -> str:
+    """A saved tensor's name as the loaded model has it (legacy LayerNorm `gamma`/`beta` → `weight`/`bias`)."""
+    for legacy, current in ((".gamma", ".weight"), (".beta", ".bias")):
+        if key.endswith(legacy) and "LayerNorm" in key:
+            return key[: -len(legacy)] + current
+    return key
 
 
 class StopAt(TrainerCallback):

@@ -1,6 +1,6 @@
 """The overfitting signal (the lesson seeds keep learning the hard way): say so, with the epoch where it began,
 when the validation loss rises for `patience` evaluations while the training loss falls, or when the watched
-metric has peaked and fallen for `patience` evaluations.
+metric has peaked and stayed more than 1% below its best for `patience` evaluations.
 
 Like early stopping it is derived from `state.log_history` alone, so a resumed run reports what an
 uninterrupted one would. It only reports: stopping is early stopping's job.
@@ -45,8 +45,9 @@ def _evaluations(history: list[dict[str, Any]], metric_key: str) -> list[dict[st
 
 
 def detect(history: list[dict[str, Any]], metric_key: str, greater_is_better: bool,
-           patience: int = 2) -> OverfittingSignal | None:
-    """The signal the log history shows now, or None."""
+           patience: int = 2, min_drop: float = 0.01) -> OverfittingSignal | None:
+    """The signal the log history shows now, or None. The metric has fallen when the last `patience`
+    evaluations are each worse than its best by more than `min_drop` of the best's magnitude."""
     evals = _evaluations(history, metric_key)
     if len(evals) <= patience:
         return None
@@ -68,7 +69,8 @@ def detect(history: list[dict[str, Any]], metric_key: str, greater_is_better: bo
         pick = max if greater_is_better else min
         best_index, best = pick(values, key=lambda iv: iv[1])
         after = [v for i, v in values if i > best_index]
-        worse = (lambda v: v < best) if greater_is_better else (lambda v: v > best)
+        margin = min_drop * abs(best)  # a plateau's noise is not a fall
+        worse = (lambda v: v < best - margin) if greater_is_better else (lambda v: v > best + margin)
         if len(after) >= patience and all(worse(v) for v in after[-patience:]):
             start = evals[best_index]
             name = metric_key.removeprefix("eval_")
