@@ -93,6 +93,14 @@ class Task(Generic[P]):
 
     # --------------------------------------------------------------------------- declared, recipe level
 
+
+    def recipe_data(self, recipe: Any) -> Any:
+        """The recipe's data section, checked to be this task's data class (a RecipeError otherwise)."""
+        if not isinstance(recipe.data, self.data_config):
+            raise RecipeError(
+                f"the {self.name} task needs data={self.data_config.__name__}(...), got {type(recipe.data).__name__}."
+            )
+        return recipe.data
     def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
         """The metrics this task's `score` produces under `evaluation` (override when they depend on it)."""
         return self.metrics

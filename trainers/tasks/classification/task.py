@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainers.data.source_config import DatasetSource
-from trainers.errors import RecipeError
 from trainers.tasks.classification.config import CLASS_PREFIX, ClassificationData, ClassificationEval
 from trainers.tasks.interface import Task, TaskData
 
@@ -40,12 +39,8 @@ class ClassificationTask(Task[int]):
     def __init__(self, train_transform: ImageTransform | None = None) -> None:
         self.train_transform = train_transform
 
-    @staticmethod
-    def _data(recipe: Any) -> ClassificationData:
-        data = recipe.data
-        if not isinstance(data, ClassificationData):
-            raise RecipeError(f"the classification task needs data=ClassificationData(...), got {type(data).__name__}.")
-        return data
+    def _data(self, recipe: Any) -> ClassificationData:
+        return self.recipe_data(recipe)
 
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)

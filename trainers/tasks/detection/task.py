@@ -93,13 +93,8 @@ class DetectionTask(Task[Prediction]):
         self._train: Any = None
         self._baseline: Any = None
 
-    @staticmethod
-    def _data(recipe: Any) -> DetectionData:
-        if not isinstance(recipe.data, DetectionData):
-            raise RecipeError(
-                f"the detection task needs data=DetectionData(...), got {type(recipe.data).__name__}."
-            )
-        return recipe.data
+    def _data(self, recipe: Any) -> DetectionData:
+        return self.recipe_data(recipe)
 
     # --------------------------------------------------------------------------------- recipe level
 

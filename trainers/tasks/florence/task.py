@@ -64,13 +64,8 @@ class FlorenceTask(Task[dict]):
             )
         evaluation.validate()
 
-    @staticmethod
-    def _data(recipe: Any) -> FlorenceData:
-        if not isinstance(recipe.data, FlorenceData):
-            raise RecipeError(
-                f"the florence task needs data=FlorenceData(...), got {type(recipe.data).__name__}."
-            )
-        return recipe.data
+    def _data(self, recipe: Any) -> FlorenceData:
+        return self.recipe_data(recipe)
 
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)

@@ -57,13 +57,8 @@ class RetrievalTask(Task[dict]):
         self.loss_scope = loss_scope
         self._baseline: ChanceBaseline | None = None
 
-    @staticmethod
-    def _data(recipe: Any) -> RetrievalData:
-        if not isinstance(recipe.data, RetrievalData):
-            raise RecipeError(
-                f"the retrieval task needs data=RetrievalData(...), got {type(recipe.data).__name__}."
-            )
-        return recipe.data
+    def _data(self, recipe: Any) -> RetrievalData:
+        return self.recipe_data(recipe)
 
     def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
         return metric_names((evaluation or RetrievalEval()).recall_at)
