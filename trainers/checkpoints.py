@@ -11,13 +11,17 @@ all exist with the recorded sizes; anything else is skipped with a warning namin
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,7 +277,8 @@ class AtomicCheckpoints:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         self._checkpoint_barrier()
         try:
-            self.save_model(str(tmp_dir), _internal_call=True)
+            with save_under_model_names(self.accelerator.unwrap_model(self.model)):
+                self.save_model(str(tmp_dir), _internal_call=True)
             if self.state.best_global_step:
                 best_dir = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}"
                 if best_dir.exists() or self.state.best_global_step == self.state.global_step:
@@ -328,3 +333,24 @@ def ensure_writable(directory: Path, what: str) -> None:
             f"{what} {str(directory)!r} is not writable ({type(exc).__name__}: {exc.strerror or exc}). "
             "Choose a writable directory with --output-dir or output_dir=..., or fix its permissions."
         ) from None
+
+
+@contextmanager
+def save_under_model_names(model: Any) -> Iterator[None]:
+    """Within the block, `model.save_pretrained` writes the tensors under the model's own parameter names.
+
+    transformers 5 saves under the checkpoint format's original names (ViT's `encoder.layer.N...`, DETR's
+    ResNet backbone, BERT LayerNorm `gamma`/`beta`), which `from_pretrained` maps back but the Trainer's
+    checkpoint reload (`load_state_dict(strict=False)`, on resume and for the best model) silently skips.
+    A checkpoint is for this code to reload, so it keeps the loaded names; `best/` and exports keep the
+    original format. Adapters (peft) are saved under peft's names either way.
+    """
+    save = getattr(model, "save_pretrained", None)
+    if save is None or "save_original_format" not in inspect.signature(save).parameters:
+        yield
+        return
+    model.save_pretrained = functools.partial(save, save_original_format=False)
+    try:
+        yield
+    finally:
+        del model.save_pretrained  # the class's method again

@@ -26,7 +26,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
-from trainers.checkpoints import AtomicCheckpoints
+from trainers.checkpoints import AtomicCheckpoints, CheckpointError
 from trainers.evaluation import evaluate_all
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
@@ -197,7 +197,16 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         loaded_alias = {n for names in tied_names(self.model) for n in names if n in missing
                         and any(other not in missing for other in names)}
         kept = [k for k in load_result.missing_keys if k not in loaded_alias]
-        super()._issue_warnings_after_load(_IncompatibleKeys(kept, list(load_result.unexpected_keys)))
+        if load_result.unexpected_keys:  # tensors of the checkpoint that reached no parameter: never silent
+            raise CheckpointError(
+                f"A checkpoint holds {len(load_result.unexpected_keys)} tensors the model has no parameter for "
+                f"(first: {', '.join(sorted(load_result.unexpected_keys)[:3])}), so loading it would keep "
+                "those parameters' current values. It was saved under other names (by another transformers "
+                "version, or before checkpoints kept the model's own names). Start the run afresh "
+                "(training.resume=never keeps the old run aside), or convert the checkpoint with "
+                "from_pretrained + save_pretrained(save_original_format=False)."
+            )
+        super()._issue_warnings_after_load(_IncompatibleKeys(kept, []))
 
 
 def tied_names(model: nn.Module) -> list[list[str]]:
