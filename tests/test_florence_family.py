@@ -13,6 +13,7 @@ from trainers.errors import FreezeTargetError, RecipeError
 from trainers.models.florence2 import (
     FLORENCE2_BASE,
     FLORENCE2_LARGE,
+    TinyFlorence2Spec,
     build_tiny_florence2,
     check_model_id,
     florence2_meta_model,
@@ -183,3 +184,18 @@ def test_legacy_remote_code_ids_and_fp16_are_refused():
 
     with pytest.raises(RecipeError, match="NaN"):
         check_dtype("float16")
+
+
+@pytest.mark.parametrize("dims", [(32, 64), (16, 32, 64)])
+def test_the_processor_gives_one_image_token_per_patch_for_any_number_of_vision_stages(dims):
+    spec = TinyFlorence2Spec(image_size=64, vision_dims=dims, vision_heads=(2,) * len(dims),
+                             vision_depths=(1,) * len(dims))
+    model, processor = build_tiny_florence2(spec)
+    from PIL import Image
+
+    inputs = processor(text=["<OD>"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == spec.image_tokens
+    with torch.no_grad():
+        features = model.model.get_image_features(inputs["pixel_values"]).pooler_output
+        model(**inputs, decoder_input_ids=torch.tensor([[model.config.text_config.decoder_start_token_id]]))
+    assert features.shape[1] == spec.image_tokens == (64 // (4 * 2 ** (len(dims) - 1))) ** 2 + 1

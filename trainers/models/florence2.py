@@ -174,8 +174,8 @@ class TinyFlorence2Spec:
 
     @property
     def image_tokens(self) -> int:
-        """Patches after strides 4 and 2 (image / 8 per side), plus the one temporal token."""
-        return (self.image_size // 8) ** 2 + 1
+        """Patches after the stem's stride 4 and stride 2 in each later stage, plus the one temporal token."""
+        return (self.image_size // (4 * 2 ** (len(self.vision_dims) - 1))) ** 2 + 1
 
 
 def build_tiny_tokenizer(vocab_size: int = 400, max_length: int = 256):
