@@ -36,7 +36,7 @@ from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import baseline_report, eval_history, write_json
-from trainers.reporting.wandb import WandbRunExtras, configure_wandb, persist_wandb_run_id
+from trainers.reporting.wandb import WandbRunExtras, configure_wandb, finish_run, persist_wandb_run_id
 from trainers.tasks.interface import Task, TaskData
 from trainers.trainer import RecipeTrainer
 from trainers.zero3 import local_share, ready_for_partitioned_loading
@@ -210,6 +210,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         guard.write(ctx.output_dir)
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
+            finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
         trainer.evaluator.close()
     return summary

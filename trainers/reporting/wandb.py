@@ -173,3 +173,25 @@ class WandbRunExtras(TrainerCallback):
             if rows:
                 name = evaluator.prefix.rstrip("_") or "val"
                 log({f"predictions/{name}": prediction_table(rows)}, state.global_step)
+
+
+def finish_run(summary: dict[str, Any]) -> None:
+    """Rank 0, after the summary is written: its resource totals and best metric into the W&B run summary,
+    then close the run (so a second training in the same process starts its own, or resumes this one)."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is None:
+        return
+    resources = summary.get("resources") or {}
+    peak = resources.get("peak_memory") or {}
+    wandb.run.summary.update(redact({
+        "resources/peak_memory_bytes": peak.get("bytes"), "resources/peak_memory_device": peak.get("device"),
+        "resources/train_seconds": resources.get("train_seconds"),
+        "resources/eval_seconds": resources.get("eval_seconds"),
+        "resources/samples_per_second": resources.get("samples_per_second"),
+        "resources/tokens_per_second": resources.get("tokens_per_second"),
+        "best_metric": summary.get("best_metric"), "stages_opened_at_step": summary.get("stages_opened_at_step"),
+    }))
+    wandb.finish()
