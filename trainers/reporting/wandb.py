@@ -69,6 +69,8 @@ def configure_wandb(reporting: Reporting, output_dir: Path, recipe_name: str = "
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
     output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["WANDB_DIR"] = str(output_dir.resolve())
+    # offline media (table images) are staged in W&B's data dir until `wandb sync`: keep them with the run
+    os.environ.setdefault("WANDB_DATA_DIR", str((output_dir / "wandb" / "data").resolve()))
     return ["wandb"]
 
 
