@@ -59,6 +59,7 @@ class MemoryPlan:
     zero: int | None
     offload: bool
     optim: str
+    precision: str = "fp32"
     activations: Activations | None = None
 
     def per_device(self, zero: int | None) -> dict[str, int]:
@@ -70,21 +71,20 @@ class MemoryPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_state": asdict(self.state), "world_size": self.world_size, "zero": self.zero,
-                "offload": self.offload, "optim": self.optim,
+                "offload": self.offload, "optim": self.optim, "precision": self.precision,
                 "per_device": {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)},
                 "activations": asdict(self.activations) if self.activations else None}
 
     def render(self) -> str:
         s = self.state
-        lines = [f"memory per device ({self.world_size} process(es); {s.trainable_count:,} of {s.params_count:,} params "
-                 f"train, in {s.trainable_tensors} tensors):"]
-        header = f"  {'':<10}{'params':>12}{'grads':>12}{'optimizer':>12}{'total':>12}"
-        lines.append(header)
+        lines = [f"memory per device ({self.world_size} process(es), {self.precision}; {s.trainable_count:,} of "
+                 f"{s.params_count:,} params train, in {s.trainable_tensors} tensors; AdamW):"]
+        lines.append(f"  {'':<8}" + "".join(f"{k:>14}" for k in ("params", "grads", "optimizer", "total")))
         for z in (None, 1, 2, 3):
             d = self.per_device(z)
             mark = "  <- this recipe" if z == self.zero else ""
             name = "DDP" if z is None else f"ZeRO-{z}"
-            lines.append(f"  {name:<10}" + "".join(f"{_mib(d[k]):>12}" for k in ("params", "grads", "optimizer", "total"))
+            lines.append(f"  {name:<8}" + "".join(f"{_mib(d[k]):>14}" for k in ("params", "grads", "optimizer", "total"))
                          + mark)
         if self.optim not in ("adamw_torch", "adamw_torch_fused", "adamw_hf"):
             lines.append(f"  (optimizer state counted as AdamW's; the recipe's optim is {self.optim})")
@@ -97,7 +97,11 @@ class MemoryPlan:
             else:
                 shapes = ", ".join(f"{k} {tuple(v)}" for k, v in a.inputs.items())
                 lines.append(f"  activations: {_mib(a.bytes)} per device for a batch of {a.batch_size} ({shapes}), "
-                             "measured: tensors saved for backward in one forward+backward")
+                             "measured: tensors saved for backward in one forward+backward"
+                             + (f" ({a.note})" if a.note else ""))
+                total = self.per_device(self.zero)["total"] + a.bytes
+                lines.append(f"  this recipe: ~{_mib(total)} per device (model state + activations, before "
+                             "allocator and framework overhead)")
         return "\n".join(lines)
 
 
@@ -116,7 +120,7 @@ def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
     """One copy of params, grads and AdamW state of `model` as it will train (see the module docstring)."""
     params = unique_parameters(model)
     trainable = [p for p in params if p.requires_grad]
-    numel = {id(p): param_numel(p) for p in params}
+    numel = {id(p): param_numel(p) for p in params}  # stored elements (4-bit: packed pairs)
     if deepspeed_half:  # DeepSpeed casts the module to bf16/fp16; floating params then take 2 bytes
         def size(p):
             return 2 if p.is_floating_point() else p.element_size()
@@ -131,10 +135,16 @@ def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
         params=sum(numel[id(p)] * size(p) for p in params),
         grads=sum(numel[id(p)] * size(p) for p in trainable),
         optimizer=optimizer,
-        params_count=sum(numel.values()),
+        params_count=sum(_logical_numel(p) for p in params),
         trainable_count=trainable_numel,
         trainable_tensors=len(trainable),
     )
+
+
+def _logical_numel(p: nn.Parameter) -> int:
+    """Parameters as the model counts them: a 4-bit bitsandbytes weight stores two per byte."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else param_numel(p)
 
 
 def saved_activation_bytes(model: nn.Module, batch: dict[str, Any], loss_fn: Any = None) -> int:
@@ -196,7 +206,7 @@ def memory_plan(recipe: Any, prepared: Any, task: Any = None, activations: bool 
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     deepspeed = launch.zero is not None or launch.deepspeed_config is not None
     state = model_state(prepared.model, deepspeed_half=deepspeed and precision in ("bf16", "fp16"))
-    plan = MemoryPlan(state, launch.nproc * launch.nnodes, launch.zero, launch.offload, t.optim)
+    plan = MemoryPlan(state, launch.nproc * launch.nnodes, launch.zero, launch.offload, t.optim, precision)
     if activations:
         plan.activations = measure_activations(recipe, prepared, task)
     return plan
