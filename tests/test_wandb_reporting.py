@@ -49,6 +49,7 @@ def test_array_tasks_of_one_sweep_share_a_group():
     assert group == other[0] == "slurm-array-100" and job_type == "train"
     assert tags == ["blip", "launcher:slurm", "zero:2", "slurm:101", "array-task:1"] and "slurm:102" in other[2]
     assert run_grouping(Reporting(wandb_group="g"), "r", "none", None, env)[0] == "g"  # the recipe's wins
+    assert "launcher:slurm" in run_grouping(reporting, "r", "none", None, env)[2]  # inside the submitted job
     assert run_grouping(reporting, "r", "torchrun", None, {})[:1] == ("r",)  # no Slurm: the recipe's name
 
 

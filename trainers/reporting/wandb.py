@@ -42,6 +42,8 @@ def run_grouping(reporting: Reporting, recipe_name: str, launcher: str, zero: in
     env = dict(os.environ) if env is None else env
     array = env.get("SLURM_ARRAY_JOB_ID")
     group = reporting.wandb_group or (f"slurm-array-{array}" if array else recipe_name)
+    if launcher == "none" and env.get("SLURM_JOB_ID"):  # inside a job `--launcher slurm` submitted
+        launcher = "slurm"
     tags = [*reporting.wandb_tags, f"launcher:{launcher}", f"zero:{zero}" if zero else "ddp"]
     if env.get("SLURM_JOB_ID"):
         tags.append(f"slurm:{env['SLURM_JOB_ID']}")
