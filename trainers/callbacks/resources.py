@@ -45,7 +45,7 @@ class EpochResources:
     peak_memory_bytes: int  # this rank's peak so far
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity, like any callback
 class ResourceUse(TrainerCallback):
     """Measures each epoch; logs a line per epoch, and to W&B on the Trainer's step axis (rank 0)."""
 
