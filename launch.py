@@ -159,9 +159,13 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         from trainers.plan import build_run_plan, load_model, prepare_model
+        from trainers.recipe.checks import recipe_task
+        from trainers.reporting.memory_plan import memory_plan
 
         model, processor, source = load_model(recipe, meta_ok=True)
-        plan = build_run_plan(recipe, prepare_model(model, processor, source, recipe), command, overrides)
+        prepared = prepare_model(model, processor, source, recipe)
+        plan = build_run_plan(recipe, prepared, command, overrides)
+        plan.memory = memory_plan(recipe, prepared, recipe_task(recipe), activations=True)  # + measured activations
         print(plan.render())
         if job is not None:
             print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")

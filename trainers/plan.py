@@ -21,6 +21,7 @@ from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
 from trainers.recipe.checks import check_data_paths, missing_data_paths, recipe_task
 from trainers.recipe.config import Freeze, Recipe
+from trainers.reporting.memory_plan import memory_plan
 from trainers.tasks.interface import Task
 from trainers.zero3 import param_numel, zero3_enabled
 
@@ -194,6 +195,7 @@ class RunPlan:
     lora: Any = None
     data_missing: list[str] = field(default_factory=list)
     baseline: Any = None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
+    memory: Any = None  # trainers.reporting.memory_plan.MemoryPlan: model state per device by ZeRO stage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +212,7 @@ class RunPlan:
             "lora": self.lora.to_dict() if self.lora is not None else None,
             "data_missing": self.data_missing,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "memory": self.memory.to_dict() if self.memory is not None else None,
         }
 
     def render(self) -> str:
@@ -249,6 +252,8 @@ class RunPlan:
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
         if self.baseline is not None:
             lines += ["", self.baseline.render()]
+        if self.memory is not None:
+            lines += ["", self.memory.render()]
         lines += ["", f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}"]
         return "\n".join(lines)
 
@@ -295,6 +300,7 @@ def build_run_plan(
         lora=prepared.lora,
         data_missing=missing_data_paths(recipe, task),
         baseline=task.plan_baseline(recipe),
+        memory=memory_plan(recipe, prepared),
     )
 
 

@@ -23,6 +23,7 @@ from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
 from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
+from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
@@ -35,7 +36,7 @@ from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.summary import baseline_report, eval_history, write_json
-from trainers.reporting.wandb import RecipeConfigToWandb, configure_wandb, persist_wandb_run_id
+from trainers.reporting.wandb import WandbRunExtras, configure_wandb, finish_run, persist_wandb_run_id
 from trainers.tasks.interface import Task, TaskData
 from trainers.trainer import RecipeTrainer
 from trainers.zero3 import local_share, ready_for_partitioned_loading
@@ -156,7 +157,7 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     check_data_paths(recipe, task=task)  # before the output dir is touched or a model is loaded or downloaded
     resume_from = prepare_output_dir(recipe, output_dir)
     set_seed(recipe.training.seed)
-    report_to = configure_wandb(recipe.reporting, output_dir)
+    report_to = configure_wandb(recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero)
     # Before the model: under ZeRO-3 these arguments make transformers load it inside deepspeed.zero.Init,
     # already partitioned, instead of whole on every rank (`args` must outlive the load: a weak reference).
     args = build_training_arguments(recipe, task, output_dir, report_to)
@@ -182,7 +183,7 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
     extra = [_evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
              for name, dataset in data.extra_val.items()]
-    trainer = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan.to_dict())
+    trainer = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan)
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
     trainer.add_callback(WorldGuard(trainer, args.deepspeed))
@@ -209,6 +210,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         guard.write(ctx.output_dir)
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
+            finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
         trainer.evaluator.close()
     return summary
@@ -288,11 +290,13 @@ def _eval_batch_size(recipe: Recipe) -> int:
 
 
 def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: TaskData, evaluator: ShardedEvaluator,
-                   extra_evaluators: list[ShardedEvaluator], args: TrainingArguments, plan_dict: dict) -> RecipeTrainer:
+                   extra_evaluators: list[ShardedEvaluator], args: TrainingArguments, plan: Any) -> RecipeTrainer:
     composites = [recipe.early_stopping.metric] if recipe.early_stopping and isinstance(
         recipe.early_stopping.metric, CompositeMetric) else []
+    unfreezer, seen = ProgressiveUnfreezing(prepared.stages, prepared.gates), SeenCounts()
     callbacks: list[Any] = [
-        ProgressiveUnfreezing(prepared.stages, prepared.gates),
+        unfreezer,
+        ResourceUse(seen),  # time per epoch apart from eval, samples/s, tokens/s, peak memory
         EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
         PeakMemoryCallback(Path(recipe.resolved_output_dir())),  # peak_memory.json (the LoRA-vs-full report)
     ]
@@ -305,11 +309,12 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
     if recipe.training.save_steps:
         callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
-        callbacks.append(RecipeConfigToWandb({"recipe": to_dict(recipe), "plan": plan_dict}))
+        callbacks.append(WandbRunExtras({"recipe": to_dict(recipe), "plan": plan.to_dict()}, plan.freeze,
+                                        lambda: dict(unfreezer.opened_at_step), [evaluator, *extra_evaluators]))
     callbacks.extend(recipe.callbacks)
     if os.environ.get("SLURM_JOB_ID"):  # USR1 before the time limit / preemption: checkpoint and requeue
         callbacks.append(SlurmPreemption(recipe.resolved_output_dir(), requeue=recipe.slurm.requeue))
-    return RecipeTrainer(
+    trainer = RecipeTrainer(
         model=prepared.model,
         args=args,
         train_dataset=data.train,
@@ -323,6 +328,8 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
         extra_evaluators=extra_evaluators,
         composite_metrics=composites,
     )
+    trainer.seen = seen
+    return trainer
 
 
 def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
@@ -368,6 +375,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
         ),
         "overfitting": watch.signal.to_dict() if watch.signal else None,
         "seconds_per_epoch": logger_cb.epoch_seconds,
+        "resources": next(c for c in trainer.callback_handler.callbacks if isinstance(c, ResourceUse)).summary(),
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),
         "examples": trainer.evaluator.examples(),

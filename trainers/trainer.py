@@ -26,6 +26,7 @@ from torch.nn.modules.module import _IncompatibleKeys
 from transformers import Trainer
 from transformers.trainer_utils import EvalLoopOutput
 
+from trainers.callbacks.resources import SeenCounts
 from trainers.checkpoints import AtomicCheckpoints, CheckpointError
 from trainers.evaluation import evaluate_all
 from trainers.lora.names import strip_peft_prefix
@@ -36,6 +37,14 @@ from trainers.tasks.interface import Task, TaskLossMixin
 Evaluator = Callable[[Trainer], dict[str, float]]
 IGNORE_INDEX = -100
 EVAL_PREDICTIONS = "eval_predictions.json"  # in each checkpoint: the predictions of its evaluation
+
+
+def batch_length(batch: dict) -> int:
+    """Items in a collated batch: its labels' length, else the first tensor's first dimension."""
+    labels = batch.get("labels")
+    if labels is not None and (isinstance(labels, list) or torch.is_tensor(labels) and labels.dim() >= 1):
+        return len(labels)
+    return next((len(v) for v in batch.values() if torch.is_tensor(v) and v.dim() >= 1), 0)
 
 
 def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
@@ -54,6 +63,7 @@ def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
 class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
     # Loss terms of the current optimizer step, all ranks and accumulation batches (set by get_batch_samples).
     _step_loss_terms: torch.Tensor | None = None
+    seen: SeenCounts | None = None  # samples and target tokens trained on, all ranks (`ResourceUse`)
 
     def __init__(
         self,
@@ -114,11 +124,17 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         """The step's batches and their loss terms summed over the batches and over all ranks."""
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         counts = [count_loss_terms(b.get("labels"), self.labels_shifted) for b in batches]
-        total = None
-        if counts and all(c is not None for c in counts):
-            total = torch.stack(counts).sum().to(device)
-            if self.args.world_size > 1:
-                total = self.accelerator.gather(total).sum()  # every rank calls this once per step: in step
+        complete = bool(counts) and all(c is not None for c in counts)
+        generative = complete and all(b["labels"].dim() >= 2 for b in batches)
+        terms = int(torch.stack([c.cpu() for c in counts]).sum()) if complete else 0
+        # [loss terms, samples, target tokens] of this step, summed over the ranks in one collective
+        step = torch.tensor([terms, sum(batch_length(b) for b in batches), terms if generative else 0],
+                            dtype=torch.long, device=device)
+        if self.args.world_size > 1 and (complete or self.seen is not None):
+            step = self.accelerator.gather(step).view(-1, 3).sum(0)  # every rank calls this once per step
+        if self.seen is not None:
+            self.seen.add(int(step[1]), int(step[2]))
+        total = step[0] if complete else None
         self._step_loss_terms = total
         return batches, total
 

@@ -21,9 +21,15 @@ pytestmark = pytest.mark.distributed
 TINY_RECIPE = "tests/distributed/tiny_recipe.py"
 
 
-def run(command: list[str], timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
+def run(command: list[str], timeout: int = 600, wandb_home: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """`wandb_home`: W&B on in its default mode (no API key, an empty .netrc there: offline)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
+    if wandb_home is not None:
+        env.pop("WANDB_MODE")
+        env.pop("WANDB_API_KEY", None)
+        (wandb_home / ".netrc").write_text("")
+        env["NETRC"] = str(wandb_home / ".netrc")
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
     started = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -70,15 +76,51 @@ def test_torchrun_ddp_on_two_ranks_gets_every_launch_option(tmp_path):
     assert config["reporting"]["wandb"] is False
 
 
-def test_accelerate_ddp_on_two_ranks(tmp_path):
-    """`--launcher accelerate --nproc 2`: accelerate's --multi_gpu starts 2 real gloo ranks on CPU too."""
+def test_accelerate_ddp_on_two_ranks_with_one_offline_wandb_run(tmp_path):
+    """`--launcher accelerate --nproc 2`: accelerate's --multi_gpu starts 2 real gloo ranks on CPU too. W&B on
+    (not logged in: offline): one run for both ranks, with the recipe's group / job type / tags, every param
+    group's LR, the trainable ratio and freeze map, resources, the stage opening and a prediction table."""
+    from wandb_records import read_run
+
     out = tmp_path / "run"
     result, seconds = run([sys.executable, "launch.py", TINY_RECIPE, "--launcher", "accelerate", "--nproc", "2",
-                           f"output_dir={out}"])
+                           f"output_dir={out}", "reporting.wandb=true", "reporting.wandb_group=sweep-a",
+                           "reporting.wandb_job_type=finetune", "reporting.wandb_tags=tiny,ci"], wandb_home=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
-    print(f"launch.py --launcher accelerate --nproc 2, tiny recipe: {seconds:.0f} s")
+    print(f"launch.py --launcher accelerate --nproc 2, tiny recipe, W&B offline: {seconds:.0f} s")
     assert "-m accelerate.commands.launch --multi_gpu --num_processes=2" in launched(result)
     assert_two_sharded_ranks(out, deepspeed=False, zero=None, batches=32 // (2 * 4), epochs=2)
+
+    files = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files  # rank 0 only: not one run per rank
+    w = read_run(files[0])
+    assert w.run_id == (out / "wandb_run_id").read_text().strip()
+    assert (w.group, w.job_type) == ("sweep-a", "finetune")
+    assert {"tiny", "ci", "launcher:accelerate", "ddp"} <= set(w.tags)
+    assert w.config["recipe"]["name"] == "tiny_dist"
+    summary = json.loads((out / "training_summary.json").read_text())
+    lrs = {k: v for row in w.history for k, v in row.items() if k.startswith("lr/")}
+    assert {"lr/default/decay", "lr/vision/decay", "lr/vision/stage0/decay"} <= set(lrs)
+    first = next(row for row in w.history if "lr/default/decay" in row)
+    assert first["lr/vision/decay"] == pytest.approx(0.1 * first["lr/default/decay"])  # lr_mult 0.1
+    assert all("train/global_step" in row for row in w.history if any(k.startswith("lr/") for k in row))
+    ratio = summary["params"]["trainable_at_start"] / summary["params"]["total"]
+    assert w.summary["params/trainable_ratio"] == pytest.approx(ratio)
+    assert w.values("freeze_map/_type") == ["table-file"]
+    assert w.values("stages/stage_0_opened_at_step") == [summary["stages_opened_at_step"]["0"]] == [4]
+    peaks = w.values("resources/peak_memory_bytes")
+    assert len(peaks) == 2 and all(p > 10 * 2**20 for p in peaks)  # one per epoch, RSS of a rank
+    assert w.summary["resources/peak_memory_bytes"] == summary["resources"]["peak_memory"]["bytes"]
+    assert len(summary["resources"]["peak_memory_per_rank"]) == 2
+    assert [e["samples"] for e in summary["resources"]["epochs"]] == [32, 32]  # both ranks' shards
+    assert w.values("resources/samples_per_second") and w.values("resources/tokens_per_second")
+    tables = w.values("predictions/val/_type")
+    assert tables == ["table-file", "table-file"]  # one per evaluation
+    table, staged = w.table("predictions/val")
+    assert table["columns"] == ["image", "prediction", "target"] and len(table["data"]) == 8
+    assert all(row[0]["_type"] == "image-file" and row[0]["path"] in staged and row[2] for row in table["data"])
+    assert Path(staged[table["data"][0][0]["path"]]).read_bytes()[:4] == b"\x89PNG"
+    assert str(out) in staged[table["data"][0][0]["path"]]  # staged inside the run's output dir
 
 
 def test_readme_torchrun_zero2_offload_on_two_ranks(tmp_path):

@@ -264,11 +264,18 @@ class EarlyStopping:
 
 @dataclass
 class Reporting:
-    """Where results go. W&B runs offline by default and never needs an account."""
+    """Where results go. W&B runs offline unless the user is logged in (`auto`), and never needs an account.
+
+    `wandb_group` defaults to the Slurm array (every task of one sweep in one group), else the recipe's name;
+    the launcher, the ZeRO stage and the Slurm job are added to `wandb_tags`.
+    """
 
     wandb: bool = True
-    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    wandb_mode: Literal["auto", "offline", "online", "disabled"] = "auto"
     wandb_project: str = "vlm-finetune"
+    wandb_group: str | None = None
+    wandb_job_type: str = "train"
+    wandb_tags: tuple[str, ...] = ()
     run_name: str | None = None
     plots: bool = True
 

@@ -24,7 +24,7 @@ _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would redact innocent text
 
 _SECRET_WORDS = r"token|secret|passw(?:or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth"
 _SECRET_NAME = re.compile(rf"(?i)({_SECRET_WORDS}|[_.-]key$)")
-_NOT_SECRET = re.compile(r"(?i)(metric_key|_ids?|_length|_size|_count|_len|tokenizer\w*|_tokens|author\w*)$")
+_NOT_SECRET = re.compile(r"(?i)(metric_key|_ids?|_length|_size|_count|_len|tokenizer\w*|_tokens|tokens_per_second|author\w*)$")
 # name=value or name: value inside free text (overrides, reprs, log lines)
 _PAIR = re.compile(
     r"(?P<name>\b[\w.-]+)(?P<sep>\s*[=:]\s*)(?P<q>['\"]?)(?P<value>[^\s'\",)}\]]+)"

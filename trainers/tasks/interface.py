@@ -72,6 +72,23 @@ class TaskData:
             yield "test", self.test
 
 
+Box = tuple[float, float, float, float, str]  # x0, y0, x1, y1 in the image's pixels, label
+
+
+@dataclass
+class TableRow:
+    """One row of the per-evaluation prediction table (W&B): an image, what the model said, the truth.
+
+    Boxes are drawn on the image (`wandb.Image(..., boxes=...)`); captions and class names are text cells.
+    """
+
+    image: Image.Image
+    prediction: str
+    target: str
+    predicted_boxes: list[Box] = field(default_factory=list)
+    true_boxes: list[Box] = field(default_factory=list)
+
+
 class Task(Generic[P]):
     """One task. Subclasses set the class attributes and implement `build`, `predict` and `score`.
 
@@ -179,6 +196,11 @@ class Task(Generic[P]):
     def examples(self, predictions: Mapping[int, P], dataset: Dataset, n: int = 10) -> list[dict[str, Any]]:
         """A few rows for the run summary."""
         return [{"index": i, "prediction": p} for i, p in list(predictions.items())[:n]]
+
+    def table_rows(self, predictions: Mapping[int, P], dataset: Dataset, n: int = 8) -> list[TableRow]:
+        """The first `n` predictions as rows of the prediction table logged after each evaluation (rank 0);
+        none by default (the table is then not logged)."""
+        return []
 
     def close(self) -> None:
         """Release what `score` holds between evaluations (a METEOR java process)."""

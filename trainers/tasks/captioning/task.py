@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainers.tasks.captioning.config import SUPPORTED_METRICS, CaptionData, CaptionEval
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 
 if TYPE_CHECKING:
     from trainers.tasks.captioning.baseline import ConstantCaptionBaseline
@@ -159,6 +159,11 @@ class CaptioningTask(Task[str]):
         refs = dataset.references
         return [{"file": dataset.filenames[i], "prediction": text, "references": refs[i]}
                 for i, text in list(predictions.items())[:n]]
+
+    def table_rows(self, predictions: Mapping[int, str], dataset: Any, n: int = 8) -> list[TableRow]:
+        """Image, generated caption, reference captions."""
+        refs = dataset.references
+        return [TableRow(dataset._load_image(i), text, " | ".join(refs[i])) for i, text in list(predictions.items())[:n]]
 
     def close(self) -> None:
         if self._scorer is not None:

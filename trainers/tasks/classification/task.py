@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainers.data.source_config import DatasetSource
 from trainers.tasks.classification.config import CLASS_PREFIX, ClassificationData, ClassificationEval
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 
 if TYPE_CHECKING:  # torch and the image code load when a run builds the data, not when a recipe is checked
     from trainers.data.augment import Augment
@@ -111,6 +111,12 @@ class ClassificationTask(Task[int]):
         plot_confusion_matrix(cm, dataset.classes, directory / "confusion_matrix.png", title=dataset.description)
         payload = {"classes": dataset.classes, "matrix": cm.tolist(), "metrics": scores_from_confusion(cm, dataset.classes)}
         (directory / "confusion_matrix.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    def table_rows(self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 8) -> list[TableRow]:
+        """Image, predicted class, true class."""
+        classes = dataset.classes
+        return [TableRow(dataset._load_image(i), classes[p], classes[dataset.targets[i]])
+                for i, p in list(predictions.items())[:n]]
 
     def examples(self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 10) -> list[dict[str, Any]]:
         classes = dataset.classes

@@ -16,7 +16,7 @@ from trainers.errors import RecipeError
 from trainers.metrics.boxes import CLASS_AP_PREFIX, MAP_METRICS, ImageBoxes, coco_box_metrics
 from trainers.recipe.config import Freeze, Unfreeze
 from trainers.tasks.detection.config import DetectionData, DetectionEval
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 
 Prediction = dict[str, list]  # {"boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...]}
 
@@ -249,6 +249,22 @@ class DetectionTask(Task[Prediction]):
     def _confident(self, prediction: Prediction) -> Prediction:
         keep = [i for i, s in enumerate(prediction["scores"]) if s >= self.plot_threshold]
         return {k: [prediction[k][i] for i in keep] for k in ("boxes", "scores", "labels")}
+
+    def table_rows(self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 8) -> list[TableRow]:
+        """Image with predicted (score >= plot_threshold) and true boxes; class names as text."""
+        rows = []
+        for i, p in list(predictions.items())[:n]:
+            truth, confident = dataset.images[i], self._confident(p)
+            with Image.open(truth.path) as image:
+                picture = image.convert("RGB")
+            names = [dataset.classes[c] for c in confident["labels"]]
+            true_names = [dataset.classes[c] for c in truth.labels]
+            rows.append(TableRow(
+                picture, ", ".join(names), ", ".join(true_names),
+                [(*map(float, b), name) for b, name in zip(confident["boxes"], names, strict=True)],
+                [(*map(float, b), name) for b, name in zip(truth.boxes.tolist(), true_names, strict=True)],
+            ))
+        return rows
 
     def examples(
         self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10

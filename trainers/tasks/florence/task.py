@@ -20,7 +20,7 @@ from trainers.tasks.florence.evaluate import (
     parse_generation,
     score_all,
 )
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 
 AP_PREFIX = "ap_"
 
@@ -212,6 +212,22 @@ class FlorenceTask(Task[dict]):
                     rows.append((image.convert("RGB"), sample, predictions[i]))
         if rows:
             sheet(rows, directory / "boxes.png")
+
+    def table_rows(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 8) -> list[TableRow]:
+        """Image with the parsed predicted boxes and the target's boxes; generated and target text."""
+        from PIL import Image
+
+        rows = []
+        for i, p in list(predictions.items())[:n]:
+            sample = dataset.samples[i]
+            with Image.open(sample.image) as image:
+                picture = image.convert("RGB")
+            rows.append(TableRow(
+                picture, p["text"], sample.suffix,
+                [(*map(float, b), str(label)) for b, label in zip(p["boxes"], p["labels"], strict=False)],
+                [(*map(float, b), label) for label, b in sample.boxes()],
+            ))
+        return rows
 
     def examples(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 10) -> list[dict]:
         return [
