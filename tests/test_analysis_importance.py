@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.analysis.importance import analysis_overrides, main, measure
-from trainers.analysis.layers import layer_of
+from trainers.analysis.importance import analysis_overrides, main, measure, no_gradient, rank_layers
+from trainers.analysis.layers import group_names, layer_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "vit_lora.py"
@@ -30,6 +30,20 @@ def test_layer_groups_read_through_peft_names():
     assert layer_of("text_decoder.bert.encoder.layer.11.output.dense.bias") == "text_decoder.bert.encoder.layer.11"
     assert layer_of("vit.embeddings.patch_embeddings.projection.weight") == "vit.embeddings"
     assert layer_of("logit_scale") == "logit_scale"
+    # a module path that also holds numbered blocks is cut deeper: BLIP's word embeddings are not all of `bert`
+    groups = group_names(["text_decoder.bert.embeddings.word_embeddings.weight",
+                          "text_decoder.bert.encoder.layer.0.output.dense.weight", "text_decoder.cls.predictions.bias"])
+    assert list(groups.values()) == ["text_decoder.bert.embeddings", "text_decoder.bert.encoder.layer.0",
+                                     "text_decoder.cls"]
+
+
+def test_layers_without_any_gradient_are_listed_apart_not_ranked():
+    per_step = [{"a": 4.0, "b": 0.0, "c": 1.0}, {"a": 0.0, "b": 0.0, "c": 9.0}]  # squared norms
+    rows = rank_layers(per_step, {"a": 4, "b": 4, "c": 1})
+    assert [(r.layer, r.mean_grad_norm, r.max_grad_norm, r.norms) for r in rows] == [
+        ("c", 2.0, 3.0, [1.0, 3.0]), ("a", 1.0, 2.0, [2.0, 0.0])]
+    assert rows[0].share == pytest.approx(10 / 14) and rows[1].rms == pytest.approx(0.5)
+    assert no_gradient(per_step, {"a": 4, "b": 4, "c": 1}) == ["b"]
 
 
 def test_a_layer_with_a_50x_gradient_ranks_first(tmp_path):

@@ -30,7 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainers.analysis.layers import group_order, layer_of
+from trainers.analysis.layers import group_names, group_order
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class ImportanceReport:
     gradient_source: str  # "p.grad" | "deepspeed.utils.safe_get_full_grad"
     layers: list[LayerImportance]
     frozen_layers: list[str] = field(default_factory=list)
+    # trainable, but no gradient in these steps: gated until a later stage (progressive unfreezing), or unused
+    no_gradient_layers: list[str] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,10 +88,11 @@ class GradNormCapture(TrainerCallback):
     def __init__(self, trainer: Any, steps: int, progress: bool) -> None:
         self.trainer = trainer
         self.steps = steps
+        self.groups = group_names(n for n, _ in trainer.model.named_parameters())
         self.named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
         self.numel: dict[str, int] = {}
         for name, p in self.named:
-            self.numel[layer_of(name)] = self.numel.get(layer_of(name), 0) + _numel(p)
+            self.numel[self.groups[name]] = self.numel.get(self.groups[name], 0) + _numel(p)
         self.per_step: list[dict[str, float]] = []  # squared norm per layer, one dict per step
         self._wrapped = False
         self._bar = None
@@ -109,7 +112,7 @@ class GradNormCapture(TrainerCallback):
         for name, param in self.named:
             grad = full_gradient(param, self.deepspeed_on)
             if grad is not None:
-                squared[layer_of(name)] += float(torch.sum(grad.detach().double() ** 2))
+                squared[self.groups[name]] += float(torch.sum(grad.detach().double() ** 2))
         self.per_step.append(squared)
         if self._bar is not None:
             self._bar.update(1)
@@ -143,7 +146,8 @@ def _numel(param: Any) -> int:
 
 
 def rank_layers(per_step: Sequence[dict[str, float]], numel: dict[str, int]) -> list[LayerImportance]:
-    """Layers by mean gradient norm over the steps, largest first."""
+    """Layers by mean gradient norm over the steps, largest first (trainable layers that got no gradient at
+    all, e.g. gated until a later stage, are left to `no_gradient`)."""
     total = sum(sum(step.values()) for step in per_step) or 1.0
     rows = []
     for layer in numel:
@@ -152,7 +156,11 @@ def rank_layers(per_step: Sequence[dict[str, float]], numel: dict[str, int]) -> 
         rows.append(LayerImportance(layer, mean, max(norms, default=0.0),
                                     sum(step.get(layer, 0.0) for step in per_step) / total,
                                     mean / math.sqrt(numel[layer]) if numel[layer] else 0.0, numel[layer], norms))
-    return sorted(rows, key=lambda r: r.mean_grad_norm, reverse=True)
+    return sorted((r for r in rows if r.max_grad_norm > 0), key=lambda r: r.mean_grad_norm, reverse=True)
+
+
+def no_gradient(per_step: Sequence[dict[str, float]], numel: dict[str, int]) -> list[str]:
+    return [layer for layer in numel if all(step.get(layer, 0.0) == 0 for step in per_step)]
 
 
 def render_table(report: ImportanceReport, top: int | None = None) -> str:
@@ -166,6 +174,9 @@ def render_table(report: ImportanceReport, top: int | None = None) -> str:
                      f"{100 * row.share:.1f}% | {row.rms:.3g} | {row.params:,} |")
     if report.frozen_layers:
         lines += ["", f"Frozen (no gradient): {', '.join(report.frozen_layers)}"]
+    if report.no_gradient_layers:
+        lines += ["", "Trainable but no gradient in these steps (gated until a later stage, or unused): "
+                  + ", ".join(report.no_gradient_layers)]
     return "\n".join(lines) + "\n"
 
 
@@ -220,7 +231,8 @@ def measure(ctx: Any, steps: int, progress: bool = True) -> ImportanceReport:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     source = "deepspeed.utils.safe_get_full_grad" if capture.deepspeed_on else "p.grad"
     return ImportanceReport(ctx.recipe.name, len(capture.per_step), args.world_size, source,
-                            rank_layers(capture.per_step, capture.numel), frozen, losses)
+                            rank_layers(capture.per_step, capture.numel), frozen_layers=frozen,
+                            no_gradient_layers=no_gradient(capture.per_step, capture.numel), losses=losses)
 
 
 def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out: Path | None,

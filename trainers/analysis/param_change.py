@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trainers.analysis.layers import layer_of, original_name
+from trainers.analysis.layers import group_names, original_name
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -101,9 +101,10 @@ def summarise(deltas: dict[str, Any], start: dict[str, Any]) -> tuple[list[Chang
         return float(torch.linalg.vector_norm(t.double()))
 
     params = [Change(n, norm(deltas[n]), norm(start[n]), start[n].numel()) for n in start]
+    groups = group_names(start)
     layers: dict[str, list[float]] = {}
     for c in params:
-        acc = layers.setdefault(layer_of(c.name), [0.0, 0.0, 0])
+        acc = layers.setdefault(groups[c.name], [0.0, 0.0, 0])
         acc[0] += c.delta_norm ** 2
         acc[1] += c.start_norm ** 2
         acc[2] += c.params
