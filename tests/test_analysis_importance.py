@@ -66,7 +66,8 @@ def test_a_layer_with_a_50x_gradient_ranks_first(tmp_path):
     assert scaled.steps == 3 and scaled.gradient_source == "p.grad" and not scaled.frozen_layers
     # the first step's gradient is taken at the same weights on the same batch in both runs: 50x there
     assert scaled.layers[0].norms[0] == pytest.approx(50 * by_layer["vit.layers.1"].norms[0], rel=1e-6)
-    assert scaled.layers[1].norms[0] == pytest.approx(by_layer[scaled.layers[1].layer].norms[0], rel=1e-6)
+    for row in scaled.layers[1:]:  # every other layer: its own first-step gradient, unchanged
+        assert row.norms[0] == pytest.approx(by_layer[row.layer].norms[0], rel=1e-6), row.layer
     assert sum(r.params for r in scaled.layers) == sum(p.numel() for p in ctx.trainer.model.parameters())
 
 
