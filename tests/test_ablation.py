@@ -75,6 +75,12 @@ def test_bad_ablate_is_one_paragraph_and_exit_2(ablate, says, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and not out.exists()  # nothing ran
 
 
+def test_ablate_with_sweep_is_refused(tmp_path, capsys):
+    assert main([RECIPE, "--demo", "--ablate", "lora.r=4,8", "--sweep", "training.lr=1e-3",
+                 f"output_dir={tmp_path / 'both'}"]) == 2
+    assert "--ablate and --sweep both name variants" in capsys.readouterr().err
+
+
 def test_comparison_of_a_finished_sweep_needs_its_plan(tmp_path, capsys):
     from trainers.analysis.ablation import main as compare
 
