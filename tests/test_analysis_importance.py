@@ -87,3 +87,11 @@ def test_command_on_the_lora_demo_writes_table_json_and_plot(tmp_path, capsys):
     assert f"| 1 | {layers[0]} |" in printed and "Frozen (no gradient): vit.embeddings, vit.layernorm" in printed
     assert (out / "layer_importance.png").read_bytes()[:4] == b"\x89PNG"
     assert "gradient norms" not in capsys.readouterr().err  # --quiet: no progress bar
+
+
+def test_an_out_dir_holding_a_training_run_is_refused(tmp_path, capsys):
+    (tmp_path / "checkpoints" / "checkpoint-12").mkdir(parents=True)
+    assert main([str(RECIPE), "--demo", "--out", str(tmp_path)]) == 2
+    assert "holds a training run" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "checkpoint-12").is_dir()
+

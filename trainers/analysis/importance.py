@@ -245,6 +245,9 @@ def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out:
         raise RecipeError(f"--steps must be >= 1, got {steps}.")
     if out is None:
         out = Path(load_recipe(recipe_path, list(overrides), demo=demo).resolved_output_dir() + "-importance")
+    if (out / "training_summary.json").is_file() or any((out / "checkpoints").glob("checkpoint-*")):
+        raise RecipeError(f"--out {out}: holds a training run (training_summary.json or checkpoints/), which the "
+                          "measurement would overwrite. Pick another --out (default: <output_dir>-importance).")
     extra = [*overrides, *analysis_overrides(steps, out)]
     recipe = load_recipe(recipe_path, extra, demo=demo)
     try:
