@@ -94,4 +94,6 @@ def test_an_out_dir_holding_a_training_run_is_refused(tmp_path, capsys):
     assert main([str(RECIPE), "--demo", "--out", str(tmp_path)]) == 2
     assert "holds a training run" in capsys.readouterr().err
     assert (tmp_path / "checkpoints" / "checkpoint-12").is_dir()
+    assert main([str(RECIPE), "--demo", "training.precision=fp16", "--out", str(tmp_path / "fp16")]) == 2
+    assert "still loss-scaled" in capsys.readouterr().err
 

@@ -250,6 +250,9 @@ def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out:
                           "measurement would overwrite. Pick another --out (default: <output_dir>-importance).")
     extra = [*overrides, *analysis_overrides(steps, out)]
     recipe = load_recipe(recipe_path, extra, demo=demo)
+    if recipe.training.precision == "fp16":  # fp16 gradients carry the loss scale until the optimizer step
+        raise RecipeError("training.precision=fp16: the gradients read before the step are still loss-scaled. "
+                          "Measure with training.precision=bf16 or fp32 (the ranking does not need fp16).")
     try:
         report = measure(setup_run(recipe, extra), steps, progress)
         if is_main_process():
