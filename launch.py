@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", help="where the run writes (default: the recipe's output_dir)")
     parser.add_argument("--config", help="YAML file of recipe settings, applied before the key=value overrides "
                                          "(default: the recipe's `config`, e.g. config/clip.yaml)")
+    parser.add_argument("--ablate", metavar="KEY=V1,V2,...",
+                        help="one run per value, each in <output_dir>/sweep-<i>, then a comparison table "
+                             "(one after another here; a job array with --launcher slurm)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (--ablate)")
     launch = parser.add_argument_group("launching")
     launch.add_argument("--launcher", choices=["none", "accelerate", "torchrun", "deepspeed", "slurm"])
     launch.add_argument("--nproc", type=int, help="processes (GPUs) per node")
@@ -145,6 +150,18 @@ def _main(args: argparse.Namespace) -> int:
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
     deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
     under_launcher = inside_launcher()
+    if args.ablate:
+        from trainers.analysis import ablation
+
+        if args.sweep:
+            raise ablation.AblateSyntaxError("--ablate and --sweep both name variants; use one of them.")
+        if recipe.launch.launcher != "slurm" or under_launcher:
+            return ablation.ablate_locally(args, recipe, _main,
+                                           lambda extra: load_recipe(args.recipe, [*overrides, *extra], demo=args.demo))
+        spec = ablation.parse_ablate(args.ablate)
+        args.sweep = ablation.sweep_entries(spec)  # one job-array task per value, in <output_dir>/sweep-<i>
+        if not args.dry_run:
+            ablation.write_plan(spec, Path(recipe.resolved_output_dir()).resolve(), args.recipe)
     command = job = None
     if recipe.launch.launcher == "slurm" and not under_launcher:
         from trainers.launchers.slurm import launch_slurm, prepare_job

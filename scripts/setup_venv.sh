@@ -16,7 +16,7 @@ echo "setup: installing the stack into $VENV (torch first: an unpinned torch wou
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 $PIP install -q "torch==2.13.0"
-$PIP install -q -e ".[dev,qlora]"
+$PIP install -q -e ".[dev,qlora,app]"
 # DeepSpeed builds no ops at install; on CPU it JIT-builds its shared-memory comm op on first use.
 DS_BUILD_OPS=0 $PIP install -q --no-build-isolation "deepspeed==0.19.8"
 $VENV/bin/python -c "import torch, transformers, deepspeed, peft; print('setup: torch', torch.__version__, '| transformers', transformers.__version__, '| deepspeed', deepspeed.__version__, '| peft', peft.__version__)"

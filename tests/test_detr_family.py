@@ -109,12 +109,12 @@ def test_predict_with_a_task_that_cannot_predict_images(tmp_path, capsys):
 
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
-    (run / "recipe.json").write_text(json.dumps({"model": {"family": "vit-classification"}}))
+    (run / "recipe.json").write_text(json.dumps({"model": {"family": "dual-encoder"}}))
     images = tmp_path / "imgs"
     images.mkdir()
     shutil.copy(TINY / "images" / "val_000.png", images / "a.png")
     assert main([str(run), "--images", str(images), "--out", str(tmp_path / "p.jsonl")]) == 2
-    assert "the classification task cannot predict plain images" in capsys.readouterr().err
+    assert "the retrieval task cannot predict plain images" in capsys.readouterr().err
 
 
 def test_dry_run_trainable_count_is_peft_s_own():

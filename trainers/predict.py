@@ -111,7 +111,6 @@ def _demo_spec(family: Any, values: dict[str, Any]) -> Any:
 
 def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     """The run's best model (eval mode, CPU), its processor and task."""
-    from trainers.models.hub import LoadOptions
     from trainers.models.registry import get_family
 
     run_dir = Path(run_dir)
@@ -125,21 +124,31 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     processor = processor_cls.from_pretrained(str(best))
     if not (best / "adapter_config.json").is_file():  # a full fine-tune: a plain from_pretrained directory
         return LoadedRun(model_cls.from_pretrained(str(best)).eval(), processor, task, recipe)
+    from trainers.lora.export import load_adapter_model
+
+    return LoadedRun(load_adapter_model(load_base(recipe, family, task), best).eval(), processor, task, recipe)
+
+
+def load_base(recipe: dict[str, Any], family: Any, task: Any) -> Any:
+    """The model the run started from: the tiny demo model rebuilt from its spec and seed, or the hub / local
+    model (a head it initialises drawn after `set_seed(training.seed)`, as the run drew it)."""
+    from transformers import set_seed
+
+    from trainers.models.hub import LoadOptions
+
+    model_section = recipe["model"]
     data = _build(task.data_config, recipe["data"])
     labels = task.model_kwargs(SimpleNamespace(data=data))
     seed = recipe["training"]["seed"]
     if model_section.get("use_demo_model"):
-        base, _ = family.build_tiny()(_demo_spec(family, model_section["demo"]), seed=seed, **labels)
-    else:
-        options = LoadOptions(
-            dtype=model_section.get("dtype"),
-            revision=model_section.get("revision"),
-            trust_remote_code=model_section.get("trust_remote_code", False),
-        )
-        base, _ = family.load()(model_section["id"], options, **labels)
-    from trainers.lora.export import load_adapter_model
-
-    return LoadedRun(load_adapter_model(base, best).eval(), processor, task, recipe)
+        return family.build_tiny()(_demo_spec(family, model_section["demo"]), seed=seed, **labels)[0]
+    options = LoadOptions(
+        dtype=model_section.get("dtype"),
+        revision=model_section.get("revision"),
+        trust_remote_code=model_section.get("trust_remote_code", False),
+    )
+    set_seed(seed)
+    return family.load()(model_section["id"], options, **labels)[0]
 
 
 def _resolve(path: str) -> Any:

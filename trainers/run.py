@@ -18,6 +18,7 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from trainers import checkpoints, rerun
+from trainers.analysis import start_weights
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
@@ -165,6 +166,8 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
 
     model, processor, source = load_model(recipe, task=task)
     held_at_load = local_share(model)[0]  # ZeRO-3: this rank's shard only
+    if is_main_process():  # what the run starts from, for trainers.analysis.param_change
+        start_weights.record(model, output_dir)
     model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
     prepared = prepare_model(model, processor, source, recipe)
     plan = build_run_plan(recipe, prepared, overrides=overrides, task=task)

@@ -43,6 +43,17 @@ def vit_lora_recipe(output_dir: Path, batch_size: int):
         "training.save_total_limit=1", "reporting.plots=false"], demo=True)
 
 
+def importance_recipe(output_dir: Path, batch_size: int, steps: int = 3):
+    """`recipes/vit_lora.py --demo` fully fine-tuned, set up for 3 steps of layer importance."""
+    from conftest import ROOT
+    from trainers.analysis.importance import analysis_overrides
+    from trainers.recipe import load_recipe
+
+    return load_recipe(str(ROOT / "recipes" / "vit_lora.py"), [
+        "lora=none", "data.max_train_samples=32", f"training.batch_size={batch_size}",
+        *analysis_overrides(steps, output_dir)], demo=True)
+
+
 def same_length_captions(path: Path, n: int = 32) -> Path:
     """The first `n` shipped training captions that tokenize to the most common length."""
     import json

@@ -8,7 +8,8 @@ a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test), a `
 (`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo, `florencefreeze-` its keyword-freeze recipe's.
 a `clip-` prefix the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
-layers moved by epoch to OUT/MODE/layers_rank<N>.json.
+layers moved by epoch to OUT/MODE/layers_rank<N>.json; an `importance-` prefix measures layer importance
+(`trainers.analysis.importance`, 3 steps of the full tiny ViT) into OUT/MODE/importance.json.
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -38,6 +39,18 @@ def main() -> None:
     for spec in sys.argv[3:]:
         mode, _, ds_config = spec.partition("=")
         changes = None
+        if mode.startswith("importance-"):  # layer importance (3 steps, full ViT): gradients as 1 rank reads them
+            from lora_recipe import importance_recipe
+
+            from trainers.analysis.importance import measure
+
+            recipe = importance_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
+            recipe.launch.deepspeed_config = ds_config or None
+            report = measure(setup_run(recipe), 3, progress=False)
+            if is_main_process():
+                (out / mode / "importance.json").write_text(json.dumps(report.to_dict()))
+            reset_between_runs()
+            continue
         if mode.startswith("detr-"):
             recipe = detr_lora_recipe(out / mode, batch_size=8, train_json=out / "detr_train.json")
         elif mode.startswith("vit-"):

@@ -27,6 +27,7 @@ from clip_helpers import LayerChanges, stage_clip_recipe
 from lora_recipe import (
     detr_lora_recipe,
     florence_lora_recipe,
+    importance_recipe,
     lora_recipe,
     one_object_images,
     same_length_captions,
@@ -76,6 +77,7 @@ def runs(tmp_path_factory):
     detr_train = one_object_images(out / "detr_train.json")
     specs += [f"florence-zero2{configs['zero2']}", f"florencefreeze-zero2{configs['zero2']}"]
     specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES]
+    specs += [f"importance-{mode}{config}" for mode, config in configs.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -102,6 +104,10 @@ def runs(tmp_path_factory):
     complete_run(clip)
     clip.layer_changes = changes.moved
     RUNS["clip"] = clip
+    from trainers.analysis.importance import measure
+
+    RUNS["importance"] = measure(setup_run(importance_recipe(out / "importance-single", batch_size=8)), 3,
+                                 progress=False)
     return out, ctx, vit, detr, florence, freeze
 
 
@@ -321,3 +327,20 @@ def test_clip_gather_of_uneven_batches_equals_one_process(runs):
         check = json.loads((out / f"clip_uneven_gather_rank{rank}.json").read_text())
         assert check["rows"] == rows
         assert check["loss_diff"] <= 1e-6 and check["grad_diff"] <= 1e-6, check
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", MODES)
+def test_layer_importance_on_two_ranks_reads_the_full_gradient(runs, mode):
+    """Under ZeRO `p.grad` is empty or a shard; the importance reads DeepSpeed's full gradients, which equal
+    the 1-rank gradients of the same global batch at every step."""
+    out = runs[0]
+    two = json.loads((out / f"importance-{mode}" / "importance.json").read_text())
+    one = RUNS["importance"]
+    assert two["world_size"] == 2 and one.world_size == 1 and two["steps"] == one.steps == 3
+    assert two["gradient_source"] == ("p.grad" if mode == "ddp" else "deepspeed.utils.safe_get_full_grad")
+    assert [r["layer"] for r in two["layers"]] == [r.layer for r in one.layers]
+    reference = {r.layer: r.norms for r in one.layers}
+    for row in two["layers"]:
+        assert row["norms"] == pytest.approx(reference[row["layer"]], rel=1e-5), row["layer"]
+

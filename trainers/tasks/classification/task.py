@@ -92,6 +92,29 @@ class ClassificationTask(Task[int]):
         logits = model(pixel_values=batch["pixel_values"]).logits
         return logits.argmax(dim=-1).tolist()
 
+    def predict_images(self, model: Any, processor: Any, images: list, options: dict[str, str]) -> list[dict]:
+        """Classes for plain images: `{"label", "class_id", "score", "scores"}` (`scores`: the `--top` most
+        likely classes with their softmax probability, default 5)."""
+        import torch
+
+        from trainers.errors import RecipeError
+
+        top = options.get("top", "5")
+        if not str(top).isdigit() or int(top) < 1:
+            raise RecipeError(f"--top is a number of classes >= 1, got {top!r}.")
+        batch = _image_processor(processor)(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            probs = model(pixel_values=batch["pixel_values"].to(device)).logits.float().softmax(dim=-1)
+        labels = getattr(model.config, "id2label", None) or {}
+        rows = []
+        for row in probs:
+            values, ids = row.topk(min(int(top), row.numel()))
+            names = [labels.get(int(i), str(int(i))) for i in ids]
+            rows.append({"label": names[0], "class_id": int(ids[0]), "score": float(values[0]),
+                         "scores": dict(zip(names, map(float, values), strict=True))})
+        return rows
+
     def score(self, predictions: Mapping[int, int], dataset: ClassifiedImages) -> dict[str, float]:
         from trainers.tasks.classification.metrics import confusion_matrix, scores_from_confusion
 
