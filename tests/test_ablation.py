@@ -23,12 +23,18 @@ def _at_root(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
 
-def test_two_values_two_fresh_runs_and_one_comparison(tmp_path, capsys):
+def test_two_values_two_runs_and_one_comparison_and_an_earlier_run_is_never_reused_or_lost(tmp_path, capsys):
     out = tmp_path / "sweep"
-    stale = out / "sweep-0"  # an earlier run with made-up results where the first variant goes: not reused
+    stale = out / "sweep-1"  # an earlier run with made-up results where the second variant goes
     stale.mkdir(parents=True)
-    (stale / "training_summary.json").write_text(json.dumps({"best_metric": {"name": "accuracy", "value": 9.0}}))
-    code = main([RECIPE, "--demo", "--quiet", "--ablate", "lora.r=4,8", *SHORT, f"output_dir={out}"])
+    planted = json.dumps({"best_metric": {"name": "accuracy", "value": 9.0}})
+    (stale / "training_summary.json").write_text(planted)
+    args = [RECIPE, "--demo", "--quiet", "--ablate", "lora.r=4,8", *SHORT, f"output_dir={out}"]
+    assert main(args) == 2  # found before the first variant trains: nothing trained, the earlier run untouched
+    assert "sweep-1" in capsys.readouterr().err
+    assert not (out / "sweep-0").exists() and (stale / "training_summary.json").read_text() == planted
+    code = main([*args, "training.resume=never"])  # the earlier run is kept aside, the variant starts over
+    assert (out / "sweep-1" / "previous-1" / "training_summary.json").read_text() == planted
     assert code == 0
     printed = capsys.readouterr().out
     rows = json.loads((out / "ablation.json").read_text())["rows"]
@@ -55,7 +61,7 @@ def test_slurm_ablation_is_one_job_array(tmp_path, capsys):
     assert "#SBATCH --array=0-1" in script
     for i, lr in enumerate(("1e-3", "5e-3")):
         line = next(x for x in script.splitlines() if x.strip().startswith(f"{i})"))
-        assert f"training.lr={lr}" in line and "training.resume=overwrite" in line and f"sweep-{i}" in line
+        assert f"training.lr={lr}" in line and f"sweep-{i}" in line
 
 
 @pytest.mark.parametrize("ablate, says", [

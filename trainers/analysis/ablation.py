@@ -1,8 +1,9 @@
 """One-key ablation sweeps: `python launch.py RECIPE --ablate KEY=V1,V2,V3 [--demo] [--launcher slurm]`.
 
 Each value is one run of the recipe with `KEY=value`, in its own output dir `<output_dir>/sweep-<i>` (the
-Slurm sweep's layout), started afresh (`training.resume=overwrite`: an earlier run there is deleted, never
-reused). Without Slurm the runs go one after another on this machine, each exactly as `launch.py` would run
+Slurm sweep's layout). An earlier run there is treated as any rerun is (`training.resume`, `trainers.rerun`):
+by default a finished identical variant is complete, a different one stops the sweep before anything trains
+(exit 2, naming the changes); `training.resume=never` keeps it in `previous-<n>/` and starts over. Without Slurm the runs go one after another on this machine, each exactly as `launch.py` would run
 it (in-process, or under the chosen `--launcher`); with `--launcher slurm` they are one job array
 (`trainers.launchers.slurm`, one task per value). Every variant is resolved before the first starts, so a
 bad value stops the sweep before any training.
@@ -27,7 +28,6 @@ from trainers.errors import RecipeError, UserFacingError
 
 PLAN = "ablation_plan.json"
 RESULT = "ablation"
-FRESH = "training.resume=overwrite"
 
 
 class AblateSyntaxError(RecipeError):
@@ -40,7 +40,7 @@ class Ablation:
     values: list[str]
 
     def overrides(self, i: int) -> list[str]:
-        return [f"{self.key}={self.values[i]}", FRESH]
+        return [f"{self.key}={self.values[i]}"]
 
     def setting(self, i: int) -> str:
         return f"{self.key}={self.values[i]}"
@@ -202,8 +202,12 @@ def ablate_locally(args: argparse.Namespace, recipe: Any, run_launch: Callable[[
 
     ablation = parse_ablate(args.ablate)
     root = Path(recipe.resolved_output_dir())
-    for i in range(len(ablation.values)):  # a bad value stops the sweep before anything trains
-        load([*ablation.overrides(i), f"output_dir={variant_dir(root, i)}"])
+    from trainers import rerun
+    from trainers.distributed import launcher_world_size
+
+    for i in range(len(ablation.values)):  # a bad value, or an earlier different run, stops it before training
+        variant = load([*ablation.overrides(i), f"output_dir={variant_dir(root, i)}"])
+        rerun.decide(variant, variant_dir(root, i), launcher_world_size())  # read-only; raises RerunRefused
     main_process = int(os.environ.get("RANK", "0")) == 0
     if not args.dry_run and main_process:
         write_plan(ablation, root, args.recipe)
