@@ -32,17 +32,20 @@ def _tiny(family: str):
     from trainers.models.detr import TinyDetrSpec
     from trainers.models.florence2 import TinyFlorence2Spec
     from trainers.models.vit import TinyVitSpec
+    from trainers.models.vitpose import TinyVitPoseSpec
 
     spec, kwargs = {
         "blip-captioning": (TinyBlipSpec(), {}),
         "detr-detection": (TinyDetrSpec(), {}),
         "vit-classification": (TinyVitSpec(), {"num_labels": 3}),
         "florence2": (TinyFlorence2Spec(), {}),
+        "vitpose-pose": (TinyVitPoseSpec(), {"num_labels": 11}),
     }[family]
     return get_family(family).build_tiny()(spec, **kwargs)[0]
 
 
-@pytest.mark.parametrize("family", ["blip-captioning", "detr-detection", "vit-classification", "florence2"])
+@pytest.mark.parametrize("family", ["blip-captioning", "detr-detection", "vit-classification", "florence2",
+                                    "vitpose-pose"])
 def test_a_checkpoint_holds_every_tensor_under_the_name_the_model_loads(family, tmp_path):
     model = _tiny(family)
     with save_under_model_names(model):

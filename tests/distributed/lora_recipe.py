@@ -113,6 +113,21 @@ def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
         "training.resume=never", "training.save_total_limit=1", "reporting.plots=false"], demo=True)
 
 
+VITPOSE_TRAIN_SAMPLES = 64  # stick-figure instances: 4 steps an epoch at a global batch of 16
+
+
+def vitpose_lora_recipe(output_dir: Path, batch_size: int):
+    """The shipped `recipes/vitpose_lora.py --demo` (tiny ViTPose, LoRA on query/value, head and embeddings
+    trained fully, augmentation on, dropout 0), shortened to 2 epochs of 64 instances."""
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    return load_recipe(str(ROOT / "recipes" / "vitpose_lora.py"), [
+        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
+        f"data.max_train_samples={VITPOSE_TRAIN_SAMPLES}", "training.logging_steps=1", "training.resume=never",
+        "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+
+
 FLORENCE_TRAIN_SAMPLES = 32  # the first 32 shipped fabric lines in curriculum order: 4 steps at a global batch of 8
 
 

@@ -4,7 +4,8 @@
 
 MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
 prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one,
-a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test), a `florence-` prefix
+a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test), a `vitpose-` prefix the ViTPose
+one, a `florence-` prefix
 (`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo, `florencefreeze-` its keyword-freeze recipe's.
 a `clip-` prefix the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
@@ -28,7 +29,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distribute
 def main() -> None:
     import torch.distributed as dist
     from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
-    from lora_recipe import detr_lora_recipe, florence_lora_recipe, lora_recipe, vit_lora_recipe
+    from lora_recipe import (
+        detr_lora_recipe,
+        florence_lora_recipe,
+        lora_recipe,
+        vit_lora_recipe,
+        vitpose_lora_recipe,
+    )
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -53,6 +60,8 @@ def main() -> None:
             continue
         if mode.startswith("detr-"):
             recipe = detr_lora_recipe(out / mode, batch_size=8, train_json=out / "detr_train.json")
+        elif mode.startswith("vitpose-"):
+            recipe = vitpose_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
         elif mode.startswith("vit-"):
             recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
         elif mode.startswith("florencefreeze-"):

@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "dual-encoder": "trainers.models.dual_encoder:DUAL_ENCODER",
     "vit-classification": "trainers.models.vit:VIT_CLASSIFICATION",
     "florence2": "trainers.models.florence2:FLORENCE2",
+    "vitpose-pose": "trainers.models.vitpose:VITPOSE_POSE",
 }
 
 

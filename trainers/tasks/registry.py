@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "classification": "trainers.tasks.classification.task:ClassificationTask",
     "detection": "trainers.tasks.detection.task:DetectionTask",
     "florence": "trainers.tasks.florence.task:FlorenceTask",
+    "pose": "trainers.tasks.pose.task:PoseTask",
     "retrieval": "trainers.tasks.retrieval.task:RetrievalTask",
 }
 

@@ -40,14 +40,18 @@ def draw_boxes(
     return out
 
 
-def comparison_grid(panels: Sequence[tuple[Image.Image, Image.Image]], path: Path) -> Path:
-    """Rows of (true, predicted) panels on one sheet."""
+def comparison_grid(
+    panels: Sequence[tuple[Image.Image, Image.Image]],
+    path: Path,
+    title: str = "left: true boxes (green)   right: predicted boxes",
+) -> Path:
+    """Rows of (true, predicted) panels on one sheet, under `title`."""
     cells = list(panels)
     width = max(t.width + p.width for t, p in cells) + 12
     height = sum(max(t.height, p.height) for t, p in cells) + 20 + 4 * len(cells)
     sheet = Image.new("RGB", (width, height), (255, 255, 255))
     pen = ImageDraw.Draw(sheet)
-    pen.text((4, 4), "left: true boxes (green)   right: predicted boxes", fill=(0, 0, 0))
+    pen.text((4, 4), title, fill=(0, 0, 0))
     y = 20
     for t, p in cells:
         sheet.paste(t, (4, y))

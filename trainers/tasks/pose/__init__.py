@@ -1,5 +1,12 @@
-"""Top-down keypoint estimation (ViTPose): heatmap targets and loss, PCK / pixel error / OKS AP.
+"""Top-down keypoint estimation (ViTPose): COCO keypoints JSON + an image folder → heatmap model, PCK / pixel
+error / OKS AP.
 
-Only the task's building blocks exist so far (`heatmaps.py`, `metrics.py`); the `pose` task itself (data,
-crops, recipe) and the ViTPose family are not built yet, so nothing registers it.
+Importing the package loads only the recipe dataclasses; the task itself (torch, PIL) is `TASK`, resolved
+on use with `trainers.tasks.interface.load_task`.
 """
+
+from trainers.tasks.pose.config import COCO_SKELETON, PoseData, PoseEval, Skeleton
+
+TASK = "trainers.tasks.pose.task:PoseTask"
+
+__all__ = ["COCO_SKELETON", "TASK", "PoseData", "PoseEval", "Skeleton"]

@@ -1,0 +1,271 @@
+"""Top-down keypoint estimation as a `Task`: the heatmap loss (ours: ViTPose has none), predict = forward +
+the processor's `post_process_pose_estimation` back into image pixels, score = PCK@0.2, mean pixel error
+and OKS AP (pycocotools), a PNG of true vs predicted skeletons per evaluation, and the mean-pose baseline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from trainers.errors import RecipeError
+from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.pose.config import (
+    BEST_METRICS,
+    COCO_SKELETON,
+    PCK_THRESHOLD,
+    PoseData,
+    PoseEval,
+    Skeleton,
+)
+
+Prediction = dict[str, list]  # {"keypoints": [[x, y], ...] image pixels, "scores": [...]}
+METRICS = ("pck", "mean_pixel_error", "oks_ap", "oks_ap_50", "oks_ap_75")
+
+
+def _image_processor(processor: Any) -> Any:
+    return getattr(processor, "image_processor", processor)
+
+
+def input_size(processor: Any) -> tuple[int, int]:
+    """(width, height) of the model's input crop, as the processor states it."""
+    size = _image_processor(processor).size
+    return int(size["width"]), int(size["height"])
+
+
+def heatmap_loss(heatmaps: Any, labels: Any, size: tuple[int, int]) -> Any:
+    """mmpose's `JointsMSELoss(use_target_weight=True)` against Gaussian (sigma 2) UDP targets built on the
+    predicted heatmaps' own grid from `labels` (B, K, 3: crop pixels, visibility); `size` is the crop's
+    (width, height). Invisible and off-grid joints weigh 0."""
+    from trainers.tasks.pose.heatmaps import heatmap_targets, joints_mse_loss
+
+    heatmaps = heatmaps.float()
+    height, width = heatmaps.shape[-2:]
+    targets, weights = heatmap_targets(labels.float(), size, (width, height))
+    return joints_mse_loss(heatmaps, targets, weights)
+
+
+def skeleton_scores(keypoints: Sequence[np.ndarray], records: Sequence[Any], sigmas: Sequence[float],
+                    confidences: Sequence[float] | None = None) -> dict[str, float]:
+    """PCK@0.2, mean pixel error and OKS AP of (K, 2) image-pixel predictions against the records."""
+    from trainers.tasks.pose.metrics import PoseInstance, mean_pixel_error, oks_ap, pck
+
+    truth = [PoseInstance(r.keypoints, r.box, r.image_id) for r in records]
+    scores = confidences if confidences is not None else [1.0] * len(records)
+    preds = [PoseInstance(np.column_stack([np.asarray(k, dtype=np.float64)[:, :2], np.ones(len(k))]), r.box,
+                          r.image_id, float(s)) for k, r, s in zip(keypoints, records, scores, strict=True)]
+    return {"pck": pck(preds, truth, PCK_THRESHOLD), "mean_pixel_error": mean_pixel_error(preds, truth),
+            **oks_ap(preds, truth, sigmas)}
+
+
+class PoseTask(Task[Prediction]):
+    """Keypoints per instance box. Holds the processor and the skeleton after `build`."""
+
+    name = "pose"
+    data_config = PoseData
+    eval_config = PoseEval
+    metrics = METRICS
+    default_best_metric = "pck"
+    greater_is_better = True
+
+    def __init__(self) -> None:
+        self.processor: Any = None
+        self.skeleton: Skeleton | None = None
+        self.plot_images = 6
+        self._train: Any = None
+        self._baseline: Any = None
+
+    def _data(self, recipe: Any) -> PoseData:
+        return self.recipe_data(recipe)
+
+    # --------------------------------------------------------------------------------- recipe level
+
+    def best_metric(self, evaluation: Any = None) -> tuple[str, bool]:
+        return (evaluation.best_metric if isinstance(evaluation, PoseEval) else "pck"), True
+
+    def check_evaluation(self, evaluation: Any) -> None:
+        if isinstance(evaluation, PoseEval) and evaluation.best_metric not in BEST_METRICS:
+            raise RecipeError(f"evaluation.best_metric must be one of {', '.join(BEST_METRICS)}, got "
+                              f"{evaluation.best_metric!r}.")
+
+    def missing_data(self, recipe: Any) -> list[str]:
+        data = self._data(recipe)
+        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
+        missing = [f"{key} {src!r} (COCO keypoints JSON)" for key, src in splits
+                   if src is not None and not Path(src).expanduser().is_file()]
+        if data.images is not None and not Path(data.images).expanduser().is_dir():
+            missing.append(f"data.images {data.images!r} (image directory)")
+        return missing
+
+    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
+        return (
+            f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO keypoints JSON (images, "
+            "annotations with bbox [x, y, w, h] and keypoints [x, y, v, ...] in pixels, categories naming the "
+            "keypoints) whose file_names are relative to data.images; point data.train=, data.val= at yours. "
+            "`--demo` trains on the shipped data/stick_figures."
+        )
+
+    def resolve_skeleton(self, recipe: Any) -> Skeleton:
+        from trainers.tasks.pose.data import resolve_skeleton
+
+        data = self._data(recipe)
+        self.skeleton = resolve_skeleton(data.skeleton, Path(data.train).expanduser())
+        return self.skeleton
+
+    def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        """One heatmap per keypoint. Without the train JSON (a `--dry-run` before the data is in place) the
+        declared skeleton, or COCO's, stands in; the run itself stops on the missing data."""
+        data = self._data(recipe)
+        if Path(data.train).expanduser().is_file():
+            skeleton = self.resolve_skeleton(recipe)
+        else:
+            skeleton = data.skeleton or COCO_SKELETON
+        names = list(skeleton.keypoints)
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """The heatmap MSE (`heatmap_loss`); `VitPoseForPoseEstimation` raises on labels, so they stay here."""
+        pixels = inputs["pixel_values"]
+        outputs = model(pixel_values=pixels)
+        return heatmap_loss(outputs.heatmaps, inputs["labels"], (pixels.shape[-1], pixels.shape[-2]))
+
+    # ------------------------------------------------------------------------------------ run level
+
+    def build(self, recipe: Any, processor: Any) -> TaskData:
+        from trainers.tasks.pose.data import PoseCollator, PoseDataset, augmented, keypoint_categories
+
+        data = self._data(recipe)
+        skeleton = self.resolve_skeleton(recipe)
+        categories = sorted(keypoint_categories(Path(data.train).expanduser(), "data.train"))
+        self.processor = _image_processor(processor)
+        size = input_size(self.processor)
+        if isinstance(recipe.evaluation, PoseEval):
+            self.plot_images = recipe.evaluation.plot_images
+
+        def split(source: str, key: str, limit: int | None = None) -> PoseDataset:
+            return PoseDataset(source, key, skeleton, categories, size, data.images, data.on_bad_sample, limit)
+
+        train = split(data.train, "data.train", data.max_train_samples)
+        self._train = train
+        active = data.augment is not None and data.augment.active
+        return TaskData(
+            train=augmented(train, data.augment, recipe.training.seed) if active else train,
+            val=split(data.val, "data.val", data.max_val_samples),
+            collator=PoseCollator(self.processor),
+            eval_collator=PoseCollator(self.processor, with_boxes=True),
+            test=split(data.test, "data.test") if data.test is not None else None,
+        )
+
+    def _decode(self, heatmaps: Any, boxes: Sequence[Sequence[float]]) -> list[Prediction]:
+        """The processor's post-processing (argmax + DARK refinement, UDP inverse of the crop) in image pixels."""
+        from transformers.models.vitpose.modeling_vitpose import VitPoseEstimatorOutput
+
+        results = self.processor.post_process_pose_estimation(
+            VitPoseEstimatorOutput(heatmaps=heatmaps.detach().float().cpu()),
+            boxes=[[list(map(float, b))] for b in boxes],
+        )
+        return [{"keypoints": r[0]["keypoints"].double().tolist(), "scores": r[0]["scores"].double().reshape(-1).tolist()}
+                for r in results]
+
+    def predict(self, model: Any, batch: dict[str, Any]) -> list[Prediction]:
+        outputs = model(pixel_values=batch["pixel_values"])
+        return self._decode(outputs.heatmaps, batch["boxes"])
+
+    def score(self, predictions: Mapping[int, Prediction], dataset: Any) -> dict[str, float]:
+        records = dataset.records
+        preds = [predictions[i] for i in range(len(dataset))]
+        sigmas = (self.skeleton or dataset.skeleton).sigmas
+        if self._baseline is None and self._train is not None and dataset is not self._train:
+            from trainers.tasks.pose.baseline import mean_pose_baseline
+
+            self._baseline = mean_pose_baseline(self._train.records, records,
+                                                lambda kps: skeleton_scores(kps, records, sigmas))
+        return skeleton_scores([np.asarray(p["keypoints"]) for p in preds], records, sigmas,
+                               [float(np.mean(p["scores"])) for p in preds])
+
+    def baseline(self) -> Any:
+        return self._baseline
+
+    def save_artifacts(self, predictions: Mapping[int, Prediction], dataset: Any, directory: Path) -> None:
+        """`skeletons.png`: true (left, green) and predicted (right, red) skeletons on the first val crops;
+        `predictions.json`: those instances' keypoints in image pixels."""
+        from trainers.tasks.detection.draw import comparison_grid
+        from trainers.tasks.pose.data import apply_matrix, crop_geometry
+        from trainers.tasks.pose.draw import PREDICTED_COLOUR, TRUE_COLOUR, draw_skeleton
+
+        skeleton = self.skeleton or dataset.skeleton
+        links = skeleton.link_indices()
+        panels, rows = [], []
+        for i in range(min(self.plot_images, len(dataset))):
+            item, record = dataset[i], dataset.records[i]
+            crop = item["image"]
+            scale = max(1, 192 // max(crop.size))
+            truth = np.asarray(item["keypoints"])[:, :2] - 0.5
+            predicted = apply_matrix(crop_geometry(record.box, crop.size), np.asarray(predictions[i]["keypoints"]))
+            labelled = list(record.keypoints[:, 2] > 0)
+            panels.append((draw_skeleton(crop, truth, links, TRUE_COLOUR, scale, labelled),
+                           draw_skeleton(crop, predicted, links, PREDICTED_COLOUR, scale)))
+            rows.append({"file": str(record.path), "annotation_id": record.annotation_id, **predictions[i]})
+        comparison_grid(panels, directory / "skeletons.png",
+                        title="left: true skeleton (green)   right: predicted (red)")
+        (directory / "predictions.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+    def examples(self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
+        out = []
+        for i, p in list(predictions.items())[:n]:
+            record = dataset.records[i]
+            labelled = record.keypoints[:, 2] > 0
+            error = np.linalg.norm(np.asarray(p["keypoints"])[labelled] - record.keypoints[labelled, :2], axis=1)
+            out.append({"file": str(record.path), "annotation_id": record.annotation_id,
+                        "mean_pixel_error": round(float(error.mean()), 2)})
+        return out
+
+    # -------------------------------------------------------------------------- images (trainers.predict)
+
+    def _names(self, model: Any) -> list[str]:
+        labels = getattr(getattr(model, "config", None), "id2label", None) or {}
+        return [labels[i] for i in sorted(labels)]
+
+    def predict_images(self, model: Any, processor: Any, images: list[Image.Image],
+                       options: dict[str, str]) -> list[dict]:
+        """Keypoints for plain images, one instance each: in `--box x,y,w,h` (pixels), default the whole
+        image. `{"box", "keypoints": [[x, y], ...], "scores", "names"}`."""
+        import torch
+
+        self.processor = _image_processor(processor)
+        names = self._names(model)
+        if self.skeleton is None or list(self.skeleton.keypoints) != names:
+            coco = names == list(COCO_SKELETON.keypoints)
+            self.skeleton = COCO_SKELETON if coco else Skeleton(tuple(names), sigmas=(1.0,) * len(names))
+        rgb = [im.convert("RGB") for im in images]
+        boxes = [self._box(options.get("box"), im) for im in rgb]
+        batch = self.processor(images=rgb, boxes=[[b] for b in boxes], return_tensors="pt")
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            outputs = model(pixel_values=batch["pixel_values"].to(device))
+        return [{"box": box, **p, "names": names} for box, p in zip(boxes, self._decode(outputs.heatmaps, boxes),
+                                                                    strict=True)]
+
+    @staticmethod
+    def _box(text: str | None, image: Image.Image) -> list[float]:
+        if text is None:
+            return [0.0, 0.0, float(image.width), float(image.height)]
+        try:
+            box = [float(v) for v in text.split(",")]
+        except ValueError:
+            box = []
+        if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+            raise RecipeError(f"--box is x,y,w,h in pixels with a positive width and height, got {text!r}.")
+        return box
+
+    def draw(self, image: Image.Image, prediction: dict) -> Image.Image:
+        from trainers.tasks.pose.draw import PREDICTED_COLOUR, draw_skeleton
+
+        links = self.skeleton.link_indices() if self.skeleton is not None else ()
+        scale = max(1, 256 // max(image.size))
+        return draw_skeleton(image, np.asarray(prediction["keypoints"]), links, PREDICTED_COLOUR, scale)
