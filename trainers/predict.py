@@ -8,6 +8,8 @@ model rebuilt from its spec and seed) with `PeftModel.from_pretrained`; a full r
 `from_pretrained` directory. The family (from the run's `recipe.json`) names the task; the task's
 `predict_images` hook gives one JSON line per image and its `draw` hook the drawn image (`--draw`: PNGs in
 `<out stem>_drawn/`). Extra `--key value` pairs go to the task as options (detection: `--threshold`).
+Generative tasks generate with the run's own evaluation settings (beams, lengths, penalties from its
+recipe.json), so a prediction here is what the run's evaluation would have produced for that image.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     family = get_family(model_section["family"])
     task = _task(family, task_name)
     _check_hooks(task)
+    eval_config = getattr(task.data_config, "eval_config", None)
+    if eval_config is not None and isinstance(recipe.get("evaluation"), dict):
+        task.use_evaluation(_build(eval_config, recipe["evaluation"]))  # the run's generation settings
     best = run_dir / BEST
     model_cls, processor_cls = _resolve(family.model_class), _resolve(family.processor_class)
     processor = processor_cls.from_pretrained(str(best))

@@ -207,6 +207,10 @@ class Task(Generic[P]):
 
     # ------------------------------------------------------------ plain images (python -m trainers.predict)
 
+    def use_evaluation(self, evaluation: Any) -> None:
+        """Take the run's own evaluation settings (`trainers.predict` passes the section of its recipe.json), so
+        `predict_images` generates as the run's evaluation did, not with the defaults; none to take by default."""
+
     def predict_images(self, model: nn.Module, processor: Any, images: list[Image.Image],
                        options: dict[str, str]) -> list[dict]:
         """One JSON-able dict per image, for images outside any dataset; `options` are the CLI's extra

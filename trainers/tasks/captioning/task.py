@@ -129,6 +129,39 @@ class CaptioningTask(Task[str]):
                                 **generation_kwargs(self.settings, synced_gpus=synced_generation()))
         return [text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)]
 
+    def use_evaluation(self, evaluation: CaptionEval) -> None:
+        self.settings = evaluation
+
+    def predict_images(self, model: Any, processor: Any, images: list, options: dict[str, str]) -> list[dict]:
+        """`{"caption"}` per image, generated with the run's evaluation settings (`--num_beams N` /
+        `--max_length N` override them)."""
+        import dataclasses
+
+        import torch
+
+        from trainers.errors import RecipeError
+        from trainers.tasks.captioning.evaluation import generation_kwargs
+
+        overrides = {}
+        for key in ("num_beams", "max_length"):
+            if key in options:
+                if not str(options[key]).isdigit() or int(options[key]) < 1:
+                    raise RecipeError(f"--{key} is a whole number >= 1, got {options[key]!r}.")
+                overrides[key] = int(options[key])
+        settings = dataclasses.replace(self.settings, **overrides)
+        pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        parameter = next(model.parameters())
+        with torch.no_grad():
+            output = model.generate(pixel_values=pixels.to(parameter.device, parameter.dtype),
+                                    **generation_kwargs(settings))
+        return [{"caption": text.strip()} for text in processor.batch_decode(output, skip_special_tokens=True)]
+
+    def draw(self, image: Any, prediction: dict) -> Any:
+        """The image scaled up to at least 256 px, the caption written under it."""
+        from trainers.tasks.captioning.draw import captioned
+
+        return captioned(image, prediction["caption"])
+
     def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
         from trainers.tasks.captioning import evaluation
         from trainers.tasks.captioning.shapes import is_shapes_caption_set

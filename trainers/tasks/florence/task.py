@@ -246,11 +246,14 @@ class FlorenceTask(Task[dict]):
 
     # ---------------------------------------------------------------------------------- prediction
 
+    def use_evaluation(self, evaluation: FlorenceEval) -> None:
+        self.evaluation = evaluation
+
     def predict_images(
         self, model: Any, processor: Any, images: list[Any], options: dict[str, str]
     ) -> list[dict]:
         """One JSON-able dict per image for `options["task"]` (default `<OD>`; grounding takes `options["text"]`,
-        the caption); `num_beams` / `max_new_tokens` from options or the evaluation defaults."""
+        the caption); `num_beams` / `max_new_tokens` from options, else the run's evaluation settings."""
         import torch
 
         task = options.get("task", OD)
@@ -272,7 +275,7 @@ class FlorenceTask(Task[dict]):
             "attention_mask": inputs["attention_mask"].to(device),
             "pixel_values": inputs["pixel_values"].to(device, dtype),
         }
-        defaults = FlorenceEval()
+        defaults = self.evaluation  # the run's (use_evaluation), else FlorenceEval()
         with torch.no_grad():
             texts = self._generate(
                 model,
