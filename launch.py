@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ablate", metavar="KEY=V1,V2,...",
                         help="one run per value, each in <output_dir>/sweep-<i>, then a comparison table "
                              "(one after another here; a job array with --launcher slurm)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars (--ablate)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (training, evaluation, --ablate), in every worker process")
     launch = parser.add_argument_group("launching")
     launch.add_argument("--launcher", choices=["none", "accelerate", "torchrun", "deepspeed", "slurm"])
     launch.add_argument("--nproc", type=int, help="processes (GPUs) per node")
@@ -145,6 +146,10 @@ def _main(args: argparse.Namespace) -> int:
     from trainers.launchers.deepspeed_config import deepspeed_config_for
     from trainers.recipe import load_recipe
 
+    if args.quiet:  # inherited by the launcher and every worker it starts
+        from trainers.reporting.progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.

@@ -126,6 +126,12 @@ class ShardedEvaluator:
         dtype = _float_dtype(model)
         pairs: list[tuple[int, Any]] = []
         self.forward_batches = 0
+        from tqdm.auto import tqdm
+
+        from trainers.reporting.progress import progress_enabled
+
+        bar = tqdm(total=len(part.indices), desc=f"evaluating {self.prefix.rstrip('_') or 'val'}", unit="sample",
+                   leave=False, disable=not progress_enabled(rank))
         try:
             for start, batch in zip(range(0, len(part.indices), self.batch_size), loader, strict=True):
                 chunk = part.indices[start : start + self.batch_size]
@@ -138,7 +144,9 @@ class ShardedEvaluator:
                     )
                 real = max(0, min(len(chunk), part.real - start))  # padding sits at the end of the shard
                 pairs.extend((i, _cpu(p)) for i, p in zip(chunk[:real], predictions[:real], strict=True))
+                bar.update(len(chunk))
         finally:
+            bar.close()
             if was_training:
                 model.train()
         return pairs

@@ -36,6 +36,7 @@ from trainers.recipe.checks import check_data_paths, recipe_task
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
+from trainers.reporting.progress import progress_enabled
 from trainers.reporting.summary import baseline_report, eval_history, write_json
 from trainers.reporting.wandb import WandbRunExtras, configure_wandb, finish_run, persist_wandb_run_id
 from trainers.tasks.interface import Task, TaskData
@@ -94,7 +95,7 @@ def build_training_arguments(recipe: Recipe, task: Task, output_dir: Path, repor
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config_for(recipe.launch, t, launcher_world_size()),
-        disable_tqdm=not os.isatty(2),
+        disable_tqdm=not progress_enabled(),  # the Trainer's bars: a terminal, not --quiet
     )
 
 
