@@ -30,7 +30,9 @@ def demo_sizes(key: str) -> dict[str, Any]:
     adapter_dir = scratch(f"{key}_adapter")
     save_adapter(ctx.trainer.model, adapter_dir, ctx.prepared.processor, is_main=True, bias=ctx.recipe.lora.bias)
     adapter = directory_bytes(adapter_dir)
-    full_ctx = demo_context(key, ["lora=none"])
+    full_recipe = demo_recipe(key, ["lora=none"])
+    full_recipe.param_groups = []  # groups addressing the adapter (blip_lora's "lora_") have nothing to match
+    full_ctx = demo_context(key, recipe=full_recipe)
     full_dir = scratch(f"{key}_full")
     full_ctx.trainer.save_model(str(full_dir))
     full = directory_bytes(full_dir)

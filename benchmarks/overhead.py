@@ -150,13 +150,18 @@ def measure_recipe(key: str, rounds: int, warmup: int, steps: int, gated: bool) 
         "step_seconds": {k: Spread.of(v) for k, v in times.items()},
         "ours_vs_plain": ratio,
         "callbacks": callback_costs(ctx, ours_clock, statistics.median(times["ours"])),
-        "trainable_params": ctx.prepared.freeze.trainable,
+        "trainable_params": _requires_grad(ctx.trainer.model),
     }
     if frozen_ctx is not None:
         out["gated_vs_true_freeze"] = paired_ratios(times["ours"], times["ours_true_freeze"])
         out["gated_params"] = sum(len(p.param_names) for p in ctx.prepared.stages)
-        out["trainable_params_true_freeze"] = frozen_ctx.prepared.freeze.trainable
+        out["trainable_params_true_freeze"] = _requires_grad(frozen_ctx.trainer.model)
     return out
+
+
+def _requires_grad(model: Any) -> int:
+    """Parameters that get gradients (gated stage parameters included)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def run(smoke: bool, out: Path) -> Result:
