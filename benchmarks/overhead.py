@@ -31,6 +31,9 @@ PER_STEP_HOOKS = ("on_step_begin", "on_substep_end", "on_pre_optimizer_step", "o
                   "on_log")
 
 
+STOCK_CALLBACKS = ("DefaultFlowCallback", "PrinterCallback", "ProgressCallback")  # the plain Trainer has them too
+
+
 class _Enough(Exception):
     """Raised by `StepClock` once it has its steps: ends `train()` before any evaluation or save."""
 
@@ -127,6 +130,36 @@ def callback_costs(ctx: Any, clock: StepClock, step_seconds: float) -> list[dict
     return rows
 
 
+def _per_call_us(fn: Any, reps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e6
+
+
+def extra_work(ctx: Any, reps: int) -> dict[str, float]:
+    """What `RecipeTrainer` does per step beyond the stock Trainer, timed in isolation (µs per step):
+    the token count of `get_batch_samples` and the loss rescaling of `compute_loss`."""
+    import torch
+
+    from trainers.trainer import count_loss_terms
+
+    trainer = ctx.trainer
+    batch = next(iter(trainer.get_train_dataloader()))
+    device = trainer.args.device
+    ours = _per_call_us(lambda: trainer.get_batch_samples(iter([batch]), 1, device), reps)
+    stock = _per_call_us(lambda: Trainer.get_batch_samples(trainer, iter([batch]), 1, device), reps)
+    loss, n = torch.tensor(1.0), torch.tensor(100)
+
+    def rescale():
+        local = count_loss_terms(batch.get("labels"), trainer.labels_shifted)
+        if local is not None:
+            return loss * (local.to(loss.device) * trainer.args.world_size / n.to(loss.device))
+        return loss
+
+    return {"token_count_us": max(0.0, ours - stock), "loss_rescale_us": _per_call_us(rescale, reps)}
+
+
 def measure_recipe(key: str, rounds: int, warmup: int, steps: int, gated: bool) -> dict[str, Any]:
     ctx = demo_context(key)
     ours_clock, plain_clock = StepClock(warmup, steps), StepClock(warmup, steps)
@@ -152,6 +185,11 @@ def measure_recipe(key: str, rounds: int, warmup: int, steps: int, gated: bool) 
         "callbacks": callback_costs(ctx, ours_clock, statistics.median(times["ours"])),
         "trainable_params": _requires_grad(ctx.trainer.model),
     }
+    out["extra_work"] = extra_work(ctx, 200)
+    callback_us = sum(c["per_step_us"] for c in out["callbacks"] if c["callback"] not in STOCK_CALLBACKS)
+    extra_us = callback_us + sum(out["extra_work"].values())
+    out["attributed_extra_us"] = extra_us
+    out["attributed_share"] = extra_us * 1e-6 / statistics.median(times["ours"])
     if frozen_ctx is not None:
         out["gated_vs_true_freeze"] = paired_ratios(times["ours"], times["ours_true_freeze"])
         out["gated_params"] = sum(len(p.param_names) for p in ctx.prepared.stages)
@@ -167,7 +205,7 @@ def _requires_grad(model: Any) -> int:
 def run(smoke: bool, out: Path) -> Result:
     """Launcher overhead: our training step vs a plain transformers.Trainer, and gated stages vs a true freeze."""
     plans = [("vit", False)] if smoke else [("vit", False), ("blip", True)]
-    rounds, warmup, steps = (2, 1, 2) if smoke else (7, 2, 8)
+    rounds, warmup, steps = (2, 1, 2) if smoke else (9, 2, 8)
     blip_steps = 5
     results = [measure_recipe(key, rounds if key == "vit" else 5, warmup, steps if key == "vit" else blip_steps,
                               gated) for key, gated in plans]
@@ -179,6 +217,11 @@ def run(smoke: bool, out: Path) -> Result:
         lines.append(f"**{r['recipe']}** demo: median step {s['ours'].median * 1e3:.1f} ms ours, "
                      f"{s['plain'].median * 1e3:.1f} ms plain Trainer ({r['rounds']} rounds × "
                      f"{r['timed_steps_per_round']} steps).")
+        e = r["extra_work"]
+        lines.append(f"Our per-step extra work, timed in isolation: callbacks of ours "
+                     f"{r['attributed_extra_us'] - sum(e.values()):.0f} µs, token count {e['token_count_us']:.0f} µs, "
+                     f"loss rescaling {e['loss_rescale_us']:.0f} µs: {r['attributed_extra_us']:.0f} µs = "
+                     f"{r['attributed_share']:.3%} of the median step.")
         if "gated_vs_true_freeze" in r:
             lines.append(f"Gated stage parameters ({r['gated_params']} tensors, trainable {r['trainable_params']:,} "
                          f"vs {r['trainable_params_true_freeze']:,} truly frozen): step time ratio gated / true "

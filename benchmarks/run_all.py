@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, Result, machine, quiet
+from benchmarks.common import RESULTS, Goal, Result, Spread, machine, quiet
 
 BENCHMARKS = ("overhead", "eval_speed", "memory", "checkpoint_size", "data_pipeline", "scaling")
 SUMMARY = "SUMMARY.md"
@@ -28,7 +29,11 @@ def run_benchmarks(names: tuple[str, ...], smoke: bool, out: Path) -> list[Resul
     return results
 
 
-def summary(results: list[Result], smoke: bool) -> str:
+def summary(out: Path) -> str:
+    """SUMMARY.md from every benchmark's JSON and Markdown in `out` (one rerun benchmark refreshes its part)."""
+    records = [(json.loads((out / f"{n}.json").read_text()), (out / f"{n}.md").read_text())
+               for n in BENCHMARKS if (out / f"{n}.json").is_file()]
+    smoke = any(r["smoke"] for r, _ in records)
     m = machine()
     v = m["versions"]
     lines = ["# Benchmarks", "",
@@ -41,12 +46,15 @@ def summary(results: list[Result], smoke: bool) -> str:
              "`python -m benchmarks.run_all`; one benchmark: `python -m benchmarks.<name>`. JSON per benchmark "
              "next to this file.", "", "## Goals", "",
              "| benchmark | goal | target | measured ratio | |", "|---|---|---|---|---|"]
-    for r in results:
-        for g in r.goals:
-            lines.append(f"| {r.name} " + g.row())
+    for record, _ in records:
+        for g in record["goals"]:
+            goal = Goal(g["name"], Spread(**g["ratio"]), g["target"], g["direction"])
+            lines.append(f"| {record['name']} " + goal.row())
     lines.append("")
-    for r in results:
-        lines += [r.section(), ""]
+    for record, section in records:
+        date = record["machine"]["date"]
+        lines += [section.rstrip(), "", f"<sub>{record['name']}.json, measured {date}, "
+                  f"{record['data'].get('wall_seconds', 0):.0f} s</sub>", ""]
     return "\n".join(lines)
 
 
@@ -56,14 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite SUMMARY.md from the JSON files in --out")
     args = parser.parse_args(argv)
     names = tuple(n for n in (args.only.split(",") if args.only else BENCHMARKS) if n and n not in args.skip.split(","))
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     quiet()
-    results = run_benchmarks(names, args.smoke, args.out)
-    (args.out / SUMMARY).write_text(summary(results, args.smoke) + "\n")
+    if not args.summary_only:
+        run_benchmarks(names, args.smoke, args.out)
+    (args.out / SUMMARY).write_text(summary(args.out) + "\n")
     print(f"written: {args.out / SUMMARY}")
     return 0
 

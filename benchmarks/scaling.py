@@ -43,7 +43,7 @@ def launch(mode: str, nproc: int, steps: int, batch: int) -> float:
 
 def run(smoke: bool, out: Path) -> Result:
     """Scaling: 1 vs 2 ranks (DDP, ZeRO-2, ZeRO-3) on gloo, global samples/s."""
-    modes, rounds, steps = (("ddp",), 1, 4) if smoke else (tuple(MODES), 2, 12)
+    modes, rounds, steps = (("ddp",), 1, 4) if smoke else (tuple(MODES), 1, 12)
     batch = 8
     rows = []
     for mode in modes:
