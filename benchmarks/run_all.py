@@ -36,10 +36,11 @@ def summary(out: Path) -> str:
     smoke = any(r["smoke"] for r, _ in records)
     m = machine()
     v = m["versions"]
+    dates = sorted(r["machine"]["date"] for r, _ in records) or [m["date"]]
     lines = ["# Benchmarks", "",
-             f"{'Smoke run (a few steps: numbers not meaningful). ' if smoke else ''}Measured {m['date']} on "
-             f"{m['platform']}, {m['cpu_count']} CPUs (shared; load average {m['load_average'][0]:.2f} at the "
-             f"end), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
+             f"{'Smoke run (a few steps: numbers not meaningful). ' if smoke else ''}Measured {dates[0]} to {dates[-1]} on "
+             f"{m['platform']}, {m['cpu_count']} CPUs (shared with other jobs; load average "
+             f"{m['load_average'][0]:.2f} when this summary was written), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
              f"peft {v['peft']}, deepspeed {v['deepspeed']}; commit {(m['git_commit'] or '?')[:10]}.", "",
              "Every ratio is ours against a baseline measured side by side in the same process (or the same "
              "launch), round after round in alternating order: median (min–max, number of rounds). Rerun: "
