@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Result, main_for, table
-from benchmarks.demo import demo_context, demo_recipe, scratch
+from benchmarks.demo import demo_context, demo_recipe, real_recipe, scratch
 from trainers.lora.export import directory_bytes, save_adapter
 
 MB = 1e6
@@ -46,8 +46,7 @@ def demo_sizes(key: str) -> dict[str, Any]:
 def real_sizes(key: str) -> dict[str, Any]:
     from trainers.plan import load_model, prepare_model
 
-    recipe = demo_recipe(key, demo=False)
-    recipe.data = demo_recipe(key).data  # the label count of the demo data; the real data is not here
+    recipe = real_recipe(key)  # the demo's data files (label count), the recipe's own data policies
     model, processor, source = load_model(recipe, meta_ok=True)
     full = 4 * sum(p.numel() for p in model.parameters())
     plan = prepare_model(model, processor, source, recipe).lora

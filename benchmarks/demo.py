@@ -41,3 +41,19 @@ def demo_context(key: str, overrides: Sequence[str] = (), recipe: Any = None) ->
     from trainers.run import setup_run
 
     return setup_run(recipe if recipe is not None else demo_recipe(key, overrides))
+
+
+def real_recipe(key: str) -> Any:
+    """The recipe as declared (real model id, for the meta device), reading the demo's data files.
+
+    Only the paths are swapped: the real data is not here, but the data section's policies (DETR's
+    `data.backbone`, which the demo sets to "unfreeze") decide what trains and must stay the recipe's own.
+    """
+    import dataclasses
+
+    recipe = demo_recipe(key, demo=False)
+    demo = demo_recipe(key).data
+    paths = {f.name: getattr(demo, f.name) for f in dataclasses.fields(demo)
+             if isinstance(getattr(demo, f.name), str) and Path(getattr(demo, f.name)).exists()}
+    recipe.data = dataclasses.replace(recipe.data, **paths)
+    return recipe
