@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +20,7 @@ RECIPES = {
 }
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="bench_"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)  # run outputs, adapters, subsets: not results
 
 
 def scratch(name: str) -> Path:
