@@ -17,6 +17,7 @@ RECIPES = {
     "dual_encoder": "recipes/clip_minilm.py",
     "blip_lora": "recipes/blip_lora.py",
     "florence2_freeze": "recipes/florence2_omniparser_freeze.py",
+    "vitpose": "recipes/vitpose_lora.py",
 }
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="bench_"))
