@@ -47,11 +47,15 @@ def demo_context(key: str, overrides: Sequence[str] = (), recipe: Any = None) ->
     return setup_run(recipe if recipe is not None else demo_recipe(key, overrides))
 
 
+DATA_DESCRIPTION = ("skeleton",)  # data fields that say what the files hold, not how to train on them
+
+
 def real_recipe(key: str) -> Any:
     """The recipe as declared (real model id, for the meta device), reading the demo's data files.
 
-    Only the paths are swapped: the real data is not here, but the data section's policies (DETR's
-    `data.backbone`, which the demo sets to "unfreeze") decide what trains and must stay the recipe's own.
+    Only the paths, and what describes the files they point at (the pose skeleton: its keypoint names), are
+    swapped: the real data is not here, but the data section's policies (DETR's `data.backbone`, which the
+    demo sets to "unfreeze") decide what trains and must stay the recipe's own.
     """
     import dataclasses
 
@@ -59,5 +63,6 @@ def real_recipe(key: str) -> Any:
     demo = demo_recipe(key).data
     paths = {f.name: getattr(demo, f.name) for f in dataclasses.fields(demo)
              if isinstance(getattr(demo, f.name), str) and Path(getattr(demo, f.name)).exists()}
-    recipe.data = dataclasses.replace(recipe.data, **paths)
+    describing = {name: getattr(demo, name) for name in DATA_DESCRIPTION if hasattr(demo, name)}
+    recipe.data = dataclasses.replace(recipe.data, **paths, **describing)
     return recipe
