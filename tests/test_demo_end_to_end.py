@@ -16,7 +16,6 @@ import torch
 
 from conftest import ROOT
 
-
 # The 800-step demo: ~2 min on 2 quiet cores, past pytest's default 10 minutes on a heavily shared machine.
 pytestmark = pytest.mark.timeout(1800)
 
