@@ -75,7 +75,7 @@ def test_benchmark_specific_fields(smoke: Path):
     row = ckpt["recipes"][0]
     assert 0 < row["demo"]["adapter_bytes"] < row["demo"]["full_bytes"]
     assert row["demo"]["adapter_vs_theory"] >= 1.0 and row["real"]["adapter_vs_full"] < 0.05
-    assert ckpt["skipped"][0]["model"] == "ViTPose" and ckpt["skipped"][0]["reason"]
+    assert ckpt["skipped"] == []  # every model with a size claim has a recipe
 
     data = json.loads((smoke / "data_pipeline.json").read_text())["data"]["recipes"][0]
     _finite_spread(data["loader_vs_model"])

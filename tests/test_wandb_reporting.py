@@ -11,7 +11,6 @@ import pytest
 from wandb_records import read_run
 
 from conftest import ROOT
-from trainers.recipe import load_recipe
 from trainers.recipe.config import Reporting
 from trainers.reporting.wandb import configure_wandb, run_grouping
 
@@ -53,16 +52,18 @@ def test_array_tasks_of_one_sweep_share_a_group():
     assert run_grouping(reporting, "r", "torchrun", None, {})[:1] == ("r",)  # no Slurm: the recipe's name
 
 
-def test_a_resumed_run_appends_to_the_same_wandb_run(clean_env, tmp_path, monkeypatch):
-    from trainers.run import run_training
+def test_a_resumed_run_appends_to_the_same_wandb_run(clean_env, tmp_path):
+    import subprocess
+    import sys
 
-    monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
     common = ["reporting.wandb=true", f"output_dir={out}", "data.max_train_samples=16", "evaluation.num_beams=1"]
-    run_training(load_recipe(TINY, [*common, "training.epochs=1"]))
-    for name in ("WANDB_RUN_ID", "WANDB_RESUME"):  # a restart is a new process: nothing left from the first
-        os.environ.pop(name, None)
-    run_training(load_recipe(TINY, [*common, "training.epochs=2", "training.resume=force"]))
+    for extra in (["training.epochs=1"], ["training.epochs=2", "training.resume=force"]):
+        # each attempt a new process, as a restart is (W&B keeps process-wide state between runs in one process)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        result = subprocess.run([sys.executable, "launch.py", str(TINY), *common, *extra], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
     run_id = (out / "wandb_run_id").read_text().strip()
     files = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 2 and all(f.name == f"run-{run_id}.wandb" for f in files), files

@@ -99,8 +99,7 @@ def one_object_images(path: Path, n: int = DETR_TRAIN_SAMPLES) -> Path:
 
 def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
     """The shipped `recipes/detr_lora.py --demo` (tiny DETR, LoRA on q_proj/v_proj, both heads and the
-    backbone trained fully, dropout 0), 2 epochs of 64 one-object images; no random crop (a crop can drop a
-    box, and a rank with fewer boxes weights its class loss differently), flip and colour jitter kept. lr 5e-4
+    backbone trained fully, dropout 0, no augmentation, as the demo), 2 epochs of 64 one-object images. lr 5e-4
     instead of the demo's 5e-3: Adam turns float32 reduction-order noise in near-zero gradients into steps
     of ~lr, so the weight difference scales with it (2.7e-5 at 5e-3 here)."""
     from conftest import ROOT
@@ -108,7 +107,7 @@ def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
 
     return load_recipe(str(ROOT / "recipes" / "detr_lora.py"), [
         f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
-        f"data.train={train_json}", "data.augment.random_resized_crop=none", "training.lr=5e-4",
+        f"data.train={train_json}", "training.lr=5e-4",
         "training.logging_steps=1",
         "training.resume=never", "training.save_total_limit=1", "reporting.plots=false"], demo=True)
 
@@ -118,7 +117,8 @@ VITPOSE_TRAIN_SAMPLES = 64  # stick-figure instances: 4 steps an epoch at a glob
 
 def vitpose_lora_recipe(output_dir: Path, batch_size: int):
     """The shipped `recipes/vitpose_lora.py --demo` (tiny ViTPose, LoRA on query/value, head and embeddings
-    trained fully, augmentation on, dropout 0), shortened to 2 epochs of 64 instances."""
+    trained fully, no augmentation and a constant lr, as the demo; dropout 0), shortened to 2 epochs of 64
+    instances."""
     from conftest import ROOT
     from trainers.recipe import load_recipe
 
