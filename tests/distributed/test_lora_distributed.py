@@ -248,9 +248,10 @@ def test_vitpose_lora_on_two_ranks_equals_one_rank_with_identical_pck(runs, mode
     assert info["predictions"].keys() == predictions.keys() and len(predictions) == 27
     keypoint_diff = max(abs(a - b) for k in predictions for pa, pb in zip(info["predictions"][k]["keypoints"],
                         predictions[k]["keypoints"], strict=True) for a, b in zip(pa, pb, strict=True))
-    # pixels; measured 1.6e-3 (DDP) and 2.4e-3 (ZeRO-2): the processor's DARK refinement (a Newton step on the
-    # log heatmap) magnifies float32 noise in the still flat heatmaps of 8 steps (loss 3.0e-8, adapter 1.9e-6)
-    assert keypoint_diff <= 1e-2, keypoint_diff
+    # pixels (of 80 px images); measured 0.020 under DDP and ZeRO-2 with the demo's settings at lr 5e-4 (1.6e-3 /
+    # 2.4e-3 with augmentation and a decaying lr): the processor's DARK refinement (a Newton step on the log
+    # heatmap) magnifies float32 noise in the still flat heatmaps of 8 steps (the loss and adapter match above)
+    assert keypoint_diff <= 0.05, keypoint_diff
 
 
 def _clip_reference(runs):
