@@ -116,8 +116,24 @@ def report_error(message: str, block: bool = False) -> None:
         print(("\n" if block else "") + f"error: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def skip_bitsandbytes_unless_quantized(recipe, args: argparse.Namespace) -> bool:
+    """bitsandbytes out of a launched process that trains nothing quantized (trainers/lazy_imports.py).
+
+    Only in a process of its own (`python launch.py`, each launcher worker): `launch.main` called inside
+    another program leaves that program's imports alone. Nor with a sweep or `--ablate`, which may run a
+    quantized variant in this process. True if it was kept out.
+    """
+    if not args.may_skip_bitsandbytes or recipe.model.quantization is not None:
+        return False
+    from trainers.lazy_imports import keep_out_bitsandbytes
+
+    return keep_out_bitsandbytes()
+
+
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """The CLI; `own_process`: this process runs nothing but this launch (`python launch.py`)."""
     args = build_parser().parse_intermixed_args(argv)
+    args.may_skip_bitsandbytes = own_process and not (args.ablate or args.sweep)  # each --ablate variant inherits it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -152,6 +168,7 @@ def _main(args: argparse.Namespace) -> int:
         os.environ[QUIET_ENV] = "1"
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
+    skip_bitsandbytes_unless_quantized(recipe, args)
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
     deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
     under_launcher = inside_launcher()
@@ -232,4 +249,4 @@ def _main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    """matplotlib on first plot, not at import: only rank 0 plots, at the end (~1 s of imports per process)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_train_loss(log_history: list[dict], path: Path) -> Path | None:
     points = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     if not points:
         return None
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(*zip(*points, strict=True), marker=".")
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
@@ -32,6 +38,7 @@ def plot_eval_metrics(metrics_jsonl: Path, path: Path, skip: tuple[str, ...] = (
     keys = sorted({k for r in records for k in r["eval"] if not k.endswith(skip) and k != "loss"})
     if not records or not keys:
         return None
+    plt = _pyplot()
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] for r in records]
     for key in keys:
