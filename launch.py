@@ -116,24 +116,30 @@ def report_error(message: str, block: bool = False) -> None:
         print(("\n" if block else "") + f"error: {message}", file=sys.stderr, flush=True)
 
 
-def skip_bitsandbytes_unless_quantized(recipe, args: argparse.Namespace) -> bool:
-    """bitsandbytes out of a launched process that trains nothing quantized (trainers/lazy_imports.py).
+def skip_unused_libraries(recipe, args: argparse.Namespace, deepspeed_config: object) -> list[str]:
+    """Keep bitsandbytes (no quantization) and deepspeed (no DeepSpeed config or launcher) out of a launched
+    process that will not use them (trainers/lazy_imports.py); the names kept out.
 
     Only in a process of its own (`python launch.py`, each launcher worker): `launch.main` called inside
     another program leaves that program's imports alone. Nor with a sweep or `--ablate`, which may run a
-    quantized variant in this process. True if it was kept out.
+    variant that uses them in this process.
     """
-    if not args.may_skip_bitsandbytes or recipe.model.quantization is not None:
-        return False
-    from trainers.lazy_imports import keep_out_bitsandbytes
+    if not args.may_skip_libraries:
+        return []
+    from trainers.lazy_imports import DEEPSPEED_LIBRARY, QUANTIZATION_LIBRARY, keep_out
 
-    return keep_out_bitsandbytes()
+    unused = []
+    if recipe.model.quantization is None:
+        unused.append(QUANTIZATION_LIBRARY)
+    if deepspeed_config is None and recipe.launch.launcher != "deepspeed":
+        unused.append(DEEPSPEED_LIBRARY)
+    return [name for name in unused if keep_out(name)]
 
 
 def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     """The CLI; `own_process`: this process runs nothing but this launch (`python launch.py`)."""
     args = build_parser().parse_intermixed_args(argv)
-    args.may_skip_bitsandbytes = own_process and not (args.ablate or args.sweep)  # each --ablate variant inherits it
+    args.may_skip_libraries = own_process and not (args.ablate or args.sweep)  # each --ablate variant inherits it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -168,9 +174,9 @@ def _main(args: argparse.Namespace) -> int:
         os.environ[QUIET_ENV] = "1"
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
-    skip_bitsandbytes_unless_quantized(recipe, args)
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
-    deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
+    deepspeed_config = deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
+    skip_unused_libraries(recipe, args, deepspeed_config)
     under_launcher = inside_launcher()
     if args.ablate:
         from trainers.analysis import ablation

@@ -1,5 +1,6 @@
-"""bitsandbytes stays out of a launched process that quantizes nothing (trainers/lazy_imports.py): peft and
-transformers would import it, and its import compiles kernels through torch.compile (torch._inductor)."""
+"""bitsandbytes and deepspeed stay out of a launched process that does not use them (trainers/lazy_imports.py):
+transformers and accelerate would import them, and bitsandbytes' import compiles kernels with torch.compile
+(torch._inductor)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from trainers.lazy_imports import QUANTIZATION_LIBRARY, keep_out_bitsandbytes
+from trainers.lazy_imports import DEEPSPEED_LIBRARY, QUANTIZATION_LIBRARY, keep_out_bitsandbytes
 from trainers.recipe import load_recipe
 
 VIT_LORA = ROOT / "recipes" / "vit_lora.py"
@@ -26,8 +27,9 @@ def _launch_module():
 
 @pytest.fixture
 def no_bitsandbytes_yet(monkeypatch):
-    """This test process as a fresh one: bitsandbytes not imported (restored afterwards)."""
+    """This test process as a fresh one: neither library imported (restored afterwards)."""
     monkeypatch.delitem(sys.modules, QUANTIZATION_LIBRARY, raising=False)
+    monkeypatch.delitem(sys.modules, DEEPSPEED_LIBRARY, raising=False)
 
 
 def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
@@ -40,32 +42,36 @@ def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
     assert not keep_out_bitsandbytes()  # once
 
 
-@pytest.mark.parametrize(("own_process", "extra", "variants", "skipped"), [
-    (True, [], False, True),
-    (True, ["model.quantization=4bit"], False, False),  # QLoRA keeps it
-    (True, [], True, False),  # --ablate / --sweep may run a quantized variant in this process
-    (False, [], False, False),  # launch.main inside another program leaves its imports alone
+@pytest.mark.parametrize(("own_process", "extra", "deepspeed_config", "variants", "skipped"), [
+    (True, [], None, False, [QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY]),
+    (True, ["model.quantization=4bit"], None, False, [DEEPSPEED_LIBRARY]),  # QLoRA keeps bitsandbytes
+    (True, [], "ds_configs/zero2.json", False, [QUANTIZATION_LIBRARY]),  # a DeepSpeed config keeps deepspeed
+    (True, ["launch.launcher=deepspeed"], None, False, [QUANTIZATION_LIBRARY]),  # so does its launcher
+    (True, [], None, True, []),  # --ablate / --sweep may run another variant in this process
+    (False, [], None, False, []),  # launch.main inside another program leaves its imports alone
 ])
-def test_only_a_launched_process_that_quantizes_nothing_skips_it(no_bitsandbytes_yet, own_process, extra,
-                                                                variants, skipped):
+def test_only_a_launched_process_skips_only_what_it_does_not_use(no_bitsandbytes_yet, own_process, extra,
+                                                                 deepspeed_config, variants, skipped):
     launch = _launch_module()
     recipe = load_recipe(VIT_LORA, extra, demo=True)
-    args = argparse.Namespace(may_skip_bitsandbytes=own_process and not variants)
-    assert launch.skip_bitsandbytes_unless_quantized(recipe, args) is skipped
-    assert (sys.modules.get(QUANTIZATION_LIBRARY, "absent") is None) is skipped
+    args = argparse.Namespace(may_skip_libraries=own_process and not variants)
+    assert launch.skip_unused_libraries(recipe, args, deepspeed_config) == skipped
+    for name in (QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY):
+        assert (sys.modules.get(name, "absent") is None) is (name in skipped), name
 
 
-def test_a_launched_lora_dry_run_imports_neither_bitsandbytes_nor_inductor(tmp_path):
+def test_a_launched_lora_dry_run_imports_neither_bitsandbytes_nor_inductor_nor_deepspeed(tmp_path):
     """The whole path of `python launch.py RECIPE --dry-run` (LoRA through peft) in a fresh process."""
     probe = (
         "import sys, launch\n"
         "status = launch.main(sys.argv[1:], own_process=True)\n"
         "print('status:', status, 'bitsandbytes:', sys.modules.get('bitsandbytes', 'absent'),"
+        " 'deepspeed:', sys.modules.get('deepspeed', 'absent'),"
         " 'inductor:', 'torch._inductor.compile_fx' in sys.modules, 'peft:', 'peft' in sys.modules)\n"
     )
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run([sys.executable, "-c", probe, str(VIT_LORA), "--demo", "--dry-run"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, env=env)
     assert "trainable" in result.stdout.lower(), result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "status: 0 bitsandbytes: None inductor: False peft: True", (
+    assert result.stdout.strip().splitlines()[-1] == "status: 0 bitsandbytes: None deepspeed: None inductor: False peft: True", (
         result.stdout[-3000:], result.stderr[-3000:])

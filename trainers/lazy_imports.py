@@ -1,8 +1,10 @@
-"""Optional libraries kept out of processes that do not use them (the start of every launched process).
+"""Optional libraries kept out of launched processes that do not use them.
 
-bitsandbytes: peft and transformers import it whenever it is installed (transformers.Trainer imports peft),
-and its import compiles kernels with torch.compile, pulling in torch._inductor: ~2.5 s of CPU per process,
-a fifth of a training process's imports, for QLoRA only (trainers/lora/quantize.py).
+transformers and accelerate import these whenever they are installed, used or not:
+- bitsandbytes (through peft, which transformers.Trainer imports): its import compiles kernels with
+  torch.compile, pulling in torch._inductor: ~2.5 s of CPU per process, a fifth of a training process's
+  imports, for QLoRA only (trainers/lora/quantize.py);
+- deepspeed (accelerate's model unwrapping, when the Trainer is built): ~0.5 s, for a DeepSpeed config only.
 """
 
 from __future__ import annotations
@@ -10,16 +12,22 @@ from __future__ import annotations
 import sys
 
 QUANTIZATION_LIBRARY = "bitsandbytes"
+DEEPSPEED_LIBRARY = "deepspeed"
+
+
+def keep_out(name: str) -> bool:
+    """Make the library `name` look not installed in this process; True if it did (False: already imported).
+
+    `None` in `sys.modules` is Python's own way to block an import: `importlib.util.find_spec` then reports the
+    module missing, so the libraries' availability checks skip it, and `import name` raises ImportError. Call
+    it only in a process that will not use the library.
+    """
+    if name in sys.modules:
+        return False
+    sys.modules[name] = None
+    return True
 
 
 def keep_out_bitsandbytes() -> bool:
-    """Make bitsandbytes look not installed in this process; True if it did (False: already imported).
-
-    `None` in `sys.modules` is Python's own way to block an import: `importlib.util.find_spec` then reports the
-    module missing, so peft's and transformers' availability checks skip it, and `import bitsandbytes` raises
-    ImportError. Call it only in a process that will not quantize.
-    """
-    if QUANTIZATION_LIBRARY in sys.modules:
-        return False
-    sys.modules[QUANTIZATION_LIBRARY] = None
-    return True
+    """`keep_out("bitsandbytes")`: for processes that quantize nothing."""
+    return keep_out(QUANTIZATION_LIBRARY)
