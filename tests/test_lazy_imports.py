@@ -75,3 +75,18 @@ def test_a_launched_lora_dry_run_imports_neither_bitsandbytes_nor_inductor_nor_d
     assert "trainable" in result.stdout.lower(), result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "status: 0 bitsandbytes: None deepspeed: None inductor: False peft: True", (
         result.stdout[-3000:], result.stderr[-3000:])
+
+
+def test_with_wandb_off_the_run_never_imports_it(monkeypatch):
+    """Every W&B call after training starts asks `active_wandb()`, which reads sys.modules without importing."""
+    from trainers.callbacks.overfitting import OverfittingSignal, _to_wandb
+    from trainers.callbacks.preemption import _finish_wandb
+    from trainers.reporting import wandb as reporting
+
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+    reporting.log({"resources/train_seconds": 1.0}, step=1)
+    reporting.finish_run({"best_metric": None})
+    _finish_wandb()
+    _to_wandb(OverfittingSignal(kind="metric_falling", since_epoch=1.0, since_step=4, detected_at_step=8, detail=""), step=8)
+    assert reporting.active_wandb() is None
+    assert "wandb" not in sys.modules

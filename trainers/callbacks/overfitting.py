@@ -109,11 +109,10 @@ class OverfittingWatch(TrainerCallback):
 
 def _to_wandb(signal: OverfittingSignal, step: int) -> None:
     """On the Trainer's step axis, so the marker lines up with the loss charts."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is None:
+    from trainers.reporting.wandb import active_wandb
+
+    wandb = active_wandb()
+    if wandb is None:
         return
     wandb.log({"train/global_step": step, "overfitting/since_epoch": signal.since_epoch or 0.0,
                f"overfitting/{signal.kind}": 1})

@@ -148,11 +148,10 @@ def _broadcast_flag(value: bool) -> bool:
 
 def _finish_wandb() -> None:
     """Close the W&B run cleanly; the requeued job resumes it under the id kept in the output dir."""
-    try:
-        import wandb
-    except ImportError:
-        return
-    if wandb.run is not None:
+    from trainers.reporting.wandb import active_wandb
+
+    wandb = active_wandb()
+    if wandb is not None:
         try:
             wandb.run.mark_preempting()
             wandb.finish()
