@@ -13,13 +13,18 @@ This recipe means it that way (the seed trains the head); the freeze report list
 The seed's "5-10%" holds only without it (base: 25.55% with the head, 8.53% without): the README gives both. lr 1e-5 (seed), bf16 on GPU.
 """
 
-from trainers.models.florence2 import FLORENCE2_BASE, TinyFlorence2Spec, omniparser_freeze_rules
+from trainers.models.florence2 import (
+    FLORENCE2_BASE,
+    TINY_TOWER_FILE,
+    TinyFlorence2Spec,
+    omniparser_freeze_rules,
+)
 from trainers.recipe import EarlyStopping, Model, Recipe, Training
 from trainers.tasks.florence import FlorenceData, FlorenceEval
 
 recipe = Recipe(
     name="florence2_omniparser_freeze",
-    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec()),
+    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE)),
     data=FlorenceData(
         train="data/fabric/train.jsonl",
         val="data/fabric/val.jsonl",
@@ -32,7 +37,7 @@ recipe = Recipe(
     evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     demo={
-        "training.epochs": 12,
+        "training.epochs": 4,
         "training.batch_size": 16,
         "training.lr": 3e-3,
         "training.warmup_steps": 10,

@@ -10,13 +10,13 @@ keyword-freeze modules (`lm_head`, the last two decoder layers, the projector) t
 fully there, not wrapped (the plan lists them). `best/` reloads with stock `PeftModel.from_pretrained`.
 """
 
-from trainers.models.florence2 import FLORENCE2_BASE, TinyFlorence2Spec
+from trainers.models.florence2 import FLORENCE2_BASE, TINY_TOWER_FILE, TinyFlorence2Spec
 from trainers.recipe import EarlyStopping, Lora, Model, Recipe, Training, Unfreeze
 from trainers.tasks.florence import FlorenceData, FlorenceEval
 
 recipe = Recipe(
     name="florence2_omniparser_hybrid",
-    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec()),
+    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE)),
     data=FlorenceData(
         train="data/fabric/train.jsonl",
         val="data/fabric/val.jsonl",
@@ -37,7 +37,7 @@ recipe = Recipe(
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     demo={
         "lora.dropout": 0.0,
-        "training.epochs": 12,
+        "training.epochs": 4,
         "training.batch_size": 16,
         "training.lr": 3e-3,
         "training.warmup_steps": 10,

@@ -13,7 +13,9 @@ refuses them and names the native id. fp16 is refused too (NaN in Florence-2's b
 run trains in bf16 (`training.precision=auto`).
 
 The tiny model keeps the module names and the tokenizer layout and shrinks the widths: a 2-stage DaViT on
-48 px images (36 + 1 image tokens), a 1+2 layer BART of width 64. Its tokenizer is a byte-level BPE (BART's
+48 px images (36 + 1 image tokens; the demos use 64 px, 64 + 1), a 1+2 layer BART of width 64. The demos load
+a DaViT pre-trained here on generated fabric images (`trainers/tasks/florence/tiny_tower.py`: from random init
+the tiny language side never learns to read the image). Its tokenizer is a byte-level BPE (BART's
 kind) trained offline with `tokenizers` on the task prompts and the fabric-defect words, plus the Florence
 special tokens; transformers is imported inside the functions, so recipes load without torch.
 """
@@ -39,6 +41,8 @@ FLORENCE2_PROCESSOR_FILES = (
 )
 
 IMAGE_TOKEN = "<image>"
+# The demos' pre-trained tiny DaViT (python -m trainers.tasks.florence.tiny_tower writes it).
+TINY_TOWER_FILE = "data/fabric/tiny_vision_tower.safetensors"
 # The Florence special tokens after BART's five (the original processor's list, in its order).
 TASK_TAGS = ("<od>", "</od>", "<ocr>", "</ocr>")
 OTHER_TAGS = (
@@ -171,6 +175,8 @@ class TinyFlorence2Spec:
     max_position_embeddings: int = 256
     bpe_vocab_size: int = 400
     dropout: float = 0.0
+    # The pre-trained DaViT (trainers/tasks/florence/tiny_tower.py); None: random init like the rest.
+    vision_weights: str | None = None
 
     @property
     def image_tokens(self) -> int:
@@ -290,7 +296,30 @@ def build_tiny_florence2(spec: TinyFlorence2Spec | None = None, seed: int = 0) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Florence2ForConditionalGeneration(config)
+    if spec.vision_weights is not None:
+        load_tiny_tower(model, spec.vision_weights)
     return model, processor
+
+
+def load_tiny_tower(model: nn.Module, path: str) -> None:
+    """The shipped pre-trained DaViT into the tiny model's vision tower (every tensor, shapes checked)."""
+    from safetensors.torch import load_file
+
+    from trainers.tasks.florence.tiny_tower import tower_path
+
+    file = tower_path(path)
+    if not file.is_file():
+        raise RecipeError(
+            f"model.demo.vision_weights: {file} not found. Regenerate it with "
+            "`python -m trainers.tasks.florence.tiny_tower`, or set vision_weights=None for a random-init tower."
+        )
+    try:
+        model.model.vision_tower.load_state_dict(load_file(str(file)), strict=True)
+    except RuntimeError as error:
+        raise RecipeError(
+            f"model.demo.vision_weights: {file} does not fit this tiny vision tower ({error}). It was trained "
+            "for TinyFlorence2Spec's default vision sizes; regenerate it after changing them."
+        ) from error
 
 
 # --------------------------------------------------------------------------------- meta-device counting

@@ -11,7 +11,7 @@ grid of cells, so boxes fall on a few bins and a tiny random-init model can lear
 The object's `<description>` (its dense region caption) says the variant: "horizontal wrinkle", "dark drop",
 "broken thread". The layout is LabelImg's (`JPEGImages/`, `Annotations/`), per split:
 
-    python -m trainers.tasks.florence.fabric data/fabric --n-train 36 --n-val 12
+    python -m trainers.tasks.florence.fabric data/fabric --n-train 300 --n-val 24
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ def generate(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, nargs="?", default=Path("data/fabric"))
-    parser.add_argument("--n-train", type=int, default=36)
-    parser.add_argument("--n-val", type=int, default=12)
+    parser.add_argument("--n-train", type=int, default=300)
+    parser.add_argument("--n-val", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     generate(args.root, {"train": args.n_train, "val": args.n_val}, args.seed)
