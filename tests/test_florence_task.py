@@ -258,5 +258,7 @@ def test_predict_images_and_draw():
     assert max(drawn.size) >= 256
     red = np.asarray(drawn)[..., 0] > 200
     assert red.any()
+    swapped = task.draw(images[0], {"boxes": [[30, 30, 2, 2]], "labels": ["drop"]})  # a generated x2 < x1
+    assert np.array_equal(np.asarray(swapped), np.asarray(drawn))
     with pytest.raises(Exception, match="caption"):
         task.predict_images(model, processor, images, {"task": "<CAPTION_TO_PHRASE_GROUNDING>"})

@@ -20,7 +20,8 @@ def draw_boxes(
     scale: float = 1.0,
     base: Image.Image | None = None,
 ) -> Image.Image:
-    """`image` (a copy, scaled by `scale`) with each box outlined and labelled."""
+    """`image` (a copy, scaled by `scale`) with each box outlined and labelled. A generated box may come with its
+    corners swapped (x2 < x1: the model wrote them so); it is drawn between them all the same."""
     out = (
         base
         if base is not None
@@ -30,7 +31,8 @@ def draw_boxes(
     )
     draw = ImageDraw.Draw(out)
     for box, label in zip(boxes, labels, strict=True):
-        x1, y1, x2, y2 = (v * scale for v in box)
+        x1, x2 = sorted((box[0] * scale, box[2] * scale))
+        y1, y2 = sorted((box[1] * scale, box[3] * scale))
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=max(1, round(scale)))
         draw.text((x1 + 2, y1 + 1), str(label), fill=colour)
     return out
