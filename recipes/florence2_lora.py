@@ -45,13 +45,16 @@ recipe = Recipe(
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     # --demo: the tiny Florence-2 (its DaViT pre-trained on generated fabric images, the rest random init) on the
     # shipped fabric set (1800 train lines: 300 images, their mirrored copies, 3 tasks). The vision-frozen
-    # variant: LoRA r 16 on the language model's linear layers, the LM head, input embedding and projector
-    # trained fully (modules_to_save), lr 1e-3 after 100 warm-up steps.
+    # variant: LoRA r 16 on the language encoder's linear layers; the decoder, LM head, input embedding and
+    # projector trained fully (modules_to_save), lr 1e-3 after 100 warm-up steps. With LoRA on the decoder too
+    # the model never read the image (one generation for every val image, mAP@0.5 0); this one goes from
+    # mAP@0.5 0 (first 3 evals) to 0.114 at epoch 14.
     demo={
         "lora.r": 16,
         "lora.dropout": 0.0,
-        "lora.target_regex": r"model\.language_model\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
-        "lora.modules_to_save": ("lm_head", "model.language_model.shared", "model.multi_modal_projector"),
+        "lora.target_regex": r"model\.language_model\.encoder\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
+        "lora.modules_to_save": (
+            "lm_head", "model.language_model.shared", "model.multi_modal_projector", "model.language_model.decoder"),
         "training.epochs": 14,
         "training.batch_size": 8,
         "training.lr": 1e-3,

@@ -134,7 +134,7 @@ FLORENCE_TRAIN_SAMPLES = 32  # the first 32 shipped fabric lines in curriculum o
 
 
 def florence_lora_recipe(output_dir: Path, batch_size: int, recipe: str = "florence2_lora.py"):
-    """The shipped `recipes/florence2_lora.py --demo` (tiny Florence-2, LoRA on every linear layer, LM head,
+    """The shipped `recipes/florence2_lora.py --demo` (tiny Florence-2, LoRA on the language encoder; decoder, LM head,
     embedding and projector in modules_to_save, curriculum order), shortened to 1 epoch of 32 lines and 6 val
     lines generated with 3 beams. `recipe="florence2_omniparser_freeze.py"`: the keyword-freeze recipe instead."""
     from conftest import ROOT
