@@ -18,6 +18,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup

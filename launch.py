@@ -22,18 +22,31 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python launch.py recipes/blip_progressive.py training.epochs=3 --dry-run",
     )
     parser.add_argument("recipe", help="path to a recipe file, e.g. recipes/blip_progressive.py")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. training.lr=1e-4 data.train=...")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit without training")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. training.lr=1e-4 data.train=..."
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved plan and exit without training"
+    )
     parser.add_argument("--demo", action="store_true", help="tiny offline model and shipped sample data")
     parser.add_argument("--no-wandb", action="store_true", help="turn W&B logging off (default: on, offline)")
     parser.add_argument("--output-dir", help="where the run writes (default: the recipe's output_dir)")
-    parser.add_argument("--config", help="YAML file of recipe settings, applied before the key=value overrides "
-                                         "(default: the recipe's `config`, e.g. config/clip.yaml)")
-    parser.add_argument("--ablate", metavar="KEY=V1,V2,...",
-                        help="one run per value, each in <output_dir>/sweep-<i>, then a comparison table "
-                             "(one after another here; a job array with --launcher slurm)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bars (training, evaluation, --ablate), in every worker process")
+    parser.add_argument(
+        "--config",
+        help="YAML file of recipe settings, applied before the key=value overrides "
+        "(default: the recipe's `config`, e.g. config/clip.yaml)",
+    )
+    parser.add_argument(
+        "--ablate",
+        metavar="KEY=V1,V2,...",
+        help="one run per value, each in <output_dir>/sweep-<i>, then a comparison table "
+        "(one after another here; a job array with --launcher slurm)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (training, evaluation, --ablate), in every worker process",
+    )
     launch = parser.add_argument_group("launching")
     launch.add_argument("--launcher", choices=["none", "accelerate", "torchrun", "deepspeed", "slurm"])
     launch.add_argument("--nproc", type=int, help="processes (GPUs) per node")
@@ -48,11 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--nodes", type=int, help="nodes (one launcher per node through srun)")
     slurm.add_argument("--gpus-per-node", type=int, help="GPUs per node = processes per node (0: CPU job)")
     slurm.add_argument("--partition", help="Slurm partition")
-    slurm.add_argument("--time", help="time limit, e.g. 12:00:00 (USR1 slurm.signal_lead s before: checkpoint, requeue)")
+    slurm.add_argument(
+        "--time", help="time limit, e.g. 12:00:00 (USR1 slurm.signal_lead s before: checkpoint, requeue)"
+    )
     slurm.add_argument("--account", help="Slurm account")
-    slurm.add_argument("--sweep", action="append", default=[], metavar="'KEY=V ...'",
-                       help="one job-array task per --sweep with these extra overrides, optionally led by another recipe file")
-    launch.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by `deepspeed`
+    slurm.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="'KEY=V ...'",
+        help="one job-array task per --sweep with these extra overrides, optionally led by another recipe file",
+    )
+    launch.add_argument(
+        "--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS
+    )  # set by `deepspeed`
     return parser
 
 
@@ -94,8 +116,14 @@ def worker_args(args: argparse.Namespace) -> list[str]:
 def overrides_for_job(args: argparse.Namespace) -> list[str]:
     """Overrides a Slurm job passes on to `launch.py` inside the job (the launcher choice stays outside)."""
     deepspeed = ("launch.zero=", "launch.offload=", "launch.deepspeed_config=")
-    return [*args.overrides, *(o for o in cli_overrides(args)
-                               if o.startswith(deepspeed) or not o.startswith(("launch.", "slurm.")))]
+    return [
+        *args.overrides,
+        *(
+            o
+            for o in cli_overrides(args)
+            if o.startswith(deepspeed) or not o.startswith(("launch.", "slurm."))
+        ),
+    ]
 
 
 def job_flags(args: argparse.Namespace) -> list[str]:
@@ -112,7 +140,9 @@ def report_error(message: str, block: bool = False) -> None:
     sys.stdout.flush()
     for handler in logging.getLogger().handlers:
         handler.flush()
-    if not relay_worker_error(message):  # a worker of `launch.py --launcher`: the parent prints it, once, last
+    if not relay_worker_error(
+        message
+    ):  # a worker of `launch.py --launcher`: the parent prints it, once, last
         print(("\n" if block else "") + f"error: {message}", file=sys.stderr, flush=True)
 
 
@@ -139,7 +169,9 @@ def skip_unused_libraries(recipe, args: argparse.Namespace, deepspeed_config: ob
 def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     """The CLI; `own_process`: this process runs nothing but this launch (`python launch.py`)."""
     args = build_parser().parse_intermixed_args(argv)
-    args.may_skip_libraries = own_process and not (args.ablate or args.sweep)  # each --ablate variant inherits it
+    args.may_skip_libraries = own_process and not (
+        args.ablate or args.sweep
+    )  # each --ablate variant inherits it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -158,8 +190,11 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
         if not peer_stopped_on_user_error():
             raise
         first_line = redact.redact_text(str(exc)).strip().splitlines()[:1]
-        logging.getLogger("launch").warning("stopped after another rank's error: %s: %s", type(exc).__name__,
-                                            first_line[0][:200] if first_line else "")
+        logging.getLogger("launch").warning(
+            "stopped after another rank's error: %s: %s",
+            type(exc).__name__,
+            first_line[0][:200] if first_line else "",
+        )
         return 1
 
 
@@ -175,7 +210,9 @@ def _main(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, *cli_overrides(args)]
     recipe = load_recipe(args.recipe, overrides, demo=args.demo)
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
-    deepspeed_config = deepspeed_config_for(recipe.launch, recipe.training, launcher_world_size(recipe.launch))
+    deepspeed_config = deepspeed_config_for(
+        recipe.launch, recipe.training, launcher_world_size(recipe.launch)
+    )
     skip_unused_libraries(recipe, args, deepspeed_config)
     under_launcher = inside_launcher()
     if args.ablate:
@@ -184,8 +221,12 @@ def _main(args: argparse.Namespace) -> int:
         if args.sweep:
             raise ablation.AblateSyntaxError("--ablate and --sweep both name variants; use one of them.")
         if recipe.launch.launcher != "slurm" or under_launcher:
-            return ablation.ablate_locally(args, recipe, _main,
-                                           lambda extra: load_recipe(args.recipe, [*overrides, *extra], demo=args.demo))
+            return ablation.ablate_locally(
+                args,
+                recipe,
+                _main,
+                lambda extra: load_recipe(args.recipe, [*overrides, *extra], demo=args.demo),
+            )
         spec = ablation.parse_ablate(args.ablate)
         args.sweep = ablation.sweep_entries(spec)  # one job-array task per value, in <output_dir>/sweep-<i>
         if not args.dry_run:
@@ -194,8 +235,15 @@ def _main(args: argparse.Namespace) -> int:
     if recipe.launch.launcher == "slurm" and not under_launcher:
         from trainers.launchers.slurm import launch_slurm, prepare_job
 
-        job = prepare_job(recipe, args.recipe, overrides_for_job(args), job_flags(args), os.path.abspath(__file__),
-                          args.sweep, load=lambda path, extra: load_recipe(path, extra, demo=args.demo))
+        job = prepare_job(
+            recipe,
+            args.recipe,
+            overrides_for_job(args),
+            job_flags(args),
+            os.path.abspath(__file__),
+            args.sweep,
+            load=lambda path, extra: load_recipe(path, extra, demo=args.demo),
+        )
         if not args.dry_run:
             return launch_slurm(job)
         command = ["sbatch", str(job.script_path)]
@@ -210,7 +258,9 @@ def _main(args: argparse.Namespace) -> int:
         model, processor, source = load_model(recipe, meta_ok=True)
         prepared = prepare_model(model, processor, source, recipe)
         plan = build_run_plan(recipe, prepared, command, overrides)
-        plan.memory = memory_plan(recipe, prepared, recipe_task(recipe), activations=True)  # + measured activations
+        plan.memory = memory_plan(
+            recipe, prepared, recipe_task(recipe), activations=True
+        )  # + measured activations
         print(plan.render())
         if job is not None:
             print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")
@@ -239,8 +289,11 @@ def _main(args: argparse.Namespace) -> int:
     summary = run_training(recipe, overrides)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_metric"]
-        print(f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
-              f"results in {recipe.resolved_output_dir()}", flush=True)
+        print(
+            f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
+            f"results in {recipe.resolved_output_dir()}",
+            flush=True,
+        )
         if summary.get("test_metrics"):
             scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
             print(f"test split, best model: {scores}", flush=True)
@@ -249,8 +302,11 @@ def _main(args: argparse.Namespace) -> int:
             print(f"overfitting: {signal['detail']}, since epoch {signal['since_epoch']}", flush=True)
         if summary.get("lora"):
             lora = summary["lora"]
-            print(f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "
-                  f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})", flush=True)
+            print(
+                f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "
+                f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})",
+                flush=True,
+            )
     return 0
 
 

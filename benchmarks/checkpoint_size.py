@@ -26,7 +26,9 @@ def demo_sizes(key: str) -> dict[str, Any]:
     ctx = demo_context(key)
     plan = ctx.prepared.lora
     adapter_dir = scratch(f"{key}_adapter")
-    save_adapter(ctx.trainer.model, adapter_dir, ctx.prepared.processor, is_main=True, bias=ctx.recipe.lora.bias)
+    save_adapter(
+        ctx.trainer.model, adapter_dir, ctx.prepared.processor, is_main=True, bias=ctx.recipe.lora.bias
+    )
     adapter = directory_bytes(adapter_dir)
     full_recipe = demo_recipe(key, ["lora=none"])
     full_recipe.param_groups = []  # groups addressing the adapter (blip_lora's "lora_") have nothing to match
@@ -35,10 +37,17 @@ def demo_sizes(key: str) -> dict[str, Any]:
     full_ctx.trainer.save_model(str(full_dir))
     full = directory_bytes(full_dir)
     full_theory = 4 * sum(p.numel() for p in full_ctx.prepared.model.parameters())
-    return {"adapter_bytes": adapter, "adapter_theory_bytes": plan.adapter_bytes,
-            "adapter_vs_theory": adapter / plan.adapter_bytes, "full_bytes": full, "full_theory_bytes": full_theory,
-            "full_vs_theory": full / full_theory, "adapter_vs_full": adapter / full,
-            "lora_params": plan.lora_params, "modules_to_save_params": plan.saved_module_params}
+    return {
+        "adapter_bytes": adapter,
+        "adapter_theory_bytes": plan.adapter_bytes,
+        "adapter_vs_theory": adapter / plan.adapter_bytes,
+        "full_bytes": full,
+        "full_theory_bytes": full_theory,
+        "full_vs_theory": full / full_theory,
+        "adapter_vs_full": adapter / full,
+        "lora_params": plan.lora_params,
+        "modules_to_save_params": plan.saved_module_params,
+    }
 
 
 def real_sizes(key: str) -> dict[str, Any]:
@@ -48,9 +57,14 @@ def real_sizes(key: str) -> dict[str, Any]:
     model, processor, source = load_model(recipe, meta_ok=True)
     full = 4 * sum(p.numel() for p in model.parameters())
     plan = prepare_model(model, processor, source, recipe).lora
-    return {"model_id": recipe.model.id, "adapter_bytes": plan.adapter_bytes, "full_bytes": full,
-            "adapter_vs_full": plan.adapter_bytes / full, "lora_params": plan.lora_params,
-            "modules_to_save_params": plan.saved_module_params}
+    return {
+        "model_id": recipe.model.id,
+        "adapter_bytes": plan.adapter_bytes,
+        "full_bytes": full,
+        "adapter_vs_full": plan.adapter_bytes / full,
+        "lora_params": plan.lora_params,
+        "modules_to_save_params": plan.saved_module_params,
+    }
 
 
 def run(smoke: bool, out: Path) -> Result:
@@ -61,19 +75,48 @@ def run(smoke: bool, out: Path) -> Result:
     for r in rows:
         d, real = r["demo"], r["real"]
         claim = CLAIMS.get(r["recipe"])
-        md_rows.append([r["recipe"], d["adapter_bytes"] / 1e3, d["full_bytes"] / 1e3, d["adapter_vs_theory"],
-                        d["full_vs_theory"], real["model_id"].split("/")[-1], real["full_bytes"] / MB,
-                        real["adapter_bytes"] / MB, f"{real['adapter_vs_full']:.2%}",
-                        f"~{claim[0]} MB → ~{claim[1]} MB" if claim else "—"])
+        md_rows.append(
+            [
+                r["recipe"],
+                d["adapter_bytes"] / 1e3,
+                d["full_bytes"] / 1e3,
+                d["adapter_vs_theory"],
+                d["full_vs_theory"],
+                real["model_id"].split("/")[-1],
+                real["full_bytes"] / MB,
+                real["adapter_bytes"] / MB,
+                f"{real['adapter_vs_full']:.2%}",
+                f"~{claim[0]} MB → ~{claim[1]} MB" if claim else "—",
+            ]
+        )
     for s in SKIPPED:
-        md_rows.append([s["model"], "—", "—", "—", "—", "—", "—", "—", "—", f"{s['claim']} (skipped: {s['reason']})"])
-    md = table(["recipe", "demo adapter kB", "demo full kB", "adapter / theory", "full / theory", "real model",
-                "real full MB", "real adapter MB", "adapter / full", "claim"], md_rows)
-    md += ("\n\nReal sizes are float32 (4 bytes per parameter), with the label count of the demo data (the real "
-           "data is not here); a bf16/fp16 checkpoint is half. Theory = float32 bytes of the LoRA and "
-           "modules_to_save tensors (adapter) or of every unique parameter (full); the excess is the safetensors "
-           "header and tied-weight aliases.")
-    return Result("checkpoint_size", "4. Checkpoint size", smoke, [], {"recipes": rows, "skipped": SKIPPED}, md)
+        md_rows.append(
+            [s["model"], "—", "—", "—", "—", "—", "—", "—", "—", f"{s['claim']} (skipped: {s['reason']})"]
+        )
+    md = table(
+        [
+            "recipe",
+            "demo adapter kB",
+            "demo full kB",
+            "adapter / theory",
+            "full / theory",
+            "real model",
+            "real full MB",
+            "real adapter MB",
+            "adapter / full",
+            "claim",
+        ],
+        md_rows,
+    )
+    md += (
+        "\n\nReal sizes are float32 (4 bytes per parameter), with the label count of the demo data (the real "
+        "data is not here); a bf16/fp16 checkpoint is half. Theory = float32 bytes of the LoRA and "
+        "modules_to_save tensors (adapter) or of every unique parameter (full); the excess is the safetensors "
+        "header and tied-weight aliases."
+    )
+    return Result(
+        "checkpoint_size", "4. Checkpoint size", smoke, [], {"recipes": rows, "skipped": SKIPPED}, md
+    )
 
 
 main = main_for(run)

@@ -89,8 +89,12 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         return None
 
@@ -144,8 +148,16 @@ class Result:
     markdown: str
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({"name": self.name, "title": self.title, "smoke": self.smoke, "machine": machine(),
-                       "goals": self.goals, "data": self.data})
+        return _clean(
+            {
+                "name": self.name,
+                "title": self.title,
+                "smoke": self.smoke,
+                "machine": machine(),
+                "goals": self.goals,
+                "data": self.data,
+            }
+        )
 
     def write(self, out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)

@@ -49,26 +49,55 @@ def measure(key: str, rounds: int, batches: int) -> dict[str, Any]:
     rates = interleaved({"loader": load, "model": step}, rounds)
     ratio = paired_ratios(rates["loader"], rates["model"])
     share = Spread.of([m / (m + lo) for lo, m in zip(rates["loader"], rates["model"], strict=True)])
-    return {"recipe": key, "num_workers": trainer.args.dataloader_num_workers, "batch_size": batch_size,
-            "samples_per_s": {k: Spread.of(v) for k, v in rates.items()}, "loader_vs_model": ratio,
-            "loading_share_of_step": share}
+    return {
+        "recipe": key,
+        "num_workers": trainer.args.dataloader_num_workers,
+        "batch_size": batch_size,
+        "samples_per_s": {k: Spread.of(v) for k, v in rates.items()},
+        "loader_vs_model": ratio,
+        "loading_share_of_step": share,
+    }
 
 
 def run(smoke: bool, out: Path) -> Result:
     """Data pipeline: dataset + collator samples/s at the recipe's num_workers vs the model's step."""
     keys, rounds, batches = (("vit",), 2, 2) if smoke else (KEYS, 5, 6)
     rows = [measure(k, rounds, batches) for k in keys]
-    goals = [Goal(f"{r['recipe']}: loader samples/s / model samples/s", r["loader_vs_model"], 1.0, "at_least")
-             for r in rows]
-    md = table(["recipe", "num_workers", "batch", "loader samples/s", "model samples/s", "loader / model",
-                "share of step spent loading (workers=0)", "step waits for data?"],
-               [[r["recipe"], r["num_workers"], r["batch_size"], r["samples_per_s"]["loader"].median,
-                 r["samples_per_s"]["model"].median, r["loader_vs_model"].text(),
-                 f"{r['loading_share_of_step'].median:.1%}" if r["num_workers"] == 0 else "—",
-                 ("yes, serially" if r["num_workers"] == 0 else "no") if r["loader_vs_model"].median >= 1
-                 else "yes: the loader is slower than the model"] for r in rows])
-    md += ("\n\nWith num_workers = 0 the loader runs between steps, so its time adds to every step even when it "
-           "is faster than the model; `training.num_workers` moves it into background processes.")
+    goals = [
+        Goal(f"{r['recipe']}: loader samples/s / model samples/s", r["loader_vs_model"], 1.0, "at_least")
+        for r in rows
+    ]
+    md = table(
+        [
+            "recipe",
+            "num_workers",
+            "batch",
+            "loader samples/s",
+            "model samples/s",
+            "loader / model",
+            "share of step spent loading (workers=0)",
+            "step waits for data?",
+        ],
+        [
+            [
+                r["recipe"],
+                r["num_workers"],
+                r["batch_size"],
+                r["samples_per_s"]["loader"].median,
+                r["samples_per_s"]["model"].median,
+                r["loader_vs_model"].text(),
+                f"{r['loading_share_of_step'].median:.1%}" if r["num_workers"] == 0 else "—",
+                ("yes, serially" if r["num_workers"] == 0 else "no")
+                if r["loader_vs_model"].median >= 1
+                else "yes: the loader is slower than the model",
+            ]
+            for r in rows
+        ],
+    )
+    md += (
+        "\n\nWith num_workers = 0 the loader runs between steps, so its time adds to every step even when it "
+        "is faster than the model; `training.num_workers` moves it into background processes."
+    )
     return Result("data_pipeline", "5. Data pipeline vs model step", smoke, goals, {"recipes": rows}, md)
 
 

@@ -30,14 +30,19 @@ def scratch(name: str) -> Path:
     return path
 
 
-def demo_recipe(key: str, overrides: Sequence[str] = (), output_dir: Path | None = None, demo: bool = True) -> Any:
+def demo_recipe(
+    key: str, overrides: Sequence[str] = (), output_dir: Path | None = None, demo: bool = True
+) -> Any:
     """The recipe's `--demo` variant (or the real one), W&B and plots off, into a scratch directory."""
     from benchmarks.common import ROOT
     from trainers.recipe.loading import load_recipe
 
     out = output_dir or scratch(key)
-    return load_recipe(str(ROOT / RECIPES[key]), [f"output_dir={out}", "reporting.wandb=false",
-                                                  "reporting.plots=false", *overrides], demo=demo)
+    return load_recipe(
+        str(ROOT / RECIPES[key]),
+        [f"output_dir={out}", "reporting.wandb=false", "reporting.plots=false", *overrides],
+        demo=demo,
+    )
 
 
 def demo_context(key: str, overrides: Sequence[str] = (), recipe: Any = None) -> Any:
@@ -61,8 +66,11 @@ def real_recipe(key: str) -> Any:
 
     recipe = demo_recipe(key, demo=False)
     demo = demo_recipe(key).data
-    paths = {f.name: getattr(demo, f.name) for f in dataclasses.fields(demo)
-             if isinstance(getattr(demo, f.name), str) and Path(getattr(demo, f.name)).exists()}
+    paths = {
+        f.name: getattr(demo, f.name)
+        for f in dataclasses.fields(demo)
+        if isinstance(getattr(demo, f.name), str) and Path(getattr(demo, f.name)).exists()
+    }
     describing = {name: getattr(demo, name) for name in DATA_DESCRIPTION if hasattr(demo, name)}
     recipe.data = dataclasses.replace(recipe.data, **paths, **describing)
     return recipe

@@ -52,9 +52,14 @@ def _caption_generate(ctx: Any) -> Callable[[Any, dict], Any]:
 
 def _florence_generate(ctx: Any) -> Callable[[Any, dict], Any]:
     e = ctx.task.evaluation
-    return lambda model, batch: model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                               pixel_values=batch["pixel_values"], num_beams=e.num_beams,
-                                               do_sample=False, max_new_tokens=e.max_new_tokens)
+    return lambda model, batch: model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        pixel_values=batch["pixel_values"],
+        num_beams=e.num_beams,
+        do_sample=False,
+        max_new_tokens=e.max_new_tokens,
+    )
 
 
 def _decode(ctx: Any) -> Callable[[Any], list[str]]:
@@ -73,8 +78,13 @@ def _setup(key: str, n: int) -> tuple[Any, Callable[[Any, dict], Any], bool]:
         ctx = demo_context(key, [f"data.val={_subset_json('data/shapes/train.json', n)}"])
         return ctx, _caption_generate(ctx), True
     if key == "florence2":
-        ctx = demo_context(key, [f"data.val={_subset_jsonl('data/fabric/train.jsonl', n)}",
-                                 "data.val_images=data/fabric/train/JPEGImages"])
+        ctx = demo_context(
+            key,
+            [
+                f"data.val={_subset_jsonl('data/fabric/train.jsonl', n)}",
+                "data.val_images=data/fabric/train/JPEGImages",
+            ],
+        )
         return ctx, _florence_generate(ctx), True
     # the training images as the eval set (more than the largest batch); the dual encoder's 48 val pairs with the
     # real MiniLM text tower already take seconds per evaluation
@@ -103,8 +113,9 @@ class Candidates:
         self.dataset = ctx.data.val
         self.collator = ctx.data.eval_collator
         self.dtype = _float_dtype(self.model)
-        self.evaluator = ShardedEvaluator(ctx.task, self.dataset, self.collator, batch_size,
-                                          num_workers=ctx.recipe.training.num_workers)
+        self.evaluator = ShardedEvaluator(
+            ctx.task, self.dataset, self.collator, batch_size, num_workers=ctx.recipe.training.num_workers
+        )
         self.decode = _decode(ctx)
 
     def ours(self) -> float:
@@ -112,8 +123,13 @@ class Candidates:
 
     @torch.no_grad()
     def _bare(self) -> None:
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collator,
-                            num_workers=self.ctx.recipe.training.num_workers)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collator,
+            num_workers=self.ctx.recipe.training.num_workers,
+        )
         for batch in loader:
             self.bare_call(self.model, _to_device(batch, "cpu", self.dtype))
 
@@ -141,9 +157,12 @@ def measure(key: str, n: int, batch_sizes: tuple[int, ...], rounds: int) -> dict
         if generative:
             fns["per_image"] = c.per_image
         seconds = interleaved(fns, rounds)
-        row = {"batch_size": bs, "images": n_images,
-               "images_per_s": {k: Spread.of([n_images / s for s in v]) for k, v in seconds.items()},
-               "ours_vs_bare": paired_ratios(seconds["bare_batched"], seconds["ours"])}  # rate ratio
+        row = {
+            "batch_size": bs,
+            "images": n_images,
+            "images_per_s": {k: Spread.of([n_images / s for s in v]) for k, v in seconds.items()},
+            "ours_vs_bare": paired_ratios(seconds["bare_batched"], seconds["ours"]),
+        }  # rate ratio
         if generative:
             row["ours_vs_per_image"] = paired_ratios(seconds["per_image"], seconds["ours"])
         rows.append(row)
@@ -160,16 +179,43 @@ def run(smoke: bool, out: Path) -> Result:
     for r in results:
         for row in r["rows"]:
             tag = f"{r['recipe']} bs {row['batch_size']}"
-            goals.append(Goal(f"{tag}: ours / bare batched (images/s)", row["ours_vs_bare"], 0.95, "at_least"))
+            goals.append(
+                Goal(f"{tag}: ours / bare batched (images/s)", row["ours_vs_bare"], 0.95, "at_least")
+            )
             if r["generative"]:
-                goals.append(Goal(f"{tag}: ours / per-image loop (images/s)", row["ours_vs_per_image"], 1.0,
-                                  "at_least"))
+                goals.append(
+                    Goal(
+                        f"{tag}: ours / per-image loop (images/s)", row["ours_vs_per_image"], 1.0, "at_least"
+                    )
+                )
             ips = row["images_per_s"]
-            rows.append([r["recipe"], r["task"], row["batch_size"], row["images"], ips["ours"].median,
-                         ips["bare_batched"].median, ips["per_image"].median if "per_image" in ips else "—",
-                         row["ours_vs_bare"].text(), row["ours_vs_per_image"].text() if r["generative"] else "—"])
-    md = table(["recipe", "task", "batch", "images", "ours img/s", "bare img/s", "per-image img/s",
-                "ours / bare", "ours / per-image"], rows)
+            rows.append(
+                [
+                    r["recipe"],
+                    r["task"],
+                    row["batch_size"],
+                    row["images"],
+                    ips["ours"].median,
+                    ips["bare_batched"].median,
+                    ips["per_image"].median if "per_image" in ips else "—",
+                    row["ours_vs_bare"].text(),
+                    row["ours_vs_per_image"].text() if r["generative"] else "—",
+                ]
+            )
+    md = table(
+        [
+            "recipe",
+            "task",
+            "batch",
+            "images",
+            "ours img/s",
+            "bare img/s",
+            "per-image img/s",
+            "ours / bare",
+            "ours / per-image",
+        ],
+        rows,
+    )
     return Result("eval_speed", "2. Evaluation speed", smoke, goals, {"recipes": results}, md)
 
 

@@ -29,8 +29,10 @@ CONFIGS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "blip": [("freeze + gated stages (blip_progressive)", "blip", ()), ("LoRA (blip_lora)", "blip_lora", ())],
     "vit": [("LoRA q/v + classifier (vit_lora)", "vit", ())],
     "detr": [("LoRA + heads (detr_lora)", "detr", ())],
-    "florence2": [("LoRA (florence2_lora)", "florence2", ()),
-                  ("keyword freeze (florence2_omniparser_freeze)", "florence2_freeze", ())],
+    "florence2": [
+        ("LoRA (florence2_lora)", "florence2", ()),
+        ("keyword freeze (florence2_omniparser_freeze)", "florence2_freeze", ()),
+    ],
     "dual_encoder": [("recipe freeze (clip_minilm)", "dual_encoder", ())],
 }
 
@@ -49,9 +51,17 @@ class Counts:
     def row(self, quantized: bool = False) -> dict[str, Any]:
         b = self.bytes(quantized)
         total = sum(b.values())
-        zero = {f"zero{s}_n{n}": (b["weights"] + b["grads"] + b["optimizer"] / n if s == 1 else
-                                  b["weights"] + (b["grads"] + b["optimizer"]) / n if s == 2 else total / n)
-                for s in (1, 2, 3) for n in RANKS}
+        zero = {
+            f"zero{s}_n{n}": (
+                b["weights"] + b["grads"] + b["optimizer"] / n
+                if s == 1
+                else b["weights"] + (b["grads"] + b["optimizer"]) / n
+                if s == 2
+                else total / n
+            )
+            for s in (1, 2, 3)
+            for n in RANKS
+        }
         label = f"QLoRA 4-bit ({self.config})" if quantized else self.config
         return {"config": label, "held": self.held, "trainable": self.trainable, **b, "total": total, **zero}
 
@@ -61,16 +71,25 @@ def _counts(label: str, model: Any) -> Counts:
 
     held = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    quantizable = sum(m.weight.numel() for n, m in model.named_modules()
-                      if type(m) is nn.Linear and not m.weight.requires_grad and "lora_" not in n
-                      and "modules_to_save" not in n and "original_module" not in n)
+    quantizable = sum(
+        m.weight.numel()
+        for n, m in model.named_modules()
+        if type(m) is nn.Linear
+        and not m.weight.requires_grad
+        and "lora_" not in n
+        and "modules_to_save" not in n
+        and "original_module" not in n
+    )
     return Counts(label, held, trainable, quantizable)
 
 
 def full_counts(model: Any) -> Counts:
     """The base model trained fully: its own parameters, without LoRA weights or modules_to_save copies."""
-    n = sum(p.numel() for name, p in model.named_parameters()
-            if "lora_" not in name and ".modules_to_save." not in name)
+    n = sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if "lora_" not in name and ".modules_to_save." not in name
+    )
     return Counts("full fine-tune", n, n)
 
 
@@ -96,8 +115,12 @@ def measured_step(ctx: Any) -> dict[str, int]:
     optimizer = trainer.create_optimizer()
     optimizer.step()
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for k, t in s.items()
-                if k != "step" and hasattr(t, "numel"))
+    state = sum(
+        t.numel() * t.element_size()
+        for s in optimizer.state.values()
+        for k, t in s.items()
+        if k != "step" and hasattr(t, "numel")
+    )
     optimizer.zero_grad(set_to_none=True)
     return {"grads": grads, "optimizer": state}
 
@@ -113,10 +136,15 @@ def run(smoke: bool, out: Path) -> Result:
             counts = _counts(label, ctx.prepared.model)
             measured = measured_step(ctx)
             row = counts.row()
-            row.update({"family": family, "measured_grads": measured["grads"],
-                        "measured_optimizer": measured["optimizer"],
-                        "measured_vs_computed": (measured["grads"] + measured["optimizer"]) /
-                        (row["grads"] + row["optimizer"])})
+            row.update(
+                {
+                    "family": family,
+                    "measured_grads": measured["grads"],
+                    "measured_optimizer": measured["optimizer"],
+                    "measured_vs_computed": (measured["grads"] + measured["optimizer"])
+                    / (row["grads"] + row["optimizer"]),
+                }
+            )
             if first:
                 tiny_rows.append({"family": family, **full_counts(ctx.prepared.core).row()})
             tiny_rows.append(row)
@@ -128,23 +156,74 @@ def run(smoke: bool, out: Path) -> Result:
             if config.quantizable and "LoRA" in label:
                 real_rows.append({"family": family, "model_id": model_id, **config.row(quantized=True)})
     claim = _florence_claim(real_rows)
-    md = ["### Demo size (counted; gradients + AdamW state measured after one step)", "",
-          table(["family", "config", "trainable", "held", "grads+opt computed MB", "measured MB", "measured / computed"],
-                [[r["family"], r["config"], r["trainable"], r["held"], (r["grads"] + r["optimizer"]) / 1e6,
-                  (r["measured_grads"] + r["measured_optimizer"]) / 1e6 if "measured_grads" in r else "—",
-                  r.get("measured_vs_computed", "—")] for r in tiny_rows]), "",
-          "### Real size (meta device), float32 weights + grads + AdamW, activations excluded", "",
-          table(["model", "config", "trainable", "trainable %", "total GB", "vs full", "ZeRO-1 N=8 GB",
-                 "ZeRO-2 N=8 GB", "ZeRO-3 N=2 / 8 / 64 GB"],
-                [[r["model_id"].split("/")[-1], r["config"], r["trainable"],
-                  100 * r["trainable"] / _full(real_rows, r)["held"], r["total"] / GB,
-                  f"{r['total'] / _full(real_rows, r)['total'] - 1:+.1%}", r["zero1_n8"] / GB, r["zero2_n8"] / GB,
-                  " / ".join(f"{r[f'zero3_n{n}'] / GB:.3f}" for n in RANKS)] for r in real_rows]), ""]
+    md = [
+        "### Demo size (counted; gradients + AdamW state measured after one step)",
+        "",
+        table(
+            [
+                "family",
+                "config",
+                "trainable",
+                "held",
+                "grads+opt computed MB",
+                "measured MB",
+                "measured / computed",
+            ],
+            [
+                [
+                    r["family"],
+                    r["config"],
+                    r["trainable"],
+                    r["held"],
+                    (r["grads"] + r["optimizer"]) / 1e6,
+                    (r["measured_grads"] + r["measured_optimizer"]) / 1e6 if "measured_grads" in r else "—",
+                    r.get("measured_vs_computed", "—"),
+                ]
+                for r in tiny_rows
+            ],
+        ),
+        "",
+        "### Real size (meta device), float32 weights + grads + AdamW, activations excluded",
+        "",
+        table(
+            [
+                "model",
+                "config",
+                "trainable",
+                "trainable %",
+                "total GB",
+                "vs full",
+                "ZeRO-1 N=8 GB",
+                "ZeRO-2 N=8 GB",
+                "ZeRO-3 N=2 / 8 / 64 GB",
+            ],
+            [
+                [
+                    r["model_id"].split("/")[-1],
+                    r["config"],
+                    r["trainable"],
+                    100 * r["trainable"] / _full(real_rows, r)["held"],
+                    r["total"] / GB,
+                    f"{r['total'] / _full(real_rows, r)['total'] - 1:+.1%}",
+                    r["zero1_n8"] / GB,
+                    r["zero2_n8"] / GB,
+                    " / ".join(f"{r[f'zero3_n{n}'] / GB:.3f}" for n in RANKS),
+                ]
+                for r in real_rows
+            ],
+        ),
+        "",
+    ]
     if claim:
         md += [claim["text"], ""]
-    return Result("memory", "3. Memory by freeze / LoRA / QLoRA configuration", smoke, [],
-                  {"demo_size": tiny_rows, "real_size": real_rows, "florence2_keyword_freeze_claim": claim},
-                  "\n".join(md))
+    return Result(
+        "memory",
+        "3. Memory by freeze / LoRA / QLoRA configuration",
+        smoke,
+        [],
+        {"demo_size": tiny_rows, "real_size": real_rows, "florence2_keyword_freeze_claim": claim},
+        "\n".join(md),
+    )
 
 
 def _full(rows: list[dict], row: dict) -> dict:
@@ -163,16 +242,24 @@ def _florence_claim(rows: list[dict]) -> dict[str, Any] | None:
     # trained 2 + 14
     mixed = (2 * n + 14 * t) / (16 * n) - 1
     no_head = None
-    text = (f"Claim \"−70–80% memory for keyword freezing on Florence-2-base (~230M params)\": the base has "
-            f"{n / 1e6:.1f}M parameters; the keyword freeze trains {t / 1e6:.1f}M ({100 * t / n:.1f}%, the tied "
-            f"lm_head = shared embedding included). Weights + grads + AdamW: {fp32:+.1%} in float32, "
-            f"{mixed:+.1%} with bf16 mixed precision (fp32 master weights), activations excluded. In float32 a "
-            f"freeze can save at most 75% (the frozen weights stay: 4 of 16 bytes per parameter), so −70–80% "
-            f"holds only when under ~{100 * (0.75 - 0.70) / 0.75:.0f}% of the parameters train, with mixed "
-            f"precision when under ~{100 * (0.875 - 0.70) / 0.875:.0f}%. Activations are not counted: a freeze "
-            f"shrinks them far less than the parameter states, so with real batch sizes the saving is lower.")
-    return {"params": n, "trainable": t, "saving_fp32": fp32, "saving_bf16_mixed": mixed,
-            "without_head": no_head, "text": text}
+    text = (
+        f'Claim "−70–80% memory for keyword freezing on Florence-2-base (~230M params)": the base has '
+        f"{n / 1e6:.1f}M parameters; the keyword freeze trains {t / 1e6:.1f}M ({100 * t / n:.1f}%, the tied "
+        f"lm_head = shared embedding included). Weights + grads + AdamW: {fp32:+.1%} in float32, "
+        f"{mixed:+.1%} with bf16 mixed precision (fp32 master weights), activations excluded. In float32 a "
+        f"freeze can save at most 75% (the frozen weights stay: 4 of 16 bytes per parameter), so −70–80% "
+        f"holds only when under ~{100 * (0.75 - 0.70) / 0.75:.0f}% of the parameters train, with mixed "
+        f"precision when under ~{100 * (0.875 - 0.70) / 0.875:.0f}%. Activations are not counted: a freeze "
+        f"shrinks them far less than the parameter states, so with real batch sizes the saving is lower."
+    )
+    return {
+        "params": n,
+        "trainable": t,
+        "saving_fp32": fp32,
+        "saving_bf16_mixed": mixed,
+        "without_head": no_head,
+        "text": text,
+    }
 
 
 main = main_for(run)

@@ -27,11 +27,21 @@ from transformers import Trainer, TrainerCallback
 from benchmarks.common import Goal, Result, Spread, interleaved, main_for, paired_ratios, table
 from benchmarks.demo import demo_context, demo_recipe
 
-PER_STEP_HOOKS = ("on_step_begin", "on_substep_end", "on_pre_optimizer_step", "on_optimizer_step", "on_step_end",
-                  "on_log")
+PER_STEP_HOOKS = (
+    "on_step_begin",
+    "on_substep_end",
+    "on_pre_optimizer_step",
+    "on_optimizer_step",
+    "on_step_end",
+    "on_log",
+)
 
 
-STOCK_CALLBACKS = ("DefaultFlowCallback", "PrinterCallback", "ProgressCallback")  # the plain Trainer has them too
+STOCK_CALLBACKS = (
+    "DefaultFlowCallback",
+    "PrinterCallback",
+    "ProgressCallback",
+)  # the plain Trainer has them too
 
 
 class _Enough(Exception):
@@ -69,15 +79,23 @@ def step_time(trainer: Trainer, clock: StepClock) -> float:
     except _Enough:
         pass
     else:
-        raise RuntimeError(f"training ended after {len(clock.times)} timed steps, {clock.steps} were asked for")
+        raise RuntimeError(
+            f"training ended after {len(clock.times)} timed steps, {clock.steps} were asked for"
+        )
     return statistics.median(clock.times)
 
 
 def plain_trainer(ctx: Any, clock: StepClock) -> Trainer:
     """A stock Trainer on the run's own model, data, collator and arguments; no callback of ours."""
-    return Trainer(model=ctx.trainer.model, args=ctx.trainer.args, train_dataset=ctx.data.train,
-                   eval_dataset=ctx.data.val, data_collator=ctx.data.collator,
-                   processing_class=ctx.prepared.processor, callbacks=[clock])
+    return Trainer(
+        model=ctx.trainer.model,
+        args=ctx.trainer.args,
+        train_dataset=ctx.data.train,
+        eval_dataset=ctx.data.val,
+        data_collator=ctx.data.collator,
+        processing_class=ctx.prepared.processor,
+        callbacks=[clock],
+    )
 
 
 class HookTimer:
@@ -125,8 +143,15 @@ def callback_costs(ctx: Any, clock: StepClock, step_seconds: float) -> list[dict
     for owner, hooks in sorted(timer.seconds.items()):
         per_step = sum(s for h, s in hooks.items() if h in PER_STEP_HOOKS) / steps
         once = sum(s for h, s in hooks.items() if h not in PER_STEP_HOOKS)
-        rows.append({"callback": owner, "hooks": sorted(hooks), "per_step_us": per_step * 1e6,
-                     "share_of_step": per_step / step_seconds, "per_train_call_ms": once * 1e3})
+        rows.append(
+            {
+                "callback": owner,
+                "hooks": sorted(hooks),
+                "per_step_us": per_step * 1e6,
+                "share_of_step": per_step / step_seconds,
+                "per_train_call_ms": once * 1e3,
+            }
+        )
     return rows
 
 
@@ -165,7 +190,10 @@ def measure_recipe(key: str, rounds: int, warmup: int, steps: int, gated: bool) 
     ours_clock, plain_clock = StepClock(warmup, steps), StepClock(warmup, steps)
     ctx.trainer.add_callback(ours_clock)
     plain = plain_trainer(ctx, plain_clock)
-    candidates = {"ours": lambda: step_time(ctx.trainer, ours_clock), "plain": lambda: step_time(plain, plain_clock)}
+    candidates = {
+        "ours": lambda: step_time(ctx.trainer, ours_clock),
+        "plain": lambda: step_time(plain, plain_clock),
+    }
     frozen_ctx = None
     if gated:
         recipe = demo_recipe(key)
@@ -207,30 +235,62 @@ def run(smoke: bool, out: Path) -> Result:
     plans = [("vit", False)] if smoke else [("vit", False), ("blip", True)]
     rounds, warmup, steps = (2, 1, 2) if smoke else (9, 2, 8)
     blip_steps = 5
-    results = [measure_recipe(key, rounds if key == "vit" else 5, warmup, steps if key == "vit" else blip_steps,
-                              gated) for key, gated in plans]
-    goals = [Goal(f"{r['recipe']}: our step time / plain Trainer", r["ours_vs_plain"], 1.01, "at_most")
-             for r in results]
+    results = [
+        measure_recipe(
+            key, rounds if key == "vit" else 5, warmup, steps if key == "vit" else blip_steps, gated
+        )
+        for key, gated in plans
+    ]
+    goals = [
+        Goal(f"{r['recipe']}: our step time / plain Trainer", r["ours_vs_plain"], 1.01, "at_most")
+        for r in results
+    ]
     lines = []
     for r in results:
         s = r["step_seconds"]
-        lines.append(f"**{r['recipe']}** demo: median step {s['ours'].median * 1e3:.1f} ms ours, "
-                     f"{s['plain'].median * 1e3:.1f} ms plain Trainer ({r['rounds']} rounds × "
-                     f"{r['timed_steps_per_round']} steps).")
+        lines.append(
+            f"**{r['recipe']}** demo: median step {s['ours'].median * 1e3:.1f} ms ours, "
+            f"{s['plain'].median * 1e3:.1f} ms plain Trainer ({r['rounds']} rounds × "
+            f"{r['timed_steps_per_round']} steps)."
+        )
         e = r["extra_work"]
-        lines.append(f"Our per-step extra work, timed in isolation: callbacks of ours "
-                     f"{r['attributed_extra_us'] - sum(e.values()):.0f} µs, token count {e['token_count_us']:.0f} µs, "
-                     f"loss rescaling {e['loss_rescale_us']:.0f} µs: {r['attributed_extra_us']:.0f} µs = "
-                     f"{r['attributed_share']:.3%} of the median step.")
+        lines.append(
+            f"Our per-step extra work, timed in isolation: callbacks of ours "
+            f"{r['attributed_extra_us'] - sum(e.values()):.0f} µs, token count {e['token_count_us']:.0f} µs, "
+            f"loss rescaling {e['loss_rescale_us']:.0f} µs: {r['attributed_extra_us']:.0f} µs = "
+            f"{r['attributed_share']:.3%} of the median step."
+        )
         if "gated_vs_true_freeze" in r:
-            lines.append(f"Gated stage parameters ({r['gated_params']} tensors, trainable {r['trainable_params']:,} "
-                         f"vs {r['trainable_params_true_freeze']:,} truly frozen): step time ratio gated / true "
-                         f"freeze {r['gated_vs_true_freeze'].text()}.")
-        lines += ["", table(["callback", "hooks", "µs per step", "% of step", "ms per train()"],
-                            [[c["callback"], ", ".join(c["hooks"]), c["per_step_us"], 100 * c["share_of_step"],
-                              c["per_train_call_ms"]] for c in r["callbacks"]]), ""]
-    return Result("overhead", "1. Launcher overhead (training step)", smoke, goals,
-                  {"recipes": results}, "\n".join(lines))
+            lines.append(
+                f"Gated stage parameters ({r['gated_params']} tensors, trainable {r['trainable_params']:,} "
+                f"vs {r['trainable_params_true_freeze']:,} truly frozen): step time ratio gated / true "
+                f"freeze {r['gated_vs_true_freeze'].text()}."
+            )
+        lines += [
+            "",
+            table(
+                ["callback", "hooks", "µs per step", "% of step", "ms per train()"],
+                [
+                    [
+                        c["callback"],
+                        ", ".join(c["hooks"]),
+                        c["per_step_us"],
+                        100 * c["share_of_step"],
+                        c["per_train_call_ms"],
+                    ]
+                    for c in r["callbacks"]
+                ],
+            ),
+            "",
+        ]
+    return Result(
+        "overhead",
+        "1. Launcher overhead (training step)",
+        smoke,
+        goals,
+        {"recipes": results},
+        "\n".join(lines),
+    )
 
 
 main = main_for(run)

@@ -1,6 +1,6 @@
 """Run every benchmark (or those named with --only / left out with --skip), then write SUMMARY.md.
 
-    python -m benchmarks.run_all [--smoke] [--out DIR] [--only overhead,eval_speed] [--skip scaling]
+python -m benchmarks.run_all [--smoke] [--out DIR] [--only overhead,eval_speed] [--skip scaling]
 """
 
 from __future__ import annotations
@@ -31,22 +31,33 @@ def run_benchmarks(names: tuple[str, ...], smoke: bool, out: Path) -> list[Resul
 
 def summary(out: Path) -> str:
     """SUMMARY.md from every benchmark's JSON and Markdown in `out` (one rerun benchmark refreshes its part)."""
-    records = [(json.loads((out / f"{n}.json").read_text()), (out / f"{n}.md").read_text())
-               for n in BENCHMARKS if (out / f"{n}.json").is_file()]
+    records = [
+        (json.loads((out / f"{n}.json").read_text()), (out / f"{n}.md").read_text())
+        for n in BENCHMARKS
+        if (out / f"{n}.json").is_file()
+    ]
     smoke = any(r["smoke"] for r, _ in records)
     m = machine()
     v = m["versions"]
     dates = sorted(r["machine"]["date"] for r, _ in records) or [m["date"]]
-    lines = ["# Benchmarks", "",
-             f"{'Smoke run (a few steps: numbers not meaningful). ' if smoke else ''}Measured {dates[0]} to {dates[-1]} on "
-             f"{m['platform']}, {m['cpu_count']} CPUs (shared with other jobs; load average "
-             f"{m['load_average'][0]:.2f} when this summary was written), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
-             f"peft {v['peft']}, deepspeed {v['deepspeed']}; commit {(m['git_commit'] or '?')[:10]}.", "",
-             "Every ratio is ours against a baseline measured side by side in the same process (or the same "
-             "launch), round after round in alternating order: median (min–max, number of rounds). Rerun: "
-             "`python -m benchmarks.run_all`; one benchmark: `python -m benchmarks.<name>`. JSON per benchmark "
-             "next to this file.", "", "## Goals", "",
-             "| benchmark | goal | target | measured ratio | |", "|---|---|---|---|---|"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"{'Smoke run (a few steps: numbers not meaningful). ' if smoke else ''}Measured {dates[0]} to {dates[-1]} on "
+        f"{m['platform']}, {m['cpu_count']} CPUs (shared with other jobs; load average "
+        f"{m['load_average'][0]:.2f} when this summary was written), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
+        f"peft {v['peft']}, deepspeed {v['deepspeed']}; commit {(m['git_commit'] or '?')[:10]}.",
+        "",
+        "Every ratio is ours against a baseline measured side by side in the same process (or the same "
+        "launch), round after round in alternating order: median (min–max, number of rounds). Rerun: "
+        "`python -m benchmarks.run_all`; one benchmark: `python -m benchmarks.<name>`. JSON per benchmark "
+        "next to this file.",
+        "",
+        "## Goals",
+        "",
+        "| benchmark | goal | target | measured ratio | |",
+        "|---|---|---|---|---|",
+    ]
     for record, _ in records:
         for g in record["goals"]:
             goal = Goal(g["name"], Spread(**g["ratio"]), g["target"], g["direction"])
@@ -54,8 +65,13 @@ def summary(out: Path) -> str:
     lines.append("")
     for record, section in records:
         date = record["machine"]["date"]
-        lines += [section.rstrip(), "", f"<sub>{record['name']}.json, measured {date}, "
-                  f"{record['data'].get('wall_seconds', 0):.0f} s</sub>", ""]
+        lines += [
+            section.rstrip(),
+            "",
+            f"<sub>{record['name']}.json, measured {date}, "
+            f"{record['data'].get('wall_seconds', 0):.0f} s</sub>",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -65,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--skip", default="", help="comma-separated benchmark names to leave out")
-    parser.add_argument("--summary-only", action="store_true", help="rewrite SUMMARY.md from the JSON files in --out")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite SUMMARY.md from the JSON files in --out"
+    )
     args = parser.parse_args(argv)
-    names = tuple(n for n in (args.only.split(",") if args.only else BENCHMARKS) if n and n not in args.skip.split(","))
+    names = tuple(
+        n for n in (args.only.split(",") if args.only else BENCHMARKS) if n and n not in args.skip.split(",")
+    )
     unknown = sorted(set(names) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")

@@ -1,6 +1,6 @@
 """The ViT LoRA demo recipe with a step clock: each rank writes its steady-state step times (for `benchmarks.scaling`).
 
-    python launch.py benchmarks/scaling_recipe.py --demo launch.launcher=torchrun launch.nproc=2 [launch.zero=2]
+python launch.py benchmarks/scaling_recipe.py --demo launch.launcher=torchrun launch.nproc=2 [launch.zero=2]
 """
 
 import json
@@ -37,8 +37,16 @@ class StepTimes(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         rank = int(os.environ.get("RANK", "0"))
         path = Path(args.output_dir).parent / STEP_TIMES.format(rank=rank)
-        path.write_text(json.dumps({"rank": rank, "world_size": args.world_size, "times": self.times,
-                                    "batch_size": args.per_device_train_batch_size}))
+        path.write_text(
+            json.dumps(
+                {
+                    "rank": rank,
+                    "world_size": args.world_size,
+                    "times": self.times,
+                    "batch_size": args.per_device_train_batch_size,
+                }
+            )
+        )
 
 
 recipe = runpy.run_path(str(ROOT / "recipes" / "vit_lora.py"))["recipe"]

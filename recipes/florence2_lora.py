@@ -31,7 +31,11 @@ TARGETS = r"model\.(vision_tower|language_model)\..*\.(q_proj|k_proj|v_proj|fc1|
 recipe = Recipe(
     name="florence2_lora",
     # The real model: Florence2ForConditionalGeneration.from_pretrained + Florence2Processor.from_pretrained.
-    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE)),
+    model=Model(
+        id=FLORENCE2_BASE,
+        family="florence2",
+        demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE),
+    ),
     data=FlorenceData(
         train="data/fabric/train.jsonl",  # {"image", "prefix", "suffix"} lines (voc_to_jsonl writes them)
         val="data/fabric/val.jsonl",
@@ -54,7 +58,11 @@ recipe = Recipe(
         "lora.dropout": 0.0,
         "lora.target_regex": r"model\.language_model\.encoder\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
         "lora.modules_to_save": (
-            "lm_head", "model.language_model.shared", "model.multi_modal_projector", "model.language_model.decoder"),
+            "lm_head",
+            "model.language_model.shared",
+            "model.multi_modal_projector",
+            "model.language_model.decoder",
+        ),
         "training.epochs": 14,
         "training.batch_size": 8,
         "training.lr": 1e-3,

@@ -24,7 +24,11 @@ from trainers.tasks.florence import FlorenceData, FlorenceEval
 
 recipe = Recipe(
     name="florence2_omniparser_freeze",
-    model=Model(id=FLORENCE2_BASE, family="florence2", demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE)),
+    model=Model(
+        id=FLORENCE2_BASE,
+        family="florence2",
+        demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE),
+    ),
     data=FlorenceData(
         train="data/fabric/train.jsonl",
         val="data/fabric/val.jsonl",

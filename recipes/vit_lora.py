@@ -36,7 +36,9 @@ recipe = Recipe(
         # training images only: a crop of 50-100% of the area, resized by the processor, and a mirror half the time
         augment=Augment(hflip=0.5, random_resized_crop=RandomResizedCrop(scale=(0.5, 1.0))),
     ),
-    lora=Lora(target_modules=("q_proj", "v_proj"), r=16, alpha=32, dropout=0.1, modules_to_save=("classifier",)),
+    lora=Lora(
+        target_modules=("q_proj", "v_proj"), r=16, alpha=32, dropout=0.1, modules_to_save=("classifier",)
+    ),
     training=Training(epochs=5, batch_size=32, lr=2e-4, weight_decay=0.01, warmup_steps=50, logging_steps=20),
     evaluation=ClassificationEval(batch_size=64),  # accuracy, per-class accuracy, eval/confusion_matrix.png
     early_stopping=EarlyStopping(metric="accuracy", mode="max", patience=3),

@@ -44,7 +44,9 @@ recipe = Recipe(
     ),
     lora=Lora(target_modules=("query", "value"), r=16, alpha=32, dropout=0.1, modules_to_save=("head",)),
     training=Training(epochs=30, batch_size=32, lr=2e-4, weight_decay=0.1, logging_steps=50),
-    evaluation=PoseEval(batch_size=64),  # pck, mean_pixel_error, oks_ap(_50/_75); eval/skeletons.png each time
+    evaluation=PoseEval(
+        batch_size=64
+    ),  # pck, mean_pixel_error, oks_ap(_50/_75); eval/skeletons.png each time
     early_stopping=EarlyStopping(metric="pck", mode="max", patience=5),
     # --demo: 64 + 24 images of 80 px stick figures (81 + 27 instances, 11 keypoints). The tiny model is random
     # init, so there is nothing pretrained to keep in its patch and position embeddings: they train fully too

@@ -1,7 +1,7 @@
 """Regenerate docs/errors.md from the messages the bad-input catalogue actually produced.
 
-    ERROR_CATALOGUE_OUT=/tmp/errors.jsonl .venv/bin/python -m pytest -q tests/test_bad_inputs.py
-    .venv/bin/python scripts/errors_doc.py /tmp/errors.jsonl > docs/errors.md
+ERROR_CATALOGUE_OUT=/tmp/errors.jsonl .venv/bin/python -m pytest -q tests/test_bad_inputs.py
+.venv/bin/python scripts/errors_doc.py /tmp/errors.jsonl > docs/errors.md
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ def main(path: str) -> None:
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
     out = [HEADER]
     for i, (case, command) in enumerate(rows, 1):
-        message = messages.get(case, "usage: launch.py ... error: argument --launcher: invalid choice: 'mpirun' "
-                               "(choose from none, accelerate, torchrun, deepspeed, slurm)")
+        message = messages.get(
+            case,
+            "usage: launch.py ... error: argument --launcher: invalid choice: 'mpirun' "
+            "(choose from none, accelerate, torchrun, deepspeed, slurm)",
+        )
         out.append(f"| {i} | {case} | `{clean(command)}` | {clean(message)} |\n")
     sys.stdout.write("".join(out))
 

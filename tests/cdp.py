@@ -24,12 +24,18 @@ def ensure_chromium() -> str:
         if shutil.which(name):
             return shutil.which(name)
     if not shutil.which("apt-get"):
-        raise RuntimeError("no chromium and no apt-get to install it: install chromium (Debian: apt-get install chromium)")
+        raise RuntimeError(
+            "no chromium and no apt-get to install it: install chromium (Debian: apt-get install chromium)"
+        )
     root = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*root, "apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run([*root, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True,
-                   env=env, timeout=900)
+    subprocess.run(
+        [*root, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        check=True,
+        env=env,
+        timeout=900,
+    )
     return shutil.which("chromium")
 
 
@@ -38,13 +44,25 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="cdp-profile-")
         cmd_read, self._cmd = os.pipe()  # we write commands, chromium reads them on fd 3
         self._out, out_write = os.pipe()  # chromium writes on fd 4, we read
-        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-                 "--disable-dev-shm-usage", f"--window-size={width},{height}", f"--user-data-dir={self.profile}",
-                 "--remote-debugging-pipe", "about:blank"]
+        flags = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-dev-shm-usage",
+            f"--window-size={width},{height}",
+            f"--user-data-dir={self.profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         command = " ".join([binary or ensure_chromium(), *flags])
-        self.process = subprocess.Popen(["bash", "-c", f"exec {command} 3<&{cmd_read} 4>&{out_write}"],
-                                        pass_fds=(cmd_read, out_write), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["bash", "-c", f"exec {command} 3<&{cmd_read} 4>&{out_write}"],
+            pass_fds=(cmd_read, out_write),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(cmd_read)
         os.close(out_write)
         self._buffer = b""
@@ -63,7 +81,9 @@ class Browser:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def call(self, method: str, session: str | None = None, timeout: float = 30, **params: Any) -> dict[str, Any]:
+    def call(
+        self, method: str, session: str | None = None, timeout: float = 30, **params: Any
+    ) -> dict[str, Any]:
         self._id += 1
         message = {"id": self._id, "method": method, "params": params}
         if session:

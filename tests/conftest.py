@@ -26,9 +26,18 @@ SHARED_JOB_MODULES = {"test_rank_invariance.py", "test_ragged_captions.py", "tes
 
 
 # The longest modules (measured, 2 cores) start first, so that no worker is left with one of them at the end.
-LONGEST_FIRST = ("test_demo_end_to_end.py", "test_rank_invariance.py", "test_ragged_captions.py",
-                 "test_uneven_eval.py", "test_slurm_cluster.py", "test_kill_resume.py",
-                 "test_launchers_end_to_end.py", "test_lora_demo.py", "test_resume.py", "test_cli.py")
+LONGEST_FIRST = (
+    "test_demo_end_to_end.py",
+    "test_rank_invariance.py",
+    "test_ragged_captions.py",
+    "test_uneven_eval.py",
+    "test_slurm_cluster.py",
+    "test_kill_resume.py",
+    "test_launchers_end_to_end.py",
+    "test_lora_demo.py",
+    "test_resume.py",
+    "test_cli.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -60,8 +69,9 @@ def tiny_recipe(output_dir: Path, **training):
     from trainers.models.blip import TinyBlipSpec
     from trainers.recipe import CaptionData, Evaluation, Model, Recipe, Reporting, Training
 
-    settings = dict(epochs=2, batch_size=8, lr=1e-3, warmup_steps=0, weight_decay=0.01, logging_steps=1,
-                    resume="never")
+    settings = dict(
+        epochs=2, batch_size=8, lr=1e-3, warmup_steps=0, weight_decay=0.01, logging_steps=1, resume="never"
+    )
     settings.update(training)
     return Recipe(
         name="tiny",

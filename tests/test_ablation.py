@@ -13,8 +13,13 @@ from launch import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/vit_lora.py"
-SHORT = ["data.max_train_samples=16", "data.max_val_samples=8", "training.batch_size=8", "training.epochs=1",
-         "reporting.plots=false"]
+SHORT = [
+    "data.max_train_samples=16",
+    "data.max_val_samples=8",
+    "training.batch_size=8",
+    "training.epochs=1",
+    "reporting.plots=false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +35,9 @@ def test_two_values_two_runs_and_one_comparison_and_an_earlier_run_is_never_reus
     planted = json.dumps({"best_metric": {"name": "accuracy", "value": 9.0}})
     (stale / "training_summary.json").write_text(planted)
     args = [RECIPE, "--demo", "--quiet", "--ablate", "lora.r=4,8", *SHORT, f"output_dir={out}"]
-    assert main(args) == 2  # found before the first variant trains: nothing trained, the earlier run untouched
+    assert (
+        main(args) == 2
+    )  # found before the first variant trains: nothing trained, the earlier run untouched
     assert "sweep-1" in capsys.readouterr().err
     assert not (out / "sweep-0").exists() and (stale / "training_summary.json").read_text() == planted
     code = main([*args, "training.resume=never"])  # the earlier run is kept aside, the variant starts over
@@ -54,8 +61,20 @@ def test_two_values_two_runs_and_one_comparison_and_an_earlier_run_is_never_reus
 
 def test_slurm_ablation_is_one_job_array(tmp_path, capsys):
     out = tmp_path / "slurm"
-    code = main([RECIPE, "--demo", "--ablate", "training.lr=1e-3,5e-3", "--launcher", "slurm", "--dry-run",
-                 "--gpus-per-node", "0", f"output_dir={out}"])
+    code = main(
+        [
+            RECIPE,
+            "--demo",
+            "--ablate",
+            "training.lr=1e-3,5e-3",
+            "--launcher",
+            "slurm",
+            "--dry-run",
+            "--gpus-per-node",
+            "0",
+            f"output_dir={out}",
+        ]
+    )
     assert code == 0
     script = capsys.readouterr().out.split("sbatch script", 1)[1]
     assert "#SBATCH --array=0-1" in script
@@ -64,15 +83,18 @@ def test_slurm_ablation_is_one_job_array(tmp_path, capsys):
         assert f"training.lr={lr}" in line and f"sweep-{i}" in line
 
 
-@pytest.mark.parametrize("ablate, says", [
-    ("lora.r", "has no '='"),
-    ("lora.r=4", "one value compares nothing"),
-    ("lora.r=4,,8", "an empty value"),
-    ("lora.r=4,8,4", "4 given twice"),
-    ("=4,8", "is not a dotted recipe key"),
-    ("lora.rank=4,8", "Unknown override key 'lora.rank'"),
-    ("lora.r=4,eight", "lora.r"),
-])
+@pytest.mark.parametrize(
+    "ablate, says",
+    [
+        ("lora.r", "has no '='"),
+        ("lora.r=4", "one value compares nothing"),
+        ("lora.r=4,,8", "an empty value"),
+        ("lora.r=4,8,4", "4 given twice"),
+        ("=4,8", "is not a dotted recipe key"),
+        ("lora.rank=4,8", "Unknown override key 'lora.rank'"),
+        ("lora.r=4,eight", "lora.r"),
+    ],
+)
 def test_bad_ablate_is_one_paragraph_and_exit_2(ablate, says, tmp_path, capsys):
     out = tmp_path / "bad"
     assert main([RECIPE, "--demo", "--ablate", ablate, f"output_dir={out}"]) == 2
@@ -82,8 +104,20 @@ def test_bad_ablate_is_one_paragraph_and_exit_2(ablate, says, tmp_path, capsys):
 
 
 def test_ablate_with_sweep_is_refused(tmp_path, capsys):
-    assert main([RECIPE, "--demo", "--ablate", "lora.r=4,8", "--sweep", "training.lr=1e-3",
-                 f"output_dir={tmp_path / 'both'}"]) == 2
+    assert (
+        main(
+            [
+                RECIPE,
+                "--demo",
+                "--ablate",
+                "lora.r=4,8",
+                "--sweep",
+                "training.lr=1e-3",
+                f"output_dir={tmp_path / 'both'}",
+            ]
+        )
+        == 2
+    )
     assert "--ablate and --sweep both name variants" in capsys.readouterr().err
 
 

@@ -24,24 +24,39 @@ def _at_root(monkeypatch):
 
 def test_layer_groups_read_through_peft_names():
     assert layer_of("vit.encoder.layer.3.attention.q_proj.weight") == "vit.encoder.layer.3"
-    assert layer_of("base_model.model.vit.encoder.layer.3.attention.q_proj.lora_A.default.weight") == \
-        "vit.encoder.layer.3"
+    assert (
+        layer_of("base_model.model.vit.encoder.layer.3.attention.q_proj.lora_A.default.weight")
+        == "vit.encoder.layer.3"
+    )
     assert layer_of("base_model.model.classifier.modules_to_save.default.bias") == "classifier"
-    assert layer_of("text_decoder.bert.encoder.layer.11.output.dense.bias") == "text_decoder.bert.encoder.layer.11"
+    assert (
+        layer_of("text_decoder.bert.encoder.layer.11.output.dense.bias")
+        == "text_decoder.bert.encoder.layer.11"
+    )
     assert layer_of("vit.embeddings.patch_embeddings.projection.weight") == "vit.embeddings"
     assert layer_of("logit_scale") == "logit_scale"
     # a module path that also holds numbered blocks is cut deeper: BLIP's word embeddings are not all of `bert`
-    groups = group_names(["text_decoder.bert.embeddings.word_embeddings.weight",
-                          "text_decoder.bert.encoder.layer.0.output.dense.weight", "text_decoder.cls.predictions.bias"])
-    assert list(groups.values()) == ["text_decoder.bert.embeddings", "text_decoder.bert.encoder.layer.0",
-                                     "text_decoder.cls"]
+    groups = group_names(
+        [
+            "text_decoder.bert.embeddings.word_embeddings.weight",
+            "text_decoder.bert.encoder.layer.0.output.dense.weight",
+            "text_decoder.cls.predictions.bias",
+        ]
+    )
+    assert list(groups.values()) == [
+        "text_decoder.bert.embeddings",
+        "text_decoder.bert.encoder.layer.0",
+        "text_decoder.cls",
+    ]
 
 
 def test_layers_without_any_gradient_are_listed_apart_not_ranked():
     per_step = [{"a": 4.0, "b": 0.0, "c": 1.0}, {"a": 0.0, "b": 0.0, "c": 9.0}]  # squared norms
     rows = rank_layers(per_step, {"a": 4, "b": 4, "c": 1})
     assert [(r.layer, r.mean_grad_norm, r.max_grad_norm, r.norms) for r in rows] == [
-        ("c", 2.0, 3.0, [1.0, 3.0]), ("a", 1.0, 2.0, [2.0, 0.0])]
+        ("c", 2.0, 3.0, [1.0, 3.0]),
+        ("a", 1.0, 2.0, [2.0, 0.0]),
+    ]
     assert rows[0].share == pytest.approx(10 / 14) and rows[1].rms == pytest.approx(0.5)
     assert no_gradient(per_step, {"a": 4, "b": 4, "c": 1}) == ["b"]
 
@@ -84,7 +99,9 @@ def test_command_on_the_lora_demo_writes_table_json_and_plot(tmp_path, capsys):
     norms = [r["mean_grad_norm"] for r in report["layers"]]
     assert norms == sorted(norms, reverse=True) and norms[-1] > 0
     assert abs(sum(r["share"] for r in report["layers"]) - 1) < 1e-9
-    assert f"| 1 | {layers[0]} |" in printed and "Frozen (no gradient): vit.embeddings, vit.layernorm" in printed
+    assert (
+        f"| 1 | {layers[0]} |" in printed and "Frozen (no gradient): vit.embeddings, vit.layernorm" in printed
+    )
     assert (out / "layer_importance.png").read_bytes()[:4] == b"\x89PNG"
     assert "gradient norms" not in capsys.readouterr().err  # --quiet: no progress bar
 
@@ -96,4 +113,3 @@ def test_an_out_dir_holding_a_training_run_is_refused(tmp_path, capsys):
     assert (tmp_path / "checkpoints" / "checkpoint-12").is_dir()
     assert main([str(RECIPE), "--demo", "training.precision=fp16", "--out", str(tmp_path / "fp16")]) == 2
     assert "still loss-scaled" in capsys.readouterr().err
-

@@ -35,9 +35,20 @@ def runs(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        run_training(load_recipe(RECIPE, ["training.max_steps=2", "data.max_val_samples=4", "training.batch_size=8",
-                                          "lora.save_merged=true", "reporting.plots=false", f"output_dir={lora}"],
-                                 demo=True))
+        run_training(
+            load_recipe(
+                RECIPE,
+                [
+                    "training.max_steps=2",
+                    "data.max_val_samples=4",
+                    "training.batch_size=8",
+                    "lora.save_merged=true",
+                    "reporting.plots=false",
+                    f"output_dir={lora}",
+                ],
+                demo=True,
+            )
+        )
     finally:
         os.chdir(cwd)
     full = root / "full"
@@ -99,8 +110,10 @@ def test_a_real_browser_uploads_an_image_and_reads_the_prediction(app, runs, tmp
         browser.upload("#image input[type=file]", runs["images"] / "triangle.png")
         browser.wait_for("document.querySelector('#image img') !== null")
         browser.evaluate("document.querySelector('#predict-button').click()")
-        text = browser.wait_for("(() => { const t = document.querySelector('#prediction').innerText;"
-                                " return t.includes('class_id') ? t : null })()")
+        text = browser.wait_for(
+            "(() => { const t = document.querySelector('#prediction').innerText;"
+            " return t.includes('class_id') ? t : null })()"
+        )
         shot = browser.screenshot(ARTIFACTS / "app_prediction.png")
     finally:
         browser.close()

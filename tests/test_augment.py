@@ -90,8 +90,11 @@ def test_flip_twice_is_the_identity_for_pixels_boxes_keypoints_and_caption() -> 
 @pytest.mark.parametrize("index", range(12))
 def test_boxes_and_keypoints_follow_the_pixels(index: int) -> None:
     """Crop + flip + rotation (up to 25 degrees): each box is the enclosing box of its rectangle's pixels."""
-    config = Augment(hflip=0.5, rotate_degrees=25,
-                     random_resized_crop=RandomResizedCrop(scale=(0.5, 1.0), ratio=(0.75, 1.33), size=(80, 60)))
+    config = Augment(
+        hflip=0.5,
+        rotate_degrees=25,
+        random_resized_crop=RandomResizedCrop(scale=(0.5, 1.0), ratio=(0.75, 1.33), size=(80, 60)),
+    )
     out = augment(_scene(), config, seed=7, epoch=0, index=index)
     assert out.sample.image.size == (80, 60)
     assert abs(out.applied["rotate"]) > 0
@@ -107,8 +110,14 @@ def test_boxes_and_keypoints_follow_the_pixels(index: int) -> None:
         inside = 0 <= point[0] < 80 and 0 <= point[1] < 60
         assert (point[2] == 2.0) == inside
         margin = 2  # whole rectangle visible (not cut by an edge): its keypoint is its pixels' centre
-        if inside and label in kept and kept[label][0] > margin and kept[label][2] < 80 - margin \
-                and kept[label][1] > margin and kept[label][3] < 60 - margin:
+        if (
+            inside
+            and label in kept
+            and kept[label][0] > margin
+            and kept[label][2] < 80 - margin
+            and kept[label][1] > margin
+            and kept[label][3] < 60 - margin
+        ):
             rgb = np.asarray(out.sample.image).astype(int)
             ys, xs = np.nonzero(rgb[..., 0 if label == "red" else 1] > 100)
             assert abs(point[0] - (xs.mean() + 0.5)) < 1.0 and abs(point[1] - (ys.mean() + 0.5)) < 1.0
@@ -153,7 +162,9 @@ def test_keypoint_flip_swaps_left_and_right_partners() -> None:
 def test_per_box_keypoints_are_dropped_with_their_box() -> None:
     sample = _scene()
     sample.keypoints = sample.keypoints[:, None, :]  # (N=2, K=1, 3)
-    config = Augment(random_resized_crop=RandomResizedCrop(scale=(0.1, 0.1), ratio=(1.0, 1.0)), min_box_area=20)
+    config = Augment(
+        random_resized_crop=RandomResizedCrop(scale=(0.1, 0.1), ratio=(1.0, 1.0)), min_box_area=20
+    )
     for index in range(50):
         out = augment(sample, config, seed=0, epoch=0, index=index)
         if out.dropped_boxes == 1:
@@ -168,8 +179,11 @@ def test_crop_drops_small_boxes_and_counts_them() -> None:
     boxes = np.array([[x, y, x + 6, y + 6] for x in range(0, W - 6, 12) for y in range(0, H - 6, 12)], float)
     labels = np.arange(len(boxes))
     sample = Sample(image=Image.new("RGB", (W, H)), boxes=boxes, box_labels=labels)
-    config = Augment(random_resized_crop=RandomResizedCrop(scale=(0.2, 0.4), ratio=(0.8, 1.25)),
-                     min_box_area=12.0, min_box_visibility=0.5)
+    config = Augment(
+        random_resized_crop=RandomResizedCrop(scale=(0.2, 0.4), ratio=(0.8, 1.25)),
+        min_box_area=12.0,
+        min_box_visibility=0.5,
+    )
     total = 0
     for index in range(8):
         out = augment(sample, config, seed=3, epoch=0, index=index)
@@ -206,7 +220,11 @@ def test_same_seed_epoch_index_gives_identical_output_whatever_the_global_rng() 
 
 def test_different_epoch_index_or_seed_gives_a_different_augmentation() -> None:
     base = augment(_scene(), EVERYTHING, seed=11, epoch=2, index=5)
-    for other in (dict(seed=11, epoch=3, index=5), dict(seed=11, epoch=2, index=6), dict(seed=12, epoch=2, index=5)):
+    for other in (
+        dict(seed=11, epoch=3, index=5),
+        dict(seed=11, epoch=2, index=6),
+        dict(seed=12, epoch=2, index=5),
+    ):
         out = augment(_scene(), EVERYTHING, **other)
         assert out.applied["rotate"] != base.applied["rotate"]
         assert out.sample.image.tobytes() != base.sample.image.tobytes()
@@ -253,10 +271,15 @@ def test_two_ranks_and_a_resumed_run_see_what_one_uninterrupted_rank_sees() -> N
 
 
 def test_swap_sides_is_word_bounded_and_keeps_case() -> None:
-    assert swap_sides("a circle left of a square, right of a star") == "a circle right of a square, left of a star"
+    assert (
+        swap_sides("a circle left of a square, right of a star")
+        == "a circle right of a square, left of a star"
+    )
     assert swap_sides("Left: red. RIGHT: blue.") == "Right: red. LEFT: blue."
-    assert swap_sides("the leftmost icon, a left-hand menu, rightwards") == \
-        "the rightmost icon, a right-hand menu, leftwards"
+    assert (
+        swap_sides("the leftmost icon, a left-hand menu, rightwards")
+        == "the rightmost icon, a right-hand menu, leftwards"
+    )
     assert swap_sides("leftover righteous bright copyright") == "leftover righteous bright copyright"
     assert names_a_side(["a cat", "a dog on the Left"]) and not names_a_side("bright lights")
 
@@ -265,8 +288,10 @@ def test_flipped_caption_is_swapped_by_default() -> None:
     out = augment(_scene(), Augment(hflip=1.0), seed=0, epoch=0, index=0)
     assert out.sample.caption == "a red square right of a green one"
     many = Sample(image=_scene().image, caption=["Left is red", "no side here"])
-    assert augment(many, Augment(hflip=1.0), seed=0, epoch=0, index=0).sample.caption == \
-        ["Right is red", "no side here"]
+    assert augment(many, Augment(hflip=1.0), seed=0, epoch=0, index=0).sample.caption == [
+        "Right is red",
+        "no side here",
+    ]
 
 
 def test_no_flip_leaves_side_naming_captions_unflipped() -> None:
@@ -303,7 +328,10 @@ def test_color_jitter_changes_colours_not_geometry() -> None:
         (Augment(flip_pairs=((1, 1),)), "data.augment.flip_pairs"),
         (Augment(flip_pairs=((1, 2), (2, 3))), "data.augment.flip_pairs"),
         (Augment(color_jitter=ColorJitter(hue=0.7)), "data.augment.color_jitter.hue"),
-        (Augment(random_resized_crop=RandomResizedCrop(scale=(0.9, 0.2))), "data.augment.random_resized_crop.scale"),
+        (
+            Augment(random_resized_crop=RandomResizedCrop(scale=(0.9, 0.2))),
+            "data.augment.random_resized_crop.scale",
+        ),
         (Augment(min_box_visibility=2.0), "data.augment.min_box_visibility"),
     ],
 )

@@ -31,8 +31,14 @@ def _finite_spread(spread: dict) -> None:
 def smoke(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--smoke", "--skip", "scaling",
-                             "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", "--smoke", "--skip", "scaling", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 

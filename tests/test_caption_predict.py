@@ -36,8 +36,14 @@ def test_predict_captions_with_the_runs_generation_settings_and_draws_them(tmp_p
 
     def generated(**settings) -> list[str]:
         with torch.no_grad():
-            ids = model.generate(pixel_values=pixels, no_repeat_ngram_size=2, repetition_penalty=1.1,
-                                 length_penalty=1.0, early_stopping=True, **settings)
+            ids = model.generate(
+                pixel_values=pixels,
+                no_repeat_ngram_size=2,
+                repetition_penalty=1.1,
+                length_penalty=1.0,
+                early_stopping=True,
+                **settings,
+            )
         return [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
     assert [r["caption"] for r in rows] == generated(num_beams=2, max_length=12)

@@ -44,8 +44,9 @@ def _tiny(family: str):
     return get_family(family).build_tiny()(spec, **kwargs)[0]
 
 
-@pytest.mark.parametrize("family", ["blip-captioning", "detr-detection", "vit-classification", "florence2",
-                                    "vitpose-pose"])
+@pytest.mark.parametrize(
+    "family", ["blip-captioning", "detr-detection", "vit-classification", "florence2", "vitpose-pose"]
+)
 def test_a_checkpoint_holds_every_tensor_under_the_name_the_model_loads(family, tmp_path):
     model = _tiny(family)
     with save_under_model_names(model):
@@ -64,9 +65,19 @@ def test_a_checkpoint_holds_every_tensor_under_the_name_the_model_loads(family, 
 def _vit_full(out: Path, epochs: int):
     # best by the highest val loss: the first epoch, so the best model is not the last one; a constant LR lets
     # a finished run continue to more epochs (a linear schedule would change its curve)
-    return load_recipe(VIT_RECIPE, ["lora=none", f"output_dir={out}", f"training.epochs={epochs}",
-                                    "early_stopping.metric=eval_loss", "early_stopping.mode=max",
-                                    "training.resume=auto", "training.lr_scheduler=constant"], demo=True)
+    return load_recipe(
+        VIT_RECIPE,
+        [
+            "lora=none",
+            f"output_dir={out}",
+            f"training.epochs={epochs}",
+            "early_stopping.metric=eval_loss",
+            "early_stopping.mode=max",
+            "training.resume=auto",
+            "training.lr_scheduler=constant",
+        ],
+        demo=True,
+    )
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -87,8 +98,11 @@ def test_full_vit_best_model_and_resume_use_every_checkpointed_tensor(tmp_path):
     state = json.loads((_checkpoint(whole, steps[-1]) / "trainer_state.json").read_text())
     best_step = int(state["best_model_checkpoint"].rsplit("-", 1)[1])
     assert best_step < steps[-1], (best_step, steps)  # the test needs a best model that is not the last
-    best, best_checkpoint, last = _weights(whole / "best"), _weights(_checkpoint(whole, best_step)), \
-        _weights(_checkpoint(whole, steps[-1]))
+    best, best_checkpoint, last = (
+        _weights(whole / "best"),
+        _weights(_checkpoint(whole, best_step)),
+        _weights(_checkpoint(whole, steps[-1])),
+    )
     encoder = [n for n in best if ".layers." in n]
     assert encoder and all(torch.equal(best[n], best_checkpoint[n]) for n in best)
     assert any(not torch.equal(best[n], last[n]) for n in encoder)

@@ -56,10 +56,20 @@ def test_a_checkpoint_of_another_recipe_is_named_when_chosen(tmp_path, caplog):
 
 
 def test_recipe_hash_ignores_what_may_change_between_a_run_and_its_resume():
-    base = {"name": "r", "training": {"lr": 1e-3, "epochs": 3, "resume": "auto", "eval_batch_size": None},
-            "output_dir": "a", "launch": {"nproc": 1, "zero": None}, "reporting": {"wandb": True}}
-    same = {"name": "r", "training": {"lr": 1e-3, "epochs": 9, "resume": "never", "eval_batch_size": None},
-            "output_dir": "b", "launch": {"nproc": 2, "zero": None}, "reporting": {"wandb": False}}
+    base = {
+        "name": "r",
+        "training": {"lr": 1e-3, "epochs": 3, "resume": "auto", "eval_batch_size": None},
+        "output_dir": "a",
+        "launch": {"nproc": 1, "zero": None},
+        "reporting": {"wandb": True},
+    }
+    same = {
+        "name": "r",
+        "training": {"lr": 1e-3, "epochs": 9, "resume": "never", "eval_batch_size": None},
+        "output_dir": "b",
+        "launch": {"nproc": 2, "zero": None},
+        "reporting": {"wandb": False},
+    }
     others = [
         {**base, "training": {**base["training"], "lr": 2e-3}},
         {**base, "training": {**base["training"], "eval_batch_size": 4}},

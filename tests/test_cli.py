@@ -16,18 +16,29 @@ from trainers.recipe import load_recipe
 
 RECIPE = "recipes/blip_progressive.py"
 # The real recipe's data (data/captions/) is not shipped; these point it at the shipped sample set instead.
-SHAPES_DATA = (f"data.train={SHAPES}/train.json", f"data.val={SHAPES}/val.json", f"data.images={SHAPES}/images")
+SHAPES_DATA = (
+    f"data.train={SHAPES}/train.json",
+    f"data.val={SHAPES}/val.json",
+    f"data.images={SHAPES}/images",
+)
 
 
 def launch(*args: str, timeout: int = 180, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, "launch.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
 def no_model_env(tmp_path: Path) -> dict[str, str]:
     """A machine without the pretrained weights: an empty Hugging Face home (cache, accelerate config)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "HF_HUB_CACHE")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "HF_HUB_CACHE")
+    }
     return {**env, "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
@@ -60,7 +71,11 @@ def test_dry_run_prints_exact_plan_numbers_for_the_tiny_model():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     layer = tiny_vision_layer_params()
-    assert row(out, "vision_model") == [tiny_vision_total(), 3 * layer, 6 * layer]  # last 3 now, 6 more by stages
+    assert row(out, "vision_model") == [
+        tiny_vision_total(),
+        3 * layer,
+        6 * layer,
+    ]  # last 3 now, 6 more by stages
     total, trainable, scheduled = row(out, "TOTAL")
     assert scheduled == 6 * layer
     text_total = row(out, "text_decoder")[0]
@@ -81,7 +96,9 @@ def test_dry_run_of_the_real_recipe_counts_blip_base_without_weights():
     assert "Salesforce/blip-image-captioning-base" in result.stdout
     assert "architecture only" in result.stdout
     total = row(result.stdout, "TOTAL")[0]
-    assert 220_000_000 < total < 230_000_000  # BLIP base: 224M unique (247M with the tied LM head counted twice)
+    assert (
+        220_000_000 < total < 230_000_000
+    )  # BLIP base: 224M unique (247M with the tied LM head counted twice)
 
 
 def test_training_the_real_recipe_without_weights_gives_a_clear_error(tmp_path):
@@ -109,11 +126,15 @@ def test_readme_dry_run_with_overrides_as_written():
     assert "architecture only" in result.stdout  # no weights here: counted on the meta device
 
 
-@pytest.mark.parametrize("flags", [
-    ("--launcher", "accelerate", "--nproc", "8"),
-    ("--launcher", "deepspeed", "--zero", "3", "--nproc", "8"),
-    ("--launcher", "torchrun", "--zero", "2", "--offload", "--nproc", "8"),
-], ids=["accelerate", "deepspeed-zero3", "torchrun-zero2-offload"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--launcher", "accelerate", "--nproc", "8"),
+        ("--launcher", "deepspeed", "--zero", "3", "--nproc", "8"),
+        ("--launcher", "torchrun", "--zero", "2", "--offload", "--nproc", "8"),
+    ],
+    ids=["accelerate", "deepspeed-zero3", "torchrun-zero2-offload"],
+)
 def test_readme_distributed_commands_without_weights_fail_before_any_worker_starts(flags, tmp_path):
     """README, Distributed runs, as written: without the pretrained weights `launch.py` says so once and exits 2
     before it starts the launcher (instead of 8 workers each finding out)."""
@@ -134,7 +155,10 @@ def test_readme_distributed_commands_without_weights_fail_before_any_worker_star
         ((RECIPE, "training.epoch=3", "--dry-run"), "Did you mean: training.epochs"),
         ((RECIPE, "training.lr=fast", "--dry-run"), "expected a number"),
         (("recipes/nope.py", "--dry-run"), "does not exist"),
-        ((RECIPE, "--demo", "--dry-run", "early_stopping.metric=bleu"), "is not a metric the captioning task produces"),
+        (
+            (RECIPE, "--demo", "--dry-run", "early_stopping.metric=bleu"),
+            "is not a metric the captioning task produces",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_without_traceback(args, expected):
@@ -178,9 +202,24 @@ def test_errors_found_before_training_import_neither_torch_nor_transformers(tmp_
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'deepspeed') if m in sys.modules)\n"
         "print('heavy:', heavy, 'status:', status)\n"
     )
-    runs = [[RECIPE], [RECIPE, "training.epoch=3"], [RECIPE, "--launcher", "torchrun", "--nproc", "2"],
-            ["recipes/vit_lora.py", "--demo", "data.augment.hflip=2"], ["recipes/vit_lora.py", "data.val=nowhere"]]
+    runs = [
+        [RECIPE],
+        [RECIPE, "training.epoch=3"],
+        [RECIPE, "--launcher", "torchrun", "--nproc", "2"],
+        ["recipes/vit_lora.py", "--demo", "data.augment.hflip=2"],
+        ["recipes/vit_lora.py", "data.val=nowhere"],
+    ]
     for argv in runs:
-        result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
-                                timeout=120, env=no_model_env(tmp_path))
-        assert result.stdout.strip().splitlines()[-1] == "heavy: [] status: 2", (argv, result.stdout, result.stderr)
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=no_model_env(tmp_path),
+        )
+        assert result.stdout.strip().splitlines()[-1] == "heavy: [] status: 2", (
+            argv,
+            result.stdout,
+            result.stderr,
+        )

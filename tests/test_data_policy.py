@@ -37,14 +37,20 @@ def test_skip_drops_missing_corrupt_and_uncaptioned_samples_and_counts_them(tmp_
     assert ds.bad_samples.summary()["by_reason"] == {"bad_entry": 1, "corrupt_image": 1, "missing_image": 1}
     report = data_report(("train", ds))
     assert report["train"]["size"] == 1 and report["train"]["skipped"] == 3
-    assert {e["reason"] for e in report["train"]["examples"]} == {"bad_entry", "corrupt_image", "missing_image"}
+    assert {e["reason"] for e in report["train"]["examples"]} == {
+        "bad_entry",
+        "corrupt_image",
+        "missing_image",
+    }
 
 
 def test_jsonl_lines_fail_with_their_line_number_or_are_skipped(tmp_path, processor):
     _images(tmp_path, ["a.png", "b.png"])
     path = tmp_path / "c.jsonl"
-    path.write_text('{"image": "a.png", "caption": "one"}\n\n{"image": "b.png", "caption": [\n'
-                    '{"image": "b.png", "caption": ["two", "deux"]}\n{"image": "a.png", "caption": "again"}\n')
+    path.write_text(
+        '{"image": "a.png", "caption": "one"}\n\n{"image": "b.png", "caption": [\n'
+        '{"image": "b.png", "caption": ["two", "deux"]}\n{"image": "a.png", "caption": "again"}\n'
+    )
     with pytest.raises(DataError, match=r"c\.jsonl:3: not valid JSON"):
         CaptionJsonDataset(path, tmp_path, processor.image_processor)
     ds = CaptionJsonDataset(path, tmp_path, processor.image_processor, on_bad_sample="skip")

@@ -36,19 +36,25 @@ def _captions(split: str, n: int) -> list[tuple[str, str]]:
 
 
 def _split(items: list[tuple[str, str]]) -> datasets.Dataset:
-    features = datasets.Features({
-        "image": datasets.Image(),
-        "text": datasets.Value("string"),
-        "shape": datasets.ClassLabel(names=["circle", "square", "triangle"]),
-        "objects": {"bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-                    "category": datasets.List(datasets.Value("int64"))},
-        "blob": datasets.Value("binary"),
-    })
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "text": datasets.Value("string"),
+            "shape": datasets.ClassLabel(names=["circle", "square", "triangle"]),
+            "objects": {
+                "bbox": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                "category": datasets.List(datasets.Value("int64")),
+            },
+            "blob": datasets.Value("binary"),
+        }
+    )
     rows = {
         "image": [str(SHAPES / "images" / name) for name, _ in items],
         "text": [caption for _, caption in items],
         "shape": [i % 3 for i in range(len(items))],
-        "objects": [{"bbox": [[1, 2, 11, 12], [20, 20, 40, 44]], "category": [i, i + 1]} for i in range(len(items))],
+        "objects": [
+            {"bbox": [[1, 2, 11, 12], [20, 20, 40, 44]], "category": [i, i + 1]} for i in range(len(items))
+        ],
         "blob": [bytes([i % 256]) * BLOB for i in range(len(items))],
     }
     return datasets.Dataset.from_dict(rows, features=features)
@@ -59,13 +65,15 @@ def saved(tmp_path_factory) -> Path:
     """A DatasetDict built offline from data/shapes and written with save_to_disk (images embedded)."""
     directory = tmp_path_factory.mktemp("saved") / "shapes"
     datasets.disable_progress_bars()
-    datasets.DatasetDict({"train": _split(_captions("train", N_TRAIN)), "validation": _split(_captions("val", N_VAL))}
-                         ).save_to_disk(str(directory))
+    datasets.DatasetDict(
+        {"train": _split(_captions("train", N_TRAIN)), "validation": _split(_captions("val", N_VAL))}
+    ).save_to_disk(str(directory))
     return directory
 
 
-CAPTION_COLUMNS = Columns(image="image", caption="text", label="shape", boxes="objects.bbox",
-                          box_labels="objects.category")
+CAPTION_COLUMNS = Columns(
+    image="image", caption="text", label="shape", boxes="objects.bbox", box_labels="objects.category"
+)
 
 
 @pytest.fixture
@@ -129,15 +137,22 @@ def test_imagefolder_directory(tmp_path: Path) -> None:
         folder = tmp_path / "folder" / ("circle", "square", "star")[i % 3]
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(SHAPES / "images" / name, folder / name)
-    source = DatasetSource("imagefolder", str(tmp_path / "folder"), columns=Columns(label="label"),
-                           cache_dir=str(tmp_path / "cache"))
+    source = DatasetSource(
+        "imagefolder",
+        str(tmp_path / "folder"),
+        columns=Columns(label="label"),
+        cache_dir=str(tmp_path / "cache"),
+    )
     ds = load_source(source)
     assert len(ds) == 9 and ds.label_names == ["circle", "square", "star"]
     labels = sorted((ds[i]["label"], ds[i]["image"].size) for i in range(9))
     assert [label for label, _ in labels] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     with pytest.raises(RecipeError, match=r"data\.source\.split='validation'.*its splits are: train"):
-        load_source(DatasetSource("imagefolder", str(tmp_path / "folder"), split="validation",
-                                  cache_dir=str(tmp_path / "cache")))
+        load_source(
+            DatasetSource(
+                "imagefolder", str(tmp_path / "folder"), split="validation", cache_dir=str(tmp_path / "cache")
+            )
+        )
 
 
 def test_json_and_csv_files_with_image_names(tmp_path: Path) -> None:
@@ -145,17 +160,31 @@ def test_json_and_csv_files_with_image_names(tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "train.csv").write_text("file,text\n" + "".join(f"{r['file']},{r['text']}\n" for r in rows))
     for kind, file in (("json", "train.jsonl"), ("csv", "train.csv")):
-        source = DatasetSource(kind, str(tmp_path / file), columns=Columns(image="file", caption="text"),
-                               image_dir=str(SHAPES / "images"), cache_dir=str(tmp_path / "cache"))
+        source = DatasetSource(
+            kind,
+            str(tmp_path / file),
+            columns=Columns(image="file", caption="text"),
+            image_dir=str(SHAPES / "images"),
+            cache_dir=str(tmp_path / "cache"),
+        )
         ds = load_source(source, key="data.train_source")
         assert len(ds) == 6 and ds[2]["caption"] == rows[2]["text"]
         assert ds[2]["image"].size == Image.open(SHAPES / "images" / rows[2]["file"]).size
     # a missing image file is a DataError naming the file, the row and the key
     (tmp_path / "bad.jsonl").write_text(json.dumps({"file": "ghost.png", "text": "x"}) + "\n")
-    bad = load_source(DatasetSource("json", str(tmp_path / "bad.jsonl"), columns=Columns(image="file"),
-                                    image_dir=str(SHAPES / "images"), cache_dir=str(tmp_path / "cache")),
-                      key="data.train_source")
-    with pytest.raises(UserFacingError, match=r"ghost\.png: cannot read the image.*row 0 of data\.train_source"):
+    bad = load_source(
+        DatasetSource(
+            "json",
+            str(tmp_path / "bad.jsonl"),
+            columns=Columns(image="file"),
+            image_dir=str(SHAPES / "images"),
+            cache_dir=str(tmp_path / "cache"),
+        ),
+        key="data.train_source",
+    )
+    with pytest.raises(
+        UserFacingError, match=r"ghost\.png: cannot read the image.*row 0 of data\.train_source"
+    ):
         bad[0]
 
 
@@ -167,7 +196,9 @@ def test_missing_column_names_the_key_and_lists_the_columns(saved: Path) -> None
     assert "data.train_source.columns.caption='caption'" in message
     assert "has no column 'caption'" in message
     assert "its columns are: image, text, shape, objects, blob" in message
-    with pytest.raises(RecipeError, match=r"column 'objects' .* has no field 'boxes'; its fields are: bbox, category"):
+    with pytest.raises(
+        RecipeError, match=r"column 'objects' .* has no field 'boxes'; its fields are: bbox, category"
+    ):
         load_source(DatasetSource("disk", str(saved), columns=Columns(boxes="objects.boxes")))
 
 
@@ -182,8 +213,14 @@ def test_bad_disk_path_and_split(saved: Path, tmp_path: Path) -> None:
 
 
 def _no_hub_message_checks(message: str, name: str) -> None:
-    for needle in (f"dataset {name!r}", "cannot be reached", f"datasets.load_dataset({name!r}).save_to_disk(DIR)",
-                   "data.source.kind=disk", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE=1"):
+    for needle in (
+        f"dataset {name!r}",
+        "cannot be reached",
+        f"datasets.load_dataset({name!r}).save_to_disk(DIR)",
+        "data.source.kind=disk",
+        "HF_DATASETS_CACHE",
+        "HF_HUB_OFFLINE=1",
+    ):
         assert needle in message, needle
 
 

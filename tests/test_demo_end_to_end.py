@@ -26,7 +26,11 @@ def demo_run(tmp_path_factory) -> Path:
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(
         [sys.executable, "launch.py", "recipes/blip_progressive.py", "--demo", f"output_dir={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1700, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1700,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"results in {out}" in result.stdout
@@ -49,9 +53,18 @@ def test_val_score_rises_from_first_to_best_epoch(demo_run: Path):
 
 @pytest.mark.slow
 def test_run_writes_every_promised_output(demo_run: Path):
-    for name in ["recipe.json", "plan.json", "freeze_report.txt", "metrics.jsonl", "training_summary.json",
-                 "plots/train_loss.png", "plots/val_metrics.png", "best/model.safetensors", "best/config.json",
-                 "best/tokenizer.json"]:
+    for name in [
+        "recipe.json",
+        "plan.json",
+        "freeze_report.txt",
+        "metrics.jsonl",
+        "training_summary.json",
+        "plots/train_loss.png",
+        "plots/val_metrics.png",
+        "best/model.safetensors",
+        "best/config.json",
+        "best/tokenizer.json",
+    ]:
         assert (demo_run / name).is_file(), name
     summary = json.loads((demo_run / "training_summary.json").read_text())
     params = summary["params"]

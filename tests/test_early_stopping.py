@@ -59,8 +59,13 @@ def test_training_stops_at_the_right_epoch_and_keeps_the_best_checkpoint(tmp_pat
     ctx = setup_run(recipe)
     # composite score per epoch: 0.2, 0.6 (best), 0.4, 0.5 -> patience 2 exhausted after epoch 4
     ctx.trainer.evaluator = ScriptedEvaluator(
-        [{"a": 0.1, "b": 0.3}, {"a": 0.5, "b": 0.7}, {"a": 0.4, "b": 0.4}, {"a": 0.5, "b": 0.5},
-         {"a": 0.9, "b": 0.9}]
+        [
+            {"a": 0.1, "b": 0.3},
+            {"a": 0.5, "b": 0.7},
+            {"a": 0.4, "b": 0.4},
+            {"a": 0.5, "b": 0.5},
+            {"a": 0.9, "b": 0.9},
+        ]
     )
     # remember the weights at the end of each epoch to compare with what is kept
     snapshots: dict[int, dict[str, torch.Tensor]] = {}

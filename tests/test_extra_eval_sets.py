@@ -18,12 +18,18 @@ from trainers.recipe.checks import check_task
 from trainers.run import run_training
 
 VAL = str(ROOT / "data" / "tiny_classes" / "val")
-OVERRIDES = ["training.epochs=3", "data.max_train_samples=64", "training.resume=never", "reporting.plots=false"]
+OVERRIDES = [
+    "training.epochs=3",
+    "data.max_train_samples=64",
+    "training.resume=never",
+    "reporting.plots=false",
+]
 
 
 def vit_recipe(tmp_path, *extra: str):
-    recipe = load_recipe(str(ROOT / "recipes" / "vit_lora.py"), [f"output_dir={tmp_path}", *OVERRIDES, *extra],
-                         demo=True)
+    recipe = load_recipe(
+        str(ROOT / "recipes" / "vit_lora.py"), [f"output_dir={tmp_path}", *OVERRIDES, *extra], demo=True
+    )
     return recipe
 
 
@@ -44,15 +50,27 @@ def test_extra_set_metrics_every_epoch_and_the_test_split_once_with_the_best_mod
         assert "again_loss" not in metrics  # the Trainer's loss is the target set's only
     assert summary["early_stopping"]["metric"] == "eval_again_accuracy"
     best = summary["best_metrics"]
-    assert summary["test_metrics"]["test_accuracy"] == best["accuracy"] == max(r["eval"]["accuracy"] for r in records)
+    assert (
+        summary["test_metrics"]["test_accuracy"]
+        == best["accuracy"]
+        == max(r["eval"]["accuracy"] for r in records)
+    )
     assert set(summary["data"]) >= {"train", "val", "val_again", "test"}
     for name in ("again", "test"):
         assert (tmp_path / "eval" / name / "confusion_matrix.json").is_file()
 
 
-@pytest.mark.parametrize("metric, expected", [("again_acuracy", "again_<metric>"), ("again_loss", "again_<metric>"),
-                                              ("other_accuracy", "Did you mean 'accuracy'")])
-def test_a_metric_of_an_unknown_set_or_one_the_set_does_not_produce_is_a_recipe_error(tmp_path, metric, expected):
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        ("again_acuracy", "again_<metric>"),
+        ("again_loss", "again_<metric>"),
+        ("other_accuracy", "Did you mean 'accuracy'"),
+    ],
+)
+def test_a_metric_of_an_unknown_set_or_one_the_set_does_not_produce_is_a_recipe_error(
+    tmp_path, metric, expected
+):
     recipe = vit_recipe(tmp_path)
     recipe.data.extra_val = {"again": VAL}
     recipe.early_stopping.metric = metric

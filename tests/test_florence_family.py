@@ -188,8 +188,9 @@ def test_legacy_remote_code_ids_and_fp16_are_refused():
 
 @pytest.mark.parametrize("dims", [(32, 64), (16, 32, 64)])
 def test_the_processor_gives_one_image_token_per_patch_for_any_number_of_vision_stages(dims):
-    spec = TinyFlorence2Spec(image_size=64, vision_dims=dims, vision_heads=(2,) * len(dims),
-                             vision_depths=(1,) * len(dims))
+    spec = TinyFlorence2Spec(
+        image_size=64, vision_dims=dims, vision_heads=(2,) * len(dims), vision_depths=(1,) * len(dims)
+    )
     model, processor = build_tiny_florence2(spec)
     from PIL import Image
 
@@ -245,7 +246,9 @@ def test_tower_pretraining_writes_a_tower_that_loads(tmp_path):
 
     saved = load_file(str(out))
     assert all(torch.equal(model.model.vision_tower.state_dict()[k], v) for k, v in saved.items())
-    with pytest.raises(RecipeError, match="missing.safetensors.*python -m trainers.tasks.florence.tiny_tower"):
+    with pytest.raises(
+        RecipeError, match="missing.safetensors.*python -m trainers.tasks.florence.tiny_tower"
+    ):
         build_tiny_florence2(TinyFlorence2Spec(vision_weights=str(tmp_path / "missing.safetensors")))
     with pytest.raises(RecipeError, match="does not fit this tiny vision tower"):
         build_tiny_florence2(TinyFlorence2Spec(vision_dims=(32, 48), vision_weights=str(out)))

@@ -47,7 +47,9 @@ def test_first_n_and_last_n_layers():
 
     m = Toy()
     apply_freeze_rules(m, [Freeze("encoder"), Unfreeze.last("encoder.layers", 2)])
-    assert trainable(m) & {n for n, _ in m.named_parameters() if n.startswith("encoder")} == layer_params(4, 5)
+    assert trainable(m) & {n for n, _ in m.named_parameters() if n.startswith("encoder")} == layer_params(
+        4, 5
+    )
 
 
 def test_index_and_star_and_order():

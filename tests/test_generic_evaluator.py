@@ -176,8 +176,11 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         metrics, evaluator = evaluate(rank, world)
-        record = {"metrics": metrics, "batches": evaluator.task.seen_batches,
-                  "predicted": sorted(evaluator.last_predictions)}
+        record = {
+            "metrics": metrics,
+            "batches": evaluator.task.seen_batches,
+            "predicted": sorted(evaluator.last_predictions),
+        }
         record["failure"] = _outcome(lambda: evaluate(rank, world, fail=True))
         lossy = LosesOnRank1(Doubling(), Items(), collate, batch_size=BATCH)
         record["lost"] = _outcome(lambda: lossy.run(affine(), rank, world, "cpu"))
@@ -200,8 +203,12 @@ def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_pat
     assert ranks[0]["failure"] == "ValueError: bad references"
     assert ranks[1]["failure"] == "RuntimeError: scoring on rank 0 failed: ValueError: bad references"
     # so does a gathered set that misses an index
-    assert ranks[0]["lost"].startswith("RuntimeError: evaluation gathered 6 predictions for 6 distinct indices")
-    assert ranks[1]["lost"].startswith("RuntimeError: scoring on rank 0 failed: RuntimeError: evaluation gathered 6")
+    assert ranks[0]["lost"].startswith(
+        "RuntimeError: evaluation gathered 6 predictions for 6 distinct indices"
+    )
+    assert ranks[1]["lost"].startswith(
+        "RuntimeError: scoring on rank 0 failed: RuntimeError: evaluation gathered 6"
+    )
 
 
 # ---------------------------------------------------------------------------- captioning moves onto it
@@ -219,14 +226,26 @@ def test_captioning_task_through_it_gives_generate_and_caption_scorer_results(sh
 
     settings = Evaluation(metrics=("rouge_l",), num_beams=2, max_length=12)
     model, processor = build_tiny_blip(TinyBlipSpec(), seed=0)
-    recipe = Recipe(name="eq", model=Model(id="tiny", family="blip-captioning"), evaluation=settings,
-                    data=CaptionData(train=str(shapes_dir / "train.json"), val=str(shapes_dir / "val.json"),
-                                     images=str(shapes_dir / "images"), max_val_samples=6, max_train_samples=8))
+    recipe = Recipe(
+        name="eq",
+        model=Model(id="tiny", family="blip-captioning"),
+        evaluation=settings,
+        data=CaptionData(
+            train=str(shapes_dir / "train.json"),
+            val=str(shapes_dir / "val.json"),
+            images=str(shapes_dir / "images"),
+            max_val_samples=6,
+            max_train_samples=8,
+        ),
+    )
     task = CaptioningTask()
     data = task.build(recipe, processor)
     val = data.val
-    trainer = SimpleNamespace(model=model, args=SimpleNamespace(process_index=0, world_size=1, device="cpu"),
-                              accelerator=SimpleNamespace(unwrap_model=lambda m: m))
+    trainer = SimpleNamespace(
+        model=model,
+        args=SimpleNamespace(process_index=0, world_size=1, device="cpu"),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+    )
     new = ShardedEvaluator(task, val, data.eval_collator, batch_size=4)
     metrics = new(trainer)
     model.eval()

@@ -20,8 +20,15 @@ MISSING_ID = "trainers-tests/no-such-vit"
 
 
 def _tiny_vit() -> ViTForImageClassification:
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, num_labels=3)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     return ViTForImageClassification(config)
 
@@ -64,13 +71,17 @@ def test_local_directory_loads_model_and_processor(vit_dir: Path) -> None:
     with torch.no_grad():
         assert torch.equal(model.eval()(pixel_values=pixels).logits, reference(pixel_values=pixels).logits)
     assert type(processor) is ViTImageProcessorPil and processor.size == {"height": 32, "width": 32}
-    bf16, none = load_pretrained(str(vit_dir), ViTForImageClassification, options=LoadOptions(dtype="bfloat16"))
+    bf16, none = load_pretrained(
+        str(vit_dir), ViTForImageClassification, options=LoadOptions(dtype="bfloat16")
+    )
     assert none is None and {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
 
 
 def test_incomplete_or_missing_directory_names_what_is_missing(vit_dir: Path, tmp_path: Path) -> None:
     _tiny_vit().save_pretrained(tmp_path)  # config and weights, no processor files
-    with pytest.raises(ModelNotAvailableError, match=r"lacks preprocessor_config\.json or processor_config\.json"):
+    with pytest.raises(
+        ModelNotAvailableError, match=r"lacks preprocessor_config\.json or processor_config\.json"
+    ):
         load_pretrained(tmp_path, ViTForImageClassification, ViTImageProcessorPil)
     model, _ = load_pretrained(tmp_path, ViTForImageClassification)  # no processor asked: complete
     assert isinstance(model, ViTForImageClassification)
@@ -86,8 +97,12 @@ def test_missing_hub_id_offline_fails_fast_naming_the_id_and_how_to_provide_it(m
     calls: list = []
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError) as info:
-        load_pretrained(MISSING_ID, _recording(calls, ViTForImageClassification), ViTImageProcessorPil,
-                        LoadOptions(revision="v2"))
+        load_pretrained(
+            MISSING_ID,
+            _recording(calls, ViTForImageClassification),
+            ViTImageProcessorPil,
+            LoadOptions(revision="v2"),
+        )
     elapsed = time.monotonic() - start
     assert elapsed < 2.0, elapsed
     assert calls[0][2]["local_files_only"] is True  # the cache only, no retries against the network
@@ -118,7 +133,9 @@ def test_revision_and_trust_remote_code_are_passed_through(vit_dir: Path, no_hub
     calls: list = []
     model_class = _recording(calls, ViTForImageClassification)
     processor_class = _recording(calls, ViTImageProcessorPil)
-    load_pretrained(vit_dir, model_class, processor_class, LoadOptions(revision="abc123", trust_remote_code=True))
+    load_pretrained(
+        vit_dir, model_class, processor_class, LoadOptions(revision="abc123", trust_remote_code=True)
+    )
     assert [c[0] for c in calls] == ["ViTForImageClassification", "ViTImageProcessorPil"]
     for _, _, kwargs in calls:
         assert kwargs["revision"] == "abc123" and kwargs["trust_remote_code"] is True
@@ -128,7 +145,7 @@ def test_revision_and_trust_remote_code_are_passed_through(vit_dir: Path, no_hub
         assert kwargs["trust_remote_code"] is False and "revision" not in kwargs  # off by default
 
 
-CUSTOM_CONFIG = '''
+CUSTOM_CONFIG = """
 from transformers import PretrainedConfig
 
 class TinyCustomConfig(PretrainedConfig):
@@ -137,8 +154,8 @@ class TinyCustomConfig(PretrainedConfig):
     def __init__(self, width=4, **kwargs):
         self.width = width
         super().__init__(**kwargs)
-'''
-CUSTOM_MODEL = '''
+"""
+CUSTOM_MODEL = """
 import torch
 from transformers import PreTrainedModel
 from .configuration_tiny import TinyCustomConfig
@@ -153,7 +170,7 @@ class TinyCustomModel(PreTrainedModel):
 
     def forward(self, x):
         return self.proj(x)
-'''
+"""
 
 
 def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path: Path, monkeypatch) -> None:
@@ -165,13 +182,21 @@ def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path: Path, monkey
     checkpoint.mkdir()
     (checkpoint / "configuration_tiny.py").write_text(CUSTOM_CONFIG)
     (checkpoint / "modeling_tiny.py").write_text(CUSTOM_MODEL)
-    config = {"model_type": "tiny-custom", "width": 4, "architectures": ["TinyCustomModel"],
-              "auto_map": {"AutoConfig": "configuration_tiny.TinyCustomConfig",
-                           "AutoModel": "modeling_tiny.TinyCustomModel"}}
+    config = {
+        "model_type": "tiny-custom",
+        "width": 4,
+        "architectures": ["TinyCustomModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_tiny.TinyCustomConfig",
+            "AutoModel": "modeling_tiny.TinyCustomModel",
+        },
+    }
     (checkpoint / "config.json").write_text(json.dumps(config))
     from safetensors.torch import save_file
 
-    save_file({"proj.weight": torch.eye(4), "proj.bias": torch.zeros(4)}, str(checkpoint / "model.safetensors"))
+    save_file(
+        {"proj.weight": torch.eye(4), "proj.bias": torch.zeros(4)}, str(checkpoint / "model.safetensors")
+    )
     with pytest.raises(RecipeError, match=r"ships its own Python code.*model\.trust_remote_code=true"):
         load_pretrained(checkpoint, AutoModel)
     model, _ = load_pretrained(checkpoint, AutoModel, options=LoadOptions(trust_remote_code=True))

@@ -42,16 +42,26 @@ def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
     assert not keep_out_bitsandbytes()  # once
 
 
-@pytest.mark.parametrize(("own_process", "extra", "deepspeed_config", "variants", "skipped"), [
-    (True, [], None, False, [QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY]),
-    (True, ["model.quantization=4bit"], None, False, [DEEPSPEED_LIBRARY]),  # QLoRA keeps bitsandbytes
-    (True, [], "ds_configs/zero2.json", False, [QUANTIZATION_LIBRARY]),  # a DeepSpeed config keeps deepspeed
-    (True, ["launch.launcher=deepspeed"], None, False, [QUANTIZATION_LIBRARY]),  # so does its launcher
-    (True, [], None, True, []),  # --ablate / --sweep may run another variant in this process
-    (False, [], None, False, []),  # launch.main inside another program leaves its imports alone
-])
-def test_only_a_launched_process_skips_only_what_it_does_not_use(no_bitsandbytes_yet, own_process, extra,
-                                                                 deepspeed_config, variants, skipped):
+@pytest.mark.parametrize(
+    ("own_process", "extra", "deepspeed_config", "variants", "skipped"),
+    [
+        (True, [], None, False, [QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY]),
+        (True, ["model.quantization=4bit"], None, False, [DEEPSPEED_LIBRARY]),  # QLoRA keeps bitsandbytes
+        (
+            True,
+            [],
+            "ds_configs/zero2.json",
+            False,
+            [QUANTIZATION_LIBRARY],
+        ),  # a DeepSpeed config keeps deepspeed
+        (True, ["launch.launcher=deepspeed"], None, False, [QUANTIZATION_LIBRARY]),  # so does its launcher
+        (True, [], None, True, []),  # --ablate / --sweep may run another variant in this process
+        (False, [], None, False, []),  # launch.main inside another program leaves its imports alone
+    ],
+)
+def test_only_a_launched_process_skips_only_what_it_does_not_use(
+    no_bitsandbytes_yet, own_process, extra, deepspeed_config, variants, skipped
+):
     launch = _launch_module()
     recipe = load_recipe(VIT_LORA, extra, demo=True)
     args = argparse.Namespace(may_skip_libraries=own_process and not variants)
@@ -70,11 +80,19 @@ def test_a_launched_lora_dry_run_imports_neither_bitsandbytes_nor_inductor_nor_d
         " 'inductor:', 'torch._inductor.compile_fx' in sys.modules, 'peft:', 'peft' in sys.modules)\n"
     )
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "-c", probe, str(VIT_LORA), "--demo", "--dry-run"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(VIT_LORA), "--demo", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert "trainable" in result.stdout.lower(), result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "status: 0 bitsandbytes: None deepspeed: None inductor: False peft: True", (
-        result.stdout[-3000:], result.stderr[-3000:])
+    assert (
+        result.stdout.strip().splitlines()[-1]
+        == "status: 0 bitsandbytes: None deepspeed: None inductor: False peft: True"
+    ), (result.stdout[-3000:], result.stderr[-3000:])
 
 
 def test_with_wandb_off_the_run_never_imports_it(monkeypatch):
@@ -87,6 +105,11 @@ def test_with_wandb_off_the_run_never_imports_it(monkeypatch):
     reporting.log({"resources/train_seconds": 1.0}, step=1)
     reporting.finish_run({"best_metric": None})
     _finish_wandb()
-    _to_wandb(OverfittingSignal(kind="metric_falling", since_epoch=1.0, since_step=4, detected_at_step=8, detail=""), step=8)
+    _to_wandb(
+        OverfittingSignal(
+            kind="metric_falling", since_epoch=1.0, since_step=4, detected_at_step=8, detail=""
+        ),
+        step=8,
+    )
     assert reporting.active_wandb() is None
     assert "wandb" not in sys.modules

@@ -38,7 +38,11 @@ def peft_reference(target_modules, modules_to_save=None, **kw) -> tuple[int, int
 
 
 SETTINGS = {
-    "query,value": (Lora(target_modules=("query", "value"), r=4), (), dict(target_modules=["query", "value"], r=4)),
+    "query,value": (
+        Lora(target_modules=("query", "value"), r=4),
+        (),
+        dict(target_modules=["query", "value"], r=4),
+    ),
     "+modules_to_save head": (
         Lora(target_modules=("query", "value"), r=4, modules_to_save=("text_decoder.cls",)),
         (),
@@ -47,8 +51,11 @@ SETTINGS = {
     "regex vision qkv + Unfreeze rule": (
         Lora(target_regex=r"vision_model\.encoder\.layers\.\d+\.self_attn\.qkv", r=2),
         (Unfreeze("text_decoder.bert.encoder.layer[-1:]"),),
-        dict(target_modules=r"vision_model\.encoder\.layers\.\d+\.self_attn\.qkv", r=2,
-             modules_to_save=["text_decoder.bert.encoder.layer.1"]),
+        dict(
+            target_modules=r"vision_model\.encoder\.layers\.\d+\.self_attn\.qkv",
+            r=2,
+            modules_to_save=["text_decoder.bert.encoder.layer.1"],
+        ),
     ),
     "dora + lora_only bias, both towers": (
         Lora(target_modules=("qkv", "query"), r=4, use_dora=True, bias="lora_only"),
@@ -100,8 +107,18 @@ def test_a_target_matching_nothing_lists_the_nearest_supported_names(tmp_path):
 
 def test_bad_target_on_the_command_line_is_one_paragraph_without_traceback():
     result = subprocess.run(
-        [sys.executable, "launch.py", "recipes/blip_lora.py", "--demo", "lora.target_modules=qury,value", "--dry-run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "launch.py",
+            "recipes/blip_lora.py",
+            "--demo",
+            "lora.target_modules=qury,value",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -109,14 +126,24 @@ def test_bad_target_on_the_command_line_is_one_paragraph_without_traceback():
 
 
 def test_targets_inside_a_fully_trained_module_are_left_to_it(tmp_path):
-    recipe, prep = prepared(tmp_path, Lora(target_modules=("query", "dense"), r=4),
-                            freeze=[Unfreeze("text_decoder.bert.encoder.layer[-1:]")])
+    recipe, prep = prepared(
+        tmp_path,
+        Lora(target_modules=("query", "dense"), r=4),
+        freeze=[Unfreeze("text_decoder.bert.encoder.layer[-1:]")],
+    )
     assert all(p.startswith("text_decoder.bert.encoder.layer.1.") for p in prep.lora.excluded)
-    assert len(prep.lora.excluded) == 6  # query x2; dense: attention + crossattention output, intermediate, output
-    assert prep.lora.trainable == peft_reference(
-        ["query", "dense"], ["text_decoder.bert.encoder.layer.1"], r=4,
-        exclude_modules=prep.lora.excluded)[0]
-    assert "not LoRA-wrapped: 6 matched modules inside modules_to_save" in build_run_plan(recipe, prep).render()
+    assert (
+        len(prep.lora.excluded) == 6
+    )  # query x2; dense: attention + crossattention output, intermediate, output
+    assert (
+        prep.lora.trainable
+        == peft_reference(
+            ["query", "dense"], ["text_decoder.bert.encoder.layer.1"], r=4, exclude_modules=prep.lora.excluded
+        )[0]
+    )
+    assert (
+        "not LoRA-wrapped: 6 matched modules inside modules_to_save" in build_run_plan(recipe, prep).render()
+    )
     with pytest.raises(RecipeError, match="every LoRA target lies inside a module that is trained fully"):
         prepared(tmp_path, Lora(target_modules=("query",)), freeze=[Unfreeze("text_decoder.bert.encoder")])
 
@@ -138,8 +165,10 @@ def test_param_group_regexes_match_unprefixed_names_through_the_wrapper(tmp_path
     recipe = tiny_recipe(tmp_path / "run", lr=1e-3)
     recipe.lora = Lora(target_modules=("query", "value"), r=4)
     recipe.freeze = [Unfreeze("vision_model.post_layernorm")]
-    recipe.param_groups = [ParamGroup("lora", match=r"lora_", lr_mult=10.0),
-                           ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1)]
+    recipe.param_groups = [
+        ParamGroup("lora", match=r"lora_", lr_mult=10.0),
+        ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
+    ]
     ctx = setup_run(recipe)
     optimizer = ctx.trainer.create_optimizer()
     by_name = {g["name"]: g for g in optimizer.param_groups}
@@ -169,8 +198,12 @@ def trained_adapter(tmp_path_factory):
     """A short LoRA run: LoRA on the text attention and on the tied LM head, a fully trained block, merged out."""
     out = tmp_path_factory.mktemp("lora") / "run"
     recipe = tiny_recipe(out, epochs=1, lr=1e-2)
-    recipe.lora = Lora(target_modules=("query", "value", "decoder"), r=4,
-                       modules_to_save=("vision_model.post_layernorm",), save_merged=True)
+    recipe.lora = Lora(
+        target_modules=("query", "value", "decoder"),
+        r=4,
+        modules_to_save=("vision_model.post_layernorm",),
+        save_merged=True,
+    )
     recipe.freeze = [Unfreeze("text_decoder.bert.encoder.layer[-1:].output")]
     ctx = setup_run(recipe)
     summary = complete_run(ctx)
@@ -182,7 +215,12 @@ def test_saved_adapter_reloads_with_stock_peft_to_the_same_logits_and_captions(t
 
     recipe, ctx, summary, out = trained_adapter
     best = out / "best"
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "processor_config.json"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "processor_config.json",
+    ):
         assert (best / name).is_file(), name
     assert not (best / "model.safetensors").exists()
     in_memory = ctx.prepared.model
@@ -217,16 +255,22 @@ def test_merged_model_matches_the_adapter_model_and_keeps_the_input_embedding(tr
     print(f"merged vs adapter model: max |logit diff| {diff:.2e}")
     assert diff <= MERGE_TOLERANCE, diff
     # merging the LoRA on the (untied) LM head must not have touched the input embedding
-    assert torch.equal(merged.text_decoder.bert.embeddings.word_embeddings.weight,
-                       base.text_decoder.bert.embeddings.word_embeddings.weight)
-    assert not torch.equal(merged.text_decoder.cls.predictions.decoder.weight,
-                           base.text_decoder.cls.predictions.decoder.weight)
+    assert torch.equal(
+        merged.text_decoder.bert.embeddings.word_embeddings.weight,
+        base.text_decoder.bert.embeddings.word_embeddings.weight,
+    )
+    assert not torch.equal(
+        merged.text_decoder.cls.predictions.decoder.weight, base.text_decoder.cls.predictions.decoder.weight
+    )
 
 
 def test_progressive_unfreezing_with_lora_gates_the_saved_copies(tmp_path):
-    _, prep = prepared(tmp_path, Lora(target_modules=("query", "value"), r=4),
-                       freeze=[Unfreeze("vision_model.encoder.layers[-1:]")],
-                       stages=[Stage(epoch=1, unfreeze="vision_model.encoder.layers[-2:]")])
+    _, prep = prepared(
+        tmp_path,
+        Lora(target_modules=("query", "value"), r=4),
+        freeze=[Unfreeze("vision_model.encoder.layers[-1:]")],
+        stages=[Stage(epoch=1, unfreeze="vision_model.encoder.layers[-2:]")],
+    )
     assert prep.lora.modules_to_save == ["vision_model.encoder.layers.10", "vision_model.encoder.layers.11"]
     assert all(".modules_to_save.default." in n for n in prep.stages[0].param_names)
     assert prep.stages[0].param_names[0].startswith("vision_model.encoder.layers.10.")
@@ -238,9 +282,19 @@ def test_progressive_unfreezing_with_lora_gates_the_saved_copies(tmp_path):
 
 def test_cli_overrides_reach_the_lora_plan():
     result = subprocess.run(
-        [sys.executable, "launch.py", "recipes/blip_lora.py", "--demo", "lora.r=16", "lora.target_modules=query,value",
-         "--dry-run"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "launch.py",
+            "recipes/blip_lora.py",
+            "--demo",
+            "lora.r=16",
+            "lora.target_modules=query,value",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "r=16 alpha=32" in result.stdout
@@ -253,8 +307,11 @@ def test_a_resumed_lora_run_ends_with_the_same_adapter_as_an_uninterrupted_one(t
 
     def run(out, epochs):
         recipe = tiny_recipe(out, epochs=epochs, resume="auto", lr_scheduler="constant")
-        recipe.lora = Lora(target_modules=("query", "value"), r=4,
-                           modules_to_save=("text_decoder.cls.predictions.transform",))
+        recipe.lora = Lora(
+            target_modules=("query", "value"),
+            r=4,
+            modules_to_save=("text_decoder.cls.predictions.transform",),
+        )
         return complete_run(setup_run(recipe))
 
     run(tmp_path / "resumed", 1)

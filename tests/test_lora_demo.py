@@ -19,7 +19,11 @@ def lora_demo(tmp_path_factory) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     result = subprocess.run(
         [sys.executable, "launch.py", "recipes/blip_lora.py", "--demo", "--no-wandb", f"output_dir={out}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
@@ -27,11 +31,18 @@ def lora_demo(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_lora_demo_learns_and_writes_adapter_and_merged_model(lora_demo: Path):
-    records = [json.loads(line) for line in (lora_demo / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (lora_demo / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
     scores = [r["eval"]["val_score"] for r in records]
     assert max(scores) > scores[0] + 0.1, scores
-    for name in ("best/adapter_model.safetensors", "best/adapter_config.json", "best/tokenizer.json",
-                 "merged/model.safetensors", "merged/config.json"):
+    for name in (
+        "best/adapter_model.safetensors",
+        "best/adapter_config.json",
+        "best/tokenizer.json",
+        "merged/model.safetensors",
+        "merged/config.json",
+    ):
         assert (lora_demo / name).is_file(), name
     summary = json.loads((lora_demo / "training_summary.json").read_text())
     lora = summary["lora"]

@@ -38,7 +38,9 @@ def one_step_bytes(trainer) -> dict[str, int]:
     return {
         "params": sum(p.nbytes for p in params),
         "grads": sum(p.grad.nbytes for p in params if p.grad is not None),
-        "optimizer": sum(t.nbytes for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)),
+        "optimizer": sum(
+            t.nbytes for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)
+        ),
     }
 
 
@@ -47,15 +49,29 @@ def test_model_state_bytes_equal_a_real_step(tmp_path, config):
     from trainers.run import setup_run
 
     path, extra = CONFIGS[config]
-    recipe = load_recipe(path, [*extra, "training.epochs=1", "reporting.wandb=false", "reporting.plots=false",
-                                f"output_dir={tmp_path / 'run'}"], demo=True)
+    recipe = load_recipe(
+        path,
+        [
+            *extra,
+            "training.epochs=1",
+            "reporting.wandb=false",
+            "reporting.plots=false",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        demo=True,
+    )
     ctx = setup_run(recipe)
     predicted = memory_plan(recipe, ctx.prepared).state
     measured = one_step_bytes(ctx.trainer)
-    print(f"{config}: predicted params/grads/optimizer {predicted.params}/{predicted.grads}/{predicted.optimizer} B, "
-          f"measured {measured}")
+    print(
+        f"{config}: predicted params/grads/optimizer {predicted.params}/{predicted.grads}/{predicted.optimizer} B, "
+        f"measured {measured}"
+    )
     assert (predicted.params, predicted.grads, predicted.optimizer) == (
-        measured["params"], measured["grads"], measured["optimizer"])
+        measured["params"],
+        measured["grads"],
+        measured["optimizer"],
+    )
     assert 0 < predicted.grads < predicted.params or config.startswith("freeze")
 
 
@@ -75,8 +91,15 @@ def test_zero_stages_divide_what_they_shard_and_dry_run_prints_them(capsys):
     # activations: measured on one batch of the recipe's data; linear in the batch at a fixed image size (ViT)
     vit = load_recipe(VIT_LORA, [], demo=True)
     vit_model = prepare_model(*load_model(vit), vit)
-    two, four = (memory_plan(load_recipe(VIT_LORA, [f"training.batch_size={b}"], demo=True), vit_model, _task(vit),
-                             activations=True).activations for b in (2, 4))
+    two, four = (
+        memory_plan(
+            load_recipe(VIT_LORA, [f"training.batch_size={b}"], demo=True),
+            vit_model,
+            _task(vit),
+            activations=True,
+        ).activations
+        for b in (2, 4)
+    )
     assert two.inputs["pixel_values"][0] == 2 and four.inputs["pixel_values"][0] == 4
     assert two.bytes > 0 and four.bytes == pytest.approx(2 * two.bytes, rel=0.02)
 

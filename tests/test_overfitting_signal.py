@@ -48,7 +48,9 @@ def test_the_watched_metric_peaking_and_falling():
     assert signal is not None and signal.kind == "metric_falling" and signal.since_epoch == 3.0
     assert "accuracy peaked at 0.8" in signal.detail
     # a plateau a hair below the best is not a fall (the demo: 1.428 best, 1.424 after)
-    flat = history([1.0, 0.9, 0.9, 0.9, 0.9], [1.0, 0.9, 0.8, 0.7, 0.6], metric=[1.2, 1.428, 1.426, 1.425, 1.424])
+    flat = history(
+        [1.0, 0.9, 0.9, 0.9, 0.9], [1.0, 0.9, 0.8, 0.7, 0.6], metric=[1.2, 1.428, 1.426, 1.425, 1.424]
+    )
     assert detect(flat, "eval_accuracy", greater_is_better=True, patience=2) is None
     # lower-is-better metrics: a minimum, then worse
     h2 = history([1.0, 0.9, 0.9, 0.9], [1.0, 0.9, 0.8, 0.7], metric=[0.5, 0.3, 0.4, 0.45])

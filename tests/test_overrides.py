@@ -31,7 +31,9 @@ def make_recipe() -> Recipe:
 
 def test_scalar_types_are_coerced():
     r = make_recipe()
-    apply_overrides(r, ["training.epochs=3", "training.lr=1e-4", "reporting.wandb=false", "data.train=/x/y.json"])
+    apply_overrides(
+        r, ["training.epochs=3", "training.lr=1e-4", "reporting.wandb=false", "data.train=/x/y.json"]
+    )
     assert r.training.epochs == 3 and isinstance(r.training.epochs, int)
     assert r.training.lr == pytest.approx(1e-4)
     assert r.reporting.wandb is False

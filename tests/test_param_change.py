@@ -14,8 +14,13 @@ from trainers.analysis.param_change import main, measure
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "vit_lora.py"
-SHORT = ["data.max_train_samples=32", "data.max_val_samples=16", "training.batch_size=8", "training.epochs=1",
-         "reporting.plots=false"]
+SHORT = [
+    "data.max_train_samples=32",
+    "data.max_val_samples=16",
+    "training.batch_size=8",
+    "training.epochs=1",
+    "reporting.plots=false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -40,15 +45,22 @@ def runs(tmp_path_factory):
     from trainers.recipe import Freeze
 
     root = tmp_path_factory.mktemp("param_change")
-    return {"full": _train(root / "full", ["lora=none"], [Freeze("vit.embeddings")]),
-            "lora": _train(root / "lora", [])}
+    return {
+        "full": _train(root / "full", ["lora=none"], [Freeze("vit.embeddings")]),
+        "lora": _train(root / "lora", []),
+    }
 
 
 def test_full_run_frozen_embeddings_moved_exactly_zero(runs, capsys):
     report = measure(runs["full"])
     assert report.kind == "full" and report.verified
     layers = {c.name: c for c in report.layers}
-    assert list(layers) == ["vit.embeddings", *(f"vit.layers.{i}" for i in range(4)), "vit.layernorm", "classifier"]
+    assert list(layers) == [
+        "vit.embeddings",
+        *(f"vit.layers.{i}" for i in range(4)),
+        "vit.layernorm",
+        "classifier",
+    ]
     assert layers["vit.embeddings"].delta_norm == 0.0 and layers["vit.embeddings"].relative == 0.0
     assert all(c.relative > 1e-4 for name, c in layers.items() if name != "vit.embeddings")
     assert sum(c.params for c in report.layers) == sum(c.params for c in report.parameters) == 147_780
@@ -72,7 +84,11 @@ def test_lora_change_is_the_adapter_delta_and_the_base_stays_at_zero(runs):
     adapter = load_file(runs["lora"] / "best" / "adapter_model.safetensors")
     config = json.loads((runs["lora"] / "best" / "adapter_config.json").read_text())
     prefix = "base_model.model.vit.layers.2.attention.q_proj"
-    delta = adapter[f"{prefix}.lora_B.weight"] @ adapter[f"{prefix}.lora_A.weight"] * (config["lora_alpha"] / config["r"])
+    delta = (
+        adapter[f"{prefix}.lora_B.weight"]
+        @ adapter[f"{prefix}.lora_A.weight"]
+        * (config["lora_alpha"] / config["r"])
+    )
     measured = params["vit.layers.2.attention.q_proj.weight"].delta_norm
     assert measured == pytest.approx(float(torch.linalg.vector_norm(delta.double())), rel=1e-6)
 

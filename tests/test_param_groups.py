@@ -41,7 +41,9 @@ def test_optimizer_groups_have_declared_lrs_and_no_decay_on_bias_and_layernorm(t
         assert group["params"], f"empty group {group['name']}"
         names = [named[id(p)] for p in group["params"]]
         if group["name"].endswith("/no_decay"):
-            assert all("bias" in n or "LayerNorm" in n or "layernorm" in n or "layer_norm" in n for n in names), names
+            assert all(
+                "bias" in n or "LayerNorm" in n or "layernorm" in n or "layer_norm" in n for n in names
+            ), names
             assert group["weight_decay"] == 0.0
         else:
             assert not any(n.endswith(".bias") for n in names)

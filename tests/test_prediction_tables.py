@@ -19,11 +19,14 @@ def test_classification_rows_name_predicted_and_true_class():
     from trainers.tasks.classification.task import ClassificationTask
     from trainers.tasks.classification.tiny_classes import CLASSES
 
-    val = ImageClassificationDataset(TINY_CLASSES / "val", "data.val", list(CLASSES), build_tiny_processor(TinyVitSpec()),
-                                     limit=4)
+    val = ImageClassificationDataset(
+        TINY_CLASSES / "val", "data.val", list(CLASSES), build_tiny_processor(TinyVitSpec()), limit=4
+    )
     rows = ClassificationTask().table_rows({0: 1, 1: 1, 2: 2, 3: 3}, val)
-    assert [(r.prediction, r.target) for r in rows[:2]] == [(CLASSES[1], CLASSES[val.targets[0]]),
-                                                             (CLASSES[1], CLASSES[val.targets[1]])]
+    assert [(r.prediction, r.target) for r in rows[:2]] == [
+        (CLASSES[1], CLASSES[val.targets[0]]),
+        (CLASSES[1], CLASSES[val.targets[1]]),
+    ]
     table = prediction_table(rows)
     assert table.columns == ["image", "prediction", "target"] and len(table.data) == 4
     assert table.data[0][0].image.size == rows[0].image.size
@@ -37,16 +40,31 @@ def test_detection_rows_draw_confident_predicted_and_true_boxes(tmp_path):
 
     path = tmp_path / "a.png"
     Image.new("RGB", (40, 30)).save(path)
-    split = type("Split", (), {"images": [DetectionImage(1, Path(path), 40, 30, np.array([[5.0, 5.0, 25.0, 20.0]]), [0])],
-                               "classes": ["cat", "dog"], "__len__": lambda self: 1})()
+    split = type(
+        "Split",
+        (),
+        {
+            "images": [DetectionImage(1, Path(path), 40, 30, np.array([[5.0, 5.0, 25.0, 20.0]]), [0])],
+            "classes": ["cat", "dog"],
+            "__len__": lambda self: 1,
+        },
+    )()
     task = DetectionTask()
-    prediction = {"boxes": [[4.0, 5.0, 24.0, 21.0], [0.0, 0.0, 3.0, 3.0]], "scores": [0.9, 0.01], "labels": [0, 1]}
+    prediction = {
+        "boxes": [[4.0, 5.0, 24.0, 21.0], [0.0, 0.0, 3.0, 3.0]],
+        "scores": [0.9, 0.01],
+        "labels": [0, 1],
+    }
     (row,) = task.table_rows({0: prediction}, split)
     assert row.true_boxes == [(5.0, 5.0, 25.0, 20.0, "cat")]
     assert row.predicted_boxes == [(4.0, 5.0, 24.0, 21.0, "cat")]  # the 0.01 box is under the plot threshold
     image = prediction_table([row]).data[0][0]
-    assert image._boxes["ground_truth"]._val[0]["position"] == {"minX": 5.0, "minY": 5.0, "maxX": 25.0,
-                                                                             "maxY": 20.0}
+    assert image._boxes["ground_truth"]._val[0]["position"] == {
+        "minX": 5.0,
+        "minY": 5.0,
+        "maxX": 25.0,
+        "maxY": 20.0,
+    }
     assert image._boxes["predictions"]._val[0]["box_caption"] == "cat"
 
 
@@ -58,10 +76,20 @@ def test_florence_rows_carry_generated_text_and_target_boxes():
 
     source = ROOT / "data" / "fabric" / "val.jsonl"
     config = FlorenceData(train=str(source), val=str(source))
-    val = FlorenceDataset(source, "data.val", build_tiny_processor(), config, source.parent / "val" / "JPEGImages",
-                          order=config.order)
-    prediction = {"text": "wrinkle<loc_1><loc_2><loc_3><loc_4></s>", "boxes": [[1.0, 2.0, 3.0, 4.0]],
-                  "labels": ["wrinkle"], "malformed": False}
+    val = FlorenceDataset(
+        source,
+        "data.val",
+        build_tiny_processor(),
+        config,
+        source.parent / "val" / "JPEGImages",
+        order=config.order,
+    )
+    prediction = {
+        "text": "wrinkle<loc_1><loc_2><loc_3><loc_4></s>",
+        "boxes": [[1.0, 2.0, 3.0, 4.0]],
+        "labels": ["wrinkle"],
+        "malformed": False,
+    }
     (row,) = FlorenceTask().table_rows({0: prediction}, val)
     assert row.target == val.samples[0].suffix and row.prediction == prediction["text"]
     assert row.predicted_boxes == [(1.0, 2.0, 3.0, 4.0, "wrinkle")]

@@ -24,13 +24,23 @@ def test_a_4bit_qlora_run_trains_the_adapter_and_head_and_leaves_the_base_bit_id
     from trainers.lora.quantize import quantized_modules
     from trainers.run import complete_run, setup_run
 
-    recipe = load_recipe(RECIPE, ["model.quantization=4bit", "training.epochs=1", "reporting.plots=false",
-                                  f"output_dir={tmp_path / 'run'}"], demo=True)
+    recipe = load_recipe(
+        RECIPE,
+        [
+            "model.quantization=4bit",
+            "training.epochs=1",
+            "reporting.plots=false",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        demo=True,
+    )
     ctx = setup_run(recipe)
     core = ctx.prepared.core
     quantized = quantized_modules(core)
     assert quantized and set(quantized.values()) == {"Linear4bit"}
-    assert not any(name.startswith("classifier") for name in quantized)  # the trained head stays full precision
+    assert not any(
+        name.startswith("classifier") for name in quantized
+    )  # the trained head stays full precision
     assert "loaded 4bit" in ctx.prepared.source
     params = dict(ctx.trainer.model.named_parameters())
     base = {n: p.detach().clone() for n, p in params.items() if not p.requires_grad}
@@ -43,11 +53,14 @@ def test_a_4bit_qlora_run_trains_the_adapter_and_head_and_leaves_the_base_bit_id
     assert any(not torch.equal(after[n], t) for n, t in trained.items() if "modules_to_save" in n)
 
 
-@pytest.mark.parametrize(("overrides", "fragment"), [
-    (["model.quantization=4bit", "lora=none"], "model.quantization='4bit' needs a `lora` section"),
-    (["model.quantization=8bit", "launch.zero=3"], "cannot run under DeepSpeed ZeRO-3"),
-    (["model.quantization=3bit"], "model.quantization='3bit': must be one of 4bit, 8bit"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["model.quantization=4bit", "lora=none"], "model.quantization='4bit' needs a `lora` section"),
+        (["model.quantization=8bit", "launch.zero=3"], "cannot run under DeepSpeed ZeRO-3"),
+        (["model.quantization=3bit"], "model.quantization='3bit': must be one of 4bit, 8bit"),
+    ],
+)
 def test_recipe_errors_at_load(overrides, fragment):
     with pytest.raises(RecipeError) as error:
         load_recipe(RECIPE, overrides, demo=True)
@@ -57,7 +70,10 @@ def test_recipe_errors_at_load(overrides, fragment):
 def test_a_trained_fully_module_that_does_not_exist_cannot_be_kept_in_full_precision(tmp_path):
     from trainers.run import setup_run
 
-    recipe = load_recipe(RECIPE, ["model.quantization=4bit", "lora.modules_to_save=classifer",
-                                  f"output_dir={tmp_path / 'run'}"], demo=True)
+    recipe = load_recipe(
+        RECIPE,
+        ["model.quantization=4bit", "lora.modules_to_save=classifer", f"output_dir={tmp_path / 'run'}"],
+        demo=True,
+    )
     with pytest.raises(RecipeError, match="'classifer' .* is not a module of ViTForImageClassification"):
         setup_run(recipe)

@@ -34,16 +34,28 @@ def plant_run(out: Path, recipe, steps=(4, 8), finished=True, world_size=1, earl
         tmp.mkdir(parents=True)
         (tmp / "model.safetensors").write_bytes(b"w" * step)
         (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps}))
-        finalize_checkpoint(tmp, out / "checkpoints" / f"checkpoint-{step}", step, step / STEPS_PER_EPOCH,
-                            recipe_hash(to_dict(recipe)), world_size)
+        finalize_checkpoint(
+            tmp,
+            out / "checkpoints" / f"checkpoint-{step}",
+            step,
+            step / STEPS_PER_EPOCH,
+            recipe_hash(to_dict(recipe)),
+            world_size,
+        )
     (out / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in steps))
     if finished:
         (out / "best").mkdir()
         (out / "best" / "model.safetensors").write_bytes(b"best")
-        (out / "training_summary.json").write_text(json.dumps({
-            "global_steps": steps[-1], "config": saved, "best_metric": {"name": "loss", "value": 9.5},
-            "early_stopping": {"stopped_at_step": early_stopped_at} if early_stopped_at else None,
-        }))
+        (out / "training_summary.json").write_text(
+            json.dumps(
+                {
+                    "global_steps": steps[-1],
+                    "config": saved,
+                    "best_metric": {"name": "loss", "value": 9.5},
+                    "early_stopping": {"stopped_at_step": early_stopped_at} if early_stopped_at else None,
+                }
+            )
+        )
     return out
 
 
@@ -114,9 +126,18 @@ def test_a_changed_recipe_stops_before_the_model_is_loaded_naming_keys_and_choic
         setup_run(rerun)
     message = str(info.value)
     assert info.value.exit_code == 2 and "\n" not in message
-    for fragment in ("training.epochs: 2 -> 1", "training.batch_size: 8 -> 1", f'-> "{tmp_path / "other.json"}"',
-                     "lr_scheduler=linear", "checkpoint-8", "another output dir", "training.resume=never",
-                     str(out / "previous-1"), "training.resume=force", "Nothing was trained"):
+    for fragment in (
+        "training.epochs: 2 -> 1",
+        "training.batch_size: 8 -> 1",
+        f'-> "{tmp_path / "other.json"}"',
+        "lr_scheduler=linear",
+        "checkpoint-8",
+        "another output dir",
+        "training.resume=never",
+        str(out / "previous-1"),
+        "training.resume=force",
+        "Nothing was trained",
+    ):
         assert fragment in message, (fragment, message)
     assert listing(out) == before  # nothing moved, deleted or rewritten
 
@@ -131,7 +152,9 @@ def test_only_continuable_changes_continue_from_the_newest_checkpoint(tmp_path, 
 
 
 @pytest.mark.parametrize(("scheduler", "continues"), [("constant", True), ("linear", False)])
-def test_more_epochs_continue_a_finished_run_only_with_a_total_independent_schedule(tmp_path, scheduler, continues):
+def test_more_epochs_continue_a_finished_run_only_with_a_total_independent_schedule(
+    tmp_path, scheduler, continues
+):
     out = plant_run(tmp_path / "x", tiny_recipe(tmp_path / "x", epochs=2, lr_scheduler=scheduler))
     longer = tiny_recipe(out, epochs=4, lr_scheduler=scheduler, resume="auto")
     if continues:
@@ -173,7 +196,8 @@ def test_an_early_stopped_run_is_complete_but_one_stopped_by_hand_continues(tmp_
     assert decide(recipe, stopped, world_size=1).action == "complete"
     by_hand = plant_run(tmp_path / "b", tiny_recipe(tmp_path / "b", epochs=4), steps=(4, 8))  # 8 of 16 steps
     assert decide(tiny_recipe(by_hand, epochs=4, resume="auto"), by_hand, world_size=1).resume_from.endswith(
-        "checkpoint-8")
+        "checkpoint-8"
+    )
 
 
 def test_resume_never_keeps_the_previous_run_aside_instead_of_deleting_it(tmp_path, caplog):
@@ -208,7 +232,11 @@ def test_make_demo_starts_over_with_overwrite():
     """`make demo` is rerun as is: it must neither resume an old demo nor pile up previous-* copies."""
     from conftest import ROOT
 
-    demo = [line for line in (ROOT / "Makefile").read_text().splitlines() if "launch.py" in line and "--demo" in line]
+    demo = [
+        line
+        for line in (ROOT / "Makefile").read_text().splitlines()
+        if "launch.py" in line and "--demo" in line
+    ]
     assert demo and all("training.resume=overwrite" in line for line in demo), demo
 
 

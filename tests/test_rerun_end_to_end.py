@@ -81,7 +81,9 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_rerun_with_other_settings_stops_then_same_is_complete_then_never_keeps_the_old_run(tmp_path, monkeypatch):
+def test_rerun_with_other_settings_stops_then_same_is_complete_then_never_keeps_the_old_run(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     recipe = tmp_path / "rerun.py"
@@ -101,9 +103,15 @@ def test_rerun_with_other_settings_stops_then_same_is_complete_then_never_keeps_
     assert changed.returncode == 2, changed.stderr[-3000:]
     assert "Traceback" not in changed.stderr and "done:" not in changed.stdout
     message = [line for line in changed.stderr.splitlines() if line.startswith("error: ")][-1]
-    for fragment in (f'data.train: "{SHAPES}/train.json" -> "{other}"', "training.batch_size: 8 -> 1",
-                     "training.epochs: 2 -> 1", "checkpoint-4", "--output-dir", "training.resume=never",
-                     "training.resume=force"):
+    for fragment in (
+        f'data.train: "{SHAPES}/train.json" -> "{other}"',
+        "training.batch_size: 8 -> 1",
+        "training.epochs: 2 -> 1",
+        "checkpoint-4",
+        "--output-dir",
+        "training.resume=never",
+        "training.resume=force",
+    ):
         assert fragment in message, (fragment, message)
     assert "run plan:" not in changed.stderr  # logged once the model is built: it never was
     assert _files(out) == finished
@@ -175,8 +183,12 @@ def test_with_a_launcher_the_parent_decides_before_starting_any_process(tmp_path
     recipe.write_text(textwrap.dedent(RECIPE).format(shapes=SHAPES))
     out = tmp_path / "x"
     launched = ["--launcher", "torchrun", "--nproc", "2", "--output-dir", str(out)]
-    plant_run(out, load_recipe(recipe, [f"output_dir={out}", "launch.launcher=torchrun", "launch.nproc=2"]),
-              steps=(4, 8), world_size=2)
+    plant_run(
+        out,
+        load_recipe(recipe, [f"output_dir={out}", "launch.launcher=torchrun", "launch.nproc=2"]),
+        steps=(4, 8),
+        world_size=2,
+    )
     monkeypatch.setattr("os.execvp", lambda *a: pytest.fail(f"a launcher was started: {a}"))
 
     refused = launch_in_process(str(recipe), *launched, "training.lr=1e-4")

@@ -133,7 +133,9 @@ def _run_until_killed(cmd: list[str], env: dict[str, str], done_file: Path, step
         deadline = time.monotonic() + 120
         while step not in _held(done_file):
             if proc.poll() is not None:
-                raise AssertionError(f"run ended (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"run ended (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 proc.kill()
                 raise AssertionError(f"step {step} not reached in 120 s")
@@ -161,8 +163,13 @@ class Straight:
 
     def __init__(self, recipe: Path, out: Path, log: Path) -> None:
         self.out, self.log = out, log
-        self.proc = subprocess.Popen(_command(recipe, out), cwd=ROOT, env=_env(False, log), stdout=log.open("w"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            _command(recipe, out),
+            cwd=ROOT,
+            env=_env(False, log),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
 
     def wait(self) -> Path:
         assert self.proc.wait(timeout=600) == 0, self.log.read_text()[-3000:]
@@ -189,8 +196,19 @@ def assert_same_as_uninterrupted(straight: Path, killed: Path) -> None:
     """Bit for bit: summary, best and last weights, optimizer state, every logged step and evaluation."""
     a_sum = json.loads((straight / "training_summary.json").read_text())
     b_sum = json.loads((killed / "training_summary.json").read_text())
-    for key in ("global_steps", "epochs_completed", "train_loss", "best_metric", "best_epoch", "final_metrics",
-                "best_metrics", "early_stopping", "stages_opened_at_step", "params", "examples"):
+    for key in (
+        "global_steps",
+        "epochs_completed",
+        "train_loss",
+        "best_metric",
+        "best_epoch",
+        "final_metrics",
+        "best_metrics",
+        "early_stopping",
+        "stages_opened_at_step",
+        "params",
+        "examples",
+    ):
         assert _untimed(a_sum[key]) == _untimed(b_sum[key]), key
     assert a_sum["global_steps"] == 32 and a_sum["early_stopping"]["stopped_at_step"] == 32
     assert a_sum["stages_opened_at_step"] == {"0": 16}
@@ -226,7 +244,9 @@ def assert_same_as_uninterrupted(straight: Path, killed: Path) -> None:
     assert manifest["step"] == 32 and manifest["complete"] and "model.safetensors" in manifest["files"]
 
 
-def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(
+    tmp_path: Path, recipe_file, straight
+):
     done_file = tmp_path / "held.txt"
     killed = tmp_path / "killed"
     log = tmp_path / "killed.log"
@@ -243,13 +263,17 @@ def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_
     (killed / "checkpoints" / "checkpoint-999").mkdir()
     (killed / "checkpoints" / "checkpoint-999" / "trainer_state.json").write_text("{}")
     (killed / "checkpoints" / "tmp-checkpoint-30").mkdir()
-    final = subprocess.run(cmd, cwd=ROOT, env=_env(True, done_file), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(
+        cmd, cwd=ROOT, env=_env(True, done_file), capture_output=True, text=True, timeout=300
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     log.write_text(log.read_text() + final.stdout + final.stderr)
     text = log.read_text()
     # each restart resumed from the newest complete checkpoint before the kill
     for resumed_step in (3, 16, 18):
-        assert f"checkpoint-{resumed_step} (global step {resumed_step}," in text, f"no resume from step {resumed_step}"
+        assert f"checkpoint-{resumed_step} (global step {resumed_step}," in text, (
+            f"no resume from step {resumed_step}"
+        )
     assert "not resuming from" in text and "checkpoint-999" in text
     assert not (killed / "checkpoints" / "tmp-checkpoint-30").exists() and not partial.exists()
     assert_same_as_uninterrupted(straight.wait(), killed)
@@ -258,7 +282,9 @@ def test_sigkill_mid_epoch_three_times_then_resume_equals_uninterrupted_run(tmp_
 
 def _logged_steps(text: str) -> list[int]:
     """Global steps of the training-loss lines in `text` (logging_steps=1, 8 steps an epoch)."""
-    return [round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)]
+    return [
+        round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)
+    ]
 
 
 def _kill_between_steps(cmd: list[str], log: Path, step: int, fraction: float) -> tuple[bool, float]:
@@ -275,7 +301,9 @@ def _kill_between_steps(cmd: list[str], log: Path, step: int, fraction: float) -
     stamps: dict[int, float] = {}
     while not seen or seen[-1] < step:
         if proc.poll() is not None:
-            raise AssertionError(f"run ended (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"run ended (rc {proc.returncode}) before step {step}:\n{log.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"step {step} not reached in 300 s:\n{log.read_text()[-3000:]}")
@@ -294,7 +322,9 @@ def _kill_between_steps(cmd: list[str], log: Path, step: int, fraction: float) -
     return True, delay
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(
+    tmp_path: Path, recipe_file, straight
+):
     """RANDOM_KILLS kills, after random steps (before the last) at a random point of the step that follows."""
     seed = int(os.environ.get("KILL_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
@@ -316,13 +346,21 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(tmp_path
     assert_same_as_uninterrupted(straight.wait(), killed)
 
 
-def test_sigkill_after_the_last_checkpoint_then_rerun_equals_uninterrupted_run(tmp_path: Path, recipe_file, straight):
+def test_sigkill_after_the_last_checkpoint_then_rerun_equals_uninterrupted_run(
+    tmp_path: Path, recipe_file, straight
+):
     """As if killed between the last checkpoint and the end: best/ and the summary not yet written."""
     killed = tmp_path / "killed"
     shutil.copytree(straight.wait(), killed)
     shutil.rmtree(killed / "best")
     (killed / "training_summary.json").unlink()
-    rerun = subprocess.run(_command(recipe_file, killed), cwd=ROOT, env=_env(False, tmp_path / "unused"),
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        _command(recipe_file, killed),
+        cwd=ROOT,
+        env=_env(False, tmp_path / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_same_as_uninterrupted(straight.out, killed)

@@ -61,14 +61,26 @@ def test_no_planted_secret_in_any_file_a_run_writes(tmp_path: Path):
     out = tmp_path / "out"
     env = {**os.environ, **PLANTED, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("WANDB_MODE", None)  # conftest disables W&B; this run must write its offline W&B files
-    result = subprocess.run([sys.executable, "launch.py", str(recipe), "--output-dir", str(out)], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "launch.py", str(recipe), "--output-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     written = [p for p in out.rglob("*") if p.is_file()]
     names = {p.relative_to(out).as_posix() for p in written}
     # the scan covers what matters: summaries, checkpoints and the offline W&B run
-    assert {"recipe.json", "plan.json", "training_summary.json", "metrics.jsonl", "freeze_report.txt"} <= names
+    assert {
+        "recipe.json",
+        "plan.json",
+        "training_summary.json",
+        "metrics.jsonl",
+        "freeze_report.txt",
+    } <= names
     assert any(n.endswith(".wandb") for n in names), sorted(names)
     assert any("checkpoint-1/" in n for n in names)
     # offline, the W&B config lives in the binary run file: it holds the recipe, with the token redacted
@@ -76,10 +88,7 @@ def test_no_planted_secret_in_any_file_a_run_writes(tmp_path: Path):
     assert b"example.invalid" in run_file and REDACTED.encode() in run_file
     secrets = [*PLANTED.values(), IN_RECIPE]
     leaks = [
-        (p.relative_to(out).as_posix(), s)
-        for p in written
-        for s in secrets
-        if s.encode() in p.read_bytes()
+        (p.relative_to(out).as_posix(), s) for p in written for s in secrets if s.encode() in p.read_bytes()
     ]
     leaks += [("stdout/stderr", s) for s in secrets if s in result.stdout + result.stderr]
     assert not leaks, leaks
@@ -89,13 +98,36 @@ def test_no_planted_secret_in_any_file_a_run_writes(tmp_path: Path):
 
 
 def test_redaction_rules():
-    assert all(is_secret_name(n) for n in ("HF_TOKEN", "hub_token", "WANDB_API_KEY", "aws_secret", "db_password",
-                                           "private_key", "AUTH"))
-    assert not any(is_secret_name(n) for n in ("bos_token_id", "tokenizer", "max_tokens", "monkey", "keys_seen", "key",
-                                               "metric_for_best_model", "author"))
+    assert all(
+        is_secret_name(n)
+        for n in (
+            "HF_TOKEN",
+            "hub_token",
+            "WANDB_API_KEY",
+            "aws_secret",
+            "db_password",
+            "private_key",
+            "AUTH",
+        )
+    )
+    assert not any(
+        is_secret_name(n)
+        for n in (
+            "bos_token_id",
+            "tokenizer",
+            "max_tokens",
+            "monkey",
+            "keys_seen",
+            "key",
+            "metric_for_best_model",
+            "author",
+        )
+    )
     remember("value-remembered-123")
     assert redact_text("url=https://x/?q=value-remembered-123&b=1") == f"url=https://x/?q={REDACTED}&b=1"
     assert redact_text("Notify(api_token='abc123', url='u')") == f"Notify(api_token='{REDACTED}', url='u')"
     assert redact_text("hf_token=abc123 training.lr=1e-4") == f"hf_token={REDACTED} training.lr=1e-4"
     assert redact({"a": {"HF_TOKEN": "x", "bos_token_id": 3}, "b": ["api_key=zzz"]}) == {
-        "a": {"HF_TOKEN": REDACTED, "bos_token_id": 3}, "b": [f"api_key={REDACTED}"]}
+        "a": {"HF_TOKEN": REDACTED, "bos_token_id": 3},
+        "b": [f"api_key={REDACTED}"],
+    }

@@ -91,8 +91,10 @@ def test_shipped_captions_parse_to_the_scenes_that_were_drawn():
         assert set(scenes) == set(captions)
         for name, scene in scenes.items():
             parsed = parse_caption(captions[name])
-            assert parsed.objects == ((scene.first.color_name, scene.first.shape),
-                                      (scene.second.color_name, scene.second.shape)), name
+            assert parsed.objects == (
+                (scene.first.color_name, scene.first.shape),
+                (scene.second.color_name, scene.second.shape),
+            ), name
             assert parsed.relation == scene.relation, name
     assert is_shapes_caption_set(json.loads((SHAPES / "val.json").read_text()).values())
     assert not is_shapes_caption_set(["a red circle above a blue square", "a dog"])
@@ -105,8 +107,11 @@ def test_uniform_random_captions_get_about_one_object_in_twelve():
     rng = random.Random(0)
     objects, relations = [], []
     for _ in range(200):
-        guesses = {k: f"a {rng.choice(list(COLORS))} {rng.choice(SHAPE_NAMES)} {rng.choice(RELATIONS)} "
-                      f"a {rng.choice(list(COLORS))} {rng.choice(SHAPE_NAMES)}" for k in val}
+        guesses = {
+            k: f"a {rng.choice(list(COLORS))} {rng.choice(SHAPE_NAMES)} {rng.choice(RELATIONS)} "
+            f"a {rng.choice(list(COLORS))} {rng.choice(SHAPE_NAMES)}"
+            for k in val
+        }
         score = score_shapes_captions(guesses, val)
         objects.append(score.object_accuracy)
         relations.append(score.relation_accuracy)
@@ -130,7 +135,11 @@ def test_baseline_scores_the_most_frequent_caption_with_the_model_scorer():
     composite = mean("rouge_l", "cider_d")
     baseline = constant_caption_baseline(train, val, ("rouge_l", "cider_d"), (composite,))
     assert (baseline.caption, baseline.train_count, baseline.train_size, baseline.val_size) == (
-        "a red circle above a blue square", 3, 5, 4)
+        "a red circle above a blue square",
+        3,
+        5,
+        4,
+    )
     with CaptionScorer(("rouge_l", "cider_d")) as scorer:  # what the model would get for the same captions
         direct = scorer.score(dict.fromkeys(range(4), baseline.caption), dict(enumerate(val)))
     assert baseline.scores["rouge_l"] == pytest.approx(direct["rouge_l"])
@@ -140,7 +149,10 @@ def test_baseline_scores_the_most_frequent_caption_with_the_model_scorer():
     assert baseline.shapes["object_accuracy"] == pytest.approx(2 / 8)
     assert baseline.metrics()["baseline_val_score"] == baseline.scores["val_score"]
     line = baseline.render()
-    assert line.startswith("baseline:") and "'a red circle above a blue square' (3 of 5 training captions)" in line
+    assert (
+        line.startswith("baseline:")
+        and "'a red circle above a blue square' (3 of 5 training captions)" in line
+    )
     assert f"val_score={baseline.scores['val_score']:.3f}" in line
 
 
@@ -148,8 +160,11 @@ def test_plan_baseline_of_the_demo_data_and_of_missing_data(monkeypatch):
     from trainers.recipe.loading import load_recipe
 
     monkeypatch.chdir(ROOT)  # the recipe's data paths are relative to the repository root
-    recipe = load_recipe(ROOT / "recipes/blip_progressive.py", ["evaluation.metrics=rouge_l,cider_d",
-                                                               "early_stopping.metric=rouge_l"], demo=True)
+    recipe = load_recipe(
+        ROOT / "recipes/blip_progressive.py",
+        ["evaluation.metrics=rouge_l,cider_d", "early_stopping.metric=rouge_l"],
+        demo=True,
+    )
     baseline = plan_baseline(recipe)
     train = json.loads((SHAPES / "train.json").read_text())
     assert baseline.caption == most_frequent_caption(train.values())[0]
@@ -159,4 +174,7 @@ def test_plan_baseline_of_the_demo_data_and_of_missing_data(monkeypatch):
     missing = load_recipe(ROOT / "recipes/blip_progressive.py")  # data/captions/ is not shipped
     unavailable = plan_baseline(missing)
     assert isinstance(unavailable, BaselineUnavailable)
-    assert unavailable.render() == "baseline:      not computed (data/captions/train.json: caption file not found)"
+    assert (
+        unavailable.render()
+        == "baseline:      not computed (data/captions/train.json: caption file not found)"
+    )

@@ -75,7 +75,9 @@ def test_metric_names_are_checked_against_what_the_task_produces():
     with pytest.raises(RecipeError) as error:
         check_metric_names(task, None, {"early_stopping.metric": "acuracy"})
     message = str(error.value)
-    assert message.startswith("early_stopping.metric: 'acuracy' is not a metric the classification task produces")
+    assert message.startswith(
+        "early_stopping.metric: 'acuracy' is not a metric the classification task produces"
+    )
     assert "Did you mean 'accuracy'?" in message and "class_accuracy/<label>" in message
     assert "\n" not in message and error.value.exit_code == 2
     # a prefix alone names no metric; one part of a mean(...) is enough to fail
@@ -90,7 +92,9 @@ def test_classification_task_declares_its_configs_metrics_and_best_metric():
     assert task.data_config is ClassificationData
     assert task.metric_names() == ("accuracy", "mean_class_accuracy")
     assert task.best_metric() == ("accuracy", True)
-    recipe = SimpleNamespace(data=ClassificationData(train=str(TINY_CLASSES / "train"), val=str(TINY_CLASSES / "val")))
+    recipe = SimpleNamespace(
+        data=ClassificationData(train=str(TINY_CLASSES / "train"), val=str(TINY_CLASSES / "val"))
+    )
     kwargs = task.model_kwargs(recipe)
     assert kwargs["id2label"] == {0: "circle", 1: "cross", 2: "square", 3: "triangle"}
     assert kwargs["num_labels"] == 4 and kwargs["label2id"]["triangle"] == 3
@@ -114,8 +118,14 @@ def test_compute_loss_hook_replaces_the_model_loss_in_training_and_evaluation(tm
         pass
 
     model, data = Regression(), Rows()
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, use_cpu=True, report_to=[],
-                             remove_unused_columns=False, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_eval_batch_size=8,
+        use_cpu=True,
+        report_to=[],
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
     trainer = TaskTrainer(model=model, args=args, eval_dataset=data)
     trainer.task = L1Task()
     batch = {"x": data.x, "labels": data.y}
@@ -139,7 +149,9 @@ def test_vit_family_entry_resolves_its_classes_and_serves_classification_only():
     VIT_CLASSIFICATION.check_serves("classification")
     with pytest.raises(RecipeError) as error:
         VIT_CLASSIFICATION.check_serves("captioning")
-    assert str(error.value).startswith("model.family: family 'vit-classification' serves the classification task")
+    assert str(error.value).startswith(
+        "model.family: family 'vit-classification' serves the classification task"
+    )
     with pytest.raises(ValueError, match="towers"):
         FamilyEntry("x", "m:a", "m:b", "m:c", "m:d", tasks=("t",), towers={"neck": ("n.",)})
 

@@ -200,8 +200,9 @@ def test_missing_hub_id_offline_fails_fast_with_instructions(monkeypatch, empty_
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model_id = "Salesforce/blip-image-captioning-base"
     assert try_to_load_from_cache(model_id, "config.json") is None  # the isolated cache is the one consulted
-    monkeypatch.setattr(transformers, "BlipForConditionalGeneration",
-                        _local_only(transformers.BlipForConditionalGeneration))  # blip.py imports it at call time
+    monkeypatch.setattr(
+        transformers, "BlipForConditionalGeneration", _local_only(transformers.BlipForConditionalGeneration)
+    )  # blip.py imports it at call time
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError) as info:
         load_blip_captioning(model_id)
@@ -226,8 +227,9 @@ def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch, empty_hf_
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: False)
-    monkeypatch.setattr(transformers, "BlipForConditionalGeneration",
-                        _local_only(transformers.BlipForConditionalGeneration))  # blip.py imports it at call time
+    monkeypatch.setattr(
+        transformers, "BlipForConditionalGeneration", _local_only(transformers.BlipForConditionalGeneration)
+    )  # blip.py imports it at call time
     start = time.monotonic()
     with pytest.raises(ModelNotAvailableError, match="the Hub cannot be reached"):
         load_blip_captioning("Salesforce/blip-image-captioning-base")
@@ -253,7 +255,9 @@ def _local_only(model_class):
     class Guarded:
         @staticmethod
         def from_pretrained(source, **kwargs):
-            assert kwargs.get("local_files_only"), "offline mode / unreachable Hub must load with local_files_only"
+            assert kwargs.get("local_files_only"), (
+                "offline mode / unreachable Hub must load with local_files_only"
+            )
             return model_class.from_pretrained(source, **kwargs)
 
     return Guarded

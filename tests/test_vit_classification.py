@@ -80,14 +80,20 @@ def test_csv_and_jsonl_lists_read_the_same_samples_as_the_folder(tmp_path):
         writer = csv.writer(f)
         writer.writerow(["image", "label"])
         writer.writerows(rows)
-    (tmp_path / "val.jsonl").write_text("".join(json.dumps({"image": i, "label": label}) + "\n" for i, label in rows))
+    (tmp_path / "val.jsonl").write_text(
+        "".join(json.dumps({"image": i, "label": label}) + "\n" for i, label in rows)
+    )
     for name in ("val.csv", "val.jsonl"):
         listed = dataset(tmp_path / name, "data.val", images=TINY / "val")
         assert listed.targets == folder.targets
         assert torch.equal(listed[5]["pixel_values"], folder[5]["pixel_values"])
     # declared labels fix the ids; the list's own labels are checked against them
-    data = ClassificationData(train=str(tmp_path / "val.csv"), val="-", images=str(TINY / "val"),
-                              labels=("triangle", "square", "cross", "circle"))
+    data = ClassificationData(
+        train=str(tmp_path / "val.csv"),
+        val="-",
+        images=str(TINY / "val"),
+        labels=("triangle", "square", "cross", "circle"),
+    )
     assert discover_classes(data)[0] == "triangle"
 
 
@@ -116,7 +122,9 @@ def test_a_listed_label_that_is_not_a_class_stops_at_its_line(tmp_path):
     with pytest.raises(DataError) as error:
         dataset(tmp_path / "val.csv", "data.val")
     message = one_paragraph(error)
-    assert message.startswith(f"{tmp_path / 'val.csv'}:3: label 'hexagon' in data.val is not among the classes")
+    assert message.startswith(
+        f"{tmp_path / 'val.csv'}:3: label 'hexagon' in data.val is not among the classes"
+    )
     assert "data.labels" in message
 
 
@@ -150,7 +158,9 @@ def test_an_unreadable_image_stops_or_is_skipped_and_counted(tmp_path):
 
 def test_a_missing_listed_image_obeys_on_bad_sample(tmp_path):
     png(tmp_path / "a.png")
-    (tmp_path / "train.jsonl").write_text('{"image": "a.png", "label": "circle"}\n{"image": "gone.png", "label": "circle"}\n')
+    (tmp_path / "train.jsonl").write_text(
+        '{"image": "a.png", "label": "circle"}\n{"image": "gone.png", "label": "circle"}\n'
+    )
     with pytest.raises(DataError) as error:
         dataset(tmp_path / "train.jsonl")
     assert one_paragraph(error).startswith(f"{tmp_path / 'train.jsonl'}:2: image file")
@@ -165,12 +175,21 @@ def test_accuracy_and_per_class_accuracy_from_the_confusion_matrix(tmp_path):
     val = dataset(TINY / "val", "data.val", limit=8)  # targets 0,1,2,3,0,1,2,3
     predictions = {0: 0, 1: 1, 2: 2, 3: 0, 4: 0, 5: 2, 6: 2, 7: 3}
     scores = task.score(predictions, val)
-    assert scores == {"accuracy": 6 / 8, "mean_class_accuracy": (1 + 0.5 + 1 + 0.5) / 4,
-                      "class_accuracy/circle": 1.0, "class_accuracy/cross": 0.5,
-                      "class_accuracy/square": 1.0, "class_accuracy/triangle": 0.5}
+    assert scores == {
+        "accuracy": 6 / 8,
+        "mean_class_accuracy": (1 + 0.5 + 1 + 0.5) / 4,
+        "class_accuracy/circle": 1.0,
+        "class_accuracy/cross": 0.5,
+        "class_accuracy/square": 1.0,
+        "class_accuracy/triangle": 0.5,
+    }
     cm = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 0, 0]])  # class 2 absent: no accuracy, not a zero
     assert scores_from_confusion(cm, ["a", "b", "c"]) == {
-        "accuracy": 0.75, "mean_class_accuracy": 0.75, "class_accuracy/a": 1.0, "class_accuracy/b": 0.5}
+        "accuracy": 0.75,
+        "mean_class_accuracy": 0.75,
+        "class_accuracy/a": 1.0,
+        "class_accuracy/b": 0.5,
+    }
     task.save_artifacts(predictions, val, tmp_path / "val")
     image = tmp_path / "val" / "confusion_matrix.png"
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Image.open(image).size[0] >= 200
@@ -205,7 +224,9 @@ def test_loader_reads_a_local_directory_with_the_datas_labels(tmp_path):
     assert loaded.config.id2label == labels["id2label"]
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model.eval()(pixel_values=pixels).logits, loaded.eval()(pixel_values=pixels).logits)
+        assert torch.equal(
+            model.eval()(pixel_values=pixels).logits, loaded.eval()(pixel_values=pixels).logits
+        )
     relabelled, _ = load_vit_classification(str(tmp_path / "vit"), **label_maps(["a", "b"]))  # a new head
     assert relabelled.classifier.out_features == 2
 
@@ -261,8 +282,9 @@ def train_tiny(out: Path, lora: bool, seed: int = 0, epochs: int = 10) -> Simple
     from trainers.reporting.memory import PeakMemoryCallback
 
     task = ClassificationTask()
-    recipe = SimpleNamespace(data=ClassificationData(train=str(TINY / "train"), val=str(TINY / "val"),
-                                                     test=str(TINY / "test")))
+    recipe = SimpleNamespace(
+        data=ClassificationData(train=str(TINY / "train"), val=str(TINY / "val"), test=str(TINY / "test"))
+    )
     labels = task.model_kwargs(recipe)
     model, processor = build_tiny_vit(TinyVitSpec(), seed=seed, **labels)
     model.save_pretrained(out / "base")
@@ -273,21 +295,46 @@ def train_tiny(out: Path, lora: bool, seed: int = 0, epochs: int = 10) -> Simple
     evaluator = ShardedEvaluator(task, data.val, data.eval_collator, batch_size=64)
     each_epoch, memory = EvalEachEpoch(evaluator), PeakMemoryCallback(out)
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"), num_train_epochs=epochs, per_device_train_batch_size=16,
-        learning_rate=5e-3 if lora else 1e-3, warmup_steps=0, weight_decay=0.0, seed=seed, use_cpu=True,
-        report_to=[], save_strategy="no", eval_strategy="no", logging_steps=12, remove_unused_columns=False,
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=16,
+        learning_rate=5e-3 if lora else 1e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        seed=seed,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=12,
+        remove_unused_columns=False,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=data.collator,
-                      callbacks=[each_epoch, memory])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        data_collator=data.collator,
+        callbacks=[each_epoch, memory],
+    )
     each_epoch.trainer = trainer
     before = evaluator(trainer)
     trainer.train()
     model.save_pretrained(out / "best")
-    test = ShardedEvaluator(task, data.test, data.eval_collator, batch_size=64, prefix="test_",
-                            artifacts_dir=out / "test")
-    return SimpleNamespace(model=model, data=data, trainer=trainer, before=before, history=each_epoch.history,
-                           seconds=each_epoch.seconds, peak=memory.peak, test=test(trainer), out=out)
+    test = ShardedEvaluator(
+        task, data.test, data.eval_collator, batch_size=64, prefix="test_", artifacts_dir=out / "test"
+    )
+    return SimpleNamespace(
+        model=model,
+        data=data,
+        trainer=trainer,
+        before=before,
+        history=each_epoch.history,
+        seconds=each_epoch.seconds,
+        peak=memory.peak,
+        test=test(trainer),
+        out=out,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +373,9 @@ def test_lora_run_reloads_with_stock_peft_and_counts_what_the_architecture_says(
     trainable, _ = run.model.get_nb_trainable_parameters()
     assert trainable == computed == 4 * 2 * 16 * (64 + 64) + (64 * 4 + 4)
 
-    reloaded = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(run.out / "base"), run.out / "best")
+    reloaded = PeftModel.from_pretrained(
+        ViTForImageClassification.from_pretrained(run.out / "base"), run.out / "best"
+    )
     pixels = ClassificationCollator()([run.data.val[i] for i in range(16)])["pixel_values"]
     with torch.no_grad():
         expected = run.model.eval()(pixel_values=pixels).logits
@@ -345,9 +394,22 @@ def test_lora_vs_full_report_of_the_tiny_runs(runs, tmp_path):
         assert saved == ("adapter" if kind == "lora" else "full")
         trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
         accuracy = [h["accuracy"] for h in run.history]
-        rows.append(RunNumbers(kind, kind, trainable, sum(p.numel() for p in run.model.parameters()), size,
-                               "accuracy", accuracy[-1], max(accuracy), sum(run.seconds) / len(run.seconds),
-                               run.peak.bytes, f"{run.peak.device}: {run.peak.measure}", str(run.out)))
+        rows.append(
+            RunNumbers(
+                kind,
+                kind,
+                trainable,
+                sum(p.numel() for p in run.model.parameters()),
+                size,
+                "accuracy",
+                accuracy[-1],
+                max(accuracy),
+                sum(run.seconds) / len(run.seconds),
+                run.peak.bytes,
+                f"{run.peak.device}: {run.peak.measure}",
+                str(run.out),
+            )
+        )
     md, js = write_report(rows, tmp_path)
     report = json.loads(js.read_text())["runs"]
     full, lora = (next(r for r in report if r["kind"] == k) for k in ("full", "lora"))

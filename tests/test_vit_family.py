@@ -48,7 +48,9 @@ def test_the_demo_beats_the_majority_baseline(demo):
     ctx, summary, out = demo
     majority = majority_share(TINY / "val")  # 16 of 64 per class: 0.25, chance too
     assert majority == 0.25
-    assert summary["best_metric"]["name"] == "accuracy"  # from the task: the recipe's early stopping watches it
+    assert (
+        summary["best_metric"]["name"] == "accuracy"
+    )  # from the task: the recipe's early stopping watches it
     assert summary["best_metric"]["value"] >= majority + 0.25, summary["best_metric"]
     assert ctx.prepared.core.config.id2label == {0: "circle", 1: "cross", 2: "square", 3: "triangle"}
     assert (out / "eval" / "confusion_matrix.png").stat().st_size > 0
@@ -65,9 +67,13 @@ def test_the_adapter_reloads_with_stock_peft_to_identical_logits(demo, tmp_path)
 
     ctx, summary, out = demo
     labels = {k: getattr(ctx.prepared.core.config, k) for k in ("id2label", "label2id")}
-    base, _ = build_tiny_vit(ctx.recipe.model.demo, seed=ctx.recipe.training.seed, **labels)  # the run's start
+    base, _ = build_tiny_vit(
+        ctx.recipe.model.demo, seed=ctx.recipe.training.seed, **labels
+    )  # the run's start
     base.save_pretrained(tmp_path / "base")
-    reloaded = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(tmp_path / "base"), out / "best")
+    reloaded = PeftModel.from_pretrained(
+        ViTForImageClassification.from_pretrained(tmp_path / "base"), out / "best"
+    )
     pixels = torch.stack([ctx.data.val[i]["pixel_values"] for i in range(8)])
     trained = ctx.trainer.model.eval()
     with torch.no_grad():
@@ -85,7 +91,9 @@ def test_dry_run_trainable_count_is_peft_s_own():
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("trainable now:"))
     planned = int(line.split()[2].replace(",", ""))
     model, _ = build_tiny_vit(TinyVitSpec(), num_labels=4)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"])
+    config = LoraConfig(
+        r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]
+    )
     trainable, _ = get_peft_model(model, config).get_nb_trainable_parameters()
     assert planned == trainable > 0
 
@@ -112,14 +120,17 @@ def error_of(result) -> str:
 
 
 def run_demo(tmp_path: Path, *overrides: str):
-    return launch_in_process(RECIPE, "--demo", *FAST, "training.batch_size=2", f"output_dir={tmp_path / 'out'}",
-                             *overrides)
+    return launch_in_process(
+        RECIPE, "--demo", *FAST, "training.batch_size=2", f"output_dir={tmp_path / 'out'}", *overrides
+    )
 
 
 def test_a_class_folder_without_images(tmp_path):
     train = image_folder(tmp_path / "train")
     (train / "square").mkdir()
-    message = error_of(run_demo(tmp_path, f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}"))
+    message = error_of(
+        run_demo(tmp_path, f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}")
+    )
     assert f"{train / 'square'}: class folder 'square'" in message and "data.train" in message
 
 
@@ -140,7 +151,9 @@ def test_an_unreadable_image_stops_the_run_under_fail(tmp_path):
     train = image_folder(tmp_path / "train")
     broken = train / "cross" / "0.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    message = error_of(run_demo(tmp_path, f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}"))
+    message = error_of(
+        run_demo(tmp_path, f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}")
+    )
     assert f"{broken}: cannot read the image" in message and "data.train" in message
     assert 'on_bad_sample="skip"' in message
 
@@ -151,21 +164,28 @@ def test_an_unreadable_image_is_skipped_and_counted_under_skip(tmp_path):
 
     train = image_folder(tmp_path / "train")
     (train / "cross" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    recipe = load_recipe(ROOT / RECIPE, [f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}",
-                                         "data.on_bad_sample=skip"], demo=True)
+    recipe = load_recipe(
+        ROOT / RECIPE,
+        [f"data.train={train}", f"data.val={image_folder(tmp_path / 'val')}", "data.on_bad_sample=skip"],
+        demo=True,
+    )
     data = get_task(recipe.data).build(recipe, build_tiny_processor(TinyVitSpec()))
     assert len(data.train) == 7 and data.train.bad_samples.summary()["skipped"] == 1
 
 
 def test_a_metric_the_task_does_not_produce():
     message = error_of(launch_in_process(RECIPE, "--demo", "early_stopping.metric=rouge_l", "--dry-run"))
-    assert message.startswith("error: command line: early_stopping.metric: 'rouge_l' is not a metric the classification task")
+    assert message.startswith(
+        "error: command line: early_stopping.metric: 'rouge_l' is not a metric the classification task"
+    )
     assert "accuracy" in message
 
 
 def test_a_family_that_does_not_serve_the_task():
     message = error_of(launch_in_process(RECIPE, "--demo", "model.family=blip-captioning", "--dry-run"))
-    assert message.startswith("error: command line: model.family: family 'blip-captioning' serves the captioning task")
+    assert message.startswith(
+        "error: command line: model.family: family 'blip-captioning' serves the captioning task"
+    )
     assert "classification" in message
 
 

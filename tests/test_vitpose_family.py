@@ -36,7 +36,9 @@ def _val(limit: int | None = None):
 
     model, processor = build_tiny_vitpose(num_labels=len(STICK_FIGURE.keypoints))
     size = (processor.size["width"], processor.size["height"])
-    dataset = PoseDataset(STICKS / "val.json", "data.val", STICK_FIGURE, [1], size, STICKS / "images", limit=limit)
+    dataset = PoseDataset(
+        STICKS / "val.json", "data.val", STICK_FIGURE, [1], size, STICKS / "images", limit=limit
+    )
     return model, processor, dataset
 
 
@@ -80,13 +82,20 @@ def test_flip_twice_is_the_identity_and_swaps_the_left_right_pairs():
     left, right = STICK_FIGURE.keypoints.index("left_hand"), STICK_FIGURE.keypoints.index("right_hand")
     head = STICK_FIGURE.keypoints.index("head")
     # x -> W - x (continuous coordinates), the head stays the head, the old right hand is the new left hand
-    assert once["keypoints"][head].tolist() == [width - item["keypoints"][head, 0], item["keypoints"][head, 1], 2]
-    np.testing.assert_allclose(once["keypoints"][left, :2], [width - item["keypoints"][right, 0],
-                                                            item["keypoints"][right, 1]])
+    assert once["keypoints"][head].tolist() == [
+        width - item["keypoints"][head, 0],
+        item["keypoints"][head, 1],
+        2,
+    ]
+    np.testing.assert_allclose(
+        once["keypoints"][left, :2], [width - item["keypoints"][right, 0], item["keypoints"][right, 1]]
+    )
     assert np.asarray(once["image"]).tolist() == np.asarray(item["image"])[:, ::-1].tolist()
     from trainers.data.augment import Sample, augment
 
-    twice = augment(Sample(image=once["image"], keypoints=once["keypoints"]), flip.config, seed=0, epoch=0, index=0)
+    twice = augment(
+        Sample(image=once["image"], keypoints=once["keypoints"]), flip.config, seed=0, epoch=0, index=0
+    )
     np.testing.assert_allclose(twice.sample.keypoints, item["keypoints"])
     assert np.asarray(twice.sample.image).tolist() == np.asarray(item["image"]).tolist()
 
@@ -96,8 +105,9 @@ def test_the_loss_equals_an_independent_computation_and_invisible_joints_weigh_z
 
     torch.manual_seed(0)
     heatmaps = torch.rand(2, 3, 8, 6)
-    labels = torch.tensor([[[10.0, 20.0, 2], [30.0, 5.0, 1], [3.0, 3.0, 0]],
-                           [[47.0, 63.0, 2], [0.0, 0.0, 2], [60.0, 10.0, 2]]])  # last: x 60 is off the 48 px crop
+    labels = torch.tensor(
+        [[[10.0, 20.0, 2], [30.0, 5.0, 1], [3.0, 3.0, 0]], [[47.0, 63.0, 2], [0.0, 0.0, 2], [60.0, 10.0, 2]]]
+    )  # last: x 60 is off the 48 px crop
     # by hand: UDP stride (48 - 1) / (6 - 1) = 9.4 in x, 63 / 7 = 9 in y; exp(-d^2 / 8) per axis; weight 0 for
     # v = 0 and for a joint off the grid; mean over joints of the mean squared error over batch and pixels
     xs, ys = np.arange(6), np.arange(8)
@@ -160,9 +170,13 @@ def test_the_adapter_reloads_with_stock_peft_to_identical_outputs(demo, tmp_path
 
     ctx, _, out = demo
     labels = {k: getattr(ctx.prepared.core.config, k) for k in ("id2label", "label2id")}
-    base, _ = build_tiny_vitpose(ctx.recipe.model.demo, seed=ctx.recipe.training.seed, **labels)  # the run's start
+    base, _ = build_tiny_vitpose(
+        ctx.recipe.model.demo, seed=ctx.recipe.training.seed, **labels
+    )  # the run's start
     base.save_pretrained(tmp_path / "base")
-    reloaded = PeftModel.from_pretrained(VitPoseForPoseEstimation.from_pretrained(tmp_path / "base"), out / "best")
+    reloaded = PeftModel.from_pretrained(
+        VitPoseForPoseEstimation.from_pretrained(tmp_path / "base"), out / "best"
+    )
     batch = ctx.data.eval_collator([ctx.data.val[i] for i in range(4)])
     trained = ctx.trainer.model.eval()
     with torch.no_grad():
@@ -182,7 +196,9 @@ def test_predict_writes_keypoints_for_a_folder_and_draws_them(demo, tmp_path, ca
     for name in ("val_000.png", "val_001.png"):
         shutil.copy(STICKS / "images" / name, images / name)
     preds = tmp_path / "preds.jsonl"
-    assert main([str(out), "--images", str(images), "--out", str(preds), "--draw", "--box", "10,5,50,70"]) == 0
+    assert (
+        main([str(out), "--images", str(images), "--out", str(preds), "--draw", "--box", "10,5,50,70"]) == 0
+    )
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r["box"] for r in rows] == [[10.0, 5.0, 50.0, 70.0]] * 2
     assert all(len(r["keypoints"]) == 11 and r["names"][0] == "head" for r in rows)
@@ -201,8 +217,12 @@ def test_dry_run_trainable_count_is_peft_s_own():
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("trainable now:"))
     planned = int(line.split()[2].replace(",", ""))
     model, _ = build_tiny_vitpose(num_labels=11)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=["query", "value"],
-                        modules_to_save=["head", "backbone.embeddings"])
+    config = LoraConfig(
+        r=16,
+        lora_alpha=32,
+        target_modules=["query", "value"],
+        modules_to_save=["head", "backbone.embeddings"],
+    )
     trainable, _ = get_peft_model(model, config).get_nb_trainable_parameters()
     assert planned == trainable > 0
 
@@ -210,7 +230,10 @@ def test_dry_run_trainable_count_is_peft_s_own():
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda a: a.update(category_id=7), "category_id 7 is not among the train JSON's keypoint categories 1"),
+        (
+            lambda a: a.update(category_id=7),
+            "category_id 7 is not among the train JSON's keypoint categories 1",
+        ),
         (lambda a: a["keypoints"].__setitem__(0, 300.0), "keypoint 0 (300, "),
     ],
     ids=["unknown-category", "keypoint-outside"],

@@ -15,8 +15,20 @@ from trainers.recipe.config import Reporting
 from trainers.reporting.wandb import configure_wandb, run_grouping
 
 TINY = ROOT / "tests" / "distributed" / "tiny_recipe.py"
-WANDB_ENV = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_TAGS", "WANDB_DIR",
-             "WANDB_DATA_DIR", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_API_KEY", "WANDB_SILENT", "WANDB_DISABLE_GIT")
+WANDB_ENV = (
+    "WANDB_MODE",
+    "WANDB_PROJECT",
+    "WANDB_RUN_GROUP",
+    "WANDB_JOB_TYPE",
+    "WANDB_TAGS",
+    "WANDB_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_RUN_ID",
+    "WANDB_RESUME",
+    "WANDB_API_KEY",
+    "WANDB_SILENT",
+    "WANDB_DISABLE_GIT",
+)
 
 
 @pytest.fixture
@@ -44,9 +56,13 @@ def test_array_tasks_of_one_sweep_share_a_group():
     reporting = Reporting(wandb_tags=("blip",))
     env = {"SLURM_JOB_ID": "101", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "1"}
     group, job_type, tags = run_grouping(reporting, "r", "slurm", 2, env)
-    other = run_grouping(reporting, "r", "slurm", 2, {**env, "SLURM_JOB_ID": "102", "SLURM_ARRAY_TASK_ID": "2"})
+    other = run_grouping(
+        reporting, "r", "slurm", 2, {**env, "SLURM_JOB_ID": "102", "SLURM_ARRAY_TASK_ID": "2"}
+    )
     assert group == other[0] == "slurm-array-100" and job_type == "train"
-    assert tags == ["blip", "launcher:slurm", "zero:2", "slurm:101", "array-task:1"] and "slurm:102" in other[2]
+    assert (
+        tags == ["blip", "launcher:slurm", "zero:2", "slurm:101", "array-task:1"] and "slurm:102" in other[2]
+    )
     assert run_grouping(Reporting(wandb_group="g"), "r", "none", None, env)[0] == "g"  # the recipe's wins
     assert "launcher:slurm" in run_grouping(reporting, "r", "none", None, env)[2]  # inside the submitted job
     assert run_grouping(reporting, "r", "torchrun", None, {})[:1] == ("r",)  # no Slurm: the recipe's name
@@ -57,12 +73,23 @@ def test_a_resumed_run_appends_to_the_same_wandb_run(clean_env, tmp_path):
     import sys
 
     out = tmp_path / "run"
-    common = ["reporting.wandb=true", f"output_dir={out}", "data.max_train_samples=16", "evaluation.num_beams=1"]
+    common = [
+        "reporting.wandb=true",
+        f"output_dir={out}",
+        "data.max_train_samples=16",
+        "evaluation.num_beams=1",
+    ]
     for extra in (["training.epochs=1"], ["training.epochs=2", "training.resume=force"]):
         # each attempt a new process, as a restart is (W&B keeps process-wide state between runs in one process)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        result = subprocess.run([sys.executable, "launch.py", str(TINY), *common, *extra], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "launch.py", str(TINY), *common, *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     run_id = (out / "wandb_run_id").read_text().strip()
     files = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))

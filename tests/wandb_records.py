@@ -28,12 +28,12 @@ def raw_records(path: Path) -> list[bytes]:
         if left < HEADER:  # block trailer
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         pos += HEADER
         if kind == 0 and length == 0:  # zero padding to the block's end
             pos += left - HEADER
             continue
-        chunk, pos = data[pos:pos + length], pos + length
+        chunk, pos = data[pos : pos + length], pos + length
         if kind == FULL:
             out.append(chunk)
         elif kind == FIRST:
@@ -60,7 +60,9 @@ class RunFile:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, files: {path in it: local file}
+    artifacts: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # name, type, files: {path in it: local file}
 
     def values(self, key: str) -> list[Any]:
         return [row[key] for row in self.history if key in row]

@@ -29,7 +29,7 @@ def _gradio() -> Any:
         import gradio
     except ImportError:
         raise RecipeError(
-            "the app needs gradio, an optional extra: pip install -e \".[app]\" (or pip install gradio), then "
+            'the app needs gradio, an optional extra: pip install -e ".[app]" (or pip install gradio), then '
             "run python -m trainers.app RUN_DIR again."
         ) from None
     return gradio
@@ -41,7 +41,9 @@ def has_draw(task: Any) -> bool:
     return type(task).draw is not Task.draw
 
 
-def build_app(run_dir: str | Path, task_name: str | None = None, options: dict[str, str] | None = None) -> Any:
+def build_app(
+    run_dir: str | Path, task_name: str | None = None, options: dict[str, str] | None = None
+) -> Any:
     """The gradio Blocks for one run (not launched)."""
     from trainers.predict import load_run
 
@@ -49,12 +51,16 @@ def build_app(run_dir: str | Path, task_name: str | None = None, options: dict[s
     run = load_run(run_dir, task_name)
     draws = has_draw(run.task)
     options = dict(options or {})
-    run.task.predict_images(run.model, run.processor, [_blank()], dict(options))  # bad options fail here, once
+    run.task.predict_images(
+        run.model, run.processor, [_blank()], dict(options)
+    )  # bad options fail here, once
 
     def predict(image: Any) -> Any:
         if image is None:
             raise gr.Error("Upload an image first.")
-        prediction = run.task.predict_images(run.model, run.processor, [image.convert("RGB")], dict(options))[0]
+        prediction = run.task.predict_images(run.model, run.processor, [image.convert("RGB")], dict(options))[
+            0
+        ]
         return (prediction, run.task.draw(image.convert("RGB"), prediction)) if draws else prediction
 
     name = run.recipe.get("name") or Path(run_dir).name

@@ -72,8 +72,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str | None,
-                   world_size: int | None = None) -> dict[str, Any]:
+def write_manifest(
+    directory: Path, step: int, epoch: float | None, rhash: str | None, world_size: int | None = None
+) -> dict[str, Any]:
     """Describe every file under `directory` (relative path -> size) in `checkpoint.json`.
 
     `world_size` (the processes that trained it) lets a rerun refuse to continue with another world size:
@@ -98,8 +99,14 @@ def write_manifest(directory: Path, step: int, epoch: float | None, rhash: str |
     return manifest
 
 
-def finalize_checkpoint(tmp_dir: Path, final_dir: Path, step: int, epoch: float | None, rhash: str | None,
-                        world_size: int | None = None) -> None:
+def finalize_checkpoint(
+    tmp_dir: Path,
+    final_dir: Path,
+    step: int,
+    epoch: float | None,
+    rhash: str | None,
+    world_size: int | None = None,
+) -> None:
     """Manifest, fsync, then the atomic rename `tmp-checkpoint-N` -> `checkpoint-N`."""
     write_manifest(tmp_dir, step, epoch, rhash, world_size)
     _fsync_tree(tmp_dir)
@@ -123,7 +130,11 @@ def checkpoint_problem(directory: Path) -> str | None:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         return f"unreadable {MANIFEST} ({exc})"
-    if not isinstance(manifest, dict) or not manifest.get("complete") or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or not manifest.get("complete")
+        or not isinstance(manifest.get("files"), dict)
+    ):
         return f"{MANIFEST} does not describe a complete checkpoint"
     for rel, size in manifest["files"].items():
         path = directory / rel
@@ -164,7 +175,9 @@ def _numbered(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def find_resume_checkpoint(checkpoints_dir: Path, current_hash: str | None = None, quiet: bool = False) -> ResumeChoice:
+def find_resume_checkpoint(
+    checkpoints_dir: Path, current_hash: str | None = None, quiet: bool = False
+) -> ResumeChoice:
     """The newest complete checkpoint under `checkpoints_dir`; incomplete ones are listed in `skipped`."""
     skipped: list[tuple[str, str]] = []
     if not checkpoints_dir.is_dir():
@@ -180,11 +193,18 @@ def find_resume_checkpoint(checkpoints_dir: Path, current_hash: str | None = Non
                 logger.warning(
                     "resuming from %s, which was written by a different recipe (hash %s, now %s): model, data "
                     "or optimisation settings changed since; set training.resume=never to start over.",
-                    entry, saved_hash, current_hash,
+                    entry,
+                    saved_hash,
+                    current_hash,
                 )
             for name, why in skipped:
                 logger.warning("not resuming from %s: %s", name, why)
-            logger.info("resuming from %s (global step %s, epoch %s)", entry, manifest.get("step"), manifest.get("epoch"))
+            logger.info(
+                "resuming from %s (global step %s, epoch %s)",
+                entry,
+                manifest.get("step"),
+                manifest.get("epoch"),
+            )
             return ResumeChoice(str(entry), skipped)
         skipped.append((str(entry), problem))
     if not quiet:
@@ -289,7 +309,9 @@ class AtomicCheckpoints:
                 self._save_rng_state(str(tmp_dir))
             if self.args.should_save:
                 for cb in [
-                    cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)
+                    cb
+                    for cb in self.callback_handler.callbacks + [self.control]
+                    if isinstance(cb, ExportableState)
                 ]:
                     cb_name = cb.__class__.__name__
                     cb_state = cb.state()
@@ -301,8 +323,14 @@ class AtomicCheckpoints:
                 self._save_extra_state(tmp_dir)
             self._checkpoint_barrier()  # every rank's shards and RNG states are in tmp_dir
             if self.args.should_save:
-                finalize_checkpoint(tmp_dir, final_dir, self.state.global_step, self.state.epoch,
-                                    self.checkpoint_recipe_hash, self.args.world_size)
+                finalize_checkpoint(
+                    tmp_dir,
+                    final_dir,
+                    self.state.global_step,
+                    self.state.epoch,
+                    self.checkpoint_recipe_hash,
+                    self.args.world_size,
+                )
         except OSError as exc:
             raise save_failure(exc, tmp_dir, last_good) from None
         self._checkpoint_barrier()

@@ -32,7 +32,7 @@ class DataError(UserFacingError, ValueError):
         # process 0.\nOriginal Traceback ...\n...DataError: <message>")`: keep the user's paragraph only.
         marker = "DataError: "
         if isinstance(message, str) and message.startswith("Caught DataError") and marker in message:
-            message = message[message.rindex(marker) + len(marker):].strip()
+            message = message[message.rindex(marker) + len(marker) :].strip()
         super().__init__(message, *args)
 
 
@@ -53,7 +53,7 @@ class BadSamples:
         """One bad sample: raise under "fail", else record it. `where` is file[:line] or the sample's name."""
         if self.policy == "fail":
             raise DataError(
-                f"{where}: {message}. {fix}; or set the recipe's data on_bad_sample=\"skip\" to drop such "
+                f'{where}: {message}. {fix}; or set the recipe\'s data on_bad_sample="skip" to drop such '
                 "samples and count them in training_summary.json."
             )
         self.reasons[reason] += 1
@@ -77,7 +77,10 @@ class BadSamples:
         if self.skipped:
             logger.warning(
                 "%s: skipped %d bad sample(s) (%s), kept %d (on_bad_sample=skip; details in training_summary.json)",
-                self.source, self.skipped, ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())), kept,
+                self.source,
+                self.skipped,
+                ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())),
+                kept,
             )
 
 
@@ -101,7 +104,9 @@ def data_report(*datasets: tuple[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_train_size(num_samples: int, per_device_batch: int, grad_accum: int, world_size: int, source: str) -> None:
+def check_train_size(
+    num_samples: int, per_device_batch: int, grad_accum: int, world_size: int, source: str
+) -> None:
     """A training set smaller than one global batch cannot make a single full optimizer step."""
     global_batch = per_device_batch * grad_accum * world_size
     if num_samples < global_batch:

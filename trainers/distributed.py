@@ -147,7 +147,9 @@ class WorldGuard(TrainerCallback):
         if optimizer is not None:
             from trainers.optim.state import base_optimizer
 
-            lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(base_optimizer(optimizer).param_groups)}
+            lrs = {
+                g.get("name", str(i)): g["lr"] for i, g in enumerate(base_optimizer(optimizer).param_groups)
+            }
         self.facts = RankFacts(
             rank=args.process_index,
             local_rank=args.local_process_index,

@@ -60,7 +60,9 @@ def _float_dtype(model: nn.Module) -> torch.dtype | None:
     return next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None)
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device | str, dtype: torch.dtype | None) -> dict[str, Any]:
+def _to_device(
+    batch: Mapping[str, Any], device: torch.device | str, dtype: torch.dtype | None
+) -> dict[str, Any]:
     """Tensors onto the model's device; floating tensors (pixel values) in the model's dtype (bf16 runs)."""
     out: dict[str, Any] = {}
     for key, value in batch.items():
@@ -108,7 +110,9 @@ class ShardedEvaluator:
     # ------------------------------------------------------------------------------------------ steps
 
     @torch.no_grad()
-    def predict_shard(self, model: nn.Module, rank: int, world: int, device: torch.device | str) -> list[tuple[int, Any]]:
+    def predict_shard(
+        self, model: nn.Module, rank: int, world: int, device: torch.device | str
+    ) -> list[tuple[int, Any]]:
         """(index, prediction) for this rank's own samples; padded batches run too, their outputs dropped."""
         part = shard(len(self.dataset), rank, world)
         loader = DataLoader(
@@ -130,8 +134,13 @@ class ShardedEvaluator:
 
         from trainers.reporting.progress import progress_enabled
 
-        bar = tqdm(total=len(part.indices), desc=f"evaluating {self.prefix.rstrip('_') or 'val'}", unit="sample",
-                   leave=False, disable=not progress_enabled(rank))
+        bar = tqdm(
+            total=len(part.indices),
+            desc=f"evaluating {self.prefix.rstrip('_') or 'val'}",
+            unit="sample",
+            leave=False,
+            disable=not progress_enabled(rank),
+        )
         try:
             for start, batch in zip(range(0, len(part.indices), self.batch_size), loader, strict=True):
                 chunk = part.indices[start : start + self.batch_size]
@@ -183,7 +192,10 @@ class ShardedEvaluator:
             try:
                 predictions = self.complete(pairs or [])
                 self.last_predictions = predictions
-                metrics = {f"{self.prefix}{k}": float(v) for k, v in self.task.score(predictions, self.dataset).items()}
+                metrics = {
+                    f"{self.prefix}{k}": float(v)
+                    for k, v in self.task.score(predictions, self.dataset).items()
+                }
                 if self.artifacts_dir is not None:
                     self.task.save_artifacts(predictions, self.dataset, self.artifacts_dir)
                 box = [metrics, predictions]
@@ -201,9 +213,13 @@ class ShardedEvaluator:
 
     # ---------------------------------------------------------------------------------------- entries
 
-    def run(self, model: nn.Module, rank: int = 0, world: int = 1, device: torch.device | str = "cpu") -> dict[str, float]:
+    def run(
+        self, model: nn.Module, rank: int = 0, world: int = 1, device: torch.device | str = "cpu"
+    ) -> dict[str, float]:
         """The whole evaluation; call it on every rank of the group."""
-        return self.score(self.gather(self.predict_shard(model, rank, world, device), rank, world), rank, world)
+        return self.score(
+            self.gather(self.predict_shard(model, rank, world, device), rank, world), rank, world
+        )
 
     def __call__(self, trainer: Any) -> dict[str, float]:
         """For a transformers Trainer: its unwrapped model (DDP / DeepSpeed engine removed), rank, device."""

@@ -50,8 +50,15 @@ class PreparedModel:
 
     def count_trainable(self) -> int:
         """Parameters that train right now (gated stage parameters count once their gate opens)."""
-        gated = {n for plan, gate in zip(self.stages, self.gates, strict=True) if not gate.is_open for n in plan.param_names}
-        return sum(param_numel(p) for n, p in self.core.named_parameters() if p.requires_grad and n not in gated)
+        gated = {
+            n
+            for plan, gate in zip(self.stages, self.gates, strict=True)
+            if not gate.is_open
+            for n in plan.param_names
+        }
+        return sum(
+            param_numel(p) for n, p in self.core.named_parameters() if p.requires_grad and n not in gated
+        )
 
 
 def best_metric(recipe: Recipe, task: Task) -> tuple[str, bool]:
@@ -73,8 +80,9 @@ def load_options(recipe: Recipe, quantized: bool = True) -> LoadOptions:
         from trainers.lora.quantize import Quantization
 
         quantization = Quantization(m.quantization, keep_full_precision=_trained_fully(recipe))
-    return LoadOptions(dtype=m.dtype, revision=m.revision, quantization=quantization,
-                       trust_remote_code=m.trust_remote_code)
+    return LoadOptions(
+        dtype=m.dtype, revision=m.revision, quantization=quantization, trust_remote_code=m.trust_remote_code
+    )
 
 
 def _trained_fully(recipe: Recipe) -> tuple[str, ...]:
@@ -119,12 +127,19 @@ def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) 
         model = family.meta_model(recipe.model.id, **kwargs)
         if model is None:
             raise
-        logger.warning("%s is not available locally; counting its known architecture on the meta device", recipe.model.id)
-        return model, None, f"architecture only (meta device): {recipe.model.id} weights are not available locally"
+        logger.warning(
+            "%s is not available locally; counting its known architecture on the meta device", recipe.model.id
+        )
+        return (
+            model,
+            None,
+            f"architecture only (meta device): {recipe.model.id} weights are not available locally",
+        )
 
 
-def _reload_through_loader(family: Any, model: nn.Module, processor: Any, recipe: Recipe,
-                           kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+def _reload_through_loader(
+    family: Any, model: nn.Module, processor: Any, recipe: Recipe, kwargs: dict[str, Any]
+) -> tuple[nn.Module, Any]:
     """The tiny model saved and loaded back through the family's loader with the recipe's load options."""
     import tempfile
 
@@ -194,7 +209,9 @@ class RunPlan:
     overrides: list[str] = field(default_factory=list)
     lora: Any = None
     data_missing: list[str] = field(default_factory=list)
-    baseline: Any = None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
+    baseline: Any = (
+        None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
+    )
     memory: Any = None  # trainers.reporting.memory_plan.MemoryPlan: model state per device by ZeRO stage
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,8 +240,13 @@ class RunPlan:
             f"source:        {self.model_source}",
             f"output dir:    {self.output_dir}",
             f"overrides:     {' '.join(self.overrides) or '(none)'}",
-            *([f"WARNING: data not found, a run would stop before loading the model: {'; '.join(self.data_missing)}"]
-              if self.data_missing else []),
+            *(
+                [
+                    f"WARNING: data not found, a run would stop before loading the model: {'; '.join(self.data_missing)}"
+                ]
+                if self.data_missing
+                else []
+            ),
             "",
             "freeze map (unique parameters; 'scheduled' = unfrozen by a later stage):",
             _indent(f.render()),
@@ -254,7 +276,10 @@ class RunPlan:
             lines += ["", self.baseline.render()]
         if self.memory is not None:
             lines += ["", self.memory.render()]
-        lines += ["", f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}"]
+        lines += [
+            "",
+            f"launcher: {' '.join(self.launcher_command) if self.launcher_command else 'in-process'}",
+        ]
         return "\n".join(lines)
 
 

@@ -131,7 +131,9 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
         return LoadedRun(model_cls.from_pretrained(str(best)).eval(), processor, task, recipe)
     from trainers.lora.export import load_adapter_model
 
-    return LoadedRun(load_adapter_model(load_base(recipe, family, task), best).eval(), processor, task, recipe)
+    return LoadedRun(
+        load_adapter_model(load_base(recipe, family, task), best).eval(), processor, task, recipe
+    )
 
 
 def load_base(recipe: dict[str, Any], family: Any, task: Any) -> Any:

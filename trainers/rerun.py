@@ -85,7 +85,9 @@ def requeued(env: Mapping[str, str] | None = None) -> bool:
     return int(env.get("SLURM_RESTART_COUNT", "0") or 0) >= 1
 
 
-def decide(recipe: Recipe, output_dir: Path, world_size: int, env: Mapping[str, str] | None = None) -> RerunDecision:
+def decide(
+    recipe: Recipe, output_dir: Path, world_size: int, env: Mapping[str, str] | None = None
+) -> RerunDecision:
     """What this run does with `output_dir` (read-only; raises `RerunRefused`)."""
     ckpt = checkpoints.find_resume_checkpoint(output_dir / CHECKPOINTS, quiet=True).checkpoint
     saved = _read_json(output_dir / RECIPE_JSON)
@@ -93,8 +95,12 @@ def decide(recipe: Recipe, output_dir: Path, world_size: int, env: Mapping[str, 
     current = resolved_recipe_dict(recipe)
     changes = recipe_changes(saved, current) if saved is not None else []
     if requeued(env):
-        return RerunDecision("continue" if ckpt else "fresh", "a requeued Slurm job continues its own checkpoints",
-                             ckpt, changes)
+        return RerunDecision(
+            "continue" if ckpt else "fresh",
+            "a requeued Slurm job continues its own checkpoints",
+            ckpt,
+            changes,
+        )
     if saved is None and summary is None and ckpt is None:
         return RerunDecision("fresh", f"{output_dir} holds no previous run")
     mode = recipe.training.resume
@@ -103,8 +109,9 @@ def decide(recipe: Recipe, output_dir: Path, world_size: int, env: Mapping[str, 
     if mode == "overwrite":
         return RerunDecision("overwrite", "training.resume=overwrite", changes=changes)
     if summary is None and ckpt is None:  # e.g. stopped by a data error: nothing to continue or to keep
-        return RerunDecision("fresh", f"the previous attempt in {output_dir} left no complete checkpoint",
-                             changes=changes)
+        return RerunDecision(
+            "fresh", f"the previous attempt in {output_dir} left no complete checkpoint", changes=changes
+        )
     blocking = [c for c in changes if not continuable(c, recipe.training.lr_scheduler)]
     blocking += _world_change(ckpt, world_size)
     if saved is None and ckpt is not None:
@@ -112,10 +119,20 @@ def decide(recipe: Recipe, output_dir: Path, world_size: int, env: Mapping[str, 
     if blocking and mode == "auto":
         raise RerunRefused(_refusal(output_dir, blocking, recipe, ckpt, summary))
     if summary is not None and _finished(summary, ckpt, current):
-        return RerunDecision("complete", _complete_message(output_dir, summary, recipe), ckpt, changes, summary)
-    if ckpt is None:  # finished, asked for another length, but its checkpoints are gone: nothing to continue from
+        return RerunDecision(
+            "complete", _complete_message(output_dir, summary, recipe), ckpt, changes, summary
+        )
+    if (
+        ckpt is None
+    ):  # finished, asked for another length, but its checkpoints are gone: nothing to continue from
         raise RerunRefused(_refusal(output_dir, blocking or changes, recipe, None, summary))
-    reason = "training.resume=force" if blocking else "only continuable settings changed" if changes else "same recipe"
+    reason = (
+        "training.resume=force"
+        if blocking
+        else "only continuable settings changed"
+        if changes
+        else "same recipe"
+    )
     return RerunDecision("continue", reason, ckpt, changes)
 
 
@@ -127,8 +144,12 @@ def apply(decision: RerunDecision, output_dir: Path) -> Path | None:
         target.mkdir()
         for entry in entries:
             os.replace(entry, target / entry.name)
-        logger.warning("training.resume=never: the previous run in %s was moved to %s (%d entries); starting over",
-                       output_dir, target, len(entries))
+        logger.warning(
+            "training.resume=never: the previous run in %s was moved to %s (%d entries); starting over",
+            output_dir,
+            target,
+            len(entries),
+        )
         return target
     if decision.action == "overwrite" and entries:
         for entry in entries:
@@ -136,8 +157,11 @@ def apply(decision: RerunDecision, output_dir: Path) -> Path | None:
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
-        logger.warning("training.resume=overwrite: deleted the previous run in %s (%s); starting over",
-                       output_dir, ", ".join(sorted(e.name for e in entries)))
+        logger.warning(
+            "training.resume=overwrite: deleted the previous run in %s (%s); starting over",
+            output_dir,
+            ", ".join(sorted(e.name for e in entries)),
+        )
     return None
 
 
@@ -147,20 +171,28 @@ def report(decision: RerunDecision, output_dir: Path) -> None:
         return
     shown = "; ".join(c.render() for c in decision.changes[:_MAX_LISTED])
     level = logging.WARNING if decision.reason != "only continuable settings changed" else logging.INFO
-    logger.log(level, "continuing the run in %s (%s) with changed settings: %s", output_dir, decision.reason, shown)
+    logger.log(
+        level, "continuing the run in %s (%s) with changed settings: %s", output_dir, decision.reason, shown
+    )
 
 
 def run_entries(output_dir: Path) -> list[Path]:
     """What a run wrote into `output_dir`: everything but slurm/, sweep-*/, previous-*/ and hidden files."""
     if not output_dir.is_dir():
         return []
-    return sorted(e for e in output_dir.iterdir()
-                  if e.name not in _NOT_RUN_FILES and not e.name.startswith(_NOT_RUN_PREFIXES))
+    return sorted(
+        e
+        for e in output_dir.iterdir()
+        if e.name not in _NOT_RUN_FILES and not e.name.startswith(_NOT_RUN_PREFIXES)
+    )
 
 
 def next_previous_dir(output_dir: Path) -> Path:
-    taken = [int(p.name.removeprefix(PREVIOUS_PREFIX)) for p in output_dir.glob(f"{PREVIOUS_PREFIX}*")
-             if p.name.removeprefix(PREVIOUS_PREFIX).isdigit()]
+    taken = [
+        int(p.name.removeprefix(PREVIOUS_PREFIX))
+        for p in output_dir.glob(f"{PREVIOUS_PREFIX}*")
+        if p.name.removeprefix(PREVIOUS_PREFIX).isdigit()
+    ]
     return output_dir / f"{PREVIOUS_PREFIX}{max(taken, default=0) + 1}"
 
 
@@ -198,19 +230,33 @@ def _world_change(ckpt: str | None, world_size: int) -> list[Change]:
 def _hash_change(ckpt: str, current: dict[str, Any]) -> list[Change]:
     saved = checkpoints.read_manifest(ckpt).get("recipe_hash")
     now = checkpoints.recipe_hash(current)
-    return [Change(f"recipe hash ({RECIPE_JSON} is missing, so the keys cannot be listed)", saved, now)] if (
-        saved and saved != now) else []
+    return (
+        [Change(f"recipe hash ({RECIPE_JSON} is missing, so the keys cannot be listed)", saved, now)]
+        if (saved and saved != now)
+        else []
+    )
 
 
-def _refusal(output_dir: Path, blocking: list[Change], recipe: Recipe, ckpt: str | None,
-             summary: dict[str, Any] | None) -> str:
-    schedule = (f" (with lr_scheduler={recipe.training.lr_scheduler} the LR schedule is built from the total number "
-                "of steps, so the remaining steps would follow another curve)")
+def _refusal(
+    output_dir: Path, blocking: list[Change], recipe: Recipe, ckpt: str | None, summary: dict[str, Any] | None
+) -> str:
+    schedule = (
+        f" (with lr_scheduler={recipe.training.lr_scheduler} the LR schedule is built from the total number "
+        "of steps, so the remaining steps would follow another curve)"
+    )
     shown = "; ".join(c.render() + (schedule if c.key in LENGTH_KEYS else "") for c in blocking[:_MAX_LISTED])
     more = f"; and {len(blocking) - _MAX_LISTED} more" if len(blocking) > _MAX_LISTED else ""
     state = "a finished" if summary is not None else "an unfinished"
-    where = f"its newest complete checkpoint is {Path(ckpt).name}" if ckpt else "it has no complete checkpoint left"
-    force = f"; or training.resume=force to continue from {Path(ckpt).name} with the new settings anyway" if ckpt else ""
+    where = (
+        f"its newest complete checkpoint is {Path(ckpt).name}"
+        if ckpt
+        else "it has no complete checkpoint left"
+    )
+    force = (
+        f"; or training.resume=force to continue from {Path(ckpt).name} with the new settings anyway"
+        if ckpt
+        else ""
+    )
     previous = next_previous_dir(output_dir)
     return (
         f"output_dir {output_dir} holds {state} run whose settings differ (its {RECIPE_JSON} and checkpoint "
@@ -224,8 +270,11 @@ def _refusal(output_dir: Path, blocking: list[Change], recipe: Recipe, ckpt: str
 def _complete_message(output_dir: Path, summary: dict[str, Any], recipe: Recipe) -> str:
     best = summary.get("best_metric") or {}
     score = f"; best {best.get('name')} = {best.get('value')}" if best.get("name") else ""
-    longer = (" (or raise training.epochs to continue it)"
-              if recipe.training.lr_scheduler in TOTAL_INDEPENDENT_SCHEDULERS else "")
+    longer = (
+        " (or raise training.epochs to continue it)"
+        if recipe.training.lr_scheduler in TOTAL_INDEPENDENT_SCHEDULERS
+        else ""
+    )
     return (
         f"already complete: {output_dir} holds a finished run of this recipe ({summary.get('global_steps')} steps"
         f"{score}; see {SUMMARY_JSON}); nothing was trained. To train again, rerun with training.resume=never "

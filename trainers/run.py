@@ -55,7 +55,9 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def build_training_arguments(recipe: Recipe, task: Task, output_dir: Path, report_to: list[str]) -> TrainingArguments:
+def build_training_arguments(
+    recipe: Recipe, task: Task, output_dir: Path, report_to: list[str]
+) -> TrainingArguments:
     t = recipe.training
     metric, greater = best_metric(recipe, task)
     has_cuda = torch.cuda.is_available()
@@ -117,7 +119,9 @@ def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
     if decision.resume_from is None:
         return None
     rerun.report(decision, output_dir)
-    checkpoints.find_resume_checkpoint(checkpoints_dir, checkpoints.recipe_hash(to_dict(recipe)))  # logs the choice
+    checkpoints.find_resume_checkpoint(
+        checkpoints_dir, checkpoints.recipe_hash(to_dict(recipe))
+    )  # logs the choice
     return decision.resume_from
 
 
@@ -159,7 +163,9 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     check_data_paths(recipe, task=task)  # before the output dir is touched or a model is loaded or downloaded
     resume_from = prepare_output_dir(recipe, output_dir)
     set_seed(recipe.training.seed)
-    report_to = configure_wandb(recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero)
+    report_to = configure_wandb(
+        recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero
+    )
     # Before the model: under ZeRO-3 these arguments make transformers load it inside deepspeed.zero.Init,
     # already partitioned, instead of whole on every rank (`args` must outlive the load: a weak reference).
     args = build_training_arguments(recipe, task, output_dir, report_to)
@@ -182,11 +188,18 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
     logger.info("run plan:\n%s", plan.render())
 
     data = task.build(recipe, processor)
-    check_train_size(len(data.train), args.per_device_train_batch_size, args.gradient_accumulation_steps,
-                     args.world_size, recipe.data.train)
+    check_train_size(
+        len(data.train),
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.world_size,
+        recipe.data.train,
+    )
     evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
-    extra = [_evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
-             for name, dataset in data.extra_val.items()]
+    extra = [
+        _evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
+        for name, dataset in data.extra_val.items()
+    ]
     trainer = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan)
     trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
     check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
@@ -266,13 +279,23 @@ def _unquantized_base(recipe: Recipe) -> Any:
     from trainers.zero3 import unpartitioned_loading
 
     with unpartitioned_loading():  # the main process alone: under ZeRO-3 a partitioned load is a collective
-        return load_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None)))[0]
+        return load_model(
+            dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, quantization=None))
+        )[0]
 
 
-def _evaluator(recipe: Recipe, task: Task, data: TaskData, dataset: Any, artifacts_dir: Path,
-               prefix: str = "") -> ShardedEvaluator:
-    return ShardedEvaluator(task, dataset, data.eval_collator, _eval_batch_size(recipe), prefix=prefix,
-                            artifacts_dir=artifacts_dir, num_workers=recipe.training.num_workers)
+def _evaluator(
+    recipe: Recipe, task: Task, data: TaskData, dataset: Any, artifacts_dir: Path, prefix: str = ""
+) -> ShardedEvaluator:
+    return ShardedEvaluator(
+        task,
+        dataset,
+        data.eval_collator,
+        _eval_batch_size(recipe),
+        prefix=prefix,
+        artifacts_dir=artifacts_dir,
+        num_workers=recipe.training.num_workers,
+    )
 
 
 def _evaluate_test_split(ctx: RunContext) -> dict[str, float] | None:
@@ -280,8 +303,9 @@ def _evaluate_test_split(ctx: RunContext) -> dict[str, float] | None:
     (`test_metrics` in the summary, the task's files in `eval/test/`)."""
     if ctx.data.test is None:
         return None
-    evaluator = _evaluator(ctx.recipe, ctx.task, ctx.data, ctx.data.test, ctx.output_dir / EVAL_ARTIFACTS / "test",
-                           "test_")
+    evaluator = _evaluator(
+        ctx.recipe, ctx.task, ctx.data, ctx.data.test, ctx.output_dir / EVAL_ARTIFACTS / "test", "test_"
+    )
     metrics = evaluator(ctx.trainer)
     logger.info("test split (best model): %s", metrics)
     return metrics
@@ -293,10 +317,21 @@ def _eval_batch_size(recipe: Recipe) -> int:
     return recipe.evaluation.batch_size or t.eval_batch_size or t.batch_size
 
 
-def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: TaskData, evaluator: ShardedEvaluator,
-                   extra_evaluators: list[ShardedEvaluator], args: TrainingArguments, plan: Any) -> RecipeTrainer:
-    composites = [recipe.early_stopping.metric] if recipe.early_stopping and isinstance(
-        recipe.early_stopping.metric, CompositeMetric) else []
+def _build_trainer(
+    recipe: Recipe,
+    prepared: PreparedModel,
+    task: Task,
+    data: TaskData,
+    evaluator: ShardedEvaluator,
+    extra_evaluators: list[ShardedEvaluator],
+    args: TrainingArguments,
+    plan: Any,
+) -> RecipeTrainer:
+    composites = (
+        [recipe.early_stopping.metric]
+        if recipe.early_stopping and isinstance(recipe.early_stopping.metric, CompositeMetric)
+        else []
+    )
     unfreezer, seen = ProgressiveUnfreezing(prepared.stages, prepared.gates), SeenCounts()
     callbacks: list[Any] = [
         unfreezer,
@@ -309,12 +344,20 @@ def _build_trainer(recipe: Recipe, prepared: PreparedModel, task: Task, data: Ta
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
         callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
-    callbacks.append(OverfittingWatch(*best_metric(recipe, task)))  # reports only; stopping is the above's job
+    callbacks.append(
+        OverfittingWatch(*best_metric(recipe, task))
+    )  # reports only; stopping is the above's job
     if recipe.training.save_steps:
         callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
-        callbacks.append(WandbRunExtras({"recipe": to_dict(recipe), "plan": plan.to_dict()}, plan.freeze,
-                                        lambda: dict(unfreezer.opened_at_step), [evaluator, *extra_evaluators]))
+        callbacks.append(
+            WandbRunExtras(
+                {"recipe": to_dict(recipe), "plan": plan.to_dict()},
+                plan.freeze,
+                lambda: dict(unfreezer.opened_at_step),
+                [evaluator, *extra_evaluators],
+            )
+        )
     callbacks.extend(recipe.callbacks)
     if os.environ.get("SLURM_JOB_ID"):  # USR1 before the time limit / preemption: checkpoint and requeue
         callbacks.append(SlurmPreemption(recipe.resolved_output_dir(), requeue=recipe.slurm.requeue))
@@ -343,7 +386,9 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
     best = None
     if history and metric in history[0]:
         best = (max if greater else min)(history, key=lambda r: r[metric])
-    stopper = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None)
+    stopper = next(
+        (c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None
+    )
     unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressiveUnfreezing))
     logger_cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, EpochMetricsLog))
     watch = next(c for c in trainer.callback_handler.callbacks if isinstance(c, OverfittingWatch))
@@ -373,13 +418,19 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
         "best_metrics": best,
         "baseline": baseline_report(ctx.task.baseline(), best, metric),
         "early_stopping": (
-            {"stopped_at_step": stopper.stopped_at_step, "patience": stopper.patience, "metric": stopper.metric_key}
+            {
+                "stopped_at_step": stopper.stopped_at_step,
+                "patience": stopper.patience,
+                "metric": stopper.metric_key,
+            }
             if stopper
             else None
         ),
         "overfitting": watch.signal.to_dict() if watch.signal else None,
         "seconds_per_epoch": logger_cb.epoch_seconds,
-        "resources": next(c for c in trainer.callback_handler.callbacks if isinstance(c, ResourceUse)).summary(),
+        "resources": next(
+            c for c in trainer.callback_handler.callbacks if isinstance(c, ResourceUse)
+        ).summary(),
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),
         "examples": trainer.evaluator.examples(),

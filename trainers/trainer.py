@@ -89,10 +89,16 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         (early stopping) writes the same sample captions in its summary as one that was never interrupted."""
         predictions = getattr(self.evaluator, "last_predictions", None)
         if predictions:
-            (Path(directory) / EVAL_PREDICTIONS).write_text(json.dumps({str(k): v for k, v in predictions.items()}))
+            (Path(directory) / EVAL_PREDICTIONS).write_text(
+                json.dumps({str(k): v for k, v in predictions.items()})
+            )
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        saved = Path(resume_from_checkpoint) / EVAL_PREDICTIONS if isinstance(resume_from_checkpoint, str) else None
+        saved = (
+            Path(resume_from_checkpoint) / EVAL_PREDICTIONS
+            if isinstance(resume_from_checkpoint, str)
+            else None
+        )
         if saved is not None and saved.is_file() and hasattr(self.evaluator, "last_predictions"):
             self.evaluator.last_predictions = {int(k): v for k, v in json.loads(saved.read_text()).items()}
         return super().train(resume_from_checkpoint, *args, **kwargs)
@@ -128,8 +134,11 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         generative = complete and all(b["labels"].dim() >= 2 for b in batches)
         terms = int(torch.stack([c.cpu() for c in counts]).sum()) if complete else 0
         # [loss terms, samples, target tokens] of this step, summed over the ranks in one collective
-        step = torch.tensor([terms, sum(batch_length(b) for b in batches), terms if generative else 0],
-                            dtype=torch.long, device=device)
+        step = torch.tensor(
+            [terms, sum(batch_length(b) for b in batches), terms if generative else 0],
+            dtype=torch.long,
+            device=device,
+        )
         if self.args.world_size > 1 and (complete or self.seen is not None):
             step = self.accelerator.gather(step).view(-1, 3).sum(0)  # every rank calls this once per step
         if self.seen is not None:
@@ -188,7 +197,9 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
         if self.evaluator is None and not self.extra_evaluators and not self.composite_metrics:
             return output
         prefix = f"{metric_key_prefix}_"
@@ -210,8 +221,12 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         broken checkpoint.
         """
         missing = set(load_result.missing_keys)
-        loaded_alias = {n for names in tied_names(self.model) for n in names if n in missing
-                        and any(other not in missing for other in names)}
+        loaded_alias = {
+            n
+            for names in tied_names(self.model)
+            for n in names
+            if n in missing and any(other not in missing for other in names)
+        }
         kept = [k for k in load_result.missing_keys if k not in loaded_alias]
         if load_result.unexpected_keys:  # tensors of the checkpoint that reached no parameter: never silent
             raise CheckpointError(

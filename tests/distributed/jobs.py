@@ -51,8 +51,13 @@ def free_port() -> int:
 
 
 def worker_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1",
-            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "PYTHONUNBUFFERED": "1",
+        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions")),
+    }
 
 
 def run_jobs(jobs: dict[Path, list[str]], timeout: int = 1500) -> None:
@@ -62,8 +67,13 @@ def run_jobs(jobs: dict[Path, list[str]], timeout: int = 1500) -> None:
     for out, command in jobs.items():
         out.mkdir(parents=True, exist_ok=True)
         log = (out / "job.log").open("w")
-        started[out] = (command, log, subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                                       text=True, env=worker_env()))
+        started[out] = (
+            command,
+            log,
+            subprocess.Popen(
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env=worker_env()
+            ),
+        )
     failed = []
     for out, (command, log, proc) in started.items():
         try:
@@ -97,7 +107,10 @@ def same_length_captions(source: Path, target: Path, count: int) -> Path:
 def ragged_captions(source: Path, target: Path, count: int) -> Path:
     """The first `count` shipped captions cut to 3..8 words in turn: every batch mixes lengths."""
     captions = json.loads(source.read_text())
-    ragged = {name: " ".join(text.split()[: 3 + i % 6]) for i, (name, text) in enumerate(list(captions.items())[:count])}
+    ragged = {
+        name: " ".join(text.split()[: 3 + i % 6])
+        for i, (name, text) in enumerate(list(captions.items())[:count])
+    }
     target.write_text(json.dumps(ragged))
     return target
 
@@ -129,30 +142,46 @@ def write_data(root: Path) -> dict[str, Path]:
 
 
 def _run(name: str, mode: str, train: Path, val: Path, epochs: int, patience: int, **extra) -> dict:
-    return {"name": name, "mode": mode, "train_json": str(train), "val_json": str(val), "epochs": epochs,
-            "patience": patience, "global_batch": GLOBAL_BATCH, **extra}
+    return {
+        "name": name,
+        "mode": mode,
+        "train_json": str(train),
+        "val_json": str(val),
+        "epochs": epochs,
+        "patience": patience,
+        "global_batch": GLOBAL_BATCH,
+        **extra,
+    }
 
 
 def runs(data: dict[str, Path]) -> dict[str, list[dict]]:
     """The runs of each job: rank invariance keeps the mode as its name; the others carry their suite's prefix."""
-    rank = dict(train=data["train"], val=data["val"], epochs=EPOCHS, patience=PATIENCE, stop_at=2 * STEPS_PER_EPOCH)
+    rank = dict(
+        train=data["train"], val=data["val"], epochs=EPOCHS, patience=PATIENCE, stop_at=2 * STEPS_PER_EPOCH
+    )
     ragged = dict(train=data["ragged_train"], val=data["ragged_val"], epochs=RAGGED_EPOCHS, patience=10)
-    uneven = dict(train=data["train"], val=data["val7"], epochs=UNEVEN_EPOCHS, patience=10,
-                  eval_batch=UNEVEN_EVAL_BATCH)
+    uneven = dict(
+        train=data["train"], val=data["val7"], epochs=UNEVEN_EPOCHS, patience=10, eval_batch=UNEVEN_EVAL_BATCH
+    )
     return {
-        "one_process": [_run("ddp", "ddp", **rank),
-                        *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_ONE_PROCESS),
-                        _run("uneven-ddp", "ddp", **uneven)],
-        "torchrun": [*(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE)),
-                     *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_TWO_RANKS),
-                     *(_run(f"uneven-{m}", m, **uneven) for m in UNEVEN_MODES)],
+        "one_process": [
+            _run("ddp", "ddp", **rank),
+            *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_ONE_PROCESS),
+            _run("uneven-ddp", "ddp", **uneven),
+        ],
+        "torchrun": [
+            *(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE)),
+            *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_TWO_RANKS),
+            *(_run(f"uneven-{m}", m, **uneven) for m in UNEVEN_MODES),
+        ],
         "accelerate": [_run("ddp", "ddp", **rank)],
     }
 
 
 def accelerate_config(path: Path) -> Path:
     """`accelerate launch --config_file` with a multi-process yaml (MULTI_GPU: gloo ranks on CPU)."""
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         compute_environment: LOCAL_MACHINE
         distributed_type: MULTI_GPU
         num_processes: {WORLD}
@@ -161,7 +190,8 @@ def accelerate_config(path: Path) -> Path:
         main_process_ip: 127.0.0.1
         main_process_port: {free_port()}
         mixed_precision: 'no'
-        """))
+        """)
+    )
     return path
 
 
@@ -171,10 +201,20 @@ def run_shared_jobs(root: Path) -> SharedJobs:
     jobs = SharedJobs(root / "one_process", root / "torchrun", root / "accelerate", data)
     commands = {
         jobs.one_process: [sys.executable],
-        jobs.torchrun: [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-                        f"--master_port={free_port()}"],
-        jobs.accelerate: [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                          str(accelerate_config(root / "accelerate_ddp.yaml"))],
+        jobs.torchrun: [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={WORLD}",
+            f"--master_port={free_port()}",
+        ],
+        jobs.accelerate: [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(accelerate_config(root / "accelerate_ddp.yaml")),
+        ],
     }
     for (name, job_runs), out in zip(runs(data).items(), commands, strict=True):
         out.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,21 @@ from trainers.recipe import Lora, ParamGroup, Stage, Unfreeze
 
 
 def lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
-    recipe = tiny_recipe(output_dir, epochs=2, batch_size=batch_size, lr=5e-3, lr_scheduler="constant",
-                         logging_steps=1, save_total_limit=1)
-    recipe.lora = Lora(target_modules=("query", "value"), r=4, dropout=0.0,
-                       modules_to_save=("text_decoder.cls.predictions.transform",))
+    recipe = tiny_recipe(
+        output_dir,
+        epochs=2,
+        batch_size=batch_size,
+        lr=5e-3,
+        lr_scheduler="constant",
+        logging_steps=1,
+        save_total_limit=1,
+    )
+    recipe.lora = Lora(
+        target_modules=("query", "value"),
+        r=4,
+        dropout=0.0,
+        modules_to_save=("text_decoder.cls.predictions.transform",),
+    )
     recipe.freeze = [Unfreeze("vision_model.post_layernorm")]
     recipe.stages = [Stage(epoch=1, unfreeze="vision_model.encoder.layers[-1:]")]
     recipe.param_groups = [ParamGroup("lora", match=r"lora_", lr_mult=2.0)]
@@ -37,10 +48,20 @@ def vit_lora_recipe(output_dir: Path, batch_size: int):
     from conftest import ROOT
     from trainers.recipe import load_recipe
 
-    return load_recipe(str(ROOT / "recipes" / "vit_lora.py"), [
-        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
-        f"data.max_train_samples={VIT_TRAIN_SAMPLES}", "training.logging_steps=1", "training.resume=never",
-        "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+    return load_recipe(
+        str(ROOT / "recipes" / "vit_lora.py"),
+        [
+            f"output_dir={output_dir}",
+            f"training.batch_size={batch_size}",
+            "training.epochs=2",
+            f"data.max_train_samples={VIT_TRAIN_SAMPLES}",
+            "training.logging_steps=1",
+            "training.resume=never",
+            "training.save_total_limit=1",
+            "reporting.plots=false",
+        ],
+        demo=True,
+    )
 
 
 def importance_recipe(output_dir: Path, batch_size: int, steps: int = 3):
@@ -49,9 +70,16 @@ def importance_recipe(output_dir: Path, batch_size: int, steps: int = 3):
     from trainers.analysis.importance import analysis_overrides
     from trainers.recipe import load_recipe
 
-    return load_recipe(str(ROOT / "recipes" / "vit_lora.py"), [
-        "lora=none", "data.max_train_samples=32", f"training.batch_size={batch_size}",
-        *analysis_overrides(steps, output_dir)], demo=True)
+    return load_recipe(
+        str(ROOT / "recipes" / "vit_lora.py"),
+        [
+            "lora=none",
+            "data.max_train_samples=32",
+            f"training.batch_size={batch_size}",
+            *analysis_overrides(steps, output_dir),
+        ],
+        demo=True,
+    )
 
 
 def same_length_captions(path: Path, n: int = 32) -> Path:
@@ -105,11 +133,21 @@ def detr_lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
     from conftest import ROOT
     from trainers.recipe import load_recipe
 
-    return load_recipe(str(ROOT / "recipes" / "detr_lora.py"), [
-        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
-        f"data.train={train_json}", "training.lr=5e-4",
-        "training.logging_steps=1",
-        "training.resume=never", "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+    return load_recipe(
+        str(ROOT / "recipes" / "detr_lora.py"),
+        [
+            f"output_dir={output_dir}",
+            f"training.batch_size={batch_size}",
+            "training.epochs=2",
+            f"data.train={train_json}",
+            "training.lr=5e-4",
+            "training.logging_steps=1",
+            "training.resume=never",
+            "training.save_total_limit=1",
+            "reporting.plots=false",
+        ],
+        demo=True,
+    )
 
 
 VITPOSE_TRAIN_SAMPLES = 64  # stick-figure instances: 4 steps an epoch at a global batch of 16
@@ -123,14 +161,26 @@ def vitpose_lora_recipe(output_dir: Path, batch_size: int):
     from conftest import ROOT
     from trainers.recipe import load_recipe
 
-    return load_recipe(str(ROOT / "recipes" / "vitpose_lora.py"), [
-        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=2",
-        f"data.max_train_samples={VITPOSE_TRAIN_SAMPLES}", "training.logging_steps=1", "training.resume=never",
-        "training.lr=5e-4",
-        "training.save_total_limit=1", "reporting.plots=false"], demo=True)
+    return load_recipe(
+        str(ROOT / "recipes" / "vitpose_lora.py"),
+        [
+            f"output_dir={output_dir}",
+            f"training.batch_size={batch_size}",
+            "training.epochs=2",
+            f"data.max_train_samples={VITPOSE_TRAIN_SAMPLES}",
+            "training.logging_steps=1",
+            "training.resume=never",
+            "training.lr=5e-4",
+            "training.save_total_limit=1",
+            "reporting.plots=false",
+        ],
+        demo=True,
+    )
 
 
-FLORENCE_TRAIN_SAMPLES = 32  # the first 32 shipped fabric lines in curriculum order: 4 steps at a global batch of 8
+FLORENCE_TRAIN_SAMPLES = (
+    32  # the first 32 shipped fabric lines in curriculum order: 4 steps at a global batch of 8
+)
 
 
 def florence_lora_recipe(output_dir: Path, batch_size: int, recipe: str = "florence2_lora.py"):
@@ -140,8 +190,22 @@ def florence_lora_recipe(output_dir: Path, batch_size: int, recipe: str = "flore
     from conftest import ROOT
     from trainers.recipe import load_recipe
 
-    return load_recipe(str(ROOT / "recipes" / recipe), [
-        f"output_dir={output_dir}", f"training.batch_size={batch_size}", "training.epochs=1",
-        f"data.max_train_samples={FLORENCE_TRAIN_SAMPLES}", "data.max_val_samples=6", "training.logging_steps=1",
-        "training.warmup_steps=0", "training.resume=never", "training.save_total_limit=1", "reporting.plots=false",
-        "evaluation.max_new_tokens=12", "evaluation.batch_size=3", "early_stopping=none"], demo=True)
+    return load_recipe(
+        str(ROOT / "recipes" / recipe),
+        [
+            f"output_dir={output_dir}",
+            f"training.batch_size={batch_size}",
+            "training.epochs=1",
+            f"data.max_train_samples={FLORENCE_TRAIN_SAMPLES}",
+            "data.max_val_samples=6",
+            "training.logging_steps=1",
+            "training.warmup_steps=0",
+            "training.resume=never",
+            "training.save_total_limit=1",
+            "reporting.plots=false",
+            "evaluation.max_new_tokens=12",
+            "evaluation.batch_size=3",
+            "early_stopping=none",
+        ],
+        demo=True,
+    )

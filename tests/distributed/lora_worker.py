@@ -49,7 +49,9 @@ def main() -> None:
     for spec in sys.argv[3:]:
         mode, _, ds_config = spec.partition("=")
         changes = None
-        if mode.startswith("importance-"):  # layer importance (3 steps, full ViT): gradients as 1 rank reads them
+        if mode.startswith(
+            "importance-"
+        ):  # layer importance (3 steps, full ViT): gradients as 1 rank reads them
             from lora_recipe import importance_recipe
 
             from trainers.analysis.importance import measure
@@ -85,14 +87,24 @@ def main() -> None:
         summary = complete_run(ctx)
         if changes is not None:
             rank = dist.get_rank()
-            (out / mode / f"layers_rank{rank}.json").write_text(json.dumps({"moved": changes.moved,
-                                                                           "stages": summary["stages_opened_at_step"]}))
+            (out / mode / f"layers_rank{rank}.json").write_text(
+                json.dumps({"moved": changes.moved, "stages": summary["stages_opened_at_step"]})
+            )
         if is_main_process():
             losses = [e["loss"] for e in ctx.trainer.state.log_history if "loss" in e]
             evals = [e for e in ctx.trainer.state.log_history if "eval_loss" in e]
-            (out / mode / "losses.json").write_text(json.dumps({"losses": losses, "world": summary["world_size"],
-                                                                "eval": evals[-1], "predictions": {
-                str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())}}))
+            (out / mode / "losses.json").write_text(
+                json.dumps(
+                    {
+                        "losses": losses,
+                        "world": summary["world_size"],
+                        "eval": evals[-1],
+                        "predictions": {
+                            str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())
+                        },
+                    }
+                )
+            )
         del ctx
         reset_between_runs()
     if dist.is_initialized() and any(spec.startswith("clip-") for spec in sys.argv[3:]):

@@ -41,13 +41,34 @@ OVERRIDES = ("training.epochs=3", "training.save_steps=2", "training.resume=auto
 STEPS_PER_EPOCH, STEPS = 4, 12  # 32 samples / (2 ranks x batch 4), 3 epochs
 MODES = {"ddp": (), "zero2": ("launch.zero=2",)}
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos", "seconds")
-SUMMARY_KEYS = ("global_steps", "epochs_completed", "train_loss", "best_metric", "best_epoch", "final_metrics",
-                "best_metrics", "early_stopping", "stages_opened_at_step", "params", "examples", "world_size")
+SUMMARY_KEYS = (
+    "global_steps",
+    "epochs_completed",
+    "train_loss",
+    "best_metric",
+    "best_epoch",
+    "final_metrics",
+    "best_metrics",
+    "early_stopping",
+    "stages_opened_at_step",
+    "params",
+    "examples",
+    "world_size",
+)
 
 
 def command(mode: str, out: Path) -> list[str]:
-    return [sys.executable, "launch.py", RECIPE, "--output-dir", str(out), "launch.launcher=torchrun",
-            "launch.nproc=2", *MODES[mode], *OVERRIDES]
+    return [
+        sys.executable,
+        "launch.py",
+        RECIPE,
+        "--output-dir",
+        str(out),
+        "launch.launcher=torchrun",
+        "launch.nproc=2",
+        *MODES[mode],
+        *OVERRIDES,
+    ]
 
 
 def kill_seed() -> int:
@@ -63,23 +84,28 @@ class Run:
         self.log = log
         self.offset = log.stat().st_size if log.exists() else 0
         with log.open("a") as sink:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=worker_env(), stdout=sink, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=worker_env(), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait_for_step(self, step: int, timeout: float = 400) -> float:
         """Block until this start logged `step`; returns the time its last step took (the gap between lines)."""
         deadline, stamps = time.monotonic() + timeout, {}
         while step not in stamps:
-            for s in logged_steps(self.log.read_text()[self.offset:]):
+            for s in logged_steps(self.log.read_text()[self.offset :]):
                 stamps.setdefault(s, time.monotonic())
             if step in stamps:
                 break
             if self.proc.poll() is not None:
-                raise AssertionError(f"run ended (rc {self.proc.returncode}) before step {step}:\n"
-                                     f"{self.log.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"run ended (rc {self.proc.returncode}) before step {step}:\n"
+                    f"{self.log.read_text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"step {step} not reached in {timeout:.0f} s:\n{self.log.read_text()[-4000:]}")
+                raise AssertionError(
+                    f"step {step} not reached in {timeout:.0f} s:\n{self.log.read_text()[-4000:]}"
+                )
             time.sleep(0.005)
         times = sorted(stamps.values())
         return times[-1] - times[-2] if len(times) > 1 else 0.5
@@ -131,7 +157,9 @@ def uninterrupted(tmp_path_factory) -> dict[str, dict]:
 
 def logged_steps(text: str) -> list[int]:
     """Global steps of rank 0's training-loss lines (logging_steps=1)."""
-    return [round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)]
+    return [
+        round(float(e) * STEPS_PER_EPOCH) for e in re.findall(r"\{'loss': [^}]*'epoch': '([0-9.]+)'", text)
+    ]
 
 
 def untimed(record):
@@ -207,11 +235,13 @@ def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(unin
     print(f"{mode}: SIGKILL {delay:.3f} s ({fraction:.2f} of a step) after step {step}, rc {rc}")
     assert not survivors(out), survivors(out)
     assert rc == -signal.SIGKILL and not (out / "training_summary.json").exists(), log.read_text()[-4000:]
-    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("*")) if (out / "checkpoints").exists() else []
+    checkpoints = (
+        sorted(p.name for p in (out / "checkpoints").glob("*")) if (out / "checkpoints").exists() else []
+    )
     print(f"{mode}: left behind {checkpoints}")
     again = Run(cmd, log)
     again.finish()
-    text = log.read_text()[again.offset:]
+    text = log.read_text()[again.offset :]
     resumed = re.search(r"resuming from \S+checkpoint-(\d+)", text)
     print(f"{mode}: restarted from {'step ' + resumed.group(1) if resumed else 'scratch'}")
     assert_same_run(reference["out"], out)

@@ -41,8 +41,9 @@ RECIPE = "recipes/blip_progressive.py"
 
 def launch(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=180, env=env
+    )
 
 
 # ------------------------------------------------------------------------------------- shipped configs
@@ -51,8 +52,12 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name", ["zero1", "zero2", "zero3", "zero2_offload", "zero3_offload"])
 def test_shipped_configs_are_valid_and_leave_batch_values_to_the_trainer(name):
     config = validate_deepspeed_config(DS_CONFIG_DIR / f"{name}.json", Training(batch_size=4), world_size=2)
-    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                "gradient_clipping"):
+    for key in (
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+    ):
         assert config[key] == "auto"
     assert "optimizer" not in config and "scheduler" not in config  # the Trainer's groups reach ZeRO
     zero = config["zero_optimization"]
@@ -79,8 +84,12 @@ def test_zero_flag_resolves_to_a_shipped_file(zero, offload, name):
 
 
 def test_accelerate_deepspeed_env_becomes_a_config():
-    env = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
-           "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "none", "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "none"}
+    env = {
+        "ACCELERATE_USE_DEEPSPEED": "true",
+        "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+        "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "none",
+        "ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE": "none",
+    }
     assert deepspeed_config_from_accelerate_env(env).endswith("zero3.json")
     env["ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE"] = "cpu"
     assert deepspeed_config_from_accelerate_env(env).endswith("zero3_offload.json")
@@ -93,7 +102,10 @@ def test_accelerate_deepspeed_env_becomes_a_config():
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({"zero_optimisation": {"stage": 2}}, "unknown key 'zero_optimisation' (did you mean zero_optimization?)"),
+        (
+            {"zero_optimisation": {"stage": 2}},
+            "unknown key 'zero_optimisation' (did you mean zero_optimization?)",
+        ),
         ({"gradient_clip": 1.0}, "did you mean gradient_clipping"),
         ({"zero_optimization": {"stage": 2, "overlap_com": True}}, "zero_optimization.overlap_comm"),
         ({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}}, "with stage 1"),
@@ -102,7 +114,10 @@ def test_accelerate_deepspeed_env_becomes_a_config():
         ({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "both true"),
         ({"optimizer": {"type": "AdamW"}}, "dropping the recipe's param_groups"),
         ({"train_micro_batch_size_per_gpu": 16}, "recipe gives 4 (training.batch_size)"),
-        ({"train_batch_size": 64}, "recipe gives 8 (training.batch_size x training.grad_accum x 2 processes)"),
+        (
+            {"train_batch_size": 64},
+            "recipe gives 8 (training.batch_size x training.grad_accum x 2 processes)",
+        ),
     ],
 )
 def test_invalid_configs_get_a_clear_error(config, expected):
@@ -115,15 +130,22 @@ def test_invalid_configs_get_a_clear_error(config, expected):
 def test_offload_with_stage_one_or_without_zero_is_refused():
     with pytest.raises(DeepSpeedConfigError, match="needs --zero 2 or 3"):
         shipped_config(1, offload=True)
-    with pytest.raises(DeepSpeedConfigError, match=r"--offload \(launch.offload\) picks a shipped ZeRO config"):
+    with pytest.raises(
+        DeepSpeedConfigError, match=r"--offload \(launch.offload\) picks a shipped ZeRO config"
+    ):
         resolve_deepspeed_config(Launch(launcher="deepspeed", offload=True))
 
 
 def test_bad_deepspeed_config_fails_before_launch_without_traceback(tmp_path):
     bad = tmp_path / "ds.json"
-    bad.write_text(json.dumps({"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}},
-                               "train_batch_sz": 8}))
-    result = launch(RECIPE, "--demo", "--launcher", "deepspeed", "--nproc", "2", "--deepspeed", str(bad), "--dry-run")
+    bad.write_text(
+        json.dumps(
+            {"zero_optimization": {"stage": 1, "offload_optimizer": {"device": "cpu"}}, "train_batch_sz": 8}
+        )
+    )
+    result = launch(
+        RECIPE, "--demo", "--launcher", "deepspeed", "--nproc", "2", "--deepspeed", str(bad), "--dry-run"
+    )
     assert result.returncode == 2, result.stdout
     assert "Traceback" not in result.stderr
     assert "train_batch_size" in result.stderr and "with stage 1" in result.stderr
@@ -139,14 +161,25 @@ def test_commands_per_launcher_pass_multi_node_arguments_through():
     nodes = dict(nproc=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29601)
     torchrun = build_launch_command(Launch(launcher="torchrun", **nodes), "launch.py", args)
     assert torchrun[1:3] == ["-m", "torch.distributed.run"]
-    for flag in ("--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
-                 "--master_port=29601"):
+    for flag in (
+        "--nproc_per_node=8",
+        "--nnodes=2",
+        "--node_rank=1",
+        "--master_addr=10.0.0.1",
+        "--master_port=29601",
+    ):
         assert flag in torchrun
     assert torchrun[-4:] == ["launch.py", *args]
 
     acc = build_launch_command(Launch(launcher="accelerate", zero=2, **nodes), "launch.py", args)
-    for flag in ("--use_deepspeed", "--num_processes=16", "--num_machines=2", "--machine_rank=1",
-                 "--main_process_ip=10.0.0.1", "--main_process_port=29601"):
+    for flag in (
+        "--use_deepspeed",
+        "--num_processes=16",
+        "--num_machines=2",
+        "--machine_rank=1",
+        "--main_process_ip=10.0.0.1",
+        "--main_process_port=29601",
+    ):
         assert flag in acc
     assert any(a.startswith("--deepspeed_config_file=") and a.endswith("zero2.json") for a in acc)
     ddp = build_launch_command(Launch(launcher="accelerate", nproc=2), "launch.py", [])
@@ -154,8 +187,14 @@ def test_commands_per_launcher_pass_multi_node_arguments_through():
 
     ds = build_launch_command(Launch(launcher="deepspeed", zero=3, **nodes), "launch.py", args)
     assert ds[1:3] == ["-m", "deepspeed.launcher.runner"]
-    for flag in ("--num_gpus=8", "--num_nodes=2", "--no_ssh", "--node_rank=1", "--master_addr=10.0.0.1",
-                 "--master_port=29601"):
+    for flag in (
+        "--num_gpus=8",
+        "--num_nodes=2",
+        "--no_ssh",
+        "--node_rank=1",
+        "--master_addr=10.0.0.1",
+        "--master_port=29601",
+    ):
         assert flag in ds
 
 
@@ -181,13 +220,26 @@ def test_contradictory_launch_settings_are_refused(launch_settings, expected):
 
 
 def test_dry_run_shows_the_deepspeed_command():
-    result = launch(RECIPE, "--demo", "--dry-run", "--launcher", "deepspeed", "--zero", "2", "--nproc", "2",
-                    "--master-port", "29611")
+    result = launch(
+        RECIPE,
+        "--demo",
+        "--dry-run",
+        "--launcher",
+        "deepspeed",
+        "--zero",
+        "2",
+        "--nproc",
+        "2",
+        "--master-port",
+        "29611",
+    )
     assert result.returncode == 0, result.stderr
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("launcher:"))
     assert "deepspeed.launcher.runner --num_gpus=2 --num_nodes=1" in line and "--master_port=29611" in line
-    assert line.rstrip().endswith(f"launch.py {RECIPE} --demo launch.launcher=deepspeed launch.nproc=2 "
-                                  "launch.master_port=29611 launch.zero=2")
+    assert line.rstrip().endswith(
+        f"launch.py {RECIPE} --demo launch.launcher=deepspeed launch.nproc=2 "
+        "launch.master_port=29611 launch.zero=2"
+    )
 
 
 def _launch_cli():
@@ -218,9 +270,27 @@ def launcher_parsers() -> dict[str, Callable[[list[str]], tuple[str, list[str]]]
     return {"torchrun": torchrun, "accelerate": accelerate, "deepspeed": deepspeed}
 
 
-EVERY_OPTION = [RECIPE, "training.lr=1e-4", "--demo", "--nproc", "2", "--nnodes", "2", "--node-rank", "1",
-                "--master-addr", "10.0.0.1", "--master-port", "29601", "--zero", "2", "--offload",
-                "--no-wandb", "--output-dir", "/tmp/run"]
+EVERY_OPTION = [
+    RECIPE,
+    "training.lr=1e-4",
+    "--demo",
+    "--nproc",
+    "2",
+    "--nnodes",
+    "2",
+    "--node-rank",
+    "1",
+    "--master-addr",
+    "10.0.0.1",
+    "--master-port",
+    "29601",
+    "--zero",
+    "2",
+    "--offload",
+    "--no-wandb",
+    "--output-dir",
+    "/tmp/run",
+]
 
 
 @pytest.mark.parametrize("name", ["torchrun", "accelerate", "deepspeed"])
@@ -233,30 +303,39 @@ def test_each_launcher_hands_the_worker_arguments_to_the_script_untouched(name):
     args = cli.build_parser().parse_intermixed_args(["--launcher", name, *EVERY_OPTION])
     workers = cli.worker_args(args)
     assert not [a for a in workers if a.startswith("-") and a != "--demo"]  # the rest are key=value overrides
-    command = build_launch_command(Launch(launcher=name, nproc=2, nnodes=2, node_rank=1, zero=2, offload=True),
-                                   "launch.py", workers)
+    command = build_launch_command(
+        Launch(launcher=name, nproc=2, nnodes=2, node_rank=1, zero=2, offload=True), "launch.py", workers
+    )
     assert parse(command[3:]) == ("launch.py", workers)
     again = cli.build_parser().parse_intermixed_args(workers)  # what a worker's launch.py makes of them
-    assert again.demo and [*again.overrides, *cli.cli_overrides(again)] == [*args.overrides, *cli.cli_overrides(args)]
+    assert again.demo and [*again.overrides, *cli.cli_overrides(again)] == [
+        *args.overrides,
+        *cli.cli_overrides(args),
+    ]
 
 
 def test_forwarding_the_command_line_as_typed_breaks_torchrun():
     """Why the workers get overrides: torchrun's parser refuses the typed `--nproc 2` after the script."""
     with pytest.raises(SystemExit):
-        launcher_parsers()["torchrun"](["--nproc_per_node=2", "launch.py", RECIPE, "--launcher", "torchrun",
-                                        "--nproc", "2"])
+        launcher_parsers()["torchrun"](
+            ["--nproc_per_node=2", "launch.py", RECIPE, "--launcher", "torchrun", "--nproc", "2"]
+        )
 
 
 def test_run_launcher_collects_each_distinct_worker_error_once():
     """Workers of `launch.py --launcher` leave their paragraph to the parent, which prints it once, last."""
-    worker = ("import os, sys; from trainers.launchers.commands import relay_worker_error\n"
-              "for rank in ('1', '0', '2'):\n"
-              "    os.environ.update(RANK=rank, WORLD_SIZE='3')\n"
-              "    assert relay_worker_error('rank 2 saw another problem' if rank == '2' else 'bad data')\n"
-              "sys.exit(1)")
+    worker = (
+        "import os, sys; from trainers.launchers.commands import relay_worker_error\n"
+        "for rank in ('1', '0', '2'):\n"
+        "    os.environ.update(RANK=rank, WORLD_SIZE='3')\n"
+        "    assert relay_worker_error('rank 2 saw another problem' if rank == '2' else 'bad data')\n"
+        "sys.exit(1)"
+    )
     assert run_launcher([sys.executable, "-c", worker]) == (1, ["bad data", "rank 2 saw another problem"])
     assert run_launcher([sys.executable, "-c", "import sys; sys.exit(3)"]) == (3, [])
-    assert not relay_worker_error("no parent", {"RANK": "0", "WORLD_SIZE": "1"})  # the worker prints it itself
+    assert not relay_worker_error(
+        "no parent", {"RANK": "0", "WORLD_SIZE": "1"}
+    )  # the worker prints it itself
 
 
 def test_a_rank_whose_peer_stopped_on_bad_input_knows_it(tmp_path):
@@ -273,8 +352,15 @@ def test_launch_py_forwards_sigterm_to_its_launcher(tmp_path):
     """`kill PID` of launch.py stops the launcher too (no orphaned workers); the status says which signal."""
     started = tmp_path / "started"
     launcher = f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(120)"
-    parent = subprocess.Popen([sys.executable, "-c", "import sys; from trainers.launchers.commands import run_launcher; "
-                               f"sys.exit(run_launcher([sys.executable, '-c', {launcher!r}])[0])"], cwd=ROOT)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from trainers.launchers.commands import run_launcher; "
+            f"sys.exit(run_launcher([sys.executable, '-c', {launcher!r}])[0])",
+        ],
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -292,8 +378,11 @@ def test_inside_launcher_detection():
 
 
 def fake_trainer(world_size: int, deepspeed: bool = False):
-    return SimpleNamespace(args=SimpleNamespace(world_size=world_size), is_deepspeed_enabled=deepspeed,
-                           accelerator=SimpleNamespace(state=SimpleNamespace(num_processes=world_size)))
+    return SimpleNamespace(
+        args=SimpleNamespace(world_size=world_size),
+        is_deepspeed_enabled=deepspeed,
+        accelerator=SimpleNamespace(state=SimpleNamespace(num_processes=world_size)),
+    )
 
 
 def test_world_check_catches_the_cpu_world_size_trap(monkeypatch):

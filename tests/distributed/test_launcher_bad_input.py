@@ -17,7 +17,9 @@ from conftest import ROOT, SHAPES
 
 pytestmark = pytest.mark.distributed
 
-OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
+OUR_FRAME = re.compile(
+    rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)'
+)
 
 
 def assert_our_paragraph_is_last(result: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -44,7 +46,9 @@ def unreadable(tmp_path_factory) -> dict[str, Path]:
     for kind, broken in (("one", names[:1]), ("all", names)):
         (root / kind).mkdir()
         for n in names:
-            (root / kind / n).write_bytes(b"not a png" if n in broken else (SHAPES / "images" / n).read_bytes())
+            (root / kind / n).write_bytes(
+                b"not a png" if n in broken else (SHAPES / "images" / n).read_bytes()
+            )
     return {"train": root / "train.json", "one": root / "one", "all": root / "all"}
 
 
@@ -56,13 +60,29 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "flags", "images"), CASES, ids=[c[0] for c in CASES])
-def test_a_bad_input_found_in_the_workers_ends_with_our_paragraph_and_exit_2(name, flags, images, unreadable,
-                                                                             tmp_path):
-    result, seconds = run([sys.executable, "launch.py", TINY_RECIPE, *flags, f"data.train={unreadable['train']}",
-                           f"data.images={unreadable[images]}", f"data.val_images={SHAPES / 'images'}",
-                           f"output_dir={tmp_path / 'run'}"])
-    assert "launching: " in result.stdout, result.stderr[-3000:]  # found in the workers, not before the launch
-    message = assert_our_paragraph_is_last(result, "cannot read the image", str(unreadable[images]), "Replace the file")
+def test_a_bad_input_found_in_the_workers_ends_with_our_paragraph_and_exit_2(
+    name, flags, images, unreadable, tmp_path
+):
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            TINY_RECIPE,
+            *flags,
+            f"data.train={unreadable['train']}",
+            f"data.images={unreadable[images]}",
+            f"data.val_images={SHAPES / 'images'}",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert "launching: " in result.stdout, result.stderr[
+        -3000:
+    ]  # found in the workers, not before the launch
+    message = assert_our_paragraph_is_last(
+        result, "cannot read the image", str(unreadable[images]), "Replace the file"
+    )
     waited = "stopped after another rank's error" in result.stderr  # a peer's broken collective, one line
-    print(f"{name}: {seconds:.0f} s, {images} image(s) unreadable, peer logged its broken collective: {waited}; "
-          f"last stderr block: {message[:60]}...")
+    print(
+        f"{name}: {seconds:.0f} s, {images} image(s) unreadable, peer logged its broken collective: {waited}; "
+        f"last stderr block: {message[:60]}..."
+    )

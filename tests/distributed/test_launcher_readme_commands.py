@@ -24,14 +24,23 @@ pytestmark = pytest.mark.distributed
 
 RECIPE = "recipes/blip_progressive.py"
 DATA_MISSING = "Data not found"  # followed by the key and path, the expected layout and the `--demo` hint
-OUR_FRAME = re.compile(rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)')
+OUR_FRAME = re.compile(
+    rf'File "(?:{re.escape(str(ROOT))}|{re.escape(str(ROOT.resolve()))})/(?:launch\.py|trainers/)'
+)
 BIN = Path(sys.executable).parent  # the venv's `accelerate` and `deepspeed` scripts
 
 
 def run_as_written(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "HF_HUB_CACHE")}
-    env.update(HF_HOME=str(tmp_path / "hf"), WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "HF_HUB_CACHE")
+    }
+    env.update(
+        HF_HOME=str(tmp_path / "hf"),
+        WANDB_MODE="disabled",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
     env.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
 
@@ -73,7 +82,8 @@ def test_accelerate_launch_with_your_yaml_as_written(tmp_path):
     each rank that fails prints our paragraph, then torch's ChildFailedError report; exit status 1."""
     from trainers.launchers.commands import free_port
 
-    (tmp_path / "my.yaml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "my.yaml").write_text(
+        textwrap.dedent(f"""\
         compute_environment: LOCAL_MACHINE
         distributed_type: MULTI_GPU
         num_processes: 2
@@ -82,19 +92,25 @@ def test_accelerate_launch_with_your_yaml_as_written(tmp_path):
         main_process_ip: 127.0.0.1
         main_process_port: {free_port()}
         mixed_precision: 'no'
-        """))
-    result = run_as_written(["accelerate", "launch", "--config_file", str(tmp_path / "my.yaml"), "launch.py", RECIPE],
-                            tmp_path)
+        """)
+    )
+    result = run_as_written(
+        ["accelerate", "launch", "--config_file", str(tmp_path / "my.yaml"), "launch.py", RECIPE], tmp_path
+    )
     assert result.returncode == 1, result.stderr[-4000:]
     messages = ours(result.stderr)
-    assert 1 <= len(messages) <= 2 and all(DATA_MISSING in m and "data/captions/train.json" in m for m in messages)
+    assert 1 <= len(messages) <= 2 and all(
+        DATA_MISSING in m and "data/captions/train.json" in m for m in messages
+    )
     assert "ChildFailedError" in result.stderr.split(messages[-1], 1)[1]
 
 
 def test_deepspeed_with_your_config_as_written(tmp_path):
     """`deepspeed launch.py recipes/blip_progressive.py --deepspeed ds_configs/zero2.json`: deepspeed passes the
     worker's exit status 2 on and reports it on stdout; our paragraph is the last thing on stderr."""
-    result = run_as_written(["deepspeed", "launch.py", RECIPE, "--deepspeed", "ds_configs/zero2.json"], tmp_path)
+    result = run_as_written(
+        ["deepspeed", "launch.py", RECIPE, "--deepspeed", "ds_configs/zero2.json"], tmp_path
+    )
     assert result.returncode == 2, result.stderr[-4000:]
     messages = ours(result.stderr)
     assert messages and all(DATA_MISSING in m and "data/captions/train.json" in m for m in messages)

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.distributed
 TINY_RECIPE = "tests/distributed/tiny_recipe.py"
 
 
-def run(command: list[str], timeout: int = 600, wandb_home: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+def run(
+    command: list[str], timeout: int = 600, wandb_home: Path | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
     """`wandb_home`: W&B on in its default mode (no API key, an empty .netrc there: offline)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
@@ -45,11 +47,17 @@ def launched(result: subprocess.CompletedProcess) -> str:
     return next(line for line in result.stdout.splitlines() if line.startswith("launching: "))
 
 
-def assert_two_sharded_ranks(out: Path, deepspeed: bool, zero: int | None, batches: int, epochs: int,
-                             offload: bool = False) -> None:
+def assert_two_sharded_ranks(
+    out: Path, deepspeed: bool, zero: int | None, batches: int, epochs: int, offload: bool = False
+) -> None:
     """Both ranks trained, each on its half of every epoch, with the asked-for DeepSpeed stage (or none)."""
     for r, facts in enumerate(rank_facts(out)):
-        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (r, 2, deepspeed, zero)
+        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (
+            r,
+            2,
+            deepspeed,
+            zero,
+        )
         assert facts["zero_offload"] is (offload if deepspeed else None)  # the ZeRO optimizer's own flag
         assert facts["batches_per_epoch"] == facts["expected_batches_per_epoch"] == batches
         assert facts["optimizer_steps"] == epochs * batches
@@ -63,12 +71,33 @@ def test_torchrun_ddp_on_two_ranks_gets_every_launch_option(tmp_path):
     from trainers.launchers.commands import free_port
 
     out, port = tmp_path / "run", free_port()
-    result, seconds = run([sys.executable, "launch.py", TINY_RECIPE, "--launcher", "torchrun", "--nproc", "2",
-                           "--nnodes", "1", "--node-rank", "0", "--master-addr", "127.0.0.1", "--master-port",
-                           str(port), "--output-dir", str(out), "--no-wandb"])
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            TINY_RECIPE,
+            "--launcher",
+            "torchrun",
+            "--nproc",
+            "2",
+            "--nnodes",
+            "1",
+            "--node-rank",
+            "0",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+            "--output-dir",
+            str(out),
+            "--no-wandb",
+        ]
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     print(f"launch.py --launcher torchrun --nproc 2, tiny recipe: {seconds:.0f} s")
-    assert "-m torch.distributed.run --nproc_per_node=2" in launched(result) and f"--master_port={port}" in launched(result)
+    assert "-m torch.distributed.run --nproc_per_node=2" in launched(
+        result
+    ) and f"--master_port={port}" in launched(result)
     assert f"results in {out}" in result.stdout  # --output-dir reached the workers
     assert_two_sharded_ranks(out, deepspeed=False, zero=None, batches=32 // (2 * 4), epochs=2)
     config = json.loads((out / "training_summary.json").read_text())["config"]
@@ -83,9 +112,23 @@ def test_accelerate_ddp_on_two_ranks_with_one_offline_wandb_run(tmp_path):
     from wandb_records import read_run
 
     out = tmp_path / "run"
-    result, seconds = run([sys.executable, "launch.py", TINY_RECIPE, "--launcher", "accelerate", "--nproc", "2",
-                           f"output_dir={out}", "reporting.wandb=true", "reporting.wandb_group=sweep-a",
-                           "reporting.wandb_job_type=finetune", "reporting.wandb_tags=tiny,ci"], wandb_home=tmp_path)
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            TINY_RECIPE,
+            "--launcher",
+            "accelerate",
+            "--nproc",
+            "2",
+            f"output_dir={out}",
+            "reporting.wandb=true",
+            "reporting.wandb_group=sweep-a",
+            "reporting.wandb_job_type=finetune",
+            "reporting.wandb_tags=tiny,ci",
+        ],
+        wandb_home=tmp_path,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     print(f"launch.py --launcher accelerate --nproc 2, tiny recipe, W&B offline: {seconds:.0f} s")
     assert "-m accelerate.commands.launch --multi_gpu --num_processes=2" in launched(result)
@@ -118,7 +161,9 @@ def test_accelerate_ddp_on_two_ranks_with_one_offline_wandb_run(tmp_path):
     assert tables == ["table-file", "table-file"]  # one per evaluation
     table, staged = w.table("predictions/val")
     assert table["columns"] == ["image", "prediction", "target"] and len(table["data"]) == 8
-    assert all(row[0]["_type"] == "image-file" and row[0]["path"] in staged and row[2] for row in table["data"])
+    assert all(
+        row[0]["_type"] == "image-file" and row[0]["path"] in staged and row[2] for row in table["data"]
+    )
     assert Path(staged[table["data"][0][0]["path"]]).read_bytes()[:4] == b"\x89PNG"
     assert str(out) in staged[table["data"][0][0]["path"]]  # staged inside the run's output dir
 
@@ -127,10 +172,28 @@ def test_readme_torchrun_zero2_offload_on_two_ranks(tmp_path):
     """The README's `--launcher torchrun --zero 2 --offload --nproc 8` with `--demo` and 2 ranks on a small
     slice of the shapes set: ZeRO-2 with CPU optimizer offload under torchrun."""
     out = tmp_path / "run"
-    result, seconds = run([sys.executable, "launch.py", "recipes/blip_progressive.py", "--demo", "--launcher",
-                           "torchrun", "--zero", "2", "--offload", "--nproc", "2", "training.epochs=1",
-                           "data.max_train_samples=64", "data.max_val_samples=8", "evaluation.num_beams=1",
-                           "evaluation.max_length=12", "--no-wandb", f"output_dir={out}"])
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            "recipes/blip_progressive.py",
+            "--demo",
+            "--launcher",
+            "torchrun",
+            "--zero",
+            "2",
+            "--offload",
+            "--nproc",
+            "2",
+            "training.epochs=1",
+            "data.max_train_samples=64",
+            "data.max_val_samples=8",
+            "evaluation.num_beams=1",
+            "evaluation.max_length=12",
+            "--no-wandb",
+            f"output_dir={out}",
+        ]
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     print(f"launch.py --demo --launcher torchrun --zero 2 --offload --nproc 2, 64 images: {seconds:.0f} s")
     assert "-m torch.distributed.run --nproc_per_node=2" in launched(result)
@@ -143,10 +206,26 @@ def test_demo_recipe_runs_under_deepspeed_zero2_on_two_ranks(tmp_path):
     """The issue's demo: `launch.py recipes/blip_progressive.py --demo --launcher deepspeed --zero 2 --nproc 2`
     (4 epochs of 64 images instead of 10 of 1280 to keep CI short; the first stage opens at epoch 3)."""
     out = tmp_path / "demo"
-    result, seconds = run([sys.executable, "launch.py", "recipes/blip_progressive.py", "--demo", "--launcher",
-                           "deepspeed", "--zero", "2", "--nproc", "2", "--no-wandb", "training.epochs=4",
-                           "data.max_train_samples=64", "data.max_val_samples=8", f"output_dir={out}"],
-                          timeout=900)
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            "recipes/blip_progressive.py",
+            "--demo",
+            "--launcher",
+            "deepspeed",
+            "--zero",
+            "2",
+            "--nproc",
+            "2",
+            "--no-wandb",
+            "training.epochs=4",
+            "data.max_train_samples=64",
+            "data.max_val_samples=8",
+            f"output_dir={out}",
+        ],
+        timeout=900,
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     assert "launching: " in result.stdout and "deepspeed.launcher.runner" in result.stdout
@@ -154,7 +233,12 @@ def test_demo_recipe_runs_under_deepspeed_zero2_on_two_ranks(tmp_path):
     print(f"demo under deepspeed --zero 2 --nproc 2, 4 epochs x 64 images: {seconds:.0f} s")
     steps_per_epoch = 64 // (2 * 16)  # train samples / (ranks x batch 16)
     for r, facts in enumerate(rank_facts(out)):
-        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (r, 2, True, 2)
+        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (
+            r,
+            2,
+            True,
+            2,
+        )
         assert facts["zero_offload"] is False
         assert facts["batches_per_epoch"] == facts["expected_batches_per_epoch"] == steps_per_epoch
         assert facts["optimizer_steps"] == 4 * steps_per_epoch
@@ -172,7 +256,8 @@ def test_accelerate_config_file_with_deepspeed_runs_launch_py_in_process(tmp_pat
     from trainers.launchers.commands import free_port
 
     config = tmp_path / "my.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         compute_environment: LOCAL_MACHINE
         distributed_type: DEEPSPEED
         deepspeed_config:
@@ -187,15 +272,31 @@ def test_accelerate_config_file_with_deepspeed_runs_launch_py_in_process(tmp_pat
         main_process_ip: 127.0.0.1
         main_process_port: {free_port()}
         mixed_precision: 'no'
-        """))
+        """)
+    )
     out = tmp_path / "run"
-    result, seconds = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                           "launch.py", TINY_RECIPE, f"output_dir={out}"])
+    result, seconds = run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(config),
+            "launch.py",
+            TINY_RECIPE,
+            f"output_dir={out}",
+        ]
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "launching: " not in result.stdout  # in-process: no second launcher
     print(f"accelerate (DEEPSPEED yaml, ZeRO-3) + launch.py, tiny recipe: {seconds:.0f} s")
     for r, facts in enumerate(rank_facts(out)):
-        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (r, 2, True, 3)
+        assert (facts["rank"], facts["world_size"], facts["deepspeed"], facts["zero_stage"]) == (
+            r,
+            2,
+            True,
+            3,
+        )
         assert facts["zero_offload"] is False
         assert facts["batches_per_epoch"] == 32 // (2 * 4)
     summary = json.loads((out / "training_summary.json").read_text())

@@ -75,7 +75,11 @@ def ds_config(path: Path, stage: int) -> Path:
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("lora_dist")
     train_json = same_length_captions(out / "train.json")
-    configs = {"ddp": "", "zero2": f"={ds_config(out / 'z2.json', 2)}", "zero3": f"={ds_config(out / 'z3.json', 3)}"}
+    configs = {
+        "ddp": "",
+        "zero2": f"={ds_config(out / 'z2.json', 2)}",
+        "zero3": f"={ds_config(out / 'z3.json', 3)}",
+    }
     specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
     specs += [f"detr-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
     specs += [f"vitpose-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
@@ -83,10 +87,26 @@ def runs(tmp_path_factory):
     specs += [f"florence-zero2{configs['zero2']}", f"florencefreeze-zero2{configs['zero2']}"]
     specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES]
     specs += [f"importance-{mode}{config}" for mode, config in configs.items()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               str(WORKER), str(out), str(train_json), *specs]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TORCH_EXTENSIONS_DIR": os.environ.get(
+            "TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions")
+        ),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(WORKER),
+        str(out),
+        str(train_json),
+        *specs,
+    ]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
@@ -102,8 +122,11 @@ def runs(tmp_path_factory):
     RUNS["vitpose"] = vitpose
     florence = setup_run(florence_lora_recipe(out / "florence-single", batch_size=8))
     complete_run(florence)
-    freeze = setup_run(florence_lora_recipe(out / "florencefreeze-single", batch_size=8,
-                                            recipe="florence2_omniparser_freeze.py"))
+    freeze = setup_run(
+        florence_lora_recipe(
+            out / "florencefreeze-single", batch_size=8, recipe="florence2_omniparser_freeze.py"
+        )
+    )
     complete_run(freeze)
     changes = LayerChanges()
     clip_recipe = stage_clip_recipe(out / "clip-single", batch_size=8)
@@ -114,8 +137,9 @@ def runs(tmp_path_factory):
     RUNS["clip"] = clip
     from trainers.analysis.importance import measure
 
-    RUNS["importance"] = measure(setup_run(importance_recipe(out / "importance-single", batch_size=8)), 3,
-                                 progress=False)
+    RUNS["importance"] = measure(
+        setup_run(importance_recipe(out / "importance-single", batch_size=8)), 3, progress=False
+    )
     return out, ctx, vit, detr, florence, freeze
 
 
@@ -153,8 +177,11 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 
     out, single, *_ = runs
     adapter = load_file(out / "zero3" / "best" / "adapter_model.safetensors")
-    saved = {k: v for k, v in adapter.items() if "predictions.transform" in k or "post_layernorm" in k
-             or "layers.11" in k}
+    saved = {
+        k: v
+        for k, v in adapter.items()
+        if "predictions.transform" in k or "post_layernorm" in k or "layers.11" in k
+    }
     assert saved and all(v.numel() > 0 for v in adapter.values())
     assert saved["base_model.model.text_decoder.cls.predictions.transform.dense.weight"].shape == (64, 64)
     # the stage's layer (trained from epoch 1) is in the adapter and moved
@@ -209,15 +236,24 @@ def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
     assert adapter.keys() == ref_adapter.keys() and any("bbox_predictor" in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
     last_eval = [e for e in history if "eval_loss" in e][-1]
-    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}, "
-          f"map {info['eval']['eval_map']} vs {last_eval['eval_map']}")
+    print(
+        f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}, "
+        f"map {info['eval']['eval_map']} vs {last_eval['eval_map']}"
+    )
     assert loss_diff <= LOSS_TOL, (mode, got, ref)
     assert weight_diff <= WEIGHT_TOL, mode
-    assert info["eval"]["eval_map"] == last_eval["eval_map"] and info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    assert (
+        info["eval"]["eval_map"] == last_eval["eval_map"]
+        and info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
+    )
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"].keys() == predictions.keys() and len(predictions) == 32
-    box_diff = max(abs(a - b) for k in predictions for pa, pb in zip(info["predictions"][k]["boxes"],
-                   predictions[k]["boxes"], strict=True) for a, b in zip(pa, pb, strict=True))
+    box_diff = max(
+        abs(a - b)
+        for k in predictions
+        for pa, pb in zip(info["predictions"][k]["boxes"], predictions[k]["boxes"], strict=True)
+        for a, b in zip(pa, pb, strict=True)
+    )
     assert box_diff <= 1e-3, box_diff  # pixels
 
 
@@ -239,15 +275,21 @@ def test_vitpose_lora_on_two_ranks_equals_one_rank_with_identical_pck(runs, mode
     assert adapter.keys() == ref_adapter.keys() and any("head" in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
     last_eval = [e for e in history if "eval_loss" in e][-1]
-    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}, "
-          f"pck {info['eval']['eval_pck']} vs {last_eval['eval_pck']}")
+    print(
+        f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}, "
+        f"pck {info['eval']['eval_pck']} vs {last_eval['eval_pck']}"
+    )
     assert loss_diff <= LOSS_TOL, (mode, got, ref)
     assert weight_diff <= WEIGHT_TOL, mode
     assert info["eval"]["eval_pck"] == last_eval["eval_pck"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
     assert info["predictions"].keys() == predictions.keys() and len(predictions) == 27
-    keypoint_diff = max(abs(a - b) for k in predictions for pa, pb in zip(info["predictions"][k]["keypoints"],
-                        predictions[k]["keypoints"], strict=True) for a, b in zip(pa, pb, strict=True))
+    keypoint_diff = max(
+        abs(a - b)
+        for k in predictions
+        for pa, pb in zip(info["predictions"][k]["keypoints"], predictions[k]["keypoints"], strict=True)
+        for a, b in zip(pa, pb, strict=True)
+    )
     # pixels (of 80 px images); measured 0.020 under DDP and ZeRO-2 with the demo's settings at lr 5e-4 (1.6e-3 /
     # 2.4e-3 with augmentation and a decaying lr): the processor's DARK refinement (a Newton step on the log
     # heatmap) magnifies float32 noise in the still flat heatmaps of 8 steps (the loss and adapter match above)
@@ -309,7 +351,9 @@ def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(run
     assert info["eval"]["eval_map_50"] == last_eval["eval_map_50"]
     assert info["eval"]["eval_map"] == last_eval["eval_map"]
     predictions = {str(k): v for k, v in sorted(single.trainer.evaluator.last_predictions.items())}
-    assert info["predictions"] == predictions and len(predictions) == 6  # the same generated text, line for line
+    assert (
+        info["predictions"] == predictions and len(predictions) == 6
+    )  # the same generated text, line for line
 
 
 @pytest.mark.distributed
@@ -318,7 +362,9 @@ def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(run
 def test_clip_stage_thaws_the_declared_layer_from_its_epoch_on_every_rank(runs, mode):
     out, single, _, _ = _clip_reference(runs)
     expected = single.layer_changes
-    assert expected[0]["layer1"] == 0.0 and expected[1]["layer1"] > 0.0  # 1 rank: frozen in epoch 0, trains in 1
+    assert (
+        expected[0]["layer1"] == 0.0 and expected[1]["layer1"] > 0.0
+    )  # 1 rank: frozen in epoch 0, trains in 1
     assert all(e["layer0"] == 0.0 and e["embeddings"] == 0.0 for e in expected)
     for rank in (0, 1):
         record = json.loads((out / f"clip-{mode}" / f"layers_rank{rank}.json").read_text())
@@ -384,4 +430,3 @@ def test_layer_importance_on_two_ranks_reads_the_full_gradient(runs, mode):
     reference = {r.layer: r.norms for r in one.layers}
     for row in two["layers"]:
         assert row["norms"] == pytest.approx(reference[row["layer"]], rel=1e-5), row["layer"]
-

@@ -71,8 +71,10 @@ def test_the_ranks_batches_differ_in_token_count(two_ranks, data):
     differing = []
     for epoch in range(EPOCHS):
         for step in range(SAMPLES // GLOBAL_BATCH):
-            totals = [sum(tokens[i] for i in r["indices_per_epoch"][epoch][step * per_rank:(step + 1) * per_rank])
-                      for r in ranks]
+            totals = [
+                sum(tokens[i] for i in r["indices_per_epoch"][epoch][step * per_rank : (step + 1) * per_rank])
+                for r in ranks
+            ]
             differing.append(totals[0] != totals[1])
     assert sum(differing) >= len(differing) // 2, differing
 
@@ -82,8 +84,10 @@ def test_the_ranks_batches_differ_in_token_count(two_ranks, data):
 @pytest.mark.parametrize("mode", TWO_RANK_MODES)
 def test_two_ranks_with_ragged_captions_equal_one_process(two_ranks, single, mode):
     loss, weights = drift(two_ranks, mode, single)
-    print(f"ragged captions, 2 ranks {mode} vs 1 process x 8: max |loss diff| {loss:.2e}, "
-          f"max |weight diff| {weights:.2e}")
+    print(
+        f"ragged captions, 2 ranks {mode} vs 1 process x 8: max |loss diff| {loss:.2e}, "
+        f"max |weight diff| {weights:.2e}"
+    )
     assert loss <= LOSS_TOL and weights <= WEIGHT_TOL, (loss, weights)
     ranks = facts(two_ranks, f"ragged-{mode}", WORLD)
     assert ranks[0]["epoch_hashes"] == ranks[1]["epoch_hashes"]
@@ -93,8 +97,10 @@ def test_two_ranks_with_ragged_captions_equal_one_process(two_ranks, single, mod
 @pytest.mark.timeout(1200)
 def test_one_process_accumulating_ragged_batches_equals_the_whole_batch(single):
     loss, weights = drift(single, "ddp+accum2", single)
-    print(f"ragged captions, 1 process 4 x 2 accumulation vs 8: max |loss diff| {loss:.2e}, "
-          f"max |weight diff| {weights:.2e}")
+    print(
+        f"ragged captions, 1 process 4 x 2 accumulation vs 8: max |loss diff| {loss:.2e}, "
+        f"max |weight diff| {weights:.2e}"
+    )
     assert loss <= LOSS_TOL and weights <= WEIGHT_TOL, (loss, weights)
 
 
@@ -121,7 +127,10 @@ def test_count_matches_the_model_loss_terms_and_one_batch_is_unchanged(trainer):
     assert total.item() == (batch["labels"][:, 1:] != -100).sum().item()
     out = model(**batch)
     token_sum = torch.nn.functional.cross_entropy(
-        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), reduction="sum")
+        out.logits[:, :-1].reshape(-1, out.logits.shape[-1]),
+        batch["labels"][:, 1:].reshape(-1),
+        reduction="sum",
+    )
     assert out.loss.item() == pytest.approx(token_sum.item() / total.item(), rel=1e-6)
     assert torch.equal(trainer.compute_loss(model, batch, num_items_in_batch=total), model(**batch).loss)
     assert trainer.loss_is_scaled_for_ga
@@ -138,8 +147,11 @@ def test_accumulated_batches_add_up_to_the_token_mean_of_the_step(trainer):
     sums = []
     for b in (first, second):
         logits = model(**b).logits
-        sums.append(torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), b["labels"][:, 1:].reshape(-1), reduction="sum"))
+        sums.append(
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), b["labels"][:, 1:].reshape(-1), reduction="sum"
+            )
+        )
     assert step_loss.item() == pytest.approx((sums[0] + sums[1]).item() / total.item(), rel=1e-6)
     # what the Trainer trained on before: the mean of the two batch means (differs by 5e-5 here, at init)
     per_batch_means = (model(**first).loss + model(**second).loss) / 2

@@ -70,7 +70,12 @@ def test_each_rank_iterates_its_own_disjoint_shard(ranks):
     mode = ranks[0]["mode"]
     accum = 2 if mode.endswith("+accum2") else 1
     for r, f in enumerate(ranks):
-        assert (f["rank"], f["world_size"], f["trainer_world_size"], f["process_index"]) == (r, WORLD, WORLD, r)
+        assert (f["rank"], f["world_size"], f["trainer_world_size"], f["process_index"]) == (
+            r,
+            WORLD,
+            WORLD,
+            r,
+        )
         assert f["deepspeed"] == (not mode.startswith("ddp"))
         assert f["rank_facts"]["zero_stage"] == (None if mode.startswith("ddp") else int(mode[4]))
         # steps per epoch = N / (world x batch x accum): batches per epoch / accum
@@ -78,8 +83,9 @@ def test_each_rank_iterates_its_own_disjoint_shard(ranks):
         assert f["rank_facts"]["batches_per_epoch"] == STEPS_PER_EPOCH * accum
         assert f["stages_opened_at_step"]["0"] == STEPS_PER_EPOCH  # optimizer steps in epoch 0
         assert f["global_step"] == ranks[0]["global_step"]
-    for epoch, (seen0, seen1) in enumerate(zip(ranks[0]["indices_per_epoch"], ranks[1]["indices_per_epoch"],
-                                               strict=True)):
+    for epoch, (seen0, seen1) in enumerate(
+        zip(ranks[0]["indices_per_epoch"], ranks[1]["indices_per_epoch"], strict=True)
+    ):
         assert len(seen0) == len(seen1) == SAMPLES // WORLD, epoch
         assert not set(seen0) & set(seen1), f"epoch {epoch}: ranks saw the same samples"
         assert sorted(seen0 + seen1) == list(range(SAMPLES)), epoch
@@ -140,7 +146,9 @@ def test_frozen_parameters_stay_bit_identical_on_every_rank(ranks, reference):
 def test_param_group_lrs_are_as_declared(ranks, reference):
     declared = reference["declared_lrs"]
     assert declared["vision/decay"] == pytest.approx(0.1 * declared["text/decay"])
-    assert declared["vision/stage1/decay"] == pytest.approx(0.5 * declared["text/decay"])  # the stage's lr_mult
+    assert declared["vision/stage1/decay"] == pytest.approx(
+        0.5 * declared["text/decay"]
+    )  # the stage's lr_mult
     for f in ranks:
         assert f["declared_lrs"] == declared
         assert f["rank_facts"]["group_lrs_at_start"] == pytest.approx(declared)
@@ -173,7 +181,8 @@ def test_sharded_evaluation_scores_like_one_process(ranks, reference):
         for key in CAPTION_SCORES:  # the same numbers, bit for bit, on every rank (broadcast from rank 0)
             assert [e[key] for e in f["eval"]] == [e[key] for e in reference["eval"]], key
         assert [e["eval_loss"] for e in f["eval"]] == pytest.approx(
-            [e["eval_loss"] for e in reference["eval"]], abs=LOSS_TOL)
+            [e["eval_loss"] for e in reference["eval"]], abs=LOSS_TOL
+        )
         assert f["predictions"] == reference["predictions"]
         assert len(f["predictions"]) == VAL_SAMPLES
 

@@ -22,8 +22,13 @@ SHAPES = Path(__file__).resolve().parents[2] / "data" / "shapes"
 recipe = Recipe(
     name="tiny_dist",
     model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
-    data=CaptionData(train=str(SHAPES / "train.json"), val=str(SHAPES / "val.json"), images=str(SHAPES / "images"),
-                     max_train_samples=32, max_val_samples=8),
+    data=CaptionData(
+        train=str(SHAPES / "train.json"),
+        val=str(SHAPES / "val.json"),
+        images=str(SHAPES / "images"),
+        max_train_samples=32,
+        max_val_samples=8,
+    ),
     freeze=[Freeze("vision_model"), Unfreeze("vision_model.encoder.layers[-1:]")],
     stages=[Stage(epoch=1, unfreeze="vision_model.encoder.layers[-2:]")],
     param_groups=[ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1)],

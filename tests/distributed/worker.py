@@ -75,10 +75,18 @@ from reset import reset_between_runs  # noqa: E402
 SHAPES = ROOT / "data" / "shapes"
 LAYERS = "vision_model.encoder.layers"
 STAGE_EPOCHS = (1, 2)
-ZERO = {"ddp": (None, False), "zero1": (1, False), "zero2": (2, False), "zero3": (3, False),
-        "zero2_offload": (2, True), "zero3_offload": (3, True)}
+ZERO = {
+    "ddp": (None, False),
+    "zero1": (1, False),
+    "zero2": (2, False),
+    "zero3": (3, False),
+    "zero2_offload": (2, True),
+    "zero3_offload": (3, True),
+}
 METRICS = ("meteor", "rouge_l", "cider_d")
-SCORED: list[list[int]] = []  # validation indices given to the caption scorer, one list per call (this process)
+SCORED: list[
+    list[int]
+] = []  # validation indices given to the caption scorer, one list per call (this process)
 
 
 def _recording_score(score):
@@ -94,6 +102,7 @@ CaptionScorer.score = _recording_score(CaptionScorer.score)
 
 def _unrecorded(baseline):
     """The constant-caption baseline (scored once per run, with the same scorer) is not a model evaluation."""
+
     def constant_caption_baseline(*args, **kwargs):
         mark = len(SCORED)
         try:
@@ -105,7 +114,9 @@ def _unrecorded(baseline):
 
 
 caption_evaluation.constant_caption_baseline = _unrecorded(caption_evaluation.constant_caption_baseline)
-caption_baseline.constant_caption_baseline = _unrecorded(caption_baseline.constant_caption_baseline)  # the plan's
+caption_baseline.constant_caption_baseline = _unrecorded(
+    caption_baseline.constant_caption_baseline
+)  # the plan's
 _SHARED_SCORER: list[CaptionScorer] = []
 
 
@@ -126,26 +137,57 @@ def world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def build_recipe(out: Path, mode: str, train_json: str, val_json: str, global_batch: int, epochs: int,
-                 patience: int, eval_batch: int = 4, name: str | None = None) -> Recipe:
+def build_recipe(
+    out: Path,
+    mode: str,
+    train_json: str,
+    val_json: str,
+    global_batch: int,
+    epochs: int,
+    patience: int,
+    eval_batch: int = 4,
+    name: str | None = None,
+) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     accum = 2 if "+accum2" in mode else 1
     if global_batch % (world() * accum):
-        raise SystemExit(f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation")
+        raise SystemExit(
+            f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation"
+        )
     recipe = Recipe(
         name=f"dist_{mode}",
-        model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),  # dropout 0: ranks can match exactly
-        data=CaptionData(train=train_json, val=val_json, images=str(SHAPES / "images"),
-                         max_train_samples=32, max_val_samples=None),
+        model=Model(
+            id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True
+        ),  # dropout 0: ranks can match exactly
+        data=CaptionData(
+            train=train_json,
+            val=val_json,
+            images=str(SHAPES / "images"),
+            max_train_samples=32,
+            max_val_samples=None,
+        ),
         freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
-        stages=[Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
-                Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5)],
-        param_groups=[ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
-                      ParamGroup("text", match=r"^text_decoder\.", lr_mult=1.0)],
-        training=Training(epochs=epochs, batch_size=global_batch // (world() * accum), grad_accum=accum, lr=1e-3,
-                          warmup_steps=0,
-                          weight_decay=0.01, max_grad_norm=1.0, logging_steps=1, resume="never",
-                          save_total_limit=2, seed=42),
+        stages=[
+            Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
+            Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5),
+        ],
+        param_groups=[
+            ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
+            ParamGroup("text", match=r"^text_decoder\.", lr_mult=1.0),
+        ],
+        training=Training(
+            epochs=epochs,
+            batch_size=global_batch // (world() * accum),
+            grad_accum=accum,
+            lr=1e-3,
+            warmup_steps=0,
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            logging_steps=1,
+            resume="never",
+            save_total_limit=2,
+            seed=42,
+        ),
         evaluation=Evaluation(metrics=METRICS, num_beams=2, max_length=12, batch_size=eval_batch),
         early_stopping=EarlyStopping(metric=mean(*METRICS), mode="max", patience=patience),
         reporting=Reporting(wandb=False, plots=False),
@@ -224,8 +266,17 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
     """One run (`run.name`: its folder under `out`; `run.mode`: how it trains; its own data and schedule)."""
     started = time.time()
     mode = run.mode
-    recipe = build_recipe(out, mode, run.train_json, run.val_json, run.global_batch, run.epochs, run.patience,
-                          run.eval_batch, name=run.name)
+    recipe = build_recipe(
+        out,
+        mode,
+        run.train_json,
+        run.val_json,
+        run.global_batch,
+        run.epochs,
+        run.patience,
+        run.eval_batch,
+        name=run.name,
+    )
     SCORED.clear()
     recorder, summary, resumed_from = None, None, None
     legs = ["first", "resume"] if mode.endswith("+resume") else ["only"]
@@ -275,20 +326,27 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
         "indices_per_epoch": recorder.indices,
         "losses": {str(e["step"]): e["loss"] for e in history if "loss" in e},
         "grad_norms": {str(e["step"]): float(e["grad_norm"]) for e in history if "grad_norm" in e},
-        "eval": [{k: v for k, v in e.items() if k.startswith("eval_") or k in ("step", "epoch")}
-                 for e in history if "eval_loss" in e],
+        "eval": [
+            {k: v for k, v in e.items() if k.startswith("eval_") or k in ("step", "epoch")}
+            for e in history
+            if "eval_loss" in e
+        ],
         "predictions": {str(k): v for k, v in (trainer.evaluator.last_predictions or {}).items()},
         "scored_indices": list(SCORED),
         "lrs_by_step": {str(k): v for k, v in recorder.lrs_by_step.items()},
         "declared_lrs": {g.name: g.lr for g in ctx.prepared.groups},
         "stage_epochs": {str(p.index): p.epoch for p in ctx.prepared.stages},
-        "stage_group_names": {str(p.index): [ctx.prepared.groups[i].name for i in p.group_indices]
-                              for p in ctx.prepared.stages},
+        "stage_group_names": {
+            str(p.index): [ctx.prepared.groups[i].name for i in p.group_indices] for p in ctx.prepared.stages
+        },
         "stages_opened_at_step": summary["stages_opened_at_step"],
         "stage_first_change_epoch": stage_first_change,
-        "stage_state_entries_reset": {str(k): v for k, v in next(
-            c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressiveUnfreezing"
-        ).state_entries_reset.items()},
+        "stage_state_entries_reset": {
+            str(k): v
+            for k, v in next(
+                c for c in trainer.callback_handler.callbacks if type(c).__name__ == "ProgressiveUnfreezing"
+            ).state_entries_reset.items()
+        },
         "frozen_tensors": len(frozen),
         "params": summary["params"],  # the freeze report's counts (ZeRO-3: from ds_numel)
         "held_at_load": ctx.held_at_load,  # elements this rank held after loading (ZeRO-3: its shard)

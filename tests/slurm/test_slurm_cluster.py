@@ -55,16 +55,18 @@ def free_ports(count: int = 3) -> list[int]:
 def slurm_cluster():
     state = Path(tempfile.mkdtemp(prefix="slurm-test-"))
     env = {**os.environ, "SLURM_TEST_PORTS": " ".join(map(str, free_ports()))}
-    start = subprocess.run(["bash", str(CLUSTER), "start", str(state)], env=env, capture_output=True, text=True,
-                           timeout=600)
+    start = subprocess.run(
+        ["bash", str(CLUSTER), "start", str(state)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert start.returncode == 0, f"test cluster did not start:\n{start.stdout}\n{start.stderr}"
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(state / "slurm.conf")
     try:
         yield state
     finally:
-        stop = subprocess.run(["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, text=True,
-                              timeout=120)
+        stop = subprocess.run(
+            ["bash", str(CLUSTER), "stop", str(state)], env=env, capture_output=True, text=True, timeout=120
+        )
         if stop.returncode == 0:
             shutil.rmtree(state, ignore_errors=True)
         if old is None:
@@ -74,8 +76,14 @@ def slurm_cluster():
 
 
 def launch(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "launch.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def job_info(job_id: str) -> dict[str, str]:
@@ -87,7 +95,14 @@ def wait_job(job_id: str, timeout: float = JOB_TIMEOUT) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = job_info(job_id)
-        if info.get("JobState") in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}:
+        if info.get("JobState") in {
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        }:
             return info
         time.sleep(1)
     subprocess.run(["scancel", job_id])
@@ -128,7 +143,9 @@ def signal_when_paused(run: Run, scancel_flags: list[str], sent: dict) -> None:
     while time.monotonic() < deadline and not (run.out / "paused").exists():
         time.sleep(0.3)
     if (run.out / "paused").exists():
-        result = subprocess.run(["scancel", "--signal=USR1", *scancel_flags, run.job_id], capture_output=True, text=True)
+        result = subprocess.run(
+            ["scancel", "--signal=USR1", *scancel_flags, run.job_id], capture_output=True, text=True
+        )
         sent[run.name] = (result.returncode, result.stderr)
 
 
@@ -144,8 +161,9 @@ def runs(slurm_cluster, tmp_path_factory) -> dict[str, Run]:
             env["SLURM_TEST_PAUSE_AT"] = PAUSE[name][0]
         if name == "preempt":
             env["WANDB_MODE"] = "offline"
-        result = launch(RECIPE, "--launcher", "slurm", "--time", "00:10:00", f"output_dir={out}", *JOBS[name],
-                        env=env)
+        result = launch(
+            RECIPE, "--launcher", "slurm", "--time", "00:10:00", f"output_dir={out}", *JOBS[name], env=env
+        )
         assert result.returncode == 0, f"{name}: submission failed\n{result.stdout}\n{result.stderr[-3000:]}"
         job_id = re.search(r"submitted batch job (\d+)", result.stdout).group(1)
         return Run(name, out, job_id, result.stdout)
@@ -153,8 +171,10 @@ def runs(slurm_cluster, tmp_path_factory) -> dict[str, Run]:
     with ThreadPoolExecutor(len(JOBS)) as pool:
         submitted = dict(zip(JOBS, pool.map(submit, JOBS), strict=True))
     sent: dict[str, tuple] = {}
-    watchers = [threading.Thread(target=signal_when_paused, args=(submitted[n], flags, sent), daemon=True)
-                for n, (_, flags) in PAUSE.items()]
+    watchers = [
+        threading.Thread(target=signal_when_paused, args=(submitted[n], flags, sent), daemon=True)
+        for n, (_, flags) in PAUSE.items()
+    ]
     for w in watchers:
         w.start()
     for run in submitted.values():
@@ -164,16 +184,30 @@ def runs(slurm_cluster, tmp_path_factory) -> dict[str, Run]:
         w.join(timeout=5)
     for name in PAUSE:
         assert sent.get(name, (1,))[0] == 0, f"{name}: USR1 not sent ({sent.get(name)})"
-    print("\n" + "\n".join(f"slurm job {r.name}: id {r.job_id}, done after {r.seconds:.0f}s, "
-                           f"restarts {r.info.get('Restarts')}" for r in submitted.values()))
+    print(
+        "\n"
+        + "\n".join(
+            f"slurm job {r.name}: id {r.job_id}, done after {r.seconds:.0f}s, "
+            f"restarts {r.info.get('Restarts')}"
+            for r in submitted.values()
+        )
+    )
     return submitted
 
 
 def assert_complete(run: Run, world_size: int = 2) -> None:
     assert run.info["JobState"] == "COMPLETED" and run.info["ExitCode"] == "0:0", (run.info, run.log[-3000:])
     assert f"done: {STEPS} steps" in run.log
-    for name in ["recipe.json", "plan.json", "freeze_report.txt", "metrics.jsonl", "training_summary.json",
-                 "best/model.safetensors", "best/config.json", f"checkpoints/checkpoint-{STEPS}/trainer_state.json"]:
+    for name in [
+        "recipe.json",
+        "plan.json",
+        "freeze_report.txt",
+        "metrics.jsonl",
+        "training_summary.json",
+        "best/model.safetensors",
+        "best/config.json",
+        f"checkpoints/checkpoint-{STEPS}/trainer_state.json",
+    ]:
         assert (run.out / name).is_file(), f"{run.name}: {name} missing"
     records = [json.loads(ln) for ln in (run.out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     assert [r["epoch"] for r in records] == [1.0, 2.0], records
@@ -268,8 +302,17 @@ def test_unknown_partition_and_rejected_job_fail_clearly(slurm_cluster, tmp_path
 
 
 def test_sweep_submits_one_array_task_per_variant(slurm_cluster, tmp_path):
-    result = launch(RECIPE, "--launcher", "slurm", f"output_dir={tmp_path}", "--sweep", "training.lr=1e-3",
-                    "--sweep", "training.lr=5e-4 training.epochs=1", "slurm.job_name=sweeptest")
+    result = launch(
+        RECIPE,
+        "--launcher",
+        "slurm",
+        f"output_dir={tmp_path}",
+        "--sweep",
+        "training.lr=1e-3",
+        "--sweep",
+        "training.lr=5e-4 training.epochs=1",
+        "slurm.job_name=sweeptest",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     job_id = re.search(r"submitted batch job (\d+) \(array of 2\)", result.stdout).group(1)
     try:
@@ -290,10 +333,12 @@ def test_missing_slurm_is_a_clear_error(tmp_path):
 
 
 def test_cluster_script_is_idempotent(slurm_cluster):
-    again = subprocess.run(["bash", str(CLUSTER), "start", str(slurm_cluster)], capture_output=True, text=True,
-                           timeout=120)
+    again = subprocess.run(
+        ["bash", str(CLUSTER), "start", str(slurm_cluster)], capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0 and "already running" in again.stderr, again.stderr
-    status = subprocess.run(["bash", str(CLUSTER), "status", str(slurm_cluster)], capture_output=True, text=True,
-                            timeout=60)
+    status = subprocess.run(
+        ["bash", str(CLUSTER), "status", str(slurm_cluster)], capture_output=True, text=True, timeout=60
+    )
     assert "slurmctld: running" in status.stdout and status.stdout.count("slurmd-n") == 2
     assert shutil.which("sbatch")

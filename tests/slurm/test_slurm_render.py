@@ -24,22 +24,44 @@ LAUNCH = str(ROOT / "launch.py")
 
 def job_for(tmp_path, *overrides, sweep=()):
     recipe = load_recipe(RECIPE, [*overrides, f"output_dir={tmp_path}"], demo=True)
-    return recipe, prepare_job(recipe, RECIPE, [*overrides], ["--demo"], LAUNCH, sweep,
-                               load=lambda path, extra: load_recipe(path, extra, demo=True))
+    return recipe, prepare_job(
+        recipe,
+        RECIPE,
+        [*overrides],
+        ["--demo"],
+        LAUNCH,
+        sweep,
+        load=lambda path, extra: load_recipe(path, extra, demo=True),
+    )
 
 
 def test_multi_node_script_headers_and_per_node_rank(tmp_path):
-    _, job = job_for(tmp_path, "slurm.nodes=2", "slurm.gpus_per_node=8", "slurm.partition=gpu",
-                     "slurm.time=12:00:00", "slurm.account=proj")
+    _, job = job_for(
+        tmp_path,
+        "slurm.nodes=2",
+        "slurm.gpus_per_node=8",
+        "slurm.partition=gpu",
+        "slurm.time=12:00:00",
+        "slurm.account=proj",
+    )
     s = job.script
-    for line in ["#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --partition=gpu", "#SBATCH --time=12:00:00", "#SBATCH --account=proj",
-                 "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --open-mode=append",
-                 f"#SBATCH --output={tmp_path}/slurm/slurm-%j.out", "export NPROC_PER_NODE=8"]:
+    for line in [
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --account=proj",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --output={tmp_path}/slurm/slurm-%j.out",
+        "export NPROC_PER_NODE=8",
+    ]:
         assert line in s.splitlines(), line
     assert "--cpus-per-task" not in s  # GPU job: the cluster's default
     # node rank evaluated on each node (single-quoted), torchrun ignores USR1, trap + background + wait loop
-    assert "--node_rank=\"$SLURM_NODEID\"" in s and "'trap \"\" USR1; exec" in s
+    assert '--node_rank="$SLURM_NODEID"' in s and '\'trap "" USR1; exec' in s
     assert "trap on_usr1 USR1" in s and 'launch.py "$@" &' in s and 'wait "$child"' in s
     assert f"output_dir={tmp_path}" in s and "launch.nproc=8 launch.nnodes=2" in s
     assert job.script_path == tmp_path / "slurm" / "job.sbatch"
@@ -83,8 +105,20 @@ def test_deepspeed_options_reach_the_job_as_overrides(tmp_path):
     spec = importlib.util.spec_from_file_location("launch_cli", LAUNCH)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    args = cli.build_parser().parse_intermixed_args([RECIPE, "--demo", "--launcher", "slurm", "--zero", "2",
-                                                     "--offload", "--nodes", "2", "training.lr=1e-4"])
+    args = cli.build_parser().parse_intermixed_args(
+        [
+            RECIPE,
+            "--demo",
+            "--launcher",
+            "slurm",
+            "--zero",
+            "2",
+            "--offload",
+            "--nodes",
+            "2",
+            "training.lr=1e-4",
+        ]
+    )
     overrides = cli.overrides_for_job(args)
     assert overrides == ["training.lr=1e-4", "launch.zero=2", "launch.offload=True"]
     _, job = job_for(tmp_path, *overrides)
@@ -93,10 +127,28 @@ def test_deepspeed_options_reach_the_job_as_overrides(tmp_path):
 
 def test_bad_sweep_through_the_slurm_launcher_ends_with_one_paragraph_and_exit_2(tmp_path):
     """`--launcher slurm` as a user runs it: a sweep variant with a mistyped key stops before anything is submitted."""
-    result = subprocess.run([sys.executable, "launch.py", RECIPE, "--demo", "--launcher", "slurm", "--partition", "gpu",
-                             "--sweep", "training.lr=1e-4", "--sweep", "training.lrr=1e-5", f"output_dir={tmp_path}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PATH": str(tmp_path)})  # no sbatch: it must not get that far
+    result = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            RECIPE,
+            "--demo",
+            "--launcher",
+            "slurm",
+            "--partition",
+            "gpu",
+            "--sweep",
+            "training.lr=1e-4",
+            "--sweep",
+            "training.lrr=1e-5",
+            f"output_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": str(tmp_path)},
+    )  # no sbatch: it must not get that far
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]

@@ -53,10 +53,16 @@ class RankRecord(TrainerCallback):
             digest.update(k.encode() + tensors[k].numpy().tobytes())
         out = Path(args.output_dir).parent / "test_ranks"  # ranks/ holds the launcher's own per-rank facts
         out.mkdir(exist_ok=True)
-        record = {"rank": rank, "world_size": world, "args_world_size": args.world_size,
-                  "global_step": state.global_step, "node": os.environ.get("SLURMD_NODENAME"),
-                  "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-                  "weights_sha256": digest.hexdigest(), "samples": self.samples}
+        record = {
+            "rank": rank,
+            "world_size": world,
+            "args_world_size": args.world_size,
+            "global_step": state.global_step,
+            "node": os.environ.get("SLURMD_NODENAME"),
+            "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+            "weights_sha256": digest.hexdigest(),
+            "samples": self.samples,
+        }
         (out / f"rank{rank}.json").write_text(json.dumps(record))
         if rank == 0:
             # tied weights share storage: keep one name per tensor
@@ -94,8 +100,15 @@ recipe = Recipe(
         max_val_samples=4,
         max_length=16,
     ),
-    training=Training(epochs=2, batch_size=4, lr=1e-3, warmup_steps=0, weight_decay=0.01, logging_steps=1,
-                      save_total_limit=3),
+    training=Training(
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=0,
+        weight_decay=0.01,
+        logging_steps=1,
+        save_total_limit=3,
+    ),
     evaluation=Evaluation(metrics=("rouge_l",), num_beams=1, max_length=8, batch_size=4),
     reporting=Reporting(wandb=False, plots=False),
     callbacks=[RankRecord(), PauseForSignal()],

@@ -54,17 +54,23 @@ def parse_ablate(text: str) -> Ablation:
     values = [v.strip() for v in rest.split(",")] if eq else []
     if not eq or not key or any(c in key for c in " ,"):
         problem = "it has no '='" if not eq else f"{key!r} is not a dotted recipe key"
-        raise AblateSyntaxError(f"--ablate {text!r}: {problem}. Give one recipe key and its values as "
-                                f"KEY=V1,V2[,...], {example}.")
+        raise AblateSyntaxError(
+            f"--ablate {text!r}: {problem}. Give one recipe key and its values as KEY=V1,V2[,...], {example}."
+        )
     if any(not v for v in values):
-        raise AblateSyntaxError(f"--ablate {text!r}: an empty value (two commas in a row, or a trailing comma). "
-                                f"Give KEY=V1,V2[,...] with no empty values, {example}.")
+        raise AblateSyntaxError(
+            f"--ablate {text!r}: an empty value (two commas in a row, or a trailing comma). "
+            f"Give KEY=V1,V2[,...] with no empty values, {example}."
+        )
     if len(values) < 2:
-        raise AblateSyntaxError(f"--ablate {text!r}: one value compares nothing. Give at least two, {example}.")
+        raise AblateSyntaxError(
+            f"--ablate {text!r}: one value compares nothing. Give at least two, {example}."
+        )
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
-        raise AblateSyntaxError(f"--ablate {text!r}: {', '.join(repeated)} given twice. Give each value once, "
-                                f"{example}.")
+        raise AblateSyntaxError(
+            f"--ablate {text!r}: {', '.join(repeated)} given twice. Give each value once, {example}."
+        )
     return Ablation(key, values)
 
 
@@ -82,9 +88,18 @@ def variant_dir(root: Path, i: int) -> Path:
 def write_plan(ablation: Ablation, root: Path, recipe_path: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / PLAN
-    path.write_text(json.dumps({"recipe": recipe_path, "key": ablation.key, "values": ablation.values,
-                                "dirs": [str(variant_dir(root, i)) for i in range(len(ablation.values))]},
-                               indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "recipe": recipe_path,
+                "key": ablation.key,
+                "values": ablation.values,
+                "dirs": [str(variant_dir(root, i)) for i in range(len(ablation.values))],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return path
 
 
@@ -127,15 +142,28 @@ def read_rows(root: Path) -> list[AblationRow]:
 
     path = Path(root) / PLAN
     if not path.is_file():
-        raise UserFacingError(f"{path}: not found; OUTPUT_DIR must be the output dir of a `launch.py --ablate` "
-                              "sweep (it writes ablation_plan.json there).")
+        raise UserFacingError(
+            f"{path}: not found; OUTPUT_DIR must be the output dir of a `launch.py --ablate` "
+            "sweep (it writes ablation_plan.json there)."
+        )
     plan = json.loads(path.read_text())
     rows = []
     for value, directory in zip(plan["values"], plan["dirs"], strict=True):
         run = read_run(Path(directory))
-        rows.append(AblationRow(f"{plan['key']}={value}", directory, run.trainable_params, run.total_params,
-                                run.peak_memory_bytes, run.peak_memory_measure, run.seconds_per_epoch,
-                                run.metric, run.final_metric, run.best_metric))
+        rows.append(
+            AblationRow(
+                f"{plan['key']}={value}",
+                directory,
+                run.trainable_params,
+                run.total_params,
+                run.peak_memory_bytes,
+                run.peak_memory_measure,
+                run.seconds_per_epoch,
+                run.metric,
+                run.final_metric,
+                run.best_metric,
+            )
+        )
     return rows
 
 
@@ -145,14 +173,21 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def render_markdown(rows: Sequence[AblationRow]) -> str:
     metrics = sorted({r.metric for r in rows})
-    lines = ["# Ablation", "",
-             "| setting | trainable params | peak memory | time per epoch | "
-             + " | ".join(f"final {m} | best {m}" for m in metrics) + " |",
-             "|---" * (4 + 2 * len(metrics)) + "|"]
+    lines = [
+        "# Ablation",
+        "",
+        "| setting | trainable params | peak memory | time per epoch | "
+        + " | ".join(f"final {m} | best {m}" for m in metrics)
+        + " |",
+        "|---" * (4 + 2 * len(metrics)) + "|",
+    ]
     for r in rows:
-        cells = [r.setting, f"{r.trainable_params:,} of {r.total_params:,}",
-                 _fmt(r.peak_memory_bytes / 1e6 if r.peak_memory_bytes else None, ".0f") + " MB",
-                 _fmt(r.seconds_per_epoch, ".2f") + " s"]
+        cells = [
+            r.setting,
+            f"{r.trainable_params:,} of {r.total_params:,}",
+            _fmt(r.peak_memory_bytes / 1e6 if r.peak_memory_bytes else None, ".0f") + " MB",
+            _fmt(r.seconds_per_epoch, ".2f") + " s",
+        ]
         for m in metrics:
             cells += [_fmt(r.final_metric, ".4f"), _fmt(r.best_metric, ".4f")] if r.metric == m else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -195,8 +230,12 @@ def write_comparison(root: Path) -> dict[str, Path]:
     return paths
 
 
-def ablate_locally(args: argparse.Namespace, recipe: Any, run_launch: Callable[[argparse.Namespace], int],
-                   load: Callable[[list[str]], Any]) -> int:
+def ablate_locally(
+    args: argparse.Namespace,
+    recipe: Any,
+    run_launch: Callable[[argparse.Namespace], int],
+    load: Callable[[list[str]], Any],
+) -> int:
     """`launch.py --ablate` without Slurm: check every variant, run each as its own `launch.py`, compare."""
     import os
 
@@ -205,7 +244,9 @@ def ablate_locally(args: argparse.Namespace, recipe: Any, run_launch: Callable[[
     from trainers import rerun
     from trainers.distributed import launcher_world_size
 
-    for i in range(len(ablation.values)):  # a bad value, or an earlier different run, stops it before training
+    for i in range(
+        len(ablation.values)
+    ):  # a bad value, or an earlier different run, stops it before training
         variant = load([*ablation.overrides(i), f"output_dir={variant_dir(root, i)}"])
         rerun.decide(variant, variant_dir(root, i), launcher_world_size())  # read-only; raises RerunRefused
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -213,22 +254,32 @@ def ablate_locally(args: argparse.Namespace, recipe: Any, run_launch: Callable[[
         write_plan(ablation, root, args.recipe)
 
     def run_one(i: int) -> int:
-        variant = argparse.Namespace(**{**vars(args), "ablate": None, "output_dir": str(variant_dir(root, i)),
-                                        "overrides": [*args.overrides, *ablation.overrides(i)]})
+        variant = argparse.Namespace(
+            **{
+                **vars(args),
+                "ablate": None,
+                "output_dir": str(variant_dir(root, i)),
+                "overrides": [*args.overrides, *ablation.overrides(i)],
+            }
+        )
         return run_launch(variant)
 
     status = run_sweep(ablation, root, run_one, progress=main_process and not args.quiet)
     if status != 0 or args.dry_run or not main_process:
         return status
     paths = write_comparison(root)
-    print(paths["md"].read_text() + f"\nwrote {paths['md']}, {paths['json'].name} and {paths['png'].name}",
-          flush=True)
+    print(
+        paths["md"].read_text() + f"\nwrote {paths['md']}, {paths['json'].name} and {paths['png'].name}",
+        flush=True,
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.analysis.ablation",
-                                     description="Compare the runs of a finished `launch.py --ablate` sweep.")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.analysis.ablation",
+        description="Compare the runs of a finished `launch.py --ablate` sweep.",
+    )
     parser.add_argument("output_dir", type=Path, help="the sweep's output dir (holds ablation_plan.json)")
     args = parser.parse_args(argv)
     try:

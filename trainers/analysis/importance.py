@@ -37,8 +37,14 @@ logger = logging.getLogger(__name__)
 
 RESULT = "layer_importance"
 # what the analysis changes in the recipe: a short run, fresh output dir, nothing clipped, watched or reported
-ANALYSIS_OVERRIDES = ("training.max_grad_norm=0", "early_stopping=none", "reporting.wandb=false",
-                      "reporting.plots=false", "training.resume=overwrite", "training.save_steps=none")
+ANALYSIS_OVERRIDES = (
+    "training.max_grad_norm=0",
+    "early_stopping=none",
+    "reporting.wandb=false",
+    "reporting.plots=false",
+    "training.resume=overwrite",
+    "training.save_steps=none",
+)
 
 
 @dataclass
@@ -153,9 +159,17 @@ def rank_layers(per_step: Sequence[dict[str, float]], numel: dict[str, int]) -> 
     for layer in numel:
         norms = [math.sqrt(step.get(layer, 0.0)) for step in per_step]
         mean = sum(norms) / len(norms) if norms else 0.0
-        rows.append(LayerImportance(layer, mean, max(norms, default=0.0),
-                                    sum(step.get(layer, 0.0) for step in per_step) / total,
-                                    mean / math.sqrt(numel[layer]) if numel[layer] else 0.0, numel[layer], norms))
+        rows.append(
+            LayerImportance(
+                layer,
+                mean,
+                max(norms, default=0.0),
+                sum(step.get(layer, 0.0) for step in per_step) / total,
+                mean / math.sqrt(numel[layer]) if numel[layer] else 0.0,
+                numel[layer],
+                norms,
+            )
+        )
     return sorted((r for r in rows if r.max_grad_norm > 0), key=lambda r: r.mean_grad_norm, reverse=True)
 
 
@@ -164,19 +178,28 @@ def no_gradient(per_step: Sequence[dict[str, float]], numel: dict[str, int]) -> 
 
 
 def render_table(report: ImportanceReport, top: int | None = None) -> str:
-    lines = [f"# Layer importance: {report.recipe}", "",
-             f"Mean gradient L2 norm per layer over {report.steps} steps ({report.world_size} process(es); "
-             f"gradients from `{report.gradient_source}`, unclipped).", "",
-             "| rank | layer | mean grad norm | max | share | per-param RMS | trainable params |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Layer importance: {report.recipe}",
+        "",
+        f"Mean gradient L2 norm per layer over {report.steps} steps ({report.world_size} process(es); "
+        f"gradients from `{report.gradient_source}`, unclipped).",
+        "",
+        "| rank | layer | mean grad norm | max | share | per-param RMS | trainable params |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, row in enumerate(report.layers[:top] if top else report.layers, 1):
-        lines.append(f"| {i} | {row.layer} | {row.mean_grad_norm:.4g} | {row.max_grad_norm:.4g} | "
-                     f"{100 * row.share:.1f}% | {row.rms:.3g} | {row.params:,} |")
+        lines.append(
+            f"| {i} | {row.layer} | {row.mean_grad_norm:.4g} | {row.max_grad_norm:.4g} | "
+            f"{100 * row.share:.1f}% | {row.rms:.3g} | {row.params:,} |"
+        )
     if report.frozen_layers:
         lines += ["", f"Frozen (no gradient): {', '.join(report.frozen_layers)}"]
     if report.no_gradient_layers:
-        lines += ["", "Trainable but no gradient in these steps (gated until a later stage, or unused): "
-                  + ", ".join(report.no_gradient_layers)]
+        lines += [
+            "",
+            "Trainable but no gradient in these steps (gated until a later stage, or unused): "
+            + ", ".join(report.no_gradient_layers),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -230,13 +253,26 @@ def measure(ctx: Any, steps: int, progress: bool = True) -> ImportanceReport:
     frozen = [g for g in all_layers if g not in capture.numel]
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     source = "deepspeed.utils.safe_get_full_grad" if capture.deepspeed_on else "p.grad"
-    return ImportanceReport(ctx.recipe.name, len(capture.per_step), args.world_size, source,
-                            rank_layers(capture.per_step, capture.numel), frozen_layers=frozen,
-                            no_gradient_layers=no_gradient(capture.per_step, capture.numel), losses=losses)
+    return ImportanceReport(
+        ctx.recipe.name,
+        len(capture.per_step),
+        args.world_size,
+        source,
+        rank_layers(capture.per_step, capture.numel),
+        frozen_layers=frozen,
+        no_gradient_layers=no_gradient(capture.per_step, capture.numel),
+        losses=losses,
+    )
 
 
-def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out: Path | None,
-        progress: bool = True) -> tuple[ImportanceReport, Path]:
+def run(
+    recipe_path: str,
+    overrides: Sequence[str],
+    steps: int,
+    demo: bool,
+    out: Path | None,
+    progress: bool = True,
+) -> tuple[ImportanceReport, Path]:
     from trainers.distributed import finish_distributed
     from trainers.recipe import load_recipe
     from trainers.run import is_main_process, setup_run
@@ -246,13 +282,17 @@ def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out:
     if out is None:
         out = Path(load_recipe(recipe_path, list(overrides), demo=demo).resolved_output_dir() + "-importance")
     if (out / "training_summary.json").is_file() or any((out / "checkpoints").glob("checkpoint-*")):
-        raise RecipeError(f"--out {out}: holds a training run (training_summary.json or checkpoints/), which the "
-                          "measurement would overwrite. Pick another --out (default: <output_dir>-importance).")
+        raise RecipeError(
+            f"--out {out}: holds a training run (training_summary.json or checkpoints/), which the "
+            "measurement would overwrite. Pick another --out (default: <output_dir>-importance)."
+        )
     extra = [*overrides, *analysis_overrides(steps, out)]
     recipe = load_recipe(recipe_path, extra, demo=demo)
     if recipe.training.precision == "fp16":  # fp16 gradients carry the loss scale until the optimizer step
-        raise RecipeError("training.precision=fp16: the gradients read before the step are still loss-scaled. "
-                          "Measure with training.precision=bf16 or fp32 (the ranking does not need fp16).")
+        raise RecipeError(
+            "training.precision=fp16: the gradients read before the step are still loss-scaled. "
+            "Measure with training.precision=bf16 or fp32 (the ranking does not need fp16)."
+        )
     try:
         report = measure(setup_run(recipe, extra), steps, progress)
         if is_main_process():
@@ -265,7 +305,9 @@ def run(recipe_path: str, overrides: Sequence[str], steps: int, demo: bool, out:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.analysis.importance", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.analysis.importance", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("recipe", help="a recipe file, e.g. recipes/vit_lora.py")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, as for launch.py")
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps to measure (default 20)")
@@ -274,12 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=None, help="print only the top N layers")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from trainers.run import is_main_process
 
     try:
-        report, out = run(args.recipe, args.overrides, args.steps, args.demo, args.out, progress=not args.quiet)
+        report, out = run(
+            args.recipe, args.overrides, args.steps, args.demo, args.out, progress=not args.quiet
+        )
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -15,13 +15,15 @@ from collections.abc import Iterable
 
 _PEFT_PREFIX = "base_model.model."
 _NUMBERED = re.compile(r"^(.*?\b(?:layers?|blocks?|stages?|h|convs)\.\d+)(?:\.|$)")
-_PEFT_PARTS = re.compile(r"\.(?:base_layer|original_module|modules_to_save\.[^.]+|lora_[A-Za-z_]+\.[^.]+)(?=\.|$)")
+_PEFT_PARTS = re.compile(
+    r"\.(?:base_layer|original_module|modules_to_save\.[^.]+|lora_[A-Za-z_]+\.[^.]+)(?=\.|$)"
+)
 
 
 def original_name(name: str) -> str:
     """The model's own parameter name behind peft's wrapper names."""
     if name.startswith(_PEFT_PREFIX):
-        name = name[len(_PEFT_PREFIX):]
+        name = name[len(_PEFT_PREFIX) :]
     return _PEFT_PARTS.sub("", name)
 
 

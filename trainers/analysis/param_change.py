@@ -41,7 +41,11 @@ class Change:
 
     @property
     def relative(self) -> float:
-        return self.delta_norm / self.start_norm if self.start_norm else (0.0 if self.delta_norm == 0 else math.inf)
+        return (
+            self.delta_norm / self.start_norm
+            if self.start_norm
+            else (0.0 if self.delta_norm == 0 else math.inf)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "relative": self.relative}
@@ -57,8 +61,14 @@ class ChangeReport:
     parameters: list[Change]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": self.run_dir, "kind": self.kind, "base": self.base, "verified": self.verified,
-                "layers": [c.to_dict() for c in self.layers], "parameters": [c.to_dict() for c in self.parameters]}
+        return {
+            "run_dir": self.run_dir,
+            "kind": self.kind,
+            "base": self.base,
+            "verified": self.verified,
+            "layers": [c.to_dict() for c in self.layers],
+            "parameters": [c.to_dict() for c in self.parameters],
+        }
 
 
 def _state(model: Any) -> dict[str, Any]:
@@ -71,7 +81,9 @@ def lora_end_deltas(peft_model: Any, start: dict[str, Any]) -> dict[str, Any]:
 
     deltas: dict[str, Any] = {}
     for name, param in peft_model.named_parameters():
-        if ".lora_" in name or ".original_module." in name:  # adapter factors (below); the frozen original copy
+        if (
+            ".lora_" in name or ".original_module." in name
+        ):  # adapter factors (below); the frozen original copy
             continue
         key = original_name(name)
         if key in start:
@@ -88,8 +100,10 @@ def full_end_deltas(end_model: Any, start: dict[str, Any]) -> dict[str, Any]:
     end = dict(end_model.named_parameters())
     missing = sorted(set(start) - set(end))
     if missing:
-        raise RecipeError(f"the best model lacks {len(missing)} parameter(s) of the base, e.g. {missing[:3]}; "
-                          "is --base the model this run started from?")
+        raise RecipeError(
+            f"the best model lacks {len(missing)} parameter(s) of the base, e.g. {missing[:3]}; "
+            "is --base the model this run started from?"
+        )
     return {name: end[name].detach() - start[name] for name in start}
 
 
@@ -105,8 +119,8 @@ def summarise(deltas: dict[str, Any], start: dict[str, Any]) -> tuple[list[Chang
     layers: dict[str, list[float]] = {}
     for c in params:
         acc = layers.setdefault(groups[c.name], [0.0, 0.0, 0])
-        acc[0] += c.delta_norm ** 2
-        acc[1] += c.start_norm ** 2
+        acc[0] += c.delta_norm**2
+        acc[1] += c.start_norm**2
         acc[2] += c.params
     return [Change(k, math.sqrt(d), math.sqrt(s), int(n)) for k, (d, s, n) in layers.items()], params
 
@@ -126,8 +140,11 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
         where = str(base_dir)
     else:
         base = predict.load_base(recipe, family, task)
-        where = ("tiny demo model rebuilt from its spec, seed " + str(recipe["training"]["seed"])
-                 if recipe["model"].get("use_demo_model") else recipe["model"]["id"])
+        where = (
+            "tiny demo model rebuilt from its spec, seed " + str(recipe["training"]["seed"])
+            if recipe["model"].get("use_demo_model")
+            else recipe["model"]["id"]
+        )
     wrong = mismatches(base, run_dir)
     if wrong:
         raise RecipeError(
@@ -136,8 +153,11 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
             "starting model with --base DIR (a from_pretrained directory)."
         )
     if wrong is None:
-        logger.warning("%s records no start_weights.json (an older run, ZeRO-3 or quantized): the base is not "
-                       "checked against the run's start", run_dir)
+        logger.warning(
+            "%s records no start_weights.json (an older run, ZeRO-3 or quantized): the base is not "
+            "checked against the run's start",
+            run_dir,
+        )
     start = _state(base)
     lora = (best / "adapter_config.json").is_file()
     if lora:
@@ -151,13 +171,20 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
 
 
 def render_table(report: ChangeReport) -> str:
-    lines = [f"# Parameter change: {report.run_dir} ({report.kind})", "",
-             f"Relative change ‖θ_end − θ_start‖ / ‖θ_start‖ per layer; θ_start: {report.base}"
-             f" ({'checked against the run' if report.verified else 'not checked: no start_weights.json'}); "
-             "θ_end: best/.", "",
-             "| layer | relative change | ‖Δ‖ | ‖θ_start‖ | params |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Parameter change: {report.run_dir} ({report.kind})",
+        "",
+        f"Relative change ‖θ_end − θ_start‖ / ‖θ_start‖ per layer; θ_start: {report.base}"
+        f" ({'checked against the run' if report.verified else 'not checked: no start_weights.json'}); "
+        "θ_end: best/.",
+        "",
+        "| layer | relative change | ‖Δ‖ | ‖θ_start‖ | params |",
+        "|---|---|---|---|---|",
+    ]
     for c in report.layers:
-        lines.append(f"| {c.name} | {c.relative:.4g} | {c.delta_norm:.4g} | {c.start_norm:.4g} | {c.params:,} |")
+        lines.append(
+            f"| {c.name} | {c.relative:.4g} | {c.delta_norm:.4g} | {c.start_norm:.4g} | {c.params:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +214,9 @@ def write_report(report: ChangeReport, out: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.analysis.param_change", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trainers.analysis.param_change", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("run_dir", type=Path, help="a finished run's output directory")
     parser.add_argument("--out", type=Path, help="where the report goes (default: RUN_DIR/analysis)")
     parser.add_argument("--base", type=Path, help="the run's starting model, a from_pretrained directory")

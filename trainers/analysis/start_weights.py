@@ -20,8 +20,10 @@ def fingerprint(model: Any) -> dict[str, list[float]]:
     """{parameter name: [numel, L2 norm]} (a tied tensor once, under its first name)."""
     import torch
 
-    return {name: [p.numel(), float(torch.linalg.vector_norm(p.detach().double()))]
-            for name, p in model.named_parameters()}
+    return {
+        name: [p.numel(), float(torch.linalg.vector_norm(p.detach().double()))]
+        for name, p in model.named_parameters()
+    }
 
 
 def record(model: Any, output_dir: Path) -> bool:

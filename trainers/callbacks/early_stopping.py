@@ -66,7 +66,9 @@ class MetricEarlyStopping(TrainerCallback):
                 self.stopped_at_step = history[-1][0]
         return control
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
+    ):
         metrics = metrics or {}
         if self.metric_key not in metrics:
             raise RecipeError(

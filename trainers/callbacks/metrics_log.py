@@ -34,7 +34,9 @@ class EpochMetricsLog(TrainerCallback):
         if self._epoch_started is not None:
             self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, metrics=None, **kwargs
+    ):
         if not state.is_world_process_zero:
             return
         optimizer = kwargs.get("optimizer")
@@ -48,7 +50,9 @@ class EpochMetricsLog(TrainerCallback):
             "eval": scores,
             "distinct_predictions": distinct,
             "baseline": baseline or None,
-            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)} if optimizer else {},
+            "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+            if optimizer
+            else {},
             "trainable_params": self.count_trainable() if self.count_trainable else None,
             "epoch_seconds": self.epoch_seconds[-1] if self.epoch_seconds else None,
         }

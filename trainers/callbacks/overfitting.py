@@ -37,15 +37,26 @@ def _evaluations(history: list[dict[str, Any]], metric_key: str) -> list[dict[st
             window.append(entry["loss"])
         if "eval_loss" in entry and entry.get("step") != previous:
             previous = entry.get("step")
-            evals.append({"step": entry.get("step"), "epoch": entry.get("epoch"), "val_loss": entry["eval_loss"],
-                          "metric": entry.get(metric_key),
-                          "train_loss": sum(window) / len(window) if window else None})
+            evals.append(
+                {
+                    "step": entry.get("step"),
+                    "epoch": entry.get("epoch"),
+                    "val_loss": entry["eval_loss"],
+                    "metric": entry.get(metric_key),
+                    "train_loss": sum(window) / len(window) if window else None,
+                }
+            )
             window = []
     return evals
 
 
-def detect(history: list[dict[str, Any]], metric_key: str, greater_is_better: bool,
-           patience: int = 2, min_drop: float = 0.01) -> OverfittingSignal | None:
+def detect(
+    history: list[dict[str, Any]],
+    metric_key: str,
+    greater_is_better: bool,
+    patience: int = 2,
+    min_drop: float = 0.01,
+) -> OverfittingSignal | None:
     """The signal the log history shows now, or None. The metric has fallen when the last `patience`
     evaluations are each worse than its best by more than `min_drop` of the best's magnitude."""
     evals = _evaluations(history, metric_key)
@@ -60,7 +71,10 @@ def detect(history: list[dict[str, Any]], metric_key: str, greater_is_better: bo
     if len(last) > patience and None not in trains and trains[-1] < trains[0]:
         start = last[0]
         return OverfittingSignal(
-            "val_loss_rising", start["epoch"], start["step"], evals[-1]["step"],
+            "val_loss_rising",
+            start["epoch"],
+            start["step"],
+            evals[-1]["step"],
             f"val loss rose for {len(last) - 1} evaluations ({losses[0]:.4g} -> {losses[-1]:.4g}) while the training "
             f"loss fell ({trains[0]:.4g} -> {trains[-1]:.4g})",
         )
@@ -75,7 +89,10 @@ def detect(history: list[dict[str, Any]], metric_key: str, greater_is_better: bo
             start = evals[best_index]
             name = metric_key.removeprefix("eval_")
             return OverfittingSignal(
-                "metric_falling", start["epoch"], start["step"], evals[-1]["step"],
+                "metric_falling",
+                start["epoch"],
+                start["step"],
+                evals[-1]["step"],
                 f"{name} peaked at {best:.4g} and has been worse for {len(after)} evaluations since "
                 f"(now {after[-1]:.4g})",
             )
@@ -93,7 +110,9 @@ class OverfittingWatch(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         history = list(state.log_history)
-        if metrics and (not history or history[-1].get("step") != state.global_step or "eval_loss" not in history[-1]):
+        if metrics and (
+            not history or history[-1].get("step") != state.global_step or "eval_loss" not in history[-1]
+        ):
             history.append({**metrics, "step": state.global_step, "epoch": state.epoch})
         signal = detect(history, self.metric_key, self.greater_is_better, self.patience)
         if signal is None:
@@ -101,8 +120,12 @@ class OverfittingWatch(TrainerCallback):
         self.signal = signal
         if (signal.kind, signal.since_step) not in self._reported and state.is_world_process_zero:
             self._reported.add((signal.kind, signal.since_step))
-            logger.warning("overfitting: %s, since epoch %s (step %d)", signal.detail, signal.since_epoch,
-                           signal.since_step)
+            logger.warning(
+                "overfitting: %s, since epoch %s (step %d)",
+                signal.detail,
+                signal.since_epoch,
+                signal.since_step,
+            )
             _to_wandb(signal, state.global_step)
         return control
 
@@ -114,6 +137,11 @@ def _to_wandb(signal: OverfittingSignal, step: int) -> None:
     wandb = active_wandb()
     if wandb is None:
         return
-    wandb.log({"train/global_step": step, "overfitting/since_epoch": signal.since_epoch or 0.0,
-               f"overfitting/{signal.kind}": 1})
+    wandb.log(
+        {
+            "train/global_step": step,
+            "overfitting/since_epoch": signal.since_epoch or 0.0,
+            f"overfitting/{signal.kind}": 1,
+        }
+    )
     wandb.run.summary["overfitting"] = signal.to_dict()

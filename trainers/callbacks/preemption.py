@@ -50,8 +50,13 @@ def install_handler(signum: int = signal.SIGUSR1) -> None:
 class SlurmPreemption(TrainerCallback):
     """Save at the next step boundary after SIGUSR1 and requeue the Slurm job (see module docstring)."""
 
-    def __init__(self, output_dir: str | Path, job_id: str | None = None, requeue: bool = True,
-                 wait_for_kill_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        job_id: str | None = None,
+        requeue: bool = True,
+        wait_for_kill_s: float = 300.0,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.job_id = job_id or os.environ.get("SLURM_JOB_ID")
         self.requeue = requeue
@@ -75,8 +80,11 @@ class SlurmPreemption(TrainerCallback):
         if state.max_steps and state.global_step >= state.max_steps:
             return control  # the run finishes (and saves) now anyway
         self.stop_step = state.global_step
-        logger.warning("preemption signal: checkpointing at step %d, then requeueing Slurm job %s",
-                       state.global_step, self.job_id)
+        logger.warning(
+            "preemption signal: checkpointing at step %d, then requeueing Slurm job %s",
+            state.global_step,
+            self.job_id,
+        )
         end_of_epoch = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-9
         if not end_of_epoch:
             # Mid-epoch: save this step now. At an epoch's end the epoch's evaluation and save come next.
@@ -96,14 +104,19 @@ class SlurmPreemption(TrainerCallback):
             ok = self._requeue() if self.requeue else False
         ok = _broadcast_flag(ok)
         if not ok:
-            logger.error("checkpoint %s saved but the job was not requeued: resubmit the same command to "
-                         "resume from it", checkpoint)
+            logger.error(
+                "checkpoint %s saved but the job was not requeued: resubmit the same command to "
+                "resume from it",
+                checkpoint,
+            )
             raise SystemExit(REQUEUE_FAILED_EXIT)
         # Slurm is killing the job (SIGTERM to every process): do nothing more, not even another step.
         deadline = time.monotonic() + self.wait_for_kill_s
         while time.monotonic() < deadline:
             time.sleep(0.5)
-        logger.error("job %s was requeued but not stopped within %.0f s; exiting", self.job_id, self.wait_for_kill_s)
+        logger.error(
+            "job %s was requeued but not stopped within %.0f s; exiting", self.job_id, self.wait_for_kill_s
+        )
         os._exit(REQUEUE_FAILED_EXIT)
 
     def _record(self, step: int, checkpoint: Path) -> None:

@@ -63,8 +63,13 @@ class ResourceUse(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         seconds = time.perf_counter() - self._started
         samples, tokens = self.seen.samples - self._at_start[0], self.seen.tokens - self._at_start[1]
-        self._pending = {"epoch": round(state.epoch or 0.0, 4), "step": state.global_step, "train_seconds": seconds,
-                         "samples": samples, "target_tokens": tokens}
+        self._pending = {
+            "epoch": round(state.epoch or 0.0, 4),
+            "step": state.global_step,
+            "train_seconds": seconds,
+            "samples": samples,
+            "target_tokens": tokens,
+        }
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         pending, self._pending = self._pending, None
@@ -90,20 +95,39 @@ class ResourceUse(TrainerCallback):
     def _record(self, p: dict[str, Any], eval_seconds: float, state) -> None:
         seconds = max(p["train_seconds"], 1e-9)
         tokens = p["target_tokens"] or None
-        record = EpochResources(p["epoch"], p["step"], p["train_seconds"], eval_seconds, p["samples"],
-                                p["samples"] / seconds, tokens, tokens / seconds if tokens else None,
-                                peak_memory().bytes)
+        record = EpochResources(
+            p["epoch"],
+            p["step"],
+            p["train_seconds"],
+            eval_seconds,
+            p["samples"],
+            p["samples"] / seconds,
+            tokens,
+            tokens / seconds if tokens else None,
+            peak_memory().bytes,
+        )
         self.epochs.append(record)
         if not state.is_world_process_zero:
             return
-        logger.info("epoch %s: train %.2f s (%.1f samples/s%s), eval %.2f s, peak memory %.1f MiB", record.epoch,
-                    record.train_seconds, record.samples_per_second,
-                    f", {record.tokens_per_second:.0f} tokens/s" if tokens else "", eval_seconds,
-                    record.peak_memory_bytes / 2**20)
+        logger.info(
+            "epoch %s: train %.2f s (%.1f samples/s%s), eval %.2f s, peak memory %.1f MiB",
+            record.epoch,
+            record.train_seconds,
+            record.samples_per_second,
+            f", {record.tokens_per_second:.0f} tokens/s" if tokens else "",
+            eval_seconds,
+            record.peak_memory_bytes / 2**20,
+        )
         from trainers.reporting.wandb import log
 
-        log({f"resources/{k}": v for k, v in asdict(record).items() if k not in ("epoch", "step") and v is not None},
-            record.step)
+        log(
+            {
+                f"resources/{k}": v
+                for k, v in asdict(record).items()
+                if k not in ("epoch", "step") and v is not None
+            },
+            record.step,
+        )
 
     def summary(self) -> dict[str, Any]:
         """The `resources` section of `training_summary.json`."""

@@ -148,9 +148,13 @@ class Augment:
         if crop is not None:
             low, high = crop.scale
             if not 0.0 < low <= high <= 1.0:
-                raise RecipeError(f"{key}.random_resized_crop.scale must satisfy 0 < min <= max <= 1, got {crop.scale}.")
+                raise RecipeError(
+                    f"{key}.random_resized_crop.scale must satisfy 0 < min <= max <= 1, got {crop.scale}."
+                )
             if not 0.0 < crop.ratio[0] <= crop.ratio[1]:
-                raise RecipeError(f"{key}.random_resized_crop.ratio must satisfy 0 < min <= max, got {crop.ratio}.")
+                raise RecipeError(
+                    f"{key}.random_resized_crop.ratio must satisfy 0 < min <= max, got {crop.ratio}."
+                )
             if crop.size is not None and (len(crop.size) != 2 or min(crop.size) < 1):
                 raise RecipeError(f"{key}.random_resized_crop.size is (width, height) >= 1, got {crop.size}.")
 
@@ -218,11 +222,15 @@ class _Annotations:
     """Boxes, their labels and keypoints of one sample, moved together by point maps."""
 
     def __init__(self, sample: Sample) -> None:
-        self.boxes = None if sample.boxes is None else np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+        self.boxes = (
+            None if sample.boxes is None else np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
+        )
         self.labels = sample.box_labels
         self.keypoints = None if sample.keypoints is None else np.array(sample.keypoints, dtype=np.float64)
         if self.keypoints is not None and self.keypoints.shape[-1] != 3:
-            raise ValueError(f"keypoints must be (..., K, 3) of (x, y, visibility), got shape {self.keypoints.shape}")
+            raise ValueError(
+                f"keypoints must be (..., K, 3) of (x, y, visibility), got shape {self.keypoints.shape}"
+            )
         if self.labels is not None and self.boxes is not None and len(self.labels) != len(self.boxes):
             raise ValueError(f"{len(self.labels)} box labels for {len(self.boxes)} boxes")
         self.per_box = self.keypoints is not None and self.keypoints.ndim == 3 and self.boxes is not None
@@ -230,8 +238,15 @@ class _Annotations:
             raise ValueError(f"per-box keypoints {self.keypoints.shape} for {len(self.boxes)} boxes")
         self.dropped = 0
 
-    def move(self, point_map, width: int, height: int, min_area: float = 0.0, min_visibility: float = 0.0,
-             drop: bool = True) -> None:
+    def move(
+        self,
+        point_map,
+        width: int,
+        height: int,
+        min_area: float = 0.0,
+        min_visibility: float = 0.0,
+        drop: bool = True,
+    ) -> None:
         """Map every point; boxes → enclosing box of their mapped corners, clipped; with `drop`, boxes left
         empty, under `min_area` or under `min_visibility` of their mapped area are removed and counted."""
         if self.boxes is not None and len(self.boxes):
@@ -239,8 +254,13 @@ class _Annotations:
             xs, ys = point_map(np.stack([x0, x1, x1, x0], 1), np.stack([y0, y0, y1, y1], 1))
             moved = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1)
             clipped = np.stack(
-                [moved[:, 0].clip(0, width), moved[:, 1].clip(0, height), moved[:, 2].clip(0, width),
-                 moved[:, 3].clip(0, height)], 1,
+                [
+                    moved[:, 0].clip(0, width),
+                    moved[:, 1].clip(0, height),
+                    moved[:, 2].clip(0, width),
+                    moved[:, 3].clip(0, height),
+                ],
+                1,
             )
             area = (clipped[:, 2] - clipped[:, 0]).clip(0) * (clipped[:, 3] - clipped[:, 1]).clip(0)
             full = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
@@ -258,7 +278,9 @@ class _Annotations:
         self.boxes = boxes[keep]
         if self.labels is not None:
             idx = np.flatnonzero(keep)
-            self.labels = self.labels[idx] if isinstance(self.labels, np.ndarray) else [self.labels[i] for i in idx]
+            self.labels = (
+                self.labels[idx] if isinstance(self.labels, np.ndarray) else [self.labels[i] for i in idx]
+            )
         if self.per_box:
             self.keypoints = self.keypoints[keep]
 
@@ -277,14 +299,17 @@ class _Annotations:
         self.keypoints = self.keypoints[..., order, :]
 
     def to_sample(self, image: Image.Image, caption: str | list[str] | None) -> Sample:
-        return Sample(image=image, boxes=self.boxes, box_labels=self.labels, keypoints=self.keypoints,
-                      caption=caption)
+        return Sample(
+            image=image, boxes=self.boxes, box_labels=self.labels, keypoints=self.keypoints, caption=caption
+        )
 
 
 # -------------------------------------------------------------------------------------------------- ops
 
 
-def _crop_params(rng: np.random.Generator, width: int, height: int, crop: RandomResizedCrop) -> tuple[int, ...]:
+def _crop_params(
+    rng: np.random.Generator, width: int, height: int, crop: RandomResizedCrop
+) -> tuple[int, ...]:
     """(left, top, w, h), torchvision's RandomResizedCrop.get_params with numpy draws."""
     area = width * height
     log_ratio = (math.log(crop.ratio[0]), math.log(crop.ratio[1]))
@@ -307,8 +332,11 @@ def _crop_params(rng: np.random.Generator, width: int, height: int, crop: Random
 
 def _jitter(image: Image.Image, jitter: ColorJitter, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     drawn: dict[str, float] = {}
-    for name, enhancer in (("brightness", ImageEnhance.Brightness), ("contrast", ImageEnhance.Contrast),
-                           ("saturation", ImageEnhance.Color)):
+    for name, enhancer in (
+        ("brightness", ImageEnhance.Brightness),
+        ("contrast", ImageEnhance.Contrast),
+        ("saturation", ImageEnhance.Color),
+    ):
         amount = getattr(jitter, name)
         factor = rng.uniform(max(0.0, 1.0 - amount), 1.0 + amount)  # drawn even when skipped: stable stream
         if amount and (name != "saturation" or image.mode == "RGB"):
@@ -340,8 +368,13 @@ def augment(sample: Sample, config: Augment, *, seed: int, epoch: int, index: in
         out_w, out_h = crop.size or image.size
         image = image.resize((out_w, out_h), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
         sx, sy = out_w / w, out_h / h
-        notes.move(lambda x, y: ((x - left) * sx, (y - top) * sy), out_w, out_h,
-                   config.min_box_area, config.min_box_visibility)
+        notes.move(
+            lambda x, y: ((x - left) * sx, (y - top) * sy),
+            out_w,
+            out_h,
+            config.min_box_area,
+            config.min_box_visibility,
+        )
         applied["crop"] = (left, top, w, h)
 
     if config.hflip and _rng(seed, epoch, index, _FLIP).random() < config.hflip:
@@ -353,11 +386,15 @@ def augment(sample: Sample, config: Augment, *, seed: int, epoch: int, index: in
             notes.move(lambda x, y: (width - x, y), image.width, image.height, drop=False)
             notes.flip_keypoint_pairs(config.flip_pairs)
             if caption is not None:
-                caption = swap_sides(caption) if isinstance(caption, str) else [swap_sides(c) for c in caption]
+                caption = (
+                    swap_sides(caption) if isinstance(caption, str) else [swap_sides(c) for c in caption]
+                )
             applied["hflip"] = True
 
     if config.rotate_degrees:
-        angle = float(_rng(seed, epoch, index, _ROTATE).uniform(-config.rotate_degrees, config.rotate_degrees))
+        angle = float(
+            _rng(seed, epoch, index, _ROTATE).uniform(-config.rotate_degrees, config.rotate_degrees)
+        )
         image, point_map = _rotate(image, angle, config.fill)
         notes.move(point_map, image.width, image.height, config.min_box_area, config.min_box_visibility)
         applied["rotate"] = angle
@@ -376,8 +413,9 @@ def _rotate(image: Image.Image, degrees: float, fill: int):
     # PIL's AFFINE data maps output (x, y) to input: x_in = a x + b y + c, y_in = d x + e y + f (pixel centres)
     inverse = (cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy)
     fillcolor = fill if len(image.getbands()) == 1 else (fill,) * len(image.getbands())
-    rotated = image.transform(image.size, Image.Transform.AFFINE, inverse, Image.Resampling.BILINEAR,
-                              fillcolor=fillcolor)
+    rotated = image.transform(
+        image.size, Image.Transform.AFFINE, inverse, Image.Resampling.BILINEAR, fillcolor=fillcolor
+    )
 
     def forward(x, y):  # the inverse of `inverse`: p' = c + R (p - c), R = [[cos, sin], [-sin, cos]]
         dx, dy = x - cx, y - cy
@@ -409,8 +447,13 @@ class AugmentedDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.dataset[index])
-        sample = Sample(image=item["image"], boxes=item.get("boxes"), box_labels=item.get("box_labels"),
-                        keypoints=item.get("keypoints"), caption=item.get("caption"))
+        sample = Sample(
+            image=item["image"],
+            boxes=item.get("boxes"),
+            box_labels=item.get("box_labels"),
+            keypoints=item.get("keypoints"),
+            caption=item.get("caption"),
+        )
         out = augment(sample, self.config, seed=self.seed, epoch=self.epoch, index=index)
         item["image"] = out.sample.image
         for key in ("boxes", "box_labels", "keypoints", "caption"):

@@ -54,7 +54,9 @@ def load_source(source: DatasetSource, key: str = "data.source") -> Dataset | It
     `key` is the recipe key of `source`, used in every error message.
     """
     if source.kind not in ("disk", "hub", *_BUILDERS):
-        raise RecipeError(f"{key}.kind must be one of disk, hub, imagefolder, json, csv; got {source.kind!r}.")
+        raise RecipeError(
+            f"{key}.kind must be one of disk, hub, imagefolder, json, csv; got {source.kind!r}."
+        )
     table = _load_table(source, key)
     columns = _check_columns(table, source, key)
     table = table.select_columns(sorted({c.split(".")[0] for c in columns.values()}))  # unmapped: never read
@@ -73,9 +75,12 @@ def _load_table(source: DatasetSource, key: str) -> Any:
     if not path.exists():
         layout = (
             "directory (one subfolder per class, optionally under train/ validation/ test/)"
-            if source.kind == "imagefolder" else "directory or file"
+            if source.kind == "imagefolder"
+            else "directory or file"
         )
-        raise DatasetNotAvailableError(f"{key}.path: {source.path!r} does not exist. Point it at the {source.kind} {layout}.")
+        raise DatasetNotAvailableError(
+            f"{key}.path: {source.path!r} does not exist. Point it at the {source.kind} {layout}."
+        )
     kwargs: dict[str, Any] = {"cache_dir": source.cache_dir, "streaming": source.streaming}
     if path.is_file():
         if source.kind == "imagefolder":
@@ -129,8 +134,12 @@ def _from_hub(source: DatasetSource, key: str) -> Any:
         raise DatasetNotAvailableError(f"{key}: {plan.problem(what)}. {_how_to_provide_dataset(source, key)}")
     try:
         loaded = datasets.load_dataset(
-            source.path, source.name, split=source.split, revision=source.revision,
-            streaming=source.streaming, cache_dir=source.cache_dir,
+            source.path,
+            source.name,
+            split=source.split,
+            revision=source.revision,
+            streaming=source.streaming,
+            cache_dir=source.cache_dir,
         )
     except (ConnectionError, FileNotFoundError, OSError, ValueError) as error:
         problem = plan.problem(what)
@@ -189,7 +198,9 @@ def _check_columns(table: Any, source: DatasetSource, key: str) -> dict[str, str
                     f"its fields are: {', '.join(fields)}."
                 )
     if "image" not in columns:
-        raise RecipeError(f"{key}.columns.image is not set; every task needs an image column ({', '.join(existing)}).")
+        raise RecipeError(
+            f"{key}.columns.image is not set; every task needs an image column ({', '.join(existing)})."
+        )
     return columns
 
 
@@ -272,8 +283,9 @@ class _Mapper:
 class SourceDataset(Dataset):
     """Map-style view of one split; `table` stays memory-mapped and each `[i]` decodes only row i."""
 
-    def __init__(self, table: Any, columns: dict[str, str], source: DatasetSource, base: Path | None,
-                 key: str) -> None:
+    def __init__(
+        self, table: Any, columns: dict[str, str], source: DatasetSource, base: Path | None, key: str
+    ) -> None:
         self.table = table
         self.mapper = _Mapper(columns, source, base, key)
 
@@ -305,8 +317,9 @@ def column_values(dataset: SourceDataset, task_key: str) -> list[Any]:
 class StreamingSourceDataset(IterableDataset):
     """Iterable view: rows are read (and images decoded) as iteration reaches them."""
 
-    def __init__(self, table: Any, columns: dict[str, str], source: DatasetSource, base: Path | None,
-                 key: str) -> None:
+    def __init__(
+        self, table: Any, columns: dict[str, str], source: DatasetSource, base: Path | None, key: str
+    ) -> None:
         self.table = table
         self.mapper = _Mapper(columns, source, base, key)
 

@@ -68,7 +68,14 @@ def resolve_stages(model: nn.Module, stages: Sequence[Stage]) -> list[StagePlan]
             names.extend(n for n in selected if n not in claimed and n not in names)
         claimed.update(names)
         plans.append(
-            StagePlan(i, stage.epoch, stage.targets(), stage.lr_mult, names, sum(param_numel(params[n]) for n in names))
+            StagePlan(
+                i,
+                stage.epoch,
+                stage.targets(),
+                stage.lr_mult,
+                names,
+                sum(param_numel(params[n]) for n in names),
+            )
         )
         if not names:
             logger.warning("stage %d (epoch %d) unfreezes nothing new: %s", i, stage.epoch, stage.targets())
@@ -115,14 +122,18 @@ class ProgressiveUnfreezing(TrainerCallback):
         self.gates = list(gates)
         self.steps_per_epoch: int | None = None
         self.opened_at_step: dict[int, int] = {}
-        self.state_entries_reset: dict[int, int] = {}  # per stage: optimizer-state entries dropped on this rank
+        self.state_entries_reset: dict[
+            int, int
+        ] = {}  # per stage: optimizer-state entries dropped on this rank
 
     def boundary_step(self, plan: StagePlan) -> int:
         assert self.steps_per_epoch is not None
         return plan.epoch * self.steps_per_epoch
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        self.steps_per_epoch = update_steps_per_epoch(len(kwargs["train_dataloader"]), args.gradient_accumulation_steps)
+        self.steps_per_epoch = update_steps_per_epoch(
+            len(kwargs["train_dataloader"]), args.gradient_accumulation_steps
+        )
         optimizer = kwargs.get("optimizer")
         for plan, gate in zip(self.plans, self.gates, strict=True):
             # Resumed past this boundary: the checkpoint's optimizer state already reflects the opening.
@@ -143,5 +154,10 @@ class ProgressiveUnfreezing(TrainerCallback):
         self.opened_at_step[plan.index] = step
         logger.info(
             "stage %d: unfroze %d tensors (%s params) at step %d (epoch %d): %s",
-            plan.index, len(plan.param_names), f"{plan.num_params:,}", step, plan.epoch, ", ".join(plan.targets),
+            plan.index,
+            len(plan.param_names),
+            f"{plan.num_params:,}",
+            step,
+            plan.epoch,
+            ", ".join(plan.targets),
         )

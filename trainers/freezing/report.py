@@ -60,10 +60,23 @@ class FreezeReport:
         for m in [*self.modules, ModuleCount("TOTAL", self.total, self.trainable, self.scheduled)]:
             pct = 100.0 * m.trainable / m.total if m.total else 0.0
             frozen = m.total - m.trainable - m.scheduled
-            rows.append((m.module, f"{m.total:,}", f"{m.trainable:,}", f"{m.scheduled:,}", f"{pct:.2f}", f"{frozen:,}"))
+            rows.append(
+                (
+                    m.module,
+                    f"{m.total:,}",
+                    f"{m.trainable:,}",
+                    f"{m.scheduled:,}",
+                    f"{pct:.2f}",
+                    f"{frozen:,}",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                 for r in rows]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in rows
+        ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         for r in self.rules:
             lines.append(f"rule: {r.rule} -> {r.tensors} tensors, {r.params:,} params")

@@ -38,8 +38,9 @@ def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
     return aliases
 
 
-def select_parameters(model: nn.Module, target: str | None = None, regex: str | None = None,
-                      within: str | None = None) -> list[str]:
+def select_parameters(
+    model: nn.Module, target: str | None = None, regex: str | None = None, within: str | None = None
+) -> list[str]:
     """Canonical names of the parameters a target selects, in model order. Empty selection is an error.
 
     `within` (a module path) makes `regex` search the names relative to that module.
@@ -51,8 +52,11 @@ def select_parameters(model: nn.Module, target: str | None = None, regex: str | 
         if within is not None:
             resolve_modules(model, within)  # a wrong scope is an error naming the nearest modules
             prefix = within.rstrip(".") + "."
-        scoped = [(n.removeprefix(prefix), p) for n, p in model.named_parameters(remove_duplicate=False)
-                  if n.startswith(prefix)]
+        scoped = [
+            (n.removeprefix(prefix), p)
+            for n, p in model.named_parameters(remove_duplicate=False)
+            if n.startswith(prefix)
+        ]
         names = [canonical[id(p)] for n, p in scoped if pattern.search(n)]
         if not names:
             where = f" in {within}" if within is not None else ""

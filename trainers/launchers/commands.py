@@ -84,9 +84,16 @@ def build_launch_command(launch: Launch, script: str, script_args: Sequence[str]
     port = master_port(launch)
     if launch.launcher == "torchrun":
         return [
-            sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc}",
-            f"--nnodes={launch.nnodes}", f"--node_rank={launch.node_rank}",
-            f"--master_addr={launch.master_addr}", f"--master_port={port}", script, *script_args,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={launch.nproc}",
+            f"--nnodes={launch.nnodes}",
+            f"--node_rank={launch.node_rank}",
+            f"--master_addr={launch.master_addr}",
+            f"--master_port={port}",
+            script,
+            *script_args,
         ]
     if launch.launcher == "accelerate":
         world = launch.nproc * launch.nnodes
@@ -95,10 +102,17 @@ def build_launch_command(launch: Launch, script: str, script_args: Sequence[str]
         else:
             mode = ["--multi_gpu"] if world > 1 else []
         return [
-            sys.executable, "-m", "accelerate.commands.launch", *mode,
-            f"--num_processes={world}", f"--num_machines={launch.nnodes}",
-            f"--machine_rank={launch.node_rank}", f"--main_process_ip={launch.master_addr}",
-            f"--main_process_port={port}", script, *script_args,
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            *mode,
+            f"--num_processes={world}",
+            f"--num_machines={launch.nnodes}",
+            f"--machine_rank={launch.node_rank}",
+            f"--main_process_ip={launch.master_addr}",
+            f"--main_process_port={port}",
+            script,
+            *script_args,
         ]
     if launch.launcher == "deepspeed":
         # `python -m deepspeed.launcher.runner` is the `deepspeed` script, without relying on PATH.
@@ -106,8 +120,15 @@ def build_launch_command(launch: Launch, script: str, script_args: Sequence[str]
         if launch.nnodes > 1:  # every node runs this command itself (as with torchrun); no ssh/pdsh fan-out
             nodes += ["--no_ssh", f"--node_rank={launch.node_rank}"]
         return [
-            sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={launch.nproc}", *nodes,
-            f"--master_addr={launch.master_addr}", f"--master_port={port}", script, *script_args,
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            f"--num_gpus={launch.nproc}",
+            *nodes,
+            f"--master_addr={launch.master_addr}",
+            f"--master_port={port}",
+            script,
+            *script_args,
         ]
     raise RecipeError(f"launcher {launch.launcher!r} is not handled by launch.py's process launchers.")
 
@@ -133,8 +154,10 @@ def run_launcher(command: Sequence[str]) -> tuple[int, list[str]]:
     """
     with tempfile.TemporaryDirectory(prefix="launch-errors-") as errors:
         child = subprocess.Popen(list(command), env={**os.environ, WORKER_ERRORS_ENV: errors})
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, lambda sig, _frame: child.send_signal(sig))}
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda sig, _frame: child.send_signal(sig)),
+        }
         try:
             status = child.wait()
         finally:

@@ -20,43 +20,138 @@ from trainers.recipe.config import Launch, Training
 DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
 
 # Top-level keys DeepSpeed 0.19 reads (deepspeed/runtime/config.py and the feature configs it loads).
-TOP_LEVEL_KEYS = frozenset({
-    "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
-    "steps_per_print", "wall_clock_breakdown", "memory_breakdown", "dump_state", "prescale_gradients",
-    "gradient_predivide_factor", "sparse_gradients", "communication_data_type", "seq_parallel_communication_data_type",
-    "disable_allgather", "fp16", "bf16", "bfloat16", "amp", "torch_autocast", "zero_optimization",
-    "zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "optimizer", "scheduler",
-    "activation_checkpointing", "flops_profiler", "comms_logger", "monitor_config", "tensorboard", "wandb",
-    "csv_monitor", "comet", "aio", "checkpoint", "data_types", "compression_training", "data_efficiency",
-    "curriculum_learning", "progressive_layer_drop", "eigenvalue", "quantize_training", "sparse_attention",
-    "elasticity", "autotuning", "pipeline", "hybrid_engine", "nebula", "compile", "timers", "weight_quantization",
-    "use_data_before_expert_parallelism", "graph_harvesting", "use_node_local_storage", "load_universal_checkpoint",
-    "dataloader_drop_last", "zero_quantized_weights", "zero_quantized_gradients", "mics_shard_size",
-    "mics_hierarchical_params_gather", "tensor_parallel", "sequence_parallel_size", "gradient_accumulation_dtype",
-})
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "train_batch_size",
+        "train_micro_batch_size_per_gpu",
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+        "steps_per_print",
+        "wall_clock_breakdown",
+        "memory_breakdown",
+        "dump_state",
+        "prescale_gradients",
+        "gradient_predivide_factor",
+        "sparse_gradients",
+        "communication_data_type",
+        "seq_parallel_communication_data_type",
+        "disable_allgather",
+        "fp16",
+        "bf16",
+        "bfloat16",
+        "amp",
+        "torch_autocast",
+        "zero_optimization",
+        "zero_allow_untested_optimizer",
+        "zero_force_ds_cpu_optimizer",
+        "optimizer",
+        "scheduler",
+        "activation_checkpointing",
+        "flops_profiler",
+        "comms_logger",
+        "monitor_config",
+        "tensorboard",
+        "wandb",
+        "csv_monitor",
+        "comet",
+        "aio",
+        "checkpoint",
+        "data_types",
+        "compression_training",
+        "data_efficiency",
+        "curriculum_learning",
+        "progressive_layer_drop",
+        "eigenvalue",
+        "quantize_training",
+        "sparse_attention",
+        "elasticity",
+        "autotuning",
+        "pipeline",
+        "hybrid_engine",
+        "nebula",
+        "compile",
+        "timers",
+        "weight_quantization",
+        "use_data_before_expert_parallelism",
+        "graph_harvesting",
+        "use_node_local_storage",
+        "load_universal_checkpoint",
+        "dataloader_drop_last",
+        "zero_quantized_weights",
+        "zero_quantized_gradients",
+        "mics_shard_size",
+        "mics_hierarchical_params_gather",
+        "tensor_parallel",
+        "sequence_parallel_size",
+        "gradient_accumulation_dtype",
+    }
+)
 
 # `zero_optimization` keys, names and aliases of DeepSpeedZeroConfig (a test keeps this in sync).
-ZERO_KEYS = frozenset({
-    "stage", "contiguous_gradients", "reduce_scatter", "reduce_bucket_size", "use_multi_rank_bucket_allreduce",
-    "allgather_partitions", "allgather_bucket_size", "overlap_comm", "load_from_fp32_weights", "elastic_checkpoint",
-    "offload_param", "offload_optimizer", "sub_group_size", "cpu_offload_param", "cpu_offload_use_pin_memory",
-    "cpu_offload", "prefetch_bucket_size", "stage3_prefetch_bucket_size", "param_persistence_threshold",
-    "stage3_param_persistence_threshold", "model_persistence_threshold", "stage3_model_persistence_threshold",
-    "max_live_parameters", "stage3_max_live_parameters", "max_reuse_distance", "stage3_max_reuse_distance",
-    "gather_16bit_weights_on_model_save", "stage3_gather_16bit_weights_on_model_save",
-    "stage3_gather_fp16_weights_on_model_save", "module_granularity_threshold",
-    "stage3_module_granularity_threshold", "use_all_reduce_for_fetch_params",
-    "stage3_use_all_reduce_for_fetch_params", "allgather_sequential", "stage3_allgather_sequential",
-    "ignore_unused_parameters", "legacy_stage1", "round_robin_gradients", "zero_hpz_partition_size",
-    "zero_quantized_weights", "zero_quantized_nontrainable_weights", "zero_quantized_gradients",
-    "memory_efficient_linear", "pipeline_loading_checkpoint", "override_module_apply", "log_trace_cache_warnings",
-    "enable_sanity_checks", "leaf_module", "compute_grad_norm", "parameter_alignment", "zenflow",
-    "save_muon_momentum_buffer_in_memory",
-})
+ZERO_KEYS = frozenset(
+    {
+        "stage",
+        "contiguous_gradients",
+        "reduce_scatter",
+        "reduce_bucket_size",
+        "use_multi_rank_bucket_allreduce",
+        "allgather_partitions",
+        "allgather_bucket_size",
+        "overlap_comm",
+        "load_from_fp32_weights",
+        "elastic_checkpoint",
+        "offload_param",
+        "offload_optimizer",
+        "sub_group_size",
+        "cpu_offload_param",
+        "cpu_offload_use_pin_memory",
+        "cpu_offload",
+        "prefetch_bucket_size",
+        "stage3_prefetch_bucket_size",
+        "param_persistence_threshold",
+        "stage3_param_persistence_threshold",
+        "model_persistence_threshold",
+        "stage3_model_persistence_threshold",
+        "max_live_parameters",
+        "stage3_max_live_parameters",
+        "max_reuse_distance",
+        "stage3_max_reuse_distance",
+        "gather_16bit_weights_on_model_save",
+        "stage3_gather_16bit_weights_on_model_save",
+        "stage3_gather_fp16_weights_on_model_save",
+        "module_granularity_threshold",
+        "stage3_module_granularity_threshold",
+        "use_all_reduce_for_fetch_params",
+        "stage3_use_all_reduce_for_fetch_params",
+        "allgather_sequential",
+        "stage3_allgather_sequential",
+        "ignore_unused_parameters",
+        "legacy_stage1",
+        "round_robin_gradients",
+        "zero_hpz_partition_size",
+        "zero_quantized_weights",
+        "zero_quantized_nontrainable_weights",
+        "zero_quantized_gradients",
+        "memory_efficient_linear",
+        "pipeline_loading_checkpoint",
+        "override_module_apply",
+        "log_trace_cache_warnings",
+        "enable_sanity_checks",
+        "leaf_module",
+        "compute_grad_norm",
+        "parameter_alignment",
+        "zenflow",
+        "save_muon_momentum_buffer_in_memory",
+    }
+)
 
 # Keys the Trainer fills from TrainingArguments when they say "auto" (and checks when they don't).
-TRAINER_FILLED = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                  "gradient_clipping")
+TRAINER_FILLED = (
+    "train_batch_size",
+    "train_micro_batch_size_per_gpu",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+)
 
 
 class DeepSpeedConfigError(RecipeError):
@@ -74,7 +169,9 @@ def shipped_config(zero: int, offload: bool = False) -> Path:
         )
     path = DS_CONFIG_DIR / f"zero{zero}{'_offload' if offload else ''}.json"
     if not path.is_file():
-        raise DeepSpeedConfigError(f"{path} is missing: the shipped DeepSpeed configs live in {DS_CONFIG_DIR}/.")
+        raise DeepSpeedConfigError(
+            f"{path} is missing: the shipped DeepSpeed configs live in {DS_CONFIG_DIR}/."
+        )
     return path
 
 
@@ -124,8 +221,8 @@ def load_deepspeed_config(path: str | Path) -> dict[str, Any]:
         raise DeepSpeedConfigError(f"DeepSpeed config {path}: cannot be read ({exc}). {fix}") from None
     if not isinstance(config, dict):
         raise DeepSpeedConfigError(
-            f"DeepSpeed config {path}: the top level must be a JSON object (e.g. {{\"zero_optimization\": "
-            f"{{\"stage\": 2}}}}), not a JSON {type(config).__name__}. Fix the file."
+            f'DeepSpeed config {path}: the top level must be a JSON object (e.g. {{"zero_optimization": '
+            f'{{"stage": 2}}}}), not a JSON {type(config).__name__}. Fix the file.'
         )
     return config
 
@@ -147,14 +244,16 @@ def validate_deepspeed_config(
     problems += _unknown(config, TOP_LEVEL_KEYS, "")
     zero = config.get("zero_optimization", {})
     if not isinstance(zero, dict):
-        problems.append("zero_optimization must be an object, e.g. {\"stage\": 2}")
+        problems.append('zero_optimization must be an object, e.g. {"stage": 2}')
         zero = {}
     problems += _unknown(zero, ZERO_KEYS, "zero_optimization.")
     stage = _stage(config)
     if stage not in (0, 1, 2, 3):
         problems.append(f"zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     offload_opt = _offload_device(zero, "offload_optimizer") or ("cpu" if zero.get("cpu_offload") else None)
-    offload_param = _offload_device(zero, "offload_param") or ("cpu" if zero.get("cpu_offload_param") else None)
+    offload_param = _offload_device(zero, "offload_param") or (
+        "cpu" if zero.get("cpu_offload_param") else None
+    )
     if offload_opt and isinstance(stage, int) and stage < 2:
         problems.append(
             f"zero_optimization.offload_optimizer (device {offload_opt!r}) with stage {stage}: offloading "
@@ -166,7 +265,7 @@ def validate_deepspeed_config(
             "partitions parameters, so only stage 3 can offload them (use ds_configs/zero3_offload.json)"
         )
     if _enabled(config.get("fp16")) is True and _enabled(config.get("bf16")) is True:
-        problems.append("fp16.enabled and bf16.enabled are both true: pick one (or \"auto\" for both)")
+        problems.append('fp16.enabled and bf16.enabled are both true: pick one (or "auto" for both)')
     for section in ("optimizer", "scheduler"):
         if section in config:
             problems.append(
@@ -229,7 +328,7 @@ def _pinned_mismatches(config: dict[str, Any], training: Training, world_size: i
             continue
         want, source = expected[key]
         if not isinstance(value, int | float) or float(value) != float(want):
-            problems.append(f"{key}={value!r} but the recipe gives {want} ({source}); set it to \"auto\"")
+            problems.append(f'{key}={value!r} but the recipe gives {want} ({source}); set it to "auto"')
     return problems
 
 
@@ -248,29 +347,46 @@ def deepspeed_config_from_accelerate_env(env: dict[str, str] | None = None) -> s
     if env.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none") not in ("", "none"):
         return str(Path(env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).resolve())
     stage = int(env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
-    offload = any(env.get(f"ACCELERATE_DEEPSPEED_OFFLOAD_{what}_DEVICE", "none") not in ("", "none")
-                  for what in ("OPTIMIZER", "PARAM"))
+    offload = any(
+        env.get(f"ACCELERATE_DEEPSPEED_OFFLOAD_{what}_DEVICE", "none") not in ("", "none")
+        for what in ("OPTIMIZER", "PARAM")
+    )
     if stage == 0:
         return None
     if real_env:
         # The yaml's DeepSpeed fields now live in the config file; accelerate refuses a config file while
         # they are still listed (ValueError "... config variables will be ignored"), so unlist them.
         os.environ["ACCELERATE_CONFIG_DS_FIELDS"] = ",".join(
-            f for f in env.get("ACCELERATE_CONFIG_DS_FIELDS", "").split(",") if f and f not in _TRANSLATED_FIELDS
+            f
+            for f in env.get("ACCELERATE_CONFIG_DS_FIELDS", "").split(",")
+            if f and f not in _TRANSLATED_FIELDS
         )
     return str(shipped_config(stage, offload and stage > 1))
 
 
 # accelerate yaml DeepSpeed fields that the shipped config (and the recipe, through "auto") replaces.
-_TRANSLATED_FIELDS = frozenset({
-    "gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
-    "offload_param_device", "offload_param_nvme_path", "offload_optimizer_nvme_path", "zero3_save_16bit_model",
-    "mixed_precision", "zero3_init_flag",
-})
+_TRANSLATED_FIELDS = frozenset(
+    {
+        "gradient_accumulation_steps",
+        "gradient_clipping",
+        "zero_stage",
+        "offload_optimizer_device",
+        "offload_param_device",
+        "offload_param_nvme_path",
+        "offload_optimizer_nvme_path",
+        "zero3_save_16bit_model",
+        "mixed_precision",
+        "zero3_init_flag",
+    }
+)
 
 
-def deepspeed_config_for(launch: Launch, training: Training | None = None, world_size: int | None = None,
-                         env: dict[str, str] | None = None) -> str | None:
+def deepspeed_config_for(
+    launch: Launch,
+    training: Training | None = None,
+    world_size: int | None = None,
+    env: dict[str, str] | None = None,
+) -> str | None:
     """Resolve (`--zero`, `--deepspeed`, or an accelerate DeepSpeed launch) and validate; None without DeepSpeed."""
     path = resolve_deepspeed_config(launch) or deepspeed_config_from_accelerate_env(env)
     if path is not None:

@@ -52,12 +52,16 @@ def processes_per_node(recipe: Recipe) -> int:
     return recipe.slurm.gpus_per_node or recipe.launch.nproc
 
 
-def job_arguments(recipe_path: str, overrides: Sequence[str], flags: Sequence[str], output_dir: Path,
-                  recipe: Recipe) -> list[str]:
+def job_arguments(
+    recipe_path: str, overrides: Sequence[str], flags: Sequence[str], output_dir: Path, recipe: Recipe
+) -> list[str]:
     """What `launch.py` gets inside the job (it then trains in-process under torchrun)."""
     return [
-        str(Path(recipe_path).resolve()), *overrides, *flags,
-        f"launch.nproc={processes_per_node(recipe)}", f"launch.nnodes={recipe.slurm.nodes}",
+        str(Path(recipe_path).resolve()),
+        *overrides,
+        *flags,
+        f"launch.nproc={processes_per_node(recipe)}",
+        f"launch.nnodes={recipe.slurm.nodes}",
         f"output_dir={output_dir}",
     ]
 
@@ -93,12 +97,15 @@ def template_body(template: Path = TEMPLATE) -> str:
     text = template.read_text()
     _, marker, body = text.partition(BODY_MARKER)
     if not marker:
-        raise SlurmError(f"{template} lacks the line '{BODY_MARKER} ...' that separates headers from the body.")
+        raise SlurmError(
+            f"{template} lacks the line '{BODY_MARKER} ...' that separates headers from the body."
+        )
     return body.split("\n", 1)[1]
 
 
-def render_script(recipe: Recipe, variants: list[list[str]], log_pattern: str, repo: Path,
-                  python: str, command: str) -> str:
+def render_script(
+    recipe: Recipe, variants: list[list[str]], log_pattern: str, repo: Path, python: str, command: str
+) -> str:
     """The sbatch script for `variants` (one argument list, or several for a job array)."""
     s = recipe.slurm
     lines = [
@@ -123,8 +130,15 @@ def render_script(recipe: Recipe, variants: list[list[str]], log_pattern: str, r
     return "\n".join(lines) + "\n\n" + template_body()
 
 
-def prepare_job(recipe: Recipe, recipe_path: str, overrides: Sequence[str], flags: Sequence[str],
-                launch_script: str, sweep: Sequence[str] = (), load=None) -> SlurmJob:
+def prepare_job(
+    recipe: Recipe,
+    recipe_path: str,
+    overrides: Sequence[str],
+    flags: Sequence[str],
+    launch_script: str,
+    sweep: Sequence[str] = (),
+    load=None,
+) -> SlurmJob:
     """Render the job for `recipe` (and one variant per `--sweep` entry); nothing is written yet.
 
     A sweep entry is extra overrides, optionally led by another recipe file (`recipes/other.py k=v`):
@@ -192,7 +206,9 @@ def submit(job: SlurmJob) -> str:
         raise SlurmError(f"sbatch rejected the job ({job.script_path}): {_first_lines(result)}")
     job_id = result.stdout.strip().split(";")[0]
     if not job_id.isdigit():
-        raise SlurmError(f"sbatch gave no job id (stdout {result.stdout!r}, stderr {result.stderr.strip()!r}).")
+        raise SlurmError(
+            f"sbatch gave no job id (stdout {result.stdout!r}, stderr {result.stderr.strip()!r})."
+        )
     return job_id
 
 

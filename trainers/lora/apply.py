@@ -56,7 +56,9 @@ class LoraPlan:
     modules_to_save: list[str]  # full paths
     from_rules: list[str]  # which of them come from freeze rules / stages
     tied: list[TiedWeight] = field(default_factory=list)
-    excluded: list[str] = field(default_factory=list)  # matched targets inside modules_to_save (trained fully)
+    excluded: list[str] = field(
+        default_factory=list
+    )  # matched targets inside modules_to_save (trained fully)
     lora_params: int = 0
     saved_module_params: int = 0
     trainable: int = 0  # peft's get_nb_trainable_parameters()[0]
@@ -88,11 +90,15 @@ class LoraPlan:
             lines.append(f"  {tower}: {len(paths)} LoRA modules")
             lines += [f"    {p}" for p in _compress(paths)]
         if len(self.targets) > 1:
-            lines.append(f"  note: the targets hit {len(self.targets)} top-level modules ({', '.join(self.targets)}); "
-                         "use lora.target_regex to restrict them to one")
+            lines.append(
+                f"  note: the targets hit {len(self.targets)} top-level modules ({', '.join(self.targets)}); "
+                "use lora.target_regex to restrict them to one"
+            )
         if self.excluded:
-            lines.append(f"  not LoRA-wrapped: {len(self.excluded)} matched modules inside modules_to_save "
-                         "(they train fully there):")
+            lines.append(
+                f"  not LoRA-wrapped: {len(self.excluded)} matched modules inside modules_to_save "
+                "(they train fully there):"
+            )
             lines += [f"    {p}" for p in _compress(self.excluded)]
         if self.modules_to_save:
             lines.append("  modules_to_save (trained fully, saved with the adapter):")
@@ -101,10 +107,13 @@ class LoraPlan:
         for t in self.tied:
             lines.append(
                 f"  tied: {t.name} (in {t.module}) shares its tensor with {t.shared_with}: "
-                + ("refused" if t.action != "untied" else
-                   "untied: the LoRA base weight gets its own copy, so merging cannot change the other"
-                   if t.in_lora_target else
-                   "the saved module trains its own copy; the other stays as it is")
+                + (
+                    "refused"
+                    if t.action != "untied"
+                    else "untied: the LoRA base weight gets its own copy, so merging cannot change the other"
+                    if t.in_lora_target
+                    else "the saved module trains its own copy; the other stays as it is"
+                )
                 + " (the model config now says tie_word_embeddings=false)"
             )
         lines.append(
@@ -115,11 +124,15 @@ class LoraPlan:
         return "\n".join(lines)
 
 
-def peft_config(lora: Lora, modules_to_save: Sequence[str] | None = None, exclude: Sequence[str] | None = None):
+def peft_config(
+    lora: Lora, modules_to_save: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+):
     """The recipe's `lora` section as a peft `LoraConfig`."""
     from peft import LoraConfig
 
-    targets: str | list[str] = lora.target_regex if lora.target_regex is not None else list(lora.target_modules)
+    targets: str | list[str] = (
+        lora.target_regex if lora.target_regex is not None else list(lora.target_modules)
+    )
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.lora_alpha,
@@ -144,7 +157,10 @@ def apply_lora(model: nn.Module, lora: Lora, stages: Sequence[StagePlan] = ()) -
     stage_names = {n for s in stages for n in s.param_names}
     trainable_ids = {id(p) for n, p in params.items() if p.requires_grad or n in stage_names}
     # Every alias of a tied tensor: the rules select it under its first name, the copy needs all of them.
-    requires_grad = {n: p.requires_grad or id(p) in trainable_ids for n, p in model.named_parameters(remove_duplicate=False)}
+    requires_grad = {
+        n: p.requires_grad or id(p) in trainable_ids
+        for n, p in model.named_parameters(remove_duplicate=False)
+    }
 
     from_rules = _covering_modules(model, trainable_ids)
     declared = _resolve_saved_modules(model, lora.modules_to_save)
@@ -171,10 +187,17 @@ def apply_lora(model: nn.Module, lora: Lora, stages: Sequence[StagePlan] = ()) -
 
     plan = LoraPlan(
         config={
-            "r": lora.r, "lora_alpha": lora.lora_alpha, "lora_dropout": lora.dropout, "bias": lora.bias,
+            "r": lora.r,
+            "lora_alpha": lora.lora_alpha,
+            "lora_dropout": lora.dropout,
+            "bias": lora.bias,
             "use_dora": lora.use_dora,
-            "target_modules": lora.target_regex if lora.target_regex is not None else list(lora.target_modules),
-            "modules_to_save": saved, "tied_weights": lora.tied_weights, "exclude_modules": excluded,
+            "target_modules": lora.target_regex
+            if lora.target_regex is not None
+            else list(lora.target_modules),
+            "modules_to_save": saved,
+            "tied_weights": lora.tied_weights,
+            "exclude_modules": excluded,
         },
         targets=match.by_tower(),
         target_entries={k: len(v) for k, v in match.by_entry.items()},
@@ -221,7 +244,9 @@ def _covering_modules(model: nn.Module, trainable_ids: set[int]) -> list[str]:
         if any(path == t or path.startswith(t + ".") for t in taken):
             continue
         ids = [id(p) for p in module.parameters()]
-        if not ids or isinstance(module, nn.ModuleList | nn.ModuleDict):  # peft cannot save a container: its items
+        if not ids or isinstance(
+            module, nn.ModuleList | nn.ModuleDict
+        ):  # peft cannot save a container: its items
             continue
         direct = [id(p) for p in module.parameters(recurse=False)]
         if all(i in trainable_ids for i in ids) or any(i in trainable_ids for i in direct):
@@ -243,7 +268,9 @@ def _resolve_saved_modules(model: nn.Module, entries: Sequence[str]) -> list[str
     for entry in entries:
         hits = [p for p in paths if p == entry or p.endswith("." + entry)]
         if not hits:
-            close = difflib.get_close_matches(entry, paths, n=5, cutoff=0.4) or sorted({p.split(".")[0] for p in paths})
+            close = difflib.get_close_matches(entry, paths, n=5, cutoff=0.4) or sorted(
+                {p.split(".")[0] for p in paths}
+            )
             raise FreezeTargetError(
                 f"lora.modules_to_save entry {entry!r} matches no module of {type(model).__name__}. "
                 f"Nearest module paths: {', '.join(close)}."
@@ -273,7 +300,9 @@ def _exclude_inside_saved(match: TargetMatch, saved: Sequence[str]) -> list[str]
     return excluded
 
 
-def _tied_weights(model: nn.Module, modules: Sequence[str], policy: str, targets: set[str]) -> list[TiedWeight]:
+def _tied_weights(
+    model: nn.Module, modules: Sequence[str], policy: str, targets: set[str]
+) -> list[TiedWeight]:
     names_of: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         names_of.setdefault(id(p), []).append(name)
@@ -313,7 +342,7 @@ def _check_wrapped(core: nn.Module, match: TargetMatch, saved: Sequence[str]) ->
 def _copy_name(name: str, saved: Sequence[str]) -> str:
     for path in saved:
         if name.startswith(path + "."):
-            return f"{path}.modules_to_save.{ADAPTER}.{name[len(path) + 1:]}"
+            return f"{path}.modules_to_save.{ADAPTER}.{name[len(path) + 1 :]}"
     raise RuntimeError(f"stage parameter {name} is in no modules_to_save module")
 
 

@@ -50,7 +50,9 @@ def adapter_state_dict(peft_model: nn.Module, bias: str = "none") -> dict[str, t
     return out
 
 
-def save_adapter(peft_model: nn.Module, directory: Path, processor: Any, is_main: bool, bias: str = "none") -> Path:
+def save_adapter(
+    peft_model: nn.Module, directory: Path, processor: Any, is_main: bool, bias: str = "none"
+) -> Path:
     """`adapter_model.safetensors` + `adapter_config.json` + processor files, written once by the main process."""
     state = adapter_state_dict(peft_model, bias)
     if is_main:

@@ -47,8 +47,9 @@ QuantizationKind = Literal["4bit", "8bit"]
 KINDS = ("4bit", "8bit")
 
 
-def check_quantization(kind: str | None, *, lora: bool, zero_stage: int | None,
-                       key: str = "model.quantization") -> None:
+def check_quantization(
+    kind: str | None, *, lora: bool, zero_stage: int | None, key: str = "model.quantization"
+) -> None:
     """Checks on the recipe alone, each a one-paragraph RecipeError.
 
     Pure Python, but `trainers.lora` imports torch and `trainers.recipe` must not: call it where the plan
@@ -179,13 +180,20 @@ class Quantization:
 
 def meta_model(model_class: Any, config: Any) -> nn.Module:
     with torch.device("meta"):
-        if hasattr(model_class, "from_config") and model_class.__module__.startswith("transformers.models.auto"):
+        if hasattr(model_class, "from_config") and model_class.__module__.startswith(
+            "transformers.models.auto"
+        ):
             return model_class.from_config(config)
         return model_class(config)
 
 
-def bnb_config(kind: str, skip: Sequence[str], compute_dtype: torch.dtype | str = "float32",
-               quant_type: str = "nf4", double_quant: bool = True) -> Any:
+def bnb_config(
+    kind: str,
+    skip: Sequence[str],
+    compute_dtype: torch.dtype | str = "float32",
+    quant_type: str = "nf4",
+    double_quant: bool = True,
+) -> Any:
     """transformers' BitsAndBytesConfig: NF4 + double quantization for 4-bit, LLM.int8 for 8-bit."""
     from transformers import BitsAndBytesConfig
 
@@ -193,8 +201,11 @@ def bnb_config(kind: str, skip: Sequence[str], compute_dtype: torch.dtype | str 
     dtype = getattr(torch, compute_dtype) if isinstance(compute_dtype, str) else compute_dtype
     if kind == "4bit":
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=quant_type, bnb_4bit_use_double_quant=double_quant,
-            bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=list(skip),
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant_type,
+            bnb_4bit_use_double_quant=double_quant,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=list(skip),
         )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip))
 
@@ -217,7 +228,9 @@ def prepare_quantized(model: nn.Module, gradient_checkpointing: bool = False) ->
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
-def merge_onto_fresh_base(load_base: Callable[[], nn.Module], adapter_dir: str | Path, plan: Any = None) -> nn.Module:
+def merge_onto_fresh_base(
+    load_base: Callable[[], nn.Module], adapter_dir: str | Path, plan: Any = None
+) -> nn.Module:
     """Fresh *unquantized* base + the saved adapter → `merge_and_unload()`: a plain full-precision model.
 
     `load_base` must load the same checkpoint without quantization; a quantized base is refused, since

@@ -112,7 +112,11 @@ def _check_kinds(model: nn.Module, hits: list[str], what: str, supported: dict[s
 def _check_grouped_convs(model: nn.Module, hits: list[str], what: str, r: int) -> None:
     """peft wraps a grouped conv (groups > 1: depthwise convs) only when r divides by its groups, and never merges
     it; say which matched convs qualify (groups == 1, e.g. patch embeddings) and why the others do not."""
-    convs = {p: model.get_submodule(p) for p in hits if isinstance(model.get_submodule(p), nn.Conv1d | nn.Conv2d | nn.Conv3d)}
+    convs = {
+        p: model.get_submodule(p)
+        for p in hits
+        if isinstance(model.get_submodule(p), nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    }
     refused = {p: m.groups for p, m in convs.items() if m.groups > 1 and r % m.groups}
     if not refused:
         return

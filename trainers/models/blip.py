@@ -66,7 +66,9 @@ def load_blip_captioning(
 
     from trainers.models.hub import load_pretrained
 
-    return load_pretrained(model_id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES)
+    return load_pretrained(
+        model_id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES
+    )
 
 
 def blip_meta_model(model_id: str) -> nn.Module | None:

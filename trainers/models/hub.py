@@ -34,10 +34,21 @@ from trainers import hub_access
 from trainers.errors import RecipeError, UserFacingError
 from trainers.models.errors import ModelNotAvailableError
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # any one of these makes a processor loadable for most families; a family may ask for more (BLIP: both kinds)
 PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
-    ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json", "tokenizer.json", "vocab.txt"),
+    (
+        "preprocessor_config.json",
+        "processor_config.json",
+        "tokenizer_config.json",
+        "tokenizer.json",
+        "vocab.txt",
+    ),
 )
 BLIP_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
     ("preprocessor_config.json", "processor_config.json"),
@@ -60,8 +71,15 @@ class LoadOptions:
 class ModelFilesNotAvailableError(ModelNotAvailableError):
     """ModelNotAvailableError whose how-to names the files this family's directory must hold."""
 
-    def __init__(self, model_id: str, problem: str | None = None, cause: str | None = None, local: bool = False,
-                 contents: str = "", revision: str | None = None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        problem: str | None = None,
+        cause: str | None = None,
+        local: bool = False,
+        contents: str = "",
+        revision: str | None = None,
+    ) -> None:
         super().__init__(model_id, problem, cause, local)
         detail = f" (loader said: {cause})" if cause else ""
         self.args = (f"{self.problem}{detail}. {how_to_provide(model_id, local, contents, revision)}",)
@@ -71,7 +89,8 @@ def how_to_provide(model_id: str, local: bool, contents: str, revision: str | No
     if local:
         return (
             f"To provide it: point `model.id=` at a directory holding {contents}, such as one written by "
-            "save_pretrained or by `hf download <hub id> --local-dir DIR` on a machine with Hub access; " + _DEMO
+            "save_pretrained or by `hf download <hub id> --local-dir DIR` on a machine with Hub access; "
+            + _DEMO
         )
     rev = f" --revision {revision}" if revision else ""
     return (
@@ -112,7 +131,9 @@ def _dtype(value: torch.dtype | str | None) -> torch.dtype | str | None:
         return value
     resolved = getattr(torch, str(value), None)
     if not isinstance(resolved, torch.dtype):
-        raise RecipeError(f"model.dtype={value!r} is not a torch dtype; use auto, float32, bfloat16 or float16.")
+        raise RecipeError(
+            f"model.dtype={value!r} is not a torch dtype; use auto, float32, bfloat16 or float16."
+        )
     return resolved
 
 
@@ -160,8 +181,9 @@ def load_pretrained(
         if options.dtype is not None:
             model_kwargs["dtype"] = _dtype(options.dtype)
         if options.quantization is not None:
-            model_kwargs["quantization_config"] = _quantization_config(options.quantization, model_class, source,
-                                                                       common)
+            model_kwargs["quantization_config"] = _quantization_config(
+                options.quantization, model_class, source, common
+            )
         model = model_class.from_pretrained(source, **model_kwargs)
         processor = processor_class.from_pretrained(source, **common) if processor_class is not None else None
     except ValueError as error:
@@ -171,8 +193,9 @@ def load_pretrained(
         raise remote from error
     except (OSError, HFValidationError) as error:  # how transformers reports missing files, repos and bad ids
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFilesNotAvailableError(model_id, problem, cause=cause, local=local, contents=contents,
-                                          revision=options.revision) from error
+        raise ModelFilesNotAvailableError(
+            model_id, problem, cause=cause, local=local, contents=contents, revision=options.revision
+        ) from error
     return model, processor
 
 
@@ -196,8 +219,9 @@ def check_available(
     plan = hub_access.hub_plan()
     cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
     if plan.local_only and not isinstance(cached, str):
-        raise ModelFilesNotAvailableError(model_id, plan.problem(f"model {model_id!r}"), contents=contents,
-                                          revision=revision)
+        raise ModelFilesNotAvailableError(
+            model_id, plan.problem(f"model {model_id!r}"), contents=contents, revision=revision
+        )
 
 
 def _quantization_config(quantization: Any, model_class: Any, source: str, common: dict[str, Any]) -> Any:

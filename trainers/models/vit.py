@@ -40,7 +40,9 @@ VIT_CLASSIFICATION = FamilyEntry(
 )
 
 
-def _labels(num_labels: int | None, id2label: Mapping[int, str] | None, label2id: Mapping[str, int] | None) -> dict:
+def _labels(
+    num_labels: int | None, id2label: Mapping[int, str] | None, label2id: Mapping[str, int] | None
+) -> dict:
     """Consistent label fields for a config: names default to LABEL_i, the count to the names'."""
     if id2label is None:
         count = num_labels if num_labels is not None else 2
@@ -74,8 +76,14 @@ def load_vit_classification(
     from trainers.models.hub import load_pretrained
 
     head = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True}
-    return load_pretrained(model_id, ViTForImageClassification, ViTImageProcessorPil, options,
-                           VIT_PROCESSOR_FILES, model_kwargs=head)
+    return load_pretrained(
+        model_id,
+        ViTForImageClassification,
+        ViTImageProcessorPil,
+        options,
+        VIT_PROCESSOR_FILES,
+        model_kwargs=head,
+    )
 
 
 # ------------------------------------------------------------------------------------------ tiny model

@@ -57,8 +57,14 @@ def load_vitpose(
     from trainers.models.hub import load_pretrained
 
     kwargs = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True}
-    return load_pretrained(model_id, VitPoseForPoseEstimation, VitPoseImageProcessorPil, options,
-                           VITPOSE_PROCESSOR_FILES, model_kwargs=kwargs)
+    return load_pretrained(
+        model_id,
+        VitPoseForPoseEstimation,
+        VitPoseImageProcessorPil,
+        options,
+        VITPOSE_PROCESSOR_FILES,
+        model_kwargs=kwargs,
+    )
 
 
 # ------------------------------------------------------------------------------------------ tiny model
@@ -93,9 +99,12 @@ def tiny_vitpose_config(spec: TinyVitPoseSpec, **labels: Any):
         initializer_range=spec.initializer_range,
         out_indices=[spec.layers],
     )
-    return VitPoseConfig(backbone_config=backbone, scale_factor=spec.scale_factor,
-                         initializer_range=spec.initializer_range,
-                         **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")))
+    return VitPoseConfig(
+        backbone_config=backbone,
+        scale_factor=spec.scale_factor,
+        initializer_range=spec.initializer_range,
+        **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")),
+    )
 
 
 def build_tiny_processor(spec: TinyVitPoseSpec):

@@ -32,7 +32,9 @@ def early_stopping_metrics(recipe: Recipe) -> dict[str, tuple[str, ...]]:
     if es is None:
         return {}
     if isinstance(es.metric, CompositeMetric):
-        return {f"early_stopping.metric ({es.metric.name} = mean of {list(es.metric.parts)})": es.metric.parts}
+        return {
+            f"early_stopping.metric ({es.metric.name} = mean of {list(es.metric.parts)})": es.metric.parts
+        }
     return {"early_stopping.metric": (es.metric,)}
 
 
@@ -46,10 +48,16 @@ def check_task(recipe: Recipe, task: Task | None = None) -> Task:
     if recipe.model.quantization is not None:  # imports torch: only for recipes that quantize
         from trainers.lora.quantize import check_quantization
 
-        check_quantization(recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero)
+        check_quantization(
+            recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero
+        )
     task.check_evaluation(recipe.evaluation)
-    check_metric_names(task, recipe.evaluation, early_stopping_metrics(recipe),
-                       extra_sets=tuple(getattr(recipe.data, "extra_val", None) or ()))
+    check_metric_names(
+        task,
+        recipe.evaluation,
+        early_stopping_metrics(recipe),
+        extra_sets=tuple(getattr(recipe.data, "extra_val", None) or ()),
+    )
     get_family(recipe.model.family).check_serves(task.name)
     return task
 
@@ -68,7 +76,11 @@ def check_data_paths(recipe: Recipe, warn_only: bool = False, task: Task | None 
     missing = task.missing_data(recipe)
     if not missing:
         return []
-    note = "" if recipe.model.use_demo_model else f" Checked before the model {recipe.model.id} is loaded or downloaded."
+    note = (
+        ""
+        if recipe.model.use_demo_model
+        else f" Checked before the model {recipe.model.id} is loaded or downloaded."
+    )
     message = task.missing_data_message(recipe, missing, note)
     if warn_only:
         logger.warning("%s", message)

@@ -333,7 +333,9 @@ class Recipe:
     stages: list[Stage] = field(default_factory=list)
     param_groups: list[ParamGroup] = field(default_factory=list)
     training: Training = field(default_factory=Training)
-    evaluation: Any = None  # the task's evaluation settings (its data class's `eval_config`); None: its defaults
+    evaluation: Any = (
+        None  # the task's evaluation settings (its data class's `eval_config`); None: its defaults
+    )
     early_stopping: EarlyStopping | None = None
     lora: Lora | None = None
     reporting: Reporting = field(default_factory=Reporting)
@@ -383,7 +385,10 @@ class Recipe:
                 )
             if stage.epoch >= t.epochs:
                 logger.warning(
-                    "stages[%d] (epoch %d) is never reached in a run of training.epochs=%d", i, stage.epoch, t.epochs
+                    "stages[%d] (epoch %d) is never reached in a run of training.epochs=%d",
+                    i,
+                    stage.epoch,
+                    t.epochs,
                 )
         epochs = [s.epoch for s in self.stages]
         if epochs != sorted(set(epochs)):

@@ -15,13 +15,26 @@ from typing import Any
 # Keys (and whole sections) a resumed run may change. `callbacks` are code, shown only by their repr.
 # The number of processes is not judged here: launch.nproc under `--launcher` and WORLD_SIZE under an
 # external launcher both end up in each checkpoint's manifest, and `trainers.rerun` compares that.
-CONTINUABLE: frozenset[str] = frozenset({
-    "output_dir", "reporting", "callbacks", "demo", "slurm",
-    "training.resume", "training.save_steps", "training.save_total_limit", "training.logging_steps",
-    "training.num_workers",
-    "launch.launcher", "launch.nproc", "launch.nnodes", "launch.node_rank", "launch.master_addr",
-    "launch.master_port",
-})
+CONTINUABLE: frozenset[str] = frozenset(
+    {
+        "output_dir",
+        "reporting",
+        "callbacks",
+        "demo",
+        "slurm",
+        "training.resume",
+        "training.save_steps",
+        "training.save_total_limit",
+        "training.logging_steps",
+        "training.num_workers",
+        "launch.launcher",
+        "launch.nproc",
+        "launch.nnodes",
+        "launch.node_rank",
+        "launch.master_addr",
+        "launch.master_port",
+    }
+)
 
 # The run's length. The LR schedule is built from the total number of steps, so with a decaying schedule
 # (linear, cosine, ...) the remaining steps would follow another curve than the steps already taken.
@@ -64,6 +77,7 @@ def continuable(change: Change, lr_scheduler: str) -> bool:
 
 def stable_part(recipe_dict: dict[str, Any]) -> dict[str, Any]:
     """The recipe minus the continuable keys and the run's length: what a checkpoint's recipe hash covers."""
+
     def prune(node: Any, prefix: str) -> Any:
         if not isinstance(node, dict):
             return node
@@ -85,7 +99,9 @@ def _walk(old: Any, new: Any, prefix: str, out: list[Change]) -> None:
         return
     if isinstance(old, list) and isinstance(new, list) and old and new:
         for i in range(max(len(old), len(new))):
-            _walk(old[i] if i < len(old) else _ABSENT, new[i] if i < len(new) else _ABSENT, f"{prefix}{i}.", out)
+            _walk(
+                old[i] if i < len(old) else _ABSENT, new[i] if i < len(new) else _ABSENT, f"{prefix}{i}.", out
+            )
         return
     if old != new:
         out.append(Change(prefix.rstrip("."), old, new))

@@ -156,7 +156,9 @@ def _coerce(raw: str, hint: Any, key: str) -> Any:
                 return _coerce(raw, option, key)
             except RecipeError as exc:
                 errors.append(str(exc))
-        raise RecipeError(errors[0] if len(errors) == 1 else f"Override {key}={raw!r}: no type fits ({hint}).")
+        raise RecipeError(
+            errors[0] if len(errors) == 1 else f"Override {key}={raw!r}: no type fits ({hint})."
+        )
     if origin is Literal:
         for option in args:
             if str(option) == raw:

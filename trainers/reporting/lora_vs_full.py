@@ -82,8 +82,12 @@ class RealSizeRow:
         return self.lora_trainable_params * BYTES_PER_PARAM[self.dtype]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "full_bytes": self.full_bytes, "adapter_bytes": self.adapter_bytes,
-                "lora_trainable_ratio": self.lora_trainable_params / self.total_params}
+        return {
+            **asdict(self),
+            "full_bytes": self.full_bytes,
+            "adapter_bytes": self.adapter_bytes,
+            "lora_trainable_ratio": self.lora_trainable_params / self.total_params,
+        }
 
 
 # ------------------------------------------------------------------------------------------- counting
@@ -94,7 +98,9 @@ def _suffix_match(name: str, targets: Sequence[str]) -> bool:
     return any(name == t or name.endswith(f".{t}") for t in targets)
 
 
-def lora_param_count(model: Any, target_modules: Sequence[str], r: int, modules_to_save: Sequence[str] = ()) -> int:
+def lora_param_count(
+    model: Any, target_modules: Sequence[str], r: int, modules_to_save: Sequence[str] = ()
+) -> int:
     """Trainable parameters of LoRA r on `target_modules` plus the fully trained `modules_to_save`.
 
     Closed form from module shapes, so it works on the meta device: r * (in + out) per wrapped Linear
@@ -105,10 +111,16 @@ def lora_param_count(model: Any, target_modules: Sequence[str], r: int, modules_
     saved = [name for name, _ in model.named_modules() if name and _suffix_match(name, modules_to_save)]
     count = sum(param_numel(p) for name in saved for p in model.get_submodule(name).parameters())
     for name, module in model.named_modules():
-        if not name or not _suffix_match(name, target_modules) or any(name.startswith(f"{s}.") for s in saved):
+        if (
+            not name
+            or not _suffix_match(name, target_modules)
+            or any(name.startswith(f"{s}.") for s in saved)
+        ):
             continue
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"{name} is a {type(module).__name__}; only Linear LoRA targets are counted here")
+            raise ValueError(
+                f"{name} is a {type(module).__name__}; only Linear LoRA targets are counted here"
+            )
         count += r * (module.in_features + module.out_features)
     return count
 
@@ -139,12 +151,22 @@ def real_size_row(
     total = unique_params(model)
     closed_form = lora_param_count(model, target_modules, r, modules_to_save)
     peft_model = get_peft_model(
-        model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(target_modules), modules_to_save=list(modules_to_save))
+        model,
+        LoraConfig(
+            r=r, lora_alpha=2 * r, target_modules=list(target_modules), modules_to_save=list(modules_to_save)
+        ),
     )
     peft_trainable, _ = peft_model.get_nb_trainable_parameters()
     saved = f" + {', '.join(modules_to_save)}" if modules_to_save else ""
-    return RealSizeRow(model_id, num_labels, f"r={r} on {', '.join(target_modules)}{saved}", total, closed_form,
-                       int(peft_trainable), dtype)
+    return RealSizeRow(
+        model_id,
+        num_labels,
+        f"r={r} on {', '.join(target_modules)}{saved}",
+        total,
+        closed_form,
+        int(peft_trainable),
+        dtype,
+    )
 
 
 # -------------------------------------------------------------------------------------------- reading
@@ -153,7 +175,9 @@ def real_size_row(
 def checkpoint_bytes(directory: Path) -> tuple[int, str]:
     """(bytes of the weight files, "adapter" | "full") of a saved model or adapter directory."""
     if not directory.is_dir():
-        raise UserFacingError(f"{directory}: no checkpoint directory; the run has not finished or saved elsewhere.")
+        raise UserFacingError(
+            f"{directory}: no checkpoint directory; the run has not finished or saved elsewhere."
+        )
     kind = "adapter" if (directory / ADAPTER_WEIGHTS).is_file() else "full"
     size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if size == 0:
@@ -176,11 +200,17 @@ def read_run(run_dir: Path, name: str | None = None) -> RunNumbers:
             f"{summary_path}: not found; pass the output directory of a finished run (it writes training_summary.json)."
         ) from None
     except json.JSONDecodeError as error:
-        raise UserFacingError(f"{summary_path}: not valid JSON ({error.msg} at line {error.lineno}).") from None
+        raise UserFacingError(
+            f"{summary_path}: not valid JSON ({error.msg} at line {error.lineno})."
+        ) from None
     size, kind = checkpoint_bytes(Path(summary.get("best_model_dir") or run_dir / "best"))
     params = summary.get("params", {})
     lora = summary.get("lora") or {}
-    trainable = lora.get("trainable_params_peft") or params.get("trainable_at_end") or params.get("trainable_at_start")
+    trainable = (
+        lora.get("trainable_params_peft")
+        or params.get("trainable_at_end")
+        or params.get("trainable_at_start")
+    )
     metric = (summary.get("best_metric") or {}).get("name") or "loss"
     final = (summary.get("final_metrics") or {}).get(metric)
     best = (summary.get("best_metrics") or {}).get(metric)
@@ -214,20 +244,42 @@ def render_markdown(runs: Sequence[RunNumbers], real: Sequence[RealSizeRow] = ()
     names = " | ".join(f"{r.name} ({r.kind})" for r in runs)
     rule = "|---" * (len(runs) + 1) + "|"
     rows = [
-        ("trainable params", [f"{r.trainable_params:,} ({100 * r.trainable_ratio:.2f}% of {r.total_params:,})" for r in runs]),
-        ("checkpoint", [f"{r.checkpoint_bytes / MB:.3f} MB ({'adapter' if r.kind == 'lora' else 'full model'})" for r in runs]),
-        *[(f"{m} {which}", [_fmt(getattr(r, f'{which}_metric'), '.4f') for r in runs])
-          for m in sorted({r.metric for r in runs}) for which in ("final", "best")],
+        (
+            "trainable params",
+            [f"{r.trainable_params:,} ({100 * r.trainable_ratio:.2f}% of {r.total_params:,})" for r in runs],
+        ),
+        (
+            "checkpoint",
+            [
+                f"{r.checkpoint_bytes / MB:.3f} MB ({'adapter' if r.kind == 'lora' else 'full model'})"
+                for r in runs
+            ],
+        ),
+        *[
+            (f"{m} {which}", [_fmt(getattr(r, f"{which}_metric"), ".4f") for r in runs])
+            for m in sorted({r.metric for r in runs})
+            for which in ("final", "best")
+        ],
         ("time per epoch", [_fmt(r.seconds_per_epoch, ".2f", " s") for r in runs]),
-        ("peak memory", [_fmt(r.peak_memory_bytes / MB if r.peak_memory_bytes else None, ".0f", " MB")
-                         + (f" ({r.peak_memory_measure})" if r.peak_memory_measure else "") for r in runs]),
+        (
+            "peak memory",
+            [
+                _fmt(r.peak_memory_bytes / MB if r.peak_memory_bytes else None, ".0f", " MB")
+                + (f" ({r.peak_memory_measure})" if r.peak_memory_measure else "")
+                for r in runs
+            ],
+        ),
     ]
     lines = ["# LoRA vs full fine-tune", "", f"| | {names} |", rule]
     lines += [f"| {label} | {' | '.join(cells)} |" for label, cells in rows]
     if real:
-        lines += ["", "## Real size (computed on the meta device, no weights)", "",
-                  "| model | labels | LoRA | trainable (LoRA) | peft's count | full params | adapter | full model |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Real size (computed on the meta device, no weights)",
+            "",
+            "| model | labels | LoRA | trainable (LoRA) | peft's count | full params | adapter | full model |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in real:
             lines.append(
                 f"| {row.model_id} | {row.num_labels} | {row.lora} | {row.lora_trainable_params:,} "
@@ -238,7 +290,9 @@ def render_markdown(runs: Sequence[RunNumbers], real: Sequence[RealSizeRow] = ()
     return "\n".join(lines) + "\n"
 
 
-def write_report(runs: Sequence[RunNumbers], out_dir: Path, real: Sequence[RealSizeRow] = ()) -> tuple[Path, Path]:
+def write_report(
+    runs: Sequence[RunNumbers], out_dir: Path, real: Sequence[RealSizeRow] = ()
+) -> tuple[Path, Path]:
     """`lora_vs_full.md` and `lora_vs_full.json` in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "lora_vs_full.md", out_dir / "lora_vs_full.json"
@@ -248,7 +302,9 @@ def write_report(runs: Sequence[RunNumbers], out_dir: Path, real: Sequence[RealS
     return md, js
 
 
-def run_both(recipe_path: str, out: Path, overrides: Sequence[str] = (), demo: bool = False) -> tuple[Path, Path]:
+def run_both(
+    recipe_path: str, out: Path, overrides: Sequence[str] = (), demo: bool = False
+) -> tuple[Path, Path]:
     """Train the recipe as declared (its LoRA) and with `lora=none`, into `out/lora` and `out/full`."""
     from trainers.errors import RecipeError
     from trainers.recipe import load_recipe
@@ -259,7 +315,9 @@ def run_both(recipe_path: str, out: Path, overrides: Sequence[str] = (), demo: b
         extra = [*overrides, f"output_dir={directory}", *(["lora=none"] if kind == "full" else [])]
         recipe = load_recipe(recipe_path, extra, demo=demo)
         if kind == "lora" and recipe.lora is None:
-            raise RecipeError(f"{recipe_path}: the recipe has no lora section; the report compares LoRA with full.")
+            raise RecipeError(
+                f"{recipe_path}: the recipe has no lora section; the report compares LoRA with full."
+            )
         run_training(recipe, extra)
     return dirs["lora"], dirs["full"]
 
@@ -268,13 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lora", type=Path, help="output dir of the LoRA run")
     parser.add_argument("--full", type=Path, help="output dir of the full fine-tune")
-    parser.add_argument("--recipe", help="run this LoRA recipe and its full fine-tune first (instead of --lora/--full)")
+    parser.add_argument(
+        "--recipe", help="run this LoRA recipe and its full fine-tune first (instead of --lora/--full)"
+    )
     parser.add_argument("--demo", action="store_true", help="with --recipe: the tiny offline model and data")
     parser.add_argument("overrides", nargs="*", help="with --recipe: key=value overrides for both runs")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--real-size", action="append", default=[], metavar="MODEL_ID",
-                        help="add a row counted on the meta device (repeatable)")
-    parser.add_argument("--family", default="trainers.models.vit:VIT_CLASSIFICATION", help="module:FamilyEntry")
+    parser.add_argument(
+        "--real-size",
+        action="append",
+        default=[],
+        metavar="MODEL_ID",
+        help="add a row counted on the meta device (repeatable)",
+    )
+    parser.add_argument(
+        "--family", default="trainers.models.vit:VIT_CLASSIFICATION", help="module:FamilyEntry"
+    )
     parser.add_argument("--num-labels", type=int, default=101)
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--targets", default="q_proj,v_proj")
@@ -293,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             family = resolve(args.family)
             targets = [t for t in args.targets.split(",") if t]
             saved = [m for m in args.modules_to_save.split(",") if m]
-            real = [real_size_row(family, mid, args.num_labels, args.r, targets, saved) for mid in args.real_size]
+            real = [
+                real_size_row(family, mid, args.num_labels, args.r, targets, saved) for mid in args.real_size
+            ]
         md, js = write_report(runs, args.out, real)
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)

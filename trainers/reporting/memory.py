@@ -58,13 +58,19 @@ def peak_memory() -> PeakMemory:
     """The peak since the last `reset_peak_memory` (or process start)."""
     since = "reset" if _reset_ok else "process start"
     if torch.cuda.is_available():
-        return PeakMemory("cuda", int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated", since)
+        return PeakMemory(
+            "cuda", int(torch.cuda.max_memory_allocated()), "torch.cuda.max_memory_allocated", since
+        )
     hwm = _vm_hwm_bytes()
     if hwm is not None:
         return PeakMemory("cpu", hwm, "peak RSS (VmHWM)", since)
     # ru_maxrss is in kB on Linux and cannot be reset
-    return PeakMemory("cpu", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS (ru_maxrss)",
-                      "process start")
+    return PeakMemory(
+        "cpu",
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak RSS (ru_maxrss)",
+        "process start",
+    )
 
 
 class PeakMemoryCallback(TrainerCallback):

@@ -65,27 +65,41 @@ class MemoryPlan:
     def per_device(self, zero: int | None) -> dict[str, int]:
         """Params, grads and optimizer bytes on one device under `zero` (None: DDP, no division)."""
         s, w, z = self.state, self.world_size, zero or 0
-        part = {"params": s.params // (w if z >= 3 else 1), "grads": s.grads // (w if z >= 2 else 1),
-                "optimizer": s.optimizer // (w if z >= 1 else 1)}
+        part = {
+            "params": s.params // (w if z >= 3 else 1),
+            "grads": s.grads // (w if z >= 2 else 1),
+            "optimizer": s.optimizer // (w if z >= 1 else 1),
+        }
         return {**part, "total": sum(part.values())}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_state": asdict(self.state), "world_size": self.world_size, "zero": self.zero,
-                "offload": self.offload, "optim": self.optim, "precision": self.precision,
-                "per_device": {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)},
-                "activations": asdict(self.activations) if self.activations else None}
+        return {
+            "model_state": asdict(self.state),
+            "world_size": self.world_size,
+            "zero": self.zero,
+            "offload": self.offload,
+            "optim": self.optim,
+            "precision": self.precision,
+            "per_device": {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)},
+            "activations": asdict(self.activations) if self.activations else None,
+        }
 
     def render(self) -> str:
         s = self.state
-        lines = [f"memory per device ({self.world_size} process(es), {self.precision}; {s.trainable_count:,} of "
-                 f"{s.params_count:,} params train, in {s.trainable_tensors} tensors; AdamW):"]
+        lines = [
+            f"memory per device ({self.world_size} process(es), {self.precision}; {s.trainable_count:,} of "
+            f"{s.params_count:,} params train, in {s.trainable_tensors} tensors; AdamW):"
+        ]
         lines.append(f"  {'':<8}" + "".join(f"{k:>14}" for k in ("params", "grads", "optimizer", "total")))
         for z in (None, 1, 2, 3):
             d = self.per_device(z)
             mark = "  <- this recipe" if z == self.zero else ""
             name = "DDP" if z is None else f"ZeRO-{z}"
-            lines.append(f"  {name:<8}" + "".join(f"{_mib(d[k]):>14}" for k in ("params", "grads", "optimizer", "total"))
-                         + mark)
+            lines.append(
+                f"  {name:<8}"
+                + "".join(f"{_mib(d[k]):>14}" for k in ("params", "grads", "optimizer", "total"))
+                + mark
+            )
         if self.optim not in ("adamw_torch", "adamw_torch_fused", "adamw_hf"):
             lines.append(f"  (optimizer state counted as AdamW's; the recipe's optim is {self.optim})")
         if self.offload:
@@ -96,12 +110,16 @@ class MemoryPlan:
                 lines.append(f"  activations: not measured ({a.note})")
             else:
                 shapes = ", ".join(f"{k} {tuple(v)}" for k, v in a.inputs.items())
-                lines.append(f"  activations: {_mib(a.bytes)} per device for a batch of {a.batch_size} ({shapes}), "
-                             "measured: tensors saved for backward in one forward+backward"
-                             + (f" ({a.note})" if a.note else ""))
+                lines.append(
+                    f"  activations: {_mib(a.bytes)} per device for a batch of {a.batch_size} ({shapes}), "
+                    "measured: tensors saved for backward in one forward+backward"
+                    + (f" ({a.note})" if a.note else "")
+                )
                 total = self.per_device(self.zero)["total"] + a.bytes
-                lines.append(f"  this recipe: ~{_mib(total)} per device (model state + activations, before "
-                             "allocator and framework overhead)")
+                lines.append(
+                    f"  this recipe: ~{_mib(total)} per device (model state + activations, before "
+                    "allocator and framework overhead)"
+                )
         return "\n".join(lines)
 
 
@@ -122,11 +140,14 @@ def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
     trainable = [p for p in params if p.requires_grad]
     numel = {id(p): param_numel(p) for p in params}  # stored elements (4-bit: packed pairs)
     if deepspeed_half:  # DeepSpeed casts the module to bf16/fp16; floating params then take 2 bytes
+
         def size(p):
             return 2 if p.is_floating_point() else p.element_size()
     else:
+
         def size(p):
             return p.element_size()
+
     trainable_numel = sum(numel[id(p)] for p in trainable)
     optimizer = ADAM_STATE_BYTES * trainable_numel + STEP_BYTES * len(trainable)
     if deepspeed_half:
@@ -173,7 +194,9 @@ def saved_activation_bytes(model: nn.Module, batch: dict[str, Any], loss_fn: Any
     return sum(storages.values())
 
 
-MEASURE_FULL_BATCH_UP_TO = 50_000_000  # params; a larger model is measured at batch 1 and scaled (linear in batch)
+MEASURE_FULL_BATCH_UP_TO = (
+    50_000_000  # params; a larger model is measured at batch 1 and scaled (linear in batch)
+)
 
 
 def measure_activations(recipe: Any, prepared: Any, task: Any) -> Activations:

@@ -31,7 +31,11 @@ def plot_train_loss(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
-def plot_eval_metrics(metrics_jsonl: Path, path: Path, skip: tuple[str, ...] = ("runtime", "samples_per_second", "steps_per_second", "epoch")) -> Path | None:
+def plot_eval_metrics(
+    metrics_jsonl: Path,
+    path: Path,
+    skip: tuple[str, ...] = ("runtime", "samples_per_second", "steps_per_second", "epoch"),
+) -> Path | None:
     if not metrics_jsonl.exists():
         return None
     records = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]

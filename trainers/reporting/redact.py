@@ -22,13 +22,15 @@ from typing import Any
 REDACTED = "***REDACTED***"
 _MIN_SECRET_LEN = 6  # shorter values ("1", "true") would redact innocent text
 
-_SECRET_WORDS = r"token|secret|passw(?:or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth"
-_SECRET_NAME = re.compile(rf"(?i)({_SECRET_WORDS}|[_.-]key$)")
-_NOT_SECRET = re.compile(r"(?i)(metric_key|_ids?|_length|_size|_count|_len|tokenizer\w*|_tokens|tokens_per_second|author\w*)$")
-# name=value or name: value inside free text (overrides, reprs, log lines)
-_PAIR = re.compile(
-    r"(?P<name>\b[\w.-]+)(?P<sep>\s*[=:]\s*)(?P<q>['\"]?)(?P<value>[^\s'\",)}\]]+)"
+_SECRET_WORDS = (
+    r"token|secret|passw(?:or)?d|passwd|api[_-]?key|access[_-]?key|private[_-]?key|credential|auth"
 )
+_SECRET_NAME = re.compile(rf"(?i)({_SECRET_WORDS}|[_.-]key$)")
+_NOT_SECRET = re.compile(
+    r"(?i)(metric_key|_ids?|_length|_size|_count|_len|tokenizer\w*|_tokens|tokens_per_second|author\w*)$"
+)
+# name=value or name: value inside free text (overrides, reprs, log lines)
+_PAIR = re.compile(r"(?P<name>\b[\w.-]+)(?P<sep>\s*[=:]\s*)(?P<q>['\"]?)(?P<value>[^\s'\",)}\]]+)")
 
 _known_values: set[str] = set()
 
@@ -84,7 +86,10 @@ def redact_text(text: str) -> str:
 def redact(obj: Any) -> Any:
     """A copy of a JSON-like structure with secret-named keys and known secret values replaced."""
     if isinstance(obj, Mapping):
-        return {k: (REDACTED if is_secret_name(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+        return {
+            k: (REDACTED if is_secret_name(str(k)) and v not in (None, "") else redact(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
     if isinstance(obj, str):

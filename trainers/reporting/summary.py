@@ -39,6 +39,10 @@ def baseline_report(baseline: Any, best: dict[str, Any] | None, metric: str) -> 
         return None
     report = baseline.to_dict()
     model, prior = (best or {}).get(metric), report.get(metric)
-    report["model"] = {"metric": metric, "value": model, "distinct_predictions": (best or {}).get("distinct_predictions")}
+    report["model"] = {
+        "metric": metric,
+        "value": model,
+        "distinct_predictions": (best or {}).get("distinct_predictions"),
+    }
     report["beats_baseline"] = model > prior if model is not None and prior is not None else None
     return report

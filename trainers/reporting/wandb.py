@@ -47,8 +47,9 @@ def logged_in() -> bool:
         return False
 
 
-def run_grouping(reporting: Reporting, recipe_name: str, launcher: str, zero: int | None,
-                 env: dict[str, str] | None = None) -> tuple[str, str, list[str]]:
+def run_grouping(
+    reporting: Reporting, recipe_name: str, launcher: str, zero: int | None, env: dict[str, str] | None = None
+) -> tuple[str, str, list[str]]:
     """(group, job type, tags). The tasks of one Slurm array (a sweep) share `SLURM_ARRAY_JOB_ID` as group."""
     env = dict(os.environ) if env is None else env
     array = env.get("SLURM_ARRAY_JOB_ID")
@@ -63,8 +64,13 @@ def run_grouping(reporting: Reporting, recipe_name: str, launcher: str, zero: in
     return group, reporting.wandb_job_type, list(dict.fromkeys(tags))
 
 
-def configure_wandb(reporting: Reporting, output_dir: Path, recipe_name: str = "run", launcher: str = "none",
-                    zero: int | None = None) -> list[str]:
+def configure_wandb(
+    reporting: Reporting,
+    output_dir: Path,
+    recipe_name: str = "run",
+    launcher: str = "none",
+    zero: int | None = None,
+) -> list[str]:
     """Set W&B's environment and return the Trainer's `report_to` list (environment set by the user wins)."""
     if not reporting.wandb or reporting.wandb_mode == "disabled":
         os.environ["WANDB_MODE"] = "disabled"
@@ -120,13 +126,24 @@ def prediction_table(rows: Sequence[Any]) -> Any:
     ids = {name: i for i, name in enumerate(labels)}
 
     def boxes(items: Sequence[tuple]) -> dict[str, Any]:
-        return {"box_data": [{"position": {"minX": x0, "minY": y0, "maxX": x1, "maxY": y1}, "domain": "pixel",
-                              "class_id": ids[name], "box_caption": name} for x0, y0, x1, y1, name in items],
-                "class_labels": {i: name for name, i in ids.items()}}
+        return {
+            "box_data": [
+                {
+                    "position": {"minX": x0, "minY": y0, "maxX": x1, "maxY": y1},
+                    "domain": "pixel",
+                    "class_id": ids[name],
+                    "box_caption": name,
+                }
+                for x0, y0, x1, y1, name in items
+            ],
+            "class_labels": {i: name for name, i in ids.items()},
+        }
 
     table = wandb.Table(columns=["image", "prediction", "target"])
     for r in rows:
-        drawn = {"predictions": boxes(r.predicted_boxes), "ground_truth": boxes(r.true_boxes)} if labels else None
+        drawn = (
+            {"predictions": boxes(r.predicted_boxes), "ground_truth": boxes(r.true_boxes)} if labels else None
+        )
         table.add_data(wandb.Image(r.image, boxes=drawn), r.prediction, r.target)
     return table
 
@@ -140,8 +157,13 @@ class WandbRunExtras(TrainerCallback):
     prediction table (`predictions/<set>`).
     """
 
-    def __init__(self, config: dict[str, Any], freeze: Any, opened_at_step: Callable[[], dict[int, int]],
-                 evaluators: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        freeze: Any,
+        opened_at_step: Callable[[], dict[int, int]],
+        evaluators: Sequence[Any] = (),
+    ) -> None:
         self.config, self.freeze, self.opened_at_step = config, freeze, opened_at_step
         self.evaluators = list(evaluators)
         self._stages_logged: set[int] = set()
@@ -155,19 +177,38 @@ class WandbRunExtras(TrainerCallback):
             return
         wandb.config.update(redact(self.config), allow_val_change=True)
         f = self.freeze
-        wandb.run.summary.update({"params/total": f.total, "params/trainable": f.trainable,
-                                  "params/trainable_ratio": f.trainable_ratio, "params/scheduled": f.scheduled})
-        table = wandb.Table(columns=["module", "total", "trainable", "scheduled", "frozen", "trainable_ratio"])
+        wandb.run.summary.update(
+            {
+                "params/total": f.total,
+                "params/trainable": f.trainable,
+                "params/trainable_ratio": f.trainable_ratio,
+                "params/scheduled": f.scheduled,
+            }
+        )
+        table = wandb.Table(
+            columns=["module", "total", "trainable", "scheduled", "frozen", "trainable_ratio"]
+        )
         for m in f.modules:
-            table.add_data(m.module, m.total, m.trainable, m.scheduled, m.total - m.trainable - m.scheduled,
-                           m.trainable / m.total if m.total else 0.0)
+            table.add_data(
+                m.module,
+                m.total,
+                m.trainable,
+                m.scheduled,
+                m.total - m.trainable - m.scheduled,
+                m.trainable / m.total if m.total else 0.0,
+            )
         log({"freeze_map": table, "params/trainable_ratio": f.trainable_ratio}, state.global_step)
-        self._stages_logged = set(self.opened_at_step())  # opened before a resume: logged by the first attempt
+        self._stages_logged = set(
+            self.opened_at_step()
+        )  # opened before a resume: logged by the first attempt
 
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
         if not state.is_world_process_zero or optimizer is None or "loss" not in (logs or {}):
             return
-        log({f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)}, state.global_step)
+        log(
+            {f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
+            state.global_step,
+        )
 
     def on_step_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -195,12 +236,18 @@ def finish_run(summary: dict[str, Any]) -> None:
         return
     resources = summary.get("resources") or {}
     peak = resources.get("peak_memory") or {}
-    wandb.run.summary.update(redact({
-        "resources/peak_memory_bytes": peak.get("bytes"), "resources/peak_memory_device": peak.get("device"),
-        "resources/train_seconds": resources.get("train_seconds"),
-        "resources/eval_seconds": resources.get("eval_seconds"),
-        "resources/samples_per_second": resources.get("samples_per_second"),
-        "resources/tokens_per_second": resources.get("tokens_per_second"),
-        "best_metric": summary.get("best_metric"), "stages_opened_at_step": summary.get("stages_opened_at_step"),
-    }))
+    wandb.run.summary.update(
+        redact(
+            {
+                "resources/peak_memory_bytes": peak.get("bytes"),
+                "resources/peak_memory_device": peak.get("device"),
+                "resources/train_seconds": resources.get("train_seconds"),
+                "resources/eval_seconds": resources.get("eval_seconds"),
+                "resources/samples_per_second": resources.get("samples_per_second"),
+                "resources/tokens_per_second": resources.get("tokens_per_second"),
+                "best_metric": summary.get("best_metric"),
+                "stages_opened_at_step": summary.get("stages_opened_at_step"),
+            }
+        )
+    )
     wandb.finish()

@@ -110,7 +110,6 @@ class Task(Generic[P]):
 
     # --------------------------------------------------------------------------- declared, recipe level
 
-
     def recipe_data(self, recipe: Any) -> Any:
         """The recipe's data section, checked to be this task's data class (a RecipeError otherwise)."""
         if not isinstance(recipe.data, self.data_config):
@@ -118,6 +117,7 @@ class Task(Generic[P]):
                 f"the {self.name} task needs data={self.data_config.__name__}(...), got {type(recipe.data).__name__}."
             )
         return recipe.data
+
     def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
         """The metrics this task's `score` produces under `evaluation` (override when they depend on it)."""
         return self.metrics
@@ -211,8 +211,9 @@ class Task(Generic[P]):
         """Take the run's own evaluation settings (`trainers.predict` passes the section of its recipe.json), so
         `predict_images` generates as the run's evaluation did, not with the defaults; none to take by default."""
 
-    def predict_images(self, model: nn.Module, processor: Any, images: list[Image.Image],
-                       options: dict[str, str]) -> list[dict]:
+    def predict_images(
+        self, model: nn.Module, processor: Any, images: list[Image.Image], options: dict[str, str]
+    ) -> list[dict]:
         """One JSON-able dict per image, for images outside any dataset; `options` are the CLI's extra
         `--key value` pairs (e.g. a score threshold). Called in eval mode; the task moves inputs itself."""
         raise TaskCannotPredict(f"the {self.name} task cannot predict plain images (no predict_images hook).")
@@ -255,8 +256,12 @@ def produces(task: Task, metric: str, evaluation: Any = None, extra_sets: Sequen
     """Whether `metric` (with or without the Trainer's `eval_` prefix) comes out of an evaluation of `task`:
     of the target val set, or of an extra validation set under its prefix (`coco_rouge_l`; no loss there)."""
     name = metric.removeprefix("eval_")
-    if any(name.startswith(f"{s}_") and produces(task, name.removeprefix(f"{s}_"), evaluation)
-           and name.removeprefix(f"{s}_") not in TRAINER_METRICS for s in extra_sets):
+    if any(
+        name.startswith(f"{s}_")
+        and produces(task, name.removeprefix(f"{s}_"), evaluation)
+        and name.removeprefix(f"{s}_") not in TRAINER_METRICS
+        for s in extra_sets
+    ):
         return True
     return (
         name in task.metric_names(evaluation)
@@ -265,16 +270,18 @@ def produces(task: Task, metric: str, evaluation: Any = None, extra_sets: Sequen
     )
 
 
-def check_metric_names(task: Task, evaluation: Any, names: Mapping[str, str | Sequence[str]],
-                       extra_sets: Sequence[str] = ()) -> None:
+def check_metric_names(
+    task: Task, evaluation: Any, names: Mapping[str, str | Sequence[str]], extra_sets: Sequence[str] = ()
+) -> None:
     """Raise a RecipeError for any metric, keyed by the recipe key naming it, that `task` does not produce.
 
     `names` maps a recipe key (`early_stopping.metric`) to one metric name or several (a `mean(...)`);
     `extra_sets` are the names of the recipe's extra validation sets (their metrics carry `<name>_`).
     """
     available = [*task.metric_names(evaluation), *TRAINER_METRICS]
-    shown = ", ".join([*available, *(f"{p}<label>" for p in task.metric_prefixes),
-                       *(f"{s}_<metric>" for s in extra_sets)])
+    shown = ", ".join(
+        [*available, *(f"{p}<label>" for p in task.metric_prefixes), *(f"{s}_<metric>" for s in extra_sets)]
+    )
     for key, value in names.items():
         for metric in (value,) if isinstance(value, str) else tuple(value):
             if produces(task, metric, evaluation, extra_sets):

@@ -29,7 +29,9 @@ def task_name(data: Any) -> str:
             f"(e.g. CaptionData or ClassificationData). Known tasks: {', '.join(sorted(TASKS))}."
         )
     if name not in TASKS:
-        raise RecipeError(f"data: task {name!r} of {type(data).__name__} is not known; known: {', '.join(sorted(TASKS))}.")
+        raise RecipeError(
+            f"data: task {name!r} of {type(data).__name__} is not known; known: {', '.join(sorted(TASKS))}."
+        )
     return name
 
 

@@ -58,7 +58,8 @@ class ConstantCaptionBaseline:
         shapes = f"; object accuracy {self.shapes['object_accuracy']:.2f}" if self.shapes else ""
         return (
             f"baseline:      constant caption {self.caption!r} ({self.train_count} of {self.train_size} training "
-            f"captions) scores {head}={self.scores[head]:.3f}" + (f" ({detail})" if detail else "")
+            f"captions) scores {head}={self.scores[head]:.3f}"
+            + (f" ({detail})" if detail else "")
             + f" on {self.val_size} val images{shapes}"
         )
 
@@ -119,7 +120,9 @@ def constant_caption_baseline(
     if is_shapes_caption_set(val_references):
         result = score_shapes_captions(predictions, references)
         shapes = {"object_accuracy": result.object_accuracy, "relation_accuracy": result.relation_accuracy}
-    baseline = ConstantCaptionBaseline(caption, count, len(train_captions), len(val_references), scores, shapes)
+    baseline = ConstantCaptionBaseline(
+        caption, count, len(train_captions), len(val_references), scores, shapes
+    )
     _CACHE[key] = baseline
     return baseline
 
@@ -145,7 +148,9 @@ def plan_baseline(recipe: Recipe) -> ConstantCaptionBaseline | BaselineUnavailab
     if not isinstance(data, CaptionData):
         return BaselineUnavailable(f"the captioning baseline needs CaptionData, got {type(data).__name__}")
     try:
-        train = [refs[0] for refs in _first_captions(Path(data.train), data.max_train_samples, data.on_bad_sample)]
+        train = [
+            refs[0] for refs in _first_captions(Path(data.train), data.max_train_samples, data.on_bad_sample)
+        ]
         val = _first_captions(Path(data.val), data.max_val_samples, data.on_bad_sample)
     except DataError as error:
         return BaselineUnavailable(str(error).split(". ")[0])

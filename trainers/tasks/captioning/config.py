@@ -103,9 +103,16 @@ class CaptionData:
 
     def file_splits(self) -> list[tuple[str, str, str | None]]:
         """(recipe key, caption file, image directory) of every split given as the task's own files."""
-        splits = [("data.train", self.train, self.images), ("data.val", self.val, self.val_images or self.images)]
+        splits = [
+            ("data.train", self.train, self.images),
+            ("data.val", self.val, self.val_images or self.images),
+        ]
         splits += [(key, split.captions, split.images) for key, split in self.further_splits()]
-        return [(key, captions, images) for key, captions, images in splits if not isinstance(captions, DatasetSource)]
+        return [
+            (key, captions, images)
+            for key, captions, images in splits
+            if not isinstance(captions, DatasetSource)
+        ]
 
     def source_splits(self) -> list[tuple[str, DatasetSource]]:
         """(recipe key, source) of every split given as a `datasets` source."""
@@ -121,7 +128,9 @@ class CaptionData:
                     f"{type(split).__name__}."
                 )
         if self.test is not None and not isinstance(self.test, CaptionSplit):
-            raise RecipeError(f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}.")
+            raise RecipeError(
+                f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}."
+            )
         if self.augment is not None:
             self.augment.validate("data.augment")
         for key, source in self.source_splits():
@@ -147,16 +156,21 @@ class CaptionData:
     def missing_paths(self) -> list[str]:
         """`key 'path' (what)` for each data path that does not exist, in recipe order."""
         missing = [m for key, source in self.source_splits() if (m := source.missing_path(key)) is not None]
-        wanted = [(key, path, "caption file") for key, path in (("data.train", self.train), ("data.val", self.val))
-                  if not isinstance(path, DatasetSource)]
+        wanted = [
+            (key, path, "caption file")
+            for key, path in (("data.train", self.train), ("data.val", self.val))
+            if not isinstance(path, DatasetSource)
+        ]
         if self.images:
             wanted.append(("data.images", self.images, "image directory"))
         if self.val_images:
             wanted.append(("data.val_images", self.val_images, "image directory"))
         for key, split in self.further_splits():
             if not isinstance(split.captions, DatasetSource):
-                wanted += [(f"{key}.captions", split.captions, "caption file"),
-                           (f"{key}.images", split.images or "", "image directory")]
+                wanted += [
+                    (f"{key}.captions", split.captions, "caption file"),
+                    (f"{key}.images", split.images or "", "image directory"),
+                ]
         for key, path, what in wanted:
             exists = Path(path).is_dir() if what == "image directory" else Path(path).is_file()
             if not exists:

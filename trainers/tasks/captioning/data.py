@@ -24,7 +24,14 @@ _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption o
 _MAX_LISTED = 5
 
 
-__all__ = ["CaptionCollator", "CaptionDataset", "CaptionJsonDataset", "CaptionSourceDataset", "DataError", "parse_captions"]
+__all__ = [
+    "CaptionCollator",
+    "CaptionDataset",
+    "CaptionJsonDataset",
+    "CaptionSourceDataset",
+    "DataError",
+    "parse_captions",
+]
 _JSONL_HINT = 'each line must be a JSON object like {"image": "0001.png", "caption": "a red circle"} ("caption" may be a list)'
 
 
@@ -62,7 +69,9 @@ def _as_captions(value: Any) -> list[str] | None:
 def _read_jsonl(path: Path, bad: BadSamples) -> dict[str, list[str]]:
     """`{"image": ..., "caption": ...}` per line; a malformed line fails or is skipped by the policy."""
     if not path.is_file():
-        raise DataError(f"{path}: caption file not found. Check the captions path in the recipe; {_JSONL_HINT}.")
+        raise DataError(
+            f"{path}: caption file not found. Check the captions path in the recipe; {_JSONL_HINT}."
+        )
     out: dict[str, list[str]] = {}
     with path.open(encoding="utf-8") as lines:
         for lineno, line in enumerate(lines, 1):
@@ -72,14 +81,22 @@ def _read_jsonl(path: Path, bad: BadSamples) -> dict[str, list[str]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                bad.report("malformed_line", where, f"not valid JSON ({error.msg} at column {error.colno})",
-                           f"Fix that line; {_JSONL_HINT}")
+                bad.report(
+                    "malformed_line",
+                    where,
+                    f"not valid JSON ({error.msg} at column {error.colno})",
+                    f"Fix that line; {_JSONL_HINT}",
+                )
                 continue
             image = record.get("image") if isinstance(record, dict) else None
             captions = _as_captions(record.get("caption")) if isinstance(record, dict) else None
             if not isinstance(image, str) or not image or captions is None:
-                bad.report("bad_entry", where, "no usable \"image\" name and non-blank \"caption\"",
-                           f"Fix that line; {_JSONL_HINT}")
+                bad.report(
+                    "bad_entry",
+                    where,
+                    'no usable "image" name and non-blank "caption"',
+                    f"Fix that line; {_JSONL_HINT}",
+                )
                 continue
             if image in out:
                 bad.report("duplicate", where, f"image {image!r} is listed twice", "Keep one line per image")
@@ -120,8 +137,9 @@ def parse_captions(path: Path, bad: BadSamples | None = None) -> dict[str, list[
     return {name: captions for name, captions in parsed.items() if captions is not None}
 
 
-def _check_images(captions_json: Path, image_dir: Path, names: Sequence[str],
-                  bad: BadSamples | None = None) -> list[str]:
+def _check_images(
+    captions_json: Path, image_dir: Path, names: Sequence[str], bad: BadSamples | None = None
+) -> list[str]:
     """The names whose image exists (and, under the "skip" policy, decodes); raises or records the rest."""
     if not image_dir.is_dir():
         raise DataError(
@@ -134,8 +152,12 @@ def _check_images(captions_json: Path, image_dir: Path, names: Sequence[str],
             if name in missing:
                 bad.report("missing_image", str(image_dir / name), "image file not found", "Add the image")
             elif (problem := _image_problem(image_dir / name)) is not None:
-                bad.report("corrupt_image", str(image_dir / name), f"cannot read the image ({problem})",
-                           "Replace the file")
+                bad.report(
+                    "corrupt_image",
+                    str(image_dir / name),
+                    f"cannot read the image ({problem})",
+                    "Replace the file",
+                )
             else:
                 kept.append(name)
         return kept
@@ -192,8 +214,13 @@ class CaptionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, caption = self._load_image(index), self._captions[index][0]
         if self.augment is not None:  # the caption moves with the image: a flip swaps left and right
-            out = augment(AugmentSample(image=image, caption=caption), self.augment, seed=self.seed,
-                          epoch=self.epoch, index=index).sample
+            out = augment(
+                AugmentSample(image=image, caption=caption),
+                self.augment,
+                seed=self.seed,
+                epoch=self.epoch,
+                index=index,
+            ).sample
             image, caption = out.image, out.caption
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "caption": caption, "index": index}
@@ -242,8 +269,15 @@ class CaptionSourceDataset(CaptionDataset):
     """A `datasets` source (`trainers.data.sources`) with an image and a caption column (a string or a list
     of strings per row). The captions are read from the Arrow table up front; images are decoded per item."""
 
-    def __init__(self, source: Any, key: str, image_processor: Any, limit: int | None = None,
-                 augment: Augment | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: Any,
+        key: str,
+        image_processor: Any,
+        limit: int | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
         from trainers.data.sources import column_values
 
         super().__init__(image_processor, augment, seed)

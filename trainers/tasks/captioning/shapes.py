@@ -307,7 +307,9 @@ def score_shapes_captions(
         relations += guess.relation == truth.relation
         exact += guess.objects == truth.objects and guess.relation == truth.relation
     n = len(predictions)
-    return ShapesScore(n, objects / (2 * n), colors / (2 * n), shapes / (2 * n), relations / n, exact / n, unparsed)
+    return ShapesScore(
+        n, objects / (2 * n), colors / (2 * n), shapes / (2 * n), relations / n, exact / n, unparsed
+    )
 
 
 def is_shapes_caption_set(references: Iterable[str | Sequence[str]]) -> bool:

@@ -64,10 +64,14 @@ class CaptioningTask(Task[str]):
     def metric_hint(self, metric: str, evaluation: CaptionEval | None = None) -> str:
         listed = tuple(evaluation.metrics) if evaluation is not None else ()
         if metric in SUPPORTED_METRICS:
-            return (f"{metric} is computed only when listed in evaluation.metrics: add it there "
-                    f"(evaluation.metrics={','.join((*listed, metric))}) or watch another metric.")
-        return (f"The caption metrics it computes are those listed in evaluation.metrics, from "
-                f"{', '.join(SUPPORTED_METRICS)}.")
+            return (
+                f"{metric} is computed only when listed in evaluation.metrics: add it there "
+                f"(evaluation.metrics={','.join((*listed, metric))}) or watch another metric."
+            )
+        return (
+            f"The caption metrics it computes are those listed in evaluation.metrics, from "
+            f"{', '.join(SUPPORTED_METRICS)}."
+        )
 
     def missing_data(self, recipe: Any) -> list[str]:
         return recipe.data.missing_paths()
@@ -97,14 +101,29 @@ class CaptioningTask(Task[str]):
         data: CaptionData = recipe.data
         policy, images = data.on_bad_sample, processor.image_processor
 
-        def split(key: str, captions: str | DatasetSource, image_dir: str | None, limit: int | None = None,
-                  **train_only: Any) -> CaptionDataset:
+        def split(
+            key: str,
+            captions: str | DatasetSource,
+            image_dir: str | None,
+            limit: int | None = None,
+            **train_only: Any,
+        ) -> CaptionDataset:
             if isinstance(captions, DatasetSource):
-                return CaptionSourceDataset(load_source(captions, key), key, images, limit=limit, **train_only)
-            return CaptionJsonDataset(Path(captions), Path(image_dir), images, policy, limit=limit, **train_only)
+                return CaptionSourceDataset(
+                    load_source(captions, key), key, images, limit=limit, **train_only
+                )
+            return CaptionJsonDataset(
+                Path(captions), Path(image_dir), images, policy, limit=limit, **train_only
+            )
 
-        train = split("data.train", data.train, data.images, data.max_train_samples, augment=data.augment,
-                      seed=recipe.training.seed)
+        train = split(
+            "data.train",
+            data.train,
+            data.images,
+            data.max_train_samples,
+            augment=data.augment,
+            seed=recipe.training.seed,
+        )
         val = split("data.val", data.val, data.val_images or data.images, data.max_val_samples)
         self.settings, self.processor = recipe.evaluation, processor
         self.train_captions = [captions[0] for captions in train.references]  # the captions that train
@@ -116,17 +135,23 @@ class CaptioningTask(Task[str]):
             val=val,
             collator=CaptionCollator(processor.tokenizer, max_length=data.max_length),
             eval_collator=pixels_only,
-            extra_val={name: split(f"data.extra_val[{name!r}].captions", s.captions, s.images)
-                       for name, s in data.extra_val.items()},
-            test=split("data.test.captions", data.test.captions, data.test.images) if data.test is not None else None,
+            extra_val={
+                name: split(f"data.extra_val[{name!r}].captions", s.captions, s.images)
+                for name, s in data.extra_val.items()
+            },
+            test=split("data.test.captions", data.test.captions, data.test.images)
+            if data.test is not None
+            else None,
         )
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
         from trainers.evaluation import synced_generation
         from trainers.tasks.captioning.evaluation import generation_kwargs
 
-        output = model.generate(pixel_values=batch["pixel_values"],
-                                **generation_kwargs(self.settings, synced_gpus=synced_generation()))
+        output = model.generate(
+            pixel_values=batch["pixel_values"],
+            **generation_kwargs(self.settings, synced_gpus=synced_generation()),
+        )
         return [text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)]
 
     def use_evaluation(self, evaluation: CaptionEval) -> None:
@@ -152,9 +177,12 @@ class CaptioningTask(Task[str]):
         pixels = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         parameter = next(model.parameters())
         with torch.no_grad():
-            output = model.generate(pixel_values=pixels.to(parameter.device, parameter.dtype),
-                                    **generation_kwargs(settings))
-        return [{"caption": text.strip()} for text in processor.batch_decode(output, skip_special_tokens=True)]
+            output = model.generate(
+                pixel_values=pixels.to(parameter.device, parameter.dtype), **generation_kwargs(settings)
+            )
+        return [
+            {"caption": text.strip()} for text in processor.batch_decode(output, skip_special_tokens=True)
+        ]
 
     def draw(self, image: Any, prediction: dict) -> Any:
         """The image scaled up to at least 256 px, the caption written under it."""
@@ -172,8 +200,9 @@ class CaptioningTask(Task[str]):
                 self.train_captions, dataset.references, self.settings, self.composites, self.scorer
             )
         shapes = self.shapes if key == self._val_id else is_shapes_caption_set(dataset.references)
-        return evaluation.caption_scores(self.scorer, predictions, dataset.references, shapes,
-                                         self._baselines.get(key))
+        return evaluation.caption_scores(
+            self.scorer, predictions, dataset.references, shapes, self._baselines.get(key)
+        )
 
     @property
     def scorer(self) -> CaptionScorer:
@@ -190,13 +219,18 @@ class CaptioningTask(Task[str]):
     def examples(self, predictions: Mapping[int, str], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
         """A few (file, prediction, references) rows for the summary."""
         refs = dataset.references
-        return [{"file": dataset.filenames[i], "prediction": text, "references": refs[i]}
-                for i, text in list(predictions.items())[:n]]
+        return [
+            {"file": dataset.filenames[i], "prediction": text, "references": refs[i]}
+            for i, text in list(predictions.items())[:n]
+        ]
 
     def table_rows(self, predictions: Mapping[int, str], dataset: Any, n: int = 8) -> list[TableRow]:
         """Image, generated caption, reference captions."""
         refs = dataset.references
-        return [TableRow(dataset._load_image(i), text, " | ".join(refs[i])) for i, text in list(predictions.items())[:n]]
+        return [
+            TableRow(dataset._load_image(i), text, " | ".join(refs[i]))
+            for i, text in list(predictions.items())[:n]
+        ]
 
     def close(self) -> None:
         if self._scorer is not None:

@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 LIST_SUFFIXES = (".csv", ".jsonl")
-_LIST_HINT = 'a CSV needs an "image,label" header; a JSONL line looks like {"image": "cat/001.png", "label": "cat"}'
+_LIST_HINT = (
+    'a CSV needs an "image,label" header; a JSONL line looks like {"image": "cat/001.png", "label": "cat"}'
+)
 _MAX_LISTED = 8
 
 ImageTransform = Callable[[Image.Image], Image.Image]
@@ -86,14 +88,16 @@ def _read_csv(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[
         columns = [c.strip() for c in reader.fieldnames or []]
         if "image" not in columns or "label" not in columns:
             raise DataError(
-                f"{path}:1: the list named by {key} has columns {columns or 'none'}; it needs \"image\" and "
-                f"\"label\". Fix the header; {_LIST_HINT}."
+                f'{path}:1: the list named by {key} has columns {columns or "none"}; it needs "image" and '
+                f'"label". Fix the header; {_LIST_HINT}.'
             )
         for row in reader:
             where = f"{path}:{reader.line_num}"
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
             if not row.get("image") or not row.get("label"):
-                bad.report("malformed_line", where, "no \"image\" or no \"label\" value", f"Fix that line; {_LIST_HINT}")
+                bad.report(
+                    "malformed_line", where, 'no "image" or no "label" value', f"Fix that line; {_LIST_HINT}"
+                )
                 continue
             samples.append(Sample(_image_path(row["image"], images_root), row["label"], where))
     return samples
@@ -109,19 +113,32 @@ def _read_jsonl(path: Path, key: str, images_root: Path, bad: BadSamples) -> lis
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                bad.report("malformed_line", where, f"not valid JSON ({error.msg} at column {error.colno})",
-                           f"Fix that line; {_LIST_HINT}")
+                bad.report(
+                    "malformed_line",
+                    where,
+                    f"not valid JSON ({error.msg} at column {error.colno})",
+                    f"Fix that line; {_LIST_HINT}",
+                )
                 continue
             image = record.get("image") if isinstance(record, dict) else None
             label = record.get("label") if isinstance(record, dict) else None
-            if not isinstance(image, str) or not image or not isinstance(label, str | int) or str(label) == "":
-                bad.report("malformed_line", where, "no usable \"image\" and \"label\"", f"Fix that line; {_LIST_HINT}")
+            if (
+                not isinstance(image, str)
+                or not image
+                or not isinstance(label, str | int)
+                or str(label) == ""
+            ):
+                bad.report(
+                    "malformed_line", where, 'no usable "image" and "label"', f"Fix that line; {_LIST_HINT}"
+                )
                 continue
             samples.append(Sample(_image_path(image, images_root), str(label), where))
     return samples
 
 
-def read_split(source: str | Path, key: str, bad: BadSamples, images: str | Path | None = None) -> list[Sample]:
+def read_split(
+    source: str | Path, key: str, bad: BadSamples, images: str | Path | None = None
+) -> list[Sample]:
     """The samples of one split, in file order (image folder: class by class, files sorted)."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -150,7 +167,8 @@ def discover_classes(data: ClassificationData) -> list[str]:
         if repeated or not classes:
             raise RecipeError(
                 f"data.labels must be distinct class names, got {list(data.labels)}"
-                + (f" (repeated: {repeated})" if repeated else "") + "."
+                + (f" (repeated: {repeated})" if repeated else "")
+                + "."
             )
         where = "data.labels"
     elif isinstance(data.train, DatasetSource):
@@ -160,7 +178,9 @@ def discover_classes(data: ClassificationData) -> list[str]:
         classes = list(train.label_names or sorted(set(source_labels(train, "data.train"))))
         where = f"the train split ({data.train.path})"
     else:
-        samples = read_split(data.train, "data.train", BadSamples(str(data.train), data.on_bad_sample), data.images)
+        samples = read_split(
+            data.train, "data.train", BadSamples(str(data.train), data.on_bad_sample), data.images
+        )
         classes = sorted({s.label for s in samples})
         where = f"the train split ({data.train})"
     if data.num_labels is not None and data.num_labels != len(classes):
@@ -239,8 +259,9 @@ class ClassifiedImages(Dataset):
     targets: list[int]
     classes: list[str]
 
-    def __init__(self, image_processor: Any, transform: ImageTransform | None, augment: Augment | None,
-                 seed: int) -> None:
+    def __init__(
+        self, image_processor: Any, transform: ImageTransform | None, augment: Augment | None, seed: int
+    ) -> None:
         self.image_processor, self.transform = image_processor, transform
         self.augment = augment if augment is not None and augment.active else None
         self.seed, self.epoch = seed, 0
@@ -267,8 +288,9 @@ class ClassifiedImages(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image = self._load_image(index)
         if self.augment is not None:
-            image = augment(AugmentSample(image=image), self.augment, seed=self.seed, epoch=self.epoch,
-                            index=index).sample.image
+            image = augment(
+                AugmentSample(image=image), self.augment, seed=self.seed, epoch=self.epoch, index=index
+            ).sample.image
         if self.transform is not None:
             image = self.transform(image)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
@@ -312,11 +334,19 @@ class ImageClassificationDataset(ClassifiedImages):
         kept: list[Sample] = []
         for s in samples:
             if not s.path.is_file():
-                self.bad_samples.report("missing_image", s.where, f"image file {s.path} not found",
-                                        "Add the image or remove the line")
+                self.bad_samples.report(
+                    "missing_image",
+                    s.where,
+                    f"image file {s.path} not found",
+                    "Add the image or remove the line",
+                )
             elif self.bad_samples.policy == "skip" and (problem := _image_problem(s.path)) is not None:
-                self.bad_samples.report("corrupt_image", s.where, f"cannot read the image {s.path} ({problem})",
-                                        "Replace the file")
+                self.bad_samples.report(
+                    "corrupt_image",
+                    s.where,
+                    f"cannot read the image {s.path} ({problem})",
+                    "Replace the file",
+                )
             else:
                 kept.append(s)
         return kept
@@ -341,14 +371,21 @@ class ImageClassificationDataset(ClassifiedImages):
             ) from error
 
 
-
 class SourceClassificationDataset(ClassifiedImages):
     """A `datasets` source (`trainers.data.sources`) with an image and a label column (a ClassLabel id or a
     class name per row). Labels are read from the Arrow table up front; images are decoded per item."""
 
-    def __init__(self, source: Any, key: str, classes: Sequence[str], image_processor: Any,
-                 limit: int | None = None, transform: ImageTransform | None = None, augment: Augment | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: Any,
+        key: str,
+        classes: Sequence[str],
+        image_processor: Any,
+        limit: int | None = None,
+        transform: ImageTransform | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(image_processor, transform, augment, seed)
         self.source, self.key, self.classes = source, key, list(classes)
         labels = source_labels(source, key)
@@ -364,8 +401,12 @@ class SourceClassificationDataset(ClassifiedImages):
             by_class: dict[str, list[int]] = {c: [] for c in self.classes}
             for i in order:
                 by_class[labels[i]].append(i)
-            turns = (rows[r] for r in range(max(map(len, by_class.values()))) for rows in by_class.values()
-                     if r < len(rows))
+            turns = (
+                rows[r]
+                for r in range(max(map(len, by_class.values())))
+                for rows in by_class.values()
+                if r < len(rows)
+            )
             order = list(turns)[:limit]
         self.rows = order
         self.targets = [index[labels[i]] for i in order]
@@ -406,10 +447,20 @@ def build_dataset(
     if isinstance(source, DatasetSource):
         from trainers.data.sources import load_source
 
-        return SourceClassificationDataset(load_source(source, key), key, classes, image_processor, limit, transform,
-                                           augment, seed)
+        return SourceClassificationDataset(
+            load_source(source, key), key, classes, image_processor, limit, transform, augment, seed
+        )
     return ImageClassificationDataset(
-        source, key, classes, image_processor, data.on_bad_sample, data.images, limit, transform, augment, seed
+        source,
+        key,
+        classes,
+        image_processor,
+        data.on_bad_sample,
+        data.images,
+        limit,
+        transform,
+        augment,
+        seed,
     )
 
 

@@ -14,7 +14,9 @@ import torch
 from trainers.tasks.classification.config import CLASS_PREFIX
 
 
-def confusion_matrix(predictions: Mapping[int, int], targets: Sequence[int], num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predictions: Mapping[int, int], targets: Sequence[int], num_classes: int
+) -> torch.Tensor:
     """`cm[true, predicted]` counts over the indices in `predictions` (torchmetrics, imported on first use:
     it costs seconds, and recipe checks that only read the task's metric names should not pay them)."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix
@@ -33,7 +35,9 @@ def scores_from_confusion(cm: torch.Tensor, classes: Sequence[str]) -> dict[str,
         raise ValueError("no predictions to score")
     correct = cm.diag()
     out = {"accuracy": float(correct.sum()) / total}
-    per_class = {name: float(correct[i]) / int(support[i]) for i, name in enumerate(classes) if support[i] > 0}
+    per_class = {
+        name: float(correct[i]) / int(support[i]) for i, name in enumerate(classes) if support[i] > 0
+    }
     out["mean_class_accuracy"] = sum(per_class.values()) / len(per_class)
     out.update({f"{CLASS_PREFIX}{name}": value for name, value in per_class.items()})
     return out
@@ -61,8 +65,14 @@ def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], path: Path, 
         threshold = counts.max() / 2 if counts.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(int(counts[i, j])), ha="center", va="center",
-                        color="white" if counts[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(counts[i, j])),
+                    ha="center",
+                    va="center",
+                    color="white" if counts[i, j] > threshold else "black",
+                )
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)

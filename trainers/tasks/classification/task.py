@@ -44,11 +44,19 @@ class ClassificationTask(Task[int]):
 
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)
-        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test),
-                  *((f"data.extra_val[{k!r}]", v) for k, v in data.extra_val.items())]
-        missing = [src.missing_path(key) if isinstance(src, DatasetSource) else f"{key} {src!r} (image folder or list file)"
-                   for key, src in splits if src is not None and (isinstance(src, DatasetSource)
-                                                                  or not Path(src).expanduser().exists())]
+        splits = [
+            ("data.train", data.train),
+            ("data.val", data.val),
+            ("data.test", data.test),
+            *((f"data.extra_val[{k!r}]", v) for k, v in data.extra_val.items()),
+        ]
+        missing = [
+            src.missing_path(key)
+            if isinstance(src, DatasetSource)
+            else f"{key} {src!r} (image folder or list file)"
+            for key, src in splits
+            if src is not None and (isinstance(src, DatasetSource) or not Path(src).expanduser().exists())
+        ]
         missing = [m for m in missing if m is not None]
         if data.images is not None and not Path(data.images).expanduser().is_dir():
             missing.append(f"data.images {data.images!r} (image directory)")
@@ -57,7 +65,7 @@ class ClassificationTask(Task[int]):
     def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
         return (
             f"Data not found: {'; '.join(missing)}.{model_note} Each split is an image folder with one subfolder "
-            "per class (train/cat/001.png) or a CSV (image,label header) / JSONL ({\"image\": ..., \"label\": ...}) "
+            'per class (train/cat/001.png) or a CSV (image,label header) / JSONL ({"image": ..., "label": ...}) '
             "list; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_classes."
         )
 
@@ -75,10 +83,24 @@ class ClassificationTask(Task[int]):
 
         seed = recipe.training.seed if data.augment is not None else 0  # only augmentation draws from it
 
-        def split(source: str, key: str, limit: int | None = None, transform: ImageTransform | None = None,
-                  augment: Augment | None = None):
-            return build_dataset(data, source, key, classes, images, limit=limit, transform=transform,
-                                 augment=augment, seed=seed)
+        def split(
+            source: str,
+            key: str,
+            limit: int | None = None,
+            transform: ImageTransform | None = None,
+            augment: Augment | None = None,
+        ):
+            return build_dataset(
+                data,
+                source,
+                key,
+                classes,
+                images,
+                limit=limit,
+                transform=transform,
+                augment=augment,
+                seed=seed,
+            )
 
         return TaskData(
             train=split(data.train, "data.train", data.max_train_samples, self.train_transform, data.augment),
@@ -111,8 +133,14 @@ class ClassificationTask(Task[int]):
         for row in probs:
             values, ids = row.topk(min(int(top), row.numel()))
             names = [labels.get(int(i), str(int(i))) for i in ids]
-            rows.append({"label": names[0], "class_id": int(ids[0]), "score": float(values[0]),
-                         "scores": dict(zip(names, map(float, values), strict=True))})
+            rows.append(
+                {
+                    "label": names[0],
+                    "class_id": int(ids[0]),
+                    "score": float(values[0]),
+                    "scores": dict(zip(names, map(float, values), strict=True)),
+                }
+            )
         return rows
 
     def score(self, predictions: Mapping[int, int], dataset: ClassifiedImages) -> dict[str, float]:
@@ -121,7 +149,9 @@ class ClassificationTask(Task[int]):
         cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
         return scores_from_confusion(cm, dataset.classes)
 
-    def save_artifacts(self, predictions: Mapping[int, int], dataset: ClassifiedImages, directory: Path) -> None:
+    def save_artifacts(
+        self, predictions: Mapping[int, int], dataset: ClassifiedImages, directory: Path
+    ) -> None:
         """`confusion_matrix.png` and `confusion_matrix.json` (classes, counts, metrics) for this evaluation."""
         from trainers.tasks.classification.metrics import (
             confusion_matrix,
@@ -131,17 +161,29 @@ class ClassificationTask(Task[int]):
 
         cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
         directory.mkdir(parents=True, exist_ok=True)
-        plot_confusion_matrix(cm, dataset.classes, directory / "confusion_matrix.png", title=dataset.description)
-        payload = {"classes": dataset.classes, "matrix": cm.tolist(), "metrics": scores_from_confusion(cm, dataset.classes)}
+        plot_confusion_matrix(
+            cm, dataset.classes, directory / "confusion_matrix.png", title=dataset.description
+        )
+        payload = {
+            "classes": dataset.classes,
+            "matrix": cm.tolist(),
+            "metrics": scores_from_confusion(cm, dataset.classes),
+        }
         (directory / "confusion_matrix.json").write_text(json.dumps(payload, indent=2) + "\n")
 
-    def table_rows(self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 8) -> list[TableRow]:
+    def table_rows(
+        self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 8
+    ) -> list[TableRow]:
         """Image, predicted class, true class."""
         classes = dataset.classes
-        return [TableRow(dataset._load_image(i), classes[p], classes[dataset.targets[i]])
-                for i, p in list(predictions.items())[:n]]
+        return [
+            TableRow(dataset._load_image(i), classes[p], classes[dataset.targets[i]])
+            for i, p in list(predictions.items())[:n]
+        ]
 
-    def examples(self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 10) -> list[dict[str, Any]]:
+    def examples(
+        self, predictions: Mapping[int, int], dataset: ClassifiedImages, n: int = 10
+    ) -> list[dict[str, Any]]:
         classes = dataset.classes
         return [
             {"file": dataset.name_of(i), "prediction": classes[p], "label": classes[dataset.targets[i]]}

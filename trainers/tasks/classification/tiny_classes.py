@@ -45,21 +45,45 @@ def _colours(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, 
 
 def _polygon(cx: float, cy: float, r: float, corners: int, rotation: float) -> list[tuple[float, float]]:
     return [
-        (cx + r * math.cos(rotation + 2 * math.pi * k / corners), cy + r * math.sin(rotation + 2 * math.pi * k / corners))
+        (
+            cx + r * math.cos(rotation + 2 * math.pi * k / corners),
+            cy + r * math.sin(rotation + 2 * math.pi * k / corners),
+        )
         for k in range(corners)
     ]
 
 
 def _cross(cx: float, cy: float, r: float, rotation: float) -> list[tuple[float, float]]:
     arm = r * 0.35  # half the arm width
-    points = [(arm, r), (arm, arm), (r, arm), (r, -arm), (arm, -arm), (arm, -r),
-              (-arm, -r), (-arm, -arm), (-r, -arm), (-r, arm), (-arm, arm), (-arm, r)]
+    points = [
+        (arm, r),
+        (arm, arm),
+        (r, arm),
+        (r, -arm),
+        (arm, -arm),
+        (arm, -r),
+        (-arm, -r),
+        (-arm, -arm),
+        (-r, -arm),
+        (-r, arm),
+        (-arm, arm),
+        (-arm, r),
+    ]
     c, s = math.cos(rotation), math.sin(rotation)
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in points]
 
 
-def _draw(shape: str, draw: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rotation: float, fill, outline,
-          width: int) -> None:
+def _draw(
+    shape: str,
+    draw: ImageDraw.ImageDraw,
+    cx: float,
+    cy: float,
+    r: float,
+    rotation: float,
+    fill,
+    outline,
+    width: int,
+) -> None:
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill, outline=outline, width=width)
         return
@@ -108,7 +132,9 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> T
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    result = generate(args.root, {"train": args.n_train, "val": args.n_val, "test": args.n_test}, args.size, args.seed)
+    result = generate(
+        args.root, {"train": args.n_train, "val": args.n_val, "test": args.n_test}, args.size, args.seed
+    )
     total = sum(p.stat().st_size for p in args.root.rglob("*.png"))
     out(f"wrote {args.root}: {len(CLASSES)} classes, {total / 1024:.0f} KB")
     return result

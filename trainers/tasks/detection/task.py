@@ -259,11 +259,18 @@ class DetectionTask(Task[Prediction]):
                 picture = image.convert("RGB")
             names = [dataset.classes[c] for c in confident["labels"]]
             true_names = [dataset.classes[c] for c in truth.labels]
-            rows.append(TableRow(
-                picture, ", ".join(names), ", ".join(true_names),
-                [(*map(float, b), name) for b, name in zip(confident["boxes"], names, strict=True)],
-                [(*map(float, b), name) for b, name in zip(truth.boxes.tolist(), true_names, strict=True)],
-            ))
+            rows.append(
+                TableRow(
+                    picture,
+                    ", ".join(names),
+                    ", ".join(true_names),
+                    [(*map(float, b), name) for b, name in zip(confident["boxes"], names, strict=True)],
+                    [
+                        (*map(float, b), name)
+                        for b, name in zip(truth.boxes.tolist(), true_names, strict=True)
+                    ],
+                )
+            )
         return rows
 
     def examples(

@@ -213,7 +213,9 @@ class FlorenceTask(Task[dict]):
         if rows:
             sheet(rows, directory / "boxes.png")
 
-    def table_rows(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 8) -> list[TableRow]:
+    def table_rows(
+        self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 8
+    ) -> list[TableRow]:
         """Image with the parsed predicted boxes and the target's boxes; generated and target text."""
         from PIL import Image
 
@@ -222,11 +224,15 @@ class FlorenceTask(Task[dict]):
             sample = dataset.samples[i]
             with Image.open(sample.image) as image:
                 picture = image.convert("RGB")
-            rows.append(TableRow(
-                picture, p["text"], sample.suffix,
-                [(*map(float, b), str(label)) for b, label in zip(p["boxes"], p["labels"], strict=False)],
-                [(*map(float, b), label) for label, b in sample.boxes()],
-            ))
+            rows.append(
+                TableRow(
+                    picture,
+                    p["text"],
+                    sample.suffix,
+                    [(*map(float, b), str(label)) for b, label in zip(p["boxes"], p["labels"], strict=False)],
+                    [(*map(float, b), label) for label, b in sample.boxes()],
+                )
+            )
         return rows
 
     def examples(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 10) -> list[dict]:

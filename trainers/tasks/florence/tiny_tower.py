@@ -69,7 +69,9 @@ def cell_logits(tower: torch.nn.Module, head: torch.nn.Module, pixels: torch.Ten
     return F.interpolate(head(features), size=(GRID, GRID), mode="bilinear")
 
 
-def foreground_accuracy(tower: torch.nn.Module, head: torch.nn.Module, pixels: torch.Tensor, maps: torch.Tensor) -> float:
+def foreground_accuracy(
+    tower: torch.nn.Module, head: torch.nn.Module, pixels: torch.Tensor, maps: torch.Tensor
+) -> float:
     """The share of marked cells whose class is predicted right (background is 85% of the cells, so the plain
     cell accuracy would flatter a tower that sees nothing)."""
     with torch.no_grad():
@@ -78,7 +80,9 @@ def foreground_accuracy(tower: torch.nn.Module, head: torch.nn.Module, pixels: t
     return float((predicted[marked] == maps[marked]).float().mean())
 
 
-def pretrain_tower(training: TowerTraining = TowerTraining()) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def pretrain_tower(
+    training: TowerTraining = TowerTraining(),
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train the tiny model's DaViT (random init, seed 0) on cell maps; its state dict and held-out accuracy."""
     from trainers.models.florence2 import TinyFlorence2Spec, build_tiny_florence2
 

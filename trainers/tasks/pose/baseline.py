@@ -21,12 +21,17 @@ class MeanPoseBaseline:
     train_instances: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline": "mean training pose in each val box", "train_instances": self.train_instances,
-                **self.scores}
+        return {
+            "baseline": "mean training pose in each val box",
+            "train_instances": self.train_instances,
+            **self.scores,
+        }
 
     def render(self) -> str:
-        return (f"baseline:      mean training pose in every val box: pck={self.scores['pck']:.3f}, "
-                f"oks_ap={self.scores['oks_ap']:.3f}, mean_pixel_error={self.scores['mean_pixel_error']:.2f}")
+        return (
+            f"baseline:      mean training pose in every val box: pck={self.scores['pck']:.3f}, "
+            f"oks_ap={self.scores['oks_ap']:.3f}, mean_pixel_error={self.scores['mean_pixel_error']:.2f}"
+        )
 
 
 def mean_pose(records: Sequence[Any], count: int) -> np.ndarray:

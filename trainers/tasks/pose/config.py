@@ -15,8 +15,22 @@ from trainers.errors import RecipeError
 from trainers.tasks.pose.metrics import COCO_SIGMAS
 
 COCO_KEYPOINTS = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
-    "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
     "right_ankle",
 )
 PCK_THRESHOLD = 0.2
@@ -87,16 +101,31 @@ def _mirror(name: str) -> str:
 
 COCO_SKELETON = Skeleton(
     keypoints=COCO_KEYPOINTS,
-    flip_pairs=tuple((f"left_{p}", f"right_{p}") for p in
-                     ("eye", "ear", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")),
+    flip_pairs=tuple(
+        (f"left_{p}", f"right_{p}")
+        for p in ("eye", "ear", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
+    ),
     sigmas=COCO_SIGMAS,
     links=(
-        ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("right_ankle", "right_knee"),
-        ("right_knee", "right_hip"), ("left_hip", "right_hip"), ("left_shoulder", "left_hip"),
-        ("right_shoulder", "right_hip"), ("left_shoulder", "right_shoulder"), ("left_shoulder", "left_elbow"),
-        ("right_shoulder", "right_elbow"), ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
-        ("left_eye", "right_eye"), ("nose", "left_eye"), ("nose", "right_eye"), ("left_eye", "left_ear"),
-        ("right_eye", "right_ear"), ("left_ear", "left_shoulder"), ("right_ear", "right_shoulder"),
+        ("left_ankle", "left_knee"),
+        ("left_knee", "left_hip"),
+        ("right_ankle", "right_knee"),
+        ("right_knee", "right_hip"),
+        ("left_hip", "right_hip"),
+        ("left_shoulder", "left_hip"),
+        ("right_shoulder", "right_hip"),
+        ("left_shoulder", "right_shoulder"),
+        ("left_shoulder", "left_elbow"),
+        ("right_shoulder", "right_elbow"),
+        ("left_elbow", "left_wrist"),
+        ("right_elbow", "right_wrist"),
+        ("left_eye", "right_eye"),
+        ("nose", "left_eye"),
+        ("nose", "right_eye"),
+        ("left_eye", "left_ear"),
+        ("right_eye", "right_ear"),
+        ("left_ear", "left_shoulder"),
+        ("right_ear", "right_shoulder"),
     ),
 )
 

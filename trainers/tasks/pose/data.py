@@ -74,12 +74,15 @@ def load_coco(path: Path, key: str) -> dict[str, Any]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
-                        f"{_COCO_HINT}.") from None
+        raise DataError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
+            f"{_COCO_HINT}."
+        ) from None
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload.get(k), list)]
     if not isinstance(payload, dict) or missing:
-        raise DataError(f"{path}: the JSON named by {key} has no list {missing}. {_COCO_HINT[0].upper()}"
-                        f"{_COCO_HINT[1:]}.")
+        raise DataError(
+            f"{path}: the JSON named by {key} has no list {missing}. {_COCO_HINT[0].upper()}{_COCO_HINT[1:]}."
+        )
     return payload
 
 
@@ -87,11 +90,17 @@ def keypoint_categories(path: Path, key: str) -> dict[int, tuple[str, ...]]:
     """{category id: keypoint names} of the categories that declare keypoints."""
     out: dict[int, tuple[str, ...]] = {}
     for entry in load_coco(path, key)["categories"]:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), int) and isinstance(entry.get("keypoints"), list):
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("id"), int)
+            and isinstance(entry.get("keypoints"), list)
+        ):
             out[int(entry["id"])] = tuple(str(n) for n in entry["keypoints"])
     if not out:
-        raise DataError(f'{path}: no category of {key} lists its "keypoints" names. {_COCO_HINT[0].upper()}'
-                        f"{_COCO_HINT[1:]}.")
+        raise DataError(
+            f'{path}: no category of {key} lists its "keypoints" names. {_COCO_HINT[0].upper()}'
+            f"{_COCO_HINT[1:]}."
+        )
     return out
 
 
@@ -100,8 +109,10 @@ def resolve_skeleton(declared: Skeleton | None, train: Path, key: str = "data.tr
     categories = keypoint_categories(train, key)
     names = {n for n in categories.values()}
     if len(names) != 1:
-        raise DataError(f"{train}: the keypoint categories of {key} list different keypoints ({sorted(names)}); "
-                        "one skeleton per run: split the data by skeleton.")
+        raise DataError(
+            f"{train}: the keypoint categories of {key} list different keypoints ({sorted(names)}); "
+            "one skeleton per run: split the data by skeleton."
+        )
     (json_names,) = names
     if declared is None:
         if json_names != COCO_KEYPOINTS:
@@ -136,8 +147,9 @@ def padded_box(box: Sequence[float], padding: float = PADDING) -> tuple[float, f
     return cx - w * padding / 2, cy - h * padding / 2, cx + w * padding / 2, cy + h * padding / 2
 
 
-def read_split(path: Path, key: str, root: Path, skeleton: Skeleton, categories: Sequence[int],
-               bad: PoseBadSamples) -> list[PoseRecord]:
+def read_split(
+    path: Path, key: str, root: Path, skeleton: Skeleton, categories: Sequence[int], bad: PoseBadSamples
+) -> list[PoseRecord]:
     """The instances of one split, in the JSON's order, checked against the train split's categories."""
     payload = load_coco(path, key)
     count = len(skeleton.keypoints)
@@ -151,8 +163,12 @@ def read_split(path: Path, key: str, root: Path, skeleton: Skeleton, categories:
         entry = images.get(image_id)
         where = f"{path}: annotation id {ann.get('id')} (image id {image_id})"
         if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
-            bad.report("unknown_image", where, f"image_id {image_id!r} names no image entry with a file_name",
-                       f'Fix the image_id, or add the image to "images"; {_COCO_HINT}')
+            bad.report(
+                "unknown_image",
+                where,
+                f"image_id {image_id!r} names no image entry with a file_name",
+                f'Fix the image_id, or add the image to "images"; {_COCO_HINT}',
+            )
             continue
         if image_id not in files:
             files[image_id] = _image_file(path, entry, root, bad)
@@ -172,8 +188,12 @@ def _image_file(path: Path, entry: dict, root: Path, bad: BadSamples) -> tuple[P
     where = f"{path}: image id {entry.get('id')}"
     file = Path(name) if Path(name).is_absolute() else root / name
     if not file.is_file():
-        bad.report("missing_image", where, f"image file {file} not found (data.images is {root})",
-                   "Add the image, fix its file_name, or point data.images at the folder holding it")
+        bad.report(
+            "missing_image",
+            where,
+            f"image file {file} not found (data.images is {root})",
+            "Add the image, fix its file_name, or point data.images at the folder holding it",
+        )
         return None
     size = _header_size(file)
     if isinstance(size, str):
@@ -181,27 +201,48 @@ def _image_file(path: Path, entry: dict, root: Path, bad: BadSamples) -> tuple[P
         return None
     width, height = entry.get("width", size[0]), entry.get("height", size[1])
     if (width, height) != size:
-        bad.report("size_mismatch", where, f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
-                   "Fix the image's width and height in the JSON (boxes and keypoints are in its pixels)")
+        bad.report(
+            "size_mismatch",
+            where,
+            f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
+            "Fix the image's width and height in the JSON (boxes and keypoints are in its pixels)",
+        )
         return None
     return file, int(width), int(height)
 
 
-def _instance(ann: dict, where: str, file: Path, width: int, height: int, count: int, categories: Sequence[int],
-              bad: PoseBadSamples) -> PoseRecord | None:
+def _instance(
+    ann: dict,
+    where: str,
+    file: Path,
+    width: int,
+    height: int,
+    count: int,
+    categories: Sequence[int],
+    bad: PoseBadSamples,
+) -> PoseRecord | None:
     if ann.get("category_id") not in categories:
-        bad.report("unknown_category", where,
-                   f"category_id {ann.get('category_id')!r} is not among the train JSON's keypoint categories "
-                   f"{', '.join(map(str, categories))}",
-                   'Fix the category_id, or add the category (with its "keypoints" names) to the train JSON')
+        bad.report(
+            "unknown_category",
+            where,
+            f"category_id {ann.get('category_id')!r} is not among the train JSON's keypoint categories "
+            f"{', '.join(map(str, categories))}",
+            'Fix the category_id, or add the category (with its "keypoints" names) to the train JSON',
+        )
         return None
     flat = ann.get("keypoints")
-    if not (isinstance(flat, list) and all(isinstance(v, int | float) for v in flat)) or len(flat) != 3 * count:
+    if (
+        not (isinstance(flat, list) and all(isinstance(v, int | float) for v in flat))
+        or len(flat) != 3 * count
+    ):
         got = len(flat) if isinstance(flat, list) else type(flat).__name__
-        bad.report("keypoint_count", where,
-                   f"keypoints holds {got} values, but the skeleton has {count} keypoints (3 x {count} = "
-                   f"{3 * count} values: x, y, visibility each)",
-                   "Write one (x, y, v) triple per skeleton keypoint, v = 0 for an unlabelled one")
+        bad.report(
+            "keypoint_count",
+            where,
+            f"keypoints holds {got} values, but the skeleton has {count} keypoints (3 x {count} = "
+            f"{3 * count} values: x, y, visibility each)",
+            "Write one (x, y, v) triple per skeleton keypoint, v = 0 for an unlabelled one",
+        )
         return None
     keypoints = np.asarray(flat, dtype=np.float64).reshape(count, 3)
     if ann.get("iscrowd") or not (keypoints[:, 2] > 0).any():
@@ -209,18 +250,30 @@ def _instance(ann: dict, where: str, file: Path, width: int, height: int, count:
         return None
     bbox = ann.get("bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-        bad.report("malformed_box", where, f"bbox {bbox!r} is not [x, y, width, height]",
-                   "Write the box as four numbers in pixels, COCO's x, y, w, h")
+        bad.report(
+            "malformed_box",
+            where,
+            f"bbox {bbox!r} is not [x, y, width, height]",
+            "Write the box as four numbers in pixels, COCO's x, y, w, h",
+        )
         return None
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
-        bad.report("empty_box", where, f"bbox {bbox} has a non-positive width or height",
-                   "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation")
+        bad.report(
+            "empty_box",
+            where,
+            f"bbox {bbox} has a non-positive width or height",
+            "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation",
+        )
         return None
     t = TOLERANCE
     if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        bad.report("box_outside_image", where, f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
-                   "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)")
+        bad.report(
+            "box_outside_image",
+            where,
+            f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
+            "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)",
+        )
         return None
     labelled = keypoints[:, 2] > 0
     px0, py0, px1, py1 = padded_box((x, y, w, h))
@@ -229,14 +282,22 @@ def _instance(ann: dict, where: str, file: Path, width: int, height: int, count:
         if not (-t <= kx <= width - 1 + t and -t <= ky <= height - 1 + t):
             problem = f"keypoint {k} ({kx:g}, {ky:g}) lies outside the {width}x{height} image"
         elif not (px0 - t <= kx <= px1 + t and py0 - t <= ky <= py1 + t):
-            problem = (f"keypoint {k} ({kx:g}, {ky:g}) lies outside its box {bbox} grown by {PADDING} (the crop "
-                       "the model sees)")
+            problem = (
+                f"keypoint {k} ({kx:g}, {ky:g}) lies outside its box {bbox} grown by {PADDING} (the crop "
+                "the model sees)"
+            )
         else:
             continue
-        bad.report("keypoint_outside", where, problem,
-                   "Fix the keypoint (x, y in image pixels), set its visibility to 0, or fix the box")
+        bad.report(
+            "keypoint_outside",
+            where,
+            problem,
+            "Fix the keypoint (x, y in image pixels), set its visibility to 0, or fix the box",
+        )
         return None
-    return PoseRecord(int(ann.get("id", -1)), int(ann["image_id"]), file, width, height, (x, y, w, h), keypoints)
+    return PoseRecord(
+        int(ann.get("id", -1)), int(ann["image_id"]), file, width, height, (x, y, w, h), keypoints
+    )
 
 
 # --------------------------------------------------------------------------------------------- crops
@@ -250,16 +311,24 @@ def crop_geometry(box: Sequence[float], input_size: tuple[int, int]) -> np.ndarr
     )
 
     width, height = input_size
-    center, scale = box_to_center_and_scale(box, image_width=width, image_height=height, padding_factor=PADDING)
-    return get_warp_matrix(0.0, center * 2.0, np.array([width, height], dtype=np.float32) - 1.0, scale * 200.0)
+    center, scale = box_to_center_and_scale(
+        box, image_width=width, image_height=height, padding_factor=PADDING
+    )
+    return get_warp_matrix(
+        0.0, center * 2.0, np.array([width, height], dtype=np.float32) - 1.0, scale * 200.0
+    )
 
 
 def apply_matrix(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(N, 2) points through a 2x3 affine matrix."""
-    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T.astype(np.float64) + matrix[:, 2].astype(np.float64)
+    return np.asarray(points, dtype=np.float64) @ matrix[:, :2].T.astype(np.float64) + matrix[:, 2].astype(
+        np.float64
+    )
 
 
-def crop_instance(image: Image.Image, record: PoseRecord, input_size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
+def crop_instance(
+    image: Image.Image, record: PoseRecord, input_size: tuple[int, int]
+) -> tuple[Image.Image, np.ndarray]:
     """The instance crop (RGB, `input_size`) and its keypoints (K, 3) in crop pixels (centres at integers);
     visibility 0 where a keypoint leaves the crop."""
     from transformers.models.vitpose.image_processing_pil_vitpose import scipy_warp_affine
@@ -270,8 +339,12 @@ def crop_instance(image: Image.Image, record: PoseRecord, input_size: tuple[int,
     crop = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     keypoints = record.keypoints.copy()
     keypoints[:, :2] = apply_matrix(matrix, keypoints[:, :2])
-    outside = (keypoints[:, 0] < -0.5) | (keypoints[:, 0] > width - 0.5) | (keypoints[:, 1] < -0.5) | (
-        keypoints[:, 1] > height - 0.5)
+    outside = (
+        (keypoints[:, 0] < -0.5)
+        | (keypoints[:, 0] > width - 0.5)
+        | (keypoints[:, 1] < -0.5)
+        | (keypoints[:, 1] > height - 0.5)
+    )
     keypoints[:, 2] = np.where(outside, 0.0, keypoints[:, 2])
     return crop, keypoints
 
@@ -281,9 +354,17 @@ class PoseDataset:
     "box": [x, y, w, h], "index": i}`: the layout `trainers.data.augment.AugmentedDataset` augments.
     `records[i]` keeps instance i as annotated (the scorer's ground truth, image pixels)."""
 
-    def __init__(self, source: str | Path, key: str, skeleton: Skeleton, categories: Sequence[int],
-                 input_size: tuple[int, int], images: str | Path | None = None, on_bad_sample: str = "fail",
-                 limit: int | None = None) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        key: str,
+        skeleton: Skeleton,
+        categories: Sequence[int],
+        input_size: tuple[int, int],
+        images: str | Path | None = None,
+        on_bad_sample: str = "fail",
+        limit: int | None = None,
+    ) -> None:
         self.source = Path(source).expanduser()
         self.key, self.skeleton, self.input_size = key, skeleton, tuple(input_size)
         root = Path(images).expanduser() if images is not None else self.source.parent
@@ -312,8 +393,9 @@ def augmented(dataset: PoseDataset, config: Augment, seed: int) -> AugmentedData
     if crop is not None:
         ratio = dataset.input_size[0] / dataset.input_size[1]
         crop = replace(crop, size=dataset.input_size, ratio=(ratio, ratio))
-    return AugmentedDataset(dataset, replace(config, flip_pairs=dataset.skeleton.flip_indices(),
-                                             random_resized_crop=crop), seed)
+    return AugmentedDataset(
+        dataset, replace(config, flip_pairs=dataset.skeleton.flip_indices(), random_resized_crop=crop), seed
+    )
 
 
 @dataclass

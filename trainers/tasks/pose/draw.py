@@ -22,7 +22,11 @@ def draw_skeleton(
     """A copy of `image` (enlarged `scale` times, nearest) with keypoints (pixel centres at integers) as dots
     and `links` as lines; keypoints with `visible` False are left out."""
     out = image.convert("RGB")
-    out = out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST) if scale > 1 else out.copy()
+    out = (
+        out.resize((out.width * scale, out.height * scale), Image.Resampling.NEAREST)
+        if scale > 1
+        else out.copy()
+    )
     points = [((float(x) + 0.5) * scale, (float(y) + 0.5) * scale) for x, y in np.asarray(keypoints)[:, :2]]
     shown = list(visible) if visible is not None else [True] * len(points)
     pen = ImageDraw.Draw(out)

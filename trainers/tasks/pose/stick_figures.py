@@ -25,18 +25,38 @@ from PIL import Image, ImageDraw
 from trainers.tasks.pose.config import Skeleton
 
 KEYPOINTS = (
-    "head", "neck", "left_elbow", "right_elbow", "left_hand", "right_hand", "hip", "left_knee", "right_knee",
-    "left_foot", "right_foot",
+    "head",
+    "neck",
+    "left_elbow",
+    "right_elbow",
+    "left_hand",
+    "right_hand",
+    "hip",
+    "left_knee",
+    "right_knee",
+    "left_foot",
+    "right_foot",
 )
 LINKS = (
-    ("head", "neck"), ("neck", "left_elbow"), ("left_elbow", "left_hand"), ("neck", "right_elbow"),
-    ("right_elbow", "right_hand"), ("neck", "hip"), ("hip", "left_knee"), ("left_knee", "left_foot"),
-    ("hip", "right_knee"), ("right_knee", "right_foot"),
+    ("head", "neck"),
+    ("neck", "left_elbow"),
+    ("left_elbow", "left_hand"),
+    ("neck", "right_elbow"),
+    ("right_elbow", "right_hand"),
+    ("neck", "hip"),
+    ("hip", "left_knee"),
+    ("left_knee", "left_foot"),
+    ("hip", "right_knee"),
+    ("right_knee", "right_foot"),
 )
 STICK_FIGURE = Skeleton(
     keypoints=KEYPOINTS,
-    flip_pairs=(("left_elbow", "right_elbow"), ("left_hand", "right_hand"), ("left_knee", "right_knee"),
-                ("left_foot", "right_foot")),
+    flip_pairs=(
+        ("left_elbow", "right_elbow"),
+        ("left_hand", "right_hand"),
+        ("left_knee", "right_knee"),
+        ("left_foot", "right_foot"),
+    ),
     # OKS falloff per keypoint, in COCO's range: tighter for the trunk, looser for the limb ends
     sigmas=(0.05, 0.05, 0.07, 0.07, 0.09, 0.09, 0.05, 0.07, 0.07, 0.09, 0.09),
     links=LINKS,
@@ -64,11 +84,15 @@ def pose(rng: random.Random, height: float) -> dict[str, tuple[float, float]]:
     lean = math.radians(rng.uniform(-35, 35))
     cos, sin = math.cos(lean), math.sin(lean)
     hx, hy = joints["hip"]
-    return {k: (hx + cos * (x - hx) - sin * (y - hy), hy + sin * (x - hx) + cos * (y - hy))
-            for k, (x, y) in joints.items()}
+    return {
+        k: (hx + cos * (x - hx) - sin * (y - hy), hy + sin * (x - hx) + cos * (y - hy))
+        for k, (x, y) in joints.items()
+    }
 
 
-def _extent(joints: dict[str, tuple[float, float]], head: float, pad: float) -> tuple[float, float, float, float]:
+def _extent(
+    joints: dict[str, tuple[float, float]], head: float, pad: float
+) -> tuple[float, float, float, float]:
     xs = [x for x, _ in joints.values()] + [joints["head"][0] - head, joints["head"][0] + head]
     ys = [y for _, y in joints.values()] + [joints["head"][1] - head, joints["head"][1] + head]
     return min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad
@@ -104,9 +128,15 @@ def render(rng: random.Random, size: int = 80) -> tuple[Image.Image, list[tuple[
         hx, hy = canvas["head"]
         r = head * SUPERSAMPLE
         pen.ellipse((hx - r, hy - r, hx + r, hy + r), outline=ink, width=round(line * SUPERSAMPLE))
-        keypoints = [v for name in KEYPOINTS for v in (round(placed[name][0], 2), round(placed[name][1], 2), 2)]
-        figures.append(([round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
-                        keypoints))
+        keypoints = [
+            v for name in KEYPOINTS for v in (round(placed[name][0], 2), round(placed[name][1], 2), 2)
+        ]
+        figures.append(
+            (
+                [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)],
+                keypoints,
+            )
+        )
     return image.resize((size, size), Image.Resampling.LANCZOS), figures
 
 
@@ -116,8 +146,12 @@ def generate(root: Path, counts: dict[str, int], size: int = 80, seed: int = 0) 
     shutil.rmtree(root / "images", ignore_errors=True)
     (root / "images").mkdir(parents=True)
     index = {name: i + 1 for i, name in enumerate(KEYPOINTS)}
-    category = {"id": 1, "name": "stick_figure", "keypoints": list(KEYPOINTS),
-                "skeleton": [[index[a], index[b]] for a, b in LINKS]}
+    category = {
+        "id": 1,
+        "name": "stick_figure",
+        "keypoints": list(KEYPOINTS),
+        "skeleton": [[index[a], index[b]] for a, b in LINKS],
+    }
     for split_index, (split, count) in enumerate(counts.items()):
         rng = random.Random(f"{seed}-{split_index}")
         images, annotations = [], []
@@ -127,9 +161,18 @@ def generate(root: Path, counts: dict[str, int], size: int = 80, seed: int = 0) 
             image.quantize(colors=32).save(root / "images" / name, optimize=True)  # 32 colours: a small PNG
             images.append({"id": n + 1, "file_name": name, "width": size, "height": size})
             for box, keypoints in figures:
-                annotations.append({"id": len(annotations) + 1, "image_id": n + 1, "category_id": 1, "bbox": box,
-                                    "area": round(box[2] * box[3], 2), "iscrowd": 0, "keypoints": keypoints,
-                                    "num_keypoints": len(KEYPOINTS)})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": n + 1,
+                        "category_id": 1,
+                        "bbox": box,
+                        "area": round(box[2] * box[3], 2),
+                        "iscrowd": 0,
+                        "keypoints": keypoints,
+                        "num_keypoints": len(KEYPOINTS),
+                    }
+                )
         payload = {"images": images, "annotations": annotations, "categories": [category]}
         (root / f"{split}.json").write_text(json.dumps(payload) + "\n")
     return root

@@ -49,17 +49,31 @@ def heatmap_loss(heatmaps: Any, labels: Any, size: tuple[int, int]) -> Any:
     return joints_mse_loss(heatmaps, targets, weights)
 
 
-def skeleton_scores(keypoints: Sequence[np.ndarray], records: Sequence[Any], sigmas: Sequence[float],
-                    confidences: Sequence[float] | None = None) -> dict[str, float]:
+def skeleton_scores(
+    keypoints: Sequence[np.ndarray],
+    records: Sequence[Any],
+    sigmas: Sequence[float],
+    confidences: Sequence[float] | None = None,
+) -> dict[str, float]:
     """PCK@0.2, mean pixel error and OKS AP of (K, 2) image-pixel predictions against the records."""
     from trainers.tasks.pose.metrics import PoseInstance, mean_pixel_error, oks_ap, pck
 
     truth = [PoseInstance(r.keypoints, r.box, r.image_id) for r in records]
     scores = confidences if confidences is not None else [1.0] * len(records)
-    preds = [PoseInstance(np.column_stack([np.asarray(k, dtype=np.float64)[:, :2], np.ones(len(k))]), r.box,
-                          r.image_id, float(s)) for k, r, s in zip(keypoints, records, scores, strict=True)]
-    return {"pck": pck(preds, truth, PCK_THRESHOLD), "mean_pixel_error": mean_pixel_error(preds, truth),
-            **oks_ap(preds, truth, sigmas)}
+    preds = [
+        PoseInstance(
+            np.column_stack([np.asarray(k, dtype=np.float64)[:, :2], np.ones(len(k))]),
+            r.box,
+            r.image_id,
+            float(s),
+        )
+        for k, r, s in zip(keypoints, records, scores, strict=True)
+    ]
+    return {
+        "pck": pck(preds, truth, PCK_THRESHOLD),
+        "mean_pixel_error": mean_pixel_error(preds, truth),
+        **oks_ap(preds, truth, sigmas),
+    }
 
 
 class PoseTask(Task[Prediction]):
@@ -89,14 +103,19 @@ class PoseTask(Task[Prediction]):
 
     def check_evaluation(self, evaluation: Any) -> None:
         if isinstance(evaluation, PoseEval) and evaluation.best_metric not in BEST_METRICS:
-            raise RecipeError(f"evaluation.best_metric must be one of {', '.join(BEST_METRICS)}, got "
-                              f"{evaluation.best_metric!r}.")
+            raise RecipeError(
+                f"evaluation.best_metric must be one of {', '.join(BEST_METRICS)}, got "
+                f"{evaluation.best_metric!r}."
+            )
 
     def missing_data(self, recipe: Any) -> list[str]:
         data = self._data(recipe)
         splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
-        missing = [f"{key} {src!r} (COCO keypoints JSON)" for key, src in splits
-                   if src is not None and not Path(src).expanduser().is_file()]
+        missing = [
+            f"{key} {src!r} (COCO keypoints JSON)"
+            for key, src in splits
+            if src is not None and not Path(src).expanduser().is_file()
+        ]
         if data.images is not None and not Path(data.images).expanduser().is_dir():
             missing.append(f"data.images {data.images!r} (image directory)")
         return missing
@@ -125,8 +144,11 @@ class PoseTask(Task[Prediction]):
         else:
             skeleton = data.skeleton or COCO_SKELETON
         names = list(skeleton.keypoints)
-        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-                "label2id": {n: i for i, n in enumerate(names)}}
+        return {
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+        }
 
     def compute_loss(self, model: Any, inputs: dict[str, Any]) -> Any:
         """The heatmap MSE (`heatmap_loss`); `VitPoseForPoseEstimation` raises on labels, so they stay here."""
@@ -148,7 +170,9 @@ class PoseTask(Task[Prediction]):
             self.plot_images = recipe.evaluation.plot_images
 
         def split(source: str, key: str, limit: int | None = None) -> PoseDataset:
-            return PoseDataset(source, key, skeleton, categories, size, data.images, data.on_bad_sample, limit)
+            return PoseDataset(
+                source, key, skeleton, categories, size, data.images, data.on_bad_sample, limit
+            )
 
         train = split(data.train, "data.train", data.max_train_samples)
         self._train = train
@@ -169,8 +193,13 @@ class PoseTask(Task[Prediction]):
             VitPoseEstimatorOutput(heatmaps=heatmaps.detach().float().cpu()),
             boxes=[[list(map(float, b))] for b in boxes],
         )
-        return [{"keypoints": r[0]["keypoints"].double().tolist(), "scores": r[0]["scores"].double().reshape(-1).tolist()}
-                for r in results]
+        return [
+            {
+                "keypoints": r[0]["keypoints"].double().tolist(),
+                "scores": r[0]["scores"].double().reshape(-1).tolist(),
+            }
+            for r in results
+        ]
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[Prediction]:
         outputs = model(pixel_values=batch["pixel_values"])
@@ -183,10 +212,15 @@ class PoseTask(Task[Prediction]):
         if self._baseline is None and self._train is not None and dataset is not self._train:
             from trainers.tasks.pose.baseline import mean_pose_baseline
 
-            self._baseline = mean_pose_baseline(self._train.records, records,
-                                                lambda kps: skeleton_scores(kps, records, sigmas))
-        return skeleton_scores([np.asarray(p["keypoints"]) for p in preds], records, sigmas,
-                               [float(np.mean(p["scores"])) for p in preds])
+            self._baseline = mean_pose_baseline(
+                self._train.records, records, lambda kps: skeleton_scores(kps, records, sigmas)
+            )
+        return skeleton_scores(
+            [np.asarray(p["keypoints"]) for p in preds],
+            records,
+            sigmas,
+            [float(np.mean(p["scores"])) for p in preds],
+        )
 
     def baseline(self) -> Any:
         return self._baseline
@@ -206,23 +240,39 @@ class PoseTask(Task[Prediction]):
             crop = item["image"]
             scale = max(1, 192 // max(crop.size))
             truth = np.asarray(item["keypoints"])[:, :2] - 0.5
-            predicted = apply_matrix(crop_geometry(record.box, crop.size), np.asarray(predictions[i]["keypoints"]))
+            predicted = apply_matrix(
+                crop_geometry(record.box, crop.size), np.asarray(predictions[i]["keypoints"])
+            )
             labelled = list(record.keypoints[:, 2] > 0)
-            panels.append((draw_skeleton(crop, truth, links, TRUE_COLOUR, scale, labelled),
-                           draw_skeleton(crop, predicted, links, PREDICTED_COLOUR, scale)))
+            panels.append(
+                (
+                    draw_skeleton(crop, truth, links, TRUE_COLOUR, scale, labelled),
+                    draw_skeleton(crop, predicted, links, PREDICTED_COLOUR, scale),
+                )
+            )
             rows.append({"file": str(record.path), "annotation_id": record.annotation_id, **predictions[i]})
-        comparison_grid(panels, directory / "skeletons.png",
-                        title="left: true skeleton (green)   right: predicted (red)")
+        comparison_grid(
+            panels, directory / "skeletons.png", title="left: true skeleton (green)   right: predicted (red)"
+        )
         (directory / "predictions.json").write_text(json.dumps(rows, indent=1) + "\n")
 
-    def examples(self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10) -> list[dict[str, Any]]:
+    def examples(
+        self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10
+    ) -> list[dict[str, Any]]:
         out = []
         for i, p in list(predictions.items())[:n]:
             record = dataset.records[i]
             labelled = record.keypoints[:, 2] > 0
-            error = np.linalg.norm(np.asarray(p["keypoints"])[labelled] - record.keypoints[labelled, :2], axis=1)
-            out.append({"file": str(record.path), "annotation_id": record.annotation_id,
-                        "mean_pixel_error": round(float(error.mean()), 2)})
+            error = np.linalg.norm(
+                np.asarray(p["keypoints"])[labelled] - record.keypoints[labelled, :2], axis=1
+            )
+            out.append(
+                {
+                    "file": str(record.path),
+                    "annotation_id": record.annotation_id,
+                    "mean_pixel_error": round(float(error.mean()), 2),
+                }
+            )
         return out
 
     # -------------------------------------------------------------------------- images (trainers.predict)
@@ -231,8 +281,9 @@ class PoseTask(Task[Prediction]):
         labels = getattr(getattr(model, "config", None), "id2label", None) or {}
         return [labels[i] for i in sorted(labels)]
 
-    def predict_images(self, model: Any, processor: Any, images: list[Image.Image],
-                       options: dict[str, str]) -> list[dict]:
+    def predict_images(
+        self, model: Any, processor: Any, images: list[Image.Image], options: dict[str, str]
+    ) -> list[dict]:
         """Keypoints for plain images, one instance each: in `--box x,y,w,h` (pixels), default the whole
         image. `{"box", "keypoints": [[x, y], ...], "scores", "names"}`."""
         import torch
@@ -248,8 +299,10 @@ class PoseTask(Task[Prediction]):
         device = next(model.parameters()).device
         with torch.no_grad():
             outputs = model(pixel_values=batch["pixel_values"].to(device))
-        return [{"box": box, **p, "names": names} for box, p in zip(boxes, self._decode(outputs.heatmaps, boxes),
-                                                                    strict=True)]
+        return [
+            {"box": box, **p, "names": names}
+            for box, p in zip(boxes, self._decode(outputs.heatmaps, boxes), strict=True)
+        ]
 
     @staticmethod
     def _box(text: str | None, image: Image.Image) -> list[float]:
