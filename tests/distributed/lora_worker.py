@@ -1,15 +1,14 @@
-"""One rank of the multi-rank LoRA test: trains the same LoRA recipe under each mode given, back to back.
+"""One rank of the multi-rank LoRA test: trains each mode given, back to back.
 
     torchrun --nproc_per_node 2 tests/distributed/lora_worker.py OUT TRAIN_JSON MODE[=DS_CONFIG] ...
 
-MODE `ddp` is plain DDP; `zero2=cfg.json` / `zero3=cfg.json` enable DeepSpeed with that config; a `vit-`
-prefix (`vit-ddp`, `vit-zero3=cfg.json`) trains the shipped ViT LoRA recipe's demo instead of the BLIP one,
-a `detr-` prefix the DETR one (on OUT/detr_train.json, written by the test), a `vitpose-` prefix the ViTPose
-one, a `florence-` prefix
-(`florence-zero2=cfg.json`) the Florence-2 LoRA recipe's demo, `florencefreeze-` its keyword-freeze recipe's.
-a `clip-` prefix the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
+MODE is a name from rank_modes.py; `=cfg.json` enables DeepSpeed with that config (ZeRO-2 / ZeRO-3). The
+shipped recipes' modes (`<recipe>-<engine>`, e.g. `vit_lora-zero3`) train the recipe's demo shortened by its
+family's rule (a special training set, if the rule declares one, is read from OUT, written by the test). The
+feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON;
+`clip-<engine>` the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
-layers moved by epoch to OUT/MODE/layers_rank<N>.json; an `importance-` prefix measures layer importance
+layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance
 (`trainers.analysis.importance`, 3 steps of the full tiny ViT) into OUT/MODE/importance.json.
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
@@ -32,13 +31,8 @@ def main() -> None:
     keep_out_bitsandbytes()  # no mode quantizes: ~2.5 s less per process, as launch.py does
     import torch.distributed as dist
     from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
-    from lora_recipe import (
-        detr_lora_recipe,
-        florence_lora_recipe,
-        lora_recipe,
-        vit_lora_recipe,
-        vitpose_lora_recipe,
-    )
+    from lora_recipe import importance_recipe, lora_recipe
+    from rank_modes import CLIP_CHECKS, all_modes, rank_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -46,54 +40,46 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     out = Path(sys.argv[1])
     train_json = Path(sys.argv[2])
+    modes = all_modes()
     for spec in sys.argv[3:]:
-        mode, _, ds_config = spec.partition("=")
+        name, _, ds_config = spec.partition("=")
+        mode = modes[name]
         changes = None
-        if mode.startswith(
-            "importance-"
+        if (
+            mode.recipe == "importance"
         ):  # layer importance (3 steps, full ViT): gradients as 1 rank reads them
-            from lora_recipe import importance_recipe
-
             from trainers.analysis.importance import measure
 
-            recipe = importance_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
+            recipe = importance_recipe(out / name, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
             recipe.launch.deepspeed_config = ds_config or None
             report = measure(setup_run(recipe), 3, progress=False)
             if is_main_process():
-                (out / mode / "importance.json").write_text(json.dumps(report.to_dict()))
+                (out / name / "importance.json").write_text(json.dumps(report.to_dict()))
             reset_between_runs()
             continue
-        if mode.startswith("detr-"):
-            recipe = detr_lora_recipe(out / mode, batch_size=8, train_json=out / "detr_train.json")
-        elif mode.startswith("vitpose-"):
-            recipe = vitpose_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
-        elif mode.startswith("vit-"):
-            recipe = vit_lora_recipe(out / mode, batch_size=8)  # 2 ranks x 8 = the 1-rank batch of 16
-        elif mode.startswith("florencefreeze-"):
-            recipe = florence_lora_recipe(out / mode, batch_size=4, recipe="florence2_omniparser_freeze.py")
-        elif mode.startswith("florence-"):
-            recipe = florence_lora_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
-        elif mode.startswith("clip-"):
-            recipe = stage_clip_recipe(out / mode, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
+        if mode.recipe == "blip-features":
+            recipe = lora_recipe(out / name, batch_size=4, train_json=train_json)  # 2 ranks x 4 = 1 rank x 8
+        elif mode.recipe in CLIP_CHECKS:
+            recipe = stage_clip_recipe(out / name, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
             changes = LayerChanges()
             recipe.callbacks = [changes.callback]
         else:
-            recipe = lora_recipe(out / mode, batch_size=4, train_json=train_json)
+            recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out)
         recipe.launch.deepspeed_config = ds_config or None
         ctx = setup_run(recipe)
-        assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), mode
-        if mode.startswith("clip-local-"):
+        assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), name
+        if mode.recipe == "clip-stage-local":
             ctx.task.loss_scope = "local"
         summary = complete_run(ctx)
         if changes is not None:
             rank = dist.get_rank()
-            (out / mode / f"layers_rank{rank}.json").write_text(
+            (out / name / f"layers_rank{rank}.json").write_text(
                 json.dumps({"moved": changes.moved, "stages": summary["stages_opened_at_step"]})
             )
         if is_main_process():
             losses = [e["loss"] for e in ctx.trainer.state.log_history if "loss" in e]
             evals = [e for e in ctx.trainer.state.log_history if "eval_loss" in e]
-            (out / mode / "losses.json").write_text(
+            (out / name / "losses.json").write_text(
                 json.dumps(
                     {
                         "losses": losses,
@@ -107,7 +93,9 @@ def main() -> None:
             )
         del ctx
         reset_between_runs()
-    if dist.is_initialized() and any(spec.startswith("clip-") for spec in sys.argv[3:]):
+    if dist.is_initialized() and any(
+        modes[spec.partition("=")[0]].recipe in CLIP_CHECKS for spec in sys.argv[3:]
+    ):
         rank = dist.get_rank()
         check = uneven_gather_check(rank, dist.get_world_size())
         (out / f"clip_uneven_gather_rank{rank}.json").write_text(json.dumps(check))

@@ -12,7 +12,10 @@ loss, final weights, retrieval metrics), and its stage thaws exactly the declare
 epoch on every rank; the gather of uneven batches is exact. (The worker's `clip-local-ddp` mode, per-rank
 negatives only, was measured once for the README: it does not match; it is not part of this job.)
 
-One torchrun runs the eight modes back to back (process start and the DeepSpeed JIT op are paid once).
+Every shipped recipe with a demo runs in the job under the engines its family's rule names (rank_modes.py derives
+the modes from `recipes/` and the family registry); each equals its 1-rank run in losses and weights
+(`test_every_shipped_recipe_mode_equals_one_rank`), and the families above add their own metric checks.
+One torchrun runs every mode back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
 from __future__ import annotations
@@ -26,16 +29,8 @@ from pathlib import Path
 import pytest
 import torch
 from clip_helpers import LayerChanges, stage_clip_recipe
-from lora_recipe import (
-    detr_lora_recipe,
-    florence_lora_recipe,
-    importance_recipe,
-    lora_recipe,
-    one_object_images,
-    same_length_captions,
-    vit_lora_recipe,
-    vitpose_lora_recipe,
-)
+from lora_recipe import importance_recipe, lora_recipe, same_length_captions
+from rank_modes import ENGINES, JOB_FEATURE_MODES, rank_recipe, recipe_modes, write_train_sets
 from safetensors.torch import load_file
 
 from conftest import ROOT
@@ -43,11 +38,21 @@ from trainers.launchers.commands import free_port
 from trainers.run import complete_run, setup_run
 
 WORKER = Path(__file__).with_name("lora_worker.py")
-MODES = ("ddp", "zero2", "zero3")
-VIT_MODES = tuple(f"vit-{mode}" for mode in MODES)
-DETR_MODES = ("detr-ddp", "detr-zero2")
-VITPOSE_MODES = ("vitpose-ddp", "vitpose-zero2")
+MODES = ENGINES  # the BLIP feature check's modes: one per engine
+RECIPE_MODES = recipe_modes()  # every shipped demo recipe under its family's engines (rank_modes.py)
+
+
+def modes_of(recipe: str) -> tuple[str, ...]:
+    return tuple(name for name, mode in RECIPE_MODES.items() if mode.recipe == recipe)
+
+
+VIT_MODES = modes_of("vit_lora")
+DETR_MODES = modes_of("detr_lora")
+VITPOSE_MODES = modes_of("vitpose_lora")
+FLORENCE_MODES = modes_of("florence2_lora")
+FLORENCE_FREEZE_MODES = modes_of("florence2_omniparser_freeze")
 CLIP_MODES = ("ddp", "zero2")
+SINGLE: dict[str, object] = {}  # the 1-rank run of each shipped recipe, by recipe name
 RUNS: dict[str, object] = {}  # the 1-rank dual-encoder run, for the clip tests
 # The README's figures (float32 reduction order across ranks / ZeRO flat buffers). Measured here: loss 1.9e-6 in
 # every mode (2 float32 ulps at a loss of ~10); adapter weights 3.5e-6 (DDP), 9.6e-7 (ZeRO-2), 3.1e-6 (ZeRO-3).
@@ -80,13 +85,12 @@ def runs(tmp_path_factory):
         "zero2": f"={ds_config(out / 'z2.json', 2)}",
         "zero3": f"={ds_config(out / 'z3.json', 3)}",
     }
-    specs = [f"{prefix}{mode}{config}" for prefix in ("", "vit-") for mode, config in configs.items()]
-    specs += [f"detr-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
-    specs += [f"vitpose-{mode}{configs[mode]}" for mode in ("ddp", "zero2")]
-    detr_train = one_object_images(out / "detr_train.json")
-    specs += [f"florence-zero2{configs['zero2']}", f"florencefreeze-zero2{configs['zero2']}"]
-    specs += [f"clip-{mode}{configs[mode]}" for mode in CLIP_MODES]
-    specs += [f"importance-{mode}{config}" for mode, config in configs.items()]
+    blip, others = JOB_FEATURE_MODES[: len(MODES)], JOB_FEATURE_MODES[len(MODES) :]
+    assert blip == MODES
+    specs = [f"{mode}{configs[mode]}" for mode in MODES]
+    specs += [f"{name}{configs[mode.engine]}" for name, mode in RECIPE_MODES.items()]
+    specs += [f"{name}{configs[name.rsplit('-', 1)[1]]}" for name in others]
+    write_train_sets(out, RECIPE_MODES)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -113,21 +117,9 @@ def runs(tmp_path_factory):
     reference = lora_recipe(out / "single", batch_size=8, train_json=train_json)  # 1 rank, same global batch
     ctx = setup_run(reference)
     complete_run(ctx)
-    vit = setup_run(vit_lora_recipe(out / "vit-single", batch_size=16))
-    complete_run(vit)
-    detr = setup_run(detr_lora_recipe(out / "detr-single", batch_size=16, train_json=detr_train))
-    complete_run(detr)
-    vitpose = setup_run(vitpose_lora_recipe(out / "vitpose-single", batch_size=16))
-    complete_run(vitpose)
-    RUNS["vitpose"] = vitpose
-    florence = setup_run(florence_lora_recipe(out / "florence-single", batch_size=8))
-    complete_run(florence)
-    freeze = setup_run(
-        florence_lora_recipe(
-            out / "florencefreeze-single", batch_size=8, recipe="florence2_omniparser_freeze.py"
-        )
-    )
-    complete_run(freeze)
+    for recipe in dict.fromkeys(mode.recipe for mode in RECIPE_MODES.values()):
+        SINGLE[recipe] = setup_run(rank_recipe(recipe, out / f"{recipe}-single", ranks=1, data_dir=out))
+        complete_run(SINGLE[recipe])
     changes = LayerChanges()
     clip_recipe = stage_clip_recipe(out / "clip-single", batch_size=8)
     clip_recipe.callbacks = [changes.callback]
@@ -140,7 +132,7 @@ def runs(tmp_path_factory):
     RUNS["importance"] = measure(
         setup_run(importance_recipe(out / "importance-single", batch_size=8)), 3, progress=False
     )
-    return out, ctx, vit, detr, florence, freeze
+    return out, ctx
 
 
 def losses(run: Path) -> list[float]:
@@ -163,6 +155,31 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
     assert adapter.keys() == ref_adapter.keys()
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
     print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL, (mode, got, ref)
+    assert weight_diff <= WEIGHT_TOL, mode
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", RECIPE_MODES)
+def test_every_shipped_recipe_mode_equals_one_rank(runs, mode):
+    """Any recipe, a new family's included: per-step losses and the saved weights (the adapter, or the full model
+    without LoRA) of 2 ranks equal the 1-rank run with the same global batch."""
+    out, recipe = runs[0], RECIPE_MODES[mode].recipe
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert info["world"] == 2
+    ref = [e["loss"] for e in SINGLE[recipe].trainer.state.log_history if "loss" in e]
+    got = info["losses"]
+    assert len(got) == len(ref) > 0
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    best = out / f"{recipe}-single" / "best"
+    name = (
+        "adapter_model.safetensors" if (best / "adapter_model.safetensors").is_file() else "model.safetensors"
+    )
+    want, weights = load_file(best / name), load_file(out / mode / "best" / name)
+    assert want and set(want) <= set(weights)  # ZeRO's gathered state dict may add tied aliases
+    weight_diff = max((weights[k] - want[k]).abs().max().item() for k in want)
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL, (mode, got, ref)
     assert weight_diff <= WEIGHT_TOL, mode
 
@@ -198,7 +215,7 @@ def test_zero3_adapter_has_full_modules_to_save_tensors_that_reload_to_the_same_
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VIT_MODES)
 def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mode):
-    out, _, single, *_ = runs
+    out, single = runs[0], SINGLE["vit_lora"]
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -206,7 +223,7 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
     got = info["losses"]
     assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 16 images
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    ref_adapter = load_file(out / "vit-single" / "best" / "adapter_model.safetensors")
+    ref_adapter = load_file(out / "vit_lora-single" / "best" / "adapter_model.safetensors")
     adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
     assert adapter.keys() == ref_adapter.keys() and any("classifier" in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
@@ -223,7 +240,7 @@ def test_vit_lora_on_two_ranks_equals_one_rank_with_identical_accuracy(runs, mod
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", DETR_MODES)
 def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
-    out, _, _, single, _, _ = runs
+    out, single = runs[0], SINGLE["detr_lora"]
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -231,7 +248,7 @@ def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
     got = info["losses"]
     assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 16 images
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    ref_adapter = load_file(out / "detr-single" / "best" / "adapter_model.safetensors")
+    ref_adapter = load_file(out / "detr_lora-single" / "best" / "adapter_model.safetensors")
     adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
     assert adapter.keys() == ref_adapter.keys() and any("bbox_predictor" in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
@@ -261,8 +278,7 @@ def test_detr_lora_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", VITPOSE_MODES)
 def test_vitpose_lora_on_two_ranks_equals_one_rank_with_identical_pck(runs, mode):
-    out = runs[0]
-    single = RUNS["vitpose"]
+    out, single = runs[0], SINGLE["vitpose_lora"]
     info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
@@ -270,7 +286,7 @@ def test_vitpose_lora_on_two_ranks_equals_one_rank_with_identical_pck(runs, mode
     got = info["losses"]
     assert len(got) == len(ref) == 8  # 2 epochs x 4 steps of 16 instances
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    ref_adapter = load_file(out / "vitpose-single" / "best" / "adapter_model.safetensors")
+    ref_adapter = load_file(out / "vitpose_lora-single" / "best" / "adapter_model.safetensors")
     adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
     assert adapter.keys() == ref_adapter.keys() and any("head" in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
@@ -330,21 +346,22 @@ def test_clip_two_ranks_equal_one_rank_with_the_global_batch_negatives(runs, mod
 
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
-def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
-    out, _, _, _, single, _ = runs
-    info = json.loads((out / "florence-zero2" / "losses.json").read_text())
+@pytest.mark.parametrize("mode", FLORENCE_MODES)
+def test_florence_lora_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
+    out, single = runs[0], SINGLE["florence2_lora"]
+    info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
     ref = [e["loss"] for e in history if "loss" in e]
     got = info["losses"]
     assert len(got) == len(ref) == 4  # 1 epoch x 4 steps of 8 lines, curriculum order
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    ref_adapter = load_file(out / "florence-single" / "best" / "adapter_model.safetensors")
-    adapter = load_file(out / "florence-zero2" / "best" / "adapter_model.safetensors")
+    ref_adapter = load_file(out / "florence2_lora-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
     # peft stores modules_to_save tensors under the module's own name: every non-LoRA key is one
     assert adapter.keys() == ref_adapter.keys() and any("lora_" not in k for k in adapter)
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
-    print(f"florence-zero2: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL, (got, ref)
     assert weight_diff <= WEIGHT_TOL
     last_eval = [e for e in history if "eval_loss" in e][-1]
@@ -376,17 +393,18 @@ def test_clip_stage_thaws_the_declared_layer_from_its_epoch_on_every_rank(runs, 
 
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
-def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs):
-    out, *_, single = runs
-    info = json.loads((out / "florencefreeze-zero2" / "losses.json").read_text())
+@pytest.mark.parametrize("mode", FLORENCE_FREEZE_MODES)
+def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identical_map(runs, mode):
+    out, single = runs[0], SINGLE["florence2_omniparser_freeze"]
+    info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     history = single.trainer.state.log_history
     ref = [e["loss"] for e in history if "loss" in e]
     got = info["losses"]
     assert len(got) == len(ref) == 4
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
-    want = load_file(out / "florencefreeze-single" / "best" / "model.safetensors")
-    weights = load_file(out / "florencefreeze-zero2" / "best" / "model.safetensors")
+    want = load_file(out / "florence2_omniparser_freeze-single" / "best" / "model.safetensors")
+    weights = load_file(out / mode / "best" / "model.safetensors")
     # save_pretrained writes the tied embedding once (`shared`); DeepSpeed's gathered state dict also writes its
     # aliases (lm_head, encoder/decoder embed_tokens): the same tensor, so they must equal it
     assert set(want) <= set(weights)
@@ -394,7 +412,7 @@ def test_florence_keyword_freeze_zero2_on_two_ranks_equals_one_rank_with_identic
     for alias in set(weights) - set(want):
         assert torch.equal(weights[alias], weights[shared]), alias
     weight_diff = max((weights[k] - want[k]).abs().max().item() for k in want)
-    print(f"florencefreeze-zero2: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL, (got, ref)
     assert weight_diff <= WEIGHT_TOL
     frozen = "model.vision_tower.convs.0.conv.weight"  # outside the keyword modules: bit-identical in both
