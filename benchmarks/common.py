@@ -18,7 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from trainers.paths import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 RESULTS = ROOT / "benchmarks" / "results"
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "deepspeed", "bitsandbytes")
 

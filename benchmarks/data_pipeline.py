@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Goal, Result, Spread, interleaved, main_for, paired_ratios, table
-from benchmarks.demo import demo_context
+from benchmarks.demo import RECIPES, demo_context
+from benchmarks.shipped_recipes import one_per_family
 
-KEYS = ("blip", "vit", "detr", "florence2", "dual_encoder")
+KEYS = one_per_family(RECIPES.values())  # one demo recipe per model family
 
 
 def measure(key: str, rounds: int, batches: int) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def measure(key: str, rounds: int, batches: int) -> dict[str, Any]:
 
 def run(smoke: bool, out: Path) -> Result:
     """Data pipeline: dataset + collator samples/s at the recipe's num_workers vs the model's step."""
-    keys, rounds, batches = (("vit",), 2, 2) if smoke else (KEYS, 5, 6)
+    keys, rounds, batches = (("vit_lora",), 2, 2) if smoke else (KEYS, 5, 6)
     rows = [measure(k, rounds, batches) for k in keys]
     goals = [
         Goal(f"{r['recipe']}: loader samples/s / model samples/s", r["loader_vs_model"], 1.0, "at_least")

@@ -9,16 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RECIPES = {
-    "blip": "recipes/blip_progressive.py",
-    "vit": "recipes/vit_lora.py",
-    "detr": "recipes/detr_lora.py",
-    "florence2": "recipes/florence2_lora.py",
-    "dual_encoder": "recipes/clip_minilm.py",
-    "blip_lora": "recipes/blip_lora.py",
-    "florence2_freeze": "recipes/florence2_omniparser_freeze.py",
-    "vitpose": "recipes/vitpose_lora.py",
-}
+from benchmarks.shipped_recipes import ShippedRecipe, shipped_demo_recipes
+
+RECIPES: dict[str, ShippedRecipe] = shipped_demo_recipes()  # every recipe of recipes/ with a demo, by name
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="bench_"))
 atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)  # run outputs, adapters, subsets: not results
@@ -34,12 +27,11 @@ def demo_recipe(
     key: str, overrides: Sequence[str] = (), output_dir: Path | None = None, demo: bool = True
 ) -> Any:
     """The recipe's `--demo` variant (or the real one), W&B and plots off, into a scratch directory."""
-    from benchmarks.common import ROOT
     from trainers.recipe.loading import load_recipe
 
     out = output_dir or scratch(key)
     return load_recipe(
-        str(ROOT / RECIPES[key]),
+        str(RECIPES[key].path),
         [f"output_dir={out}", "reporting.wandb=false", "reporting.plots=false", *overrides],
         demo=demo,
     )
@@ -52,14 +44,11 @@ def demo_context(key: str, overrides: Sequence[str] = (), recipe: Any = None) ->
     return setup_run(recipe if recipe is not None else demo_recipe(key, overrides))
 
 
-DATA_DESCRIPTION = ("skeleton",)  # data fields that say what the files hold, not how to train on them
-
-
 def real_recipe(key: str) -> Any:
     """The recipe as declared (real model id, for the meta device), reading the demo's data files.
 
-    Only the paths, and what describes the files they point at (the pose skeleton: its keypoint names), are
-    swapped: the real data is not here, but the data section's policies (DETR's `data.backbone`, which the
+    Only the paths, and the fields the data config declares as describing the files they point at
+    (`describing_fields`, e.g. the pose skeleton: its keypoint names), are swapped: the real data is not here, but the data section's policies (DETR's `data.backbone`, which the
     demo sets to "unfreeze") decide what trains and must stay the recipe's own.
     """
     import dataclasses
@@ -71,6 +60,6 @@ def real_recipe(key: str) -> Any:
         for f in dataclasses.fields(demo)
         if isinstance(getattr(demo, f.name), str) and Path(getattr(demo, f.name)).exists()
     }
-    describing = {name: getattr(demo, name) for name in DATA_DESCRIPTION if hasattr(demo, name)}
+    describing = {name: getattr(demo, name) for name in getattr(type(demo), "describing_fields", ())}
     recipe.data = dataclasses.replace(recipe.data, **paths, **describing)
     return recipe

@@ -74,10 +74,10 @@ def _forward(inputs: tuple[str, ...]) -> Callable[[Any, dict], Any]:
 
 # key: (recipe overrides for n images, bare call, generative)
 def _setup(key: str, n: int) -> tuple[Any, Callable[[Any, dict], Any], bool]:
-    if key == "blip":
+    if key == "blip_progressive":
         ctx = demo_context(key, [f"data.val={_subset_json('data/shapes/train.json', n)}"])
         return ctx, _caption_generate(ctx), True
-    if key == "florence2":
+    if key == "florence2_lora":
         ctx = demo_context(
             key,
             [
@@ -88,8 +88,8 @@ def _setup(key: str, n: int) -> tuple[Any, Callable[[Any, dict], Any], bool]:
         return ctx, _florence_generate(ctx), True
     # the training images as the eval set (more than the largest batch); the dual encoder's 48 val pairs with the
     # real MiniLM text tower already take seconds per evaluation
-    ctx = demo_context(key, [] if key == "dual_encoder" else [f"data.val={_train_path(key)}"])
-    inputs = {"vit": ("pixel_values",), "detr": ("pixel_values", "pixel_mask")}.get(key)
+    ctx = demo_context(key, [] if key == "clip_minilm" else [f"data.val={_train_path(key)}"])
+    inputs = {"vit_lora": ("pixel_values",), "detr_lora": ("pixel_values", "pixel_mask")}.get(key)
     if inputs is None:
         from trainers.tasks.retrieval.task import MODEL_INPUTS
 
@@ -171,9 +171,14 @@ def measure(key: str, n: int, batch_sizes: tuple[int, ...], rounds: int) -> dict
 
 def run(smoke: bool, out: Path) -> Result:
     """Evaluation speed: ours vs per-image generate loop vs bare batched generate / forward, images/s."""
-    keys = ("florence2", "vit") if smoke else ("blip", "florence2", "vit", "detr", "dual_encoder")
+    # each recipe with its task's bare baseline (a generate loop or a forward call) written above
+    keys = (
+        ("florence2_lora", "vit_lora")
+        if smoke
+        else ("blip_progressive", "florence2_lora", "vit_lora", "detr_lora", "clip_minilm")
+    )
     batch_sizes, rounds, n = ((8,), 1, 8) if smoke else ((8, 32, 64), 2, 64)
-    results = [measure(k, n if k != "florence2" else n // 2, batch_sizes, rounds) for k in keys]
+    results = [measure(k, n if k != "florence2_lora" else n // 2, batch_sizes, rounds) for k in keys]
     goals: list[Goal] = []
     rows = []
     for r in results:

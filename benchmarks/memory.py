@@ -19,22 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Result, main_for, table
-from benchmarks.demo import demo_context, real_recipe
+from benchmarks.demo import RECIPES, demo_context, real_recipe
+from benchmarks.shipped_recipes import ShippedRecipe, same_family
 
 NF4_BYTES = 4.127 / 8
 RANKS = (2, 8, 64)
 GB = 1e9
-# (label, recipe key, overrides, quantized): "full" is the same model with every parameter trained
-CONFIGS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
-    "blip": [("freeze + gated stages (blip_progressive)", "blip", ()), ("LoRA (blip_lora)", "blip_lora", ())],
-    "vit": [("LoRA q/v + classifier (vit_lora)", "vit", ())],
-    "detr": [("LoRA + heads (detr_lora)", "detr", ())],
-    "florence2": [
-        ("LoRA (florence2_lora)", "florence2", ()),
-        ("keyword freeze (florence2_omniparser_freeze)", "florence2_freeze", ()),
-    ],
-    "dual_encoder": [("recipe freeze (clip_minilm)", "dual_encoder", ())],
-}
+SMOKE_RECIPE = "vit_lora"
+
+
+def by_family(recipes: list[ShippedRecipe]) -> dict[str, list[ShippedRecipe]]:
+    """The demo recipes grouped by model family (each family also gets a "full fine-tune" row)."""
+    groups: dict[str, list[ShippedRecipe]] = {}
+    for recipe in recipes:
+        family = next((f for f in groups if same_family(f, recipe.family)), recipe.family)
+        groups.setdefault(family, []).append(recipe)
+    return groups
 
 
 @dataclass
@@ -127,11 +127,12 @@ def measured_step(ctx: Any) -> dict[str, int]:
 
 def run(smoke: bool, out: Path) -> Result:
     """Memory by freeze / LoRA / QLoRA config per recipe: demo size (counted and measured) and real size."""
-    families = ("vit",) if smoke else tuple(CONFIGS)
+    chosen = [RECIPES[SMOKE_RECIPE]] if smoke else list(RECIPES.values())
     tiny_rows, real_rows = [], []
-    for family in families:
+    for family, recipes in by_family(chosen).items():
         first = True
-        for label, key, _ in CONFIGS[family]:
+        for recipe in recipes:
+            label, key = recipe.config, recipe.name
             ctx = demo_context(key)
             counts = _counts(label, ctx.prepared.model)
             measured = measured_step(ctx)
@@ -139,6 +140,7 @@ def run(smoke: bool, out: Path) -> Result:
             row.update(
                 {
                     "family": family,
+                    "recipe": key,
                     "measured_grads": measured["grads"],
                     "measured_optimizer": measured["optimizer"],
                     "measured_vs_computed": (measured["grads"] + measured["optimizer"])
@@ -152,9 +154,11 @@ def run(smoke: bool, out: Path) -> Result:
             if first:
                 real_rows.append({"family": family, "model_id": model_id, **full.row()})
                 first = False
-            real_rows.append({"family": family, "model_id": model_id, **config.row()})
-            if config.quantizable and "LoRA" in label:
-                real_rows.append({"family": family, "model_id": model_id, **config.row(quantized=True)})
+            real_rows.append({"family": family, "recipe": key, "model_id": model_id, **config.row()})
+            if config.quantizable and recipe.lora:
+                real_rows.append(
+                    {"family": family, "recipe": key, "model_id": model_id, **config.row(quantized=True)}
+                )
     claim = _florence_claim(real_rows)
     md = [
         "### Demo size (counted; gradients + AdamW state measured after one step)",
@@ -232,7 +236,7 @@ def _full(rows: list[dict], row: dict) -> dict:
 
 def _florence_claim(rows: list[dict]) -> dict[str, Any] | None:
     """The claim "-70-80% memory for keyword freezing on Florence-2-base (~230M params)", checked."""
-    row = next((r for r in rows if r["family"] == "florence2" and r["config"].startswith("keyword")), None)
+    row = next((r for r in rows if r.get("recipe") == "florence2_omniparser_freeze"), None)
     if row is None:
         return None
     full = _full(rows, row)

@@ -232,12 +232,17 @@ def _requires_grad(model: Any) -> int:
 
 def run(smoke: bool, out: Path) -> Result:
     """Launcher overhead: our training step vs a plain transformers.Trainer, and gated stages vs a true freeze."""
-    plans = [("vit", False)] if smoke else [("vit", False), ("blip", True)]
+    # the plain step on the ViT demo; gated stages vs a true freeze on BLIP's progressive-unfreezing demo
+    plans = [("vit_lora", False)] if smoke else [("vit_lora", False), ("blip_progressive", True)]
     rounds, warmup, steps = (2, 1, 2) if smoke else (9, 2, 8)
     blip_steps = 5
     results = [
         measure_recipe(
-            key, rounds if key == "vit" else 5, warmup, steps if key == "vit" else blip_steps, gated
+            key,
+            rounds if key == "vit_lora" else 5,
+            warmup,
+            steps if key == "vit_lora" else blip_steps,
+            gated,
         )
         for key, gated in plans
     ]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-ROOT = Path(__file__).resolve().parent.parent
+from trainers.paths import RECIPES_DIR
+
 STEP_TIMES = "step_times_rank{rank}.json"
 
 
@@ -49,6 +50,6 @@ class StepTimes(TrainerCallback):
         )
 
 
-recipe = runpy.run_path(str(ROOT / "recipes" / "vit_lora.py"))["recipe"]
+recipe = runpy.run_path(str(RECIPES_DIR / "vit_lora.py"))["recipe"]
 recipe.name = "vit_lora_scaling"
 recipe.callbacks = [StepTimes()]

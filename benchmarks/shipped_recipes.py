@@ -26,6 +26,13 @@ class ShippedRecipe:
     family: str  # model.family as the file spells it
     data_kind: str  # the data config's class: one per task
     lora: bool  # trains LoRA adapters
+    stages: bool  # opens progressive-unfreezing stages
+
+    @property
+    def config(self) -> str:
+        """What the recipe trains, in a word or two, with its name: a benchmark row's label."""
+        kind = "LoRA" if self.lora else "freeze"
+        return f"{kind}{' + stages' if self.stages else ''} ({self.name})"
 
 
 def shipped_demo_recipes(recipes_dir: Path = RECIPES_DIR) -> dict[str, ShippedRecipe]:
@@ -43,6 +50,7 @@ def shipped_demo_recipes(recipes_dir: Path = RECIPES_DIR) -> dict[str, ShippedRe
             family=recipe.model.family,
             data_kind=type(recipe.data).__name__,
             lora=recipe.lora is not None,
+            stages=bool(recipe.stages),
         )
     return found
 

@@ -160,6 +160,7 @@ class PoseData:
 
     task: ClassVar[str] = "pose"
     eval_config: ClassVar[type] = PoseEval
+    describing_fields: ClassVar[tuple[str, ...]] = ("skeleton",)  # what the files hold, swapped with them
 
     train: str
     val: str
