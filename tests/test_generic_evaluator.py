@@ -219,8 +219,8 @@ def test_captioning_task_through_it_gives_generate_and_caption_scorer_results(sh
     set, scored by the caption scorer, with the distinct-prediction count and shapes accuracies beside it."""
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
     from trainers.recipe import CaptionData, Evaluation, Model, Recipe
-    from trainers.tasks.captioning.evaluation import generation_kwargs
-    from trainers.tasks.captioning.metrics import CaptionScorer
+    from trainers.tasks.captioning.scoring import generation_kwargs
+    from trainers.metrics.captions import CaptionScorer
     from trainers.tasks.captioning.shapes import score_shapes_captions
     from trainers.tasks.captioning.task import CaptioningTask
 

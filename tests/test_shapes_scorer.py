@@ -16,7 +16,7 @@ from trainers.tasks.captioning.baseline import (
     most_frequent_caption,
     plan_baseline,
 )
-from trainers.tasks.captioning.metrics import CaptionScorer
+from trainers.metrics.captions import CaptionScorer
 from trainers.tasks.captioning.shapes import (
     COLORS,
     RELATIONS,
