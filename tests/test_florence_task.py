@@ -19,6 +19,7 @@ from trainers.data_policy import DataError
 from trainers.models.florence2 import build_tiny_florence2, build_tiny_processor
 from trainers.tasks.prompted_generation.config import PromptedData
 from trainers.tasks.prompted_generation.data import PromptedCollator, PromptedDataset, Sample
+from trainers.tasks.prompted_generation.loc import Group, quantize
 from trainers.tasks.prompted_generation.scoring import (
     dense_metrics,
     grounding_recall,
@@ -26,7 +27,6 @@ from trainers.tasks.prompted_generation.scoring import (
     parse_generation,
     score_all,
 )
-from trainers.tasks.prompted_generation.loc import Group, quantize
 
 FABRIC = ROOT / "data" / "fabric"
 GOOD = {"image": "a.jpg", "prefix": "<OD>", "suffix": "drop<loc_100><loc_200><loc_300><loc_400>"}
