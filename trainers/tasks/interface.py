@@ -1,8 +1,11 @@
 """The task interface: everything the generic core needs to know about one task, and nothing more.
 
-A task (captioning, classification, detection, pose, retrieval) is a subclass of `Task` living in its own
-folder next to its config dataclasses; like a transformers `TrainerCallback`, it overrides only the hooks it
-needs. The core never branches on a task: it asks the task.
+A task (captioning, classification, detection, pose, prompted-generation, retrieval) is a subclass of
+`Task[Prediction, DataConfig, EvalConfig]` living in its own folder next to its config dataclasses; like a
+transformers `TrainerCallback`, it overrides only the hooks it needs. The core never branches on a task: it
+asks the task. The hooks come in three groups: `RecipeChecks` (recipe load and `--dry-run`, all optional),
+`RunHooks` (`build`, `predict` and `score` required; loss, artifacts, table rows, examples optional) and
+`PlainImagePrediction` (`trainers.predict`, optional). Its name is its data class's `task`.
 
 How `trainers/run.py` and `trainers/plan.py` call it:
 
