@@ -44,7 +44,7 @@ def _subset_jsonl(src: str, n: int) -> str:
 
 
 def _caption_generate(ctx: Any) -> Callable[[Any, dict], Any]:
-    from trainers.tasks.captioning.evaluation import generation_kwargs
+    from trainers.tasks.captioning.scoring import generation_kwargs
 
     kwargs = generation_kwargs(ctx.task.settings)
     return lambda model, batch: model.generate(pixel_values=batch["pixel_values"], **kwargs)

@@ -1,7 +1,7 @@
 """Florence-2 with LoRA (seed 001): fabric defects (wrinkle / drop / broken) as OD, dense region captions and
 phrase grounding from one JSONL.
 
-    python -m trainers.tasks.florence.voc_to_jsonl --voc data/fabric/train/Annotations \
+    python -m trainers.tasks.prompted_generation.voc_to_jsonl --voc data/fabric/train/Annotations \
         --images data/fabric/train/JPEGImages --out data/fabric/train.jsonl --flip
     accelerate launch launch.py recipes/florence2_lora.py
     python launch.py recipes/florence2_lora.py --dry-run     # the real base model counted on the meta device
@@ -24,7 +24,7 @@ switches to DoRA. `best/` is a stock peft adapter:
 
 from trainers.models.florence2 import FLORENCE2_BASE, TINY_TOWER_FILE, TinyFlorence2Spec
 from trainers.recipe import EarlyStopping, Lora, Model, Recipe, Training
-from trainers.tasks.florence import FlorenceData, FlorenceEval
+from trainers.tasks.prompted_generation import PromptedData, PromptedEval
 
 TARGETS = r"model\.(vision_tower|language_model)\..*\.(q_proj|k_proj|v_proj|fc1|fc2)|lm_head"
 
@@ -36,7 +36,7 @@ recipe = Recipe(
         family="florence2",
         demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE),
     ),
-    data=FlorenceData(
+    data=PromptedData(
         train="data/fabric/train.jsonl",  # {"image", "prefix", "suffix"} lines (voc_to_jsonl writes them)
         val="data/fabric/val.jsonl",
         images="data/fabric/train/JPEGImages",
@@ -45,7 +45,7 @@ recipe = Recipe(
     ),
     lora=Lora(target_regex=TARGETS, r=8, dropout=0.05, use_dora=False, tied_weights="untie"),
     training=Training(epochs=10, batch_size=8, lr=1e-6, warmup_steps=0, logging_steps=10),
-    evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
+    evaluation=PromptedEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     # --demo: the tiny Florence-2 (its DaViT pre-trained on generated fabric images, the rest random init) on the
     # shipped fabric set (1800 train lines: 300 images, their mirrored copies, 3 tasks). The vision-frozen

@@ -20,7 +20,7 @@ from trainers.models.florence2 import (
     omniparser_freeze_rules,
 )
 from trainers.recipe import EarlyStopping, Model, Recipe, Training
-from trainers.tasks.florence import FlorenceData, FlorenceEval
+from trainers.tasks.prompted_generation import PromptedData, PromptedEval
 
 recipe = Recipe(
     name="florence2_omniparser_freeze",
@@ -29,7 +29,7 @@ recipe = Recipe(
         family="florence2",
         demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE),
     ),
-    data=FlorenceData(
+    data=PromptedData(
         train="data/fabric/train.jsonl",
         val="data/fabric/val.jsonl",
         images="data/fabric/train/JPEGImages",
@@ -38,7 +38,7 @@ recipe = Recipe(
     ),
     freeze=omniparser_freeze_rules(),
     training=Training(epochs=10, batch_size=8, lr=1e-5, warmup_steps=0, logging_steps=10),
-    evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
+    evaluation=PromptedEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     demo={
         "training.epochs": 14,

@@ -12,7 +12,7 @@ fully there, not wrapped (the plan lists them). `best/` reloads with stock `Peft
 
 from trainers.models.florence2 import FLORENCE2_BASE, TINY_TOWER_FILE, TinyFlorence2Spec
 from trainers.recipe import EarlyStopping, Lora, Model, Recipe, Training, Unfreeze
-from trainers.tasks.florence import FlorenceData, FlorenceEval
+from trainers.tasks.prompted_generation import PromptedData, PromptedEval
 
 recipe = Recipe(
     name="florence2_omniparser_hybrid",
@@ -21,7 +21,7 @@ recipe = Recipe(
         family="florence2",
         demo=TinyFlorence2Spec(image_size=64, vision_weights=TINY_TOWER_FILE),
     ),
-    data=FlorenceData(
+    data=PromptedData(
         train="data/fabric/train.jsonl",
         val="data/fabric/val.jsonl",
         images="data/fabric/train/JPEGImages",
@@ -37,7 +37,7 @@ recipe = Recipe(
     ),
     freeze=[Unfreeze("model.language_model.decoder.layers[-2:]")],  # with LoRA the base starts frozen
     training=Training(epochs=10, batch_size=8, lr=1e-5, warmup_steps=0, logging_steps=10),
-    evaluation=FlorenceEval(num_beams=3, max_new_tokens=256),
+    evaluation=PromptedEval(num_beams=3, max_new_tokens=256),
     early_stopping=EarlyStopping(metric="map_50", mode="max", patience=3),
     demo={
         "lora.dropout": 0.0,

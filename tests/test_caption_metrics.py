@@ -13,7 +13,7 @@ import pickle
 
 import pytest
 
-from trainers.tasks.captioning.metrics import (
+from trainers.metrics.captions import (
     SUPPORTED_METRICS,
     CaptionScorer,
     _MeteorProcess,

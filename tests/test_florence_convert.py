@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from trainers.data_policy import DataError
-from trainers.tasks.florence import voc_to_jsonl
-from trainers.tasks.florence.loc import dequantize, parse_suffix, quantize
-from trainers.tasks.florence.voc import flip_box
+from trainers.tasks.prompted_generation import voc_to_jsonl
+from trainers.tasks.prompted_generation.loc import dequantize, parse_suffix, quantize
+from trainers.tasks.prompted_generation.voc import flip_box
 
 GOLDEN_XML = """<annotation>
   <folder>JPEGImages</folder>

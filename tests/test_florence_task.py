@@ -17,16 +17,16 @@ from PIL import Image
 from conftest import ROOT
 from trainers.data_policy import DataError
 from trainers.models.florence2 import build_tiny_florence2, build_tiny_processor
-from trainers.tasks.florence.config import FlorenceData
-from trainers.tasks.florence.data import FlorenceCollator, FlorenceDataset, Sample
-from trainers.tasks.florence.evaluate import (
+from trainers.tasks.prompted_generation.config import PromptedData
+from trainers.tasks.prompted_generation.data import PromptedCollator, PromptedDataset, Sample
+from trainers.tasks.prompted_generation.loc import Group, quantize
+from trainers.tasks.prompted_generation.scoring import (
     dense_metrics,
     grounding_recall,
     od_metrics,
     parse_generation,
     score_all,
 )
-from trainers.tasks.florence.loc import Group, quantize
 
 FABRIC = ROOT / "data" / "fabric"
 GOOD = {"image": "a.jpg", "prefix": "<OD>", "suffix": "drop<loc_100><loc_200><loc_300><loc_400>"}
@@ -46,8 +46,8 @@ def write(tmp_path, *records, raw: str | None = None):
 
 
 def dataset(path, processor, **data):
-    config = FlorenceData(train=str(path), val=str(path), **data)
-    return FlorenceDataset(path, "data.val", processor, config, None, order=config.order)
+    config = PromptedData(train=str(path), val=str(path), **data)
+    return PromptedDataset(path, "data.val", processor, config, None, order=config.order)
 
 
 BAD = {
@@ -92,12 +92,12 @@ def test_items_prompt_from_processor_labels_from_tokenizer_and_masked_padding(tm
         items[1]["labels"].tolist() == tokenizer(grounding["suffix"])["input_ids"]
     )  # a separate tokenizer call
     assert "Locate the phrases in the caption: drop and wrinkle" in tokenizer.decode(items[1]["input_ids"])
-    batch = FlorenceCollator(tokenizer.pad_token_id)(items)
+    batch = PromptedCollator(tokenizer.pad_token_id)(items)
     short = int(items[0]["attention_mask"].sum())
     assert batch["attention_mask"][0, short:].sum() == 0 and batch["attention_mask"][1].all()
     assert (batch["input_ids"][0, short:] == tokenizer.pad_token_id).all()
     assert (batch["labels"][0, len(items[0]["labels"]) :] == -100).all()
-    meta = FlorenceCollator(tokenizer.pad_token_id, with_meta=True)(items)
+    meta = PromptedCollator(tokenizer.pad_token_id, with_meta=True)(items)
     assert "labels" not in meta and meta["tasks"] == ["<OD>", "<CAPTION_TO_PHRASE_GROUNDING>"]
     assert meta["image_sizes"][0] == Image.open(tmp_path / "a.jpg").size
 
@@ -106,8 +106,8 @@ def test_curriculum_orders_tasks_per_epoch_and_the_trainer_reads_it_in_order(pro
     from trainers.trainer import RecipeTrainer
 
     path = FABRIC / "train.jsonl"
-    config = FlorenceData(train=str(path), val=str(path), max_train_samples=None)
-    ds = FlorenceDataset(
+    config = PromptedData(train=str(path), val=str(path), max_train_samples=None)
+    ds = PromptedDataset(
         path,
         "data.train",
         processor,
@@ -127,7 +127,7 @@ def test_curriculum_orders_tasks_per_epoch_and_the_trainer_reads_it_in_order(pro
     assert first != second and sorted(first) == sorted(second)
     sampler = RecipeTrainer._get_train_sampler(SimpleNamespace(train_dataset=ds), None)
     assert isinstance(sampler, torch.utils.data.SequentialSampler)
-    shuffled = FlorenceDataset(
+    shuffled = PromptedDataset(
         path, "data.train", processor, config, FABRIC / "train" / "JPEGImages", limit=6
     )
     assert not shuffled.ordered
@@ -230,7 +230,7 @@ def test_grounding_recall_dense_captions_and_malformed_rate():
         ["drop", "drop", "wrinkle"],
     )  # the second drop box carries the wrong phrase
     assert grounding_recall([(p, g)]) == pytest.approx(1 / 3)
-    from trainers.tasks.captioning.metrics import CaptionScorer
+    from trainers.metrics.captions import CaptionScorer
 
     d = sample(
         "<DENSE_REGION_CAPTION>", [("dark drop", [[10, 10, 40, 40]]), ("long wrinkle", [[0, 80, 90, 95]])]
@@ -245,11 +245,11 @@ def test_grounding_recall_dense_captions_and_malformed_rate():
 
 
 def test_predict_images_and_draw():
-    from trainers.tasks.florence.task import FlorenceTask
+    from trainers.tasks.prompted_generation.task import PromptedGenerationTask
 
     model, processor = build_tiny_florence2(seed=0)
     model.eval()
-    task = FlorenceTask()
+    task = PromptedGenerationTask()
     images = [Image.open(p) for p in sorted((FABRIC / "val" / "JPEGImages").glob("*.jpg"))[:2]]
     out = task.predict_images(model, processor, images, {"task": "<OD>", "max_new_tokens": "8"})
     assert len(out) == 2 and json.loads(json.dumps(out)) == out

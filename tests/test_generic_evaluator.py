@@ -217,10 +217,10 @@ def test_two_gloo_ranks_score_each_index_once_and_agree_with_one_process(tmp_pat
 def test_captioning_task_through_it_gives_generate_and_caption_scorer_results(shapes_dir):
     """The captioning task's predict/score on the generic evaluator = batched `generate` + decode over the whole
     set, scored by the caption scorer, with the distinct-prediction count and shapes accuracies beside it."""
+    from trainers.metrics.captions import CaptionScorer
     from trainers.models.blip import TinyBlipSpec, build_tiny_blip
     from trainers.recipe import CaptionData, Evaluation, Model, Recipe
-    from trainers.tasks.captioning.evaluation import generation_kwargs
-    from trainers.tasks.captioning.metrics import CaptionScorer
+    from trainers.tasks.captioning.scoring import generation_kwargs
     from trainers.tasks.captioning.shapes import score_shapes_captions
     from trainers.tasks.captioning.task import CaptioningTask
 

@@ -70,13 +70,13 @@ def test_detection_rows_draw_confident_predicted_and_true_boxes(tmp_path):
 
 def test_florence_rows_carry_generated_text_and_target_boxes():
     from trainers.models.florence2 import build_tiny_processor
-    from trainers.tasks.florence.config import FlorenceData
-    from trainers.tasks.florence.data import FlorenceDataset
-    from trainers.tasks.florence.task import FlorenceTask
+    from trainers.tasks.prompted_generation.config import PromptedData
+    from trainers.tasks.prompted_generation.data import PromptedDataset
+    from trainers.tasks.prompted_generation.task import PromptedGenerationTask
 
     source = ROOT / "data" / "fabric" / "val.jsonl"
-    config = FlorenceData(train=str(source), val=str(source))
-    val = FlorenceDataset(
+    config = PromptedData(train=str(source), val=str(source))
+    val = PromptedDataset(
         source,
         "data.val",
         build_tiny_processor(),
@@ -90,7 +90,7 @@ def test_florence_rows_carry_generated_text_and_target_boxes():
         "labels": ["wrinkle"],
         "malformed": False,
     }
-    (row,) = FlorenceTask().table_rows({0: prediction}, val)
+    (row,) = PromptedGenerationTask().table_rows({0: prediction}, val)
     assert row.target == val.samples[0].suffix and row.prediction == prediction["text"]
     assert row.predicted_boxes == [(1.0, 2.0, 3.0, 4.0, "wrinkle")]
     assert [b[4] for b in row.true_boxes] == ["wrinkle", "drop"]

@@ -38,7 +38,7 @@ def test_the_check_takes_the_tasks_names_and_suggests_the_closest():
 
 
 def test_captioning_names_come_from_the_metrics_module_and_each_one_scores():
-    from trainers.tasks.captioning import metrics
+    from trainers.metrics import captions as metrics
 
     names = get_task(tiny_recipe(Path("/unused")).data).metric_names()[:4]  # all it can compute, unlisted
     assert names == metrics.SUPPORTED_METRICS == ("meteor", "rouge_l", "cider_d", "bleu_4")

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from conftest import ROOT, SHAPES
+from trainers.metrics.captions import CaptionScorer
 from trainers.recipe.config import mean
 from trainers.tasks.captioning.baseline import (
     BaselineUnavailable,
@@ -16,7 +17,6 @@ from trainers.tasks.captioning.baseline import (
     most_frequent_caption,
     plan_baseline,
 )
-from trainers.tasks.captioning.metrics import CaptionScorer
 from trainers.tasks.captioning.shapes import (
     COLORS,
     RELATIONS,

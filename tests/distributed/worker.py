@@ -49,8 +49,9 @@ import torch  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import trainers.tasks.captioning.baseline as caption_baseline  # noqa: E402
-import trainers.tasks.captioning.evaluation as caption_evaluation  # noqa: E402
+import trainers.tasks.captioning.scoring as caption_evaluation  # noqa: E402
 from trainers.distributed import WorldGuard, finish_distributed  # noqa: E402
+from trainers.metrics.captions import CaptionScorer  # noqa: E402
 from trainers.models.blip import TinyBlipSpec  # noqa: E402
 from trainers.recipe import (  # noqa: E402
     CaptionData,
@@ -67,7 +68,6 @@ from trainers.recipe import (  # noqa: E402
     mean,
 )
 from trainers.run import complete_run, setup_run  # noqa: E402
-from trainers.tasks.captioning.metrics import CaptionScorer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "distributed"))
 from reset import reset_between_runs  # noqa: E402

@@ -85,7 +85,7 @@ FLORENCE2 = FamilyEntry(
     processor_class="transformers:Florence2Processor",
     loader="trainers.models.florence2:load_florence2",
     tiny="trainers.models.florence2:build_tiny_florence2",
-    tasks=("florence",),
+    tasks=("prompted-generation",),
     # lm_head.weight is the shared embedding: deduplicated named_parameters list it under model.language_model
     towers={
         "vision": ("model.vision_tower.", "model.multi_modal_projector."),

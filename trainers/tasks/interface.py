@@ -1,8 +1,11 @@
 """The task interface: everything the generic core needs to know about one task, and nothing more.
 
-A task (captioning, classification, detection, pose, retrieval) is a subclass of `Task` living in its own
-folder next to its config dataclasses; like a transformers `TrainerCallback`, it overrides only the hooks it
-needs. The core never branches on a task: it asks the task.
+A task (captioning, classification, detection, pose, prompted-generation, retrieval) is a subclass of
+`Task[Prediction, DataConfig, EvalConfig]` living in its own folder next to its config dataclasses; like a
+transformers `TrainerCallback`, it overrides only the hooks it needs. The core never branches on a task: it
+asks the task. The hooks come in three groups: `RecipeChecks` (recipe load and `--dry-run`, all optional),
+`RunHooks` (`build`, `predict` and `score` required; loss, artifacts, table rows, examples optional) and
+`PlainImagePrediction` (`trainers.predict`, optional). Its name is its data class's `task`.
 
 How `trainers/run.py` and `trainers/plan.py` call it:
 
@@ -27,7 +30,9 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol
+
+from typing_extensions import TypeVar  # a default for the config parameters: `Task[float]` stays valid
 
 from trainers.errors import RecipeError
 
@@ -37,10 +42,22 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset
 
+    from trainers.recipe.config import Freeze, Recipe, Unfreeze
+
 P = TypeVar("P")  # one prediction: a caption, a class id, a list of boxes, ...
+D = TypeVar("D", default=Any)  # the task's data config (`PoseData`)
+E = TypeVar("E", default=Any)  # the task's evaluation config (`PoseEval`)
 
 # The Trainer always reports the evaluation loss, whatever the task.
 TRAINER_METRICS = ("loss",)
+
+
+class Baseline(Protocol):
+    """A no-model baseline (constant caption, mean box, chance): one plan line and its numbers."""
+
+    def render(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -89,11 +106,11 @@ class TableRow:
     true_boxes: list[Box] = field(default_factory=list)
 
 
-class Task(Generic[P]):
-    """One task. Subclasses set the class attributes and implement `build`, `predict` and `score`.
+class RecipeChecks(Generic[D, E]):
+    """Recipe-time hooks: checked at recipe load and by `--dry-run`, before any model is loaded. All optional.
 
     Class attributes:
-        name: the task's name, as data classes (`ClassificationData.task`) and families (`tasks=`) say it.
+        name: the task's name (registry key, a family's `tasks=` entry); it follows from `data_config.task`.
         data_config / eval_config: its recipe dataclasses (in the task's folder).
         metrics: names `score` always produces; `metric_prefixes`: families of names it produces per
             label or per set (e.g. "class_accuracy/" + label), accepted by the metric-name check.
@@ -108,9 +125,14 @@ class Task(Generic[P]):
     default_best_metric: ClassVar[str] = "loss"
     greater_is_better: ClassVar[bool] = False
 
-    # --------------------------------------------------------------------------- declared, recipe level
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The name is spelled once, by the data class (`PoseData.task`); a task without one names itself."""
+        super().__init_subclass__(**kwargs)
+        task = getattr(cls.__dict__.get("data_config"), "task", None)
+        if "name" not in cls.__dict__ and isinstance(task, str):
+            cls.name = task
 
-    def recipe_data(self, recipe: Any) -> Any:
+    def recipe_data(self, recipe: Recipe) -> D:
         """The recipe's data section, checked to be this task's data class (a RecipeError otherwise)."""
         if not isinstance(recipe.data, self.data_config):
             raise RecipeError(
@@ -118,55 +140,60 @@ class Task(Generic[P]):
             )
         return recipe.data
 
-    def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
+    def metric_names(self, evaluation: E | None = None) -> tuple[str, ...]:
         """The metrics this task's `score` produces under `evaluation` (override when they depend on it)."""
         return self.metrics
 
-    def best_metric(self, evaluation: Any = None) -> tuple[str, bool]:
+    def best_metric(self, evaluation: E | None = None) -> tuple[str, bool]:
         """(metric name, greater is better) for the kept best checkpoint when the recipe names none."""
         return self.default_best_metric, self.greater_is_better
 
-    def model_kwargs(self, recipe: Any) -> dict[str, Any]:
-        """Extra keyword arguments for the family's loader that the data decides (labels, label names)."""
-        return {}
-
-    def check_evaluation(self, evaluation: Any) -> None:
+    def check_evaluation(self, evaluation: E) -> None:
         """Raise a RecipeError for evaluation settings this task cannot run (checked at recipe load)."""
 
-    def metric_hint(self, metric: str, evaluation: Any = None) -> str:
+    def metric_hint(self, metric: str, evaluation: E | None = None) -> str:
         """A sentence appended to the unknown-metric error (e.g. "list it in evaluation.metrics"); "" for none."""
         return ""
 
-    def freeze_rules(self, recipe: Any) -> list[tuple[Any, str]]:
+    def missing_data(self, recipe: Recipe) -> list[str]:
+        """`key 'path' (what)` for each data path of the recipe that does not exist: checked before any model.
+
+        The data class's own check (`trainers.data.split_config.SplitData.missing_paths`, from the path fields
+        it declares); none for data without one."""
+        missing_paths = getattr(recipe.data, "missing_paths", None)
+        return missing_paths() if missing_paths is not None else []
+
+    def missing_data_message(self, recipe: Recipe, missing: list[str], model_note: str) -> str:
+        """The one-paragraph error for `missing` data paths (`model_note`: the model is not loaded yet)."""
+        message = getattr(recipe.data, "missing_message", None)
+        if message is not None:
+            return message(missing, model_note)
+        return f"Data not found: {'; '.join(missing)}.{model_note} Fix the data paths in the recipe."
+
+    def plan_baseline(self, recipe: Recipe) -> Baseline | None:
+        """What the validation set scores without a model, from the data files alone, for the plan; or None."""
+        return None
+
+    def freeze_rules(self, recipe: Recipe) -> list[tuple[Freeze | Unfreeze, str]]:
         """(Freeze / Unfreeze rule, the recipe setting it comes from) applied before the recipe's own `freeze`
         rules (after LoRA's implicit `freeze *`); the plan lists each with its origin. E.g. detection's
         `data.backbone` policy: DETR's backbone comes out of construction frozen, the recipe states what it wants.
         """
         return []
 
-    def missing_data(self, recipe: Any) -> list[str]:
-        """`key 'path' (what)` for each data path of the recipe that does not exist: checked before any model."""
-        return []
+    def model_kwargs(self, recipe: Recipe) -> dict[str, Any]:
+        """Extra keyword arguments for the family's loader that the data decides (labels, label names)."""
+        return {}
 
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        """The one-paragraph error for `missing` data paths (`model_note`: the model is not loaded yet)."""
-        return f"Data not found: {'; '.join(missing)}.{model_note} Fix the data paths in the recipe."
 
-    def plan_baseline(self, recipe: Any) -> Any:
-        """What the validation set scores without a model, from the data files alone, for the plan; or None.
+class RunHooks(Generic[P, D]):
+    """Run-time hooks. Required: `build`, `predict`, `score` (`REQUIRED`); the others have working defaults."""
 
-        The result has `.render()` (one plan line) and `.to_dict()`.
-        """
-        return None
+    REQUIRED: ClassVar[tuple[str, ...]] = ("build", "predict", "score")
 
-    def baseline(self) -> Any:
-        """The same no-model baseline as computed by the run (for the summary), once `score` ran; or None."""
-        return None
-
-    # --------------------------------------------------------------------------------------- run level
-
-    def build(self, recipe: Any, processor: Any) -> TaskData:
-        """The datasets and collators from the recipe's data section and the model's processor."""
+    def build(self, recipe: Recipe, processor: Any) -> TaskData:
+        """The datasets and collators from the recipe's data section and the model's processor (a
+        transformers processor or image processor: families differ, so it is not typed further)."""
         raise NotImplementedError
 
     def predict(self, model: nn.Module, batch: dict[str, Any]) -> list[P]:
@@ -181,13 +208,15 @@ class Task(Generic[P]):
         """Metrics over the whole set: `predictions[i]` is the prediction for `dataset[i]`, each index once."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------------------------- optional hooks
-
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
         """The training (and eval) loss when the model's own is not the one (heatmap MSE, contrastive).
 
         None, the default, means: use the model's loss (`outputs.loss`), as the Trainer does.
         """
+        return None
+
+    def baseline(self) -> Baseline | None:
+        """The same no-model baseline as computed by the run (for the summary), once `score` ran; or None."""
         return None
 
     def save_artifacts(self, predictions: Mapping[int, P], dataset: Dataset, directory: Path) -> None:
@@ -205,22 +234,33 @@ class Task(Generic[P]):
     def close(self) -> None:
         """Release what `score` holds between evaluations (a METEOR java process)."""
 
-    # ------------------------------------------------------------ plain images (python -m trainers.predict)
 
-    def use_evaluation(self, evaluation: Any) -> None:
+class PlainImagePrediction(Generic[E]):
+    """Prediction on images outside any dataset (`python -m trainers.predict`, the app). Optional: a task
+    without `predict_images` / `draw` says so in one user-facing error (`TaskCannotPredict`)."""
+
+    name: ClassVar[str]
+
+    def use_evaluation(self, evaluation: E) -> None:
         """Take the run's own evaluation settings (`trainers.predict` passes the section of its recipe.json), so
         `predict_images` generates as the run's evaluation did, not with the defaults; none to take by default."""
 
     def predict_images(
         self, model: nn.Module, processor: Any, images: list[Image.Image], options: dict[str, str]
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """One JSON-able dict per image, for images outside any dataset; `options` are the CLI's extra
         `--key value` pairs (e.g. a score threshold). Called in eval mode; the task moves inputs itself."""
         raise TaskCannotPredict(f"the {self.name} task cannot predict plain images (no predict_images hook).")
 
-    def draw(self, image: Image.Image, prediction: dict) -> Image.Image:
+    def draw(self, image: Image.Image, prediction: dict[str, Any]) -> Image.Image:
         """`image` with `prediction` (one `predict_images` result) drawn on it."""
         raise TaskCannotPredict(f"the {self.name} task cannot draw its predictions on images (no draw hook).")
+
+
+class Task(RecipeChecks[D, E], RunHooks[P, D], PlainImagePrediction[E], Generic[P, D, E]):
+    """One task: `Task[Prediction, DataConfig, EvalConfig]` (the configs default to Any). A task author
+    implements `build`, `predict` and `score` and sets `data_config` / `eval_config`; every other hook, in the
+    three groups above, is optional."""
 
 
 class TaskCannotPredict(RecipeError):

@@ -14,7 +14,7 @@ TASKS: dict[str, str] = {
     "captioning": "trainers.tasks.captioning.task:CaptioningTask",
     "classification": "trainers.tasks.classification.task:ClassificationTask",
     "detection": "trainers.tasks.detection.task:DetectionTask",
-    "florence": "trainers.tasks.florence.task:FlorenceTask",
+    "prompted-generation": "trainers.tasks.prompted_generation.task:PromptedGenerationTask",
     "pose": "trainers.tasks.pose.task:PoseTask",
     "retrieval": "trainers.tasks.retrieval.task:RetrievalTask",
 }

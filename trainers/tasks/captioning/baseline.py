@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from trainers.data_policy import BadSamples, DataError
+from trainers.metrics.captions import CaptionScorer
 from trainers.recipe.config import CompositeMetric, Recipe
 from trainers.tasks.captioning.config import CaptionData
 from trainers.tasks.captioning.data import parse_captions
-from trainers.tasks.captioning.metrics import CaptionScorer
 from trainers.tasks.captioning.shapes import is_shapes_caption_set, score_shapes_captions
 
 BASELINE_PREFIX = "baseline_"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from trainers.data.augment import Augment
 from trainers.data.source_config import DatasetSource
+from trainers.data.split_config import AugmentableSplitData
 from trainers.errors import RecipeError
 
 SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
@@ -71,7 +71,7 @@ class CaptionSplit:
 
 
 @dataclass
-class CaptionData:
+class CaptionData(AugmentableSplitData):
     """Captioning data: `{filename: caption}` JSON files and the folder holding the images.
 
     `extra_val` names further validation sets, each evaluated at every evaluation with its name as the metric
@@ -89,17 +89,10 @@ class CaptionData:
 
     train: str | DatasetSource
     val: str | DatasetSource
-    images: str | None = None
+    test: CaptionSplit | None = None
     val_images: str | None = None
     extra_val: dict[str, CaptionSplit] = field(default_factory=dict)
-    test: CaptionSplit | None = None
     max_length: int = 60
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    # A missing or unreadable image / a caption entry that is not usable: stop the run ("fail"), or
-    # drop the sample, count it and report it in training_summary.json ("skip"). See trainers/data_policy.py.
-    on_bad_sample: Literal["fail", "skip"] = "fail"
-    augment: Augment | None = None
 
     def file_splits(self) -> list[tuple[str, str, str | None]]:
         """(recipe key, caption file, image directory) of every split given as the task's own files."""
@@ -131,8 +124,7 @@ class CaptionData:
             raise RecipeError(
                 f"data.test must be a CaptionSplit(captions=..., images=...), got {type(self.test).__name__}."
             )
-        if self.augment is not None:
-            self.augment.validate("data.augment")
+        super().validate()
         for key, source in self.source_splits():
             if source.streaming:
                 raise RecipeError(
@@ -154,7 +146,8 @@ class CaptionData:
         return splits + ([("data.test", self.test)] if self.test is not None else [])
 
     def missing_paths(self) -> list[str]:
-        """`key 'path' (what)` for each data path that does not exist, in recipe order."""
+        """`key 'path' (what)` for each data path that does not exist: the `datasets` sources first, then the
+        caption files and image folders of every split (each further split names its own pair)."""
         missing = [m for key, source in self.source_splits() if (m := source.missing_path(key)) is not None]
         wanted = [
             (key, path, "caption file")

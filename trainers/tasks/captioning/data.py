@@ -16,6 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data import jsonl
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
@@ -73,35 +74,21 @@ def _read_jsonl(path: Path, bad: BadSamples) -> dict[str, list[str]]:
             f"{path}: caption file not found. Check the captions path in the recipe; {_JSONL_HINT}."
         )
     out: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                bad.report(
-                    "malformed_line",
-                    where,
-                    f"not valid JSON ({error.msg} at column {error.colno})",
-                    f"Fix that line; {_JSONL_HINT}",
-                )
-                continue
-            image = record.get("image") if isinstance(record, dict) else None
-            captions = _as_captions(record.get("caption")) if isinstance(record, dict) else None
-            if not isinstance(image, str) or not image or captions is None:
-                bad.report(
-                    "bad_entry",
-                    where,
-                    'no usable "image" name and non-blank "caption"',
-                    f"Fix that line; {_JSONL_HINT}",
-                )
-                continue
-            if image in out:
-                bad.report("duplicate", where, f"image {image!r} is listed twice", "Keep one line per image")
-                continue
-            out[image] = captions
+    for where, record in jsonl.records(path, bad, _JSONL_HINT):
+        image = record.get("image") if isinstance(record, dict) else None
+        captions = _as_captions(record.get("caption")) if isinstance(record, dict) else None
+        if not isinstance(image, str) or not image or captions is None:
+            bad.report(
+                "bad_entry",
+                where,
+                'no usable "image" name and non-blank "caption"',
+                f"Fix that line; {_JSONL_HINT}",
+            )
+            continue
+        if image in out:
+            bad.report("duplicate", where, f"image {image!r} is listed twice", "Keep one line per image")
+            continue
+        out[image] = captions
     return out
 
 

@@ -15,8 +15,8 @@ from trainers.tasks.captioning.config import SUPPORTED_METRICS, CaptionData, Cap
 from trainers.tasks.interface import TableRow, Task, TaskData
 
 if TYPE_CHECKING:
+    from trainers.metrics.captions import CaptionScorer
     from trainers.tasks.captioning.baseline import ConstantCaptionBaseline
-    from trainers.tasks.captioning.metrics import CaptionScorer
 
 DISTINCT_PREDICTIONS = "distinct_predictions"
 SHAPES_METRICS = ("object_accuracy", "relation_accuracy")
@@ -29,10 +29,9 @@ def pixels_only(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pixel_values": torch.stack([item["pixel_values"] for item in items])}
 
 
-class CaptioningTask(Task[str]):
+class CaptioningTask(Task[str, CaptionData, CaptionEval]):
     """One caption per image; greater caption scores are better."""
 
-    name = "captioning"
     data_config = CaptionData
     eval_config = CaptionEval
     greater_is_better = True
@@ -72,12 +71,6 @@ class CaptioningTask(Task[str]):
             f"The caption metrics it computes are those listed in evaluation.metrics, from "
             f"{', '.join(SUPPORTED_METRICS)}."
         )
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        return recipe.data.missing_paths()
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return recipe.data.missing_message(missing, model_note)
 
     def plan_baseline(self, recipe: Any) -> Any:
         from trainers.tasks.captioning.baseline import plan_baseline
@@ -146,7 +139,7 @@ class CaptioningTask(Task[str]):
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
         from trainers.evaluation import synced_generation
-        from trainers.tasks.captioning.evaluation import generation_kwargs
+        from trainers.tasks.captioning.scoring import generation_kwargs
 
         output = model.generate(
             pixel_values=batch["pixel_values"],
@@ -165,7 +158,7 @@ class CaptioningTask(Task[str]):
         import torch
 
         from trainers.errors import RecipeError
-        from trainers.tasks.captioning.evaluation import generation_kwargs
+        from trainers.tasks.captioning.scoring import generation_kwargs
 
         overrides = {}
         for key in ("num_beams", "max_length"):
@@ -191,23 +184,23 @@ class CaptioningTask(Task[str]):
         return captioned(image, prediction["caption"])
 
     def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
-        from trainers.tasks.captioning import evaluation
+        from trainers.tasks.captioning import scoring
         from trainers.tasks.captioning.shapes import is_shapes_caption_set
 
         key = id(dataset)
         if key not in self._baselines and self.train_captions:  # once per set and run, on first use
-            self._baselines[key] = evaluation.run_baseline(
+            self._baselines[key] = scoring.run_baseline(
                 self.train_captions, dataset.references, self.settings, self.composites, self.scorer
             )
         shapes = self.shapes if key == self._val_id else is_shapes_caption_set(dataset.references)
-        return evaluation.caption_scores(
+        return scoring.caption_scores(
             self.scorer, predictions, dataset.references, shapes, self._baselines.get(key)
         )
 
     @property
     def scorer(self) -> CaptionScorer:
         if self._scorer is None:
-            from trainers.tasks.captioning.metrics import CaptionScorer
+            from trainers.metrics.captions import CaptionScorer
 
             self._scorer = CaptionScorer(self.settings.metrics)
         return self._scorer

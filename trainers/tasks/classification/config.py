@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from trainers.data.augment import Augment
 from trainers.data.source_config import DatasetSource
+from trainers.data.split_config import AugmentableSplitData, DataPath
 
 CLASS_PREFIX = "class_accuracy/"  # per-class accuracy metrics: class_accuracy/<class name>
 
@@ -20,7 +20,7 @@ class ClassificationEval:
 
 
 @dataclass
-class ClassificationData:
+class ClassificationData(AugmentableSplitData):
     """Labelled images, per split either an image folder or a list file.
 
     An image folder holds one subfolder per class (`train/cat/001.png`); a list file is a CSV with an
@@ -39,19 +39,23 @@ class ClassificationData:
 
     task: ClassVar[str] = "classification"
     eval_config: ClassVar[type] = ClassificationEval
+    data_paths: ClassVar[tuple[DataPath, ...]] = (
+        DataPath("train", "image folder or list file", "any"),
+        DataPath("val", "image folder or list file", "any"),
+        DataPath("test", "image folder or list file", "any"),
+        DataPath("extra_val", "image folder or list file", "any"),
+        DataPath("images", "image directory", "dir"),
+    )
+    describing_fields: ClassVar[tuple[str, ...]] = ("labels", "num_labels")
+    missing_hint: ClassVar[str] = (
+        "Each split is an image folder with one subfolder per class (train/cat/001.png) or a CSV (image,label "
+        'header) / JSONL ({"image": ..., "label": ...}) list; point data.train=, data.val= at yours. `--demo` '
+        "trains on the shipped data/tiny_classes."
+    )
 
     train: str | DatasetSource
     val: str | DatasetSource
     test: str | DatasetSource | None = None
     extra_val: dict[str, str | DatasetSource] = field(default_factory=dict)
-    images: str | None = None
     labels: tuple[str, ...] | None = None
     num_labels: int | None = None
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    on_bad_sample: Literal["fail", "skip"] = "fail"
-    augment: Augment | None = None
-
-    def validate(self) -> None:
-        if self.augment is not None:
-            self.augment.validate("data.augment")

@@ -8,7 +8,6 @@ of a run. Each message names the file (and line) and the recipe key that points 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data import jsonl
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
 from trainers.data.source_config import DatasetSource
@@ -105,34 +105,15 @@ def _read_csv(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[
 
 def _read_jsonl(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                bad.report(
-                    "malformed_line",
-                    where,
-                    f"not valid JSON ({error.msg} at column {error.colno})",
-                    f"Fix that line; {_LIST_HINT}",
-                )
-                continue
-            image = record.get("image") if isinstance(record, dict) else None
-            label = record.get("label") if isinstance(record, dict) else None
-            if (
-                not isinstance(image, str)
-                or not image
-                or not isinstance(label, str | int)
-                or str(label) == ""
-            ):
-                bad.report(
-                    "malformed_line", where, 'no usable "image" and "label"', f"Fix that line; {_LIST_HINT}"
-                )
-                continue
-            samples.append(Sample(_image_path(image, images_root), str(label), where))
+    for where, record in jsonl.records(path, bad, _LIST_HINT):
+        image = record.get("image") if isinstance(record, dict) else None
+        label = record.get("label") if isinstance(record, dict) else None
+        if not isinstance(image, str) or not image or not isinstance(label, str | int) or str(label) == "":
+            bad.report(
+                "malformed_line", where, 'no usable "image" and "label"', f"Fix that line; {_LIST_HINT}"
+            )
+            continue
+        samples.append(Sample(_image_path(image, images_root), str(label), where))
     return samples
 
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainers.data.source_config import DatasetSource
 from trainers.tasks.classification.config import CLASS_PREFIX, ClassificationData, ClassificationEval
 from trainers.tasks.interface import TableRow, Task, TaskData
 
@@ -25,10 +24,9 @@ def _image_processor(processor: Any) -> Any:
     return getattr(processor, "image_processor", processor)
 
 
-class ClassificationTask(Task[int]):
+class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
     """One class id per image. `train_transform` is the augmentation hook for the train split only."""
 
-    name = "classification"
     data_config = ClassificationData
     eval_config = ClassificationEval
     metrics = ("accuracy", "mean_class_accuracy")
@@ -41,33 +39,6 @@ class ClassificationTask(Task[int]):
 
     def _data(self, recipe: Any) -> ClassificationData:
         return self.recipe_data(recipe)
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        data = self._data(recipe)
-        splits = [
-            ("data.train", data.train),
-            ("data.val", data.val),
-            ("data.test", data.test),
-            *((f"data.extra_val[{k!r}]", v) for k, v in data.extra_val.items()),
-        ]
-        missing = [
-            src.missing_path(key)
-            if isinstance(src, DatasetSource)
-            else f"{key} {src!r} (image folder or list file)"
-            for key, src in splits
-            if src is not None and (isinstance(src, DatasetSource) or not Path(src).expanduser().exists())
-        ]
-        missing = [m for m in missing if m is not None]
-        if data.images is not None and not Path(data.images).expanduser().is_dir():
-            missing.append(f"data.images {data.images!r} (image directory)")
-        return missing
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (
-            f"Data not found: {'; '.join(missing)}.{model_note} Each split is an image folder with one subfolder "
-            'per class (train/cat/001.png) or a CSV (image,label header) / JSONL ({"image": ..., "label": ...}) '
-            "list; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_classes."
-        )
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         from trainers.tasks.classification.data import discover_classes, label_maps

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from trainers.data.augment import Augment
+from trainers.data.split_config import AugmentableSplitData, DataPath
 from trainers.errors import RecipeError
 
 BackbonePolicy = Literal["frozen", "unfreeze", "freeze_stage1"]
@@ -24,7 +24,7 @@ class DetectionEval:
 
 
 @dataclass
-class DetectionData:
+class DetectionData(AugmentableSplitData):
     """COCO-format detection data: per split a JSON file (`images`, `annotations` with xywh `bbox` in pixels,
     `categories`) and the folder its `file_name`s are relative to (`images`, default: the JSON's folder).
 
@@ -41,16 +41,19 @@ class DetectionData:
 
     task: ClassVar[str] = "detection"
     eval_config: ClassVar[type] = DetectionEval
+    data_paths: ClassVar[tuple[DataPath, ...]] = (
+        DataPath("train", "COCO JSON"),
+        DataPath("val", "COCO JSON"),
+        DataPath("test", "COCO JSON"),
+        DataPath("images", "image directory", "dir"),
+    )
+    missing_hint: ClassVar[str] = (
+        "Each split is a COCO detection JSON (images, annotations with bbox [x, y, w, h] in pixels, categories) "
+        "whose file_names are relative to data.images; point data.train=, data.val= at yours. `--demo` trains "
+        "on the shipped data/tiny_boxes."
+    )
 
-    train: str
-    val: str
-    test: str | None = None
-    images: str | None = None
     backbone: BackbonePolicy = "frozen"
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    on_bad_sample: Literal["fail", "skip"] = "fail"
-    augment: Augment | None = None
 
     def validate(self) -> None:
         if self.backbone not in BACKBONE_POLICIES:
@@ -58,5 +61,4 @@ class DetectionData:
                 f"data.backbone must be one of {', '.join(BACKBONE_POLICIES)} (what to do with the convolutional "
                 f"backbone), got {self.backbone!r}."
             )
-        if self.augment is not None:
-            self.augment.validate("data.augment")
+        super().validate()

@@ -8,7 +8,6 @@ second of a run with one paragraph naming the file, the annotation id and what t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from trainers.data import coco
 from trainers.data.augment import Augment, AugmentedDataset
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
@@ -61,22 +61,7 @@ class DetectionImage:
 
 
 def load_coco(path: Path, key: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: not found ({key}). Point {key} at a COCO detection JSON; {_COCO_HINT}.")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
-            f"{_COCO_HINT}."
-        ) from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload.get(k), list)]
-    if not isinstance(payload, dict) or missing:
-        raise DataError(
-            f"{path}: the JSON named by {key} has no list {missing} ({key}). {_COCO_HINT[0].upper()}"
-            f"{_COCO_HINT[1:]}."
-        )
-    return payload
+    return coco.load_coco(path, key, "COCO detection JSON", _COCO_HINT)
 
 
 def read_categories(path: Path, key: str) -> list[Category]:
@@ -95,15 +80,6 @@ def read_categories(path: Path, key: str) -> list[Category]:
             f'ids {ids} and names {names}. Fix the "categories" list.'
         )
     return categories
-
-
-def _header_size(path: Path) -> tuple[int, int] | str:
-    """(width, height) from the file header, or why PIL cannot open it."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        return str(error)
 
 
 def read_split(
@@ -128,29 +104,10 @@ def read_split(
                 f"Fix that entry; {_COCO_HINT}",
             )
             continue
-        file = Path(name) if Path(name).is_absolute() else images_root / name
-        if not file.is_file():
-            bad.report(
-                "missing_image",
-                where,
-                f"image file {file} not found (data.images is {images_root})",
-                "Add the image, fix its file_name, or point data.images at the folder holding it",
-            )
+        located = coco.locate_image(path, entry, images_root, bad)
+        if located is None:
             continue
-        size = _header_size(file)
-        if isinstance(size, str):
-            bad.report("corrupt_image", where, f"cannot read the image {file} ({size})", "Replace the file")
-            continue
-        width, height = entry.get("width", size[0]), entry.get("height", size[1])
-        if (width, height) != size:
-            bad.report(
-                "size_mismatch",
-                where,
-                f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
-                "Fix the image's width and height in the JSON (boxes are in its pixels)",
-            )
-            continue
-        item = _annotations(path, entry, by_image.get(image_id, []), index, known, file, bad)
+        item = _annotations(path, entry, by_image.get(image_id, []), index, known, located[0], bad)
         if item is not None:
             out.append(item)
     return out
@@ -172,33 +129,10 @@ def _annotations(
                 'Fix the category_id, or add the category to the train JSON\'s "categories"',
             )
             return None
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-            bad.report(
-                "malformed_box",
-                where,
-                f"bbox {bbox!r} is not [x, y, width, height]",
-                "Write the box as four numbers in pixels, COCO's x, y, w, h",
-            )
+        box = coco.checked_box(ann.get("bbox"), where, width, height, BOX_TOLERANCE, bad)
+        if box is None:
             return None
-        x, y, w, h = (float(v) for v in bbox)
-        if w <= 0 or h <= 0:
-            bad.report(
-                "empty_box",
-                where,
-                f"bbox {bbox} has a non-positive width or height",
-                "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation",
-            )
-            return None
-        t = BOX_TOLERANCE
-        if x < -t or y < -t or x + w > width + t or y + h > height + t:
-            bad.report(
-                "box_outside_image",
-                where,
-                f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
-                "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)",
-            )
-            return None
+        x, y, w, h = box
         boxes.append([max(0.0, x), max(0.0, y), min(float(width), x + w), min(float(height), y + h)])
         labels.append(index[category])
         ids.append(int(ann.get("id", -1)))

@@ -75,10 +75,9 @@ def targets_of(dataset: Any) -> list[ImageBoxes]:
     ]
 
 
-class DetectionTask(Task[Prediction]):
+class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
     """Boxes per image. Holds the processor after `build` (the post-processing is the processor's)."""
 
-    name = "detection"
     data_config = DetectionData
     eval_config = DetectionEval
     metrics = MAP_METRICS
@@ -97,25 +96,6 @@ class DetectionTask(Task[Prediction]):
         return self.recipe_data(recipe)
 
     # --------------------------------------------------------------------------------- recipe level
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        data = self._data(recipe)
-        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
-        missing = [
-            f"{key} {src!r} (COCO JSON)"
-            for key, src in splits
-            if src is not None and not Path(src).expanduser().is_file()
-        ]
-        if data.images is not None and not Path(data.images).expanduser().is_dir():
-            missing.append(f"data.images {data.images!r} (image directory)")
-        return missing
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (
-            f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO detection JSON (images, "
-            "annotations with bbox [x, y, w, h] in pixels, categories) whose file_names are relative to "
-            "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/tiny_boxes."
-        )
 
     def categories(self, recipe: Any):
         from trainers.tasks.detection.data import read_categories
@@ -224,7 +204,7 @@ class DetectionTask(Task[Prediction]):
     def save_artifacts(self, predictions: Mapping[int, Prediction], dataset: Any, directory: Path) -> None:
         """`boxes.png`: true (left) and predicted (right, score >= plot_threshold) boxes on the first val images;
         `predictions.json`: the first images' boxes above the threshold."""
-        from trainers.tasks.detection.draw import TRUE_COLOUR, comparison_grid, draw_boxes
+        from trainers.data.draw import TRUE_COLOUR, comparison_grid, draw_boxes
 
         panels, rows = [], []
         for i in range(min(self.plot_images, len(dataset))):
@@ -319,7 +299,7 @@ class DetectionTask(Task[Prediction]):
         ]
 
     def draw(self, image: Image.Image, prediction: dict, classes: list[str] | None = None) -> Image.Image:
-        from trainers.tasks.detection.draw import draw_boxes
+        from trainers.data.draw import draw_boxes
 
         return draw_boxes(
             image,

@@ -1,11 +1,26 @@
-"""Florence-2 tasks from one JSONL: `<OD>`, `<DENSE_REGION_CAPTION>`, `<CAPTION_TO_PHRASE_GROUNDING>`.
+"""Deprecated name of `trainers.tasks.prompted_generation` (the task is named after what it does, not a model).
 
-Importing the package loads only the recipe dataclasses; the task itself (torch, PIL) is `TASK`, resolved on
-use. `voc_to_jsonl` converts LabelImg VOC XML; `fabric` generates the shipped synthetic defect set.
+`FlorenceData`, `FlorenceEval` and `TASK` still resolve here for one release, each with one deprecation line on
+stderr; `python -m trainers.tasks.florence.voc_to_jsonl` forwards to the new converter.
 """
 
-from trainers.tasks.florence.config import FlorenceData, FlorenceEval
+from __future__ import annotations
 
-TASK = "trainers.tasks.florence.task:FlorenceTask"
+import sys
+from typing import Any
 
-__all__ = ["TASK", "FlorenceData", "FlorenceEval"]
+_RENAMED = {"FlorenceData": "PromptedData", "FlorenceEval": "PromptedEval", "TASK": "TASK"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _RENAMED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import trainers.tasks.prompted_generation as renamed
+
+    new = _RENAMED[name]
+    print(
+        f"trainers.tasks.florence.{name} is deprecated: use trainers.tasks.prompted_generation.{new} "
+        "(the old name goes in the next release).",
+        file=sys.stderr,
+    )
+    return getattr(renamed, new)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.models.florence2 import TINY_TOWER_FILE
-from trainers.tasks.florence.fabric import CLASSES, GRID, Mark, render
+from trainers.tasks.prompted_generation.fabric import CLASSES, GRID, Mark, render
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 IMAGE_SIZE = 64

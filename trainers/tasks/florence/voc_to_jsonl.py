@@ -1,106 +1,19 @@
-"""LabelImg Pascal VOC XML → Florence-2 JSONL (`{"image", "prefix", "suffix"}`), one line per task per image.
-
-    python -m trainers.tasks.florence.voc_to_jsonl --voc data/fabric/Annotations --images data/fabric/JPEGImages \
-        --out data/fabric/train.jsonl --tasks OD,DENSE_REGION_CAPTION,CAPTION_TO_PHRASE_GROUNDING --flip
-
-Boxes become `<loc_N>` bins exactly as the native processor quantizes them (`trainers.tasks.florence.loc`).
-`--flip` also writes a mirrored copy `flipped_<name>` of each image next to it, with mirrored boxes. Image paths
-in the JSONL are relative to `--images`. A bad file (bad XML, x1 > x2, a box outside the image, a missing image,
-a class outside `--classes`) stops the conversion with a message naming it; `--skip-bad` skips and counts it.
-"""
+"""Deprecated command: `python -m trainers.tasks.florence.voc_to_jsonl` runs
+`python -m trainers.tasks.prompted_generation.voc_to_jsonl` with the same arguments (for one release)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections import Counter
-from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from PIL import Image, ImageOps
-from tqdm import tqdm
+from trainers.tasks.prompted_generation.voc_to_jsonl import main, run
 
-from trainers.data_policy import DataError
-from trainers.tasks.florence.voc import flipped, lines_for, read_voc
+DEPRECATION = (
+    "python -m trainers.tasks.florence.voc_to_jsonl is deprecated: use "
+    "python -m trainers.tasks.prompted_generation.voc_to_jsonl (the old command goes in the next release)."
+)
 
-TASKS = ("OD", "DENSE_REGION_CAPTION", "CAPTION_TO_PHRASE_GROUNDING")
-
-
-def _tasks(text: str) -> list[str]:
-    tasks = [t.strip().strip("<>") for t in text.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise DataError(
-            f"--tasks {text!r}: unknown task(s) {unknown or '(none given)'}; choose from {', '.join(TASKS)}."
-        )
-    return tasks
-
-
-def convert(
-    voc_dir: Path,
-    images: Path,
-    out: Path,
-    tasks: Sequence[str],
-    flip: bool = False,
-    classes: Sequence[str] | None = None,
-    skip_bad: bool = False,
-    progress: bool = True,
-) -> dict[str, int]:
-    """Write the JSONL; returns counts (images, lines, skipped, flipped)."""
-    xmls = sorted(Path(voc_dir).glob("*.xml"))
-    if not xmls:
-        raise DataError(f"{voc_dir}: no .xml files (--voc). Point --voc at the LabelImg Annotations folder.")
-    counts: Counter[str] = Counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        for xml in tqdm(xmls, desc="VOC -> JSONL", unit="file", disable=not progress):
-            try:
-                voc = read_voc(xml, Path(images), classes)
-            except DataError as error:
-                if not skip_bad:
-                    raise
-                counts["skipped"] += 1
-                print(f"skipped: {error}", file=sys.stderr)
-                continue
-            records = lines_for(voc, voc.image.relative_to(images).as_posix(), tasks)
-            if flip:
-                target = voc.image.with_name(f"flipped_{voc.image.name}")
-                with Image.open(voc.image) as image:
-                    ImageOps.mirror(image.convert("RGB")).save(target)
-                records += lines_for(flipped(voc, target), target.relative_to(images).as_posix(), tasks)
-                counts["flipped"] += 1
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-            counts["images"] += 1
-            counts["lines"] += len(records)
-    return {k: counts[k] for k in ("images", "lines", "skipped", "flipped")}
-
-
-def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, int]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voc", type=Path, required=True, help="folder of LabelImg .xml files")
-    parser.add_argument("--images", type=Path, required=True, help="folder of the images")
-    parser.add_argument("--out", type=Path, required=True, help="the JSONL to write")
-    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
-    parser.add_argument("--flip", action="store_true", help="also write mirrored flipped_ copies")
-    parser.add_argument("--classes", default=None, help="comma-separated allowed class names")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="skip and count bad files instead of stopping"
-    )
-    args = parser.parse_args(argv)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    counts = convert(args.voc, args.images, args.out, _tasks(args.tasks), args.flip, classes, args.skip_bad)
-    out(
-        f"wrote {args.out}: {counts['lines']} lines from {counts['images']} images"
-        f" ({counts['flipped']} flipped copies, {counts['skipped']} bad files skipped)"
-    )
-    return counts
-
+__all__ = ["DEPRECATION", "main", "run"]
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    print(DEPRECATION, file=sys.stderr)
+    run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from trainers.data.augment import Augment
+from trainers.data.split_config import AugmentableSplitData, DataPath
 from trainers.errors import RecipeError
 from trainers.tasks.pose.metrics import COCO_SIGMAS
 
@@ -142,7 +142,7 @@ class PoseEval:
 
 
 @dataclass
-class PoseData:
+class PoseData(AugmentableSplitData):
     """Top-down keypoint data in COCO keypoints format: per split a JSON (`images`, `annotations` with a
     `bbox` [x, y, w, h] and `keypoints` [x1, y1, v1, ...] in pixels, `categories` with the keypoint names),
     and the folder its `file_name`s are relative to (`images`, default: the JSON's folder).
@@ -160,25 +160,27 @@ class PoseData:
 
     task: ClassVar[str] = "pose"
     eval_config: ClassVar[type] = PoseEval
-    describing_fields: ClassVar[tuple[str, ...]] = ("skeleton",)  # what the files hold, swapped with them
+    data_paths: ClassVar[tuple[DataPath, ...]] = (
+        DataPath("train", "COCO keypoints JSON"),
+        DataPath("val", "COCO keypoints JSON"),
+        DataPath("test", "COCO keypoints JSON"),
+        DataPath("images", "image directory", "dir"),
+    )
+    describing_fields: ClassVar[tuple[str, ...]] = ("skeleton",)
+    missing_hint: ClassVar[str] = (
+        "Each split is a COCO keypoints JSON (images, annotations with bbox [x, y, w, h] and keypoints "
+        "[x, y, v, ...] in pixels, categories naming the keypoints) whose file_names are relative to "
+        "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/stick_figures."
+    )
 
-    train: str
-    val: str
-    test: str | None = None
-    images: str | None = None
     skeleton: Skeleton | None = None
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    on_bad_sample: Literal["fail", "skip"] = "fail"
-    augment: Augment | None = None
 
     def validate(self) -> None:
         if self.skeleton is not None:
             self.skeleton.validate("data.skeleton")
-        if self.augment is not None:
-            self.augment.validate("data.augment")
-            if self.augment.flip_pairs:
-                raise RecipeError(
-                    "data.augment.flip_pairs: the pose task takes its flip pairs from data.skeleton.flip_pairs (by "
-                    "keypoint name); leave data.augment.flip_pairs empty."
-                )
+        super().validate()
+        if self.augment is not None and self.augment.flip_pairs:
+            raise RecipeError(
+                "data.augment.flip_pairs: the pose task takes its flip pairs from data.skeleton.flip_pairs (by "
+                "keypoint name); leave data.augment.flip_pairs empty."
+            )

@@ -19,15 +19,15 @@ drops the instance and counts it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from trainers.data import coco
 from trainers.data.augment import Augment, AugmentedDataset
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
@@ -69,21 +69,7 @@ class PoseBadSamples(BadSamples):
 
 
 def load_coco(path: Path, key: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: not found ({key}). Point {key} at a COCO keypoints JSON; {_COCO_HINT}.")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; "
-            f"{_COCO_HINT}."
-        ) from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload.get(k), list)]
-    if not isinstance(payload, dict) or missing:
-        raise DataError(
-            f"{path}: the JSON named by {key} has no list {missing}. {_COCO_HINT[0].upper()}{_COCO_HINT[1:]}."
-        )
-    return payload
+    return coco.load_coco(path, key, "COCO keypoints JSON", _COCO_HINT)
 
 
 def keypoint_categories(path: Path, key: str) -> dict[int, tuple[str, ...]]:
@@ -132,14 +118,6 @@ def resolve_skeleton(declared: Skeleton | None, train: Path, key: str = "data.tr
     return declared
 
 
-def _header_size(path: Path) -> tuple[int, int] | str:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        return str(error)
-
-
 def padded_box(box: Sequence[float], padding: float = PADDING) -> tuple[float, float, float, float]:
     """x0, y0, x1, y1 of the box grown by `padding` about its centre."""
     x, y, w, h = box
@@ -171,7 +149,7 @@ def read_split(
             )
             continue
         if image_id not in files:
-            files[image_id] = _image_file(path, entry, root, bad)
+            files[image_id] = coco.locate_image(path, entry, root, bad, "boxes and keypoints")
         located = files[image_id]
         if located is None:  # reported once for the image
             continue
@@ -181,34 +159,6 @@ def read_split(
         if record is not None:
             out.append(record)
     return out
-
-
-def _image_file(path: Path, entry: dict, root: Path, bad: BadSamples) -> tuple[Path, int, int] | None:
-    name = entry["file_name"]
-    where = f"{path}: image id {entry.get('id')}"
-    file = Path(name) if Path(name).is_absolute() else root / name
-    if not file.is_file():
-        bad.report(
-            "missing_image",
-            where,
-            f"image file {file} not found (data.images is {root})",
-            "Add the image, fix its file_name, or point data.images at the folder holding it",
-        )
-        return None
-    size = _header_size(file)
-    if isinstance(size, str):
-        bad.report("corrupt_image", where, f"cannot read the image {file} ({size})", "Replace the file")
-        return None
-    width, height = entry.get("width", size[0]), entry.get("height", size[1])
-    if (width, height) != size:
-        bad.report(
-            "size_mismatch",
-            where,
-            f"the JSON says {width}x{height} but {file} is {size[0]}x{size[1]}",
-            "Fix the image's width and height in the JSON (boxes and keypoints are in its pixels)",
-        )
-        return None
-    return file, int(width), int(height)
 
 
 def _instance(
@@ -249,32 +199,11 @@ def _instance(
         bad.without_keypoints += 1
         return None
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
-        bad.report(
-            "malformed_box",
-            where,
-            f"bbox {bbox!r} is not [x, y, width, height]",
-            "Write the box as four numbers in pixels, COCO's x, y, w, h",
-        )
+    box = coco.checked_box(bbox, where, width, height, TOLERANCE, bad)
+    if box is None:
         return None
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        bad.report(
-            "empty_box",
-            where,
-            f"bbox {bbox} has a non-positive width or height",
-            "Fix the box (COCO boxes are x, y, width, height, not x1, y1, x2, y2) or remove the annotation",
-        )
-        return None
+    x, y, w, h = box
     t = TOLERANCE
-    if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        bad.report(
-            "box_outside_image",
-            where,
-            f"bbox {bbox} (x, y, w, h) reaches outside the {width}x{height} image",
-            "Fix the box or the image's width/height (boxes are x, y, width, height in pixels)",
-        )
-        return None
     labelled = keypoints[:, 2] > 0
     px0, py0, px1, py1 = padded_box((x, y, w, h))
     for k in np.flatnonzero(labelled):

@@ -76,10 +76,9 @@ def skeleton_scores(
     }
 
 
-class PoseTask(Task[Prediction]):
+class PoseTask(Task[Prediction, PoseData, PoseEval]):
     """Keypoints per instance box. Holds the processor and the skeleton after `build`."""
 
-    name = "pose"
     data_config = PoseData
     eval_config = PoseEval
     metrics = METRICS
@@ -107,26 +106,6 @@ class PoseTask(Task[Prediction]):
                 f"evaluation.best_metric must be one of {', '.join(BEST_METRICS)}, got "
                 f"{evaluation.best_metric!r}."
             )
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        data = self._data(recipe)
-        splits = [("data.train", data.train), ("data.val", data.val), ("data.test", data.test)]
-        missing = [
-            f"{key} {src!r} (COCO keypoints JSON)"
-            for key, src in splits
-            if src is not None and not Path(src).expanduser().is_file()
-        ]
-        if data.images is not None and not Path(data.images).expanduser().is_dir():
-            missing.append(f"data.images {data.images!r} (image directory)")
-        return missing
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (
-            f"Data not found: {'; '.join(missing)}.{model_note} Each split is a COCO keypoints JSON (images, "
-            "annotations with bbox [x, y, w, h] and keypoints [x, y, v, ...] in pixels, categories naming the "
-            "keypoints) whose file_names are relative to data.images; point data.train=, data.val= at yours. "
-            "`--demo` trains on the shipped data/stick_figures."
-        )
 
     def resolve_skeleton(self, recipe: Any) -> Skeleton:
         from trainers.tasks.pose.data import resolve_skeleton
@@ -228,7 +207,7 @@ class PoseTask(Task[Prediction]):
     def save_artifacts(self, predictions: Mapping[int, Prediction], dataset: Any, directory: Path) -> None:
         """`skeletons.png`: true (left, green) and predicted (right, red) skeletons on the first val crops;
         `predictions.json`: those instances' keypoints in image pixels."""
-        from trainers.tasks.detection.draw import comparison_grid
+        from trainers.data.draw import comparison_grid
         from trainers.tasks.pose.data import apply_matrix, crop_geometry
         from trainers.tasks.pose.draw import PREDICTED_COLOUR, TRUE_COLOUR, draw_skeleton
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from trainers.data.split_config import DataPath, SplitData
 from trainers.errors import RecipeError
 
 
@@ -17,7 +18,7 @@ class RetrievalEval:
 
 
 @dataclass
-class RetrievalData:
+class RetrievalData(SplitData):
     """Caption–image pairs: per split a JSON file `{image file: [caption, ...]}` (a single caption string is
     accepted too), image paths relative to `images` (default: the JSON file's folder).
 
@@ -27,14 +28,17 @@ class RetrievalData:
     its captions. `max_train_samples` / `max_val_samples` keep the first N images.
     """
 
-    train: str
-    val: str
-    images: str | None = None
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-
     task: ClassVar[str] = "retrieval"
     eval_config: ClassVar[type] = RetrievalEval
+    data_paths: ClassVar[tuple[DataPath, ...]] = (
+        DataPath("train", "caption file"),
+        DataPath("val", "caption file"),
+        DataPath("images", "image directory", "dir"),
+    )
+    missing_hint: ClassVar[str] = (
+        'A caption file is a JSON object {"image.png": ["a caption", "another caption"]}; point data.train=, '
+        "data.val= (and data.images=) at yours. `--demo` trains on the shipped data/shape_pairs."
+    )
 
     def validate(self) -> None:
         for key in ("max_train_samples", "max_val_samples"):

@@ -42,10 +42,9 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
-class RetrievalTask(Task[dict]):
+class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
     """Caption–image retrieval. `loss_scope="local"` uses per-rank negatives only (for comparison)."""
 
-    name = "retrieval"
     data_config = RetrievalData
     eval_config = RetrievalEval
     default_best_metric = MEAN_RECALL
@@ -69,24 +68,6 @@ class RetrievalTask(Task[dict]):
             raise RecipeError(
                 f"evaluation.recall_at must list positive K values (e.g. 1,5,10), got {list(ks)}."
             )
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        data = self._data(recipe)
-        missing = [
-            f"{key} {path!r} (caption file)"
-            for key, path in (("data.train", data.train), ("data.val", data.val))
-            if not Path(path).expanduser().is_file()
-        ]
-        if data.images is not None and not Path(data.images).expanduser().is_dir():
-            missing.append(f"data.images {data.images!r} (image directory)")
-        return missing
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (
-            f"Data not found: {'; '.join(missing)}.{model_note} A caption file is a JSON object "
-            '{"image.png": ["a caption", "another caption"]}; point data.train=, data.val= (and data.images=) '
-            "at yours. `--demo` trains on the shipped data/shape_pairs."
-        )
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         return {"encoder_configs": recipe.encoder_configs} if recipe.encoder_configs is not None else {}

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import RecipeError
-from trainers.tasks.florence.config import FlorenceData, FlorenceEval
-from trainers.tasks.florence.data import FlorenceCollator, FlorenceDataset, read_jsonl
-from trainers.tasks.florence.evaluate import (
+from trainers.tasks.interface import TableRow, Task, TaskData
+from trainers.tasks.prompted_generation.config import PromptedData, PromptedEval
+from trainers.tasks.prompted_generation.data import PromptedCollator, PromptedDataset, read_jsonl
+from trainers.tasks.prompted_generation.scoring import (
     GROUNDING,
     OD,
     MeanBoxBaseline,
@@ -20,22 +21,23 @@ from trainers.tasks.florence.evaluate import (
     parse_generation,
     score_all,
 )
-from trainers.tasks.interface import TableRow, Task, TaskData
 
 AP_PREFIX = "ap_"
 
 
-class FlorenceTask(Task[dict]):
-    name = "florence"
-    data_config = FlorenceData
-    eval_config = FlorenceEval
+class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
+    """Florence-2-style prompt → text: one JSONL of prefix / suffix pairs (`<OD>`, dense region captions,
+    phrase grounding), boxes parsed out of the generated text."""
+
+    data_config = PromptedData
+    eval_config = PromptedEval
     metric_prefixes = (AP_PREFIX,)
     default_best_metric = "map_50"
     greater_is_better = True
 
     def __init__(self) -> None:
         self.processor: Any = None
-        self.evaluation = FlorenceEval()
+        self.evaluation = PromptedEval()
         self.classes: list[str] = []
         self.train_samples: list[Any] = []
         self._scorer: Any = None
@@ -44,7 +46,7 @@ class FlorenceTask(Task[dict]):
     # ------------------------------------------------------------------------------- recipe level
 
     def metric_names(self, evaluation: Any = None) -> tuple[str, ...]:
-        captions = tuple(f"dense_{m}" for m in (evaluation or FlorenceEval()).caption_metrics)
+        captions = tuple(f"dense_{m}" for m in (evaluation or PromptedEval()).caption_metrics)
         return (
             "map",
             "map_50",
@@ -58,35 +60,14 @@ class FlorenceTask(Task[dict]):
         )
 
     def check_evaluation(self, evaluation: Any) -> None:
-        if not isinstance(evaluation, FlorenceEval):
+        if not isinstance(evaluation, PromptedEval):
             raise RecipeError(
-                f"the florence task is evaluated with FlorenceEval(...), got {type(evaluation).__name__}."
+                f"the {self.name} task is evaluated with PromptedEval(...), got {type(evaluation).__name__}."
             )
         evaluation.validate()
 
-    def _data(self, recipe: Any) -> FlorenceData:
+    def _data(self, recipe: Any) -> PromptedData:
         return self.recipe_data(recipe)
-
-    def missing_data(self, recipe: Any) -> list[str]:
-        data = self._data(recipe)
-        missing = [
-            f"{key} {path!r} (JSONL)"
-            for key, path in (("data.train", data.train), ("data.val", data.val))
-            if not Path(path).is_file()
-        ]
-        missing += [
-            f"{key} {path!r} (image directory)"
-            for key, path in (("data.images", data.images), ("data.val_images", data.val_images))
-            if path is not None and not Path(path).is_dir()
-        ]
-        return missing
-
-    def missing_data_message(self, recipe: Any, missing: list[str], model_note: str) -> str:
-        return (
-            f"Data not found: {'; '.join(missing)}.{model_note} Convert LabelImg VOC XML with `python -m "
-            "trainers.tasks.florence.voc_to_jsonl --voc DIR --images DIR --out train.jsonl` and point data.train=, "
-            "data.val= (and data.images=) at the result. `--demo` trains on the shipped data/fabric."
-        )
 
     # ---------------------------------------------------------------------------------- run level
 
@@ -98,7 +79,7 @@ class FlorenceTask(Task[dict]):
                 "training.precision=bf16 (the default on a GPU that supports it) or fp32."
             )
         self.processor, self.evaluation = processor, recipe.evaluation
-        train = FlorenceDataset(
+        train = PromptedDataset(
             data.train,
             "data.train",
             processor,
@@ -108,7 +89,7 @@ class FlorenceTask(Task[dict]):
             data.order,
             recipe.training.seed,
         )
-        val = FlorenceDataset(
+        val = PromptedDataset(
             data.val, "data.val", processor, data, data.val_images or data.images, data.max_val_samples
         )
         self.train_samples = train.samples
@@ -116,7 +97,7 @@ class FlorenceTask(Task[dict]):
         self.classes = list(data.classes) if data.classes is not None else found
         pad = processor.tokenizer.pad_token_id
         return TaskData(
-            train=train, val=val, collator=FlorenceCollator(pad), eval_collator=FlorenceCollator(pad, True)
+            train=train, val=val, collator=PromptedCollator(pad), eval_collator=PromptedCollator(pad, True)
         )
 
     def _generate(
@@ -145,12 +126,12 @@ class FlorenceTask(Task[dict]):
 
     def _caption_scorer(self) -> Any:
         if self._scorer is None and self.evaluation.caption_metrics:
-            from trainers.tasks.captioning.metrics import CaptionScorer
+            from trainers.metrics.captions import CaptionScorer
 
             self._scorer = CaptionScorer(self.evaluation.caption_metrics)
         return self._scorer
 
-    def score(self, predictions: Mapping[int, dict], dataset: FlorenceDataset) -> dict[str, float]:
+    def score(self, predictions: Mapping[int, dict], dataset: PromptedDataset) -> dict[str, float]:
         metrics = score_all(predictions, dataset.samples, self.classes, self._caption_scorer())
         if self._baseline is None and self.train_samples:
             boxes = mean_boxes(self.train_samples)
@@ -192,13 +173,13 @@ class FlorenceTask(Task[dict]):
         return MeanBoxBaseline({k: base[k] for k in ("map", "map_50", "map_75", "grounding_recall")}, boxes)
 
     def save_artifacts(
-        self, predictions: Mapping[int, dict], dataset: FlorenceDataset, directory: Path
+        self, predictions: Mapping[int, dict], dataset: PromptedDataset, directory: Path
     ) -> None:
         """`boxes.png` (the first `evaluation.draw_images` OD val images: true green, predicted red) and
         `predictions.jsonl` (every prediction with its line)."""
         from PIL import Image
 
-        from trainers.tasks.florence.draw import sheet
+        from trainers.tasks.prompted_generation.draw import sheet
 
         directory.mkdir(parents=True, exist_ok=True)
         with (directory / "predictions.jsonl").open("w") as out:
@@ -214,7 +195,7 @@ class FlorenceTask(Task[dict]):
             sheet(rows, directory / "boxes.png")
 
     def table_rows(
-        self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 8
+        self, predictions: Mapping[int, dict], dataset: PromptedDataset, n: int = 8
     ) -> list[TableRow]:
         """Image with the parsed predicted boxes and the target's boxes; generated and target text."""
         from PIL import Image
@@ -235,7 +216,7 @@ class FlorenceTask(Task[dict]):
             )
         return rows
 
-    def examples(self, predictions: Mapping[int, dict], dataset: FlorenceDataset, n: int = 10) -> list[dict]:
+    def examples(self, predictions: Mapping[int, dict], dataset: PromptedDataset, n: int = 10) -> list[dict]:
         return [
             {
                 "line": dataset.samples[i].where,
@@ -252,7 +233,7 @@ class FlorenceTask(Task[dict]):
 
     # ---------------------------------------------------------------------------------- prediction
 
-    def use_evaluation(self, evaluation: FlorenceEval) -> None:
+    def use_evaluation(self, evaluation: PromptedEval) -> None:
         self.evaluation = evaluation
 
     def predict_images(
@@ -281,7 +262,7 @@ class FlorenceTask(Task[dict]):
             "attention_mask": inputs["attention_mask"].to(device),
             "pixel_values": inputs["pixel_values"].to(device, dtype),
         }
-        defaults = self.evaluation  # the run's (use_evaluation), else FlorenceEval()
+        defaults = self.evaluation  # the run's (use_evaluation), else PromptedEval()
         with torch.no_grad():
             texts = self._generate(
                 model,
@@ -296,7 +277,7 @@ class FlorenceTask(Task[dict]):
 
     def draw(self, image: Any, prediction: dict) -> Any:
         """`image` with the prediction's boxes and labels drawn (red), scaled up to at least 256 px."""
-        from trainers.tasks.florence.draw import draw_boxes
+        from trainers.tasks.prompted_generation.draw import draw_boxes
 
         scale = max(1.0, 256 / max(image.size))
         return draw_boxes(image, prediction.get("boxes", []), prediction.get("labels", []), scale=scale)

@@ -11,7 +11,7 @@ grid of cells, so boxes fall on a few bins and a tiny random-init model can lear
 The object's `<description>` (its dense region caption) says the variant: "horizontal wrinkle", "dark drop",
 "broken thread". The layout is LabelImg's (`JPEGImages/`, `Annotations/`), per split:
 
-    python -m trainers.tasks.florence.fabric data/fabric --n-train 300 --n-val 24
+    python -m trainers.tasks.prompted_generation.fabric data/fabric --n-train 300 --n-val 24
 """
 
 from __future__ import annotations

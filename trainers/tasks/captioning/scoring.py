@@ -1,4 +1,4 @@
-"""Captioning's evaluation pieces: beam-search settings for `generate`, and the scores of a set of captions.
+"""Captioning's scoring: beam-search settings for `generate`, and the scores of a set of captions.
 
 Next to the caption metrics a captioning evaluation reports how many distinct captions the model produced
 and what the constant-caption baseline scores (`trainers.tasks.captioning.baseline`), and on a shapes
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainers.metrics.captions import CaptionScorer
 from trainers.recipe.config import CompositeMetric
 from trainers.tasks.captioning.baseline import (
     DISTINCT_PREDICTIONS,
@@ -18,7 +19,6 @@ from trainers.tasks.captioning.baseline import (
     constant_caption_baseline,
 )
 from trainers.tasks.captioning.config import CaptionEval
-from trainers.tasks.captioning.metrics import CaptionScorer
 from trainers.tasks.captioning.shapes import score_shapes_captions
 
 

@@ -1,4 +1,4 @@
-"""Florence-2 evaluation: generations → labelled boxes (the processor's `post_process_generation`), malformed
+"""Prompted-generation scoring (Florence-2 style): generations → labelled boxes (the processor's `post_process_generation`), malformed
 outputs counted, and the scores: box mAP (pycocotools, `trainers.metrics.boxes`), grounding phrase recall at
 IoU 0.5, dense-region box mAP and the caption metrics of the matched regions.
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from trainers.metrics.boxes import ImageBoxes, box_iou, coco_box_metrics, match_recall
-from trainers.tasks.florence.loc import SuffixError, parse_suffix, strip_wrappers
+from trainers.tasks.prompted_generation.loc import SuffixError, parse_suffix, strip_wrappers
 
 OD, DENSE, GROUNDING = "<OD>", "<DENSE_REGION_CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"
 REGION = "region"  # the one class of the class-agnostic dense-region mAP

@@ -1,4 +1,7 @@
-"""Boxes drawn on images: the per-evaluation PNG (true vs predicted) and `python -m trainers.predict --draw`."""
+"""Annotations drawn on images, shared by the tasks that draw: boxes with their labels (detection's per-evaluation
+PNG and `python -m trainers.predict --draw`) and the sheet of (true, predicted) panel pairs that detection's
+boxes and pose's skeletons are shown on. It sits with the data readers (the mechanics floor) so that a task
+draws without importing a sibling task."""
 
 from __future__ import annotations
 

@@ -3,13 +3,12 @@ the image tokens), a separate tokenizer call builds the labels, and the attentio
 
 Everything that can be checked without decoding images is checked at construction, each message naming the
 file and line: a malformed line, an unknown task token, a suffix with `<loc_1000>` or a loc count that is not
-a multiple of 4 (`trainers.tasks.florence.loc.parse_suffix`), a missing image, a prompt longer than
+a multiple of 4 (`trainers.tasks.prompted_generation.loc.parse_suffix`), a missing image, a prompt longer than
 `data.max_length` (counted with the image tokens) or a suffix longer than `data.max_target_length`.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from trainers.data import jsonl
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
-from trainers.tasks.florence.config import FlorenceData
-from trainers.tasks.florence.loc import TASK_TOKENS, Group, SuffixError, dequantize, parse_suffix
+from trainers.tasks.prompted_generation.config import PromptedData
+from trainers.tasks.prompted_generation.loc import TASK_TOKENS, Group, SuffixError, dequantize, parse_suffix
 
 CURRICULUM = TASK_TOKENS  # OD -> DENSE_REGION_CAPTION -> CAPTION_TO_PHRASE_GROUNDING
 _LINE_HINT = (
@@ -74,72 +74,56 @@ def _check_prefix(prefix: str) -> str:
 def read_jsonl(path: Path, images: Path, bad: BadSamples) -> list[Sample]:
     """The checked samples of one JSONL file (image sizes read from the file headers)."""
     samples: list[Sample] = []
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                bad.report(
-                    "malformed_line",
-                    where,
-                    f"not valid JSON ({error.msg} at column {error.colno})",
-                    f"Fix that line; {_LINE_HINT}",
-                )
-                continue
-            fields = {
-                k: record.get(k) if isinstance(record, dict) else None for k in ("image", "prefix", "suffix")
-            }
-            missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
-            if missing:
-                bad.report(
-                    "malformed_line",
-                    where,
-                    f"key(s) {', '.join(missing)} missing or not a string",
-                    f"Fix that line; {_LINE_HINT}",
-                )
-                continue
-            try:
-                task = _check_prefix(fields["prefix"])
-            except ValueError as error:
-                bad.report("unknown_task", where, f'key "prefix": {error}', "Fix the prefix")
-                continue
-            try:
-                groups = parse_suffix(fields["suffix"])
-            except SuffixError as error:
-                bad.report(
-                    "bad_suffix",
-                    where,
-                    f'key "suffix": {error}',
-                    "Fix the suffix (python -m trainers.tasks.florence.voc_to_jsonl writes valid ones)",
-                )
-                continue
-            image = Path(fields["image"]) if Path(fields["image"]).is_absolute() else images / fields["image"]
-            if not image.is_file():
-                bad.report(
-                    "missing_image",
-                    where,
-                    f'key "image": {image} not found',
-                    "Add the image, fix the path (relative to data.images) or remove the line",
-                )
-                continue
-            try:
-                with Image.open(image) as im:
-                    size = im.size
-            except OSError as error:
-                bad.report(
-                    "corrupt_image", where, f'key "image": cannot read {image} ({error})', "Replace the file"
-                )
-                continue
-            samples.append(
-                Sample(where, image, fields["prefix"], fields["suffix"], task, tuple(groups), size)
+    for where, record in jsonl.records(path, bad, _LINE_HINT):
+        fields = {
+            k: record.get(k) if isinstance(record, dict) else None for k in ("image", "prefix", "suffix")
+        }
+        missing = [k for k, v in fields.items() if not isinstance(v, str) or not v]
+        if missing:
+            bad.report(
+                "malformed_line",
+                where,
+                f"key(s) {', '.join(missing)} missing or not a string",
+                f"Fix that line; {_LINE_HINT}",
             )
+            continue
+        try:
+            task = _check_prefix(fields["prefix"])
+        except ValueError as error:
+            bad.report("unknown_task", where, f'key "prefix": {error}', "Fix the prefix")
+            continue
+        try:
+            groups = parse_suffix(fields["suffix"])
+        except SuffixError as error:
+            bad.report(
+                "bad_suffix",
+                where,
+                f'key "suffix": {error}',
+                "Fix the suffix (python -m trainers.tasks.prompted_generation.voc_to_jsonl writes valid ones)",
+            )
+            continue
+        image = Path(fields["image"]) if Path(fields["image"]).is_absolute() else images / fields["image"]
+        if not image.is_file():
+            bad.report(
+                "missing_image",
+                where,
+                f'key "image": {image} not found',
+                "Add the image, fix the path (relative to data.images) or remove the line",
+            )
+            continue
+        try:
+            with Image.open(image) as im:
+                size = im.size
+        except OSError as error:
+            bad.report(
+                "corrupt_image", where, f'key "image": cannot read {image} ({error})', "Replace the file"
+            )
+            continue
+        samples.append(Sample(where, image, fields["prefix"], fields["suffix"], task, tuple(groups), size))
     return samples
 
 
-class FlorenceDataset(Dataset):
+class PromptedDataset(Dataset):
     """Items `{input_ids, attention_mask, pixel_values, labels, task, image_size}`, unpadded.
 
     `ordered` tells the trainer to read the items in index order (a sequential sampler): under
@@ -152,7 +136,7 @@ class FlorenceDataset(Dataset):
         source: str | Path,
         key: str,
         processor: Any,
-        data: FlorenceData,
+        data: PromptedData,
         images: str | Path | None,
         limit: int | None = None,
         order: str = "shuffled",
@@ -165,7 +149,7 @@ class FlorenceDataset(Dataset):
         if not self.source.is_file():
             raise DataError(
                 f"{source}: not found ({key}). Point {key} at a Florence JSONL "
-                "(python -m trainers.tasks.florence.voc_to_jsonl writes one from VOC XML)."
+                "(python -m trainers.tasks.prompted_generation.voc_to_jsonl writes one from VOC XML)."
             )
         root = Path(images) if images is not None else self.source.parent
         samples = read_jsonl(self.source, root, self.bad_samples)
@@ -179,7 +163,7 @@ class FlorenceDataset(Dataset):
         self.seed, self.epoch = seed, 0
         self._order = self._curriculum(0) if self.ordered else list(range(len(samples)))
 
-    def _fits(self, sample: Sample, data: FlorenceData) -> bool:
+    def _fits(self, sample: Sample, data: PromptedData) -> bool:
         prompt = self.prompt_length(sample.prefix)
         if prompt > data.max_length:
             self.bad_samples.report(
@@ -253,7 +237,7 @@ def _pad(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
 
 
 @dataclass
-class FlorenceCollator:
+class PromptedCollator:
     """Right-pads prompts (pad id, mask 0) and labels (-100, ignored by the loss); `with_meta` adds the task and
     image size of each item (for `predict`; the model's forward must not see them)."""
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from trainers.data.split_config import DataPath, SplitDataWithPolicy
 from trainers.errors import RecipeError
 
 CAPTION_METRICS = ("rouge_l", "cider_d", "bleu_4", "meteor")
 
 
 @dataclass
-class FlorenceEval:
+class PromptedEval:
     """Generation and scoring: beam search, `post_process_generation`, box mAP, grounding recall, region captions.
 
     `caption_metrics` score the descriptions of matched dense regions (the captioning task's scorer; METEOR
@@ -37,8 +38,8 @@ class FlorenceEval:
 
 
 @dataclass
-class FlorenceData:
-    """Florence-2 JSONL: one `{"image", "prefix", "suffix"}` per line (`python -m trainers.tasks.florence.voc_to_jsonl`
+class PromptedData(SplitDataWithPolicy):
+    """Florence-2 JSONL: one `{"image", "prefix", "suffix"}` per line (`python -m trainers.tasks.prompted_generation.voc_to_jsonl`
     writes it from LabelImg VOC XML), image paths relative to `images` (default: the JSONL's folder; `val_images`
     for the val split).
 
@@ -48,20 +49,26 @@ class FlorenceData:
     a longer one is an error naming the line. `classes` fixes the OD class list (default: the train split's).
     """
 
-    task: ClassVar[str] = "florence"
-    eval_config: ClassVar[type] = FlorenceEval
+    task: ClassVar[str] = "prompted-generation"
+    eval_config: ClassVar[type] = PromptedEval
+    data_paths: ClassVar[tuple[DataPath, ...]] = (
+        DataPath("train", "JSONL"),
+        DataPath("val", "JSONL"),
+        DataPath("images", "image directory", "dir"),
+        DataPath("val_images", "image directory", "dir"),
+    )
+    describing_fields: ClassVar[tuple[str, ...]] = ("classes",)
+    missing_hint: ClassVar[str] = (
+        "Convert LabelImg VOC XML with `python -m trainers.tasks.prompted_generation.voc_to_jsonl --voc DIR "
+        "--images DIR --out train.jsonl` and point data.train=, data.val= (and data.images=) at the result. "
+        "`--demo` trains on the shipped data/fabric."
+    )
 
-    train: str
-    val: str
-    images: str | None = None
     val_images: str | None = None
     order: Literal["curriculum", "shuffled"] = "curriculum"
     max_length: int = 1024
     max_target_length: int = 1024
     classes: tuple[str, ...] | None = None
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    on_bad_sample: Literal["fail", "skip"] = "fail"
 
     def validate(self) -> None:
         if self.order not in ("curriculum", "shuffled"):

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from trainers.data_policy import DataError
-from trainers.tasks.florence.loc import Group, format_suffix, quantize
+from trainers.tasks.prompted_generation.loc import Group, format_suffix, quantize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

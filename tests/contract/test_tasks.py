@@ -1,0 +1,145 @@
+"""The task contract, checked for every task in `trainers.tasks.registry.TASKS`: a task added to the registry
+(with a demo recipe in recipes/) is covered here without editing this file.
+
+Each task builds from its demo recipe's data with a tiny random model; `score` over a few of its own
+predictions produces the metric names it declares, the best metric among them; the missing-data check names a
+missing path; and a bad line in a JSONL or COCO file reaches the recipe's bad-sample policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from trainers.data_policy import DataError
+from trainers.recipe import load_recipe
+from trainers.recipe.config import Recipe
+from trainers.tasks.interface import RunHooks, Task, load_task, produces
+from trainers.tasks.registry import TASKS
+
+FEW = 8  # val items predicted and scored per task (recall@10 needs 10 captions to rank)
+
+
+@functools.cache
+def demo_recipes() -> tuple[Recipe, ...]:
+    return tuple(load_recipe(path, demo=True) for path in sorted((ROOT / "recipes").glob("*.py")))
+
+
+def demo_recipe(task: Task) -> Recipe:
+    """The first recipe in recipes/ whose data class is the task's, loaded with `demo=True`."""
+    found = [r for r in demo_recipes() if type(r.data) is task.data_config]
+    assert found, f"no recipe in recipes/ has data={task.data_config.__name__}(...): add a demo recipe"
+    return found[0]
+
+
+def in_place(recipe: Recipe, **data: object) -> Recipe:
+    """A copy of `recipe` with data fields replaced; relative paths stay readable from the project root."""
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **data))
+
+
+@pytest.fixture(autouse=True)
+def _project_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the demo recipes' data paths are relative to it
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_task_names_itself_once_and_implements_the_required_hooks(name):
+    task = load_task(TASKS[name])
+    assert task.name == name == task.data_config.task
+    assert task.data_config.eval_config is task.eval_config
+    missing = [hook for hook in RunHooks.REQUIRED if getattr(type(task), hook) is getattr(Task, hook)]
+    assert missing == [], f"{type(task).__name__} does not implement {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_task_builds_from_its_demo_data_and_scores_the_metrics_it_declares(name):
+    from trainers.models.registry import get_family
+
+    task = load_task(TASKS[name])
+    recipe = demo_recipe(task)
+    recipe = in_place(recipe, max_val_samples=FEW)
+    if name == "captioning":  # METEOR starts a java process: the other metrics keep this fast
+        recipe.evaluation = dataclasses.replace(recipe.evaluation, metrics=("rouge_l", "cider_d"))
+    family = get_family(recipe.model.family)
+    torch.manual_seed(0)
+    model, processor = family.build_tiny()(recipe.model.demo, seed=0, **task.model_kwargs(recipe))
+    data = task.build(recipe, processor)
+    assert len(data.train) > 0 and len(data.val) == FEW
+    batch = data.eval_collator([data.val[i] for i in range(len(data.val))])
+    model.eval()
+    with torch.no_grad():
+        predictions = dict(enumerate(task.predict(model, batch)))
+    assert len(predictions) == FEW
+    scores = task.score(predictions, data.val)
+    task.close()
+    declared = task.metric_names(recipe.evaluation)
+    assert set(declared) <= set(scores), f"declared but not produced: {set(declared) - set(scores)}"
+    # `baseline_*`: the no-model baseline reported beside the scores, not a metric to select checkpoints by
+    unknown = [
+        m for m in scores if not m.startswith("baseline_") and not produces(task, m, recipe.evaluation)
+    ]
+    assert unknown == [], f"produced but not accepted by the metric-name check: {unknown}"
+    best, _greater = task.best_metric(recipe.evaluation)
+    assert best in scores
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_missing_data_check_names_the_missing_path(name, tmp_path):
+    task = load_task(TASKS[name])
+    recipe = demo_recipe(task)
+    assert task.missing_data(recipe) == []
+    gone = str(tmp_path / "nowhere" / Path(str(recipe.data.train)).name)
+    broken = in_place(recipe, train=gone)
+    missing = task.missing_data(broken)
+    assert len(missing) == 1 and missing[0].startswith(f"data.train {gone!r}")
+    assert gone in task.missing_data_message(broken, missing, "")
+
+
+def _with_a_bad_record(source: Path, out: Path) -> Path:
+    """A copy of a JSONL file with a line that is not JSON, or of a COCO JSON with an image entry without a
+    file name and an annotation of an image that does not exist."""
+    if source.suffix == ".jsonl":
+        out = out / source.name
+        out.write_text(source.read_text() + "{not json\n")
+        return out
+    payload = json.loads(source.read_text())
+    payload["images"].append({"id": 987654})
+    payload["annotations"].append({"id": 987654, "image_id": 987654, "category_id": 1, "bbox": [0, 0, 1, 1]})
+    out = out / source.name
+    out.write_text(json.dumps(payload))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_bad_jsonl_or_coco_record_reaches_the_bad_sample_policy(name, tmp_path):
+    from trainers.models.registry import get_family
+
+    task = load_task(TASKS[name])
+    recipe = demo_recipe(task)
+    source = Path(str(recipe.data.val))
+    if not hasattr(recipe.data, "on_bad_sample") or source.suffix not in (".jsonl", ".json"):
+        pytest.skip(f"the {name} demo's val split is not a JSONL / COCO file read under a bad-sample policy")
+    if source.suffix == ".json" and "annotations" not in json.loads(source.read_text()):
+        pytest.skip(f"the {name} demo's val split is not COCO JSON")
+    images = getattr(recipe.data, "val_images", None) or recipe.data.images or str(source.parent)
+    bad_val = str(_with_a_bad_record(source, tmp_path))
+    where = "val_images" if hasattr(recipe.data, "val_images") else "images"  # the val split's image folder
+    fields = {"val": bad_val, where: str(Path(images).resolve()), "max_train_samples": FEW}
+    _model, processor = get_family(recipe.model.family).build_tiny()(
+        recipe.model.demo, seed=0, **task.model_kwargs(recipe)
+    )
+    failing = in_place(recipe, on_bad_sample="fail", **fields)
+    with pytest.raises(DataError, match='on_bad_sample="skip"') as error:
+        task.build(failing, processor)
+    assert bad_val in str(error.value)
+    skipping = in_place(recipe, on_bad_sample="skip", **fields)
+    data = task.build(skipping, processor)
+    assert len(data.val) > 0
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""The recipe fields every task's data class repeats, and the one missing-data check built on them.
+
+A task's data class (`DetectionData`, `PoseData`, ...) subclasses one of three bases, by what its data
+supports: `SplitData` (train / val files, their image folder, sample limits), `SplitDataWithPolicy`
+(+ `on_bad_sample`), `AugmentableSplitData` (+ a test split and training augmentation). It declares
+`data_paths`: which fields hold paths, what each names and whether it is a file or a folder; `missing_paths`
+checks them all before any model is loaded. `describing_fields` names the fields that say what the files hold
+(a pose skeleton, class names), so a tool that swaps the files of a recipe keeps them. No torch import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from trainers.data.augment import Augment
+from trainers.data.source_config import DatasetSource
+
+PathKind = Literal["file", "dir", "any"]
+
+
+@dataclass(frozen=True)
+class DataPath:
+    """One path field of a data class: `field` (a path, None, a `DatasetSource`, or a dict of them by name),
+    what it names in the missing-data message ("COCO JSON") and whether it must be a file, a folder or either."""
+
+    field: str
+    what: str
+    kind: PathKind = "file"
+
+    def exists(self, path: str) -> bool:
+        found = Path(path).expanduser()
+        return {"file": found.is_file, "dir": found.is_dir, "any": found.exists}[self.kind]()
+
+    def entries(self, value: Any) -> Iterator[tuple[str, Any]]:
+        """(recipe key, value) of the field: one, or one per named entry of a dict (`data.extra_val['coco']`)."""
+        if isinstance(value, dict):
+            yield from ((f"data.{self.field}[{name!r}]", entry) for name, entry in value.items())
+        else:
+            yield f"data.{self.field}", value
+
+
+@dataclass
+class SplitData:
+    """Train and val files, the folder their image paths are relative to, and how many samples to keep."""
+
+    task: ClassVar[str]  # the task's name: the registry key, the Task's `name`, a family's `tasks=` entry
+    eval_config: ClassVar[type]
+    data_paths: ClassVar[tuple[DataPath, ...]] = ()
+    describing_fields: ClassVar[tuple[str, ...]] = ()
+    missing_hint: ClassVar[str] = "Fix the data paths in the recipe."
+
+    train: str
+    val: str
+    images: str | None = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+
+    def validate(self) -> None:
+        """Raise a RecipeError for settings the data cannot run with (subclasses add their checks)."""
+
+    def missing_paths(self) -> list[str]:
+        """`key 'path' (what)` for each declared data path that does not exist, in declaration order."""
+        missing: list[str] = []
+        for path in self.data_paths:
+            for key, value in path.entries(getattr(self, path.field)):
+                if value is None:
+                    continue
+                if isinstance(value, DatasetSource):
+                    problem = value.missing_path(key)
+                    missing += [problem] if problem is not None else []
+                elif not path.exists(value):
+                    missing.append(f"{key} {value!r} ({path.what})")
+        return missing
+
+    def missing_message(self, missing: list[str], model_note: str) -> str:
+        """The one-paragraph error for `missing` paths (`model_note`: the model is not loaded yet)."""
+        return f"Data not found: {'; '.join(missing)}.{model_note} {self.missing_hint}"
+
+
+@dataclass
+class SplitDataWithPolicy(SplitData):
+    """+ what a bad sample does: stop the run ("fail") or drop it and count it ("skip"); trainers/data_policy.py."""
+
+    on_bad_sample: Literal["fail", "skip"] = "fail"
+
+
+@dataclass
+class AugmentableSplitData(SplitDataWithPolicy):
+    """+ a test split, evaluated once at the end with the best model, and the training split's augmentation."""
+
+    test: str | None = None
+    augment: Augment | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.augment is not None:
+            self.augment.validate("data.augment")
