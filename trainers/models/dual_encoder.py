@@ -393,12 +393,15 @@ def dual_encoder_meta_model(
     model_id: str, *, encoder_configs: EncoderConfigs | None = None
 ) -> nn.Module | None:
     """The real architecture on the meta device (ViT-B/16 defaults for the known ids; the text tower's config
-    from its local files): `--dry-run` counts without the vision weights."""
+    from its local files; a directory a previous run saved, whole): `--dry-run` counts without the weights."""
     import torch
     from transformers import AutoConfig, AutoModel, ViTConfig, ViTModel
 
     settings = _settings(encoder_configs)
     vision_id = settings.vision.model_name or model_id
+    if _is_saved_dual_encoder(vision_id):  # a previous run's `best/`, as the loader takes it: the whole model
+        with torch.device("meta"):
+            return _model_class()(config=AutoConfig.from_pretrained(vision_id, local_files_only=True))
     try:
         vision_config = AutoConfig.from_pretrained(vision_id, local_files_only=True)
     except (OSError, ValueError):
