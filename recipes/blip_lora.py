@@ -29,7 +29,7 @@ from trainers.recipe import (
 recipe = Recipe(
     name="blip_lora",
     # The real model: BlipForConditionalGeneration.from_pretrained + BlipProcessor.from_pretrained.
-    model=Model(id="Salesforce/blip-image-captioning-base", family="blip-captioning", demo=TinyBlipSpec()),
+    model=Model(id="Salesforce/blip-image-captioning-base", family="blip", demo=TinyBlipSpec()),
     data=CaptionData(
         train="data/captions/train.json",  # {filename: caption}
         val="data/captions/val.json",

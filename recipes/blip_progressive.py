@@ -27,7 +27,7 @@ recipe = Recipe(
     name="blip_progressive",
     # The real model: BlipForConditionalGeneration.from_pretrained + BlipProcessor.from_pretrained.
     model=Model(
-        id="Salesforce/blip-image-captioning-base", family="blip-captioning", demo=TinyBlipSpec(patch_size=4)
+        id="Salesforce/blip-image-captioning-base", family="blip", demo=TinyBlipSpec(patch_size=4)
     ),  # --demo: 8x8 patches of 4 px, so each shape spans several
     data=CaptionData(
         train="data/captions/train.json",  # {filename: caption}

@@ -33,7 +33,7 @@ from trainers.recipe import (
 recipe = Recipe(
     name="detr_lora",
     # The real model: DetrForObjectDetection.from_pretrained + DetrImageProcessorPil.from_pretrained.
-    model=Model(id=DETR_RESNET50, family="detr-detection", revision=DETR_NO_TIMM, demo=TinyDetrSpec()),
+    model=Model(id=DETR_RESNET50, family="detr", revision=DETR_NO_TIMM, demo=TinyDetrSpec()),
     data=DetectionData(
         train="data/coco/train.json",  # COCO detection JSON; file_names relative to `images`
         val="data/coco/val.json",

@@ -28,7 +28,7 @@ from trainers.recipe import (
 recipe = Recipe(
     name="vit_lora",
     # The real model: ViTForImageClassification.from_pretrained + ViTImageProcessorPil.from_pretrained.
-    model=Model(id=VIT_BASE_IN21K, family="vit-classification", demo=TinyVitSpec()),
+    model=Model(id=VIT_BASE_IN21K, family="vit", demo=TinyVitSpec()),
     data=ClassificationData(
         train="data/classes/train",  # one subfolder per class (train/cat/001.jpg), or a CSV / JSONL list
         val="data/classes/val",

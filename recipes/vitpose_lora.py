@@ -27,7 +27,7 @@ from trainers.tasks.pose.stick_figures import STICK_FIGURE
 recipe = Recipe(
     name="vitpose_lora",
     # The real model: VitPoseForPoseEstimation.from_pretrained + VitPoseImageProcessorPil.from_pretrained.
-    model=Model(id=VITPOSE_BASE, family="vitpose-pose", demo=TinyVitPoseSpec()),
+    model=Model(id=VITPOSE_BASE, family="vitpose", demo=TinyVitPoseSpec()),
     data=PoseData(
         train="data/coco/person_keypoints_train.json",  # COCO keypoints JSON; file_names relative to `images`
         val="data/coco/person_keypoints_val.json",

@@ -75,7 +75,7 @@ def tiny_recipe(output_dir: Path, **training):
     settings.update(training)
     return Recipe(
         name="tiny",
-        model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+        model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
         data=CaptionData(
             train=str(SHAPES / "train.json"),
             val=str(SHAPES / "val.json"),

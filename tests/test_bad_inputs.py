@@ -29,7 +29,7 @@ from trainers.recipe import CaptionData, Evaluation, Freeze, Model, Recipe, Repo
 
 recipe = Recipe(
     name="tiny_bad_inputs",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(train="{shapes}/train.json", val="{shapes}/val.json", images="{shapes}/images",
                      max_train_samples=16, max_val_samples=4),
     freeze=[Freeze("vision_model"), Unfreeze("vision_model.encoder.layers[-1:]")],

@@ -22,44 +22,23 @@ from trainers.checkpoints import save_under_model_names
 from trainers.models.registry import get_family
 from trainers.recipe.loading import load_recipe
 from trainers.run import run_training
-from trainers.trainer import tied_names
 
 VIT_RECIPE = ROOT / "recipes" / "vit_lora.py"
 
 
-def _tiny(family: str):
-    from trainers.models.blip import TinyBlipSpec
-    from trainers.models.detr import TinyDetrSpec
-    from trainers.models.florence2 import TinyFlorence2Spec
-    from trainers.models.vit import TinyVitSpec
-    from trainers.models.vitpose import TinyVitPoseSpec
-
-    spec, kwargs = {
-        "blip-captioning": (TinyBlipSpec(), {}),
-        "detr-detection": (TinyDetrSpec(), {}),
-        "vit-classification": (TinyVitSpec(), {"num_labels": 3}),
-        "florence2": (TinyFlorence2Spec(), {}),
-        "vitpose-pose": (TinyVitPoseSpec(), {"num_labels": 11}),
-    }[family]
-    return get_family(family).build_tiny()(spec, **kwargs)[0]
-
-
-@pytest.mark.parametrize(
-    "family", ["blip-captioning", "detr-detection", "vit-classification", "florence2", "vitpose-pose"]
-)
-def test_a_checkpoint_holds_every_tensor_under_the_name_the_model_loads(family, tmp_path):
-    model = _tiny(family)
+@pytest.mark.parametrize("family", ["detr", "vit"])
+def test_the_original_format_renames_vit_and_detr_tensors_so_checkpoints_keep_the_loaded_names(
+    family, tmp_path
+):
+    """Every family's checkpoint holds each tensor under its loaded name (tests/contract/test_families.py);
+    for these two the export, in transformers' original format, names them otherwise."""
+    entry = get_family(family)
+    model = entry.build_tiny()(None, **entry.tiny_task_kwargs)[0]
     with save_under_model_names(model):
         model.save_pretrained(tmp_path)
     saved = set(load_file(tmp_path / "model.safetensors"))
-    aliases = {n for names in tied_names(model) for n in names[1:]}
-    assert saved <= set(model.state_dict())
-    missing = set(model.state_dict()) - saved - aliases
-    assert not missing, sorted(missing)[:5]
-    # and outside a checkpoint the model saves as transformers does (the hub's names, for best/ and exports)
     model.save_pretrained(tmp_path / "export")
-    if family in ("detr-detection", "vit-classification"):  # their original format renames tensors
-        assert set(load_file(tmp_path / "export" / "model.safetensors")) != saved
+    assert set(load_file(tmp_path / "export" / "model.safetensors")) != saved
 
 
 def _vit_full(out: Path, epochs: int):
@@ -122,7 +101,8 @@ def test_a_checkpoint_whose_tensors_reach_no_parameter_stops_instead_of_keeping_
     from trainers.checkpoints import CheckpointError
     from trainers.trainer import RecipeTrainer
 
-    model = _tiny("vit-classification")
+    entry = get_family("vit")
+    model = entry.build_tiny()(None, **entry.tiny_task_kwargs)[0]
     model.save_pretrained(tmp_path)  # transformers' original format: names this model does not have
     result = model.load_state_dict(load_file(tmp_path / "model.safetensors"), strict=False)
     assert result.unexpected_keys  # what the Trainer's reload gets from such a file

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from trainers import hub_access
+from trainers import hub_probe
 from trainers.data.sources import (
     Columns,
     DatasetNotAvailableError,
@@ -230,7 +230,7 @@ def test_hub_dataset_without_a_reachable_hub_fails_at_once(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_access, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub_probe, "hub_reachable", lambda: False)
     called = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: called.append(a))
     start = time.monotonic()
@@ -255,7 +255,7 @@ def test_hub_dataset_in_offline_mode_uses_only_the_cache(monkeypatch, tmp_path: 
 
 def test_the_probe_itself_reports_no_hub_here_quickly(monkeypatch) -> None:
     """This machine has no route to the Hub: the real probe answers False within its timeout."""
-    monkeypatch.setattr(hub_access, "HUB_PROBE_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(hub_probe, "HUB_PROBE_TIMEOUT_S", 3.0)
     start = time.monotonic()
-    reachable = hub_access.hub_reachable("https://trainers-tests.invalid")
+    reachable = hub_probe.hub_reachable("https://trainers-tests.invalid")
     assert not reachable and time.monotonic() - start < 3.5

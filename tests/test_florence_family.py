@@ -204,7 +204,7 @@ def test_the_processor_gives_one_image_token_per_patch_for_any_number_of_vision_
 
 def _probe_accuracy(tower: torch.nn.Module, processor, steps: int = 60) -> float:
     """A 1x1 conv probe trained on the frozen tower's features: foreground-cell accuracy on other images."""
-    from trainers.tasks.florence.tiny_tower import foreground_accuracy, generated_set
+    from scripts.pretrain_florence_tiny_tower import foreground_accuracy, generated_set
 
     pixels, maps = generated_set(processor, 96, seed=7)
     held_pixels, held_maps = generated_set(processor, 48, seed=8)
@@ -236,7 +236,7 @@ def test_the_demos_vision_tower_is_pretrained_to_see_the_marks():
 
 
 def test_tower_pretraining_writes_a_tower_that_loads(tmp_path):
-    from trainers.tasks.florence.tiny_tower import main
+    from scripts.pretrain_florence_tiny_tower import main
 
     out = tmp_path / "tower.safetensors"
     report = main(["--out", str(out), "--steps", "40"], out=lambda _: None)
@@ -247,7 +247,7 @@ def test_tower_pretraining_writes_a_tower_that_loads(tmp_path):
     saved = load_file(str(out))
     assert all(torch.equal(model.model.vision_tower.state_dict()[k], v) for k, v in saved.items())
     with pytest.raises(
-        RecipeError, match="missing.safetensors.*python -m trainers.tasks.florence.tiny_tower"
+        RecipeError, match="missing.safetensors.*python scripts/pretrain_florence_tiny_tower.py"
     ):
         build_tiny_florence2(TinyFlorence2Spec(vision_weights=str(tmp_path / "missing.safetensors")))
     with pytest.raises(RecipeError, match="does not fit this tiny vision tower"):

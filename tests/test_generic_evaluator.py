@@ -228,7 +228,7 @@ def test_captioning_task_through_it_gives_generate_and_caption_scorer_results(sh
     model, processor = build_tiny_blip(TinyBlipSpec(), seed=0)
     recipe = Recipe(
         name="eq",
-        model=Model(id="tiny", family="blip-captioning"),
+        model=Model(id="tiny", family="blip"),
         evaluation=settings,
         data=CaptionData(
             train=str(shapes_dir / "train.json"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModel, ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-from trainers import hub_access
+from trainers import hub_probe
 from trainers.errors import RecipeError
 from trainers.models import hub
 from trainers.models.errors import ModelNotAvailableError
@@ -47,7 +47,7 @@ def no_hub(monkeypatch) -> None:
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_access, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub_probe, "hub_reachable", lambda: False)
 
 
 def _recording(calls: list, base: type) -> type:

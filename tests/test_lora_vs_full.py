@@ -133,7 +133,7 @@ def test_command_stops_with_one_paragraph_on_a_missing_run_or_unknown_architectu
         "someone/vit-x",
     ]
     assert main(args) == 2
-    assert "--real-size someone/vit-x: family 'vit-classification' does not know" in capsys.readouterr().err
+    assert "--real-size someone/vit-x: family 'vit' does not know" in capsys.readouterr().err
 
 
 def test_closed_form_lora_count_on_nested_linears():

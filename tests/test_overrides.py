@@ -21,7 +21,7 @@ from trainers.recipe import (
 def make_recipe() -> Recipe:
     return Recipe(
         name="r",
-        model=Model(id="some/model", family="blip-captioning"),
+        model=Model(id="some/model", family="blip"),
         data=CaptionData(train="t.json", val="v.json", images="img"),
         freeze=[Freeze("vision_model")],
         param_groups=[ParamGroup("vision", match="^vision_model", lr_mult=0.1)],

@@ -96,7 +96,7 @@ def test_a_part_of_a_composite_metric_is_checked_too(tmp_path):
 
         recipe = Recipe(
             name="composite",
-            model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+            model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
             data=CaptionData(train="{SHAPES}/train.json", val="{SHAPES}/val.json", images="{SHAPES}/images"),
             evaluation=Evaluation(metrics=("rouge_l", "cider_d")),
             early_stopping=EarlyStopping(metric=mean("rouge_l", "cidr_d", name="score"), patience=2),
@@ -135,10 +135,8 @@ def test_dry_run_catches_a_wrong_metric_before_the_model(monkeypatch):
 def test_missing_data_stops_the_real_recipe_before_any_model_load_or_download(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.setattr(
-        "trainers.models.blip.load_blip_captioning", lambda *a, **k: pytest.fail("model loaded")
-    )
-    monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: pytest.fail("hub probed"))
+    monkeypatch.setattr("trainers.models.hub.load_pretrained", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("trainers.hub_probe.hub_reachable", lambda *a, **k: pytest.fail("hub probed"))
     result = launch_in_process(PROGRESSIVE, "--no-wandb", f"--output-dir={tmp_path / 'out'}")
     assert result.returncode == 2, result.stderr[-2000:]
     message = [line for line in result.stderr.splitlines() if line.startswith("error: ")][-1]

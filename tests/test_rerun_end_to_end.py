@@ -30,7 +30,7 @@ from trainers.recipe import CaptionData, Evaluation, Model, Recipe, Reporting, T
 
 recipe = Recipe(
     name="rerun",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(train="{shapes}/train.json", val="{shapes}/val.json", images="{shapes}/images",
                      max_train_samples=16, max_val_samples=4),
     training=Training(epochs=2, batch_size=8, lr=1e-3, logging_steps=1),

@@ -95,7 +95,7 @@ RecipeTrainer._save_rng_state = _save_rng_state_then_hold
 
 recipe = Recipe(
     name="resume",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(train="{shapes}/train.json", val="{shapes}/val.json", images="{shapes}/images",
                      max_train_samples=32, max_val_samples=4),
     freeze=[Freeze("vision_model"), Unfreeze("vision_model.encoder.layers[-1:]")],

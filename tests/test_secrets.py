@@ -43,7 +43,7 @@ class Notify(TrainerCallback):
 
 recipe = Recipe(
     name="secrets",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(train="{shapes}/train.json", val="{shapes}/val.json", images="{shapes}/images",
                      max_train_samples=16, max_val_samples=4),
     training=Training(epochs=1, batch_size=8, lr=1e-3, logging_steps=1, save_steps=1, resume="never"),

@@ -13,7 +13,7 @@ import transformers
 from transformers import BlipImageProcessorPil
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from trainers.hub_access import hub_reachable
+from trainers.hub_probe import hub_reachable
 from trainers.models.blip import (
     BLIP_BOS_TOKEN_ID,
     BLIP_SEP_TOKEN_ID,
@@ -226,7 +226,7 @@ def test_unreachable_hub_is_detected_without_offline_mode(monkeypatch, empty_hf_
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("trainers.hub_access.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("trainers.hub_probe.hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(
         transformers, "BlipForConditionalGeneration", _local_only(transformers.BlipForConditionalGeneration)
     )  # blip.py imports it at call time

@@ -125,7 +125,7 @@ def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
     if eval_config is not None and isinstance(recipe.get("evaluation"), dict):
         task.use_evaluation(_build(eval_config, recipe["evaluation"]))  # the run's generation settings
     best = run_dir / BEST
-    model_cls, processor_cls = _resolve(family.model_class), _resolve(family.processor_class)
+    model_cls, processor_cls = family.model_class(), family.processor_class()
     processor = processor_cls.from_pretrained(str(best))
     if not (best / "adapter_config.json").is_file():  # a full fine-tune: a plain from_pretrained directory
         return LoadedRun(model_cls.from_pretrained(str(best)).eval(), processor, task, recipe)
@@ -156,12 +156,6 @@ def load_base(recipe: dict[str, Any], family: Any, task: Any) -> Any:
     )
     set_seed(seed)
     return family.load()(model_section["id"], options, **labels)[0]
-
-
-def _resolve(path: str) -> Any:
-    from trainers.models.family import resolve
-
-    return resolve(path)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from trainers import checkpoints
 from trainers.errors import UserFacingError
+from trainers.models.registry import current_family_ids
 from trainers.recipe.config import Recipe, to_dict
 from trainers.recipe.diff import (
     LENGTH_KEYS,
@@ -93,7 +94,9 @@ def decide(
     saved = _read_json(output_dir / RECIPE_JSON)
     summary = _read_json(output_dir / SUMMARY_JSON)
     current = resolved_recipe_dict(recipe)
-    changes = recipe_changes(saved, current) if saved is not None else []
+    changes = (
+        recipe_changes(current_family_ids(saved), current_family_ids(current)) if saved is not None else []
+    )
     if requeued(env):
         return RerunDecision(
             "continue" if ckpt else "fresh",

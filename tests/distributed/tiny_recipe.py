@@ -21,7 +21,7 @@ SHAPES = Path(__file__).resolve().parents[2] / "data" / "shapes"
 
 recipe = Recipe(
     name="tiny_dist",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(
         train=str(SHAPES / "train.json"),
         val=str(SHAPES / "val.json"),

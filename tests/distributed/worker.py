@@ -157,7 +157,7 @@ def build_recipe(
     recipe = Recipe(
         name=f"dist_{mode}",
         model=Model(
-            id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True
+            id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True
         ),  # dropout 0: ranks can match exactly
         data=CaptionData(
             train=train_json,

@@ -91,7 +91,7 @@ class PauseForSignal(TrainerCallback):
 
 recipe = Recipe(
     name="tiny_slurm",
-    model=Model(id="tiny", family="blip-captioning", demo=TinyBlipSpec(), use_demo_model=True),
+    model=Model(id="tiny", family="blip", demo=TinyBlipSpec(), use_demo_model=True),
     data=CaptionData(
         train=str(SHAPES / "train.json"),
         val=str(SHAPES / "val.json"),

@@ -136,7 +136,7 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
     task = predict._task(family, task_name)
     best = run_dir / predict.BEST
     if base_dir is not None:
-        base = predict._resolve(family.model_class).from_pretrained(str(base_dir))
+        base = family.model_class().from_pretrained(str(base_dir))
         where = str(base_dir)
     else:
         base = predict.load_base(recipe, family, task)
@@ -165,7 +165,7 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
 
         deltas = lora_end_deltas(load_adapter_model(base, best), start)
     else:
-        deltas = full_end_deltas(predict._resolve(family.model_class).from_pretrained(str(best)), start)
+        deltas = full_end_deltas(family.model_class().from_pretrained(str(best)), start)
     layers, params = summarise(deltas, start)
     return ChangeReport(str(run_dir), "lora" if lora else "full", where, wrong is not None, layers, params)
 

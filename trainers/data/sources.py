@@ -124,9 +124,9 @@ def _from_disk(source: DatasetSource, key: str) -> Any:
 def _from_hub(source: DatasetSource, key: str) -> Any:
     import datasets
 
-    from trainers import hub_access
+    from trainers import hub_probe
 
-    plan = hub_access.hub_plan()
+    plan = hub_probe.hub_plan()
     what = f"dataset {source.path!r}"
     if plan.local_only and not datasets.config.HF_HUB_OFFLINE:
         # datasets would retry for ~25 s before failing; only its own offline mode (read from HF_HUB_OFFLINE

@@ -16,13 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainers.models.family import FamilyEntry
+from trainers.models.family import HFParts, hf_family, no_task_fields
 
 if TYPE_CHECKING:
-    from torch import nn
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
 
-    from trainers.models.hub import LoadOptions
 
 # BLIP's tokenizer is bert-base-uncased plus bos "[DEC]" and an extra special "[ENC]" (added in that order).
 BLIP_VOCAB_SIZE = 30524
@@ -39,55 +37,27 @@ BLIP_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
     ("tokenizer.json", "vocab.txt"),
 )
 
-BLIP_CAPTIONING = FamilyEntry(
-    name="blip-captioning",
-    model_class="transformers:BlipForConditionalGeneration",
-    processor_class="transformers:BlipProcessor",
-    loader="trainers.models.blip:load_blip_captioning",
-    tiny="trainers.models.blip:build_tiny_blip",
-    tasks=("captioning",),
-    # the LM head's decoder weight is the word embedding (tied): named_parameters lists it under text_decoder.bert
-    towers={"vision": ("vision_model.",), "text": ("text_decoder.bert.",), "head": ("text_decoder.cls.",)},
-    architecture="trainers.models.blip:blip_meta_model",
-    known_ids=("Salesforce/blip-image-captioning-base",),
+BLIP_BASE = "Salesforce/blip-image-captioning-base"
+
+
+def blip_base_config():
+    """`BlipConfig()` defaults are the base captioning architecture (ViT-B/16 at 384 px, BERT-base decoder)."""
+    from transformers import BlipConfig
+
+    return BlipConfig()
+
+
+# A BLIP captioning model and its processor from a local directory, the HF cache or the Hub; the meta-device
+# model for `--dry-run` without weights from the id's local config or the known id's.
+BLIP_PARTS = HFParts(
+    model_class="BlipForConditionalGeneration",
+    processor_class="BlipProcessor",
     processor_files=BLIP_PROCESSOR_FILES,
+    known_configs={BLIP_BASE: blip_base_config},
+    task_fields=no_task_fields,
 )
-
-
-# --------------------------------------------------------------------------------------------------- loading
-
-
-def load_blip_captioning(
-    model_id: str, options: LoadOptions | None = None
-) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
-    """A BLIP captioning model and its processor from a local directory, the HF cache or the Hub
-    (`trainers.models.hub.load_pretrained`: a missing model raises ModelNotAvailableError saying how to get it)."""
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    from trainers.models.hub import load_pretrained
-
-    return load_pretrained(
-        model_id, BlipForConditionalGeneration, BlipProcessor, options, BLIP_PROCESSOR_FILES
-    )
-
-
-def blip_meta_model(model_id: str) -> nn.Module | None:
-    """The architecture of `model_id` on the meta device, for `--dry-run` without weights.
-
-    The local config of the id (HF cache or directory) is tried first; `BlipConfig()` defaults are the base
-    captioning architecture (ViT-B/16 at 384 px, BERT-base decoder) of the known id.
-    """
-    import torch
-    from transformers import AutoConfig, BlipConfig, BlipForConditionalGeneration
-
-    try:
-        config = AutoConfig.from_pretrained(model_id, local_files_only=True)
-    except (OSError, ValueError):
-        if model_id not in BLIP_CAPTIONING.known_ids:
-            return None
-        config = BlipConfig()
-    with torch.device("meta"):
-        return BlipForConditionalGeneration(config)
+load_blip_captioning = BLIP_PARTS.load
+blip_meta_model = BLIP_PARTS.meta_model
 
 
 # ---------------------------------------------------------------------------------------------- tiny model
@@ -214,12 +184,15 @@ def build_tiny_blip(
     spec: TinyBlipSpec | None = None, seed: int = 0
 ) -> tuple[BlipForConditionalGeneration, BlipProcessor]:
     """A random-init BLIP captioning model and its processor; same seed, same weights; global RNG untouched."""
-    import torch
-    from transformers import BlipForConditionalGeneration
-
     spec = spec or TinyBlipSpec()
-    config = tiny_blip_config(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BlipForConditionalGeneration(config)
-    return model, build_tiny_processor(spec)
+    return BLIP_PARTS.build(tiny_blip_config(spec), seed), build_tiny_processor(spec)
+
+
+BLIP_CAPTIONING = hf_family(
+    "blip",
+    BLIP_PARTS,
+    tasks=("captioning",),
+    tiny=build_tiny_blip,
+    # the LM head's decoder weight is the word embedding (tied): named_parameters lists it under text_decoder.bert
+    towers={"vision": ("vision_model.",), "text": ("text_decoder.bert.",), "head": ("text_decoder.cls.",)},
+)

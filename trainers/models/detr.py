@@ -19,12 +19,10 @@ stays free of torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainers.models.family import FamilyEntry
-from trainers.models.vit import _labels
+from trainers.models.family import HFParts, hf_family, label_fields
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,20 +35,6 @@ HEADS = ("class_labels_classifier", "bbox_predictor")
 QUERY_NOOP = (
     "DETR reads query_position_embeddings through its .weight and never calls the module, so its "
     "LoRA matrices would get no gradient and change no output."
-)
-
-DETR_DETECTION = FamilyEntry(
-    name="detr-detection",
-    model_class="transformers:DetrForObjectDetection",
-    processor_class="transformers:DetrImageProcessorPil",
-    loader="trainers.models.detr:load_detr",
-    tiny="trainers.models.detr:build_tiny_detr",
-    tasks=("detection",),
-    # backbone, input projection and the encoder-decoder transformer; the two prediction heads
-    towers={"vision": ("model.",), "head": ("class_labels_classifier.", "bbox_predictor.")},
-    architecture="trainers.models.detr:detr_meta_model",
-    known_ids=KNOWN_IDS,
-    processor_files=DETR_PROCESSOR_FILES,
 )
 
 
@@ -78,36 +62,13 @@ def reinit_heads(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def load_detr(
-    model_id: str,
-    options: Any = None,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> tuple[nn.Module, Any]:
+def load_detr(model_id: str, options: Any = None, **labels: Any) -> tuple[nn.Module, Any]:
     """`DetrForObjectDetection` with heads for the data's classes, and its PIL image processor.
 
     Through the generic loader (`trainers.models.hub.load_pretrained`). `use_pretrained_backbone=False`:
     the checkpoint holds the backbone's weights, nothing else is downloaded.
     """
-    from transformers import DetrForObjectDetection, DetrImageProcessorPil
-
-    from trainers.models.hub import load_pretrained
-
-    kwargs = {
-        **_labels(num_labels, id2label, label2id),
-        "ignore_mismatched_sizes": True,
-        "use_pretrained_backbone": False,
-    }
-    model, processor = load_pretrained(
-        model_id,
-        DetrForObjectDetection,
-        DetrImageProcessorPil,
-        options,
-        DETR_PROCESSOR_FILES,
-        model_kwargs=kwargs,
-    )
+    model, processor = DETR_PARTS.load(model_id, options, **labels)
     return mark_lora_noops(reinit_heads(model)), processor
 
 
@@ -158,7 +119,7 @@ def tiny_detr_config(spec: TinyDetrSpec, **labels: Any):
         attention_dropout=spec.dropout,
         activation_dropout=spec.dropout,
         init_std=spec.init_std,
-        **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")),
+        **label_fields(**labels),
     )
 
 
@@ -168,26 +129,18 @@ def build_tiny_processor(spec: TinyDetrSpec):
     return DetrImageProcessorPil(size={"shortest_edge": spec.image_size, "longest_edge": spec.image_size})
 
 
-def build_tiny_detr(
-    spec: TinyDetrSpec | None = None,
-    seed: int = 0,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> tuple[nn.Module, Any]:
-    """A random-init `DetrForObjectDetection` and its processor; same seed, same weights; global RNG untouched."""
+def _spread_queries(model: nn.Module) -> None:
+    """N(0, 1) object queries, as the original DETR's nn.Embedding: transformers' init_std (0.02) makes the
+    queries near-identical, and from scratch they then predict one box each for ~400 steps here."""
     import torch
-    from transformers import DetrForObjectDetection
 
+    torch.nn.init.normal_(model.model.query_position_embeddings.weight, std=1.0)
+
+
+def build_tiny_detr(spec: TinyDetrSpec | None = None, seed: int = 0, **labels: Any) -> tuple[nn.Module, Any]:
+    """A random-init `DetrForObjectDetection` and its processor; same seed, same weights; global RNG untouched."""
     spec = spec or TinyDetrSpec()
-    config = tiny_detr_config(spec, num_labels=num_labels, id2label=id2label, label2id=label2id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DetrForObjectDetection(config)
-        # N(0, 1) object queries, as the original DETR's nn.Embedding: transformers' init_std (0.02) makes
-        # the queries near-identical, and from scratch they then predict one box each for ~400 steps here.
-        torch.nn.init.normal_(model.model.query_position_embeddings.weight, std=1.0)
+    model = DETR_PARTS.build(tiny_detr_config(spec, **labels), seed, init=_spread_queries)
     return mark_lora_noops(model), build_tiny_processor(spec)
 
 
@@ -207,26 +160,31 @@ def detr_resnet50_config(**labels: Any):
     )
 
 
-def detr_meta_model(
-    model_id: str,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> nn.Module | None:
+DETR_PARTS = HFParts(
+    model_class="DetrForObjectDetection",
+    processor_class="DetrImageProcessorPil",
+    processor_files=DETR_PROCESSOR_FILES,
+    known_configs={DETR_RESNET50: detr_resnet50_config},
+    load_kwargs={"ignore_mismatched_sizes": True, "use_pretrained_backbone": False},
+    local_config_kwargs={"revision": DETR_NO_TIMM, "use_pretrained_backbone": False},
+)
+
+
+def detr_meta_model(model_id: str, **labels: Any) -> nn.Module | None:
     """`DetrForObjectDetection` of `model_id` on the meta device: its local config if any, else the
     architecture of the known id; None for an unknown id without a local config."""
-    import torch
-    from transformers import AutoConfig, DetrForObjectDetection
+    model = DETR_PARTS.meta_model(model_id, **labels)
+    return None if model is None else mark_lora_noops(model)
 
-    labels = _labels(num_labels, id2label, label2id)
-    try:
-        config = AutoConfig.from_pretrained(
-            model_id, local_files_only=True, revision=DETR_NO_TIMM, use_pretrained_backbone=False, **labels
-        )
-    except (OSError, ValueError):
-        if model_id not in KNOWN_IDS:
-            return None
-        config = detr_resnet50_config(**labels)
-    with torch.device("meta"):
-        return mark_lora_noops(DetrForObjectDetection(config))
+
+DETR_DETECTION = hf_family(
+    "detr",
+    DETR_PARTS,
+    tasks=("detection",),
+    tiny=build_tiny_detr,
+    # backbone, input projection and the encoder-decoder transformer; the two prediction heads
+    towers={"vision": ("model.",), "head": ("class_labels_classifier.", "bbox_predictor.")},
+    loader=load_detr,
+    architecture=detr_meta_model,
+    tiny_task_kwargs={"num_labels": 3},
+)

@@ -39,28 +39,11 @@ logger = logging.getLogger(__name__)
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 PARAPHRASE_MINILM = "sentence-transformers/paraphrase-MiniLM-L6-v2"
 VIT_ID = "google/vit-base-patch16-224-in21k"
+KNOWN_IDS = (VIT_ID,)
 POOLING_STRATEGIES = ("pooler", "cls", "mean")
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # 2.6592, CLIP's and HF's initial value
 LOGIT_SCALE_MAX = math.log(100.0)  # open_clip's clamp
 PROJECTIONS = r"^(?:text_projection|visual_projection)\."
-
-DUAL_ENCODER = FamilyEntry(
-    name="dual-encoder",
-    model_class="trainers.models.dual_encoder:DualEncoderModel",
-    processor_class="transformers:VisionTextDualEncoderProcessor",
-    loader="trainers.models.dual_encoder:load_dual_encoder",
-    tiny="trainers.models.dual_encoder:build_tiny_dual_encoder",
-    tasks=("retrieval",),
-    towers={
-        "vision": ("vision_model.",),
-        "text": ("text_model.",),
-        "head": ("visual_projection.", "text_projection.", "logit_scale"),
-    },
-    architecture="trainers.models.dual_encoder:dual_encoder_meta_model",
-    known_ids=(VIT_ID,),
-    freeze_settings="trainers.models.dual_encoder_freezing:encoder_freeze_rules",
-)
-
 
 # ------------------------------------------------------------------------------------- recipe settings
 
@@ -410,16 +393,19 @@ def dual_encoder_meta_model(
     model_id: str, *, encoder_configs: EncoderConfigs | None = None
 ) -> nn.Module | None:
     """The real architecture on the meta device (ViT-B/16 defaults for the known ids; the text tower's config
-    from its local files): `--dry-run` counts without the vision weights."""
+    from its local files; a directory a previous run saved, whole): `--dry-run` counts without the weights."""
     import torch
     from transformers import AutoConfig, AutoModel, ViTConfig, ViTModel
 
     settings = _settings(encoder_configs)
     vision_id = settings.vision.model_name or model_id
+    if _is_saved_dual_encoder(vision_id):  # a previous run's `best/`, as the loader takes it: the whole model
+        with torch.device("meta"):
+            return _model_class()(config=AutoConfig.from_pretrained(vision_id, local_files_only=True))
     try:
         vision_config = AutoConfig.from_pretrained(vision_id, local_files_only=True)
     except (OSError, ValueError):
-        if vision_id not in DUAL_ENCODER.known_ids:
+        if vision_id not in KNOWN_IDS:
             return None
         vision_config = ViTConfig()
     try:
@@ -437,3 +423,36 @@ def dual_encoder_meta_model(
 def text_layer_count(model: nn.Module) -> int:
     """Transformer layers of the text tower (6 in MiniLM-L6)."""
     return len(model.text_model.encoder.layer)
+
+
+# ------------------------------------------------------------------------------------------ the entry
+
+
+def _processor_class():
+    from transformers import VisionTextDualEncoderProcessor
+
+    return VisionTextDualEncoderProcessor
+
+
+def _freeze_settings(model: nn.Module, recipe: Any) -> list[Any]:
+    from trainers.models.dual_encoder_freezing import encoder_freeze_rules
+
+    return encoder_freeze_rules(model, recipe)
+
+
+DUAL_ENCODER = FamilyEntry(
+    name="dual-encoder",
+    tasks=("retrieval",),
+    loader=load_dual_encoder,
+    tiny=build_tiny_dual_encoder,
+    model_class=_model_class,
+    processor_class=_processor_class,
+    towers={
+        "vision": ("vision_model.",),
+        "text": ("text_model.",),
+        "head": ("visual_projection.", "text_projection.", "logit_scale"),
+    },
+    architecture=dual_encoder_meta_model,
+    known_ids=KNOWN_IDS,
+    freeze_settings=_freeze_settings,
+)

@@ -1,12 +1,17 @@
-"""The model-family entry: what one registration line tells the core about a family of models.
+"""The model-family entry, and the template the Hugging Face families are built from.
 
-A family (BLIP captioning, ViT classification, DETR, ...) names its model and processor classes, its real
-loader and its tiny offline builder, the hub ids whose architecture it can build on the meta device (so
-`--dry-run` counts parameters without weights), its named towers and the tasks it serves. Everything is a
-`"module:attr"` string resolved on use, so the registry stays importable without torch.
+A family (BLIP, ViT, DETR, ...) tells the core its real loader and its tiny offline builder, the hub ids whose
+architecture it can build on the meta device (so `--dry-run` counts parameters without weights), the classes
+a saved run reloads with, its named towers and the tasks it serves. The entry holds plain functions: a family
+module imports transformers only inside them, and the registry imports the module only when the family is
+asked for, so recipes load without torch.
 
 Towers name parts of a model by parameter-name prefix (`vision` → `vit.`, `head` → `classifier.`): the
 plan reports counts per tower, and freeze and param-group presets address a tower instead of a path.
+
+`HFParts` is the template: a family declares its transformers model and processor classes, the files its
+processor needs, how task settings become config fields, and the configs of the hub ids it knows; the
+template gives the loader, the seeded tiny build and the meta-device model.
 """
 
 from __future__ import annotations
@@ -32,6 +37,139 @@ def resolve(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+# ------------------------------------------------------------------------------------------- labels
+
+
+def label_fields(
+    num_labels: int | None = None,
+    id2label: Mapping[int, str] | None = None,
+    label2id: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """Consistent label fields for a config: names default to LABEL_i, the count to the names'."""
+    if id2label is None:
+        count = num_labels if num_labels is not None else 2
+        id2label = {i: f"LABEL_{i}" for i in range(count)}
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if num_labels is not None and num_labels != len(id2label):
+        raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} entries")
+    label2id = dict(label2id) if label2id is not None else {v: k for k, v in id2label.items()}
+    return {"num_labels": len(id2label), "id2label": id2label, "label2id": label2id}
+
+
+def given_label_fields(
+    num_labels: int | None = None,
+    id2label: Mapping[int, str] | None = None,
+    label2id: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The label fields when the task names labels; none (the config's own) when it does not."""
+    if num_labels is None and id2label is None:
+        return {}
+    return label_fields(num_labels, id2label, label2id)
+
+
+def no_task_fields() -> dict[str, Any]:
+    """For a family whose model takes nothing from the task: any task setting is a TypeError, as before."""
+    return {}
+
+
+# ------------------------------------------------------------------------------------ the HF template
+
+
+def seeded_build(model_class: Any, config: Any, seed: int, init: Callable[[Any], None] | None = None) -> Any:
+    """`model_class(config)` drawn from `seed` (then `init(model)` from the same stream); global RNG untouched."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+        if init is not None:
+            init(model)
+    return model
+
+
+def _transformers_class(name: str) -> Any:
+    return getattr(importlib.import_module("transformers"), name)
+
+
+@dataclass(frozen=True)
+class HFParts:
+    """What a Hugging Face family declares; the loader, tiny build and meta model follow from it.
+
+    model_class / processor_class: names in `transformers`.
+    processor_files: groups of interchangeable file names a local model directory must hold (one of each).
+    known_configs: hub id → `(**config_fields) -> config`, for the ids built on the meta device without files.
+    task_fields: the task's `model_kwargs` → config fields (labels, or nothing); meta_fields: the same for the
+        meta model where it differs (None: task_fields).
+    load_kwargs: extra `from_pretrained` arguments of the model; local_config_kwargs: extra arguments when
+        the meta model reads a local config (a hub revision, a backbone switch).
+    check_id: raises for ids the family refuses (legacy checkpoints) before loading or building them.
+    """
+
+    model_class: str
+    processor_class: str
+    processor_files: tuple[tuple[str, ...], ...]
+    known_configs: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    task_fields: Callable[..., dict[str, Any]] = label_fields
+    meta_fields: Callable[..., dict[str, Any]] | None = None
+    load_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    local_config_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    check_id: Callable[[str], None] | None = None
+
+    @property
+    def known_ids(self) -> tuple[str, ...]:
+        return tuple(self.known_configs)
+
+    def model_cls(self) -> Any:
+        return _transformers_class(self.model_class)
+
+    def processor_cls(self) -> Any:
+        return _transformers_class(self.processor_class)
+
+    def load(self, model_id: str, options: Any = None, **task_kwargs: Any) -> tuple[Any, Any]:
+        """The pretrained model and processor through `trainers.models.hub.load_pretrained` (local dir, cache or
+        Hub, offline errors, `LoadOptions`); a head of another size in the checkpoint is replaced."""
+        from trainers.models.hub import load_pretrained
+
+        if self.check_id is not None:
+            self.check_id(model_id)
+        kwargs = {**self.task_fields(**task_kwargs), **self.load_kwargs}
+        return load_pretrained(
+            model_id,
+            self.model_cls(),
+            self.processor_cls(),
+            options,
+            self.processor_files,
+            model_kwargs=kwargs or None,
+        )
+
+    def build(self, config: Any, seed: int, init: Callable[[Any], None] | None = None) -> Any:
+        """The tiny model of `config`, random init from `seed` (see `seeded_build`)."""
+        return seeded_build(self.model_cls(), config, seed, init)
+
+    def meta_model(self, model_id: str, **task_kwargs: Any) -> Any | None:
+        """The architecture of `model_id` on the meta device: its local config (HF cache or directory) if
+        any, else the known id's config; None for an unknown id without a local config."""
+        import torch
+        from transformers import AutoConfig
+
+        if self.check_id is not None:
+            self.check_id(model_id)
+        fields = (self.meta_fields or self.task_fields)(**task_kwargs)
+        try:
+            config = AutoConfig.from_pretrained(
+                model_id, local_files_only=True, **self.local_config_kwargs, **fields
+            )
+        except (OSError, ValueError):
+            if model_id not in self.known_configs:
+                return None
+            config = self.known_configs[model_id](**fields)
+        with torch.device("meta"):
+            return self.model_cls()(config)
+
+
+# ------------------------------------------------------------------------------------------ the entry
+
+
 @dataclass(frozen=True)
 class FamilyEntry:
     """One model family.
@@ -39,6 +177,7 @@ class FamilyEntry:
     loader: `(model_id, options: trainers.models.hub.LoadOptions, **task_kwargs) -> (model, processor)`;
         `task_kwargs` come from the task's `model_kwargs` (e.g. num_labels, id2label, label2id).
     tiny: `(spec, seed=0, **task_kwargs) -> (model, processor)`, random init, offline.
+    model_class / processor_class: `() -> class`, what a saved run's `best/` directory reloads with.
     architecture: `(model_id, **task_kwargs) -> model on the meta device, or None` for ids it does not know;
         `known_ids` are the hub ids it builds without any local file.
     towers: tower name → parameter-name prefixes; every parameter belongs to exactly one tower.
@@ -47,19 +186,22 @@ class FamilyEntry:
     freeze_settings: `(model, recipe) -> list[trainers.freezing.priority.PrioritizedRules]`: freezing
         the family's own settings declare (the dual encoder's `encoder_configs.text.freeze_*`), applied
         through the freeze engine before the recipe's `freeze` rules; None: the family has none.
+    tiny_task_kwargs: what a tiny build needs from a task when no task is at hand (a head's label count),
+        passed by checks that build every family.
     """
 
     name: str
-    model_class: str
-    processor_class: str
-    loader: str
-    tiny: str
     tasks: tuple[str, ...]
+    loader: Callable[..., tuple[Any, Any]]
+    tiny: Callable[..., tuple[Any, Any]]
+    model_class: Callable[[], Any]
+    processor_class: Callable[[], Any]
     towers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    architecture: str | None = None
+    architecture: Callable[..., Any] | None = None
     known_ids: tuple[str, ...] = ()
     processor_files: tuple[tuple[str, ...], ...] = ()
-    freeze_settings: str | None = None
+    freeze_settings: Callable[[Any, Any], list[Any]] | None = None
+    tiny_task_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.towers) - set(TOWER_NAMES))
@@ -67,18 +209,18 @@ class FamilyEntry:
             raise ValueError(f"family {self.name!r}: towers {unknown} are not among {TOWER_NAMES}")
 
     def load(self) -> Callable[..., tuple[Any, Any]]:
-        return resolve(self.loader)
+        return self.loader
 
     def settings_freeze_rules(self, model: Any, recipe: Any) -> list[Any]:
         """The family's settings as prioritized freeze rules (empty when the family declares none)."""
-        return resolve(self.freeze_settings)(model, recipe) if self.freeze_settings else []
+        return self.freeze_settings(model, recipe) if self.freeze_settings else []
 
     def build_tiny(self) -> Callable[..., tuple[Any, Any]]:
-        return resolve(self.tiny)
+        return self.tiny
 
     def meta_model(self, model_id: str, **task_kwargs: Any) -> Any | None:
         """The architecture of `model_id` on the meta device (no memory, no weights), or None if unknown."""
-        return resolve(self.architecture)(model_id, **task_kwargs) if self.architecture else None
+        return self.architecture(model_id, **task_kwargs) if self.architecture else None
 
     def check_available(self, model_id: str, revision: str | None = None) -> None:
         """Fail now, without loading anything, where the loader would fail in every worker process."""
@@ -139,3 +281,19 @@ class FamilyEntry:
                 "extend its towers"
             )
         return counts
+
+
+def hf_family(
+    name: str, parts: HFParts, tasks: tuple[str, ...], tiny: Callable[..., tuple[Any, Any]], **entry: Any
+) -> FamilyEntry:
+    """The entry of a family built on `HFParts`: loader, meta model, classes and known ids from the parts
+    (`entry` adds the rest and may name a family's own loader or meta model that wraps the parts')."""
+    fields: dict[str, Any] = {
+        "loader": parts.load,
+        "model_class": parts.model_cls,
+        "processor_class": parts.processor_cls,
+        "architecture": parts.meta_model,
+        "known_ids": parts.known_ids,
+        "processor_files": parts.processor_files,
+    }
+    return FamilyEntry(name=name, tasks=tasks, tiny=tiny, **{**fields, **entry})

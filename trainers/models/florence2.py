@@ -14,7 +14,7 @@ run trains in bf16 (`training.precision=auto`).
 
 The tiny model keeps the module names and the tokenizer layout and shrinks the widths: a 2-stage DaViT on
 48 px images (36 + 1 image tokens; the demos use 64 px, 64 + 1), a 1+2 layer BART of width 64. The demos load
-a DaViT pre-trained here on generated fabric images (`trainers/tasks/florence/tiny_tower.py`: from random init
+a DaViT pre-trained here on generated fabric images (`scripts/pretrain_florence_tiny_tower.py`: from random init
 the tiny language side never learns to read the image). Its tokenizer is a byte-level BPE (BART's
 kind) trained offline with `tokenizers` on the task prompts and the fabric-defect words, plus the Florence
 special tokens; transformers is imported inside the functions, so recipes load without torch.
@@ -23,10 +23,13 @@ special tokens; transformers is imported inside the functions, so recipes load w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainers.errors import RecipeError
-from trainers.models.family import FamilyEntry
+from trainers.models.family import HFParts, hf_family, no_task_fields
+from trainers.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,7 +44,7 @@ FLORENCE2_PROCESSOR_FILES = (
 )
 
 IMAGE_TOKEN = "<image>"
-# The demos' pre-trained tiny DaViT (python -m trainers.tasks.florence.tiny_tower writes it).
+# The demos' pre-trained tiny DaViT (`python scripts/pretrain_florence_tiny_tower.py` writes it).
 TINY_TOWER_FILE = "data/fabric/tiny_vision_tower.safetensors"
 # The Florence special tokens after BART's five (the original processor's list, in its order).
 TASK_TAGS = ("<od>", "</od>", "<ocr>", "</ocr>")
@@ -78,24 +81,6 @@ POST_PROCESSOR_CONFIG: dict[str, Any] = {
     "polygons": {},
     "ocr": {},
 }
-
-FLORENCE2 = FamilyEntry(
-    name="florence2",
-    model_class="transformers:Florence2ForConditionalGeneration",
-    processor_class="transformers:Florence2Processor",
-    loader="trainers.models.florence2:load_florence2",
-    tiny="trainers.models.florence2:build_tiny_florence2",
-    tasks=("prompted-generation",),
-    # lm_head.weight is the shared embedding: deduplicated named_parameters list it under model.language_model
-    towers={
-        "vision": ("model.vision_tower.", "model.multi_modal_projector."),
-        "text": ("model.language_model.",),
-        "head": ("lm_head.",),
-    },
-    architecture="trainers.models.florence2:florence2_meta_model",
-    known_ids=KNOWN_IDS,
-    processor_files=FLORENCE2_PROCESSOR_FILES,
-)
 
 
 def check_model_id(model_id: str) -> None:
@@ -134,15 +119,9 @@ def omniparser_freeze_rules():
 
 def load_florence2(model_id: str, options: Any = None) -> tuple[nn.Module, Any]:
     """The native Florence-2 and its processor through the generic loader (`trainers.models.hub`)."""
-    from transformers import Florence2ForConditionalGeneration, Florence2Processor
-
-    from trainers.models.hub import load_pretrained
-
     check_model_id(model_id)
     check_dtype(getattr(options, "dtype", None))
-    return load_pretrained(
-        model_id, Florence2ForConditionalGeneration, Florence2Processor, options, FLORENCE2_PROCESSOR_FILES
-    )
+    return FLORENCE2_PARTS.load(model_id, options)
 
 
 # ------------------------------------------------------------------------------------------ tiny model
@@ -175,7 +154,7 @@ class TinyFlorence2Spec:
     max_position_embeddings: int = 256
     bpe_vocab_size: int = 400
     dropout: float = 0.0
-    # The pre-trained DaViT (trainers/tasks/florence/tiny_tower.py); None: random init like the rest.
+    # The pre-trained DaViT (scripts/pretrain_florence_tiny_tower.py); None: random init like the rest.
     vision_weights: str | None = None
 
     @property
@@ -287,31 +266,34 @@ def tiny_florence2_config(spec: TinyFlorence2Spec, tokenizer: Any):
 
 def build_tiny_florence2(spec: TinyFlorence2Spec | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
     """A random-init Florence-2 and its offline processor; same seed, same weights; global RNG untouched."""
-    import torch
-    from transformers import Florence2ForConditionalGeneration
-
     spec = spec or TinyFlorence2Spec()
     processor = build_tiny_processor(spec)
-    config = tiny_florence2_config(spec, processor.tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Florence2ForConditionalGeneration(config)
+    model = FLORENCE2_PARTS.build(tiny_florence2_config(spec, processor.tokenizer), seed)
     if spec.vision_weights is not None:
         load_tiny_tower(model, spec.vision_weights)
     return model, processor
+
+
+# ------------------------------------------------------------------------------------ pre-trained tower
+
+PRETRAIN_TOWER_COMMAND = "python scripts/pretrain_florence_tiny_tower.py"
+
+
+def tower_path(path: str | Path) -> Path:
+    """A relative path is the project's own file (recipes run from any directory)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def load_tiny_tower(model: nn.Module, path: str) -> None:
     """The shipped pre-trained DaViT into the tiny model's vision tower (every tensor, shapes checked)."""
     from safetensors.torch import load_file
 
-    from trainers.tasks.florence.tiny_tower import tower_path
-
     file = tower_path(path)
     if not file.is_file():
         raise RecipeError(
             f"model.demo.vision_weights: {file} not found. Regenerate it with "
-            "`python -m trainers.tasks.florence.tiny_tower`, or set vision_weights=None for a random-init tower."
+            f"`{PRETRAIN_TOWER_COMMAND}`, or set vision_weights=None for a random-init tower."
         )
     try:
         model.model.vision_tower.load_state_dict(load_file(str(file)), strict=True)
@@ -373,18 +355,28 @@ def known_config(model_id: str):
     return Florence2Config(vision_config=vision.to_dict(), text_config=text.to_dict())
 
 
-def florence2_meta_model(model_id: str) -> nn.Module | None:
-    """`Florence2ForConditionalGeneration` of `model_id` on the meta device: its local config if any, else the
-    known base / large architecture; None for an unknown id."""
-    import torch
-    from transformers import AutoConfig, Florence2ForConditionalGeneration
+FLORENCE2_PARTS = HFParts(
+    model_class="Florence2ForConditionalGeneration",
+    processor_class="Florence2Processor",
+    processor_files=FLORENCE2_PROCESSOR_FILES,
+    known_configs={model_id: partial(known_config, model_id) for model_id in KNOWN_IDS},
+    task_fields=no_task_fields,
+    check_id=check_model_id,
+)
+# `Florence2ForConditionalGeneration` of an id on the meta device: its local config if any, else the known base /
+# large architecture; None for an unknown id.
+florence2_meta_model = FLORENCE2_PARTS.meta_model
 
-    check_model_id(model_id)
-    try:
-        config = AutoConfig.from_pretrained(model_id, local_files_only=True)
-    except (OSError, ValueError):
-        if model_id not in KNOWN_IDS:
-            return None
-        config = known_config(model_id)
-    with torch.device("meta"):
-        return Florence2ForConditionalGeneration(config)
+FLORENCE2 = hf_family(
+    "florence2",
+    FLORENCE2_PARTS,
+    tasks=("prompted-generation",),
+    tiny=build_tiny_florence2,
+    loader=load_florence2,
+    # lm_head.weight is the shared embedding: deduplicated named_parameters list it under model.language_model
+    towers={
+        "vision": ("model.vision_tower.", "model.multi_modal_projector."),
+        "text": ("model.language_model.",),
+        "head": ("lm_head.",),
+    },
+)

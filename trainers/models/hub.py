@@ -4,7 +4,7 @@
 Every way of not finding a model raises `ModelNotAvailableError` (a user-facing error: one paragraph,
 exit status 2) saying how to provide it. A local directory is checked for the files a family needs before
 transformers sees it; a hub id is looked up in the cache only when HF offline mode is on or the Hub does not
-answer a TCP probe (`trainers.hub_access`), so an unreachable Hub fails in a fraction of a second instead of
+answer a TCP probe (`trainers.hub_probe`), so an unreachable Hub fails in a fraction of a second instead of
 after ~50 s of retries.
 
 Load options are one dataclass: `dtype`, `revision` (hub branch, tag or commit), `quantization` (a
@@ -13,9 +13,10 @@ for the model class at hand: it needs the architecture to know which heads to ke
 and `trust_remote_code`, off unless the recipe says so: a checkpoint that ships its own Python code runs it
 only with explicit consent.
 
-How it plugs in: `Model` has `revision`, `trust_remote_code` (and `quantization`); each registry entry names
-its model and processor classes, and its loader calls `load_pretrained(model.id, cls, processor_cls, options)`
-(BLIP with stricter file groups: an image processor file *and* a tokenizer file). `check_available` is the
+How it plugs in: `Model` has `revision`, `trust_remote_code` (and `quantization`); every family's loader
+calls `load_pretrained(model.id, cls, processor_cls, options, processor_files)` (through
+`trainers.models.family.HFParts.load` for the Hugging Face families; BLIP with stricter file groups: an
+image processor file *and* a tokenizer file). `check_available` is the
 same lookup without loading, for the launcher, which checks once instead of in every worker.
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from huggingface_hub.errors import HFValidationError
 
-from trainers import hub_access
+from trainers import hub_probe
 from trainers.errors import RecipeError, UserFacingError
 from trainers.models.errors import ModelNotAvailableError
 
@@ -49,10 +50,6 @@ PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
         "tokenizer.json",
         "vocab.txt",
     ),
-)
-BLIP_PROCESSOR_FILES: tuple[tuple[str, ...], ...] = (
-    ("preprocessor_config.json", "processor_config.json"),
-    ("tokenizer.json", "vocab.txt"),
 )
 _DEMO = "or run the recipe with `--demo` to use the tiny offline model."
 
@@ -166,12 +163,12 @@ def load_pretrained(
     model_id = os.fspath(model_id)
     files = processor_files if processor_class is not None else ()
     contents = describe_files(files)
-    local = Path(model_id).expanduser().is_dir() or hub_access.looks_like_path(model_id)
+    local = Path(model_id).expanduser().is_dir() or hub_probe.looks_like_path(model_id)
     if local:
         source, local_only = str(_check_local_dir(model_id, files, contents)), True
         problem = f"model directory {model_id!r} could not be loaded"
     else:
-        plan = hub_access.hub_plan()
+        plan = hub_probe.hub_plan()
         source, local_only, problem = model_id, plan.local_only, plan.problem(f"model {model_id!r}")
     common: dict[str, Any] = {"local_files_only": local_only, "trust_remote_code": options.trust_remote_code}
     if options.revision is not None:
@@ -213,10 +210,10 @@ def check_available(
 
     model_id = os.fspath(model_id)
     contents = describe_files(processor_files)
-    if Path(model_id).expanduser().is_dir() or hub_access.looks_like_path(model_id):
+    if Path(model_id).expanduser().is_dir() or hub_probe.looks_like_path(model_id):
         _check_local_dir(model_id, processor_files, contents)
         return
-    plan = hub_access.hub_plan()
+    plan = hub_probe.hub_plan()
     cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
     if plan.local_only and not isinstance(cached, str):
         raise ModelFilesNotAvailableError(

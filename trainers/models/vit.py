@@ -12,11 +12,10 @@ stays free of torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainers.models.family import FamilyEntry
+from trainers.models.family import HFParts, hf_family, label_fields
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,64 +25,24 @@ VIT_BASE_IN21K = "google/vit-base-patch16-224-in21k"
 KNOWN_IDS = (VIT_BASE_IN21K, "google/vit-base-patch16-224")
 VIT_PROCESSOR_FILES = (("preprocessor_config.json",),)
 
-VIT_CLASSIFICATION = FamilyEntry(
-    name="vit-classification",
-    model_class="transformers:ViTForImageClassification",
-    processor_class="transformers:ViTImageProcessorPil",
-    loader="trainers.models.vit:load_vit_classification",
-    tiny="trainers.models.vit:build_tiny_vit",
-    tasks=("classification",),
-    towers={"vision": ("vit.",), "head": ("classifier.",)},
-    architecture="trainers.models.vit:vit_meta_model",
-    known_ids=KNOWN_IDS,
+
+def vit_b16_config(**labels: Any):
+    from transformers import ViTConfig
+
+    return ViTConfig(**labels)
+
+
+# A head of another size in the checkpoint (a 1000-class ImageNet model) is replaced, not an error
+# (`ignore_mismatched_sizes`); the in21k checkpoint has no head at all.
+VIT_PARTS = HFParts(
+    model_class="ViTForImageClassification",
+    processor_class="ViTImageProcessorPil",
     processor_files=VIT_PROCESSOR_FILES,
+    known_configs=dict.fromkeys(KNOWN_IDS, vit_b16_config),
+    load_kwargs={"ignore_mismatched_sizes": True},
 )
-
-
-def _labels(
-    num_labels: int | None, id2label: Mapping[int, str] | None, label2id: Mapping[str, int] | None
-) -> dict:
-    """Consistent label fields for a config: names default to LABEL_i, the count to the names'."""
-    if id2label is None:
-        count = num_labels if num_labels is not None else 2
-        id2label = {i: f"LABEL_{i}" for i in range(count)}
-    id2label = {int(k): str(v) for k, v in id2label.items()}
-    if num_labels is not None and num_labels != len(id2label):
-        raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} entries")
-    label2id = dict(label2id) if label2id is not None else {v: k for k, v in id2label.items()}
-    return {"num_labels": len(id2label), "id2label": id2label, "label2id": label2id}
-
-
-# --------------------------------------------------------------------------------------------- loading
-
-
-def load_vit_classification(
-    model_id: str,
-    options: Any = None,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> tuple[nn.Module, Any]:
-    """`ViTForImageClassification` with a `num_labels` head named by the data, and its PIL image processor.
-
-    Through the generic loader (`trainers.models.hub.load_pretrained`: local dir / cache / Hub, offline
-    errors, `LoadOptions`). A head of another size in the checkpoint (a 1000-class ImageNet model) is
-    replaced, not an error (`ignore_mismatched_sizes`); the in21k checkpoint has no head at all.
-    """
-    from transformers import ViTForImageClassification, ViTImageProcessorPil
-
-    from trainers.models.hub import load_pretrained
-
-    head = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True}
-    return load_pretrained(
-        model_id,
-        ViTForImageClassification,
-        ViTImageProcessorPil,
-        options,
-        VIT_PROCESSOR_FILES,
-        model_kwargs=head,
-    )
+load_vit_classification = VIT_PARTS.load
+vit_meta_model = VIT_PARTS.meta_model
 
 
 # ------------------------------------------------------------------------------------------ tiny model
@@ -116,7 +75,7 @@ def tiny_vit_config(spec: TinyVitSpec, **labels: Any):
         hidden_dropout_prob=spec.dropout,
         attention_probs_dropout_prob=spec.dropout,
         initializer_range=spec.initializer_range,
-        **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")),
+        **label_fields(**labels),
     )
 
 
@@ -128,47 +87,19 @@ def build_tiny_processor(spec: TinyVitSpec):
     )
 
 
-def build_tiny_vit(
-    spec: TinyVitSpec | None = None,
-    seed: int = 0,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> tuple[nn.Module, Any]:
-    """A random-init `ViTForImageClassification` and its processor; same seed, same weights; global RNG untouched."""
-    import torch
-    from transformers import ViTForImageClassification
+def build_tiny_vit(spec: TinyVitSpec | None = None, seed: int = 0, **labels: Any) -> tuple[nn.Module, Any]:
+    """A random-init `ViTForImageClassification` and its processor; same seed, same weights; global RNG untouched.
 
+    `labels`: the task's num_labels / id2label / label2id."""
     spec = spec or TinyVitSpec()
-    config = tiny_vit_config(spec, num_labels=num_labels, id2label=id2label, label2id=label2id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ViTForImageClassification(config)
-    return model, build_tiny_processor(spec)
+    return VIT_PARTS.build(tiny_vit_config(spec, **labels), seed), build_tiny_processor(spec)
 
 
-# --------------------------------------------------------------------------------- meta-device counting
-
-
-def vit_meta_model(
-    model_id: str,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> nn.Module | None:
-    """`ViTForImageClassification` of `model_id` on the meta device: its local config if any, else the
-    defaults for the known ViT-B/16 ids; None for an unknown id without a local config."""
-    import torch
-    from transformers import AutoConfig, ViTConfig, ViTForImageClassification
-
-    labels = _labels(num_labels, id2label, label2id)
-    try:
-        config = AutoConfig.from_pretrained(model_id, local_files_only=True, **labels)
-    except (OSError, ValueError):
-        if model_id not in KNOWN_IDS:
-            return None
-        config = ViTConfig(**labels)
-    with torch.device("meta"):
-        return ViTForImageClassification(config)
+VIT_CLASSIFICATION = hf_family(
+    "vit",
+    VIT_PARTS,
+    tasks=("classification",),
+    tiny=build_tiny_vit,
+    towers={"vision": ("vit.",), "head": ("classifier.",)},
+    tiny_task_kwargs={"num_labels": 3},
+)

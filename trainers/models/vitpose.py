@@ -14,12 +14,10 @@ loading stays free of torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainers.models.family import FamilyEntry
-from trainers.models.vit import _labels
+from trainers.models.family import HFParts, given_label_fields, hf_family, label_fields
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,45 +25,6 @@ if TYPE_CHECKING:
 VITPOSE_BASE = "usyd-community/vitpose-base-simple"
 KNOWN_IDS = (VITPOSE_BASE,)
 VITPOSE_PROCESSOR_FILES = (("preprocessor_config.json",),)
-
-VITPOSE_POSE = FamilyEntry(
-    name="vitpose-pose",
-    model_class="transformers:VitPoseForPoseEstimation",
-    processor_class="transformers:VitPoseImageProcessorPil",
-    loader="trainers.models.vitpose:load_vitpose",
-    tiny="trainers.models.vitpose:build_tiny_vitpose",
-    tasks=("pose",),
-    towers={"vision": ("backbone.",), "head": ("head.",)},
-    architecture="trainers.models.vitpose:vitpose_meta_model",
-    known_ids=KNOWN_IDS,
-    processor_files=VITPOSE_PROCESSOR_FILES,
-)
-
-
-def load_vitpose(
-    model_id: str,
-    options: Any = None,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> tuple[nn.Module, Any]:
-    """`VitPoseForPoseEstimation` with one heatmap per keypoint of the data, and its PIL image processor
-    (through the generic loader `trainers.models.hub.load_pretrained`)."""
-    from transformers import VitPoseForPoseEstimation, VitPoseImageProcessorPil
-
-    from trainers.models.hub import load_pretrained
-
-    kwargs = {**_labels(num_labels, id2label, label2id), "ignore_mismatched_sizes": True}
-    return load_pretrained(
-        model_id,
-        VitPoseForPoseEstimation,
-        VitPoseImageProcessorPil,
-        options,
-        VITPOSE_PROCESSOR_FILES,
-        model_kwargs=kwargs,
-    )
-
 
 # ------------------------------------------------------------------------------------------ tiny model
 
@@ -103,7 +62,7 @@ def tiny_vitpose_config(spec: TinyVitPoseSpec, **labels: Any):
         backbone_config=backbone,
         scale_factor=spec.scale_factor,
         initializer_range=spec.initializer_range,
-        **_labels(labels.get("num_labels"), labels.get("id2label"), labels.get("label2id")),
+        **label_fields(**labels),
     )
 
 
@@ -114,23 +73,11 @@ def build_tiny_processor(spec: TinyVitPoseSpec):
 
 
 def build_tiny_vitpose(
-    spec: TinyVitPoseSpec | None = None,
-    seed: int = 0,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
+    spec: TinyVitPoseSpec | None = None, seed: int = 0, **labels: Any
 ) -> tuple[nn.Module, Any]:
     """A random-init `VitPoseForPoseEstimation` and its processor; same seed, same weights; global RNG untouched."""
-    import torch
-    from transformers import VitPoseForPoseEstimation
-
     spec = spec or TinyVitPoseSpec()
-    config = tiny_vitpose_config(spec, num_labels=num_labels, id2label=id2label, label2id=label2id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = VitPoseForPoseEstimation(config)
-    return model, build_tiny_processor(spec)
+    return VITPOSE_PARTS.build(tiny_vitpose_config(spec, **labels), seed), build_tiny_processor(spec)
 
 
 # --------------------------------------------------------------------------------- meta-device counting
@@ -145,24 +92,24 @@ def vitpose_base_config(**labels: Any):
     return VitPoseConfig(backbone_config=VitPoseBackboneConfig(out_indices=[12]), **labels)
 
 
-def vitpose_meta_model(
-    model_id: str,
-    *,
-    num_labels: int | None = None,
-    id2label: Mapping[int, str] | None = None,
-    label2id: Mapping[str, int] | None = None,
-) -> nn.Module | None:
-    """`VitPoseForPoseEstimation` of `model_id` on the meta device: its local config if any, else the
-    architecture of the known id; None for an unknown id without a local config."""
-    import torch
-    from transformers import AutoConfig, VitPoseForPoseEstimation
+# One heatmap per keypoint of the data: the head keeps its COCO weights for 17 keypoints, else it is replaced.
+# On the meta device without labels the checkpoint's own keypoints count.
+VITPOSE_PARTS = HFParts(
+    model_class="VitPoseForPoseEstimation",
+    processor_class="VitPoseImageProcessorPil",
+    processor_files=VITPOSE_PROCESSOR_FILES,
+    known_configs={VITPOSE_BASE: vitpose_base_config},
+    meta_fields=given_label_fields,
+    load_kwargs={"ignore_mismatched_sizes": True},
+)
+load_vitpose = VITPOSE_PARTS.load
+vitpose_meta_model = VITPOSE_PARTS.meta_model
 
-    labels = _labels(num_labels, id2label, label2id) if num_labels is not None or id2label is not None else {}
-    try:
-        config = AutoConfig.from_pretrained(model_id, local_files_only=True, **labels)
-    except (OSError, ValueError):
-        if model_id not in KNOWN_IDS:
-            return None
-        config = vitpose_base_config(**labels)
-    with torch.device("meta"):
-        return VitPoseForPoseEstimation(config)
+VITPOSE_POSE = hf_family(
+    "vitpose",
+    VITPOSE_PARTS,
+    tasks=("pose",),
+    tiny=build_tiny_vitpose,
+    towers={"vision": ("backbone.",), "head": ("head.",)},
+    tiny_task_kwargs={"num_labels": 11},
+)

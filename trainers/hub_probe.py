@@ -6,8 +6,9 @@ asks `hub_plan(...)` first: in HF offline mode, or when a TCP connection to the 
 in front of it) does not open within a few seconds, it stays in the local cache (models) or fails at once
 with its how-to-provide paragraph (datasets).
 
-How it plugs in: `trainers.models.hub.load_pretrained` and `trainers.data.sources.load_source` call it;
-`trainers/models/blip.py` keeps its own copy until it switches to `load_pretrained`.
+How it plugs in: `trainers.models.hub.load_pretrained` (every family's loader) and
+`trainers.data.sources.load_source` call it. Only the probe lives here, on the lowest floor, so data sources
+and model loading share it; loading models is `trainers.models.hub`.
 """
 
 from __future__ import annotations

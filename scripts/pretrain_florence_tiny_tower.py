@@ -8,13 +8,16 @@ Florence-2 starts from a pre-trained DaViT; this gives the tiny one the same kin
 its own task (a 1x1 conv head over its last feature map predicts background / wrinkle / drop / broken for each
 of the 8 x 8 grid cells) from freshly generated images, never the shipped train or val images:
 
-    python -m trainers.tasks.florence.tiny_tower        # rewrites data/fabric/tiny_vision_tower.safetensors
+    python scripts/pretrain_florence_tiny_tower.py        # rewrites data/fabric/tiny_vision_tower.safetensors
+
+The model side (the file's path, loading it into the tower) is `trainers.models.florence2`.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.models.florence2 import TINY_TOWER_FILE
-from trainers.tasks.prompted_generation.fabric import CLASSES, GRID, Mark, render
+if __package__ in (None, ""):  # run as `python scripts/...`: the project's root is not on the path yet
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+from trainers.models.florence2 import (  # noqa: E402
+    TINY_TOWER_FILE,
+    TinyFlorence2Spec,
+    build_tiny_florence2,
+    tower_path,
+)
+from trainers.tasks.prompted_generation.fabric import CLASSES, GRID, Mark, render  # noqa: E402
+
 IMAGE_SIZE = 64
 
 
@@ -84,8 +94,6 @@ def pretrain_tower(
     training: TowerTraining = TowerTraining(),
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train the tiny model's DaViT (random init, seed 0) on cell maps; its state dict and held-out accuracy."""
-    from trainers.models.florence2 import TinyFlorence2Spec, build_tiny_florence2
-
     spec = TinyFlorence2Spec(image_size=IMAGE_SIZE, vision_weights=None)
     model, processor = build_tiny_florence2(spec)
     tower = model.model.vision_tower
@@ -110,12 +118,6 @@ def pretrain_tower(
         "final_loss": loss.item(),
     }
     return {name: value.detach().clone().contiguous() for name, value in tower.state_dict().items()}, report
-
-
-def tower_path(path: str | Path) -> Path:
-    """A relative path is the project's own file (recipes run from any directory)."""
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, float]:
