@@ -18,7 +18,6 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from trainers import checkpoints, rerun
-from trainers.analysis import start_weights
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
@@ -34,6 +33,7 @@ from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
 from trainers.recipe.checks import check_data_paths, recipe_task
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
+from trainers.reporting import start_weights
 from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.progress import progress_enabled

@@ -122,7 +122,7 @@ class FlorenceTask(Task[dict]):
     def _generate(
         self, model: Any, batch: Mapping[str, Any], num_beams: int, max_new_tokens: int
     ) -> list[str]:
-        from trainers.evaluation import synced_generation
+        from trainers.zero3 import synced_generation
 
         generated = model.generate(
             input_ids=batch["input_ids"],
