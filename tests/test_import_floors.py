@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -325,6 +326,28 @@ def test_the_graph_sees_lazy_imports_and_relative_imports(tmp_path):
     assert [edge.target for edge in graph["trainers.sub.high"]] == ["trainers.other"]
     assert [edge.target for edge in graph["trainers.other"]] == ["trainers.sub", "trainers.sub.low"]
     assert circles(graph) == [["trainers.other", "trainers.sub", "trainers.sub.high", "trainers.sub.low"]]
+
+
+def test_the_public_recipe_api_resolves_its_names_on_first_use():
+    """`trainers.recipe` imports nothing itself: reading `trainers.recipe.config` (as the mechanics do) does not
+    run the loader or a task's package; `from trainers.recipe import ...` still gives every public name."""
+    code = (
+        "import sys\n"
+        "import trainers.recipe.config\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('trainers.tasks', 'trainers.recipe.loading'))))\n"
+        "import trainers.recipe\n"
+        "from trainers.recipe import CaptionData, RetrievalData, Augment, load_recipe, mean\n"
+        "print(CaptionData.__module__, load_recipe.__module__, Augment.__module__)\n"
+        "print(all(getattr(trainers.recipe, name) is not None for name in trainers.recipe.__all__))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "[]",
+        "trainers.tasks.captioning.config trainers.recipe.loading trainers.data.augment",
+        "True",
+    ]
 
 
 def test_no_import_circle_between_modules():

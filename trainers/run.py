@@ -2,7 +2,12 @@
 
 Every process of a distributed run executes this; only the main process writes files. Nothing here knows a
 model family or a task: the recipe's data names its task (`trainers.tasks.registry`), the recipe's
-`model.family` its registry entry (`trainers.models.registry`), and both are asked for what differs.
+`model.family` its registry entry (`trainers.models.registry`); both are looked up once
+(`trainers.recipe.resolved.ResolvedRecipe`) and asked for what differs.
+
+`setup_run` reads as the table of contents: `RunStart.open` (output dir, data, rerun decision, seed, W&B) →
+Trainer arguments → model → freezing/LoRA/groups and the plan → `RunStart.write_records` → task data →
+evaluators → Trainer with its `RunCallbacks`. `complete_run` trains and writes the outputs.
 """
 
 from __future__ import annotations
