@@ -202,13 +202,15 @@ def _main(args: argparse.Namespace) -> int:
     from trainers.launchers.commands import build_launch_command, inside_launcher, launcher_world_size
     from trainers.launchers.deepspeed_config import deepspeed_config_for
     from trainers.recipe import load_recipe
+    from trainers.recipe.loading import load_resolved
 
     if args.quiet:  # inherited by the launcher and every worker it starts
         from trainers.reporting.progress import QUIET_ENV
 
         os.environ[QUIET_ENV] = "1"
     overrides = [*args.overrides, *cli_overrides(args)]
-    recipe = load_recipe(args.recipe, overrides, demo=args.demo)
+    resolved = load_resolved(args.recipe, overrides, demo=args.demo)  # its task and family, looked up once
+    recipe = resolved.recipe
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
     deepspeed_config = deepspeed_config_for(
         recipe.launch, recipe.training, launcher_world_size(recipe.launch)
@@ -252,28 +254,23 @@ def _main(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         from trainers.plan import build_run_plan, load_model, prepare_model
-        from trainers.recipe.checks import recipe_task
         from trainers.reporting.memory_plan import memory_plan
 
-        model, processor, source = load_model(recipe, meta_ok=True)
-        prepared = prepare_model(model, processor, source, recipe)
-        plan = build_run_plan(recipe, prepared, command, overrides)
-        plan.memory = memory_plan(
-            recipe, prepared, recipe_task(recipe), activations=True
-        )  # + measured activations
+        model, processor, source = load_model(resolved, meta_ok=True)
+        prepared = prepare_model(model, processor, source, resolved)
+        plan = build_run_plan(resolved, prepared, command, overrides)
+        plan.memory = memory_plan(recipe, prepared, resolved.task, activations=True)  # + measured activations
         print(plan.render())
         if job is not None:
             print(f"\nsbatch script ({job.script_path}, written on submit):\n{job.script}")
         return 0
     from trainers.preflight import check_before_training  # data paths, the output dir's previous run
 
-    if check_before_training(recipe):  # already complete: nothing to train
+    if check_before_training(resolved):  # already complete: nothing to train
         return 0
     if command is not None:
         if not recipe.model.use_demo_model:  # once here, not in every worker
-            from trainers.models.registry import get_family
-
-            get_family(recipe.model.family).check_available(recipe.model.id, recipe.model.revision)
+            resolved.family.check_available(recipe.model.id, recipe.model.revision)
         from trainers.errors import UserFacingError
         from trainers.launchers.commands import run_launcher
         from trainers.reporting.redact import redact_text
@@ -286,7 +283,7 @@ def _main(args: argparse.Namespace) -> int:
         return status
     from trainers.run import run_training
 
-    summary = run_training(recipe, overrides)
+    summary = run_training(resolved, overrides)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best_metric"]
         print(

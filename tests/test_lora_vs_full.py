@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from trainers.reporting.lora_vs_full import lora_param_count, main, read_run
+from trainers.analysis.lora_vs_full import lora_param_count, main, read_run
 from trainers.reporting.memory import peak_memory, reset_peak_memory
 
 VIT_BASE = "google/vit-base-patch16-224-in21k"
@@ -176,7 +176,7 @@ def test_peak_memory_resets_and_sees_an_allocation():
 
 
 def test_the_report_runs_the_tiny_vit_recipe_with_and_without_lora(tmp_path, monkeypatch, capsys):
-    """`python -m trainers.reporting.lora_vs_full --recipe recipes/vit_lora.py --demo`: both runs, one table."""
+    """`python -m trainers.analysis.lora_vs_full --recipe recipes/vit_lora.py --demo`: both runs, one table."""
     from conftest import ROOT
 
     monkeypatch.chdir(ROOT)

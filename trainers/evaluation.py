@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from trainers.tasks.interface import Task
+from trainers.zero3 import synced_generation  # noqa: F401  (its old home; tasks import it from zero3)
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,6 @@ def shard(n: int, rank: int, world: int) -> Shard:
     own = list(range(rank, n, world))
     filler = own[-1] if own else 0  # a rank with no sample of its own still runs the padded batches
     return Shard(own + [filler] * (per_rank - len(own)), len(own))
-
-
-def synced_generation() -> bool:
-    """Whether `generate` must run with `synced_gpus=True` (ZeRO-3 over several ranks); for `predict` hooks."""
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-    return is_deepspeed_zero3_enabled() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype | None:

@@ -17,10 +17,10 @@ from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
 from trainers.models.hub import LoadOptions
-from trainers.models.registry import get_family
 from trainers.optim.param_groups import GroupPlan, build_param_groups
-from trainers.recipe.checks import check_data_paths, missing_data_paths, recipe_task
+from trainers.recipe.checks import check_data_paths, missing_data_paths
 from trainers.recipe.config import Freeze, Recipe
+from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 from trainers.reporting.memory_plan import memory_plan
 from trainers.tasks.interface import Task
 from trainers.zero3 import param_numel, zero3_enabled
@@ -93,16 +93,16 @@ def _trained_fully(recipe: Recipe) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.split("[", 1)[0] for n in names))
 
 
-def load_model(recipe: Recipe, meta_ok: bool = False, task: Task | None = None) -> tuple[nn.Module, Any, str]:
+def load_model(recipe: Recipe | ResolvedRecipe, meta_ok: bool = False) -> tuple[nn.Module, Any, str]:
     """(model, processor, source). `meta_ok`: a dry-run may fall back to the known architecture on meta.
 
     The data paths are checked first, so a missing folder never costs a download; a dry-run only warns
     (the plan then says so), since recipes are often inspected before their data exists. The task adds
     what the data decides about the model (a classifier's labels).
     """
-    task = task or recipe_task(recipe)
-    check_data_paths(recipe, warn_only=meta_ok, task=task)
-    family = get_family(recipe.model.family)
+    resolved = resolve_recipe(recipe)
+    recipe, task, family = resolved.recipe, resolved.task, resolved.family
+    check_data_paths(resolved, warn_only=meta_ok)
     family.check_serves(task.name)
     kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
@@ -156,7 +156,9 @@ def _reload_through_loader(
         return family.load()(directory, load_options(recipe), **kwargs)
 
 
-def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe) -> PreparedModel:
+def prepare_model(
+    model: nn.Module, processor: Any, source: str, recipe: Recipe | ResolvedRecipe
+) -> PreparedModel:
     """Freeze rules → LoRA → stage gates → optimizer groups, in that order (groups depend on all).
 
     With a `lora` section the base starts frozen (an implicit `freeze *` first rule), the rules then address
@@ -165,8 +167,10 @@ def prepare_model(model: nn.Module, processor: Any, source: str, recipe: Recipe)
     """
     # The family's own freeze settings (prioritized, e.g. the dual encoder's encoder_configs.text.freeze_*)
     # go through the same engine, before the task's and the recipe's rules.
-    settings = apply_prioritized(model, get_family(recipe.model.family).settings_freeze_rules(model, recipe))
-    task_rules = recipe_task(recipe).freeze_rules(recipe)  # e.g. detection's data.backbone policy
+    resolved = resolve_recipe(recipe)
+    recipe = resolved.recipe
+    settings = apply_prioritized(model, resolved.family.settings_freeze_rules(model, recipe))
+    task_rules = resolved.task.freeze_rules(recipe)  # e.g. detection's data.backbone policy
     implicit = [Freeze("*")] if recipe.lora is not None else []
     rules = [*implicit, *(rule for rule, _ in task_rules), *recipe.freeze]
     effects = apply_freeze_rules(model, rules)
@@ -284,13 +288,13 @@ class RunPlan:
 
 
 def build_run_plan(
-    recipe: Recipe,
+    recipe: Recipe | ResolvedRecipe,
     prepared: PreparedModel,
     launcher_command: list[str] | None = None,
     overrides: list[str] | None = None,
-    task: Task | None = None,
 ) -> RunPlan:
-    task = task or recipe_task(recipe)
+    resolved = resolve_recipe(recipe)
+    recipe, task = resolved.recipe, resolved.task
     best = best_metric(recipe, task)
     t = recipe.training
     training = {
@@ -323,7 +327,7 @@ def build_run_plan(
         launcher_command=launcher_command,
         overrides=list(overrides or []),
         lora=prepared.lora,
-        data_missing=missing_data_paths(recipe, task),
+        data_missing=missing_data_paths(resolved),
         baseline=task.plan_baseline(recipe),
         memory=memory_plan(recipe, prepared),
     )

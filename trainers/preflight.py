@@ -14,11 +14,14 @@ from trainers import rerun
 from trainers.launchers.commands import launcher_world_size
 from trainers.recipe.checks import check_data_paths
 from trainers.recipe.config import Recipe
+from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 
 
-def check_before_training(recipe: Recipe) -> bool:
+def check_before_training(recipe: Recipe | ResolvedRecipe) -> bool:
     """Raise for missing data or a refused rerun; True when the run there is already complete (said on rank 0)."""
-    check_data_paths(recipe)
+    resolved = resolve_recipe(recipe)
+    recipe = resolved.recipe
+    check_data_paths(resolved)
     decision = rerun.decide(recipe, Path(recipe.resolved_output_dir()), launcher_world_size(recipe.launch))
     if decision.action != "complete":
         return False

@@ -1,8 +1,13 @@
-"""One training run inside a worker process: task → model → freezing → data → evaluator → Trainer → outputs.
+"""One training run inside a worker process: start → model → freezing → data → evaluator → Trainer → outputs.
 
 Every process of a distributed run executes this; only the main process writes files. Nothing here knows a
 model family or a task: the recipe's data names its task (`trainers.tasks.registry`), the recipe's
-`model.family` its registry entry (`trainers.models.registry`), and both are asked for what differs.
+`model.family` its registry entry (`trainers.models.registry`); both are looked up once
+(`trainers.recipe.resolved.ResolvedRecipe`) and asked for what differs.
+
+`setup_run` reads as the table of contents: `RunStart.open` (output dir, data, rerun decision, seed, W&B) →
+Trainer arguments → model → freezing/LoRA/groups and the plan → `RunStart.write_records` → task data →
+evaluators → Trainer with its `RunCallbacks`. `complete_run` trains and writes the outputs.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from trainers import checkpoints, rerun
-from trainers.analysis import start_weights
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
@@ -32,8 +36,10 @@ from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
-from trainers.recipe.checks import check_data_paths, recipe_task
+from trainers.recipe.checks import check_data_paths
 from trainers.recipe.config import CompositeMetric, Recipe, to_dict
+from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
+from trainers.reporting import start_weights
 from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.progress import progress_enabled
@@ -125,6 +131,59 @@ def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
     return decision.resume_from
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """The start-of-run housekeeping: where the run writes, what it resumes from, where it reports.
+
+    `open` runs before any model is loaded (the output dir is writable, the data exists, the previous run
+    there is continued or set aside by `trainers.rerun`, the seed is set, W&B is configured: the Trainer's
+    arguments need it, and under ZeRO-3 they must exist before the load). `write_records` runs once the plan
+    exists: the files that say how this run started.
+    """
+
+    output_dir: Path
+    resume_from: str | None  # the checkpoint to resume from; None: start afresh
+    report_to: list[str]
+
+    @classmethod
+    def open(cls, resolved: ResolvedRecipe) -> RunStart:
+        recipe = resolved.recipe
+        output_dir = Path(recipe.resolved_output_dir())
+        checkpoints.ensure_writable(output_dir, "output_dir")
+        check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
+        resume_from = prepare_output_dir(recipe, output_dir)
+        set_seed(recipe.training.seed)
+        report_to = configure_wandb(
+            recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero
+        )
+        return cls(output_dir, resume_from, report_to)
+
+    def write_records(self, recipe: Recipe, plan: Any) -> None:
+        """On the main process: the W&B run id, `recipe.json`, `plan.json`, `freeze_report.txt`, and
+        `metrics.jsonl` cut back to the step the run starts from."""
+        if not is_main_process():
+            return
+        if self.report_to:
+            persist_wandb_run_id(self.output_dir, resuming=self.resume_from is not None)
+        write_json(self.output_dir / "recipe.json", to_dict(recipe))
+        write_json(self.output_dir / "plan.json", plan.to_dict())
+        (self.output_dir / "freeze_report.txt").write_text(plan.render() + "\n")
+        _truncate_metrics_log(self.output_dir / METRICS_JSONL, self.resume_from)
+
+
+@dataclass(frozen=True)
+class RunCallbacks:
+    """The run's callbacks, built once; the summary reads them here instead of searching the Trainer's list."""
+
+    unfreezing: ProgressiveUnfreezing
+    resources: ResourceUse
+    metrics_log: EpochMetricsLog
+    overfitting: OverfittingWatch
+    world_guard: WorldGuard
+    early_stopping: MetricEarlyStopping | None = None
+    others: tuple[TrainerCallback, ...] = ()  # the rest (and the recipe's own), in the order they run
+
+
 @dataclass
 class RunContext:
     """Everything a run builds before training starts (tests can adjust it before `complete_run`)."""
@@ -135,6 +194,7 @@ class RunContext:
     task: Task
     data: TaskData
     trainer: RecipeTrainer
+    callbacks: RunCallbacks
     resume_from: str | None
     started: float
     held_at_load: int = 0  # parameters this rank held right after loading (ZeRO-3: its shard)
@@ -153,38 +213,26 @@ def configure_cpu_threads() -> int:
     return threads
 
 
-def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
+def setup_run(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = None) -> RunContext:
     """Model, freezing, plan files, task and Trainer — everything up to `train()`."""
     started = time.time()
     configure_cpu_threads()
-    output_dir = Path(recipe.resolved_output_dir())
-    checkpoints.ensure_writable(output_dir, "output_dir")
-    task = recipe_task(recipe)  # metric names were checked at recipe load; a missing one still fails loudly
-    check_data_paths(recipe, task=task)  # before the output dir is touched or a model is loaded or downloaded
-    resume_from = prepare_output_dir(recipe, output_dir)
-    set_seed(recipe.training.seed)
-    report_to = configure_wandb(
-        recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero
-    )
+    resolved = resolve_recipe(recipe)  # metric names were checked at recipe load; a missing one still fails
+    recipe, task = resolved.recipe, resolved.task
+    start = RunStart.open(resolved)
     # Before the model: under ZeRO-3 these arguments make transformers load it inside deepspeed.zero.Init,
     # already partitioned, instead of whole on every rank (`args` must outlive the load: a weak reference).
-    args = build_training_arguments(recipe, task, output_dir, report_to)
+    args = build_training_arguments(recipe, task, start.output_dir, start.report_to)
     ready_for_partitioned_loading()
 
-    model, processor, source = load_model(recipe, task=task)
+    model, processor, source = load_model(resolved)
     held_at_load = local_share(model)[0]  # ZeRO-3: this rank's shard only
     if is_main_process():  # what the run starts from, for trainers.analysis.param_change
-        start_weights.record(model, output_dir)
+        start_weights.record(model, start.output_dir)
     model.accepts_loss_kwargs = False  # loss is a per-batch mean; don't rescale it by num_items_in_batch
-    prepared = prepare_model(model, processor, source, recipe)
-    plan = build_run_plan(recipe, prepared, overrides=overrides, task=task)
-    if report_to and is_main_process():
-        persist_wandb_run_id(output_dir, resuming=resume_from is not None)
-    if is_main_process():
-        write_json(output_dir / "recipe.json", to_dict(recipe))
-        write_json(output_dir / "plan.json", plan.to_dict())
-        (output_dir / "freeze_report.txt").write_text(plan.render() + "\n")
-        _truncate_metrics_log(output_dir / METRICS_JSONL, resume_from)
+    prepared = prepare_model(model, processor, source, resolved)
+    plan = build_run_plan(resolved, prepared, overrides=overrides)
+    start.write_records(recipe, plan)
     logger.info("run plan:\n%s", plan.render())
 
     data = task.build(recipe, processor)
@@ -195,16 +243,24 @@ def setup_run(recipe: Recipe, overrides: list[str] | None = None) -> RunContext:
         args.world_size,
         recipe.data.train,
     )
-    evaluator = _evaluator(recipe, task, data, data.val, output_dir / EVAL_ARTIFACTS)
+    evaluator = _evaluator(recipe, task, data, data.val, start.output_dir / EVAL_ARTIFACTS)
     extra = [
-        _evaluator(recipe, task, data, dataset, output_dir / EVAL_ARTIFACTS / name, f"{name}_")
+        _evaluator(recipe, task, data, dataset, start.output_dir / EVAL_ARTIFACTS / name, f"{name}_")
         for name, dataset in data.extra_val.items()
     ]
-    trainer = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan)
-    trainer.checkpoint_recipe_hash = checkpoints.recipe_hash(to_dict(recipe))
-    check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
-    trainer.add_callback(WorldGuard(trainer, args.deepspeed))
-    return RunContext(recipe, output_dir, prepared, task, data, trainer, resume_from, started, held_at_load)
+    trainer, callbacks = _build_trainer(recipe, prepared, task, data, evaluator, extra, args, plan)
+    return RunContext(
+        recipe,
+        start.output_dir,
+        prepared,
+        task,
+        data,
+        trainer,
+        callbacks,
+        start.resume_from,
+        started,
+        held_at_load,
+    )
 
 
 def complete_run(ctx: RunContext) -> dict[str, Any]:
@@ -223,8 +279,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         summary["test_metrics"] = test_metrics
         if lora is not None:
             summary["lora"] = lora
-        guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WorldGuard))
-        guard.write(ctx.output_dir)
+        ctx.callbacks.world_guard.write(ctx.output_dir)
         if trainer.is_world_process_zero():
             _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
             finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
@@ -233,7 +288,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
-def run_training(recipe: Recipe, overrides: list[str] | None = None) -> dict[str, Any]:
+def run_training(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train one recipe end to end; returns the summary written to `training_summary.json`."""
     try:
         summary = complete_run(setup_run(recipe, overrides))
@@ -326,27 +381,35 @@ def _build_trainer(
     extra_evaluators: list[ShardedEvaluator],
     args: TrainingArguments,
     plan: Any,
-) -> RecipeTrainer:
+) -> tuple[RecipeTrainer, RunCallbacks]:
     composites = (
         [recipe.early_stopping.metric]
         if recipe.early_stopping and isinstance(recipe.early_stopping.metric, CompositeMetric)
         else []
     )
-    unfreezer, seen = ProgressiveUnfreezing(prepared.stages, prepared.gates), SeenCounts()
-    callbacks: list[Any] = [
-        unfreezer,
-        ResourceUse(seen),  # time per epoch apart from eval, samples/s, tokens/s, peak memory
-        EpochMetricsLog(Path(recipe.resolved_output_dir()) / METRICS_JSONL, prepared.count_trainable),
-        PeakMemoryCallback(Path(recipe.resolved_output_dir())),  # peak_memory.json (the LoRA-vs-full report)
+    output_dir = Path(recipe.resolved_output_dir())
+    seen = SeenCounts()
+    unfreezing = ProgressiveUnfreezing(prepared.stages, prepared.gates)
+    resources = ResourceUse(seen)  # time per epoch apart from eval, samples/s, tokens/s, peak memory
+    metrics_log = EpochMetricsLog(output_dir / METRICS_JSONL, prepared.count_trainable)
+    early_stopping = None
+    if recipe.early_stopping is not None:
+        es = recipe.early_stopping
+        early_stopping = MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta)
+    overfitting = OverfittingWatch(
+        *best_metric(recipe, task)
+    )  # reports only; stopping is early_stopping's job
+    callbacks: list[TrainerCallback] = [
+        unfreezing,
+        resources,
+        metrics_log,
+        PeakMemoryCallback(output_dir),  # peak_memory.json (the LoRA-vs-full report)
     ]
     if hasattr(data.train, "set_epoch"):  # seeded per-epoch augmentation
         callbacks.append(DatasetEpoch(data.train))
-    if recipe.early_stopping is not None:
-        es = recipe.early_stopping
-        callbacks.append(MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta))
-    callbacks.append(
-        OverfittingWatch(*best_metric(recipe, task))
-    )  # reports only; stopping is the above's job
+    if early_stopping is not None:
+        callbacks.append(early_stopping)
+    callbacks.append(overfitting)
     if recipe.training.save_steps:
         callbacks.append(StepCheckpoints(recipe.training.save_steps))
     if args.report_to and "wandb" in args.report_to:
@@ -354,7 +417,7 @@ def _build_trainer(
             WandbRunExtras(
                 {"recipe": to_dict(recipe), "plan": plan.to_dict()},
                 plan.freeze,
-                lambda: dict(unfreezer.opened_at_step),
+                lambda: dict(unfreezing.opened_at_step),
                 [evaluator, *extra_evaluators],
             )
         )
@@ -374,9 +437,17 @@ def _build_trainer(
         evaluator=evaluator,
         extra_evaluators=extra_evaluators,
         composite_metrics=composites,
+        seen=seen,
+        checkpoint_recipe_hash=checkpoints.recipe_hash(to_dict(recipe)),
     )
-    trainer.seen = seen
-    return trainer
+    check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
+    world_guard = WorldGuard(trainer, args.deepspeed)
+    trainer.add_callback(world_guard)
+    named = {id(c) for c in (unfreezing, resources, metrics_log, overfitting, early_stopping)}
+    others = tuple(c for c in callbacks if id(c) not in named)
+    return trainer, RunCallbacks(
+        unfreezing, resources, metrics_log, overfitting, world_guard, early_stopping, others
+    )
 
 
 def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
@@ -386,12 +457,8 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
     best = None
     if history and metric in history[0]:
         best = (max if greater else min)(history, key=lambda r: r[metric])
-    stopper = next(
-        (c for c in trainer.callback_handler.callbacks if isinstance(c, MetricEarlyStopping)), None
-    )
-    unfreezer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressiveUnfreezing))
-    logger_cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, EpochMetricsLog))
-    watch = next(c for c in trainer.callback_handler.callbacks if isinstance(c, OverfittingWatch))
+    callbacks = ctx.callbacks
+    stopper, watch = callbacks.early_stopping, callbacks.overfitting
     total = prepared.freeze.total
     return {
         "recipe": recipe.name,
@@ -404,7 +471,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             "scheduled_by_stages": prepared.freeze.scheduled,
             "held_by_main_process_at_load": ctx.held_at_load,
         },
-        "stages_opened_at_step": {str(k): v for k, v in unfreezer.opened_at_step.items()},
+        "stages_opened_at_step": {str(k): v for k, v in callbacks.unfreezing.opened_at_step.items()},
         "world_size": trainer.args.world_size,
         "global_steps": trainer.state.global_step,
         "epochs_completed": trainer.state.epoch,
@@ -427,10 +494,8 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             else None
         ),
         "overfitting": watch.signal.to_dict() if watch.signal else None,
-        "seconds_per_epoch": logger_cb.epoch_seconds,
-        "resources": next(
-            c for c in trainer.callback_handler.callbacks if isinstance(c, ResourceUse)
-        ).summary(),
+        "seconds_per_epoch": callbacks.metrics_log.epoch_seconds,
+        "resources": callbacks.resources.summary(),
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),
         "examples": trainer.evaluator.examples(),

@@ -73,9 +73,13 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         evaluator: Evaluator | None = None,
         extra_evaluators: Sequence[Evaluator] = (),
         composite_metrics: Sequence[CompositeMetric] = (),
+        seen: SeenCounts | None = None,
+        checkpoint_recipe_hash: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.seen = seen  # the counts `ResourceUse` reports; filled by `get_batch_samples`
+        self.checkpoint_recipe_hash = checkpoint_recipe_hash  # written into each checkpoint's manifest
         self.task = task  # its optional `compute_loss` replaces the model's loss (TaskLossMixin)
         self.group_plans = list(group_plans)
         self.evaluator = evaluator

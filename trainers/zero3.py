@@ -63,3 +63,12 @@ def ready_for_partitioned_loading() -> None:
     import torch.distributed as torch_dist
 
     deepspeed.init_distributed(dist_backend=torch_dist.get_backend() if torch_dist.is_initialized() else None)
+
+
+def synced_generation() -> bool:
+    """Whether `generate` must run with `synced_gpus=True` (ZeRO-3 over several ranks): under ZeRO-3 every
+    decoding step gathers parameters collectively, so a rank that stops early hangs the others. For tasks'
+    `predict` hooks."""
+    import torch.distributed as torch_dist
+
+    return zero3_enabled() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1

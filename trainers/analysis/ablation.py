@@ -138,7 +138,7 @@ class AblationRow:
 
 
 def read_rows(root: Path) -> list[AblationRow]:
-    from trainers.reporting.lora_vs_full import read_run
+    from trainers.analysis.lora_vs_full import read_run
 
     path = Path(root) / PLAN
     if not path.is_file():

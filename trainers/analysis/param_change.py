@@ -127,8 +127,8 @@ def summarise(deltas: dict[str, Any], start: dict[str, Any]) -> tuple[list[Chang
 
 def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None = None) -> ChangeReport:
     from trainers import predict
-    from trainers.analysis.start_weights import mismatches
     from trainers.models.registry import get_family
+    from trainers.reporting.start_weights import mismatches
 
     run_dir = Path(run_dir)
     recipe = predict._recipe(run_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,35 +21,11 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from trainers.errors import FreezeTargetError
 from trainers.freezing.selectors import select_parameters
 from trainers.optim.state import reset_optimizer_state, set_group_weight_decay
+from trainers.plan_records import StagePlan
 from trainers.recipe.config import Stage
 from trainers.zero3 import param_numel
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class StagePlan:
-    """One resolved stage: which parameters it newly unfreezes and which optimizer groups hold them."""
-
-    index: int
-    epoch: int
-    targets: tuple[str, ...]
-    lr_mult: float | None
-    param_names: list[str]
-    num_params: int
-    group_indices: list[int] = field(default_factory=list)
-    group_weight_decay: dict[int, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "stage": self.index,
-            "epoch": self.epoch,
-            "unfreeze": list(self.targets),
-            "lr_mult": self.lr_mult,
-            "tensors": len(self.param_names),
-            "params": self.num_params,
-            "optimizer_groups": self.group_indices,
-        }
 
 
 def resolve_stages(model: nn.Module, stages: Sequence[Stage]) -> list[StagePlan]:

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import RecipeError
+from trainers.paths import DS_CONFIG_DIR
 from trainers.recipe.config import Launch, Training
-
-DS_CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
 
 # Top-level keys DeepSpeed 0.19 reads (deepspeed/runtime/config.py and the feature configs it loads).
 TOP_LEVEL_KEYS = frozenset(

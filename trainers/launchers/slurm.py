@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainers.errors import UserFacingError
+from trainers.paths import SLURM_DIR
 from trainers.recipe.config import Recipe
 
 BODY_MARKER = "# ---- launcher body"
-TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "multi_node.sbatch"
+TEMPLATE = SLURM_DIR / "multi_node.sbatch"
 
 
 class SlurmError(UserFacingError):

@@ -24,9 +24,9 @@ from typing import Any
 from torch import nn
 
 from trainers.errors import FreezeTargetError, RecipeError
-from trainers.freezing.progressive import StagePlan
 from trainers.lora.names import unwrap_peft
 from trainers.lora.targets import TargetMatch, resolve_targets
+from trainers.plan_records import StagePlan
 from trainers.recipe.config import Lora
 from trainers.zero3 import param_numel
 

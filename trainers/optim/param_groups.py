@@ -17,7 +17,7 @@ from torch import nn
 from transformers import Trainer
 
 from trainers.errors import FreezeTargetError
-from trainers.freezing.progressive import StagePlan
+from trainers.plan_records import StagePlan
 from trainers.recipe.config import ParamGroup, Training
 from trainers.zero3 import param_numel
 

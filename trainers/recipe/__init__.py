@@ -1,66 +1,61 @@
-"""Recipe configuration: typed dataclasses, loading a recipe file, `key=value` overrides.
+"""The public recipe API: `from trainers.recipe import Recipe, Freeze, CaptionData, load_recipe, ...`.
 
 Nothing here imports torch, so parsing and validating a recipe stays fast.
+
+Each name is resolved from its home module on first use (PEP 562 `__getattr__`), like the family and task
+registries resolve their entries. Why: the data classes live with their tasks and `load_recipe` validates
+against the registries (a higher floor), while the low-floor modules that read `trainers.recipe.config`
+also run this `__init__`; an eager re-export would make every one of them import the tasks and the loader.
 """
 
-from trainers.data.augment import Augment, ColorJitter, RandomResizedCrop  # shared by every task's data
-from trainers.recipe.config import (
-    CompositeMetric,
-    EarlyStopping,
-    Freeze,
-    Launch,
-    Lora,
-    Model,
-    ParamGroup,
-    Recipe,
-    Reporting,
-    Slurm,
-    Stage,
-    Training,
-    Unfreeze,
-    mean,
-)
-from trainers.recipe.loading import load_recipe
-from trainers.recipe.overrides import apply_overrides, parse_override
-from trainers.tasks.captioning.config import (  # the first task's, for recipes
-    CaptionData,
-    CaptionEval,
-    CaptionSplit,
-    Evaluation,
-)
-from trainers.tasks.classification.config import ClassificationData, ClassificationEval
-from trainers.tasks.detection.config import DetectionData, DetectionEval
-from trainers.tasks.retrieval.config import RetrievalData, RetrievalEval
+from __future__ import annotations
 
-__all__ = [
-    "Augment",
-    "CaptionData",
-    "CaptionEval",
-    "CaptionSplit",
-    "ClassificationData",
-    "ClassificationEval",
-    "ColorJitter",
-    "CompositeMetric",
-    "DetectionData",
-    "DetectionEval",
-    "EarlyStopping",
-    "Evaluation",
-    "Freeze",
-    "Launch",
-    "Lora",
-    "Model",
-    "ParamGroup",
-    "RandomResizedCrop",
-    "Recipe",
-    "Reporting",
-    "RetrievalData",
-    "RetrievalEval",
-    "Slurm",
-    "Stage",
-    "Training",
-    "Unfreeze",
-    "apply_overrides",
-    "load_recipe",
-    "mean",
-    "parse_override",
-]
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("Augment", "ColorJitter", "RandomResizedCrop"), "trainers.data.augment"),
+    **dict.fromkeys(
+        (
+            "CompositeMetric",
+            "EarlyStopping",
+            "Freeze",
+            "Launch",
+            "Lora",
+            "Model",
+            "ParamGroup",
+            "Recipe",
+            "Reporting",
+            "Slurm",
+            "Stage",
+            "Training",
+            "Unfreeze",
+            "mean",
+        ),
+        "trainers.recipe.config",
+    ),
+    "load_recipe": "trainers.recipe.loading",
+    **dict.fromkeys(("apply_overrides", "parse_override"), "trainers.recipe.overrides"),
+    **dict.fromkeys(
+        ("CaptionData", "CaptionEval", "CaptionSplit", "Evaluation"), "trainers.tasks.captioning.config"
+    ),
+    **dict.fromkeys(("ClassificationData", "ClassificationEval"), "trainers.tasks.classification.config"),
+    **dict.fromkeys(("DetectionData", "DetectionEval"), "trainers.tasks.detection.config"),
+    **dict.fromkeys(("RetrievalData", "RetrievalEval"), "trainers.tasks.retrieval.config"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

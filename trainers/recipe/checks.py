@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from trainers.errors import RecipeError
 from trainers.recipe.config import CompositeMetric, Recipe
+from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 
 if TYPE_CHECKING:
     from trainers.tasks.interface import Task
@@ -38,13 +39,18 @@ def early_stopping_metrics(recipe: Recipe) -> dict[str, tuple[str, ...]]:
     return {"early_stopping.metric": (es.metric,)}
 
 
-def check_task(recipe: Recipe, task: Task | None = None) -> Task:
+def check_task(recipe: Recipe | ResolvedRecipe) -> Task:
+    """`check_recipe`, for the task alone."""
+    return check_recipe(recipe).task
+
+
+def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
     """Quantization needs LoRA and no ZeRO-3; the task's evaluation settings and metric names; and that the
-    model family serves the task."""
-    from trainers.models.registry import get_family
+    model family serves the task. Returns the recipe resolved (its task and family), for the steps after."""
     from trainers.tasks.interface import check_metric_names
 
-    task = task or recipe_task(recipe)
+    resolved = resolve_recipe(recipe)
+    recipe, task = resolved.recipe, resolved.task
     if recipe.model.quantization is not None:  # imports torch: only for recipes that quantize
         from trainers.lora.quantize import check_quantization
 
@@ -58,21 +64,23 @@ def check_task(recipe: Recipe, task: Task | None = None) -> Task:
         early_stopping_metrics(recipe),
         extra_sets=tuple(getattr(recipe.data, "extra_val", None) or ()),
     )
-    get_family(recipe.model.family).check_serves(task.name)
-    return task
+    resolved.family.check_serves(task.name)
+    return resolved
 
 
-def missing_data_paths(recipe: Recipe, task: Task | None = None) -> list[str]:
+def missing_data_paths(recipe: Recipe | ResolvedRecipe) -> list[str]:
     """`key 'path' (what)` for each data path that does not exist, in recipe order."""
-    return (task or recipe_task(recipe)).missing_data(recipe)
+    resolved = resolve_recipe(recipe)
+    return resolved.task.missing_data(resolved.recipe)
 
 
-def check_data_paths(recipe: Recipe, warn_only: bool = False, task: Task | None = None) -> list[str]:
+def check_data_paths(recipe: Recipe | ResolvedRecipe, warn_only: bool = False) -> list[str]:
     """Stop (or, for a dry-run, warn) when a data file or image folder is missing: before any model load.
 
     A dry-run only warns: it is how a recipe is inspected before its data exists (and on another machine).
     """
-    task = task or recipe_task(recipe)
+    resolved = resolve_recipe(recipe)
+    recipe, task = resolved.recipe, resolved.task
     missing = task.missing_data(recipe)
     if not missing:
         return []

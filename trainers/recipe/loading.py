@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import RecipeError
-from trainers.recipe.checks import check_task
+from trainers.recipe.checks import check_recipe
 from trainers.recipe.config import Recipe
 from trainers.recipe.overrides import apply_overrides, parse_override, set_by_path, setting_source
+from trainers.recipe.resolved import ResolvedRecipe
 from trainers.recipe.yaml_config import apply_config_file
 
 
@@ -24,6 +25,15 @@ def load_recipe(
     demo: bool = False,
 ) -> Recipe:
     """Execute the recipe file, apply demo and CLI overrides, validate."""
+    return load_resolved(path, overrides, demo).recipe
+
+
+def load_resolved(
+    path: str | Path,
+    overrides: list[str] | None = None,
+    demo: bool = False,
+) -> ResolvedRecipe:
+    """`load_recipe`, keeping the task and family that validation looked up (a run passes them on)."""
     recipe = _execute(Path(path))
     if demo:
         apply_demo(recipe)
@@ -35,10 +45,9 @@ def load_recipe(
     apply_overrides(recipe, [o for o in overrides if o not in config])
     try:
         recipe.validate()
-        check_task(recipe)
+        return check_recipe(recipe)
     except RecipeError as exc:
         raise RecipeError(_with_source(recipe, str(exc))) from None
-    return recipe
 
 
 def _with_source(recipe: Recipe, message: str) -> str:

@@ -138,8 +138,8 @@ class CaptioningTask(Task[str, CaptionData, CaptionEval]):
         )
 
     def predict(self, model: Any, batch: dict[str, Any]) -> list[str]:
-        from trainers.evaluation import synced_generation
         from trainers.tasks.captioning.scoring import generation_kwargs
+        from trainers.zero3 import synced_generation
 
         output = model.generate(
             pixel_values=batch["pixel_values"],

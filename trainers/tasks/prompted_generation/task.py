@@ -103,7 +103,7 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
     def _generate(
         self, model: Any, batch: Mapping[str, Any], num_beams: int, max_new_tokens: int
     ) -> list[str]:
-        from trainers.evaluation import synced_generation
+        from trainers.zero3 import synced_generation
 
         generated = model.generate(
             input_ids=batch["input_ids"],
