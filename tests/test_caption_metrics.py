@@ -295,3 +295,11 @@ def test_malformed_references_are_rejected() -> None:
         only("rouge_l").score({1: "a dog"}, {1: []})
     with pytest.raises(TypeError, match="must be a str"):
         only("rouge_l").score({1: None}, {1: ["a dog"]})
+
+
+def test_recipe_metric_names_are_the_scorer_s() -> None:
+    """The torch-free list a recipe is checked against names exactly what the scorer computes."""
+    from trainers.metrics.captions import scorable_metrics
+    from trainers.tasks.captioning.config import SUPPORTED_METRICS
+
+    assert scorable_metrics() == SUPPORTED_METRICS

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from trainers.data.augment import Augment
+from trainers.data.augment_config import Augment
 from trainers.data.source_config import DatasetSource
 
 PathKind = Literal["file", "dir", "any"]

@@ -25,8 +25,6 @@ from pycocoevalcap.meteor import meteor as _meteor_module
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from trainers.tasks.captioning.config import SUPPORTED_METRICS  # the one list, torch-free
-
 # A corpus of N captions costs METEOR well under 10 ms per caption; the timeout only exists so a wedged java
 # process fails the evaluation instead of hanging training forever.
 _METEOR_TIMEOUT_BASE_S = 120.0
@@ -324,14 +322,20 @@ class CaptionScorer:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def scorable_metrics() -> tuple[str, ...]:
+    """The caption metrics this scorer computes (METEOR through its Java process, the rest in Python)."""
+    return ("meteor", *_PURE_PYTHON_METRICS)
+
+
 def _validate_metric_names(metrics: Sequence[str] | str) -> tuple[str, ...]:
     """Reject unknown names up front so a typo in a recipe fails before training, not after the first epoch."""
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    supported = scorable_metrics()
     if not names:
-        raise ValueError(f"no caption metrics requested; choose from {SUPPORTED_METRICS}")
-    unknown = [name for name in names if name not in SUPPORTED_METRICS]
+        raise ValueError(f"no caption metrics requested; choose from {supported}")
+    unknown = [name for name in names if name not in supported]
     if unknown:
-        raise ValueError(f"unknown caption metric(s) {unknown}; supported: {SUPPORTED_METRICS}")
+        raise ValueError(f"unknown caption metric(s) {unknown}; supported: {supported}")
     return tuple(dict.fromkeys(names))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("Augment", "ColorJitter", "RandomResizedCrop"), "trainers.data.augment"),
+    **dict.fromkeys(("Augment", "ColorJitter", "RandomResizedCrop"), "trainers.data.augment_config"),
     **dict.fromkeys(
         (
             "CompositeMetric",

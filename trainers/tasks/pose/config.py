@@ -12,7 +12,27 @@ from typing import ClassVar, Literal
 
 from trainers.data.split_config import AugmentableSplitData, DataPath
 from trainers.errors import RecipeError
-from trainers.tasks.pose.metrics import COCO_SIGMAS
+
+# pycocotools' per-keypoint OKS falloff for COCO's 17 person keypoints
+COCO_SIGMAS = (
+    0.026,
+    0.025,
+    0.025,
+    0.035,
+    0.035,
+    0.079,
+    0.079,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.107,
+    0.107,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
+)
 
 COCO_KEYPOINTS = (
     "nose",

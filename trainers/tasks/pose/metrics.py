@@ -16,25 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COCO_SIGMAS = (
-    0.026,
-    0.025,
-    0.025,
-    0.035,
-    0.035,
-    0.079,
-    0.079,
-    0.072,
-    0.072,
-    0.062,
-    0.062,
-    0.107,
-    0.107,
-    0.087,
-    0.087,
-    0.089,
-    0.089,
-)
+from trainers.tasks.pose.config import COCO_SIGMAS
 
 
 @dataclass
