@@ -299,7 +299,7 @@ def test_malformed_references_are_rejected() -> None:
 
 def test_recipe_metric_names_are_the_scorer_s() -> None:
     """The torch-free list a recipe is checked against names exactly what the scorer computes."""
-    from trainers.metrics.captions import scorable_metrics
-    from trainers.tasks.captioning.config import SUPPORTED_METRICS
+    from trainers.metrics.captions import SUPPORTED_METRICS as scorer_metrics
+    from trainers.tasks.captioning.config import SUPPORTED_METRICS as recipe_metrics
 
-    assert scorable_metrics() == SUPPORTED_METRICS
+    assert scorer_metrics == recipe_metrics

@@ -158,7 +158,7 @@ def test_a_bad_annotation_stops_the_launcher_with_one_paragraph(tmp_path):
 def test_the_lora_vs_full_report_has_the_real_size_detr_row(tmp_path, capsys):
     from test_lora_vs_full import fake_run
 
-    from trainers.reporting.lora_vs_full import main
+    from trainers.analysis.lora_vs_full import main
 
     code = main(
         [

@@ -34,8 +34,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "trainers.zero3",
             "trainers.lazy_imports",
             "trainers.data_policy",
-            "trainers.hub_access",
-            "trainers.models.hub_access",
+            "trainers.hub_probe",
         ),
     ),
     (
@@ -345,7 +344,7 @@ def test_the_public_recipe_api_resolves_its_names_on_first_use():
     )
     assert result.stdout.splitlines() == [
         "[]",
-        "trainers.tasks.captioning.config trainers.recipe.loading trainers.data.augment",
+        "trainers.tasks.captioning.config trainers.recipe.loading trainers.data.augment_config",
         "True",
     ]
 

@@ -361,7 +361,7 @@ def test_lora_run_reloads_with_stock_peft_and_counts_what_the_architecture_says(
     from peft import PeftModel
     from transformers import ViTForImageClassification
 
-    from trainers.reporting.lora_vs_full import lora_param_count
+    from trainers.analysis.lora_vs_full import lora_param_count
 
     run = runs["lora"]
     # measured here, seeds 0 / 1 / 2, 10 epochs at lr 5e-3: val accuracy 0.89 / 0.84 / 0.86, test 0.89 / 0.83 / 0.89
@@ -386,7 +386,7 @@ def test_lora_run_reloads_with_stock_peft_and_counts_what_the_architecture_says(
 
 @pytest.mark.slow
 def test_lora_vs_full_report_of_the_tiny_runs(runs, tmp_path):
-    from trainers.reporting.lora_vs_full import RunNumbers, checkpoint_bytes, write_report
+    from trainers.analysis.lora_vs_full import RunNumbers, checkpoint_bytes, write_report
 
     rows = []
     for kind, run in runs.items():

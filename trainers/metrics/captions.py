@@ -322,15 +322,10 @@ class CaptionScorer:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def scorable_metrics() -> tuple[str, ...]:
-    """The caption metrics this scorer computes (METEOR through its Java process, the rest in Python)."""
-    return ("meteor", *_PURE_PYTHON_METRICS)
-
-
 def _validate_metric_names(metrics: Sequence[str] | str) -> tuple[str, ...]:
     """Reject unknown names up front so a typo in a recipe fails before training, not after the first epoch."""
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    supported = scorable_metrics()
+    supported = SUPPORTED_METRICS
     if not names:
         raise ValueError(f"no caption metrics requested; choose from {supported}")
     unknown = [name for name in names if name not in supported]
@@ -396,3 +391,6 @@ def _bleu_4(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
 
 
 _PURE_PYTHON_METRICS = {"rouge_l": _rouge_l, "cider_d": _cider_d, "bleu_4": _bleu_4}
+# What this scorer computes: METEOR through its Java process, the rest in Python (the recipe-time list in
+# trainers/tasks/captioning/config.py names the same, torch-free; a test ties the two)
+SUPPORTED_METRICS: tuple[str, ...] = ("meteor", *_PURE_PYTHON_METRICS)
