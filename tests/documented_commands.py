@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "make demo": ((f"{RUN}::test_make_targets_run_what_the_readme_says",), "make -n: the commands, not run"),
     "make test": ((f"{RUN}::test_make_targets_run_what_the_readme_says",), "make -n: the commands, not run"),
     "python launch.py recipes/vit_lora.py --demo": (
-        ("tests/test_vit_family.py::test_the_demo_beats_the_majority_baseline",),
+        ("tests/families/vit/test_vit_family.py::test_the_demo_beats_the_majority_baseline",),
         "in-process (load_recipe(demo=True), setup_run, complete_run), 3 epochs, plots off, an output dir",
     ),
     "python launch.py recipes/blip_progressive.py training.epochs=3 data.train=/data/train.json --dry-run": (
@@ -134,19 +134,19 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     # docs/models/*.md: demos and dry-runs
     "python launch.py recipes/vit_lora.py data.labels=cat,dog,bird --dry-run": (
         (
-            "tests/test_vit_family.py::"
+            "tests/families/vit/test_vit_family.py::"
             "test_dry_run_of_the_real_model_counts_its_architecture_and_lora_none_is_the_full_fine_tune",
         ),
         "as written",
     ),
     "python launch.py recipes/detr_lora.py --demo": (
-        ("tests/test_detr_family.py::test_the_demo_beats_its_start_and_the_mean_box_baseline",),
+        ("tests/families/detr/test_detr_family.py::test_the_demo_beats_its_start_and_the_mean_box_baseline",),
         "in-process (load_recipe(demo=True), setup_run, complete_run), 4 epochs, plots off, an output dir",
     ),
     "python launch.py recipes/detr_lora.py data.train=data/tiny_boxes/train.json data.val=data/tiny_boxes/val.json "
     "data.images=data/tiny_boxes/images --dry-run": ((DRY_RUN,), "as written"),
     "python launch.py recipes/vitpose_lora.py --demo": (
-        ("tests/test_vitpose_family.py::test_the_demo_learns_pck_above_its_start",),
+        ("tests/families/vitpose/test_vitpose_family.py::test_the_demo_learns_pck_above_its_start",),
         "in-process (load_recipe(demo=True), setup_run, complete_run), fewer epochs, an output dir",
     ),
     "python launch.py recipes/vitpose_lora.py --dry-run": ((DRY_RUN,), "as written"),

@@ -4,7 +4,7 @@ The bins are the native processor's (`transformers` `Florence2PostProcessor.quan
 1000 bins per axis, `floor(x / (size / 1000))` clamped to 0..999, computed in float32 as torch does, and back
 to the bin centre, truncated to int. A plain `round(x / size * 1000)` (the seed, roboflow maestro) yields
 `<loc_1000>` at the right or bottom edge, which is not in the vocabulary. Written in numpy so that the
-converter runs without torch; `tests/test_florence_convert.py` checks it bin for bin against the native code.
+converter runs without torch; `tests/tasks/prompted_generation/test_florence_convert.py` checks it bin for bin against the native code.
 
 A suffix is a run of `label<loc_a><loc_b><loc_c><loc_d>...` groups: a non-empty label, then a positive
 multiple of 4 location tokens (several boxes for one label, as in phrase grounding).

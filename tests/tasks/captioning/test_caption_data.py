@@ -15,7 +15,7 @@ from trainers.models.blip import BLIP_BOS_TOKEN_ID, BLIP_SEP_TOKEN_ID, TinyBlipS
 from trainers.tasks.captioning.data import CaptionCollator, CaptionJsonDataset, DataError
 from trainers.tasks.captioning.shapes import COLORS, SHAPES, generate_shapes_dataset, make_scene, render_scene
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CAPTION_RE = re.compile(
     r"^a (red|green|blue|yellow) (circle|square|triangle) (above|below|left of|right of) "
     r"a (red|green|blue|yellow) (circle|square|triangle)$"
