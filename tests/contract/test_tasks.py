@@ -103,31 +103,48 @@ def test_the_missing_data_check_names_the_missing_path(name, tmp_path):
 
 
 def _with_a_bad_record(source: Path, out: Path) -> Path:
-    """A copy of a JSONL file with a line that is not JSON, or of a COCO JSON with an image entry without a
-    file name and an annotation of an image that does not exist."""
+    """A copy of a record file with one bad record: a line that is not JSON (JSONL), an image entry without a
+    file name and an annotation of an image that does not exist (COCO JSON), or a caption that is not text
+    (an `{image: caption}` JSON)."""
+    out = out / source.name
     if source.suffix == ".jsonl":
-        out = out / source.name
         out.write_text(source.read_text() + "{not json\n")
         return out
     payload = json.loads(source.read_text())
-    payload["images"].append({"id": 987654})
-    payload["annotations"].append({"id": 987654, "image_id": 987654, "category_id": 1, "bbox": [0, 0, 1, 1]})
-    out = out / source.name
+    if "annotations" in payload:
+        payload["images"].append({"id": 987654})
+        payload["annotations"].append(
+            {"id": 987654, "image_id": 987654, "category_id": 1, "bbox": [0, 0, 1, 1]}
+        )
+    else:
+        payload["no_such_image.png"] = 5
     out.write_text(json.dumps(payload))
     return out
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
-def test_a_bad_jsonl_or_coco_record_reaches_the_bad_sample_policy(name, tmp_path):
+def record_file_tasks() -> list[str]:
+    """Tasks whose demo val split is a record file (JSONL, COCO JSON, caption JSON) read under a bad-sample
+    policy. Not here: a split that is a folder of class folders (its bad samples are unreadable images,
+    tests/tasks/classification) and a task without a bad-sample policy (retrieval fails on any bad entry)."""
+    found = []
+    for name in sorted(TASKS):
+        recipe = demo_recipe(load_task(TASKS[name]))
+        if hasattr(recipe.data, "on_bad_sample") and Path(str(recipe.data.val)).suffix in (".jsonl", ".json"):
+            found.append(name)
+    return found
+
+
+def test_every_task_with_record_files_is_covered_by_the_bad_record_check():
+    assert {"captioning", "detection", "pose", "prompted-generation"} <= set(record_file_tasks())
+
+
+@pytest.mark.parametrize("name", record_file_tasks())
+def test_a_bad_record_reaches_the_bad_sample_policy(name, tmp_path):
     from trainers.models.registry import get_family
 
     task = load_task(TASKS[name])
     recipe = demo_recipe(task)
     source = Path(str(recipe.data.val))
-    if not hasattr(recipe.data, "on_bad_sample") or source.suffix not in (".jsonl", ".json"):
-        pytest.skip(f"the {name} demo's val split is not a JSONL / COCO file read under a bad-sample policy")
-    if source.suffix == ".json" and "annotations" not in json.loads(source.read_text()):
-        pytest.skip(f"the {name} demo's val split is not COCO JSON")
     images = getattr(recipe.data, "val_images", None) or recipe.data.images or str(source.parent)
     bad_val = str(_with_a_bad_record(source, tmp_path))
     where = "val_images" if hasattr(recipe.data, "val_images") else "images"  # the val split's image folder
