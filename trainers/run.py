@@ -510,7 +510,13 @@ def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, 
     plots = output_dir / "plots"
     plots.mkdir(exist_ok=True)
     plot_train_loss(trainer.state.log_history, plots / "train_loss.png")
-    plot_eval_metrics(output_dir / METRICS_JSONL, plots / "val_metrics.png")
+    plot_eval_metrics(
+        output_dir / METRICS_JSONL,
+        plots / "val_metrics.png",
+        headline=summary["best_metric"]["name"],
+        best_epoch=summary["best_epoch"],
+        stage_steps=sorted(summary["stages_opened_at_step"].values()),
+    )
 
 
 def _mean_logged_loss(log_history: list[dict], fallback: float) -> float:
