@@ -1,0 +1,101 @@
+"""The shipped sample sets rewritten as `datasets` datasets with `save_to_disk` (offline, images embedded), the
+way users keep them: one row per image with an `objects` list (boxes, classes, keypoints), image-text pairs,
+prefix/suffix rows. A task reading one of these must give the items of its own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+
+from conftest import ROOT
+
+TINY_BOXES = ROOT / "data" / "tiny_boxes"
+STICK = ROOT / "data" / "stick_figures"
+PAIRS = ROOT / "data" / "shape_pairs"
+FABRIC = ROOT / "data" / "fabric"
+
+
+def _coco_rows(path: Path, images: Path, limit: int, corners: bool = False) -> tuple[dict, list[str]]:
+    payload = json.loads(path.read_text())
+    categories = sorted(payload["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    by_image: dict[int, list[dict]] = {}
+    for ann in payload["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    rows: dict[str, list] = {"image": [], "objects": []}
+    for entry in payload["images"][:limit]:
+        anns = by_image.get(entry["id"], [])
+        boxes = [list(map(float, a["bbox"])) for a in anns]
+        if corners:
+            boxes = [[x, y, x + w, y + h] for x, y, w, h in boxes]
+        rows["image"].append(str(images / entry["file_name"]))
+        rows["objects"].append(
+            {
+                "bbox": boxes,
+                "category": [index[a["category_id"]] for a in anns],
+                "keypoints": [[float(v) for v in a.get("keypoints", [])] for a in anns],
+            }
+        )
+    return rows, [c["name"] for c in categories]
+
+
+def coco_disk(
+    directory: Path, root: Path, files: dict[str, str], limit: int, corners: bool = False
+) -> Path:
+    """A COCO JSON pair (detection or keypoints) as a DatasetDict: image, objects{bbox, category, keypoints}."""
+    datasets.disable_progress_bars()
+    splits = {}
+    for split, file in files.items():
+        rows, names = _coco_rows(root / file, root / "images", limit, corners)
+        features = datasets.Features(
+            {
+                "image": datasets.Image(),
+                "objects": {
+                    "bbox": datasets.List(datasets.List(datasets.Value("float64"))),
+                    "category": datasets.List(datasets.ClassLabel(names=names)),
+                    "keypoints": datasets.List(datasets.List(datasets.Value("float64"))),
+                },
+            }
+        )
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(directory))
+    return directory
+
+
+def pairs_disk(directory: Path, limit: int) -> Path:
+    """data/shape_pairs' caption files as a DatasetDict: image, captions (a list per image)."""
+    datasets.disable_progress_bars()
+    splits = {}
+    for split, file in (("train", "train.json"), ("validation", "val.json")):
+        items = list(json.loads((PAIRS / file).read_text()).items())[:limit]
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "image": [str(ROOT / "data" / "shapes" / "images" / name) for name, _ in items],
+                "captions": [[c] if isinstance(c, str) else c for _, c in items],
+            },
+            features=datasets.Features({"image": datasets.Image(), "captions": datasets.List(datasets.Value("string"))}),
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(directory))
+    return directory
+
+
+def prompted_disk(directory: Path, limit: int) -> Path:
+    """data/fabric's JSONL files as a DatasetDict of Florence-style rows: image, prefix, suffix."""
+    datasets.disable_progress_bars()
+    splits = {}
+    for split, file, folder in (("train", "train.jsonl", "train"), ("validation", "val.jsonl", "val")):
+        lines = [json.loads(line) for line in (FABRIC / file).read_text().splitlines() if line.strip()][:limit]
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "image": [str(FABRIC / folder / "JPEGImages" / r["image"]) for r in lines],
+                "prefix": [r["prefix"] for r in lines],
+                "suffix": [r["suffix"] for r in lines],
+            },
+            features=datasets.Features(
+                {"image": datasets.Image(), "prefix": datasets.Value("string"), "suffix": datasets.Value("string")}
+            ),
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(directory))
+    return directory
