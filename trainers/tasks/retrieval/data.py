@@ -15,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from trainers.data_policy import DataError
+from trainers.data.images import ImageRef, open_rgb
+from trainers.data.source_config import DatasetSource
+from trainers.data_policy import BadSamples, DataError
 
 
 @dataclass(frozen=True)
 class Pair:
     """One image and all of its captions; `where` is `file:line` of its entry."""
 
-    path: Path
+    path: ImageRef  # a file, or a `datasets` row (`trainers.data.images.RowImage`)
     captions: tuple[str, ...]
     where: str
 
@@ -35,10 +37,34 @@ def _line_of(text: str, key: str) -> int:
     return text.count("\n", 0, position) + 1 if position >= 0 else 1
 
 
+def read_source_pairs(source: DatasetSource, key: str, limit: int | None = None) -> list[Pair]:
+    """The rows of a `datasets` source (an image and a caption or a list of captions each), in table order."""
+    from trainers.data.source_rows import load_map_source, require_columns, source_rows
+
+    dataset = load_map_source(source, key)
+    require_columns(dataset, key, ("caption",), "an image-text set needs each image's caption(s)")
+    pairs = []
+    for row in source_rows(dataset, key, ("caption",), BadSamples(f"{source.path} ({key})"), limit):
+        value = row.values["caption"]
+        captions = [value] if isinstance(value, str) else value
+        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+            raise DataError(
+                f"{row.where}: caption {value!r} is not a non-empty caption or list of them. Fix the row or map "
+                f"{key}.columns.caption to another column."
+            )
+        pairs.append(Pair(row.image, tuple(c.strip() for c in captions), row.where))
+    if not pairs:
+        raise DataError(f"{key} ({source.path!r}) holds no rows.")
+    return pairs
+
+
 def read_pairs(
-    source: str | Path, key: str, images: str | Path | None = None, limit: int | None = None
+    source: str | Path | DatasetSource, key: str, images: str | Path | None = None, limit: int | None = None
 ) -> list[Pair]:
-    """The caption file's entries in file order (the first `limit`), each image checked on disk."""
+    """The caption file's entries in file order (the first `limit`), each image checked on disk; a
+    `DatasetSource` gives its rows instead."""
+    if isinstance(source, DatasetSource):
+        return read_source_pairs(source, key, limit)
     source = Path(source)
     text = source.read_text()
     try:
@@ -105,8 +131,7 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         try:
-            with Image.open(pair.path) as image:
-                image = image.convert("RGB")
+            image = open_rgb(pair.path)
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(
                 f"{pair.where}: cannot read the image {pair.path} ({error}) of {self.key}. "
