@@ -41,9 +41,7 @@ def _coco_rows(path: Path, images: Path, limit: int, corners: bool = False) -> t
     return rows, [c["name"] for c in categories]
 
 
-def coco_disk(
-    directory: Path, root: Path, files: dict[str, str], limit: int, corners: bool = False
-) -> Path:
+def coco_disk(directory: Path, root: Path, files: dict[str, str], limit: int, corners: bool = False) -> Path:
     """A COCO JSON pair (detection or keypoints) as a DatasetDict: image, objects{bbox, category, keypoints}."""
     datasets.disable_progress_bars()
     splits = {}
@@ -75,7 +73,9 @@ def pairs_disk(directory: Path, limit: int) -> Path:
                 "image": [str(ROOT / "data" / "shapes" / "images" / name) for name, _ in items],
                 "captions": [[c] if isinstance(c, str) else c for _, c in items],
             },
-            features=datasets.Features({"image": datasets.Image(), "captions": datasets.List(datasets.Value("string"))}),
+            features=datasets.Features(
+                {"image": datasets.Image(), "captions": datasets.List(datasets.Value("string"))}
+            ),
         )
     datasets.DatasetDict(splits).save_to_disk(str(directory))
     return directory
@@ -86,7 +86,9 @@ def prompted_disk(directory: Path, limit: int) -> Path:
     datasets.disable_progress_bars()
     splits = {}
     for split, file, folder in (("train", "train.jsonl", "train"), ("validation", "val.jsonl", "val")):
-        lines = [json.loads(line) for line in (FABRIC / file).read_text().splitlines() if line.strip()][:limit]
+        lines = [json.loads(line) for line in (FABRIC / file).read_text().splitlines() if line.strip()][
+            :limit
+        ]
         splits[split] = datasets.Dataset.from_dict(
             {
                 "image": [str(FABRIC / folder / "JPEGImages" / r["image"]) for r in lines],
@@ -94,7 +96,11 @@ def prompted_disk(directory: Path, limit: int) -> Path:
                 "suffix": [r["suffix"] for r in lines],
             },
             features=datasets.Features(
-                {"image": datasets.Image(), "prefix": datasets.Value("string"), "suffix": datasets.Value("string")}
+                {
+                    "image": datasets.Image(),
+                    "prefix": datasets.Value("string"),
+                    "suffix": datasets.Value("string"),
+                }
             ),
         )
     datasets.DatasetDict(splits).save_to_disk(str(directory))

@@ -49,7 +49,9 @@ class DatasetSource:
     name: str | None = None  # a Hub dataset's configuration (subset)
     revision: str | None = None  # a Hub dataset's branch, tag or commit
     cache_dir: str | None = None  # where load_dataset writes its Arrow cache (default HF_DATASETS_CACHE)
-    box_format: BoxFormat = "xywh"  # the boxes column: COCO's x, y, width, height, or corners x0, y0, x1, y1 (pixels)
+    box_format: BoxFormat = (
+        "xywh"  # the boxes column: COCO's x, y, width, height, or corners x0, y0, x1, y1 (pixels)
+    )
 
     def validate(self, key: str) -> None:
         if self.box_format not in BOX_FORMATS:

@@ -83,7 +83,9 @@ def source_rows(
                 f"Replace the image or fix {key}.columns.image",
             )
             continue
-        yield SourceRow(where, RowImage(dataset, row, key), size[0], size[1], {n: values[n][row] for n in keys})
+        yield SourceRow(
+            where, RowImage(dataset, row, key), size[0], size[1], {n: values[n][row] for n in keys}
+        )
 
 
 def image_sizes(dataset: Any, count: int) -> list[tuple[int, int] | str]:
@@ -141,4 +143,12 @@ def to_xywh(box: Any, box_format: str, where: str) -> Any:
     raise DataError(f"{where}: unknown box format {box_format!r}; use xywh or xyxy.")
 
 
-__all__ = ["SourceRow", "image_sizes", "label_names", "load_map_source", "require_columns", "source_rows", "to_xywh"]
+__all__ = [
+    "SourceRow",
+    "image_sizes",
+    "label_names",
+    "load_map_source",
+    "require_columns",
+    "source_rows",
+    "to_xywh",
+]

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from source_sets import TINY_BOXES, coco_disk
 
 from conftest import ROOT
-from source_sets import TINY_BOXES, coco_disk
 from trainers.data.source_config import Columns, DatasetSource
 from trainers.data_policy import DataError
 from trainers.errors import RecipeError
@@ -38,7 +38,9 @@ def recipe(overrides=()):
 
 @pytest.mark.parametrize("corners", [False, True], ids=["xywh", "xyxy"])
 def test_a_saved_detection_set_gives_the_items_of_the_coco_files(tmp_path, corners):
-    saved = coco_disk(tmp_path / "boxes", TINY_BOXES, {"train": "train.json", "validation": "val.json"}, N, corners)
+    saved = coco_disk(
+        tmp_path / "boxes", TINY_BOXES, {"train": "train.json", "validation": "val.json"}, N, corners
+    )
     from_files = recipe()
     task = DetectionTask()
     processor = None

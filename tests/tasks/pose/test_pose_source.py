@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from source_sets import STICK, coco_disk
 
 from conftest import ROOT
-from source_sets import STICK, coco_disk
 from trainers.data.source_config import Columns, DatasetSource
 from trainers.data_policy import DataError
 from trainers.models.vitpose import TinyVitPoseSpec, build_tiny_processor

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from source_sets import pairs_disk
 
 from conftest import ROOT
-from source_sets import pairs_disk
 from trainers.data.source_config import Columns, DatasetSource
 from trainers.errors import RecipeError
 from trainers.models.vit import TinyVitSpec, build_tiny_processor
@@ -33,7 +33,9 @@ def recipe():
 
 
 def source(path, split: str, caption: str = "captions") -> DatasetSource:
-    return DatasetSource(kind="disk", path=str(path), split=split, columns=Columns(image="image", caption=caption))
+    return DatasetSource(
+        kind="disk", path=str(path), split=split, columns=Columns(image="image", caption=caption)
+    )
 
 
 def test_a_saved_pair_set_gives_the_pairs_of_the_caption_files(tmp_path):

@@ -121,7 +121,9 @@ def source_categories(source: DatasetSource, key: str) -> list[Category]:
     from trainers.data.sources import column_values
 
     dataset = load_map_source(source, key)
-    require_columns(dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes")
+    require_columns(
+        dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes"
+    )
     names = label_names(dataset, "box_labels")
     if names is not None:
         return [Category(i, str(n)) for i, n in enumerate(names)]
@@ -141,7 +143,9 @@ def read_source(
     from trainers.data.source_rows import load_map_source, require_columns, source_rows, to_xywh
 
     dataset = load_map_source(source, key)
-    require_columns(dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes")
+    require_columns(
+        dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes"
+    )
     index = {c.id: i for i, c in enumerate(categories)}
     by_name = {c.name: c.id for c in categories}
     known = ", ".join(f"{c.id} ({c.name})" for c in categories)

@@ -174,7 +174,9 @@ def read_source(
     from trainers.data.source_rows import load_map_source, require_columns, source_rows, to_xywh
 
     dataset = load_map_source(source, key)
-    require_columns(dataset, key, ("boxes", "keypoints"), "a keypoint set needs each instance's box and keypoints")
+    require_columns(
+        dataset, key, ("boxes", "keypoints"), "a keypoint set needs each instance's box and keypoints"
+    )
     out: list[PoseRecord] = []
     for row in source_rows(dataset, key, ("boxes", "keypoints"), bad, limit):
         boxes, keypoints = row.values["boxes"] or [], row.values["keypoints"] or []

@@ -47,7 +47,11 @@ def read_source_pairs(source: DatasetSource, key: str, limit: int | None = None)
     for row in source_rows(dataset, key, ("caption",), BadSamples(f"{source.path} ({key})"), limit):
         value = row.values["caption"]
         captions = [value] if isinstance(value, str) else value
-        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+        if (
+            not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
             raise DataError(
                 f"{row.where}: caption {value!r} is not a non-empty caption or list of them. Fix the row or map "
                 f"{key}.columns.caption to another column."
