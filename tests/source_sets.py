@@ -105,3 +105,14 @@ def prompted_disk(directory: Path, limit: int) -> Path:
         )
     datasets.DatasetDict(splits).save_to_disk(str(directory))
     return directory
+
+
+def coco_captions(path: Path, captions: dict[str, str | list[str]]) -> Path:
+    """`{file: caption(s)}` written as a COCO captions file (captions_*.json: images + annotations)."""
+    images, annotations = [], []
+    for image_id, (name, value) in enumerate(captions.items(), 1):
+        images.append({"id": image_id, "file_name": name, "width": 64, "height": 64})
+        for text in [value] if isinstance(value, str) else value:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": text})
+    path.write_text(json.dumps({"info": {}, "images": images, "annotations": annotations}, indent=1))
+    return path

@@ -167,6 +167,22 @@ def files(tmp_path_factory) -> dict[str, Path]:
         + "\n",
     )
     write("badentry.jsonl", json.dumps({"image": names[0]}) + "\n")
+    coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
+    coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]
+    write(
+        "captions_unknown_image.json",
+        json.dumps(
+            {"images": coco_images, "annotations": [*coco_anns, {"id": 9, "image_id": 99, "caption": "x"}]},
+            indent=1,
+        ),
+    )
+    write(
+        "captions_blank.json",
+        json.dumps(
+            {"images": coco_images, "annotations": [*coco_anns[:3], {**coco_anns[3], "caption": " "}]},
+            indent=1,
+        ),
+    )
     images = root / "images"
     images.mkdir()
     for n in names:
@@ -322,6 +338,21 @@ IN_PROCESS = [
         "captions-empty",
         lambda f: [str(f["tiny.py"]), f"data.val={f['empty.json']}"],
         ("empty.json", "add at least one entry"),
+    ),
+    (
+        "coco-captions-unknown-image",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['captions_unknown_image.json']}"],
+        (
+            "captions_unknown_image.json:41:",
+            "annotation id 9",
+            "image_id 99 names no image entry",
+            "Fix the image_id",
+        ),
+    ),
+    (
+        "coco-captions-blank-caption",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['captions_blank.json']}"],
+        ("captions_blank.json:36:", "annotation id 3", "caption ' ' is blank", 'on_bad_sample="skip"'),
     ),
     (
         "captions-no-caption",

@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 import torch
+from source_sets import FABRIC, prompted_disk
 
 from conftest import ROOT
-from source_sets import FABRIC, prompted_disk
 from trainers.data.source_config import Columns, DatasetSource
 from trainers.data_policy import DataError
 from trainers.models.florence2 import build_tiny_processor

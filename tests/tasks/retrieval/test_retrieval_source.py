@@ -62,3 +62,27 @@ def test_a_saved_pair_set_gives_the_pairs_of_the_caption_files(tmp_path):
     bad.data.train = DatasetSource(kind="disk", path=str(saved), columns=Columns(image="image"))
     with pytest.raises(RecipeError, match=r"data.train.columns.caption not set"):
         RetrievalTask().build(bad, processor)
+
+
+def test_a_coco_captions_file_gives_the_pairs_of_the_caption_file(tmp_path):
+    import json
+
+    from source_sets import PAIRS, coco_captions
+
+    from trainers.data_policy import DataError
+    from trainers.tasks.retrieval.data import read_pairs
+
+    images = ROOT / "data" / "shapes" / "images"
+    entries = json.loads((PAIRS / "val.json").read_text())
+    coco = coco_captions(tmp_path / "captions_val.json", entries)
+    ours, theirs = read_pairs(PAIRS / "val.json", "data.val", images), read_pairs(coco, "data.val", images)
+    assert [(p.path, p.captions) for p in ours] == [(p.path, p.captions) for p in theirs]
+    assert theirs[1].where == f"{coco}:10"  # the image entry's line
+    payload = json.loads(coco.read_text())
+    payload["annotations"][2]["image_id"] = 999
+    coco.write_text(json.dumps(payload, indent=1))
+    lines = coco.read_text().splitlines()
+    start = lines.index(' "annotations": [')
+    line = next(i for i in range(start, len(lines)) if lines[i] == '   "id": 3,')  # 1-based: its "{" line
+    with pytest.raises(DataError, match=rf"captions_val\.json:{line}: annotation id 3: image_id 999"):
+        read_pairs(coco, "data.val", images)

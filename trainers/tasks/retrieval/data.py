@@ -1,6 +1,7 @@
 """Caption files → datasets of (image, captions), and the collators that tokenize captions for the dual encoder.
 
-A caption file is a JSON object `{image file: [caption, ...]}`. A missing image or an empty caption list stops
+A caption file is a JSON object `{image file: [caption, ...]}`, or a COCO captions file (`captions_*.json`,
+`images` + `annotations`; `trainers.data.coco_captions`). A missing image or an empty caption list stops
 with the file, the line of that entry and what to do (line numbers are found in the text: JSON parsers give
 none).
 """
@@ -18,6 +19,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data.coco_captions import is_coco_captions, read_coco_captions
 from trainers.data.images import ImageRef, open_rgb
 from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError
@@ -83,10 +85,15 @@ def read_pairs(
             f"{source}:1: {key} must be a JSON object mapping image files to caption lists, "
             f"got a {type(entries).__name__}."
         )
+    if is_coco_captions(entries):  # captions_*.json: images + annotations
+        found, lines = read_coco_captions(source, BadSamples(f"{source} ({key})"))
+        entries = found
+    else:
+        lines = {name: f"{source}:{_line_of(text, name)}" for name in entries}
     folder = Path(images) if images is not None else source.parent
     pairs = []
     for name, captions in list(entries.items())[:limit]:
-        where = f"{source}:{_line_of(text, name)}"
+        where = lines[name]
         captions = [captions] if isinstance(captions, str) else captions
         if (
             not isinstance(captions, list)
