@@ -116,3 +116,39 @@ def coco_captions(path: Path, captions: dict[str, str | list[str]]) -> Path:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": text})
     path.write_text(json.dumps({"info": {}, "images": images, "annotations": annotations}, indent=1))
     return path
+
+
+def yolo_export(directory: Path, limit: int, roboflow: bool = False) -> Path:
+    """data/tiny_boxes' first `limit` train / val images as a YOLO export: data.yaml, images/<split>/ and
+    labels/<split>/*.txt (Roboflow's layout with `roboflow`: <split>/images/, <split>/labels/); returns data.yaml."""
+    import shutil
+
+    import yaml
+
+    names = None
+    for split, file in (("train", "train.json"), ("val", "val.json")):
+        payload = json.loads((TINY_BOXES / file).read_text())
+        categories = sorted(payload["categories"], key=lambda c: c["id"])
+        index = {c["id"]: i for i, c in enumerate(categories)}
+        names = [c["name"] for c in categories]
+        images = directory / (f"{split}/images" if roboflow else f"images/{split}")
+        labels = directory / (f"{split}/labels" if roboflow else f"labels/{split}")
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        for entry in payload["images"][:limit]:
+            shutil.copy(TINY_BOXES / "images" / entry["file_name"], images / entry["file_name"])
+            w, h = entry["width"], entry["height"]
+            lines = [
+                f"{index[a['category_id']]} {(x + bw / 2) / w:.9f} {(y + bh / 2) / h:.9f} {bw / w:.9f} {bh / h:.9f}"
+                for a in payload["annotations"]
+                if a["image_id"] == entry["id"]
+                for x, y, bw, bh in [a["bbox"]]
+            ]
+            (labels / entry["file_name"]).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    config = (
+        {"train": "../train/images", "val": "../val/images", "nc": len(names), "names": names}
+        if roboflow
+        else {"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(names))}
+    )
+    (directory / "data.yaml").write_text(yaml.safe_dump(config))
+    return directory / "data.yaml"

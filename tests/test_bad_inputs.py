@@ -183,6 +183,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
             indent=1,
         ),
     )
+    from source_sets import yolo_export
+
+    yolo = yolo_export(root / "yolo", 3)
+    label = sorted((root / "yolo" / "labels" / "train").glob("*.txt"))[1]
+    label.write_text(label.read_text() + "0 0.5 0.5 0.2\n")
+    f["yolo_data.yaml"], f["yolo_label"] = yolo, label
     images = root / "images"
     images.mkdir()
     for n in names:
@@ -353,6 +359,11 @@ IN_PROCESS = [
         "coco-captions-blank-caption",
         lambda f: [str(f["tiny.py"]), f"data.train={f['captions_blank.json']}"],
         ("captions_blank.json:36:", "annotation id 3", "caption ' ' is blank", 'on_bad_sample="skip"'),
+    ),
+    (
+        "yolo-label-line",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['yolo_data.yaml']}", "data.images=null"],
+        ("labels/train/train_001.txt:", "'0 0.5 0.5 0.2' is not 'class cx cy w h'", "Fix that line"),
     ),
     (
         "captions-no-caption",

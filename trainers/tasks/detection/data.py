@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.data import coco
+from trainers.data import coco, yolo
 from trainers.data.augment import Augment, AugmentedDataset
 from trainers.data.images import ImageRef, open_rgb
 from trainers.data.source_config import DatasetSource
@@ -66,7 +66,9 @@ def load_coco(path: Path, key: str) -> dict[str, Any]:
 
 
 def read_categories(path: Path, key: str) -> list[Category]:
-    """The categories of a COCO JSON in id order; ids and names must be distinct."""
+    """The categories of a COCO JSON in id order (ids and names must be distinct), or a YOLO export's names."""
+    if yolo.is_yolo(path):
+        return [Category(i, name) for i, name in enumerate(yolo.class_names(yolo.locate(path, key)[1]))]
     payload = load_coco(path, key)
     categories = []
     for entry in payload["categories"]:
@@ -86,8 +88,9 @@ def read_categories(path: Path, key: str) -> list[Category]:
 def read_split(
     path: Path, key: str, images_root: Path, categories: Sequence[Category], bad: BadSamples
 ) -> list[DetectionImage]:
-    """The images of one split, in the JSON's order, checked against `categories` (the train split's)."""
-    payload = load_coco(path, key)
+    """The images of one split, in the JSON's order, checked against `categories` (the train split's); a YOLO
+    export (`trainers.data.yolo`) is read into the same payload first."""
+    payload = yolo.read_yolo(path, key, bad) if yolo.is_yolo(path) else load_coco(path, key)
     index = {c.id: i for i, c in enumerate(categories)}
     known = ", ".join(f"{c.id} ({c.name})" for c in categories)
     by_image: dict[int, list[dict[str, Any]]] = {}
