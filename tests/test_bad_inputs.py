@@ -167,6 +167,28 @@ def files(tmp_path_factory) -> dict[str, Path]:
         + "\n",
     )
     write("badentry.jsonl", json.dumps({"image": names[0]}) + "\n")
+    coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
+    coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]
+    write(
+        "captions_unknown_image.json",
+        json.dumps(
+            {"images": coco_images, "annotations": [*coco_anns, {"id": 9, "image_id": 99, "caption": "x"}]},
+            indent=1,
+        ),
+    )
+    write(
+        "captions_blank.json",
+        json.dumps(
+            {"images": coco_images, "annotations": [*coco_anns[:3], {**coco_anns[3], "caption": " "}]},
+            indent=1,
+        ),
+    )
+    from source_sets import yolo_export
+
+    yolo = yolo_export(root / "yolo", 3)
+    label = sorted((root / "yolo" / "labels" / "train").glob("*.txt"))[1]
+    label.write_text(label.read_text() + "0 0.5 0.5 0.2\n")
+    f["yolo_data.yaml"], f["yolo_label"] = yolo, label
     images = root / "images"
     images.mkdir()
     for n in names:
@@ -322,6 +344,26 @@ IN_PROCESS = [
         "captions-empty",
         lambda f: [str(f["tiny.py"]), f"data.val={f['empty.json']}"],
         ("empty.json", "add at least one entry"),
+    ),
+    (
+        "coco-captions-unknown-image",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['captions_unknown_image.json']}"],
+        (
+            "captions_unknown_image.json:41:",
+            "annotation id 9",
+            "image_id 99 names no image entry",
+            "Fix the image_id",
+        ),
+    ),
+    (
+        "coco-captions-blank-caption",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['captions_blank.json']}"],
+        ("captions_blank.json:36:", "annotation id 3", "caption ' ' is blank", 'on_bad_sample="skip"'),
+    ),
+    (
+        "yolo-label-line",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['yolo_data.yaml']}", "data.images=null"],
+        ("labels/train/train_001.txt:", "'0 0.5 0.5 0.2' is not 'class cx cy w h'", "Fix that line"),
     ),
     (
         "captions-no-caption",

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from trainers.errors import RecipeError
+
 SourceKind = Literal["disk", "hub", "imagefolder", "json", "csv"]
+BoxFormat = Literal["xywh", "xyxy"]
+BOX_FORMATS: tuple[str, ...] = ("xywh", "xyxy")
 
 
 @dataclass
@@ -24,6 +28,8 @@ class Columns:
     boxes: str | None = None
     box_labels: str | None = None
     keypoints: str | None = None
+    prefix: str | None = None
+    suffix: str | None = None
 
     def mapped(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name)}
@@ -43,6 +49,16 @@ class DatasetSource:
     name: str | None = None  # a Hub dataset's configuration (subset)
     revision: str | None = None  # a Hub dataset's branch, tag or commit
     cache_dir: str | None = None  # where load_dataset writes its Arrow cache (default HF_DATASETS_CACHE)
+    box_format: BoxFormat = (
+        "xywh"  # the boxes column: COCO's x, y, width, height, or corners x0, y0, x1, y1 (pixels)
+    )
+
+    def validate(self, key: str) -> None:
+        if self.box_format not in BOX_FORMATS:
+            raise RecipeError(
+                f"{key}.box_format must be xywh (COCO: x, y, width, height) or xyxy (corners x0, y0, x1, y1), "
+                f"got {self.box_format!r}."
+            )
 
     def missing_path(self, key: str) -> str | None:
         """`key.path 'path' (what)` when a local source's path does not exist (a Hub name is checked on load)."""

@@ -8,7 +8,8 @@ Users of this field keep their data as `datasets` datasets; a recipe names one w
 - `kind="imagefolder" | "json" | "csv"`: a directory (or one file) loaded through `load_dataset`; for JSON
   and CSV the image column holds file names, relative to `image_dir` (default: the data file's folder).
 
-`columns` maps the keys tasks read (`image`, `caption`, `label`, `boxes`, `box_labels`, `keypoints`) to the
+`columns` maps the keys tasks read (`image`, `caption`, `label`, `boxes`, `box_labels`, `keypoints`, `prefix`,
+`suffix`) to the
 dataset's column names; a dotted name reads a field of a struct column (`objects.bbox`). A mapped column
 the dataset lacks is a RecipeError naming the key and listing the columns that exist.
 
@@ -19,8 +20,9 @@ time. `streaming=True` gives an iterable dataset that reads rows as it goes.
 How it plugs in: a split of a task's data config (`data.train`, `data.val`, an extra validation set, the test
 split) may be a `DatasetSource` instead of the task's own files (`trainers.data.source_config`, torch-free);
 the task's `build` calls `load_source(source, key="data.train")` and wraps the dicts it yields (captioning:
-`CaptionSourceDataset`, classification: `SourceClassificationDataset`), so augmentation, collation and
-evaluation are the same as for the task's own files.
+`CaptionSourceDataset`, classification: `SourceClassificationDataset`); detection, pose, retrieval and
+prompted generation read the rows through `trainers.data.source_rows` into their own records and checks. So
+augmentation, collation and evaluation are the same as for the task's own files.
 """
 
 from __future__ import annotations
@@ -301,6 +303,11 @@ class SourceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.mapper(self.table[int(index)], f"row {index}")
+
+    def image(self, index: int) -> Image.Image:
+        """Row `index`'s image alone (the other columns are not read)."""
+        column = self.mapper.columns["image"]
+        return self.mapper._image(self.table[int(index)][column], f"row {index}")
 
 
 def column_values(dataset: SourceDataset, task_key: str) -> list[Any]:

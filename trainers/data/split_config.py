@@ -60,6 +60,10 @@ class SplitData:
 
     def validate(self) -> None:
         """Raise a RecipeError for settings the data cannot run with (subclasses add their checks)."""
+        for path in self.data_paths:
+            for key, value in path.entries(getattr(self, path.field)):
+                if isinstance(value, DatasetSource):
+                    value.validate(key)
 
     def missing_paths(self) -> list[str]:
         """`key 'path' (what)` for each declared data path that does not exist, in declaration order."""

@@ -1,4 +1,5 @@
-"""Caption data: a `{file name: caption}` JSON plus an image folder, and the collator that makes BLIP batches.
+"""Caption data: a `{file name: caption}` JSON (or JSONL, or a COCO `captions_*.json`) plus an image folder, and
+the collator that makes BLIP batches.
 
 The dataset validates everything it can at construction (JSON syntax, schema, every image present) so that a
 typo fails in the first second of a run, not an hour in on the first batch that touches the bad entry.
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 from trainers.data import jsonl
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
+from trainers.data.coco_captions import is_coco_captions, read_coco_captions
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
@@ -103,6 +105,10 @@ def parse_captions(path: Path, bad: BadSamples | None = None) -> dict[str, list[
         ensure_not_empty(len(parsed_lines), bad, "caption lines")
         return parsed_lines
     data = _read_json(path)
+    if is_coco_captions(data):  # captions_*.json: images + annotations, checked with file:line
+        coco, _lines = read_coco_captions(path, bad)
+        ensure_not_empty(len(coco), bad, "caption entries")
+        return coco
     if not isinstance(data, dict):
         raise DataError(
             f"{path}: the top level is a JSON {type(data).__name__}, not an object; {_SCHEMA_HINT}."

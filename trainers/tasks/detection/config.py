@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from trainers.data.source_config import DatasetSource
 from trainers.data.split_config import AugmentableSplitData, DataPath
 from trainers.errors import RecipeError
 
@@ -37,14 +38,22 @@ class DetectionData(AugmentableSplitData):
     a crop leaves under `augment.min_box_area` pixels² are dropped and counted. `on_bad_sample` ("fail" |
     "skip") decides what an unknown category, a box outside its image, or a missing image does; "skip" drops
     the image with all its annotations.
+
+    A split may also be a YOLO export (`trainers.data.yolo`): its `data.yaml` (the recipe key picks the
+    `train` / `val` / `test` entry) or its image folder, with `labels/*.txt` beside `images/`.
+
+    Any split may instead be a `DatasetSource` (a `datasets` dataset saved to disk, on the Hub, or a
+    JSON / CSV / imagefolder directory), one row per image: `columns.boxes` (e.g. "objects.bbox") in pixels,
+    in `box_format` "xywh" (COCO) or "xyxy" (corners), and `columns.box_labels` (e.g. "objects.category"):
+    the classes are a ClassLabel feature's names, else the distinct labels sorted.
     """
 
     task: ClassVar[str] = "detection"
     eval_config: ClassVar[type] = DetectionEval
     data_paths: ClassVar[tuple[DataPath, ...]] = (
-        DataPath("train", "COCO JSON"),
-        DataPath("val", "COCO JSON"),
-        DataPath("test", "COCO JSON"),
+        DataPath("train", "COCO JSON, YOLO data.yaml or YOLO image folder", "any"),
+        DataPath("val", "COCO JSON, YOLO data.yaml or YOLO image folder", "any"),
+        DataPath("test", "COCO JSON, YOLO data.yaml or YOLO image folder", "any"),
         DataPath("images", "image directory", "dir"),
     )
     missing_hint: ClassVar[str] = (
@@ -53,6 +62,9 @@ class DetectionData(AugmentableSplitData):
         "on the shipped data/tiny_boxes."
     )
 
+    train: str | DatasetSource
+    val: str | DatasetSource
+    test: str | DatasetSource | None = None
     backbone: BackbonePolicy = "frozen"
 
     def validate(self) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from trainers.data import coco
+from trainers.data import coco, yolo
 from trainers.data.augment import Augment, AugmentedDataset
+from trainers.data.images import ImageRef, open_rgb
+from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class DetectionImage:
     """One image and its boxes (xyxy, absolute pixels of the original image), labels as class indices."""
 
     image_id: int
-    path: Path
+    path: ImageRef  # a file, or a `datasets` row (`trainers.data.images.RowImage`)
     width: int
     height: int
     boxes: np.ndarray  # (N, 4) float64
@@ -65,7 +66,9 @@ def load_coco(path: Path, key: str) -> dict[str, Any]:
 
 
 def read_categories(path: Path, key: str) -> list[Category]:
-    """The categories of a COCO JSON in id order; ids and names must be distinct."""
+    """The categories of a COCO JSON in id order (ids and names must be distinct), or a YOLO export's names."""
+    if yolo.is_yolo(path):
+        return [Category(i, name) for i, name in enumerate(yolo.class_names(yolo.locate(path, key)[1]))]
     payload = load_coco(path, key)
     categories = []
     for entry in payload["categories"]:
@@ -85,8 +88,9 @@ def read_categories(path: Path, key: str) -> list[Category]:
 def read_split(
     path: Path, key: str, images_root: Path, categories: Sequence[Category], bad: BadSamples
 ) -> list[DetectionImage]:
-    """The images of one split, in the JSON's order, checked against `categories` (the train split's)."""
-    payload = load_coco(path, key)
+    """The images of one split, in the JSON's order, checked against `categories` (the train split's); a YOLO
+    export (`trainers.data.yolo`) is read into the same payload first."""
+    payload = yolo.read_yolo(path, key, bad) if yolo.is_yolo(path) else load_coco(path, key)
     index = {c.id: i for i, c in enumerate(categories)}
     known = ", ".join(f"{c.id} ({c.name})" for c in categories)
     by_image: dict[int, list[dict[str, Any]]] = {}
@@ -113,8 +117,75 @@ def read_split(
     return out
 
 
+def source_categories(source: DatasetSource, key: str) -> list[Category]:
+    """The classes of a `datasets` source: the names of its ClassLabel box-label feature (ids = their
+    indices), else the distinct labels in sorted order (integers named by their value, or the names)."""
+    from trainers.data.source_rows import label_names, load_map_source, require_columns
+    from trainers.data.sources import column_values
+
+    dataset = load_map_source(source, key)
+    require_columns(
+        dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes"
+    )
+    names = label_names(dataset, "box_labels")
+    if names is not None:
+        return [Category(i, str(n)) for i, n in enumerate(names)]
+    found = sorted({v for row in column_values(dataset, "box_labels") for v in (row or [])}, key=str)
+    if not found:
+        raise DataError(f"{key} ({source.path!r}): no row has a box label. Check {key}.columns.box_labels.")
+    if all(isinstance(v, int) for v in found):
+        return [Category(int(v), str(v)) for v in sorted(found)]
+    return [Category(i, str(v)) for i, v in enumerate(sorted(map(str, found)))]
+
+
+def read_source(
+    source: DatasetSource, key: str, categories: Sequence[Category], bad: BadSamples, limit: int | None
+) -> list[DetectionImage]:
+    """The images of a `datasets` source, one per row: its boxes (`source.box_format`) and labels, checked as
+    a COCO JSON's are; pixels stay in the memory-mapped table until an item is read."""
+    from trainers.data.source_rows import load_map_source, require_columns, source_rows, to_xywh
+
+    dataset = load_map_source(source, key)
+    require_columns(
+        dataset, key, ("boxes", "box_labels"), "a detection set needs each row's boxes and their classes"
+    )
+    index = {c.id: i for i, c in enumerate(categories)}
+    by_name = {c.name: c.id for c in categories}
+    known = ", ".join(f"{c.id} ({c.name})" for c in categories)
+    out: list[DetectionImage] = []
+    for row in source_rows(dataset, key, ("boxes", "box_labels"), bad, limit):
+        boxes, labels = row.values["boxes"] or [], row.values["box_labels"] or []
+        if len(boxes) != len(labels):
+            bad.report(
+                "malformed_box",
+                row.where,
+                f"{len(boxes)} boxes but {len(labels)} box labels",
+                f"Give every box one label ({key}.columns.boxes and .box_labels must be parallel lists)",
+            )
+            continue
+        entry = {"id": row.image.row, "width": row.width, "height": row.height}
+        anns = [
+            {
+                "id": i,
+                "category_id": by_name.get(label, label) if isinstance(label, str) else label,
+                "bbox": to_xywh(box, source.box_format, row.where),
+            }
+            for i, (box, label) in enumerate(zip(boxes, labels, strict=True))
+        ]
+        item = _annotations(row.where, entry, anns, index, known, row.image, bad)
+        if item is not None:
+            out.append(item)
+    return out
+
+
 def _annotations(
-    path: Path, entry: dict, anns: list[dict], index: dict[int, int], known: str, file: Path, bad: BadSamples
+    path: Path | str,
+    entry: dict,
+    anns: list[dict],
+    index: dict[int, int],
+    known: str,
+    file: ImageRef,
+    bad: BadSamples,
 ) -> DetectionImage | None:
     width, height = int(entry.get("width") or 0), int(entry.get("height") or 0)
     boxes, labels, ids = [], [], []
@@ -150,20 +221,24 @@ class DetectionDataset:
 
     def __init__(
         self,
-        source: str | Path,
+        source: str | Path | DatasetSource,
         key: str,
         categories: Sequence[Category],
         images: str | Path | None,
         on_bad_sample: str = "fail",
         limit: int | None = None,
     ) -> None:
-        self.source = Path(source).expanduser()
         self.key = key
         self.categories = list(categories)
         self.classes = [c.name for c in self.categories]
-        root = Path(images).expanduser() if images is not None else self.source.parent
-        self.bad_samples = DetectionBadSamples(f"{source} ({key})", on_bad_sample)  # type: ignore[arg-type]
-        found = read_split(self.source, key, root, self.categories, self.bad_samples)
+        where = source.path if isinstance(source, DatasetSource) else source
+        self.bad_samples = DetectionBadSamples(f"{where} ({key})", on_bad_sample)  # type: ignore[arg-type]
+        if isinstance(source, DatasetSource):
+            found = read_source(source, key, self.categories, self.bad_samples, limit)
+        else:
+            path = Path(source).expanduser()
+            root = Path(images).expanduser() if images is not None else path.parent
+            found = read_split(path, key, root, self.categories, self.bad_samples)
         self.images = found[:limit] if limit is not None else found
         ensure_not_empty(len(self.images), self.bad_samples, "images")
         self.bad_samples.log(len(self.images))
@@ -173,10 +248,8 @@ class DetectionDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.images[index]
-        with Image.open(item.path) as image:
-            pixels = image.convert("RGB")
         return {
-            "image": pixels,
+            "image": open_rgb(item.path),
             "boxes": item.boxes.copy(),
             "box_labels": list(item.labels),
             "image_id": item.image_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from trainers.data.images import open_rgb
 from trainers.errors import RecipeError
 from trainers.metrics.boxes import CLASS_AP_PREFIX, MAP_METRICS, ImageBoxes, coco_box_metrics
 from trainers.recipe.config import Freeze, Unfreeze
@@ -98,9 +99,13 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
     # --------------------------------------------------------------------------------- recipe level
 
     def categories(self, recipe: Any):
-        from trainers.tasks.detection.data import read_categories
+        from trainers.data.source_config import DatasetSource
+        from trainers.tasks.detection.data import read_categories, source_categories
 
-        return read_categories(Path(self._data(recipe).train).expanduser(), "data.train")
+        train = self._data(recipe).train
+        if isinstance(train, DatasetSource):
+            return source_categories(train, "data.train")
+        return read_categories(Path(train).expanduser(), "data.train")
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         names = [c.name for c in self.categories(recipe)]
@@ -157,7 +162,7 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
                 recipe.evaluation.plot_threshold,
             )
 
-        def split(source: str, key: str, limit: int | None = None) -> DetectionDataset:
+        def split(source: Any, key: str, limit: int | None = None) -> DetectionDataset:
             return DetectionDataset(source, key, categories, data.images, data.on_bad_sample, limit)
 
         train = split(data.train, "data.train", data.max_train_samples)
@@ -235,8 +240,7 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
         rows = []
         for i, p in list(predictions.items())[:n]:
             truth, confident = dataset.images[i], self._confident(p)
-            with Image.open(truth.path) as image:
-                picture = image.convert("RGB")
+            picture = open_rgb(truth.path)
             names = [dataset.classes[c] for c in confident["labels"]]
             true_names = [dataset.classes[c] for c in truth.labels]
             rows.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from trainers.data.source_config import DatasetSource
 from trainers.data.split_config import AugmentableSplitData, DataPath
 from trainers.errors import RecipeError
 
@@ -176,6 +177,10 @@ class PoseData(AugmentableSplitData):
     0). `on_bad_sample` ("fail" | "skip"): what an unknown category, a bad box, a keypoint outside its image or
     padded box, a wrong keypoint count or a missing image does. Annotations without labelled keypoints (and
     crowd ones) carry nothing to learn and are left out and counted.
+
+    Any split may instead be a `DatasetSource`, one row per image: `columns.boxes` (e.g. "objects.bbox", in
+    `box_format` "xywh" or "xyxy", pixels) and `columns.keypoints` (e.g. "objects.keypoints": per instance
+    [x1, y1, v1, ...] or [[x, y, v], ...] in `skeleton` order). The skeleton is then `skeleton`, or COCO's.
     """
 
     task: ClassVar[str] = "pose"
@@ -193,6 +198,9 @@ class PoseData(AugmentableSplitData):
         "data.images; point data.train=, data.val= at yours. `--demo` trains on the shipped data/stick_figures."
     )
 
+    train: str | DatasetSource
+    val: str | DatasetSource
+    test: str | DatasetSource | None = None
     skeleton: Skeleton | None = None
 
     def validate(self) -> None:

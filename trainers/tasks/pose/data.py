@@ -29,6 +29,8 @@ from PIL import Image
 
 from trainers.data import coco
 from trainers.data.augment import Augment, AugmentedDataset
+from trainers.data.images import ImageRef, open_rgb
+from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
 from trainers.tasks.pose.config import COCO_KEYPOINTS, COCO_SKELETON, Skeleton
@@ -48,7 +50,7 @@ class PoseRecord:
 
     annotation_id: int
     image_id: int
-    path: Path
+    path: ImageRef  # a file, or a `datasets` row (`trainers.data.images.RowImage`)
     width: int
     height: int
     box: tuple[float, float, float, float]
@@ -161,10 +163,61 @@ def read_split(
     return out
 
 
+SOURCE_CATEGORY = 0  # the one keypoint category of a `datasets` source
+
+
+def read_source(
+    source: DatasetSource, key: str, skeleton: Skeleton, bad: PoseBadSamples, limit: int | None
+) -> list[PoseRecord]:
+    """The instances of a `datasets` source (one row per image, parallel box and keypoint lists), checked as a
+    COCO JSON's are; the image id is the row."""
+    from trainers.data.source_rows import load_map_source, require_columns, source_rows, to_xywh
+
+    dataset = load_map_source(source, key)
+    require_columns(
+        dataset, key, ("boxes", "keypoints"), "a keypoint set needs each instance's box and keypoints"
+    )
+    out: list[PoseRecord] = []
+    for row in source_rows(dataset, key, ("boxes", "keypoints"), bad, limit):
+        boxes, keypoints = row.values["boxes"] or [], row.values["keypoints"] or []
+        if len(boxes) != len(keypoints):
+            bad.report(
+                "keypoint_count",
+                row.where,
+                f"{len(boxes)} boxes but {len(keypoints)} keypoint lists",
+                f"Give every instance one box and one keypoint list ({key}.columns.boxes, .keypoints)",
+            )
+            continue
+        for i, (box, points) in enumerate(zip(boxes, keypoints, strict=True)):
+            flat = np.asarray(points, dtype=np.float64).ravel().tolist() if _numeric(points) else points
+            ann = {
+                "id": i,
+                "image_id": row.image.row,
+                "category_id": SOURCE_CATEGORY,
+                "bbox": to_xywh(box, source.box_format, row.where),
+                "keypoints": flat,
+            }
+            where = f"{row.where}: instance {i}"
+            record = _instance(
+                ann, where, row.image, row.width, row.height, len(skeleton.keypoints), [SOURCE_CATEGORY], bad
+            )
+            if record is not None:
+                out.append(record)
+    return out
+
+
+def _numeric(points: Any) -> bool:
+    try:
+        np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _instance(
     ann: dict,
     where: str,
-    file: Path,
+    file: ImageRef,
     width: int,
     height: int,
     count: int,
@@ -285,7 +338,7 @@ class PoseDataset:
 
     def __init__(
         self,
-        source: str | Path,
+        source: str | Path | DatasetSource,
         key: str,
         skeleton: Skeleton,
         categories: Sequence[int],
@@ -294,11 +347,15 @@ class PoseDataset:
         on_bad_sample: str = "fail",
         limit: int | None = None,
     ) -> None:
-        self.source = Path(source).expanduser()
         self.key, self.skeleton, self.input_size = key, skeleton, tuple(input_size)
-        root = Path(images).expanduser() if images is not None else self.source.parent
-        self.bad_samples = PoseBadSamples(f"{source} ({key})", on_bad_sample)  # type: ignore[arg-type]
-        found = read_split(self.source, key, root, skeleton, categories, self.bad_samples)
+        where = source.path if isinstance(source, DatasetSource) else source
+        self.bad_samples = PoseBadSamples(f"{where} ({key})", on_bad_sample)  # type: ignore[arg-type]
+        if isinstance(source, DatasetSource):
+            found = read_source(source, key, skeleton, self.bad_samples, limit)
+        else:
+            path = Path(source).expanduser()
+            root = Path(images).expanduser() if images is not None else path.parent
+            found = read_split(path, key, root, skeleton, categories, self.bad_samples)
         self.records = found[:limit] if limit is not None else found
         ensure_not_empty(len(self.records), self.bad_samples, "instances")
         self.bad_samples.log(len(self.records))
@@ -308,8 +365,7 @@ class PoseDataset:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        with Image.open(record.path) as image:
-            crop, keypoints = crop_instance(image, record, self.input_size)  # type: ignore[arg-type]
+        crop, keypoints = crop_instance(open_rgb(record.path), record, self.input_size)
         keypoints[:, :2] += 0.5
         return {"image": crop, "keypoints": keypoints, "box": list(record.box), "index": index}
 

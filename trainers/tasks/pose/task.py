@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from trainers.data.source_config import DatasetSource
 from trainers.errors import RecipeError
 from trainers.tasks.interface import Task, TaskData
 from trainers.tasks.pose.config import (
@@ -111,14 +112,18 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         from trainers.tasks.pose.data import resolve_skeleton
 
         data = self._data(recipe)
-        self.skeleton = resolve_skeleton(data.skeleton, Path(data.train).expanduser())
+        if isinstance(data.train, DatasetSource):  # no category names the keypoints: the recipe's or COCO's
+            self.skeleton = data.skeleton or COCO_SKELETON
+            self.skeleton.validate("data.skeleton")
+        else:
+            self.skeleton = resolve_skeleton(data.skeleton, Path(data.train).expanduser())
         return self.skeleton
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
         """One heatmap per keypoint. Without the train JSON (a `--dry-run` before the data is in place) the
         declared skeleton, or COCO's, stands in; the run itself stops on the missing data."""
         data = self._data(recipe)
-        if Path(data.train).expanduser().is_file():
+        if isinstance(data.train, DatasetSource) or Path(data.train).expanduser().is_file():
             skeleton = self.resolve_skeleton(recipe)
         else:
             skeleton = data.skeleton or COCO_SKELETON
@@ -138,17 +143,27 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
     # ------------------------------------------------------------------------------------ run level
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
-        from trainers.tasks.pose.data import PoseCollator, PoseDataset, augmented, keypoint_categories
+        from trainers.tasks.pose.data import (
+            SOURCE_CATEGORY,
+            PoseCollator,
+            PoseDataset,
+            augmented,
+            keypoint_categories,
+        )
 
         data = self._data(recipe)
         skeleton = self.resolve_skeleton(recipe)
-        categories = sorted(keypoint_categories(Path(data.train).expanduser(), "data.train"))
+        categories = (
+            [SOURCE_CATEGORY]
+            if isinstance(data.train, DatasetSource)
+            else sorted(keypoint_categories(Path(data.train).expanduser(), "data.train"))
+        )
         self.processor = _image_processor(processor)
         size = input_size(self.processor)
         if isinstance(recipe.evaluation, PoseEval):
             self.plot_images = recipe.evaluation.plot_images
 
-        def split(source: str, key: str, limit: int | None = None) -> PoseDataset:
+        def split(source: Any, key: str, limit: int | None = None) -> PoseDataset:
             return PoseDataset(
                 source, key, skeleton, categories, size, data.images, data.on_bad_sample, limit
             )

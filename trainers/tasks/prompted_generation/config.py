@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from trainers.data.source_config import DatasetSource
 from trainers.data.split_config import DataPath, SplitDataWithPolicy
 from trainers.errors import RecipeError
 
@@ -47,6 +48,9 @@ class PromptedData(SplitDataWithPolicy):
     then CAPTION_TO_PHRASE_GROUNDING (each block shuffled by seed and epoch); "shuffled" is the Trainer's
     random order. `max_length` bounds the prompt (image tokens + task prompt), `max_target_length` the suffix;
     a longer one is an error naming the line. `classes` fixes the OD class list (default: the train split's).
+
+    Either split may instead be a `DatasetSource` of Florence-style rows: `columns.prefix` and
+    `columns.suffix` (the task token with its caption, the target with `<loc_*>` bins), checked as lines are.
     """
 
     task: ClassVar[str] = "prompted-generation"
@@ -64,6 +68,8 @@ class PromptedData(SplitDataWithPolicy):
         "`--demo` trains on the shipped data/fabric."
     )
 
+    train: str | DatasetSource
+    val: str | DatasetSource
     val_images: str | None = None
     order: Literal["curriculum", "shuffled"] = "curriculum"
     max_length: int = 1024

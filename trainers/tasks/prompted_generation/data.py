@@ -20,6 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from trainers.data import jsonl
+from trainers.data.images import ImageRef, open_rgb
+from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.tasks.prompted_generation.config import PromptedData
 from trainers.tasks.prompted_generation.loc import TASK_TOKENS, Group, SuffixError, dequantize, parse_suffix
@@ -36,7 +38,7 @@ class Sample:
     """One JSONL line, checked: task token, caption (grounding), parsed target, image path and size."""
 
     where: str
-    image: Path
+    image: ImageRef  # a file, or a `datasets` row (`trainers.data.images.RowImage`)
     prefix: str
     suffix: str
     task: str
@@ -71,6 +73,61 @@ def _check_prefix(prefix: str) -> str:
     return task
 
 
+def _target(where: str, prefix: str, suffix: str, bad: BadSamples) -> tuple[str, list[Group]] | None:
+    """The task token and parsed suffix of one sample; None once a problem is reported."""
+    try:
+        task = _check_prefix(prefix)
+    except ValueError as error:
+        bad.report("unknown_task", where, f'key "prefix": {error}', "Fix the prefix")
+        return None
+    try:
+        groups = parse_suffix(suffix)
+    except SuffixError as error:
+        bad.report(
+            "bad_suffix",
+            where,
+            f'key "suffix": {error}',
+            "Fix the suffix (python -m trainers.tasks.prompted_generation.voc_to_jsonl writes valid ones)",
+        )
+        return None
+    return task, groups
+
+
+def read_source(source: DatasetSource, key: str, bad: BadSamples, limit: int | None) -> list[Sample]:
+    """The checked samples of a `datasets` source of Florence-style rows (image, prefix, suffix)."""
+    from trainers.data.source_rows import load_map_source, require_columns, source_rows
+
+    dataset = load_map_source(source, key)
+    require_columns(
+        dataset, key, ("prefix", "suffix"), "a prompted-generation set needs each row's prefix and suffix"
+    )
+    samples: list[Sample] = []
+    for row in source_rows(dataset, key, ("prefix", "suffix"), bad, limit):
+        prefix, suffix = row.values["prefix"], row.values["suffix"]
+        if not (isinstance(prefix, str) and prefix and isinstance(suffix, str) and suffix):
+            bad.report(
+                "malformed_line",
+                row.where,
+                f"prefix {prefix!r} or suffix {suffix!r} is empty or not a string",
+                f"Fix the row; {_LINE_HINT}",
+            )
+            continue
+        checked = _target(row.where, prefix, suffix, bad)
+        if checked is not None:
+            samples.append(
+                Sample(
+                    row.where,
+                    row.image,
+                    prefix,
+                    suffix,
+                    checked[0],
+                    tuple(checked[1]),
+                    (row.width, row.height),
+                )
+            )
+    return samples
+
+
 def read_jsonl(path: Path, images: Path, bad: BadSamples) -> list[Sample]:
     """The checked samples of one JSONL file (image sizes read from the file headers)."""
     samples: list[Sample] = []
@@ -87,21 +144,10 @@ def read_jsonl(path: Path, images: Path, bad: BadSamples) -> list[Sample]:
                 f"Fix that line; {_LINE_HINT}",
             )
             continue
-        try:
-            task = _check_prefix(fields["prefix"])
-        except ValueError as error:
-            bad.report("unknown_task", where, f'key "prefix": {error}', "Fix the prefix")
+        checked = _target(where, fields["prefix"], fields["suffix"], bad)
+        if checked is None:
             continue
-        try:
-            groups = parse_suffix(fields["suffix"])
-        except SuffixError as error:
-            bad.report(
-                "bad_suffix",
-                where,
-                f'key "suffix": {error}',
-                "Fix the suffix (python -m trainers.tasks.prompted_generation.voc_to_jsonl writes valid ones)",
-            )
-            continue
+        task, groups = checked
         image = Path(fields["image"]) if Path(fields["image"]).is_absolute() else images / fields["image"]
         if not image.is_file():
             bad.report(
@@ -133,7 +179,7 @@ class PromptedDataset(Dataset):
 
     def __init__(
         self,
-        source: str | Path,
+        source: str | Path | DatasetSource,
         key: str,
         processor: Any,
         data: PromptedData,
@@ -142,17 +188,21 @@ class PromptedDataset(Dataset):
         order: str = "shuffled",
         seed: int = 0,
     ) -> None:
-        self.source = Path(source)
         self.key = key
         self.processor = processor
-        self.bad_samples = BadSamples(f"{source} ({key})", data.on_bad_sample)
-        if not self.source.is_file():
-            raise DataError(
-                f"{source}: not found ({key}). Point {key} at a Florence JSONL "
-                "(python -m trainers.tasks.prompted_generation.voc_to_jsonl writes one from VOC XML)."
-            )
-        root = Path(images) if images is not None else self.source.parent
-        samples = read_jsonl(self.source, root, self.bad_samples)
+        where = source.path if isinstance(source, DatasetSource) else source
+        self.bad_samples = BadSamples(f"{where} ({key})", data.on_bad_sample)
+        if isinstance(source, DatasetSource):
+            samples = read_source(source, key, self.bad_samples, limit)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise DataError(
+                    f"{source}: not found ({key}). Point {key} at a Florence JSONL "
+                    "(python -m trainers.tasks.prompted_generation.voc_to_jsonl writes one from VOC XML)."
+                )
+            root = Path(images) if images is not None else path.parent
+            samples = read_jsonl(path, root, self.bad_samples)
         samples = [s for s in samples if self._fits(s, data)]
         if limit is not None:
             samples = samples[:limit]
@@ -214,8 +264,7 @@ class PromptedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.sample(index)
-        with Image.open(sample.image) as image:
-            rgb = image.convert("RGB")
+        rgb = open_rgb(sample.image)
         inputs = self.processor(text=[sample.prefix], images=[rgb], return_tensors="pt")
         labels = self.processor.tokenizer(sample.suffix, return_token_type_ids=False)["input_ids"]
         return {

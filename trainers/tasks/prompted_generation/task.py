@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainers.data.images import open_rgb
 from trainers.errors import RecipeError
 from trainers.tasks.interface import TableRow, Task, TaskData
 from trainers.tasks.prompted_generation.config import PromptedData, PromptedEval
@@ -150,8 +151,8 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
         from trainers.data_policy import BadSamples
 
         data = self._data(recipe)
-        if self.missing_data(recipe):
-            return None
+        if self.missing_data(recipe) or not (isinstance(data.train, str) and isinstance(data.val, str)):
+            return None  # a `datasets` source: the run computes the baseline
         try:
             train = read_jsonl(
                 Path(data.train), Path(data.images or Path(data.train).parent), BadSamples("", "skip")
@@ -177,7 +178,6 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
     ) -> None:
         """`boxes.png` (the first `evaluation.draw_images` OD val images: true green, predicted red) and
         `predictions.jsonl` (every prediction with its line)."""
-        from PIL import Image
 
         from trainers.tasks.prompted_generation.draw import sheet
 
@@ -189,7 +189,7 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
         for i in sorted(predictions):
             sample = dataset.samples[i]
             if sample.task == OD and len(rows) < self.evaluation.draw_images:
-                with Image.open(sample.image) as image:
+                with open_rgb(sample.image) as image:
                     rows.append((image.convert("RGB"), sample, predictions[i]))
         if rows:
             sheet(rows, directory / "boxes.png")
@@ -198,12 +198,11 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
         self, predictions: Mapping[int, dict], dataset: PromptedDataset, n: int = 8
     ) -> list[TableRow]:
         """Image with the parsed predicted boxes and the target's boxes; generated and target text."""
-        from PIL import Image
 
         rows = []
         for i, p in list(predictions.items())[:n]:
             sample = dataset.samples[i]
-            with Image.open(sample.image) as image:
+            with open_rgb(sample.image) as image:
                 picture = image.convert("RGB")
             rows.append(
                 TableRow(

@@ -1,4 +1,5 @@
-"""LabelImg Pascal VOC XML → Florence-2 JSONL (`{"image", "prefix", "suffix"}`), one line per task per image.
+"""LabelImg Pascal VOC XML or a YOLO export → Florence-2 JSONL (`{"image", "prefix", "suffix"}`), one line per
+task per image.
 
     python -m trainers.tasks.prompted_generation.voc_to_jsonl --voc data/fabric/Annotations --images data/fabric/JPEGImages \
         --out data/fabric/train.jsonl --tasks OD,DENSE_REGION_CAPTION,CAPTION_TO_PHRASE_GROUNDING --flip
@@ -7,6 +8,11 @@ Boxes become `<loc_N>` bins exactly as the native processor quantizes them (`tra
 `--flip` also writes a mirrored copy `flipped_<name>` of each image next to it, with mirrored boxes. Image paths
 in the JSONL are relative to `--images`. A bad file (bad XML, x1 > x2, a box outside the image, a missing image,
 a class outside `--classes`) stops the conversion with a message naming it; `--skip-bad` skips and counts it.
+
+`--yolo DATA_YAML --split train` (instead of `--voc`) reads a YOLO detection export (`trainers.data.yolo`: its
+label lines checked and refused by file and line as the detection task does); the class names are the
+data.yaml's `names` and also serve as region descriptions. `--images` is then optional: image paths are
+written relative to it when given, else absolute.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from trainers.data_policy import DataError
-from trainers.tasks.prompted_generation.voc import flipped, lines_for, read_voc
+from trainers.tasks.prompted_generation.voc import VocImage, VocObject, flipped, lines_for, read_voc
 
 TASKS = ("OD", "DENSE_REGION_CAPTION", "CAPTION_TO_PHRASE_GROUNDING")
 
@@ -77,10 +83,60 @@ def convert(
     return {k: counts[k] for k in ("images", "lines", "skipped", "flipped")}
 
 
+def yolo_images(path: Path, split: str, skip_bad: bool = False) -> list[VocImage]:
+    """The images of one split of a YOLO export as `VocImage`s (boxes in corner pixels, described by class)."""
+    from trainers.data.yolo import read_yolo
+    from trainers.data_policy import BadSamples
+
+    bad = BadSamples(str(path), "skip" if skip_bad else "fail")
+    payload = read_yolo(path, f"data.{split}", bad)
+    for example in bad.examples:
+        print(f"skipped: {example['where']}: {example['message']}", file=sys.stderr)
+    names = {c["id"]: c["name"] for c in payload["categories"]}
+    by_image: dict[int, list[VocObject]] = {}
+    for ann in payload["annotations"]:
+        x, y, w, h = ann["bbox"]
+        name = names[ann["category_id"]]
+        by_image.setdefault(ann["image_id"], []).append(VocObject(name, name, (x, y, x + w, y + h)))
+    return [
+        VocImage(path, Path(e["file_name"]), e["width"], e["height"], tuple(by_image.get(e["id"], ())))
+        for e in payload["images"]
+    ]
+
+
+def convert_yolo(
+    path: Path,
+    split: str,
+    out: Path,
+    tasks: Sequence[str],
+    images: Path | None = None,
+    skip_bad: bool = False,
+) -> dict[str, int]:
+    """Write the JSONL of one YOLO split; returns counts (images, lines, skipped, flipped)."""
+    counts: Counter[str] = Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for voc in yolo_images(path, split, skip_bad):
+            name = (
+                voc.image.relative_to(images.resolve()).as_posix() if images is not None else str(voc.image)
+            )
+            records = lines_for(voc, name, tasks)
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+            counts["images"] += 1
+            counts["lines"] += len(records)
+    return {k: counts[k] for k in ("images", "lines", "skipped", "flipped")}
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, int]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voc", type=Path, required=True, help="folder of LabelImg .xml files")
-    parser.add_argument("--images", type=Path, required=True, help="folder of the images")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--voc", type=Path, help="folder of LabelImg .xml files")
+    source.add_argument("--yolo", type=Path, help="a YOLO export's data.yaml (or a split's image folder)")
+    parser.add_argument(
+        "--split", default="train", help="with --yolo: the data.yaml entry (train, val, test)"
+    )
+    parser.add_argument("--images", type=Path, help="folder of the images (--voc: required)")
     parser.add_argument("--out", type=Path, required=True, help="the JSONL to write")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     parser.add_argument("--flip", action="store_true", help="also write mirrored flipped_ copies")
@@ -90,7 +146,14 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> d
     )
     args = parser.parse_args(argv)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    counts = convert(args.voc, args.images, args.out, _tasks(args.tasks), args.flip, classes, args.skip_bad)
+    if args.yolo is not None:
+        counts = convert_yolo(args.yolo, args.split, args.out, _tasks(args.tasks), args.images, args.skip_bad)
+    elif args.images is None:
+        parser.error("--voc needs --images (the folder of the images)")
+    else:
+        counts = convert(
+            args.voc, args.images, args.out, _tasks(args.tasks), args.flip, classes, args.skip_bad
+        )
     out(
         f"wrote {args.out}: {counts['lines']} lines from {counts['images']} images"
         f" ({counts['flipped']} flipped copies, {counts['skipped']} bad files skipped)"

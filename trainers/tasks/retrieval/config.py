@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from trainers.data.source_config import DatasetSource
 from trainers.data.split_config import DataPath, SplitData
 from trainers.errors import RecipeError
 
@@ -26,6 +27,9 @@ class RetrievalData(SplitData):
     same pairs on any rank, and no image appears twice in a batch (its other captions would be negatives).
     Validation embeds every caption: text→image ranks each caption's image, image→text the best-ranked of
     its captions. `max_train_samples` / `max_val_samples` keep the first N images.
+
+    Either split may instead be a `DatasetSource` of image-text pairs: `columns.caption` holds a caption or
+    a list of captions per image row.
     """
 
     task: ClassVar[str] = "retrieval"
@@ -40,7 +44,11 @@ class RetrievalData(SplitData):
         "data.val= (and data.images=) at yours. `--demo` trains on the shipped data/shape_pairs."
     )
 
+    train: str | DatasetSource
+    val: str | DatasetSource
+
     def validate(self) -> None:
+        super().validate()
         for key in ("max_train_samples", "max_val_samples"):
             value = getattr(self, key)
             if value is not None and value < 1:

@@ -1,6 +1,7 @@
 """Caption files → datasets of (image, captions), and the collators that tokenize captions for the dual encoder.
 
-A caption file is a JSON object `{image file: [caption, ...]}`. A missing image or an empty caption list stops
+A caption file is a JSON object `{image file: [caption, ...]}`, or a COCO captions file (`captions_*.json`,
+`images` + `annotations`; `trainers.data.coco_captions`). A missing image or an empty caption list stops
 with the file, the line of that entry and what to do (line numbers are found in the text: JSON parsers give
 none).
 """
@@ -15,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from trainers.data_policy import DataError
+from trainers.data.coco_captions import is_coco_captions, read_coco_captions
+from trainers.data.images import ImageRef, open_rgb
+from trainers.data.source_config import DatasetSource
+from trainers.data_policy import BadSamples, DataError
 
 
 @dataclass(frozen=True)
 class Pair:
     """One image and all of its captions; `where` is `file:line` of its entry."""
 
-    path: Path
+    path: ImageRef  # a file, or a `datasets` row (`trainers.data.images.RowImage`)
     captions: tuple[str, ...]
     where: str
 
@@ -35,10 +39,38 @@ def _line_of(text: str, key: str) -> int:
     return text.count("\n", 0, position) + 1 if position >= 0 else 1
 
 
+def read_source_pairs(source: DatasetSource, key: str, limit: int | None = None) -> list[Pair]:
+    """The rows of a `datasets` source (an image and a caption or a list of captions each), in table order."""
+    from trainers.data.source_rows import load_map_source, require_columns, source_rows
+
+    dataset = load_map_source(source, key)
+    require_columns(dataset, key, ("caption",), "an image-text set needs each image's caption(s)")
+    pairs = []
+    for row in source_rows(dataset, key, ("caption",), BadSamples(f"{source.path} ({key})"), limit):
+        value = row.values["caption"]
+        captions = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(captions, list)
+            or not captions
+            or not all(isinstance(c, str) and c.strip() for c in captions)
+        ):
+            raise DataError(
+                f"{row.where}: caption {value!r} is not a non-empty caption or list of them. Fix the row or map "
+                f"{key}.columns.caption to another column."
+            )
+        pairs.append(Pair(row.image, tuple(c.strip() for c in captions), row.where))
+    if not pairs:
+        raise DataError(f"{key} ({source.path!r}) holds no rows.")
+    return pairs
+
+
 def read_pairs(
-    source: str | Path, key: str, images: str | Path | None = None, limit: int | None = None
+    source: str | Path | DatasetSource, key: str, images: str | Path | None = None, limit: int | None = None
 ) -> list[Pair]:
-    """The caption file's entries in file order (the first `limit`), each image checked on disk."""
+    """The caption file's entries in file order (the first `limit`), each image checked on disk; a
+    `DatasetSource` gives its rows instead."""
+    if isinstance(source, DatasetSource):
+        return read_source_pairs(source, key, limit)
     source = Path(source)
     text = source.read_text()
     try:
@@ -53,10 +85,15 @@ def read_pairs(
             f"{source}:1: {key} must be a JSON object mapping image files to caption lists, "
             f"got a {type(entries).__name__}."
         )
+    if is_coco_captions(entries):  # captions_*.json: images + annotations
+        found, lines = read_coco_captions(source, BadSamples(f"{source} ({key})"))
+        entries = found
+    else:
+        lines = {name: f"{source}:{_line_of(text, name)}" for name in entries}
     folder = Path(images) if images is not None else source.parent
     pairs = []
     for name, captions in list(entries.items())[:limit]:
-        where = f"{source}:{_line_of(text, name)}"
+        where = lines[name]
         captions = [captions] if isinstance(captions, str) else captions
         if (
             not isinstance(captions, list)
@@ -105,8 +142,7 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         try:
-            with Image.open(pair.path) as image:
-                image = image.convert("RGB")
+            image = open_rgb(pair.path)
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(
                 f"{pair.where}: cannot read the image {pair.path} ({error}) of {self.key}. "

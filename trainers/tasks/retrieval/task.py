@@ -74,6 +74,8 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
 
     def plan_baseline(self, recipe: Any) -> Any:
         data = self._data(recipe)
+        if not isinstance(data.val, str):  # a `datasets` source: the run computes its baseline
+            return None
         try:
             entries = json.loads(Path(data.val).read_text())
         except (OSError, ValueError):
