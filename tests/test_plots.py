@@ -41,7 +41,9 @@ def florence_like(tmp_path):
 
 def test_the_headline_metric_has_a_panel_of_its_own_first_with_its_baseline(tmp_path):
     out = tmp_path / "val_metrics.png"
-    drawn = plot_eval_metrics(florence_like(tmp_path), out, headline="eval_map_50", best_epoch=5.0, stage_steps=[20])
+    drawn = plot_eval_metrics(
+        florence_like(tmp_path), out, headline="eval_map_50", best_epoch=5.0, stage_steps=[20]
+    )
     panels = read_panels(out)
     assert panels == [{"title": p.title, "series": p.series, "baseline": p.baseline} for p in drawn]
     assert panels[0] == {"title": "map_50 (headline)", "series": ["map_50"], "baseline": {"map_50": 0.002}}
