@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainers.data.epoch import EpochAware
 from trainers.data_policy import DataError
 
 
@@ -79,7 +80,7 @@ def read_pairs(
     return pairs
 
 
-class PairDataset(Dataset):
+class PairDataset(EpochAware, Dataset):
     """`{"pixel_values", "captions"}` per image; with `train=True` one caption, drawn per (seed, epoch, index)."""
 
     def __init__(
@@ -93,10 +94,6 @@ class PairDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose caption draw the next items get (`trainers.callbacks.dataset_epoch`)."""
-        self.epoch = int(epoch)
 
     def caption_for(self, index: int) -> str:
         captions = self.pairs[index].captions
