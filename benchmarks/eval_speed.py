@@ -119,7 +119,7 @@ class Candidates:
             self.dataset,
             self.collator,
             batch_size,
-            num_workers=resolve_num_workers(ctx.recipe.training.num_workers),
+            num_workers=resolve_num_workers(ctx.recipe.training.num_workers, torch.cuda.is_available()),
         )
         self.decode = _decode(ctx)
 
@@ -133,7 +133,7 @@ class Candidates:
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=self.collator,
-            num_workers=resolve_num_workers(self.ctx.recipe.training.num_workers),
+            num_workers=resolve_num_workers(self.ctx.recipe.training.num_workers, torch.cuda.is_available()),
         )
         for batch in loader:
             self.bare_call(self.model, _to_device(batch, "cpu", self.dtype))

@@ -25,12 +25,13 @@ RECIPE = str(ROOT / "recipes" / "vit_lora.py")
 N = 12  # items per epoch in these checks
 
 
-def test_auto_gives_each_rank_a_few_workers_and_keeps_a_core_for_the_step():
-    assert resolve_num_workers("auto", cpus=2, local_world=1) == 1
-    assert resolve_num_workers("auto", cpus=2, local_world=2) == 0
-    assert resolve_num_workers("auto", cpus=16, local_world=1) == AUTO_MAX_WORKERS == 4
-    assert resolve_num_workers("auto", cpus=16, local_world=8) == 1
-    assert resolve_num_workers(3, cpus=1, local_world=8) == 3  # a number is taken as it is
+def test_auto_gives_each_gpu_rank_a_few_workers_and_keeps_a_core_for_the_step():
+    assert resolve_num_workers("auto", cuda=True, cpus=2, local_world=1) == 1
+    assert resolve_num_workers("auto", cuda=True, cpus=2, local_world=2) == 0
+    assert resolve_num_workers("auto", cuda=True, cpus=16, local_world=1) == AUTO_MAX_WORKERS == 4
+    assert resolve_num_workers("auto", cuda=True, cpus=16, local_world=8) == 1
+    assert resolve_num_workers("auto", cuda=False, cpus=16, local_world=1) == 0  # the step needs the cores
+    assert resolve_num_workers(3, cuda=False, cpus=1, local_world=8) == 3  # a number is taken as it is
     assert loader_settings("auto", cuda=True, cpus=16, local_world=1) == loader_settings(4, cuda=True)
     gpu = loader_settings("auto", cuda=True, cpus=16, local_world=1)
     assert (gpu.num_workers, gpu.persistent_workers, gpu.pin_memory) == (4, True, True)

@@ -206,8 +206,8 @@ class Training:
     optim: str = "adamw_torch"
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    # DataLoader workers per rank: "auto" = a few (cores per rank - 1, at most 4), persistent, pinned memory
-    # on CUDA (`trainers.data.loader`); 0 loads between steps in the training process.
+    # DataLoader workers per rank: "auto" = on a GPU a few (cores per rank - 1, at most 4), without one 0;
+    # persistent, pinned memory on CUDA (`trainers.data.loader`); 0 loads between steps in the training process.
     num_workers: int | Literal["auto"] = "auto"
     logging_steps: int = 10
     max_steps: int = -1
