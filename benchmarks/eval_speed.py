@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import Goal, Result, Spread, interleaved, main_for, paired_ratios, table, timed
 from benchmarks.demo import demo_context, scratch
+from trainers.data.loader import resolve_num_workers
 from trainers.evaluation import ShardedEvaluator, _float_dtype, _to_device
 
 
@@ -114,7 +115,11 @@ class Candidates:
         self.collator = ctx.data.eval_collator
         self.dtype = _float_dtype(self.model)
         self.evaluator = ShardedEvaluator(
-            ctx.task, self.dataset, self.collator, batch_size, num_workers=ctx.recipe.training.num_workers
+            ctx.task,
+            self.dataset,
+            self.collator,
+            batch_size,
+            num_workers=resolve_num_workers(ctx.recipe.training.num_workers, torch.cuda.is_available()),
         )
         self.decode = _decode(ctx)
 
@@ -128,7 +133,7 @@ class Candidates:
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=self.collator,
-            num_workers=self.ctx.recipe.training.num_workers,
+            num_workers=resolve_num_workers(self.ctx.recipe.training.num_workers, torch.cuda.is_available()),
         )
         for batch in loader:
             self.bare_call(self.model, _to_device(batch, "cpu", self.dtype))

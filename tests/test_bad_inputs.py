@@ -402,6 +402,11 @@ IN_PROCESS = [
         ("cannot read the image", "Replace the file"),
     ),
     (
+        "fp16-without-gpu",
+        lambda f: [str(f["tiny.py"]), "training.precision=fp16"],
+        ("training.precision=fp16", "CUDA", "training.precision=bf16"),
+    ),
+    (
         "jsonl-malformed-line",
         lambda f: [str(f["tiny.py"]), f"data.train={f['malformed.jsonl']}"],
         ("malformed.jsonl:4", "not valid JSON", "Fix that line"),

@@ -30,8 +30,10 @@ from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
+from trainers.data.loader import loader_settings, resolve_num_workers
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
+from trainers.errors import RecipeError
 from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
@@ -70,6 +72,13 @@ def build_training_arguments(
     precision = t.precision
     if precision == "auto":
         precision = "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not has_cuda:
+        raise RecipeError(
+            "training.precision=fp16 trains with the Trainer's loss scaling (a GradScaler), which needs a CUDA "
+            "GPU, and this process has none. Use training.precision=bf16 (autocast, no loss scaling: it runs "
+            "on CPU too and keeps fp32's exponent range) or fp32."
+        )
+    loader = loader_settings(t.num_workers, has_cuda)
     return TrainingArguments(
         output_dir=str(output_dir / CHECKPOINTS),
         num_train_epochs=t.epochs,
@@ -99,7 +108,9 @@ def build_training_arguments(
         use_cpu=not has_cuda,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        dataloader_num_workers=t.num_workers,
+        dataloader_num_workers=loader.num_workers,
+        dataloader_persistent_workers=loader.persistent_workers,
+        dataloader_pin_memory=loader.pin_memory,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config_for(recipe.launch, t, launcher_world_size()),
@@ -349,7 +360,7 @@ def _evaluator(
         _eval_batch_size(recipe),
         prefix=prefix,
         artifacts_dir=artifacts_dir,
-        num_workers=recipe.training.num_workers,
+        num_workers=resolve_num_workers(recipe.training.num_workers, torch.cuda.is_available()),
     )
 
 

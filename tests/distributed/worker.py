@@ -187,6 +187,7 @@ def build_recipe(
             resume="never",
             save_total_limit=2,
             seed=42,
+            num_workers=0,  # RecordingDataset records in this process
         ),
         evaluation=Evaluation(metrics=METRICS, num_beams=2, max_length=12, batch_size=eval_batch),
         early_stopping=EarlyStopping(metric=mean(*METRICS), mode="max", patience=patience),

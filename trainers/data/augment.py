@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from trainers.data.augment_config import Augment, CaptionSides, ColorJitter, RandomResizedCrop
+from trainers.data.epoch import EpochAware
 from trainers.errors import RecipeError
 
 __all__ = ["Augment", "AugmentedDataset", "CaptionSides", "ColorJitter", "RandomResizedCrop", "augment"]
@@ -324,7 +325,7 @@ def _rotate(image: Image.Image, degrees: float, fill: int):
 # ---------------------------------------------------------------------------------------------- dataset
 
 
-class AugmentedDataset:
+class AugmentedDataset(EpochAware):
     """A training dataset whose dict items (`image`, optional `boxes`, `box_labels`, `keypoints`, `caption`)
     are augmented by (seed, epoch, index); `set_epoch` must be called at each epoch start.
 
@@ -335,9 +336,6 @@ class AugmentedDataset:
 
     def __init__(self, dataset: Any, config: Augment, seed: int) -> None:
         self.dataset, self.config, self.seed, self.epoch = dataset, config, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)

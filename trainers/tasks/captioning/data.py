@@ -21,6 +21,7 @@ from trainers.data import jsonl
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
 from trainers.data.coco_captions import is_coco_captions, read_coco_captions
+from trainers.data.epoch import EpochAware
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
@@ -173,7 +174,7 @@ def _image_problem(path: Path) -> str | None:
     return None
 
 
-class CaptionDataset(Dataset):
+class CaptionDataset(EpochAware, Dataset):
     """Images with one or more captions each; the first caption trains, all are references.
 
     Items are `{"pixel_values": FloatTensor[C, H, W], "caption": str, "index": int}`. `augment` (training split
@@ -196,10 +197,6 @@ class CaptionDataset(Dataset):
     def references(self) -> list[list[str]]:
         """All captions of every item, in item order (what caption metrics compare against)."""
         return [list(captions) for captions in self._captions]
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
-        self.epoch = int(epoch)
 
     def _load_image(self, index: int) -> Image.Image:
         raise NotImplementedError

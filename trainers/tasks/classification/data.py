@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from trainers.data import jsonl
 from trainers.data.augment import Augment, augment
 from trainers.data.augment import Sample as AugmentSample
+from trainers.data.epoch import EpochAware
 from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
@@ -228,7 +229,7 @@ def _image_problem(path: Path) -> str | None:
 # -------------------------------------------------------------------------------------------- dataset
 
 
-class ClassifiedImages(Dataset):
+class ClassifiedImages(EpochAware, Dataset):
     """Items `{"pixel_values": FloatTensor[C, H, W], "labels": int}`; `targets[i]` is item i's class id.
 
     `augment` (the recipe's `data.augment`, training split only) runs before the image processor, seeded by
@@ -249,10 +250,6 @@ class ClassifiedImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose augmentation the next items get (`trainers.callbacks.dataset_epoch`)."""
-        self.epoch = int(epoch)
 
     @property
     def description(self) -> str:

@@ -126,15 +126,25 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
         divides by the world size again, so on N ranks the L1 and GIoU terms come out N times too large
         (2 ranks: twice the loss of 1 rank on the same data). This recombines the model's own loss terms with
         the normaliser of the original DETR, clamp(sum of boxes / world, 1): 1 process is unchanged.
+
+        The loss and its Hungarian matching run in float32 outside autocast, on float32 copies of the logits
+        and boxes, so a bf16 run's matching never depends on which ops autocast's lists keep in float32 (on
+        CPU today softmax and cdist already are; a bf16 cost matrix, 8 bits of mantissa, would tie near-equal
+        costs and flip matches between steps).
         """
-        outputs = model(**inputs)
-        if "labels" not in inputs or outputs.loss_dict is None:
-            return outputs.loss
         config = _config(model)
-        if getattr(config, "auxiliary_loss", False):  # auxiliary terms: not recombined here
-            return outputs.loss
-        scale = _box_normaliser_correction(inputs["labels"], outputs.loss)
-        terms = outputs.loss_dict
+        if "labels" not in inputs or getattr(config, "auxiliary_loss", False):  # auxiliary: the model's own
+            return model(**inputs).loss
+        import torch
+        from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
+
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+        with torch.autocast(outputs.logits.device.type, enabled=False):
+            loss, terms, _ = ForObjectDetectionLoss(
+                outputs.logits.float(), labels, outputs.logits.device, outputs.pred_boxes.float(), config
+            )
+        scale = _box_normaliser_correction(labels, loss)
         return (
             terms["loss_ce"]
             + config.bbox_loss_coefficient * scale * terms["loss_bbox"]

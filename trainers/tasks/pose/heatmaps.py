@@ -40,10 +40,15 @@ def heatmap_targets(
 
 
 def joints_mse_loss(predicted: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean over joints of MSE(pred * w, target * w) over batch and pixels (mmpose JointsMSELoss)."""
-    w = weights[..., None, None]
-    per_joint = ((predicted * w - targets * w) ** 2).mean(dim=(0, 2, 3))
-    return per_joint.mean()
+    """mean over joints of MSE(pred * w, target * w) over batch and pixels (mmpose JointsMSELoss).
+
+    In float32 whatever the model's precision: a bf16 heatmap near a Gaussian peak keeps ~2-3 significant
+    digits, and the squared differences of 64x48 pixels summed in bf16 lose the small ones entirely.
+    """
+    with torch.autocast(predicted.device.type, enabled=False):
+        w = weights[..., None, None].float()
+        per_joint = ((predicted.float() * w - targets.float() * w) ** 2).mean(dim=(0, 2, 3))
+        return per_joint.mean()
 
 
 def decode_argmax(heatmaps: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from trainers.data import jsonl
+from trainers.data.epoch import EpochAware
 from trainers.data.images import ImageRef, open_rgb
 from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
@@ -169,7 +170,7 @@ def read_jsonl(path: Path, images: Path, bad: BadSamples) -> list[Sample]:
     return samples
 
 
-class PromptedDataset(Dataset):
+class PromptedDataset(EpochAware, Dataset):
     """Items `{input_ids, attention_mask, pixel_values, labels, task, image_size}`, unpadded.
 
     `ordered` tells the trainer to read the items in index order (a sequential sampler): under
@@ -211,6 +212,7 @@ class PromptedDataset(Dataset):
         self.bad_samples.log(len(samples))
         self.ordered = order == "curriculum"
         self.seed, self.epoch = seed, 0
+        self._order_epoch = 0  # the epoch `_order` was drawn for (each worker redraws it when that moves on)
         self._order = self._curriculum(0) if self.ordered else list(range(len(samples)))
 
     def _fits(self, sample: Sample, data: PromptedData) -> bool:
@@ -250,16 +252,14 @@ class PromptedDataset(Dataset):
             order += block
         return order
 
-    def set_epoch(self, epoch: int) -> None:
-        if self.ordered and epoch != self.epoch:
-            self.epoch = epoch
-            self._order = self._curriculum(epoch)
-
     def __len__(self) -> int:
         return len(self.samples)
 
     def sample(self, index: int) -> Sample:
         """The sample behind item `index` (evaluation sets are never reordered)."""
+        if self.ordered and self._order_epoch != self.epoch:  # the shared epoch moved on (`set_epoch`)
+            self._order_epoch = self.epoch
+            self._order = self._curriculum(self._order_epoch)
         return self.samples[self._order[index]]
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from trainers.data.coco_captions import is_coco_captions, read_coco_captions
+from trainers.data.epoch import EpochAware
 from trainers.data.images import ImageRef, open_rgb
 from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError
@@ -116,7 +117,7 @@ def read_pairs(
     return pairs
 
 
-class PairDataset(Dataset):
+class PairDataset(EpochAware, Dataset):
     """`{"pixel_values", "captions"}` per image; with `train=True` one caption, drawn per (seed, epoch, index)."""
 
     def __init__(
@@ -130,10 +131,6 @@ class PairDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch whose caption draw the next items get (`trainers.callbacks.dataset_epoch`)."""
-        self.epoch = int(epoch)
 
     def caption_for(self, index: int) -> str:
         captions = self.pairs[index].captions

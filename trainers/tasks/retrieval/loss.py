@@ -40,9 +40,12 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
 
 def symmetric_infonce(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """CLIP's loss: cross-entropy over texts→images and images→texts, pair i matching pair i, averaged."""
-    logits = logit_scale.exp() * text @ image.t()
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    # float32 outside autocast: with logit_scale up to ln 100 a bf16 similarity (3 significant digits) moves a
+    # logit by up to ~0.4, and autocast would run this matmul in bf16
+    with torch.autocast(text.device.type, enabled=False):
+        logits = logit_scale.float().exp() * text.float() @ image.float().t()
+        target = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
 
 
 def global_contrastive_loss(
