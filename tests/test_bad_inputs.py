@@ -8,6 +8,7 @@ docs/errors.md lists the same cases with the message a user sees.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib.util
 import json
@@ -15,11 +16,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, SHAPES
+from trainers.models import registry
+from trainers.models.vit import VIT_CLASSIFICATION
 
 PROGRESSIVE = "recipes/blip_progressive.py"
 
@@ -104,7 +108,7 @@ def check(rc: int, stderr: str, expected: tuple[str, ...]) -> str:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
+def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
     """Bad inputs on disk: recipes, caption files, images, a ds_config."""
     root = tmp_path_factory.mktemp("bad")
     f: dict[str, Path] = {"root": root}
@@ -150,6 +154,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
         ),
     )
     write("nodemo.py", tiny.replace("demo=TinyBlipSpec(), ", ""))
+    write(
+        "group_decay.py",
+        "from trainers.recipe import ParamGroup\n\ng = ParamGroup('vision', match='^vit', layer_decay=0.0)\n",
+    )
+    vit = (ROOT / "recipes" / "vit_layer_decay.py").read_text()
+    write("no_layout.py", vit.replace('family="vit"', 'family="vit-no-layout"'))
 
     captions = json.loads((SHAPES / "train.json").read_text())
     names = list(captions)[:16]
@@ -200,8 +210,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write("ds_syntax.json", '{"zero_optimization": {"stage": 2,}}\n')
     write("ds_list.json", "[1, 2]\n")
     write("not_a_dir", "a file where a directory should be\n")
-    return f
+    # a plug-in family that declares no layer layout (the ViT entry without its `layers`)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry.FAMILIES, "vit-no-layout", f"{__name__}:VIT_NO_LAYOUT")
+        yield f
 
+
+VIT_NO_LAYOUT = dataclasses.replace(VIT_CLASSIFICATION, name="vit-no-layout", layers=())
 
 # (case id, argv builder(files) -> argv, expected fragments). Fragments name the place and the fix.
 IN_PROCESS = [
@@ -281,6 +296,21 @@ IN_PROCESS = [
     ("stage-epoch-0", lambda f: [str(f["stage0.py"]), "--dry-run"], ("stages[0].epoch=0", "freeze rules")),
     ("stages-not-increasing", lambda f: [str(f["stages_order.py"]), "--dry-run"], ("stages", "increasing")),
     ("duplicate-groups", lambda f: [str(f["dup_groups.py"]), "--dry-run"], ("param_groups", "'a'")),
+    (
+        "layer-decay-outside-0-1",
+        lambda f: ["recipes/vit_layer_decay.py", "--demo", "training.layer_decay=1.5", "--dry-run"],
+        ("training.layer_decay=1.5", "(0, 1]", "none to switch it off"),
+    ),
+    (
+        "group-layer-decay-zero",
+        lambda f: [str(f["group_decay.py"]), "--dry-run"],
+        ("group_decay.py:3", "ParamGroup('vision').layer_decay=0.0", "(0, 1]"),
+    ),
+    (
+        "layer-decay-family-without-layout",
+        lambda f: [str(f["no_layout.py"]), "--demo", "--dry-run"],
+        ("training.layer_decay=0.75", "'vit-no-layout'", "declares no layer layout", "LayerStack", "Remove"),
+    ),
     (
         "early-stopping-metric",
         lambda f: [PROGRESSIVE, "--demo", "early_stopping.metric=bleu", "--dry-run"],

@@ -17,7 +17,7 @@ from trainers.freezing.report import FreezeReport, build_freeze_report
 from trainers.freezing.rules import apply_freeze_rules
 from trainers.models.errors import ModelNotAvailableError
 from trainers.models.hub import LoadOptions
-from trainers.optim.param_groups import GroupPlan, build_param_groups
+from trainers.optim.param_groups import GroupPlan, build_param_groups, layer_table
 from trainers.recipe.checks import check_data_paths, missing_data_paths
 from trainers.recipe.config import Freeze, Recipe
 from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
@@ -191,7 +191,10 @@ def prepare_model(
         wrapped, lora_plan = apply_lora(model, recipe.lora, stages)
         model = unwrap_peft(wrapped)
     gates = install_gates(model, stages)
-    groups = build_param_groups(model, recipe.param_groups, recipe.training, stages)
+    family = resolved.family
+    groups = build_param_groups(
+        model, recipe.param_groups, recipe.training, stages, layout=family.layers, family=family.name
+    )
     scheduled = {n for plan in stages for n in plan.param_names}
     report = build_freeze_report(model, effects, scheduled=scheduled)
     return PreparedModel(wrapped, processor, source, report, stages, gates, groups, lora_plan)
@@ -227,6 +230,7 @@ class RunPlan:
             "freeze": self.freeze.to_dict(),
             "stages": [s.to_dict() for s in self.stages],
             "param_groups": [g.to_dict() for g in self.groups],
+            "layer_decay": [row.to_dict() for row in layer_table(self.groups)],
             "training": self.training,
             "launcher_command": self.launcher_command,
             "overrides": self.overrides,
@@ -274,6 +278,13 @@ class RunPlan:
                 f"  [{i}] {g.name:<32} lr={g.lr:.3g}  weight_decay={g.weight_decay:g}  "
                 f"tensors={len(g.param_names)}  params={g.num_params:,}{stage}"
             )
+        table = layer_table(self.groups)
+        if table:
+            lines += ["", "layer-wise lr decay (layer i of depth at lr * decay ** (depth - i)):"]
+            lines.append(f"  {'group':<20} {'layers':<52} {'lr':>9}  params")
+            for row in table:
+                group = row.group + (f"/stage{row.stage}" if row.stage is not None else "")
+                lines.append(f"  {group:<20} {row.layers:<52} {row.lr:>9.3g}  {row.params:,}")
         lines += ["", "training:"]
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
         if self.baseline is not None:
@@ -307,6 +318,7 @@ def build_run_plan(
         "lr_scheduler": t.lr_scheduler,
         "warmup_steps": t.warmup_steps,
         "weight_decay": t.weight_decay,
+        "layer_decay": t.layer_decay,
         "max_grad_norm": t.max_grad_norm,
         "best_metric": f"{best[0]} ({'max' if best[1] else 'min'})",
         "early_stopping": (

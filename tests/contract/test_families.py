@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from trainers.checkpoints import save_under_model_names
+from trainers.errors import RecipeError
 from trainers.models import registry
 from trainers.models.family import FamilyEntry
 from trainers.trainer import tied_names
@@ -127,12 +128,26 @@ def check_stock_peft_reload(entry: FamilyEntry, tmp_path: Path) -> None:
         assert torch.allclose(got[name][0], out, atol=1e-6), name
 
 
+def check_layer_layout_places_every_tower_parameter(entry: FamilyEntry, tmp_path: Path) -> None:
+    """Layer-wise LR decay reads the family's layout: every parameter of a non-head tower sits in a layer, in the
+    tiny model and in each known hub id's architecture; a family without a layout refuses layer decay."""
+    if not entry.layers:
+        with pytest.raises(RecipeError, match="declares no layer layout"):
+            entry.check_layer_decay(["training.layer_decay=0.75"])
+        return
+    model, _ = tiny(entry)
+    assert entry.unplaced_parameters(model) == []
+    for model_id in entry.known_ids:
+        assert entry.unplaced_parameters(entry.meta_model(model_id, **entry.tiny_task_kwargs)) == [], model_id
+
+
 CHECKS = (
     check_tiny_build_is_offline_and_seeded,
     check_towers_cover_every_parameter,
     check_meta_model_counts_what_materializes,
     check_checkpoint_names_round_trip,
     check_stock_peft_reload,
+    check_layer_layout_places_every_tower_parameter,
 )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainers.models.family import HFParts, hf_family, no_task_fields
+from trainers.optim.layer_decay import LayerStack
 
 if TYPE_CHECKING:
     from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
@@ -195,4 +196,14 @@ BLIP_CAPTIONING = hf_family(
     tiny=build_tiny_blip,
     # the LM head's decoder weight is the word embedding (tied): named_parameters lists it under text_decoder.bert
     towers={"vision": ("vision_model.",), "text": ("text_decoder.bert.",), "head": ("text_decoder.cls.",)},
+    # layer-wise LR decay, each tower by its own depth: the tied word embedding (also the LM head's weight) is
+    # the text tower's layer 0
+    layers=(
+        LayerStack(
+            "vision",
+            layers=("vision_model.embeddings.", "vision_model.encoder.layers.{}."),
+            top=("vision_model.post_layernorm.",),
+        ),
+        LayerStack("text", layers=("text_decoder.bert.embeddings.", "text_decoder.bert.encoder.layer.{}.")),
+    ),
 )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers.models.family import HFParts, hf_family, label_fields
+from trainers.optim.layer_decay import LayerStack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -184,6 +185,21 @@ DETR_DETECTION = hf_family(
     tiny=build_tiny_detr,
     # backbone, input projection and the encoder-decoder transformer; the two prediction heads
     towers={"vision": ("model.",), "head": ("class_labels_classifier.", "bbox_predictor.")},
+    # layer-wise LR decay along the whole chain: ResNet stem, each residual block, the projection into the
+    # transformer (with the object queries), the encoder layers, the decoder layers
+    layers=(
+        LayerStack(
+            "detr",
+            layers=(
+                "model.backbone.model.embedder.",
+                "model.backbone.model.encoder.stages.{}.layers.{}.",
+                ("model.input_projection.", "model.query_position_embeddings."),
+                "model.encoder.layers.{}.",
+                "model.decoder.layers.{}.",
+            ),
+            top=("model.decoder.layernorm.",),
+        ),
+    ),
     loader=load_detr,
     architecture=detr_meta_model,
     tiny_task_kwargs={"num_labels": 3},

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from trainers.errors import RecipeError
 from trainers.models.family import FamilyEntry
 from trainers.models.vit import TinyVitSpec
+from trainers.optim.layer_decay import LayerStack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -452,6 +453,19 @@ DUAL_ENCODER = FamilyEntry(
         "text": ("text_model.",),
         "head": ("visual_projection.", "text_projection.", "logit_scale"),
     },
+    # layer-wise LR decay, each tower by its own depth; the projections and the logit scale are the heads
+    layers=(
+        LayerStack(
+            "vision",
+            layers=("vision_model.embeddings.", "vision_model.layers.{}.", "vision_model.encoder.layer.{}."),
+            top=("vision_model.layernorm.", "vision_model.pooler."),
+        ),
+        LayerStack(
+            "text",
+            layers=("text_model.embeddings.", "text_model.encoder.layer.{}."),
+            top=("text_model.pooler.",),
+        ),
+    ),
     architecture=dual_encoder_meta_model,
     known_ids=KNOWN_IDS,
     freeze_settings=_freeze_settings,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainers.errors import RecipeError
+from trainers.optim.layer_decay import LayerStack, layer_positions, no_layout_error
 from trainers.zero3 import param_numel
 
 TOWER_NAMES = ("vision", "text", "head")
@@ -188,6 +189,9 @@ class FamilyEntry:
         through the freeze engine before the recipe's `freeze` rules; None: the family has none.
     tiny_task_kwargs: what a tiny build needs from a task when no task is at hand (a head's label count),
         passed by checks that build every family.
+    layers: the towers' layers from input to output (`trainers.optim.layer_decay.LayerStack`), which give
+        layer-wise LR decay its layer index; every parameter of a non-head tower must sit in a stack.
+        Empty: the family refuses `layer_decay`.
     """
 
     name: str
@@ -202,6 +206,7 @@ class FamilyEntry:
     processor_files: tuple[tuple[str, ...], ...] = ()
     freeze_settings: Callable[[Any, Any], list[Any]] | None = None
     tiny_task_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    layers: tuple[LayerStack, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.towers) - set(TOWER_NAMES))
@@ -241,6 +246,19 @@ class FamilyEntry:
                 f"data is for the {task} task. Pick a family that serves {task}, or data for "
                 f"{' / '.join(self.tasks)}."
             )
+
+    # ------------------------------------------------------------------------------------ layer layout
+
+    def check_layer_decay(self, keys: list[str]) -> None:
+        """A recipe asking for layer decay (`keys`) of a family without a layer layout is refused."""
+        if keys and not self.layers:
+            raise no_layout_error(self.name, keys)
+
+    def unplaced_parameters(self, model: Any) -> list[str]:
+        """Parameters of a non-head tower that no layer stack places (a layout must leave none)."""
+        names = [n.removeprefix(_PEFT_PREFIX) for n, _ in model.named_parameters()]
+        placed = layer_positions(self.layers, names)
+        return [n for n in names if n not in placed and self.tower_of(n) != "head"]
 
     # ----------------------------------------------------------------------------------------- towers
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainers.errors import RecipeError
 from trainers.models.family import HFParts, hf_family, no_task_fields
+from trainers.optim.layer_decay import LayerStack
 from trainers.paths import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -379,4 +380,31 @@ FLORENCE2 = hf_family(
         "text": ("model.language_model.",),
         "head": ("lm_head.",),
     },
+    # layer-wise LR decay. Vision: each DaViT block, a stage's downsampling conv before its blocks; the projector
+    # at the full rate. Text: the BART encoder then the decoder; `shared` (also the tied lm_head) is layer 0.
+    layers=(
+        LayerStack(
+            "vision",
+            layers=(("model.vision_tower.convs.{}.", "model.vision_tower.blocks.{}.{}."),),
+            top=("model.multi_modal_projector.",),
+        ),
+        LayerStack(
+            "text",
+            layers=(
+                (
+                    "model.language_model.shared.",
+                    "model.language_model.encoder.embed_positions.",
+                    "model.language_model.encoder.layernorm_embedding.",
+                ),
+                "model.language_model.encoder.layers.{}.",
+                "model.language_model.encoder.layer_norm.",
+                (
+                    "model.language_model.decoder.embed_positions.",
+                    "model.language_model.decoder.layernorm_embedding.",
+                ),
+                "model.language_model.decoder.layers.{}.",
+            ),
+            top=("model.language_model.decoder.layer_norm.",),
+        ),
+    ),
 )

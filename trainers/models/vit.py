@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers.models.family import HFParts, hf_family, label_fields
+from trainers.optim.layer_decay import LayerStack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -101,5 +102,11 @@ VIT_CLASSIFICATION = hf_family(
     tasks=("classification",),
     tiny=build_tiny_vit,
     towers={"vision": ("vit.",), "head": ("classifier.",)},
+    # layer-wise LR decay: embeddings, then each encoder block; the final norm trains at the head's rate
+    layers=(
+        LayerStack(
+            "vision", layers=("vit.embeddings.", "vit.layers.{}."), top=("vit.layernorm.", "vit.pooler.")
+        ),
+    ),
     tiny_task_kwargs={"num_labels": 3},
 )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers.models.family import HFParts, given_label_fields, hf_family, label_fields
+from trainers.optim.layer_decay import LayerStack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -111,5 +112,12 @@ VITPOSE_POSE = hf_family(
     tasks=("pose",),
     tiny=build_tiny_vitpose,
     towers={"vision": ("backbone.",), "head": ("head.",)},
+    layers=(
+        LayerStack(
+            "vision",
+            layers=("backbone.embeddings.", "backbone.encoder.layer.{}."),
+            top=("backbone.layernorm.",),
+        ),
+    ),
     tiny_task_kwargs={"num_labels": 11},
 )

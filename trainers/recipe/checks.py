@@ -45,8 +45,9 @@ def check_task(recipe: Recipe | ResolvedRecipe) -> Task:
 
 
 def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
-    """Quantization needs LoRA and no ZeRO-3; the task's evaluation settings and metric names; and that the
-    model family serves the task. Returns the recipe resolved (its task and family), for the steps after."""
+    """Quantization needs LoRA and no ZeRO-3; the task's evaluation settings and metric names; that the
+    model family serves the task, and declares a layer layout if the recipe asks for layer decay. Returns the
+    recipe resolved (its task and family), for the steps after."""
     from trainers.tasks.interface import check_metric_names
 
     resolved = resolve_recipe(recipe)
@@ -65,6 +66,7 @@ def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
         extra_sets=tuple(getattr(recipe.data, "extra_val", None) or ()),
     )
     resolved.family.check_serves(task.name)
+    resolved.family.check_layer_decay(recipe.layer_decay_keys())
     return resolved
 
 

@@ -121,18 +121,22 @@ class Stage:
 class ParamGroup:
     """Declared optimizer group: parameters whose name matches `match` (regex, searched) get
     `lr = training.lr * lr_mult`. First matching group wins; unmatched parameters use the defaults.
-    Bias and LayerNorm parameters never get weight decay.
+    Bias and LayerNorm parameters never get weight decay. `layer_decay` (in (0, 1]; default
+    `training.layer_decay`) scales layer i of a tower by `layer_decay ** (depth - i)` on top, the layers
+    being those the model family declares (`trainers.optim.layer_decay`).
     """
 
     name: str
     match: str
     lr_mult: float = 1.0
     weight_decay: float | None = None
+    layer_decay: float | None = None
 
     def __post_init__(self) -> None:
         _check_regex(self.match, f"ParamGroup({self.name!r}).match")
         if self.lr_mult < 0:
             raise RecipeError(f"ParamGroup({self.name!r}).lr_mult must be >= 0, got {self.lr_mult}.")
+        check_decay(self.layer_decay, f"ParamGroup({self.name!r}).layer_decay")
 
 
 # ---------------------------------------------------------------------------------------------- lora
@@ -202,6 +206,9 @@ class Training:
     lr_scheduler: str = "linear"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    # Layer-wise LR decay for every parameter of a tower the family lays out: layer i of depth trains at
+    # lr * layer_decay ** (depth - i), embeddings lowest, heads at lr (`ParamGroup.layer_decay` overrides it).
+    layer_decay: float | None = None
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
     seed: int = 42
@@ -402,6 +409,9 @@ class Recipe:
         epochs = [s.epoch for s in self.stages]
         if epochs != sorted(set(epochs)):
             raise RecipeError(f"stages must have increasing, distinct epochs; got {epochs}.")
+        check_decay(t.layer_decay, "training.layer_decay")
+        for i, group in enumerate(self.param_groups):
+            check_decay(group.layer_decay, f"param_groups.{i}.layer_decay ({group.name!r})")
         names = [g.name for g in self.param_groups]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -429,6 +439,16 @@ class Recipe:
         if self.launch.zero is not None and self.launch.zero not in (1, 2, 3):
             raise RecipeError(f"launch.zero must be 1, 2 or 3, got {self.launch.zero}.")
 
+    def layer_decay_keys(self) -> list[str]:
+        """The keys that ask for layer-wise LR decay (a family without a layer layout refuses them)."""
+        decay = self.training.layer_decay
+        keys = [f"training.layer_decay={decay}"] if decay is not None else []
+        return keys + [
+            f"param_groups[{g.name!r}].layer_decay={g.layer_decay}"
+            for g in self.param_groups
+            if g.layer_decay is not None
+        ]
+
     def _validate_early_stopping(self, es: EarlyStopping) -> None:
         # Metric names are checked against the task's list at load (`trainers.recipe.checks.check_metric_names`).
         if es.patience < 1:
@@ -449,6 +469,16 @@ def to_dict(obj: Any) -> Any:
     if obj is None or isinstance(obj, str | int | float | bool):
         return obj
     return repr(obj)
+
+
+def check_decay(value: float | None, key: str) -> None:
+    """`layer_decay` is a factor in (0, 1]: 1 is a flat rate, 0 would freeze the embeddings."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise RecipeError(
+            f"{key}={value}: layer_decay must be in (0, 1] (layer i trains at lr * layer_decay ** (depth - i); "
+            "1 keeps every layer at the same rate; BEiT fine-tunes ViT-B with 0.65, MAE with 0.75). Set a value in (0, 1] or "
+            "none to switch it off."
+        )
 
 
 def _check_regex(pattern: str, where: str) -> None:
