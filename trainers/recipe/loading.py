@@ -56,13 +56,19 @@ def _with_source(recipe: Recipe, message: str) -> str:
     return f"{setting_source(recipe, keys[-1])}: {message}" if keys else message
 
 
+DEMO_SUFFIX = "_demo"  # `outputs/vit_lora` → `outputs/vit_lora_demo` unless the demo names its own folder
+
+
 def apply_demo(recipe: Recipe) -> None:
-    """Switch to the tiny offline model and apply the recipe's `demo` overrides."""
+    """Switch to the tiny offline model and apply the recipe's `demo` overrides; the output folder gets
+    `_demo` appended unless the demo overrides set one."""
     if recipe.model.demo is None:
         raise RecipeError(
             f"Recipe {recipe.name!r} declares no demo model (Model(demo=...)); it cannot run with --demo."
         )
     recipe.model.use_demo_model = True
+    if "output_dir" not in recipe.demo:  # a demo never writes into the real run's folder
+        recipe.output_dir = recipe.output_dir.rstrip("/") + DEMO_SUFFIX
     for key, value in recipe.demo.items():
         try:
             set_by_path(recipe, key, value)
