@@ -285,26 +285,36 @@ def _main(args: argparse.Namespace) -> int:
 
     summary = run_training(resolved, overrides)
     if int(os.environ.get("RANK", "0")) == 0:
-        best = summary["best_metric"]
-        print(
-            f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; "
-            f"results in {recipe.resolved_output_dir()}",
-            flush=True,
-        )
-        if summary.get("test_metrics"):
-            scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
-            print(f"test split, best model: {scores}", flush=True)
-        if summary.get("overfitting"):
-            signal = summary["overfitting"]
-            print(f"overfitting: {signal['detail']}, since epoch {signal['since_epoch']}", flush=True)
-        if summary.get("lora"):
-            lora = summary["lora"]
-            print(
-                f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "
-                f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})",
-                flush=True,
-            )
+        for line in final_lines(summary, recipe.resolved_output_dir()):
+            print(line, flush=True)
     return 0
+
+
+def final_lines(summary: dict, output_dir: str) -> list[str]:
+    """The run's last lines: steps and best metric, the test split, the overfitting signal still standing at
+    the end (with the epoch `best/` holds, so the two never read as a contradiction), the adapter's size."""
+    best = summary["best_metric"]
+    lines = [
+        f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; results in {output_dir}"
+    ]
+    if summary.get("test_metrics"):
+        scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
+        lines.append(f"test split, best model: {scores}")
+    if summary.get("overfitting"):
+        signal = summary["overfitting"]
+        kept = (
+            f"best/ holds epoch {summary['best_epoch']:g} ({best['name']} = {best['value']:.4g})"
+            if summary.get("best_epoch") is not None and best.get("value") is not None
+            else "best/ holds the best evaluation"
+        )
+        lines.append(f"overfitting: {signal['detail']}, since epoch {signal['since_epoch']}; {kept}")
+    if summary.get("lora"):
+        lora = summary["lora"]
+        lines.append(
+            f"LoRA adapter: {lora['adapter_bytes'] / 2**20:.2f} MiB vs full model "
+            f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -100,13 +100,16 @@ def detect(
 
 
 class OverfittingWatch(TrainerCallback):
-    """Checks after every evaluation; warns once per signal and logs it to W&B when a run is active."""
+    """Checks after every evaluation and keeps the run's *current* state: a signal that a later evaluation
+    undoes (the metric reaching a new best) is cleared, so the summary never reports a peak the run has since
+    passed. Each kind of signal is warned about once per run (a trend that goes on, or starts again from a
+    later evaluation, is not news) and logged to W&B when a run is active."""
 
     def __init__(self, metric: str, greater_is_better: bool, patience: int = 2) -> None:
         self.metric_key = metric if metric.startswith("eval_") else f"eval_{metric}"
         self.greater_is_better, self.patience = greater_is_better, patience
         self.signal: OverfittingSignal | None = None
-        self._reported: set[tuple[str, int]] = set()
+        self._reported: set[str] = set()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         history = list(state.log_history)
@@ -115,11 +118,11 @@ class OverfittingWatch(TrainerCallback):
         ):
             history.append({**metrics, "step": state.global_step, "epoch": state.epoch})
         signal = detect(history, self.metric_key, self.greater_is_better, self.patience)
+        self.signal = signal
         if signal is None:
             return control
-        self.signal = signal
-        if (signal.kind, signal.since_step) not in self._reported and state.is_world_process_zero:
-            self._reported.add((signal.kind, signal.since_step))
+        if signal.kind not in self._reported and state.is_world_process_zero:
+            self._reported.add(signal.kind)
             logger.warning(
                 "overfitting: %s, since epoch %s (step %d)",
                 signal.detail,
