@@ -32,8 +32,10 @@ def eval_history(log_history: list[dict]) -> list[dict[str, Any]]:
 def baseline_report(baseline: Any, best: dict[str, Any] | None, metric: str) -> dict[str, Any] | None:
     """The task's no-model baseline next to the best evaluation: does the model beat the prior?
 
-    `baseline` is the task's (`Task.baseline()`, with `to_dict()`); `None` when the task has none. `beats_baseline` compares the best checkpoint's `metric` with the
-    baseline's (caption metrics: higher is better); `None` when the baseline has no such metric.
+    `baseline` is the task's (`Task.baseline()`, with `to_dict()`); `None` when the task has none. `beats_baseline`
+    compares the best checkpoint's `metric` with the baseline's (caption metrics: higher is better); `None` when
+    the baseline has no such metric; False, with `why_not`, when the best evaluation gave one distinct prediction
+    for every image (a constant output does not beat an image-blind baseline, whatever it scores).
     """
     if baseline is None:
         return None
@@ -45,4 +47,10 @@ def baseline_report(baseline: Any, best: dict[str, Any] | None, metric: str) -> 
         "distinct_predictions": (best or {}).get("distinct_predictions"),
     }
     report["beats_baseline"] = model > prior if model is not None and prior is not None else None
+    if report["model"]["distinct_predictions"] == 1 and report["beats_baseline"]:
+        # one output for every image ignores the image, whatever it scores: no model beats the prior that way
+        report["beats_baseline"] = False
+        report["why_not"] = (
+            "the model gave one prediction for every validation image: it does not read the image"
+        )
     return report
