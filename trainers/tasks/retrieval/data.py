@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from trainers.data_policy import DataError
+from trainers.text_files import read_utf8
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def read_pairs(
 ) -> list[Pair]:
     """The caption file's entries in file order (the first `limit`), each image checked on disk."""
     source = Path(source)
-    text = source.read_text()
+    text = read_utf8(source, DataError, key)
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:
