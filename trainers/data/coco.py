@@ -40,7 +40,9 @@ def load_coco(path: Path, key: str, kind: str, hint: str) -> dict[str, Any]:
     return payload
 
 
-def checked_annotations(path: Path, payload: dict[str, Any], bad: BadSamples, hint: str) -> list[dict[str, Any]]:
+def checked_annotations(
+    path: Path, payload: dict[str, Any], bad: BadSamples, hint: str
+) -> list[dict[str, Any]]:
     """The annotations, in file order, that are JSON objects naming an image id of `images`; any other is
     reported ("malformed_annotation" / "unknown_image") and left out, for detection and pose alike."""
     known = {entry.get("id") for entry in payload["images"] if isinstance(entry, dict)}
