@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -585,3 +586,137 @@ def test_more_bad_inputs_exit_2_before_any_model(case, argv, expected, more_file
     assert rc == 2, stderr[-2000:]
     check(rc, stderr, expected)
     assert {p: p.read_bytes() for p in more_files["root"].rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The newer families' data (COCO detection and keypoints, Florence JSONL, classification folders) and files
+# that are not UTF-8: `data_files` writes them next to the `files` above, each a copy of a shipped demo set
+# with one thing wrong.
+
+DATA_IN_PROCESS = [
+    (
+        "captions-not-utf8",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['latin1_captions.json']}", "--dry-run"],
+        ("latin1_captions.json:1", "not UTF-8", "byte 0xe9", "iconv -f latin1 -t utf-8"),
+    ),
+    (
+        "coco-not-utf8",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['latin1_coco.json']}", "--dry-run"],
+        ("latin1_coco.json:1", "not UTF-8 text (data.train)", "byte 0xe9", "iconv"),
+    ),
+    (
+        "yaml-not-utf8",
+        lambda f: ["recipes/clip_minilm.py", "--demo", f"config={f['latin1.yaml']}", "--dry-run"],
+        ("latin1.yaml:1", "not UTF-8 text (--config)", "column 4", "iconv"),
+    ),
+    (
+        "florence-empty-train",
+        lambda f: ["recipes/florence2_lora.py", "--demo", f"data.train={f['empty.jsonl']}", "--dry-run"],
+        ("empty.jsonl (data.train)", "no lines to use", "Add at least one"),
+    ),
+    (
+        "coco-annotation-not-object",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['ann_list.json']}", "--dry-run"],
+        ("ann_list.json: annotations[1]", "is not a JSON object", "on_bad_sample"),
+    ),
+    (
+        "coco-annotation-unknown-image",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['ann_ghost.json']}", "--dry-run"],
+        ("ann_ghost.json: annotation id 2", "image_id 999", 'add the image to "images"'),
+    ),
+    (
+        "pose-annotation-not-object",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_list.json']}", "--dry-run"],
+        ("pose_list.json: annotations[0]", "is not a JSON object", "keypoints"),
+    ),
+    (
+        "pose-annotation-unknown-image",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_ghost.json']}", "--dry-run"],
+        ("pose_ghost.json: annotation id 1", "image_id 999", 'add the image to "images"'),
+    ),
+    (
+        "pose-visibility",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_visibility.json']}", "--dry-run"],
+        ("pose_visibility.json: annotation id 1", "visibility 5 is not 0, 1 or 2", "0 not labelled"),
+    ),
+    (
+        "pose-keypoint-not-number",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_null.json']}", "--dry-run"],
+        ("pose_null.json: annotation id 1", "keypoints[4] is null, not a number"),
+    ),
+    (
+        "classification-one-class",
+        lambda f: [
+            "recipes/vit_lora.py",
+            "--demo",
+            f"data.train={f['one_class'] / 'train'}",
+            f"data.val={f['one_class'] / 'val'}",
+            "--dry-run",
+        ],
+        ("one_class/train", "1 class ('circle')", "at least two"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def data_files(files) -> dict[str, Path]:
+    import copy
+    import shutil
+
+    f = dict(files)
+    root = files["root"]
+
+    def write(name: str, payload: Any, encoding: str = "utf-8") -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        (root / name).write_bytes(text.encode(encoding))
+        f[name] = root / name
+
+    captions = json.loads((SHAPES / "train.json").read_text())
+    latin = {name: captions[name] for name in list(captions)[:16]}
+    latin[next(iter(latin))] = "un café crème"
+    write("latin1_captions.json", latin, "latin-1")
+    boxes = json.loads((ROOT / "data/tiny_boxes/train.json").read_text())
+    bad = copy.deepcopy(boxes)
+    bad["categories"][0]["name"] = "cercle é"
+    write("latin1_coco.json", bad, "latin-1")
+    write("latin1.yaml", "# réglages\ntraining:\n  epochs: 2\n", "latin-1")
+    write("empty.jsonl", "")
+    bad = copy.deepcopy(boxes)
+    bad["annotations"][1] = [1, 2, 3]
+    write("ann_list.json", bad)
+    bad = copy.deepcopy(boxes)
+    bad["annotations"][1]["image_id"] = 999
+    write("ann_ghost.json", bad)
+    pose = json.loads((ROOT / "data/stick_figures/train.json").read_text())
+    for name, edit in (
+        ("pose_list.json", lambda p: p["annotations"].__setitem__(0, "x")),
+        ("pose_ghost.json", lambda p: p["annotations"][0].__setitem__("image_id", 999)),
+        ("pose_visibility.json", lambda p: p["annotations"][0]["keypoints"].__setitem__(2, 5)),
+        ("pose_null.json", lambda p: p["annotations"][0]["keypoints"].__setitem__(4, None)),
+    ):
+        bad = copy.deepcopy(pose)
+        edit(bad)
+        write(name, bad)
+    for split in ("train", "val"):
+        shutil.copytree(ROOT / "data/tiny_classes" / split / "circle", root / "one_class" / split / "circle")
+    f["one_class"] = root / "one_class"
+    return f
+
+
+@pytest.mark.parametrize(("case", "argv", "expected"), DATA_IN_PROCESS, ids=[c[0] for c in DATA_IN_PROCESS])
+def test_bad_data_of_every_family(case, argv, expected, data_files, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    check(*run_main(argv(data_files)), expected)
+
+
+def test_skipped_coco_annotations_are_counted(data_files):
+    """Under on_bad_sample="skip" an annotation naming no image is dropped and counted, not silently lost."""
+    from trainers.tasks.detection.data import DetectionBadSamples, read_categories, read_split
+
+    path = data_files["ann_ghost.json"]
+    bad = DetectionBadSamples(str(path), "skip")
+    images = read_split(path, "data.train", ROOT / "data/tiny_boxes/images", read_categories(path, "x"), bad)
+    assert bad.reasons == {"unknown_image": 1}
+    boxes = json.loads((ROOT / "data/tiny_boxes/train.json").read_text())
+    assert sum(len(i.labels) for i in images) == len(boxes["annotations"]) - 1
