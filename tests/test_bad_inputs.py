@@ -636,7 +636,12 @@ DATA_IN_PROCESS = [
     ),
     (
         "pose-visibility",
-        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_visibility.json']}", "--dry-run"],
+        lambda f: [
+            "recipes/vitpose_lora.py",
+            "--demo",
+            f"data.train={f['pose_visibility.json']}",
+            "--dry-run",
+        ],
         ("pose_visibility.json: annotation id 1", "visibility 5 is not 0, 1 or 2", "0 not labelled"),
     ),
     (
@@ -720,3 +725,219 @@ def test_skipped_coco_annotations_are_counted(data_files):
     assert bad.reasons == {"unknown_image": 1}
     boxes = json.loads((ROOT / "data/tiny_boxes/train.json").read_text())
     assert sum(len(i.labels) for i in images) == len(boxes["annotations"]) - 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The tools (`python -m trainers.predict`, `trainers.app`, the VOC converter, `trainers.analysis.param_change`):
+# the same promise, one paragraph and exit 2, before any model is loaded where the arguments alone are wrong.
+
+TOOLS = {
+    "predict": "trainers.predict",
+    "app": "trainers.app",
+    "voc": "trainers.tasks.prompted_generation.voc_to_jsonl",
+    "param_change": "trainers.analysis.param_change",
+}
+
+TOOL_CASES = [
+    (
+        "predict-batch-size-zero",
+        "predict",
+        lambda f: [
+            f["vit_run"],
+            "--images",
+            f["good_images"],
+            "--out",
+            f["root"] / "p.jsonl",
+            "--batch-size",
+            "0",
+        ],
+        ("--batch-size 0", ">= 1"),
+    ),
+    (
+        "predict-out-is-a-directory",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", f["root"]],
+        ("is a directory", "--out names the JSON Lines file"),
+    ),
+    (
+        "predict-out-read-only",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", "/sys/preds.jsonl"],
+        ("--out /sys/preds.jsonl", "cannot write in /sys", "writable folder"),
+    ),
+    (
+        "predict-unreadable-image-fail",
+        "predict",
+        lambda f: [
+            f["vit_run"],
+            "--images",
+            f["mixed_images"],
+            "--out",
+            f["root"] / "p.jsonl",
+            "--on-bad-image",
+            "fail",
+        ],
+        ("broken.png: cannot read the image", "--on-bad-image skip"),
+    ),
+    (
+        "predict-all-images-unreadable",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["broken_images"], "--out", f["root"] / "p.jsonl"],
+        ("none of its 1 image(s) can be read", "broken.png"),
+    ),
+    (
+        "app-port-out-of-range",
+        "app",
+        lambda f: [f["vit_run"], "--port", "99999"],
+        ("--port 99999", "1 to 65535"),
+    ),
+    (
+        "voc-unreadable-image",
+        "voc",
+        lambda f: [
+            "--voc",
+            f["voc"] / "Annotations",
+            "--images",
+            f["voc"] / "Broken",
+            "--out",
+            f["root"] / "v.jsonl",
+        ],
+        ("a.xml: its image", "cannot be read", "--skip-bad"),
+    ),
+    (
+        "voc-out-is-a-directory",
+        "voc",
+        lambda f: [
+            "--voc",
+            f["voc"] / "Annotations",
+            "--images",
+            f["voc"] / "JPEGImages",
+            "--out",
+            f["root"],
+        ],
+        ("is a directory", "--out names the JSONL file"),
+    ),
+    (
+        "param-change-unfinished-run",
+        "param_change",
+        lambda f: [f["unfinished_run"]],
+        ("best: not found", "the run has not finished", "Point RUN_DIR at a finished run"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tool_files(files) -> dict[str, Path]:
+    """A finished full-model ViT run (the tiny demo model saved as best/, no training), image folders with and
+    without an unreadable file, a one-image VOC set, and a run directory without best/."""
+    from PIL import Image
+
+    from trainers.models.registry import get_family
+    from trainers.recipe import load_recipe
+    from trainers.rerun import resolved_recipe_dict
+    from trainers.tasks.interface import load_task
+    from trainers.tasks.registry import TASKS
+
+    f = dict(files)
+    root = files["root"] / "tools"
+    run = root / "vit_run"
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        recipe = load_recipe("recipes/vit_lora.py", ["lora=none", f"output_dir={run}"], demo=True)
+        family = get_family("vit")
+        labels = load_task(TASKS["classification"]).model_kwargs(recipe)
+    finally:
+        os.chdir(cwd)
+    model, processor = family.build_tiny()(recipe.model.demo, seed=0, **labels)
+    model.save_pretrained(run / "best")
+    processor.save_pretrained(run / "best")
+    (run / "recipe.json").write_text(json.dumps(resolved_recipe_dict(recipe)))
+    unfinished = root / "unfinished_run"
+    unfinished.mkdir()
+    (unfinished / "recipe.json").write_text((run / "recipe.json").read_text())
+    val = ROOT / "data/tiny_classes/val"
+    good = sorted((val / "circle").iterdir())[:2] + sorted((val / "square").iterdir())[:1]
+    for name in ("good_images", "mixed_images", "broken_images"):
+        (root / name).mkdir()
+    for image in good:
+        for folder in ("good_images", "mixed_images"):
+            (root / folder / f"{image.parent.name}_{image.name}").write_bytes(image.read_bytes())
+    for folder in ("mixed_images", "broken_images"):
+        (root / folder / "broken.png").write_bytes(b"not a png at all")
+    voc = root / "voc"
+    for sub in ("Annotations", "JPEGImages", "Broken"):
+        (voc / sub).mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>drop</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
+    Image.new("RGB", (16, 16)).save(voc / "JPEGImages" / "a.jpg")
+    (voc / "Broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
+    f.update(vit_run=run, unfinished_run=unfinished, voc=voc, root=root)
+    f.update({name: root / name for name in ("good_images", "mixed_images", "broken_images")})
+    return f
+
+
+def run_tool(tool: str, args: list[str], monkeypatch) -> tuple[int, str]:
+    """The tool's command line in this process (its `main`, or the converter's `run`), stderr captured."""
+    import contextlib
+    import io
+
+    module = importlib.import_module(TOOLS[tool])
+    args = [str(a) for a in args]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            if tool == "voc":
+                monkeypatch.setattr(sys, "argv", ["voc_to_jsonl", *args])
+                module.run()
+                rc = 0
+            else:
+                rc = module.main(args)
+        except SystemExit as exc:
+            rc = exc.code
+    return rc, err.getvalue()
+
+
+@pytest.mark.parametrize(("case", "tool", "argv", "expected"), TOOL_CASES, ids=[c[0] for c in TOOL_CASES])
+def test_bad_tool_input(case, tool, argv, expected, tool_files, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    check(*run_tool(tool, argv(tool_files), monkeypatch), expected)
+
+
+def test_predict_skips_names_and_counts_an_unreadable_image(tool_files, monkeypatch):
+    """The default `--on-bad-image skip`: the readable images are predicted, the bad one named on stderr and
+    counted in the closing line, and the output holds one line per readable image."""
+    import contextlib
+    import io
+
+    from trainers import predict
+
+    out = tool_files["root"] / "mixed.jsonl"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = predict.main(
+            [str(tool_files["vit_run"]), "--images", str(tool_files["mixed_images"]), "--out", str(out)]
+        )
+    assert rc == 0, stderr.getvalue()
+    assert "Traceback" not in stderr.getvalue()
+    assert f"skipped {tool_files['mixed_images'] / 'broken.png'}: cannot read the image" in stderr.getvalue()
+    assert "3 images predicted" in stdout.getvalue() and "1 unreadable image(s) skipped" in stdout.getvalue()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in tool_files["good_images"].iterdir())
+
+
+def test_app_port_taken_is_one_paragraph(tool_files, monkeypatch):
+    """gradio's OSError for a port it cannot bind ends in the paragraph too (the page itself is test_app's)."""
+    from trainers import app
+
+    class Taken:
+        def launch(self, **kwargs):
+            raise OSError("Cannot find empty port in range: 7860-7860.")
+
+    monkeypatch.setattr(app, "build_app", lambda *a, **k: Taken())
+    check(
+        *run_tool("app", [tool_files["vit_run"], "--port", "7860"], monkeypatch),
+        ("--port 7860", "another --port"),
+    )
