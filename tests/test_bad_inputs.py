@@ -747,7 +747,7 @@ TOOL_CASES = [
             "--images",
             f["good_images"],
             "--out",
-            f["root"] / "p.jsonl",
+            f["tools"] / "p.jsonl",
             "--batch-size",
             "0",
         ],
@@ -756,7 +756,7 @@ TOOL_CASES = [
     (
         "predict-out-is-a-directory",
         "predict",
-        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", f["root"]],
+        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", f["tools"]],
         ("is a directory", "--out names the JSON Lines file"),
     ),
     (
@@ -773,7 +773,7 @@ TOOL_CASES = [
             "--images",
             f["mixed_images"],
             "--out",
-            f["root"] / "p.jsonl",
+            f["tools"] / "p.jsonl",
             "--on-bad-image",
             "fail",
         ],
@@ -782,7 +782,7 @@ TOOL_CASES = [
     (
         "predict-all-images-unreadable",
         "predict",
-        lambda f: [f["vit_run"], "--images", f["broken_images"], "--out", f["root"] / "p.jsonl"],
+        lambda f: [f["vit_run"], "--images", f["broken_images"], "--out", f["tools"] / "p.jsonl"],
         ("none of its 1 image(s) can be read", "broken.png"),
     ),
     (
@@ -800,7 +800,7 @@ TOOL_CASES = [
             "--images",
             f["voc"] / "Broken",
             "--out",
-            f["root"] / "v.jsonl",
+            f["tools"] / "v.jsonl",
         ],
         ("a.xml: its image", "cannot be read", "--skip-bad"),
     ),
@@ -813,7 +813,7 @@ TOOL_CASES = [
             "--images",
             f["voc"] / "JPEGImages",
             "--out",
-            f["root"],
+            f["tools"],
         ],
         ("is a directory", "--out names the JSONL file"),
     ),
@@ -874,7 +874,7 @@ def tool_files(files) -> dict[str, Path]:
     )
     Image.new("RGB", (16, 16)).save(voc / "JPEGImages" / "a.jpg")
     (voc / "Broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
-    f.update(vit_run=run, unfinished_run=unfinished, voc=voc, root=root)
+    f.update(vit_run=run, unfinished_run=unfinished, voc=voc, tools=root)
     f.update({name: root / name for name in ("good_images", "mixed_images", "broken_images")})
     return f
 
@@ -914,7 +914,7 @@ def test_predict_skips_names_and_counts_an_unreadable_image(tool_files, monkeypa
 
     from trainers import predict
 
-    out = tool_files["root"] / "mixed.jsonl"
+    out = tool_files["tools"] / "mixed.jsonl"
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         rc = predict.main(
