@@ -55,14 +55,14 @@ _UNICODE_PUNCT = str.maketrans(
 # the middle of a caption and at its end: its title, month, day, state, company and street lists, measured
 # by running that jar on "a X. b" and "a b X." for each candidate.
 _ABBREVIATIONS = (
-    "mr mrs ms dr drs prof profs sen sens rep reps atty attys lt col gen messrs gov govs adm rev maj sgt cpl "
-    "pvt capt st ste ave pres lieut hon brig cmdr comdr pfc spc supt supts det mme mlle invt elec natl mfg mtg "
-    "mt ft jan feb mar apr jun jul aug sep sept oct nov dec mon tue tues wed thu thurs fri ala ariz calif colo "
-    "conn ct dak fla ga ind kan kans ky md mich minn mo mont neb nev okla penn tenn va vt wis wisc wyo inc cos "
-    "co corp pty ltd plc rt bancorp dept bhd assn univ intl sys tel est ext sq jr sr bros blvd rd esq etc al "
-    "seq bldg vs cf"
-).split()
-_ABBREVIATION = re.compile(r"^(?:[a-z]\.){2,}$|^(?:" + "|".join(_ABBREVIATIONS) + r")\.$")
+    "mr|mrs|ms|dr|drs|prof|profs|sen|sens|rep|reps|atty|attys|lt|col|gen|messrs|gov|govs|adm|rev|maj|sgt|"
+    "cpl|pvt|capt|st|ste|ave|pres|lieut|hon|brig|cmdr|comdr|pfc|spc|supt|supts|det|mme|mlle|invt|elec|"
+    "natl|mfg|mtg|mt|ft|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|mon|tue|tues|wed|thu|thurs|fri|"
+    "ala|ariz|calif|colo|conn|ct|dak|fla|ga|ind|kan|kans|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|"
+    "va|vt|wis|wisc|wyo|inc|cos|co|corp|pty|ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys|tel|est|ext|sq|"
+    "jr|sr|bros|blvd|rd|esq|etc|al|seq|bldg|vs|cf"
+)
+_ABBREVIATION = re.compile(r"^(?:[a-z]\.){2,}$|^(?:" + _ABBREVIATIONS + r")\.$")
 # "'n'" (rock 'n' roll, rock'n'roll) is one PTB token; kept whole through the quote rules below.
 _N_TOKEN, _N_HELD = re.compile(r"(?:(?<=\w)|(?<!\S))'n'(?=\w|\s|$)"), "\x00n\x00"
 _SPLIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -104,7 +104,8 @@ def normalize_caption(text: str) -> str:
     tokens; doing that per evaluation would cost a JVM start, so this reproduces the parts that matter for
     captions: lower-casing, splitting clitics ("dog's" -> "dog 's", "isn't" -> "is n't", "cannot" ->
     "can not"), splitting "%" and "$" off numbers, keeping "1,000", "3:30", "u.s." and hyphenated words
-    whole, and removing . , ; : ? ! quotes, dashes, ellipses and brackets. Unlike java it also removes
+    whole, splitting # + = < > ~ ^ and 'n' as java does, keeping its abbreviations' periods ("ave.", "mt."),
+    and removing . , ; : ? ! quotes, dashes, ellipses and brackets. Unlike java it also removes
     brackets and runs such as "?!", which the original keeps as tokens by accident.
     """
     text = _N_TOKEN.sub(f" {_N_HELD} ", text.lower().translate(_UNICODE_PUNCT))
