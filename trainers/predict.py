@@ -2,6 +2,8 @@
 
     python -m trainers.predict outputs/detr_lora --images imgs/ --out preds.jsonl --draw [--threshold 0.3]
 
+An image that cannot be read is skipped, named on stderr and counted (`--on-bad-image fail` stops instead).
+
 The run's best model is loaded back the way a run's outputs are meant to be used: a LoRA run's `best/` is a
 stock peft adapter, put on the base the run started from (the hub / local model, or the recipe's tiny demo
 model rebuilt from its spec and seed) with `PeftModel.from_pretrained`; a full run's `best/` is a plain
