@@ -31,6 +31,17 @@ per split and reason, and reports them under `data` in `training_summary.json` (
 |---|---|---|---|
 """
 
+TOOLS_HEADER = """
+## The tools
+
+`python -m trainers.predict`, `trainers.app`, the VOC converter and `trainers.analysis.param_change` keep the
+same promise: one `error:` paragraph and exit status 2. `trainers.predict` skips an image it cannot read, names
+it on stderr and counts it in its closing line (`--on-bad-image fail` stops at it instead, as below).
+
+| # | bad input | command line | what the user sees |
+|---|---|---|---|
+"""
+
 
 def clean(text: str) -> str:
     text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s'\"]+/", "<tmp>/", text)
@@ -54,6 +65,8 @@ def main(path: str) -> None:
     rows.append(("disk-full-during-save", "<recipe> (the disk fills while checkpoint-2 is written)"))
     for case, argv, _ in catalogue.MORE_IN_PROCESS:  # reruns, metric names, data paths
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
+    for case, argv, _ in catalogue.DATA_IN_PROCESS:  # the newer families' data, files that are not UTF-8
+        rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
     out = [HEADER]
     for i, (case, command) in enumerate(rows, 1):
         message = messages.get(
@@ -62,6 +75,10 @@ def main(path: str) -> None:
             "(choose from none, accelerate, torchrun, deepspeed, slurm)",
         )
         out.append(f"| {i} | {case} | `{clean(command)}` | {clean(message)} |\n")
+    out.append(TOOLS_HEADER)
+    for i, (case, tool, argv, _) in enumerate(catalogue.TOOL_CASES, len(rows) + 1):
+        command = " ".join(["python -m", catalogue.TOOLS[tool], *(str(a) for a in argv(_FakeFiles()))])
+        out.append(f"| {i} | {case} | `{clean(command)}` | {clean(messages.get(case, ''))} |\n")
     sys.stdout.write("".join(out))
 
 

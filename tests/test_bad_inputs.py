@@ -18,6 +18,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -662,3 +663,358 @@ def test_more_bad_inputs_exit_2_before_any_model(case, argv, expected, more_file
     assert rc == 2, stderr[-2000:]
     check(rc, stderr, expected)
     assert {p: p.read_bytes() for p in more_files["root"].rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The newer families' data (COCO detection and keypoints, Florence JSONL, classification folders) and files
+# that are not UTF-8: `data_files` writes them next to the `files` above, each a copy of a shipped demo set
+# with one thing wrong.
+
+DATA_IN_PROCESS = [
+    (
+        "captions-not-utf8",
+        lambda f: [str(f["tiny.py"]), f"data.train={f['latin1_captions.json']}", "--dry-run"],
+        ("latin1_captions.json:1", "not UTF-8", "byte 0xe9", "iconv -f latin1 -t utf-8"),
+    ),
+    (
+        "coco-not-utf8",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['latin1_coco.json']}", "--dry-run"],
+        ("latin1_coco.json:1", "not UTF-8 text (data.train)", "byte 0xe9", "iconv"),
+    ),
+    (
+        "yaml-not-utf8",
+        lambda f: ["recipes/clip_minilm.py", "--demo", f"config={f['latin1.yaml']}", "--dry-run"],
+        ("latin1.yaml:1", "not UTF-8 text (--config)", "column 4", "iconv"),
+    ),
+    (
+        "florence-empty-train",
+        lambda f: ["recipes/florence2_lora.py", "--demo", f"data.train={f['empty.jsonl']}", "--dry-run"],
+        ("empty.jsonl (data.train)", "no lines to use", "Add at least one"),
+    ),
+    (
+        "coco-annotation-not-object",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['ann_list.json']}", "--dry-run"],
+        ("ann_list.json: annotations[1]", "is not a JSON object", "on_bad_sample"),
+    ),
+    (
+        "coco-annotation-unknown-image",
+        lambda f: ["recipes/detr_lora.py", "--demo", f"data.train={f['ann_ghost.json']}", "--dry-run"],
+        ("ann_ghost.json: annotation id 2", "image_id 999", 'add the image to "images"'),
+    ),
+    (
+        "pose-annotation-not-object",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_list.json']}", "--dry-run"],
+        ("pose_list.json: annotations[0]", "is not a JSON object", "keypoints"),
+    ),
+    (
+        "pose-annotation-unknown-image",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_ghost.json']}", "--dry-run"],
+        ("pose_ghost.json: annotation id 1", "image_id 999", 'add the image to "images"'),
+    ),
+    (
+        "pose-visibility",
+        lambda f: [
+            "recipes/vitpose_lora.py",
+            "--demo",
+            f"data.train={f['pose_visibility.json']}",
+            "--dry-run",
+        ],
+        ("pose_visibility.json: annotation id 1", "visibility 5 is not 0, 1 or 2", "0 not labelled"),
+    ),
+    (
+        "pose-keypoint-not-number",
+        lambda f: ["recipes/vitpose_lora.py", "--demo", f"data.train={f['pose_null.json']}", "--dry-run"],
+        ("pose_null.json: annotation id 1", "keypoints[4] is null, not a number"),
+    ),
+    (
+        "classification-one-class",
+        lambda f: [
+            "recipes/vit_lora.py",
+            "--demo",
+            f"data.train={f['one_class'] / 'train'}",
+            f"data.val={f['one_class'] / 'val'}",
+            "--dry-run",
+        ],
+        ("one_class/train", "1 class ('circle')", "at least two"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def data_files(files) -> dict[str, Path]:
+    import copy
+    import shutil
+
+    f = dict(files)
+    root = files["root"]
+
+    def write(name: str, payload: Any, encoding: str = "utf-8") -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+        (root / name).write_bytes(text.encode(encoding))
+        f[name] = root / name
+
+    captions = json.loads((SHAPES / "train.json").read_text())
+    latin = {name: captions[name] for name in list(captions)[:16]}
+    latin[next(iter(latin))] = "un café crème"
+    write("latin1_captions.json", latin, "latin-1")
+    boxes = json.loads((ROOT / "data/tiny_boxes/train.json").read_text())
+    bad = copy.deepcopy(boxes)
+    bad["categories"][0]["name"] = "cercle é"
+    write("latin1_coco.json", bad, "latin-1")
+    write("latin1.yaml", "# réglages\ntraining:\n  epochs: 2\n", "latin-1")
+    write("empty.jsonl", "")
+    bad = copy.deepcopy(boxes)
+    bad["annotations"][1] = [1, 2, 3]
+    write("ann_list.json", bad)
+    bad = copy.deepcopy(boxes)
+    bad["annotations"][1]["image_id"] = 999
+    write("ann_ghost.json", bad)
+    pose = json.loads((ROOT / "data/stick_figures/train.json").read_text())
+    for name, edit in (
+        ("pose_list.json", lambda p: p["annotations"].__setitem__(0, "x")),
+        ("pose_ghost.json", lambda p: p["annotations"][0].__setitem__("image_id", 999)),
+        ("pose_visibility.json", lambda p: p["annotations"][0]["keypoints"].__setitem__(2, 5)),
+        ("pose_null.json", lambda p: p["annotations"][0]["keypoints"].__setitem__(4, None)),
+    ):
+        bad = copy.deepcopy(pose)
+        edit(bad)
+        write(name, bad)
+    for split in ("train", "val"):
+        shutil.copytree(ROOT / "data/tiny_classes" / split / "circle", root / "one_class" / split / "circle")
+    f["one_class"] = root / "one_class"
+    return f
+
+
+@pytest.mark.parametrize(("case", "argv", "expected"), DATA_IN_PROCESS, ids=[c[0] for c in DATA_IN_PROCESS])
+def test_bad_data_of_every_family(case, argv, expected, data_files, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    check(*run_main(argv(data_files)), expected)
+
+
+def test_skipped_coco_annotations_are_counted(data_files):
+    """Under on_bad_sample="skip" an annotation naming no image is dropped and counted, not silently lost."""
+    from trainers.tasks.detection.data import DetectionBadSamples, read_categories, read_split
+
+    path = data_files["ann_ghost.json"]
+    bad = DetectionBadSamples(str(path), "skip")
+    images = read_split(path, "data.train", ROOT / "data/tiny_boxes/images", read_categories(path, "x"), bad)
+    assert bad.reasons == {"unknown_image": 1}
+    boxes = json.loads((ROOT / "data/tiny_boxes/train.json").read_text())
+    assert sum(len(i.labels) for i in images) == len(boxes["annotations"]) - 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The tools (`python -m trainers.predict`, `trainers.app`, the VOC converter, `trainers.analysis.param_change`):
+# the same promise, one paragraph and exit 2, before any model is loaded where the arguments alone are wrong.
+
+TOOLS = {
+    "predict": "trainers.predict",
+    "app": "trainers.app",
+    "voc": "trainers.tasks.prompted_generation.voc_to_jsonl",
+    "param_change": "trainers.analysis.param_change",
+}
+
+TOOL_CASES = [
+    (
+        "predict-batch-size-zero",
+        "predict",
+        lambda f: [
+            f["vit_run"],
+            "--images",
+            f["good_images"],
+            "--out",
+            f["tools"] / "p.jsonl",
+            "--batch-size",
+            "0",
+        ],
+        ("--batch-size 0", ">= 1"),
+    ),
+    (
+        "predict-out-is-a-directory",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", f["tools"]],
+        ("is a directory", "--out names the JSON Lines file"),
+    ),
+    (
+        "predict-out-read-only",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["good_images"], "--out", "/sys/preds.jsonl"],
+        ("--out /sys/preds.jsonl", "cannot write in /sys", "writable folder"),
+    ),
+    (
+        "predict-unreadable-image-fail",
+        "predict",
+        lambda f: [
+            f["vit_run"],
+            "--images",
+            f["mixed_images"],
+            "--out",
+            f["tools"] / "p.jsonl",
+            "--on-bad-image",
+            "fail",
+        ],
+        ("broken.png: cannot read the image", "--on-bad-image skip"),
+    ),
+    (
+        "predict-all-images-unreadable",
+        "predict",
+        lambda f: [f["vit_run"], "--images", f["broken_images"], "--out", f["tools"] / "p.jsonl"],
+        ("none of its 1 image(s) can be read", "broken.png"),
+    ),
+    (
+        "app-port-out-of-range",
+        "app",
+        lambda f: [f["vit_run"], "--port", "99999"],
+        ("--port 99999", "1 to 65535"),
+    ),
+    (
+        "voc-unreadable-image",
+        "voc",
+        lambda f: [
+            "--voc",
+            f["voc"] / "Annotations",
+            "--images",
+            f["voc"] / "Broken",
+            "--out",
+            f["tools"] / "v.jsonl",
+        ],
+        ("a.xml: its image", "cannot be read", "--skip-bad"),
+    ),
+    (
+        "voc-out-is-a-directory",
+        "voc",
+        lambda f: [
+            "--voc",
+            f["voc"] / "Annotations",
+            "--images",
+            f["voc"] / "JPEGImages",
+            "--out",
+            f["tools"],
+        ],
+        ("is a directory", "--out names the JSONL file"),
+    ),
+    (
+        "param-change-unfinished-run",
+        "param_change",
+        lambda f: [f["unfinished_run"]],
+        ("best: not found", "the run has not finished", "Point RUN_DIR at a finished run"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tool_files(files) -> dict[str, Path]:
+    """A finished full-model ViT run (the tiny demo model saved as best/, no training), image folders with and
+    without an unreadable file, a one-image VOC set, and a run directory without best/."""
+    from PIL import Image
+
+    from trainers.models.registry import get_family
+    from trainers.recipe import load_recipe
+    from trainers.rerun import resolved_recipe_dict
+    from trainers.tasks.interface import load_task
+    from trainers.tasks.registry import TASKS
+
+    f = dict(files)
+    root = files["root"] / "tools"
+    run = root / "vit_run"
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        recipe = load_recipe("recipes/vit_lora.py", ["lora=none", f"output_dir={run}"], demo=True)
+        family = get_family("vit")
+        labels = load_task(TASKS["classification"]).model_kwargs(recipe)
+    finally:
+        os.chdir(cwd)
+    model, processor = family.build_tiny()(recipe.model.demo, seed=0, **labels)
+    model.save_pretrained(run / "best")
+    processor.save_pretrained(run / "best")
+    (run / "recipe.json").write_text(json.dumps(resolved_recipe_dict(recipe)))
+    unfinished = root / "unfinished_run"
+    unfinished.mkdir()
+    (unfinished / "recipe.json").write_text((run / "recipe.json").read_text())
+    val = ROOT / "data/tiny_classes/val"
+    good = sorted((val / "circle").iterdir())[:2] + sorted((val / "square").iterdir())[:1]
+    for name in ("good_images", "mixed_images", "broken_images"):
+        (root / name).mkdir()
+    for image in good:
+        for folder in ("good_images", "mixed_images"):
+            (root / folder / f"{image.parent.name}_{image.name}").write_bytes(image.read_bytes())
+    for folder in ("mixed_images", "broken_images"):
+        (root / folder / "broken.png").write_bytes(b"not a png at all")
+    voc = root / "voc"
+    for sub in ("Annotations", "JPEGImages", "Broken"):
+        (voc / sub).mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><object><name>drop</name><bndbox><xmin>1</xmin><ymin>1</ymin>"
+        "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>"
+    )
+    Image.new("RGB", (16, 16)).save(voc / "JPEGImages" / "a.jpg")
+    (voc / "Broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
+    f.update(vit_run=run, unfinished_run=unfinished, voc=voc, tools=root)
+    f.update({name: root / name for name in ("good_images", "mixed_images", "broken_images")})
+    return f
+
+
+def run_tool(tool: str, args: list[str], monkeypatch) -> tuple[int, str]:
+    """The tool's command line in this process (its `main`, or the converter's `run`), stderr captured."""
+    import contextlib
+    import io
+
+    module = importlib.import_module(TOOLS[tool])
+    args = [str(a) for a in args]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            if tool == "voc":
+                monkeypatch.setattr(sys, "argv", ["voc_to_jsonl", *args])
+                module.run()
+                rc = 0
+            else:
+                rc = module.main(args)
+        except SystemExit as exc:
+            rc = exc.code
+    return rc, err.getvalue()
+
+
+@pytest.mark.parametrize(("case", "tool", "argv", "expected"), TOOL_CASES, ids=[c[0] for c in TOOL_CASES])
+def test_bad_tool_input(case, tool, argv, expected, tool_files, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    check(*run_tool(tool, argv(tool_files), monkeypatch), expected)
+
+
+def test_predict_skips_names_and_counts_an_unreadable_image(tool_files, monkeypatch):
+    """The default `--on-bad-image skip`: the readable images are predicted, the bad one named on stderr and
+    counted in the closing line, and the output holds one line per readable image."""
+    import contextlib
+    import io
+
+    from trainers import predict
+
+    out = tool_files["tools"] / "mixed.jsonl"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        rc = predict.main(
+            [str(tool_files["vit_run"]), "--images", str(tool_files["mixed_images"]), "--out", str(out)]
+        )
+    assert rc == 0, stderr.getvalue()
+    assert "Traceback" not in stderr.getvalue()
+    assert f"skipped {tool_files['mixed_images'] / 'broken.png'}: cannot read the image" in stderr.getvalue()
+    assert "3 images predicted" in stdout.getvalue() and "1 unreadable image(s) skipped" in stdout.getvalue()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["file"]).name for r in rows] == sorted(p.name for p in tool_files["good_images"].iterdir())
+
+
+def test_app_port_taken_is_one_paragraph(tool_files, monkeypatch):
+    """gradio's OSError for a port it cannot bind ends in the paragraph too (the page itself is test_app's)."""
+    from trainers import app
+
+    class Taken:
+        def launch(self, **kwargs):
+            raise OSError("Cannot find empty port in range: 7860-7860.")
+
+    monkeypatch.setattr(app, "build_app", lambda *a, **k: Taken())
+    check(
+        *run_tool("app", [tool_files["vit_run"], "--port", "7860"], monkeypatch),
+        ("--port 7860", "another --port"),
+    )

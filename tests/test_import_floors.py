@@ -34,6 +34,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "trainers.zero3",
             "trainers.lazy_imports",
             "trainers.data_policy",
+            "trainers.text_files",
             "trainers.hub_probe",
         ),
     ),

@@ -96,11 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default=None, help="the task, when the family serves several")
     args, extra = parser.parse_known_args(argv)
     try:
+        if not 1 <= args.port <= 65535:  # before the model is loaded
+            raise RecipeError(
+                f"--port {args.port}: a TCP port is 1 to 65535 (default 7860; ports under 1024 need root)."
+            )
         demo = build_app(args.run_dir, args.task, parse_options(extra))
+        try:
+            demo.launch(server_name=args.host, server_port=args.port)
+        except OSError as error:  # gradio: "Cannot find empty port in range: N-N" when it is taken
+            raise RecipeError(
+                f"--port {args.port} on --host {args.host}: cannot serve there ({error}). Stop what uses the "
+                "port or pass another --port."
+            ) from None
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    demo.launch(server_name=args.host, server_port=args.port)
     return 0
 
 

@@ -85,6 +85,11 @@ class BadSamples:
 
 
 def ensure_not_empty(kept: int, bad: BadSamples, what: str) -> None:
+    if kept == 0 and not bad.skipped:
+        raise DataError(
+            f"{bad.source}: no {what} to use (the file holds none, or none this task can use). Add at least "
+            "one, or point the recipe at the right file."
+        )
     if kept == 0:
         raise DataError(
             f"{bad.source}: no usable {what} left ({bad.skipped} skipped: "

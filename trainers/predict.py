@@ -2,6 +2,8 @@
 
     python -m trainers.predict outputs/detr_lora --images imgs/ --out preds.jsonl --draw [--threshold 0.3]
 
+An image that cannot be read is skipped, named on stderr and counted (`--on-bad-image fail` stops instead).
+
 The run's best model is loaded back the way a run's outputs are meant to be used: a LoRA run's `best/` is a
 stock peft adapter, put on the base the run started from (the hub / local model, or the recipe's tiny demo
 model rebuilt from its spec and seed) with `PeftModel.from_pretrained`; a full run's `best/` is a plain
@@ -20,6 +22,7 @@ import json
 import logging
 import re
 import sys
+import tempfile
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
@@ -53,7 +56,8 @@ def _recipe(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / BEST).is_dir():
         raise RecipeError(
             f"{run_dir / BEST}: not found; the run has not finished (its best model is written at the "
-            "end of training). Predict with a finished run, or let the run complete."
+            "end of training). Point RUN_DIR at a finished run, or let this run complete (rerunning its "
+            "command resumes it)."
         )
     return json.loads(path.read_text())
 
@@ -192,6 +196,35 @@ def parse_options(extra: Sequence[str]) -> dict[str, str]:
     return options
 
 
+def check_out(out: Path) -> None:
+    """`--out` names a file in a folder this process can write, checked before any model is loaded."""
+    if out.is_dir():
+        raise RecipeError(
+            f"--out {out}: is a directory; --out names the JSON Lines file to write (e.g. --out "
+            f"{out / 'preds.jsonl'})."
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise RecipeError(
+            f"--out {out}: cannot write in {out.parent} ({error.strerror or error}). Point --out at a file in "
+            "a writable folder."
+        ) from None
+
+
+def read_image(path: Path) -> Any:
+    """The image as RGB, or the reason PIL cannot decode it (a str)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
 def predict(
     run_dir: str | Path,
     images: str | Path,
@@ -200,26 +233,59 @@ def predict(
     options: dict[str, str] | None = None,
     batch_size: int = 8,
     task_name: str | None = None,
+    on_bad_image: str = "skip",
 ) -> list[dict]:
-    """Predict every image of the folder; writes `out` (JSON lines: file + prediction) and, with `draw`, PNGs."""
-    from PIL import Image
+    """Predict every image of the folder; writes `out` (JSON lines: file + prediction) and, with `draw`, PNGs.
 
-    run = load_run(run_dir, task_name)
-    files = image_files(Path(images))
+    An image PIL cannot read is skipped, named on stderr and counted (`on_bad_image="skip"`, the default: one
+    bad file among thousands should not cost the others), or stops the run naming it (`"fail"`). A folder
+    whose images are all unreadable is an error either way.
+    """
+    if batch_size < 1:
+        raise RecipeError(f"--batch-size {batch_size}: must be >= 1 (images per forward pass; default 8).")
+    if on_bad_image not in ("skip", "fail"):
+        raise RecipeError(f"--on-bad-image {on_bad_image!r}: must be skip or fail.")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    files = image_files(Path(images))
+    check_out(out)
+    run = load_run(run_dir, task_name)
     drawn = out.with_name(f"{out.stem}_drawn")
     rows: list[dict] = []
+    skipped: list[str] = []
     for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        pictures = [Image.open(p).convert("RGB") for p in chunk]
+        chunk, pictures = [], []
+        for path in files[start : start + batch_size]:
+            picture = read_image(path)
+            if isinstance(picture, str):
+                if on_bad_image == "fail":
+                    raise RecipeError(
+                        f"{path}: cannot read the image ({picture}). Replace or remove the file, or pass "
+                        "--on-bad-image skip to predict the others and count it."
+                    )
+                print(f"skipped {path}: cannot read the image ({picture})", file=sys.stderr)
+                skipped.append(str(path))
+                continue
+            chunk.append(path)
+            pictures.append(picture)
+        if not chunk:
+            continue
         predictions = run.task.predict_images(run.model, run.processor, pictures, dict(options or {}))
         for path, picture, prediction in zip(chunk, pictures, predictions, strict=True):
             rows.append({"file": str(path), **prediction})
             if draw:
                 drawn.mkdir(exist_ok=True)
                 run.task.draw(picture, prediction).save(drawn / f"{path.stem}.png")
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if not rows:
+        raise RecipeError(
+            f"--images {images}: none of its {len(files)} image(s) can be read (first: {skipped[0]}). "
+            "Replace the files or point --images at another folder."
+        )
+    try:
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    except OSError as error:
+        raise RecipeError(
+            f"--out {out}: cannot write it ({error.strerror or error}). Free space or pick another --out."
+        ) from None
     return rows
 
 
@@ -233,16 +299,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task", default=None, help="the task, when the family serves several")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--on-bad-image",
+        choices=("skip", "fail"),
+        default="skip",
+        help="an image that cannot be read: skip it, name it and count it (default), or stop",
+    )
     args, extra = parser.parse_known_args(argv)
     try:
         rows = predict(
-            args.run_dir, args.images, args.out, args.draw, parse_options(extra), args.batch_size, args.task
+            args.run_dir,
+            args.images,
+            args.out,
+            args.draw,
+            parse_options(extra),
+            args.batch_size,
+            args.task,
+            args.on_bad_image,
         )
     except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     where = f"; drawn in {args.out.with_name(args.out.stem + '_drawn')}" if args.draw else ""
-    print(f"{len(rows)} images predicted -> {args.out}{where}")
+    skipped = len(image_files(args.images)) - len(rows)
+    unread = f"; {skipped} unreadable image(s) skipped (named above)" if skipped else ""
+    print(f"{len(rows)} images predicted -> {args.out}{where}{unread}")
     return 0
 
 

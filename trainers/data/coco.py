@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from trainers.data_policy import BadSamples, DataError
+from trainers.text_files import read_utf8
 
 Box = tuple[float, float, float, float]  # x, y, width, height in pixels
 
@@ -26,7 +27,7 @@ def load_coco(path: Path, key: str, kind: str, hint: str) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: not found ({key}). Point {key} at a {kind}; {hint}.")
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(read_utf8(path, DataError, key))
     except json.JSONDecodeError as error:
         raise DataError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno}) ({key}). Fix the file; {hint}."
@@ -37,6 +38,35 @@ def load_coco(path: Path, key: str, kind: str, hint: str) -> dict[str, Any]:
             f"{path}: the JSON named by {key} has no list {missing}. {hint[0].upper()}{hint[1:]}."
         )
     return payload
+
+
+def checked_annotations(
+    path: Path, payload: dict[str, Any], bad: BadSamples, hint: str
+) -> list[dict[str, Any]]:
+    """The annotations, in file order, that are JSON objects naming an image id of `images`; any other is
+    reported ("malformed_annotation" / "unknown_image") and left out, for detection and pose alike."""
+    known = {entry.get("id") for entry in payload["images"] if isinstance(entry, dict)}
+    out = []
+    for position, ann in enumerate(payload["annotations"]):
+        if not isinstance(ann, dict):
+            bad.report(
+                "malformed_annotation",
+                f"{path}: annotations[{position}]",
+                f"{json.dumps(ann)[:80]} is not a JSON object",
+                f"Write each annotation as an object; {hint}",
+            )
+            continue
+        image_id = ann.get("image_id")
+        if image_id not in known:
+            bad.report(
+                "unknown_image",
+                f"{path}: annotation id {ann.get('id')} (annotations[{position}])",
+                f'image_id {image_id!r} names no entry of "images"',
+                f'Fix the image_id, or add the image to "images"; {hint}',
+            )
+            continue
+        out.append(ann)
+    return out
 
 
 def header_size(path: Path) -> tuple[int, int] | str:

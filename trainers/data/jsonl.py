@@ -12,25 +12,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainers.data_policy import BadSamples
+from trainers.data_policy import BadSamples, DataError
+from trainers.text_files import read_utf8
 
 
 def records(path: Path, bad: BadSamples, hint: str) -> Iterator[tuple[str, Any]]:
     """(`file:line`, parsed value) of each non-blank line that parses; a line that does not is reported as
     "malformed_line" with `hint` (what a line should look like) and left out."""
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                bad.report(
-                    "malformed_line",
-                    where,
-                    f"not valid JSON ({error.msg} at column {error.colno})",
-                    f"Fix that line; {hint}",
-                )
-                continue
-            yield where, record
+    for lineno, line in enumerate(read_utf8(path, DataError).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            bad.report(
+                "malformed_line",
+                where,
+                f"not valid JSON ({error.msg} at column {error.colno})",
+                f"Fix that line; {hint}",
+            )
+            continue
+        yield where, record

@@ -51,7 +51,20 @@ _UNICODE_PUNCT = str.maketrans(
 )
 # A single letter plus period ("plan b.") is split too: java keeps it as an initial only when the *next*
 # caption in its batch does not start like a sentence, which is rare for captions ("A man ...").
-_ABBREVIATION = re.compile(r"^(?:[a-z]\.){2,}$|^(?:mr|mrs|ms|dr|prof|st|jr|sr|vs|etc)\.$")
+# The abbreviations whose period the PTB lexer (stanford-corenlp 3.4.1, the jar pycocoevalcap runs) keeps, in
+# the middle of a caption and at its end: its title, month, day, state, company and street lists, measured
+# by running that jar on "a X. b" and "a b X." for each candidate.
+_ABBREVIATIONS = (
+    "mr|mrs|ms|dr|drs|prof|profs|sen|sens|rep|reps|atty|attys|lt|col|gen|messrs|gov|govs|adm|rev|maj|sgt|"
+    "cpl|pvt|capt|st|ste|ave|pres|lieut|hon|brig|cmdr|comdr|pfc|spc|supt|supts|det|mme|mlle|invt|elec|"
+    "natl|mfg|mtg|mt|ft|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|mon|tue|tues|wed|thu|thurs|fri|"
+    "ala|ariz|calif|colo|conn|ct|dak|fla|ga|ind|kan|kans|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|"
+    "va|vt|wis|wisc|wyo|inc|cos|co|corp|pty|ltd|plc|rt|bancorp|dept|bhd|assn|univ|intl|sys|tel|est|ext|sq|"
+    "jr|sr|bros|blvd|rd|esq|etc|al|seq|bldg|vs|cf"
+)
+_ABBREVIATION = re.compile(r"^(?:[a-z]\.){2,}$|^(?:" + _ABBREVIATIONS + r")\.$")
+# "'n'" (rock 'n' roll, rock'n'roll) is one PTB token; kept whole through the quote rules below.
+_N_TOKEN, _N_HELD = re.compile(r"(?:(?<=\w)|(?<!\S))'n'(?=\w|\s|$)"), "\x00n\x00"
 _SPLIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"''|``"), ' " '),
     (re.compile(r"\.\.\.+"), " ... "),
@@ -60,6 +73,11 @@ _SPLIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[\"()\[\]{}?!;]"), r" \g<0> "),
     (re.compile(r"(?<!\d)[,:]|[,:](?!\d)"), r" \g<0> "),  # keep 1,000 and 3:30 together
     (re.compile(r"(?<=\d)%"), " %"),
+    (re.compile(r"#(?=\d)"), "# "),  # #1 -> # 1 (a #hashtag stays whole)
+    (re.compile(r"[=~^]"), r" \g<0> "),
+    (re.compile(r"<\w+>|[<>]"), r" \g<0> "),  # a <b> tag stays whole
+    (re.compile(r"(?<=\w)\+(?=\d)"), " +"),  # 2+2 -> 2 +2 (a signed number, as java has it)
+    (re.compile(r"(?<=\w)\+(?![+\d])"), " + "),  # a+b, c+ grade; c++ stays
     (re.compile(r"\$(?=\d)"), "$ "),
     (re.compile(r"(?<=\w)(n't)\b"), r" \1"),  # don't -> do n't, can't -> ca n't
     (re.compile(r"(?<=[^\W_])('s|'re|'ve|'m|'ll|'d)\b"), r" \1"),
@@ -86,12 +104,14 @@ def normalize_caption(text: str) -> str:
     tokens; doing that per evaluation would cost a JVM start, so this reproduces the parts that matter for
     captions: lower-casing, splitting clitics ("dog's" -> "dog 's", "isn't" -> "is n't", "cannot" ->
     "can not"), splitting "%" and "$" off numbers, keeping "1,000", "3:30", "u.s." and hyphenated words
-    whole, and removing . , ; : ? ! quotes, dashes, ellipses and brackets. Unlike java it also removes
+    whole, splitting # + = < > ~ ^ and 'n' as java does, keeping its abbreviations' periods ("ave.", "mt."),
+    and removing . , ; : ? ! quotes, dashes, ellipses and brackets. Unlike java it also removes
     brackets and runs such as "?!", which the original keeps as tokens by accident.
     """
-    text = text.lower().translate(_UNICODE_PUNCT)
+    text = _N_TOKEN.sub(f" {_N_HELD} ", text.lower().translate(_UNICODE_PUNCT))
     for pattern, replacement in _SPLIT_RULES:
         text = pattern.sub(replacement, text)
+    text = text.replace(_N_HELD, "'n'")
     tokens = (piece for token in text.split() for piece in _split_sentence_period(token))
     return " ".join(token for token in tokens if not _is_punctuation(token))
 

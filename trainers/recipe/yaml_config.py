@@ -14,6 +14,7 @@ from typing import Any
 
 from trainers.errors import RecipeError
 from trainers.recipe.overrides import record_source, set_by_path
+from trainers.text_files import read_utf8
 
 
 def read_settings(path: str | Path) -> list[tuple[str, str, int]]:
@@ -27,7 +28,7 @@ def read_settings(path: str | Path) -> list[tuple[str, str, int]]:
             "(e.g. config/clip.yaml), or config=none for the recipe's own values."
         )
     try:
-        root = yaml.compose(path.read_text())
+        root = yaml.compose(read_utf8(path, RecipeError, "--config"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

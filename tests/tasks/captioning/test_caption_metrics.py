@@ -41,6 +41,30 @@ def only(metric: str, **kwargs) -> CaptionScorer:
 
 # ---------------------------------------------------------------- normalization (outputs checked against java)
 
+# Outputs of pycocoevalcap's PTBTokenizer (java, -lowerCase, punctuation removed) for symbols, abbreviations
+# and 'n': the next test runs the jar on them again.
+PTB_SYMBOLS_AND_ABBREVIATIONS = [
+    ("A sign that says #1 on it", "a sign that says # 1 on it"),
+    ("a #hashtag sign", "a #hashtag sign"),
+    ("Two plus two: 2+2=4 on a board", "two plus two 2 +2 = 4 on a board"),
+    ("a+b and a c+ grade, c++ code, +5", "a + b and a c + grade c++ code +5"),
+    ("a == b", "a = = b"),
+    ("a<b, a <b, a<b> and a <b> tag", "a < b a < b a <b> and a <b> tag"),
+    ("a>b", "a > b"),
+    ("a wave~ ~5 a~b", "a wave ~ ~ 5 a ~ b"),
+    ("x^2 on a blackboard", "x ^ 2 on a blackboard"),
+    ("a 50/50 split, red/blue and/or a / b", "a 50/50 split red/blue and/or a / b"),
+    ("A house on Elm Ave.", "a house on elm ave."),
+    ("A street in Mt.", "a street in mt."),
+    ("Mt. Fuji behind a lake near Ft. Worth", "mt. fuji behind a lake near ft. worth"),
+    (
+        "a man on 5th Ave. with Gen. Lee of Acme Inc. and Co.",
+        "a man on 5th ave. with gen. lee of acme inc. and co.",
+    ),
+    ("a poster for rock'n'roll night", "a poster for rock 'n' roll night"),
+    ("rock 'n' roll", "rock 'n' roll"),
+]
+
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
@@ -64,11 +88,25 @@ def only(metric: str, **kwargs) -> CaptionScorer:
         ("He said \u201chello\u201d \u2014 then left\u2026", "he said hello then left"),
         ("A  man\twith\nnewlines", "a man with newlines"),
         ("?!...", ""),
+        *PTB_SYMBOLS_AND_ABBREVIATIONS,
     ],
 )
 def test_normalize_caption_matches_ptb_tokenizer(raw: str, expected: str) -> None:
     assert normalize_caption(raw) == expected
     assert normalize_caption(expected) == expected  # idempotent, so pre-normalised references are safe
+
+
+def test_normalize_caption_equals_the_java_ptb_tokenizer_run_now() -> None:
+    """The symbol, abbreviation and 'n' cases above, through pycocoevalcap's own PTBTokenizer (the
+    stanford-corenlp jar, ~1 s of java): its outputs today are the literals above and ours."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    raws = [raw for raw, _ in PTB_SYMBOLS_AND_ABBREVIATIONS]
+    java = PTBTokenizer().tokenize({i: [{"caption": raw}] for i, raw in enumerate(raws)})
+    assert [java[i][0] for i in range(len(raws))] == [
+        expected for _, expected in PTB_SYMBOLS_AND_ABBREVIATIONS
+    ]
+    assert [normalize_caption(raw) for raw in raws] == [java[i][0] for i in range(len(raws))]
 
 
 def test_score_normalizes_by_default_and_can_opt_out() -> None:

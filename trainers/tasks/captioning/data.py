@@ -23,6 +23,7 @@ from trainers.data.augment import Sample as AugmentSample
 from trainers.data.coco_captions import is_coco_captions, read_coco_captions
 from trainers.data.epoch import EpochAware
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
+from trainers.text_files import read_utf8
 
 _SCHEMA_HINT = 'it must be a JSON object mapping image file names to a caption or a list of captions, e.g. {"0001.png": "a red circle above a blue square"}'
 _MAX_LISTED = 5
@@ -50,7 +51,7 @@ def _read_json(path: Path) -> Any:
         raise DataError(
             f"{path}: caption file not found. Check the captions path in the recipe; {_SCHEMA_HINT}."
         )
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path, DataError)
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:

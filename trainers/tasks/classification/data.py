@@ -8,6 +8,7 @@ of a run. Each message names the file (and line) and the recipe key that points 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.errors import RecipeError
 from trainers.tasks.classification.config import ClassificationData
+from trainers.text_files import read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def _image_path(value: str, images_root: Path) -> Path:
 
 def _read_csv(path: Path, key: str, images_root: Path, bad: BadSamples) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_utf8(path, DataError, key), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "image" not in columns or "label" not in columns:
@@ -165,6 +167,13 @@ def discover_classes(data: ClassificationData) -> list[str]:
         )
         classes = sorted({s.label for s in samples})
         where = f"the train split ({data.train})"
+    if len(classes) < 2:
+        error = RecipeError if where == "data.labels" else DataError
+        raise error(
+            f"{where} has {len(classes)} class ({_listed(classes)}); classification needs at least two. Add "
+            "the other classes (a subfolder or label value each in the data, and their names in data.labels "
+            "when it is set), or point data.train at the right data."
+        )
     if data.num_labels is not None and data.num_labels != len(classes):
         raise RecipeError(
             f"data.num_labels={data.num_labels}, but {where} has {len(classes)} classes: {_listed(classes)}. "

@@ -94,8 +94,8 @@ def read_split(
     index = {c.id: i for i, c in enumerate(categories)}
     known = ", ".join(f"{c.id} ({c.name})" for c in categories)
     by_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in payload["annotations"]:
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
+    for ann in coco.checked_annotations(path, payload, bad, _COCO_HINT):
+        by_image.setdefault(ann["image_id"], []).append(ann)
     out: list[DetectionImage] = []
     for entry in payload["images"]:
         image_id, name = entry.get("id"), entry.get("file_name")

@@ -19,6 +19,7 @@ drops the instance and counts it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +139,16 @@ def read_split(
         images[entry.get("id") if isinstance(entry, dict) else None] = entry
     files: dict[Any, tuple[Path, int, int] | None] = {}
     out: list[PoseRecord] = []
-    for ann in payload["annotations"]:
-        image_id = ann.get("image_id")
+    for ann in coco.checked_annotations(path, payload, bad, _COCO_HINT):
+        image_id = ann["image_id"]
         entry = images.get(image_id)
         where = f"{path}: annotation id {ann.get('id')} (image id {image_id})"
         if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
             bad.report(
-                "unknown_image",
+                "malformed_image",
                 where,
-                f"image_id {image_id!r} names no image entry with a file_name",
-                f'Fix the image_id, or add the image to "images"; {_COCO_HINT}',
+                f'the "images" entry of image_id {image_id!r} has no "file_name"',
+                f"Fix that entry; {_COCO_HINT}",
             )
             continue
         if image_id not in files:
@@ -234,15 +235,32 @@ def _instance(
         )
         return None
     flat = ann.get("keypoints")
-    if (
-        not (isinstance(flat, list) and all(isinstance(v, int | float) for v in flat))
-        or len(flat) != 3 * count
-    ):
-        got = len(flat) if isinstance(flat, list) else type(flat).__name__
+    if isinstance(flat, list) and len(flat) == 3 * count:
+        wrong = [(i, v) for i, v in enumerate(flat) if isinstance(v, bool) or not isinstance(v, int | float)]
+        if wrong:
+            bad.report(
+                "keypoint_value",
+                where,
+                f"keypoints[{wrong[0][0]}] is {json.dumps(wrong[0][1])}, not a number "
+                f"({len(wrong)} such value(s))",
+                "Write each keypoint as numbers x, y (pixels) and visibility v (0, 1 or 2)",
+            )
+            return None
+        visibility = [v for v in flat[2::3] if v not in (0, 1, 2)]
+        if visibility:
+            bad.report(
+                "keypoint_visibility",
+                where,
+                f"keypoint visibility {visibility[0]!r} is not 0, 1 or 2 ({len(visibility)} such value(s))",
+                "Use COCO's visibility flags: 0 not labelled, 1 labelled but hidden, 2 labelled and visible",
+            )
+            return None
+    else:
+        got = f"{len(flat)} values" if isinstance(flat, list) else f"a {type(flat).__name__}, not a list"
         bad.report(
             "keypoint_count",
             where,
-            f"keypoints holds {got} values, but the skeleton has {count} keypoints (3 x {count} = "
+            f"keypoints holds {got}, but the skeleton has {count} keypoints (3 x {count} = "
             f"{3 * count} values: x, y, visibility each)",
             "Write one (x, y, v) triple per skeleton keypoint, v = 0 for an unlabelled one",
         )

@@ -147,23 +147,28 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
         return self._baseline
 
     def plan_baseline(self, recipe: Any) -> MeanBoxBaseline | None:
-        """The mean-box baseline from the JSONL files alone (no model, no processor)."""
-        from trainers.data_policy import BadSamples
+        """The mean-box baseline from the JSONL files alone (no model, no processor). A split with no usable
+        line stops here, before any model is loaded, with the recipe's bad-sample policy's paragraph."""
+        from trainers.data_policy import BadSamples, ensure_not_empty
 
         data = self._data(recipe)
         if self.missing_data(recipe) or not (isinstance(data.train, str) and isinstance(data.val, str)):
             return None  # a `datasets` source: the run computes the baseline
-        try:
-            train = read_jsonl(
-                Path(data.train), Path(data.images or Path(data.train).parent), BadSamples("", "skip")
-            )
-            val = read_jsonl(
-                Path(data.val),
-                Path(data.val_images or data.images or Path(data.val).parent),
-                BadSamples("", "skip"),
-            )
-        except OSError:
-            return None
+        splits = []
+        for key, path, images in (
+            ("data.train", data.train, data.images),
+            ("data.val", data.val, data.val_images or data.images),
+        ):
+            root = Path(images or Path(path).parent)
+            try:
+                samples = read_jsonl(Path(path), root, BadSamples("", "skip"))
+                if not samples:  # again under the recipe's policy: "fail" names the first bad line
+                    bad = BadSamples(f"{path} ({key})", data.on_bad_sample)
+                    ensure_not_empty(len(read_jsonl(Path(path), root, bad)), bad, "lines")
+            except OSError:
+                return None
+            splits.append(samples)
+        train, val = splits
         classes = (
             list(data.classes)
             if data.classes

@@ -76,8 +76,14 @@ def read_voc(xml: Path, images: Path, classes: Sequence[str] | None = None) -> V
             "(--skip-bad skips it)."
         ) from None
     image_path = _find_image(xml, root, images)
-    with Image.open(image_path) as image:
-        width, height = image.size
+    try:
+        with Image.open(image_path) as image:
+            width, height = image.size
+    except OSError as error:
+        raise DataError(
+            f"{xml}: its image {image_path} cannot be read ({error}). Replace the image, or remove the XML "
+            "file (--skip-bad skips it)."
+        ) from None
     objects = []
     for index, obj in enumerate(root.findall("object")):
         where = f"{xml}: object {index}"

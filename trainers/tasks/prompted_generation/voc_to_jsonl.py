@@ -43,6 +43,18 @@ def _tasks(text: str) -> list[str]:
     return tasks
 
 
+def _mirrored(xml: Path, image_path: Path) -> Image.Image:
+    """The image decoded and mirrored; a file whose header reads but whose pixels do not is a bad file too."""
+    try:
+        with Image.open(image_path) as image:
+            return ImageOps.mirror(image.convert("RGB"))
+    except OSError as error:
+        raise DataError(
+            f"{xml}: its image {image_path} cannot be decoded ({error}). Replace the image, or remove the XML "
+            "file (--skip-bad skips it)."
+        ) from None
+
+
 def convert(
     voc_dir: Path,
     images: Path,
@@ -58,11 +70,16 @@ def convert(
     if not xmls:
         raise DataError(f"{voc_dir}: no .xml files (--voc). Point --voc at the LabelImg Annotations folder.")
     counts: Counter[str] = Counter()
+    if out.is_dir():
+        raise DataError(
+            f"--out {out}: is a directory; --out names the JSONL file to write (e.g. --out {out / 'train.jsonl'})."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
         for xml in tqdm(xmls, desc="VOC -> JSONL", unit="file", disable=not progress):
             try:
                 voc = read_voc(xml, Path(images), classes)
+                mirror = _mirrored(xml, voc.image) if flip else None
             except DataError as error:
                 if not skip_bad:
                     raise
@@ -70,10 +87,9 @@ def convert(
                 print(f"skipped: {error}", file=sys.stderr)
                 continue
             records = lines_for(voc, voc.image.relative_to(images).as_posix(), tasks)
-            if flip:
+            if mirror is not None:
                 target = voc.image.with_name(f"flipped_{voc.image.name}")
-                with Image.open(voc.image) as image:
-                    ImageOps.mirror(image.convert("RGB")).save(target)
+                mirror.save(target)
                 records += lines_for(flipped(voc, target), target.relative_to(images).as_posix(), tasks)
                 counts["flipped"] += 1
             for record in records:

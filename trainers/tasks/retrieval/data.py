@@ -24,6 +24,7 @@ from trainers.data.epoch import EpochAware
 from trainers.data.images import ImageRef, open_rgb
 from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError
+from trainers.text_files import read_utf8
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def read_pairs(
     if isinstance(source, DatasetSource):
         return read_source_pairs(source, key, limit)
     source = Path(source)
-    text = source.read_text()
+    text = read_utf8(source, DataError, key)
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:
