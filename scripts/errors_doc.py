@@ -54,6 +54,9 @@ def main(path: str) -> None:
     rows.append(("disk-full-during-save", "<recipe> (the disk fills while checkpoint-2 is written)"))
     for case, argv, _ in catalogue.MORE_IN_PROCESS:  # reruns, metric names, data paths
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
+    for case, argv, _, env in catalogue.ENVIRONMENT_IN_PROCESS:  # DeepSpeed configs, YAML, dict keys, java
+        shown = " ".join(str(a) for a in argv(_FakeFiles()))
+        rows.append((case, f"{shown} (PATH without java)" if env.get("PATH") else shown))
     out = [HEADER]
     for i, (case, command) in enumerate(rows, 1):
         message = messages.get(
