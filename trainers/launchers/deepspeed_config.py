@@ -301,7 +301,10 @@ def validate_deepspeed_config(
     if training is not None:
         from trainers.launchers.deepspeed_judge import judge_filled_config
 
-        judge_filled_config(config, training, world_size or 1, where, source, precision)
+        try:
+            judge_filled_config(config, training, world_size or 1, where, source, precision)
+        except RecipeError as exc:
+            raise DeepSpeedConfigError(str(exc)) from None
     return config
 
 
