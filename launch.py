@@ -213,7 +213,13 @@ def _main(args: argparse.Namespace) -> int:
     recipe = resolved.recipe
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.
     deepspeed_config = deepspeed_config_for(
-        recipe.launch, recipe.training, launcher_world_size(recipe.launch)
+        recipe.launch,
+        recipe.training,
+        launcher_world_size(recipe.launch),
+        param_groups=recipe.param_groups,
+        stages=recipe.stages,
+        # a Slurm job resolves precision "auto" on its own nodes: accept what the file says
+        precision="any" if recipe.launch.launcher == "slurm" else None,
     )
     skip_unused_libraries(recipe, args, deepspeed_config)
     under_launcher = inside_launcher()

@@ -67,6 +67,9 @@ def main(path: str) -> None:
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
     for case, argv, _ in catalogue.DATA_IN_PROCESS:  # the newer families' data, files that are not UTF-8
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
+    for case, argv, _, env in catalogue.ENVIRONMENT_IN_PROCESS:  # DeepSpeed configs, YAML, dict keys, java
+        shown = " ".join(str(a) for a in argv(_FakeFiles()))
+        rows.append((case, f"{shown} (PATH without java)" if env.get("PATH") else shown))
     out = [HEADER]
     for i, (case, command) in enumerate(rows, 1):
         message = messages.get(

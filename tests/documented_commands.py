@@ -11,6 +11,7 @@ RUN = "tests/test_docs_commands_run.py"
 FINE_TUNE = f"{RUN}::test_fine_tune_on_your_data_reaches_the_data_check"
 NO_DATA = "as written on a clone without the user's files: the data paragraph names every path, exit 2"
 DRY_RUN = f"{RUN}::test_dry_runs_of_the_real_models_print_the_plan"
+NO_DATA_DRY_RUN = f"{RUN}::test_dry_runs_without_the_data_plan_with_a_stated_label_set"
 LAUNCHER_README = "tests/distributed/test_launcher_readme_commands.py"
 
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -139,6 +140,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "as written",
     ),
+    "python launch.py recipes/vit_lora.py --dry-run": ((NO_DATA_DRY_RUN,), "as written"),
+    "python launch.py recipes/detr_lora.py --dry-run": ((NO_DATA_DRY_RUN,), "as written"),
     "python launch.py recipes/detr_lora.py --demo": (
         ("tests/families/detr/test_detr_family.py::test_the_demo_beats_its_start_and_the_mean_box_baseline",),
         "in-process (load_recipe(demo=True), setup_run, complete_run), 4 epochs, plots off, an output dir",

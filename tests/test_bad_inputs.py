@@ -1018,3 +1018,164 @@ def test_app_port_taken_is_one_paragraph(tool_files, monkeypatch):
         *run_tool("app", [tool_files["vit_run"], "--port", "7860"], monkeypatch),
         ("--port 7860", "another --port"),
     )
+
+
+# DeepSpeed configs judged by DeepSpeed's own config classes (filled as the Trainer fills them), YAML settings,
+# dict-valued overrides and a missing Java runtime: exit 2 at recipe load / before any process starts.
+
+_ZERO2 = json.loads((ROOT / "ds_configs" / "zero2.json").read_text())
+
+
+def _zero2(**zero: object) -> dict:
+    return {**_ZERO2, "zero_optimization": {**_ZERO2["zero_optimization"], **zero}}
+
+
+DS_CONFIGS = {  # the configs a user copies from the transformers docs or edits by hand
+    "ds_docs_zero_only.json": {"zero_optimization": {"stage": 2, "overlap_comm": True}},
+    "ds_fp16_on.json": {**_ZERO2, "fp16": {"enabled": True}},
+    "ds_bf16_on.json": {**_ZERO2, "bf16": {"enabled": True}},
+    "ds_bucket_big.json": _zero2(allgather_bucket_size="big"),
+    "ds_bucket_negative.json": _zero2(allgather_bucket_size=-5),
+    "ds_offload_gpu.json": _zero2(offload_optimizer={"device": "gpu"}),
+    "ds_offload_string.json": _zero2(offload_optimizer="cpu"),
+    "ds_fp16_yes.json": {**_ZERO2, "fp16": {"enabled": "yes"}},
+    "ds_hf_optimizer.json": {
+        **_ZERO2,
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto"}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": "auto", "warmup_num_steps": "auto"}},
+    },
+}
+
+FP32 = "training.precision=fp32"  # what the precision keys are matched against, on any machine
+
+ENVIRONMENT_IN_PROCESS = [
+    (
+        "ds-config-no-batch-keys",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_docs_zero_only.json"]), "--dry-run"],
+        ("ds_docs_zero_only.json", "DeepSpeed rejects it", "train_micro_batch_size_per_gpu", '"auto"'),
+        {},
+    ),
+    (
+        "ds-config-fp16-under-fp32",
+        lambda f: [PROGRESSIVE, FP32, "--deepspeed", str(f["ds_fp16_on.json"]), "--dry-run"],
+        ("ds_fp16_on.json", "fp16.enabled=True (line 7)", "training.precision resolves to fp32", '"auto"'),
+        {},
+    ),
+    (
+        "ds-config-bf16-under-fp32",
+        lambda f: [PROGRESSIVE, FP32, "--deepspeed", str(f["ds_bf16_on.json"]), "--dry-run"],
+        ("ds_bf16_on.json", "bf16.enabled=True (line 10)", "training.precision resolves to fp32"),
+        {},
+    ),
+    (
+        "ds-config-bucket-not-a-number",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_bucket_big.json"]), "--dry-run"],
+        ("ds_bucket_big.json", "zero_optimization.allgather_bucket_size='big' (line 18)", "valid integer"),
+        {},
+    ),
+    (
+        "ds-config-bucket-negative",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_bucket_negative.json"]), "--dry-run"],
+        (
+            "ds_bucket_negative.json",
+            "zero_optimization.allgather_bucket_size=-5",
+            "greater than or equal to 0",
+        ),
+        {},
+    ),
+    (
+        "ds-config-offload-device-gpu",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_offload_gpu.json"]), "--dry-run"],
+        ("ds_offload_gpu.json", "zero_optimization.offload_optimizer.device='gpu'", "'cpu' or 'nvme'"),
+        {},
+    ),
+    (
+        "ds-config-offload-string",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_offload_string.json"]), "--dry-run"],
+        ("ds_offload_string.json", "zero_optimization.offload_optimizer must be an object", "'cpu'"),
+        {},
+    ),
+    (
+        "ds-config-fp16-enabled-yes",
+        lambda f: [PROGRESSIVE, FP32, "--deepspeed", str(f["ds_fp16_yes.json"]), "--dry-run"],
+        ("ds_fp16_yes.json", "fp16.enabled=yes", '"auto"'),
+        {},
+    ),
+    (
+        "ds-config-optimizer-with-param-groups",
+        lambda f: [PROGRESSIVE, "--deepspeed", str(f["ds_hf_optimizer.json"]), "--dry-run"],
+        ("ds_hf_optimizer.json", "'optimizer' and 'scheduler' sections", "2 param_groups", "remove them"),
+        {},
+    ),
+    (
+        "yaml-freeze-pattern-not-a-regex",
+        lambda f: ["recipes/clip_minilm.py", "--config", str(f["bad_pattern.yaml"]), "--dry-run"],
+        ("bad_pattern.yaml:4", "encoder_configs.text.freeze_pattern", "'(unclosed'", "not a valid regular"),
+        {},
+    ),
+    (
+        "override-whole-dict-field",
+        lambda f: ["recipes/vit_lora.py", "data.extra_val=/data/hard", "--dry-run"],
+        ("data.extra_val", "data.extra_val.NAME=VALUE"),
+        {},
+    ),
+    (
+        "override-inside-dict-entry",
+        lambda f: ["recipes/vit_lora.py", "data.extra_val.hard.path=/data/hard", "--dry-run"],
+        ("data.extra_val.hard.path", "set one whole entry"),
+        {},
+    ),
+    (
+        "meteor-without-java",
+        lambda f: [PROGRESSIVE, "--dry-run"],
+        (
+            "evaluation.metrics",
+            "meteor",
+            "no `java` is on PATH",
+            "default-jre-headless",
+            "evaluation.metrics=",
+        ),
+        {"PATH": "<no java>"},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def environment_files(files) -> dict[str, Path]:
+    f = dict(files)
+    for name, config in DS_CONFIGS.items():
+        f[name] = files["root"] / name
+        f[name].write_text(json.dumps(config, indent=2) + "\n")
+    f["bad_pattern.yaml"] = files["root"] / "bad_pattern.yaml"
+    f["bad_pattern.yaml"].write_text(
+        "# a pattern that is not a regex\nencoder_configs:\n  text:\n    freeze_pattern: '(unclosed'\n"
+    )
+    return f
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "expected", "env"), ENVIRONMENT_IN_PROCESS, ids=[c[0] for c in ENVIRONMENT_IN_PROCESS]
+)
+def test_config_and_environment_bad_inputs(
+    case, argv, expected, env, environment_files, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr("trainers.plan.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    if env.get("PATH") == "<no java>":  # PATH without java (python runs in-process: nothing else needed)
+        monkeypatch.setenv("PATH", str(tmp_path))
+    check(*run_main(argv(environment_files)), expected)
+
+
+def test_shipped_and_accepted_deepspeed_configs_pass_the_deepspeed_check(environment_files, monkeypatch):
+    """The shipped configs, and Hugging Face's example with an optimizer / scheduler block under a recipe
+    without param_groups and stages, are filled and accepted by DeepSpeed's own config classes."""
+    from trainers.launchers.deepspeed_config import validate_deepspeed_config
+    from trainers.recipe import load_recipe
+
+    monkeypatch.chdir(ROOT)
+    vit = load_recipe("recipes/vit_lora.py", [FP32])
+    assert not vit.param_groups and not vit.stages
+    for path in [*sorted((ROOT / "ds_configs").glob("*.json")), environment_files["ds_hf_optimizer.json"]]:
+        config = validate_deepspeed_config(path, vit.training, 2, vit.param_groups, vit.stages, "fp32")
+        assert config == json.loads(path.read_text())  # the file as written, not the filled copy

@@ -139,6 +139,25 @@ def test_dry_runs_of_the_real_models_print_the_plan(command, expected, tmp_path)
     assert expected in result.stdout and "architecture only" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("command", "stand_in"),
+    [
+        ("recipes/vit_lora.py --dry-run", "placeholder of 2 classes"),
+        ("recipes/detr_lora.py --dry-run", "placeholder of 2 categories"),
+    ],
+    ids=["vit", "detr"],
+)
+def test_dry_runs_without_the_data_plan_with_a_stated_label_set(command, stand_in, tmp_path):
+    """The commands the recipes' docstrings give, on a clone without the user's data: the plan, the data
+    warning, the stand-in label set and which counts depend on it; exit 0."""
+    result = run(["launch.py", *command.split()], clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "WARNING: data not found" in out and "architecture only" in out, out[-3000:]
+    assert stand_in in out and "Counts that depend on the label set: the head's" in out, out[-3000:]
+    assert "trainable now:" in out and "Traceback" not in result.stderr
+
+
 def test_florence2_sizes_prints_the_documented_table(tmp_path):
     result = run(["-m", "trainers.models.florence2_sizes"], clean_env(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]

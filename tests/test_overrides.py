@@ -126,3 +126,34 @@ def test_resume_takes_the_four_rerun_choices():
         assert r.training.resume == value
     with pytest.raises(RecipeError, match="must be one of auto, never, force, overwrite"):
         apply_overrides(r, ["training.resume=sometimes"])
+
+
+def test_dict_valued_fields_take_one_entry_per_override():
+    """`data.extra_val.NAME=DIR` adds a validation set; `demo.KEY=VALUE` changes what `--demo` applies (the
+    whole rest of the key is the entry's name), and wins over the recipe's demo value under --demo."""
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    r = load_recipe(
+        ROOT / "recipes" / "vit_lora.py",
+        ["data.extra_val.hard=data/tiny_classes/test", "demo.training.epochs=2"],
+        demo=True,
+    )
+    assert r.data.extra_val == {"hard": "data/tiny_classes/test"}
+    assert r.demo["training.epochs"] == "2" and r.training.epochs == 2
+    assert load_recipe(ROOT / "recipes" / "vit_lora.py", ["demo.training.epochs=2"]).training.epochs == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.extra_val=/x", "set one entry with data.extra_val.NAME=VALUE"),
+        ("data.extra_val.hard.path=/x", "data.extra_val is a mapping; set one whole entry"),
+    ],
+)
+def test_dict_valued_fields_refuse_what_they_cannot_take_in_one_paragraph(override, expected):
+    from conftest import ROOT
+    from trainers.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match=expected.replace(".", r"\.")):
+        load_recipe(ROOT / "recipes" / "vit_lora.py", [override])

@@ -41,15 +41,103 @@ def clean_env(monkeypatch, tmp_path):
     return netrc
 
 
-def test_auto_mode_is_online_only_when_logged_in(clean_env, tmp_path):
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def local_server(monkeypatch):
+    """A server on 127.0.0.1 that answers every request (404): W&B's base URL points at it."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    yield server
+    server.shutdown()
+
+
+def test_auto_mode_is_online_only_when_logged_in(clean_env, local_server, monkeypatch, tmp_path):
+    from trainers.reporting.wandb import logged_in
+
     assert configure_wandb(Reporting(), tmp_path / "a") == ["wandb"]
     assert os.environ["WANDB_MODE"] == "offline"
     del os.environ["WANDB_MODE"]
-    clean_env.write_text(f"machine api.wandb.ai\n  login user\n  password {'a1' * 20}\n")
+    monkeypatch.setenv("WANDB_API_KEY", "a1" * 20)
     configure_wandb(Reporting(), tmp_path / "b")
-    assert os.environ["WANDB_MODE"] == "online"
+    assert os.environ["WANDB_MODE"] == "online"  # logged in, and the server answers
     del os.environ["WANDB_MODE"]
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.delenv("WANDB_BASE_URL")
+    assert not logged_in()
+    clean_env.write_text(f"machine api.wandb.ai\n  login user\n  password {'a1' * 20}\n")
+    assert logged_in()  # a key in .netrc counts too
     assert configure_wandb(Reporting(wandb_mode="disabled"), tmp_path / "c") == []
+
+
+@pytest.mark.parametrize("mode", ["auto", "online"])
+def test_an_unreachable_server_means_offline_within_the_stated_time_and_one_line(
+    mode, clean_env, monkeypatch, tmp_path, caplog
+):
+    """An API key (or online mode) and no route to W&B: offline at once, said in one line, instead of
+    `wandb.init` waiting ~2 minutes and ending the run with CommError. `WANDB_MODE=` (empty) counts as unset."""
+    import time
+
+    from trainers.reporting.wandb import PROBE_TIMEOUT_S
+
+    monkeypatch.setenv("WANDB_API_KEY", "a1" * 20)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("WANDB_MODE", "")
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="trainers.reporting.wandb"):
+        assert configure_wandb(Reporting(wandb_mode=mode), tmp_path / "run") == ["wandb"]
+    assert time.monotonic() - start < PROBE_TIMEOUT_S == 10.0
+    assert os.environ["WANDB_MODE"] == "offline"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "cannot be reached" in lines[0] and "logging offline instead" in lines[0]
+    assert os.environ["WANDB_BASE_URL"] in lines[0] and "wandb sync" in lines[0]
+
+
+def test_a_hanging_server_is_given_up_on_after_the_timeout(monkeypatch):
+    """A server that accepts the connection and never answers: the probe stops at its timeout."""
+    import socket
+    import time
+
+    from trainers.reporting.wandb import server_unreachable
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        start = time.monotonic()
+        reason = server_unreachable(timeout=1.0)
+        assert reason and 0.9 < time.monotonic() - start < 3.0, reason
+
+
+def test_a_run_with_a_key_and_no_server_trains_offline(clean_env, tmp_path):
+    """End to end: `auto` with an API key, W&B's base URL at a closed port, `WANDB_MODE=` empty: the run
+    finishes (exit 0), logs offline under the output dir, and says so in one line."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_API_KEY="a1" * 20, WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}", WANDB_MODE="")
+    result = subprocess.run(
+        [sys.executable, "launch.py", str(TINY), "reporting.wandb=true", f"output_dir={out}",
+         "data.max_train_samples=16", "evaluation.num_beams=1", "training.epochs=1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("logging offline instead") == 1, result.stderr[-3000:]
+    assert sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_array_tasks_of_one_sweep_share_a_group():

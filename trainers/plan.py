@@ -220,6 +220,7 @@ class RunPlan:
         None  # the task's no-model baseline (captioning: the constant caption), .render() / .to_dict()
     )
     memory: Any = None  # trainers.reporting.memory_plan.MemoryPlan: model state per device by ZeRO stage
+    label_set: str | None = None  # the data that names the labels is missing: what was planned with instead
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -238,6 +239,7 @@ class RunPlan:
             "data_missing": self.data_missing,
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "memory": self.memory.to_dict() if self.memory is not None else None,
+            "label_set": self.label_set,
         }
 
     def render(self) -> str:
@@ -255,6 +257,7 @@ class RunPlan:
                 if self.data_missing
                 else []
             ),
+            *([f"label set:     {self.label_set}"] if self.label_set else []),
             "",
             "freeze map (unique parameters; 'scheduled' = unfrozen by a later stage):",
             _indent(f.render()),
@@ -342,6 +345,19 @@ def build_run_plan(
         data_missing=missing_data_paths(resolved),
         baseline=task.plan_baseline(recipe),
         memory=memory_plan(recipe, prepared),
+        label_set=_label_set_note(resolved),
+    )
+
+
+def _label_set_note(resolved: ResolvedRecipe) -> str | None:
+    """The task's stand-in sentence, and which counts depend on the label set (the family's head tower's)."""
+    note = resolved.task.label_set_stand_in(resolved.recipe)
+    if note is None:
+        return None
+    head = ", ".join(p.rstrip(".") for p in resolved.family.towers.get("head", ())) or "the output layer"
+    return (
+        f"{note} Counts that depend on the label set: the head's ({head}), and with them the totals and "
+        "trainable counts; the freeze rules, LoRA targets, stages and groups do not."
     )
 
 

@@ -113,7 +113,14 @@ def build_training_arguments(
         dataloader_pin_memory=loader.pin_memory,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
-        deepspeed=deepspeed_config_for(recipe.launch, t, launcher_world_size()),
+        deepspeed=deepspeed_config_for(
+            recipe.launch,
+            t,
+            launcher_world_size(),
+            param_groups=recipe.param_groups,
+            stages=recipe.stages,
+            precision=precision,
+        ),
         disable_tqdm=not progress_enabled(),  # the Trainer's bars: a terminal, not --quiet
     )
 

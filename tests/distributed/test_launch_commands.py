@@ -112,7 +112,7 @@ def test_accelerate_deepspeed_env_becomes_a_config():
         ({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}}, "only stage 3"),
         ({"zero_optimization": {"stage": 4}}, "must be 0, 1, 2 or 3"),
         ({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "both true"),
-        ({"optimizer": {"type": "AdamW"}}, "dropping the recipe's param_groups"),
+        ({"zero_optimization": {"stage": 2, "offload_param": "cpu"}}, "offload_param must be an object"),
         ({"train_micro_batch_size_per_gpu": 16}, "recipe gives 4 (training.batch_size)"),
         (
             {"train_batch_size": 64},
@@ -125,6 +125,31 @@ def test_invalid_configs_get_a_clear_error(config, expected):
         validate_deepspeed_config(config, Training(batch_size=4), world_size=2)
     assert expected in str(info.value)
     assert isinstance(info.value, RecipeError)
+
+
+def test_optimizer_sections_are_refused_only_beside_param_groups_or_stages():
+    """Hugging Face's example configs carry optimizer / scheduler sections: accepted for a recipe without
+    param_groups and stages (DeepSpeed's optimizer then builds one group), refused with them, naming both."""
+    config = json.loads((DS_CONFIG_DIR / "zero2.json").read_text())
+    config["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto"}}
+    config["scheduler"] = {"type": "WarmupLR", "params": {"warmup_max_lr": "auto"}}
+    training = Training(batch_size=4)
+    assert validate_deepspeed_config(config, training, 2, (), (), "fp32") == config
+    with pytest.raises(DeepSpeedConfigError) as info:
+        validate_deepspeed_config(config, training, 2, ("g",), ("s", "t"), "fp32")
+    assert "'optimizer' and 'scheduler' sections" in str(info.value)
+    assert "1 param_groups and 2 unfreezing stages" in str(info.value)
+
+
+def test_deepspeed_judges_the_filled_config():
+    """What the Trainer fills and DeepSpeed's own classes then reject, with the key (pydantic's location)."""
+    base = json.loads((DS_CONFIG_DIR / "zero3.json").read_text())
+    bad = {**base, "zero_optimization": {**base["zero_optimization"], "stage3_max_live_parameters": "many"}}
+    with pytest.raises(DeepSpeedConfigError, match="zero_optimization.stage3_max_live_parameters='many'"):
+        validate_deepspeed_config(bad, Training(batch_size=4), 2, precision="fp32")
+    pinned = {**base, "optimizer": {"type": "AdamW", "params": {"lr": 0.1}}}
+    with pytest.raises(RecipeError, match=r"optimizer.params.lr=0.1 but the run uses 5e-05 \(training.lr\)"):
+        validate_deepspeed_config(pinned, Training(batch_size=4, lr=5e-5), 2, precision="fp32")
 
 
 def test_offload_with_stage_one_or_without_zero_is_refused():

@@ -4,13 +4,16 @@ DeepSpeed ignores unknown top-level keys silently and reports contradictions lat
 on every rank). Here a config is read and checked once, before any process starts: unknown keys get
 the closest valid names, contradictions (offload below its stage, fp16 with bf16, a DeepSpeed optimizer
 that would drop the recipe's parameter groups) and values the Trainer fills ("auto") that were pinned
-to something else are reported as one clear error. Nothing here imports torch or DeepSpeed.
+to something else are reported as one clear error. Then `deepspeed_judge` fills the config as the Trainer
+will and lets DeepSpeed's own config classes parse it (that imports transformers and DeepSpeed: only for
+runs that use DeepSpeed).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,14 +233,23 @@ def validate_deepspeed_config(
     config: dict[str, Any] | str | Path,
     training: Training | None = None,
     world_size: int | None = None,
+    param_groups: Sequence[Any] = (),
+    stages: Sequence[Any] = (),
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Check a DeepSpeed config for what would fail late or silently; returns the parsed config.
 
-    With `training` (and `world_size`), values pinned instead of "auto" must agree with the recipe.
+    With `training` (and `world_size`), values pinned instead of "auto" must agree with the recipe, and then
+    the config is filled as the Trainer fills it and parsed by DeepSpeed's own config classes
+    (`trainers.launchers.deepspeed_judge`). An `optimizer` / `scheduler` section is accepted unless the
+    recipe declares `param_groups` or `stages` (which DeepSpeed's own optimizer would drop). `precision`:
+    the run's resolved `training.precision` (None: resolved as this machine would).
     """
     where = "DeepSpeed config"
+    source: Path | None = None
     if not isinstance(config, dict):
         where = f"DeepSpeed config {config}"
+        source = Path(config)
         config = load_deepspeed_config(config)
     problems: list[str] = []
     problems += _unknown(config, TOP_LEVEL_KEYS, "")
@@ -265,17 +277,34 @@ def validate_deepspeed_config(
         )
     if _enabled(config.get("fp16")) is True and _enabled(config.get("bf16")) is True:
         problems.append('fp16.enabled and bf16.enabled are both true: pick one (or "auto" for both)')
-    for section in ("optimizer", "scheduler"):
-        if section in config:
+    for key in ("offload_optimizer", "offload_param"):
+        if key in zero and not isinstance(zero[key], dict | type(None)):
             problems.append(
-                f"a {section!r} section: DeepSpeed would then build its own {section} from all trainable "
-                "parameters, dropping the recipe's param_groups (per-group LRs) and the gated stage groups "
-                "of progressive unfreezing; remove it (the Trainer passes its own)"
+                f'zero_optimization.{key} must be an object such as {{"device": "cpu"}}, got {zero[key]!r}'
             )
+    declared = [f"{len(param_groups)} param_groups"] if param_groups else []
+    declared += [f"{len(stages)} unfreezing stages"] if stages else []
+    sections = [s for s in ("optimizer", "scheduler") if s in config]
+    if sections and declared:
+        named = " and ".join(f"{s!r}" for s in sections)
+        problems.append(
+            f"{named} section{'s' if len(sections) > 1 else ''} while the recipe declares "
+            f"{' and '.join(declared)}: DeepSpeed would build its own optimizer over all trainable parameters "
+            "as one group, dropping the per-group LRs and the gated stage groups; remove "
+            f"{'them' if len(sections) > 1 else 'it'} (the Trainer then passes the recipe's own), or drop the "
+            "recipe's param_groups and stages"
+        )
     if training is not None:
         problems += _pinned_mismatches(config, training, world_size)
     if problems:
         raise DeepSpeedConfigError(f"{where} cannot work as written: " + "; ".join(problems) + ".")
+    if training is not None:
+        from trainers.launchers.deepspeed_judge import judge_filled_config
+
+        try:
+            judge_filled_config(config, training, world_size or 1, where, source, precision)
+        except RecipeError as exc:
+            raise DeepSpeedConfigError(str(exc)) from None
     return config
 
 
@@ -385,9 +414,12 @@ def deepspeed_config_for(
     training: Training | None = None,
     world_size: int | None = None,
     env: dict[str, str] | None = None,
+    param_groups: Sequence[Any] = (),
+    stages: Sequence[Any] = (),
+    precision: str | None = None,
 ) -> str | None:
     """Resolve (`--zero`, `--deepspeed`, or an accelerate DeepSpeed launch) and validate; None without DeepSpeed."""
     path = resolve_deepspeed_config(launch) or deepspeed_config_from_accelerate_env(env)
     if path is not None:
-        validate_deepspeed_config(path, training, world_size)
+        validate_deepspeed_config(path, training, world_size, param_groups, stages, precision)
     return path

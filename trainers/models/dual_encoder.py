@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,6 +80,15 @@ class TextEncoderConfig:
             )
         if self.max_length <= 0:
             raise RecipeError(f"{where}.max_length must be > 0 (tokens per caption), got {self.max_length}.")
+        if self.freeze_pattern not in (None, "all"):
+            try:
+                re.compile(self.freeze_pattern)
+            except re.error as exc:
+                raise RecipeError(
+                    f"{where}.freeze_pattern: {self.freeze_pattern!r} is not a valid regular expression ({exc}). "
+                    "Fix the pattern (a regex searched in the text tower's parameter names, e.g. "
+                    "encoder\\.layer\\.[0-3]\\.), or use all / null."
+                ) from None
         if self.freeze_layers is not None and self.freeze_layers < -1:
             raise RecipeError(
                 f"{where}.freeze_layers must be -1 (all), 0..N or none, got {self.freeze_layers}."

@@ -35,9 +35,14 @@ def load_resolved(
 ) -> ResolvedRecipe:
     """`load_recipe`, keeping the task and family that validation looked up (a run passes them on)."""
     recipe = _execute(Path(path))
+    overrides = list(overrides or [])
+    early = [
+        o for o in overrides if parse_override(o)[0].split(".")[0] == "demo"
+    ]  # before --demo applies them
+    apply_overrides(recipe, early)
+    overrides = [o for o in overrides if o not in early]
     if demo:
         apply_demo(recipe)
-    overrides = list(overrides or [])
     config = [o for o in overrides if parse_override(o)[0] == "config"]  # --config FILE: applied first
     apply_overrides(recipe, config)
     if recipe.config is not None:

@@ -1,7 +1,8 @@
 """`key=value` overrides on a recipe: dotted paths, typed by the dataclass fields, validated.
 
 `training.epochs=3`, `data.train=/data/train.json`, `evaluation.metrics=meteor,cider_d`,
-`param_groups.0.lr_mult=0.2`, `early_stopping=none`. An unknown key fails with the closest valid keys.
+`param_groups.0.lr_mult=0.2`, `early_stopping=none`, one entry of a dict-valued field
+(`data.extra_val.hard=/data/hard_val`, `demo.training.epochs=3`). An unknown key fails with the closest valid keys.
 """
 
 from __future__ import annotations
@@ -60,8 +61,14 @@ def set_by_path(root: Any, key: str, raw: Any) -> Any:
     """Set `key` (dotted) on a dataclass tree; `raw` is a string from the CLI or an already typed value."""
     parts = key.split(".")
     parent: Any = root
+    hint: Any = None  # the declared type of `parent` (a dict field's says the type of its values)
     for depth, part in enumerate(parts[:-1]):
+        if isinstance(parent, dict):
+            return _set_entry(parent, hint, parts[depth:], ".".join(parts[:depth]), key, raw)
+        hint = _field_hints(parent).get(part) if dataclasses.is_dataclass(parent) else None
         parent = _child(parent, part, ".".join(parts[: depth + 1]), key, root)
+    if isinstance(parent, dict):
+        return _set_entry(parent, hint, parts[-1:], ".".join(parts[:-1]), key, raw)
     leaf = parts[-1]
     if isinstance(parent, list):
         index = _list_index(parent, leaf, key)
@@ -80,6 +87,31 @@ def set_by_path(root: Any, key: str, raw: Any) -> Any:
             f"Override {key!r}: {parent_path} is an immutable rule; change it in the recipe file."
         ) from None
     return value
+
+
+def _set_entry(mapping: dict, hint: Any, rest: list[str], field_key: str, key: str, raw: Any) -> Any:
+    """One entry of a dict-valued field: `data.extra_val.NAME=DIR` (typed by the dict's value type), or
+    `demo.KEY=VALUE` (values of any type: the whole rest of the key is the entry's name, e.g.
+    `demo.training.epochs=3`, typed when `--demo` applies it)."""
+    value_hint = _dict_value_type(hint)
+    name = ".".join(rest) if value_hint is Any else rest[0]
+    if not name or (value_hint is not Any and len(rest) > 1):
+        raise RecipeError(
+            f"Override {key!r}: {field_key} is a mapping; set one whole entry with {field_key}.NAME=VALUE "
+            f"(entries now: {', '.join(map(str, mapping)) or 'none'}), or change the entry's fields in the "
+            "recipe file."
+        )
+    value = _coerce(raw, value_hint, key) if isinstance(raw, str) and value_hint is not Any else raw
+    mapping[name] = value
+    return value
+
+
+def _dict_value_type(hint: Any) -> Any:
+    """`V` of a `dict[str, V]` hint (also inside `X | None`); Any when undeclared."""
+    if get_origin(hint) in (Union, types.UnionType):
+        hint = next((a for a in get_args(hint) if get_origin(a) is dict or a is dict), hint)
+    args = get_args(hint)
+    return args[1] if get_origin(hint) is dict and len(args) == 2 else Any
 
 
 def valid_keys(root: Any, prefix: str = "") -> list[str]:
@@ -189,6 +221,11 @@ def _coerce(raw: str, hint: Any, key: str) -> Any:
         return raw
     if hint is Any:
         return raw
+    if origin is dict or hint is dict:
+        raise RecipeError(
+            f"Override {key!r} is a mapping: set one entry with {key}.NAME=VALUE (e.g. "
+            f"data.extra_val.hard=/data/hard_val, demo.training.epochs=3)."
+        )
     raise RecipeError(
         f"Override {key!r}: fields of type {getattr(hint, '__name__', hint)} cannot be set from the "
         "command line; change them in the recipe file."

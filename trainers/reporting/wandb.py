@@ -1,4 +1,5 @@
-"""W&B wiring: offline unless the user is logged in, files under the run's output dir, one run per training.
+"""W&B wiring: offline unless the user is logged in and the server answers, files under the run's output dir,
+one run per training.
 
 The Trainer's own `WandbCallback` (`report_to=["wandb"]`) starts the run on global rank 0 only and logs the
 Trainer's metrics on `train/global_step`. This module sets its environment (mode, project, group, job type,
@@ -9,6 +10,7 @@ epoch, and a prediction table per evaluation (rows from the task's `table_rows` 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import string
@@ -21,6 +23,8 @@ from transformers import TrainerCallback
 
 from trainers.recipe.config import Reporting
 from trainers.reporting.redact import redact
+
+logger = logging.getLogger(__name__)
 
 STEP = "train/global_step"  # the Trainer integration's x axis (`define_metric("*", step_metric=STEP)`)
 
@@ -45,6 +49,42 @@ def logged_in() -> bool:
         return bool(read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")))
     except Exception:  # an unreadable or malformed .netrc: not logged in, stay offline
         return False
+
+
+PROBE_TIMEOUT_S = 10.0  # how long an online run waits for the W&B server before logging offline
+
+
+def wandb_base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").rstrip("/")
+
+
+def server_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str:
+    """Why the W&B server cannot be reached within `timeout` seconds ("" when it answers).
+
+    Any HTTP answer counts as reachable (proxy settings of the environment apply, as they do for W&B). A
+    cluster node with an API key and no route out would otherwise wait ~2 minutes in `wandb.init` and then
+    stop the run with `CommError`. The request runs in a thread, so a name lookup that hangs is cut off too.
+    """
+    import threading
+    import urllib.error
+    import urllib.request
+
+    outcome: list[str] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(wandb_base_url(), method="HEAD"), timeout=timeout)
+            outcome.append("")
+        except urllib.error.HTTPError:  # an answer: the server is there
+            outcome.append("")
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            outcome.append(f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__)
+
+    thread = threading.Thread(target=probe, name="wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer in {timeout:g} s"
 
 
 def run_grouping(
@@ -72,6 +112,10 @@ def configure_wandb(
     zero: int | None = None,
 ) -> list[str]:
     """Set W&B's environment and return the Trainer's `report_to` list (environment set by the user wins)."""
+    if not os.environ.get(
+        "WANDB_MODE", "x"
+    ).strip():  # `WANDB_MODE=` (empty): unset, not a pydantic traceback
+        del os.environ["WANDB_MODE"]
     if not reporting.wandb or reporting.wandb_mode == "disabled":
         os.environ["WANDB_MODE"] = "disabled"
         return []
@@ -80,6 +124,19 @@ def configure_wandb(
         mode = "online" if logged_in() else "offline"
     group, job_type, tags = run_grouping(reporting, recipe_name, launcher, zero)
     os.environ.setdefault("WANDB_MODE", mode)
+    if os.environ["WANDB_MODE"] == "online" and int(os.environ.get("RANK", "0")) == 0:
+        unreachable = server_unreachable()  # rank 0 starts the run: an unreachable server would stall it
+        if unreachable:
+            os.environ["WANDB_MODE"] = "offline"
+            logger.warning(
+                "W&B: %s cannot be reached (%s; waited at most %g s); logging offline instead, to %s (upload later with "
+                "`wandb sync %s/offline-run-*`).",
+                wandb_base_url(),
+                unreachable,
+                PROBE_TIMEOUT_S,
+                output_dir.resolve() / "wandb",
+                output_dir.resolve() / "wandb",
+            )
     os.environ.setdefault("WANDB_PROJECT", reporting.wandb_project)
     os.environ.setdefault("WANDB_RUN_GROUP", group)
     os.environ.setdefault("WANDB_JOB_TYPE", job_type)

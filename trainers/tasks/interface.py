@@ -106,6 +106,18 @@ class TableRow:
     true_boxes: list[Box] = field(default_factory=list)
 
 
+PLACEHOLDER_LABELS = 2  # the label count a dry-run plans with when the data that names the labels is missing
+
+
+def label_fields(names: list[str]) -> dict[str, Any]:
+    """A model config's label fields (`num_labels`, `id2label`, `label2id`) for the names, in order."""
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+    }
+
+
 class RecipeChecks(Generic[D, E]):
     """Recipe-time hooks: checked at recipe load and by `--dry-run`, before any model is loaded. All optional.
 
@@ -184,6 +196,12 @@ class RecipeChecks(Generic[D, E]):
     def model_kwargs(self, recipe: Recipe) -> dict[str, Any]:
         """Extra keyword arguments for the family's loader that the data decides (labels, label names)."""
         return {}
+
+    def label_set_stand_in(self, recipe: Recipe) -> str | None:
+        """When the label set comes from data that is not there (a `--dry-run` before the data exists): the
+        sentence saying what `model_kwargs` planned with instead; None when the plan's label set is the real one.
+        """
+        return None
 
 
 class RunHooks(Generic[P, D]):

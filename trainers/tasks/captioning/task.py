@@ -58,7 +58,10 @@ class CaptioningTask(Task[str, CaptionData, CaptionEval]):
         return self.metric_names(evaluation)[0], True
 
     def check_evaluation(self, evaluation: CaptionEval) -> None:
+        from trainers.metrics.java import check_java
+
         evaluation.validate()
+        check_java(tuple(evaluation.metrics), "evaluation.metrics")
 
     def metric_hint(self, metric: str, evaluation: CaptionEval | None = None) -> str:
         listed = tuple(evaluation.metrics) if evaluation is not None else ()

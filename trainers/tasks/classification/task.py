@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainers.tasks.classification.config import CLASS_PREFIX, ClassificationData, ClassificationEval
-from trainers.tasks.interface import TableRow, Task, TaskData
+from trainers.tasks.interface import PLACEHOLDER_LABELS, TableRow, Task, TaskData, label_fields
 
 if TYPE_CHECKING:  # torch and the image code load when a run builds the data, not when a recipe is checked
     from trainers.data.augment import Augment
@@ -41,9 +41,34 @@ class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
         return self.recipe_data(recipe)
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
+        """The classes as the model config's labels; without the train split (a dry-run before the data
+        exists) `data.num_labels` or `PLACEHOLDER_LABELS` placeholder classes (`label_set_stand_in` says so)."""
         from trainers.tasks.classification.data import discover_classes, label_maps
 
+        if self._train_missing(recipe):
+            n = self._data(recipe).num_labels or PLACEHOLDER_LABELS
+            return label_fields([f"class_{i}" for i in range(n)])
         return label_maps(discover_classes(self._data(recipe)))
+
+    def _train_missing(self, recipe: Any) -> bool:
+        data = self._data(recipe)
+        return (
+            data.labels is None and isinstance(data.train, str) and not Path(data.train).expanduser().exists()
+        )
+
+    def label_set_stand_in(self, recipe: Any) -> str | None:
+        if not self._train_missing(recipe):
+            return None
+        data = self._data(recipe)
+        count = (
+            f"data.num_labels={data.num_labels} placeholder classes"
+            if data.num_labels
+            else f"a placeholder of {PLACEHOLDER_LABELS} classes"
+        )
+        return (
+            f"the classes come from data.train ({data.train}), which is missing: planned with {count}; "
+            "set data.labels=a,b,c (or data.num_labels=N) to plan with yours."
+        )
 
     def build(self, recipe: Any, processor: Any) -> TaskData:
         from trainers.tasks.classification.data import ClassificationCollator, build_dataset, discover_classes

@@ -17,7 +17,7 @@ from trainers.errors import RecipeError
 from trainers.metrics.boxes import CLASS_AP_PREFIX, MAP_METRICS, ImageBoxes, coco_box_metrics
 from trainers.recipe.config import Freeze, Unfreeze
 from trainers.tasks.detection.config import DetectionData, DetectionEval
-from trainers.tasks.interface import TableRow, Task, TaskData
+from trainers.tasks.interface import PLACEHOLDER_LABELS, TableRow, Task, TaskData, label_fields
 
 Prediction = dict[str, list]  # {"boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...]}
 
@@ -108,12 +108,23 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
         return read_categories(Path(train).expanduser(), "data.train")
 
     def model_kwargs(self, recipe: Any) -> dict[str, Any]:
-        names = [c.name for c in self.categories(recipe)]
-        return {
-            "num_labels": len(names),
-            "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)},
-        }
+        """The train JSON's categories as the model config's labels; without it (a dry-run before the data
+        exists) `PLACEHOLDER_LABELS` placeholder categories (`label_set_stand_in` says so)."""
+        if self._train_missing(recipe):
+            return label_fields([f"category_{i}" for i in range(PLACEHOLDER_LABELS)])
+        return label_fields([c.name for c in self.categories(recipe)])
+
+    def _train_missing(self, recipe: Any) -> bool:
+        return not Path(self._data(recipe).train).expanduser().is_file()
+
+    def label_set_stand_in(self, recipe: Any) -> str | None:
+        if not self._train_missing(recipe):
+            return None
+        return (
+            f"the categories come from data.train ({self._data(recipe).train}), which is missing: planned with "
+            f"a placeholder of {PLACEHOLDER_LABELS} categories; point data.train at your COCO JSON to plan with "
+            "its categories."
+        )
 
     def freeze_rules(self, recipe: Any) -> list[tuple[Freeze, str]]:
         policy = self._data(recipe).backbone

@@ -66,6 +66,9 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
                 f"the {self.name} task is evaluated with PromptedEval(...), got {type(evaluation).__name__}."
             )
         evaluation.validate()
+        from trainers.metrics.java import check_java
+
+        check_java(tuple(evaluation.caption_metrics), "evaluation.caption_metrics")
 
     def _data(self, recipe: Any) -> PromptedData:
         return self.recipe_data(recipe)

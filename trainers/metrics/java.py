@@ -1,0 +1,29 @@
+"""The Java runtime that METEOR needs, checked when a recipe asks for METEOR (at recipe load, `--dry-run` too).
+
+pycocoevalcap's METEOR runs `java -jar meteor-1.5.jar` from PATH; without it the first score (the plan's
+constant-caption baseline, or the first evaluation) would end in a `FileNotFoundError` traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+
+from trainers.errors import RecipeError
+
+JAVA_METRICS = ("meteor",)  # metrics computed by a Java program
+JAVA_PACKAGE = "default-jre-headless"  # the Debian / Ubuntu package that puts `java` on PATH
+
+
+def check_java(metrics: Sequence[str], key: str) -> None:
+    """Raise a RecipeError naming the metric, the runtime, the package and the override without it."""
+    needing = [m for m in metrics if m in JAVA_METRICS]
+    if not needing or shutil.which("java") is not None:
+        return
+    rest = [m for m in metrics if m not in JAVA_METRICS]
+    without = f"{key}={','.join(rest)}" if rest else f"{key}=rouge_l,cider_d"
+    raise RecipeError(
+        f"{key} asks for {', '.join(needing)}, which runs on Java (pycocoevalcap's METEOR 1.5 jar), but no "
+        f"`java` is on PATH. Install a Java runtime (Debian/Ubuntu: apt-get install {JAVA_PACKAGE}) or "
+        f"leave METEOR out: {without} (and out of early_stopping.metric, if it names it)."
+    )
