@@ -517,4 +517,3 @@ PALIGEMMA = hf_family(
         "head": ("lm_head.",),
     },
 )
-

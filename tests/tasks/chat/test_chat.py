@@ -98,7 +98,9 @@ def test_batched_generation_is_left_padded_and_matches_one_by_one(tiny):
     name, model, processor = tiny
     convs = [
         conversation([("user", "<image>How many circles?"), ("assistant", "x")]),
-        conversation([("user", "<image>What colour is the square? Answer with one word."), ("assistant", "x")]),
+        conversation(
+            [("user", "<image>What colour is the square? Answer with one word."), ("assistant", "x")]
+        ),
     ]
     items = [encode_prompt(processor, c, open_images(c)) for c in convs]
     batch = ChatCollator(processor.tokenizer.pad_token_id, generation=True)(items)
@@ -126,7 +128,9 @@ def test_training_batch_pads_right_with_ignored_labels(tiny):
 
 
 def test_metrics_and_baseline():
-    scores = answer_scores(("exact_match", "answer_f1"), ["The red.", "two circles"], ["red", "three circles"])
+    scores = answer_scores(
+        ("exact_match", "answer_f1"), ["The red.", "two circles"], ["red", "three circles"]
+    )
     assert scores == {"exact_match": 0.5, "answer_f1": pytest.approx((1 + 0.5) / 2)}
     base = most_frequent_answer(["red", "red", "two"], ["red", "blue"], ("exact_match",))
     assert base.answer == "red" and base.scores == {"exact_match": 0.5}
@@ -138,15 +142,24 @@ def write(tmp_path: Path, lines: list[dict]) -> Path:
     return path
 
 
-GOOD = {"images": ["train_0000.png"], "messages": [{"role": "user", "content": "<image>How many?"}, {"role": "assistant", "content": "four"}]}
+GOOD = {
+    "images": ["train_0000.png"],
+    "messages": [{"role": "user", "content": "<image>How many?"}, {"role": "assistant", "content": "four"}],
+}
 
 
 @pytest.mark.parametrize(
     ("line", "fragment"),
     [
-        ({"images": ["train_0000.png"], "messages": [{"role": "user", "content": "<image>How many?"}]}, "no assistant turn"),
+        (
+            {"images": ["train_0000.png"], "messages": [{"role": "user", "content": "<image>How many?"}]},
+            "no assistant turn",
+        ),
         ({**GOOD, "images": ["train_0000.png", "train_0001.png"]}, "1 image placeholder(s)"),
-        ({**GOOD, "messages": [{"role": "human", "content": "<image>x"}, GOOD["messages"][1]]}, "role 'human'"),
+        (
+            {**GOOD, "messages": [{"role": "human", "content": "<image>x"}, GOOD["messages"][1]]},
+            "role 'human'",
+        ),
         ({**GOOD, "images": ["ghost.png"]}, "ghost.png not found"),
     ],
 )
@@ -161,7 +174,10 @@ def test_bad_conversations_name_file_and_line(tmp_path, line, fragment):
 
 def test_a_conversation_longer_than_max_length_is_refused_with_its_line(tmp_path):
     _, processor = get_family("qwen2-vl").build_tiny()(None, seed=0)
-    long = {**GOOD, "messages": [{"role": "user", "content": "<image>" + "How many? " * 100}, GOOD["messages"][1]]}
+    long = {
+        **GOOD,
+        "messages": [{"role": "user", "content": "<image>" + "How many? " * 100}, GOOD["messages"][1]],
+    }
     path = write(tmp_path, [GOOD, long])
     data = ChatData(train=str(path), val=str(path), images=str(IMAGES), max_length=128)
     with pytest.raises(DataError, match=rf"{path}:2: the conversation is \d+ tokens"):
@@ -172,7 +188,14 @@ def test_a_conversation_longer_than_max_length_is_refused_with_its_line(tmp_path
 
 def test_paligemma_refuses_multi_turn_conversations(tmp_path):
     _, processor = get_family("paligemma").build_tiny()(None, seed=0)
-    two = {**GOOD, "messages": [*GOOD["messages"], {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "yes"}]}
+    two = {
+        **GOOD,
+        "messages": [
+            *GOOD["messages"],
+            {"role": "user", "content": "Sure?"},
+            {"role": "assistant", "content": "yes"},
+        ],
+    }
     path = write(tmp_path, [GOOD, two])
     data = ChatData(train=str(path), val=str(path), images=str(IMAGES))
     with pytest.raises(DataError, match="no chat template"):

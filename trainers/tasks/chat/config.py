@@ -44,7 +44,9 @@ class ChatEval:
                 "'mypackage.scoring:json_field_accuracy'."
             )
         if self.scorer_metrics and self.scorer is None:
-            raise RecipeError("evaluation.scorer_metrics is set but evaluation.scorer is not: name the scorer.")
+            raise RecipeError(
+                "evaluation.scorer_metrics is set but evaluation.scorer is not: name the scorer."
+            )
 
 
 @dataclass

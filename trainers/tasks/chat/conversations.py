@@ -89,14 +89,23 @@ def split_parts(content: Any) -> tuple[tuple[str, str], ...] | None:
     return None
 
 
-def parse(where: str, record: Any, images: Path, bad: BadSamples, check_files: bool = True) -> Conversation | None:
+def parse(
+    where: str, record: Any, images: Path, bad: BadSamples, check_files: bool = True
+) -> Conversation | None:
     """One checked conversation, or None once its problem is reported to `bad`."""
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
-        bad.report("malformed_line", where, 'key "messages" missing, empty or not a list', f"Fix that line; {LINE_HINT}")
+        bad.report(
+            "malformed_line",
+            where,
+            'key "messages" missing, empty or not a list',
+            f"Fix that line; {LINE_HINT}",
+        )
         return None
     files = record.get("images", [record["image"]] if isinstance(record.get("image"), str) else [])
     if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        bad.report("malformed_line", where, 'key "images" is not a list of file names', f"Fix that line; {LINE_HINT}")
+        bad.report(
+            "malformed_line", where, 'key "images" is not a list of file names', f"Fix that line; {LINE_HINT}"
+        )
         return None
     turns: list[Turn] = []
     for n, message in enumerate(record["messages"]):
@@ -120,7 +129,10 @@ def parse(where: str, record: Any, images: Path, bad: BadSamples, check_files: b
             return None
         if role == "assistant" and any(kind == "image" for kind, _ in parts):
             bad.report(
-                "image_in_answer", where, f"messages[{n}]: an assistant turn holds an image", "Move the image to a user turn"
+                "image_in_answer",
+                where,
+                f"messages[{n}]: an assistant turn holds an image",
+                "Move the image to a user turn",
             )
             return None
         turns.append(Turn(role, parts))
@@ -155,7 +167,9 @@ def parse(where: str, record: Any, images: Path, bad: BadSamples, check_files: b
     return Conversation(where, paths, tuple(turns))
 
 
-def read_conversations(path: Path, images: Path, bad: BadSamples, check_files: bool = True) -> list[Conversation]:
+def read_conversations(
+    path: Path, images: Path, bad: BadSamples, check_files: bool = True
+) -> list[Conversation]:
     """The checked conversations of one JSONL file."""
     found = []
     for where, record in jsonl.records(path, bad, LINE_HINT):

@@ -50,7 +50,9 @@ class ChatDataset(Dataset):
             raise DataError(f"{path}: not found ({key}). {ChatData.missing_hint}")
         self.key, self.processor, self.evaluation = key, processor, evaluation
         self.bad_samples = BadSamples(f"{path} ({key})", data.on_bad_sample)
-        found = read_conversations(path, Path(images) if images is not None else path.parent, self.bad_samples)
+        found = read_conversations(
+            path, Path(images) if images is not None else path.parent, self.bad_samples
+        )
         if limit is not None:
             found = found[:limit]
         self.limit, self.limit_from = token_limit(processor, data)
@@ -66,7 +68,9 @@ class ChatDataset(Dataset):
 
     def _fits(self, conversation: Conversation) -> bool:
         try:
-            encoded = encode_training(self.processor, conversation, [open_rgb(p) for p in conversation.images])
+            encoded = encode_training(
+                self.processor, conversation, [open_rgb(p) for p in conversation.images]
+            )
         except EncodeError as error:
             self.bad_samples.report(error.reason, conversation.where, error.message, error.fix)
             return False

@@ -155,7 +155,10 @@ def collate(items: list[dict[str, Any]], pad_id: int, left: bool) -> dict[str, A
             batch[key] = _pad([r[0] for r in rows], pad_id, left)
         elif key == "labels":
             batch[key] = _pad([r[0] for r in rows], -100, left)
-        elif all(r.dim() == 2 and r.shape[0] == 1 and r.shape[1] == length[id(i)] for r, i in zip(rows, items, strict=False)):
+        elif all(
+            r.dim() == 2 and r.shape[0] == 1 and r.shape[1] == length[id(i)]
+            for r, i in zip(rows, items, strict=False)
+        ):
             batch[key] = _pad([r[0] for r in rows], 0, left)
         else:
             batch[key] = _stack_images(rows)

@@ -21,7 +21,9 @@ def normalize(text: str) -> str:
 
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    return sum(normalize(p) == normalize(r) for p, r in zip(predictions, references, strict=True)) / len(references)
+    return sum(normalize(p) == normalize(r) for p, r in zip(predictions, references, strict=True)) / len(
+        references
+    )
 
 
 def _f1(prediction: str, reference: str) -> float:
@@ -87,7 +89,10 @@ class MostFrequentAnswer:
 
 
 def most_frequent_answer(
-    train_answers: Sequence[str], references: Sequence[str], metrics: Sequence[str], caption_scorer: Any = None
+    train_answers: Sequence[str],
+    references: Sequence[str],
+    metrics: Sequence[str],
+    caption_scorer: Any = None,
 ) -> MostFrequentAnswer:
     counts = Counter(train_answers)
     answer, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))

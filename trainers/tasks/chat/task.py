@@ -43,11 +43,15 @@ class ChatTask(Task[str, ChatData, ChatEval]):
 
     def check_evaluation(self, evaluation: Any) -> None:
         if not isinstance(evaluation, ChatEval):
-            raise RecipeError(f"the chat task is evaluated with ChatEval(...), got {type(evaluation).__name__}.")
+            raise RecipeError(
+                f"the chat task is evaluated with ChatEval(...), got {type(evaluation).__name__}."
+            )
         evaluation.validate()
 
     def metric_hint(self, metric: str, evaluation: ChatEval | None = None) -> str:
-        return "The chat task computes the metrics listed in evaluation.metrics (and evaluation.scorer_metrics)."
+        return (
+            "The chat task computes the metrics listed in evaluation.metrics (and evaluation.scorer_metrics)."
+        )
 
     def plan_baseline(self, recipe: Any) -> MostFrequentAnswer | None:
         """The most frequent training answer scored on the val answers, from the JSONL files alone."""
@@ -58,7 +62,9 @@ class ChatTask(Task[str, ChatData, ChatEval]):
         if self.missing_data(recipe):
             return None
         skip = BadSamples("", "skip")
-        train = read_conversations(Path(data.train), Path(data.images or Path(data.train).parent), skip, False)
+        train = read_conversations(
+            Path(data.train), Path(data.images or Path(data.train).parent), skip, False
+        )
         val_images = data.val_images or data.images or Path(data.val).parent
         val = read_conversations(Path(data.val), Path(val_images), skip, False)
         metrics = [m for m in recipe.evaluation.metrics if m in ("exact_match", "answer_f1")]
@@ -74,7 +80,10 @@ class ChatTask(Task[str, ChatData, ChatEval]):
         data: ChatData = recipe.data
         if data.max_pixels is not None and hasattr(processor.image_processor, "max_pixels"):
             processor.image_processor.max_pixels = data.max_pixels
-            processor.image_processor.size = {**processor.image_processor.size, "longest_edge": data.max_pixels}
+            processor.image_processor.size = {
+                **processor.image_processor.size,
+                "longest_edge": data.max_pixels,
+            }
         self.processor, self.evaluation = processor, recipe.evaluation
         train = ChatDataset(data.train, "data.train", processor, data, data.images, data.max_train_samples)
         val = ChatDataset(
@@ -83,9 +92,13 @@ class ChatTask(Task[str, ChatData, ChatEval]):
         self.train_answers = [c.answer for c in train.samples]
         self._val_id = id(val)
         pad = processor.tokenizer.pad_token_id
-        return TaskData(train=train, val=val, collator=ChatCollator(pad), eval_collator=ChatCollator(pad, True))
+        return TaskData(
+            train=train, val=val, collator=ChatCollator(pad), eval_collator=ChatCollator(pad, True)
+        )
 
-    def _generate(self, model: Any, batch: Mapping[str, Any], num_beams: int, max_new_tokens: int) -> list[str]:
+    def _generate(
+        self, model: Any, batch: Mapping[str, Any], num_beams: int, max_new_tokens: int
+    ) -> list[str]:
         from trainers.zero3 import synced_generation
 
         tokenizer = self.processor.tokenizer
@@ -119,7 +132,9 @@ class ChatTask(Task[str, ChatData, ChatEval]):
             try:
                 self._custom = getattr(importlib.import_module(module), name)
             except (ImportError, AttributeError) as error:
-                raise RecipeError(f"evaluation.scorer={self.evaluation.scorer!r} cannot be imported ({error}).") from None
+                raise RecipeError(
+                    f"evaluation.scorer={self.evaluation.scorer!r} cannot be imported ({error})."
+                ) from None
         return self._custom
 
     def score(self, predictions: Mapping[int, str], dataset: Any) -> dict[str, float]:
@@ -140,7 +155,10 @@ class ChatTask(Task[str, ChatData, ChatEval]):
         key = id(dataset)
         if key not in self._baselines and self.train_answers:
             self._baselines[key] = most_frequent_answer(
-                self.train_answers, [c.answer for c in dataset.samples], self.evaluation.metrics, self._caption_scorer()
+                self.train_answers,
+                [c.answer for c in dataset.samples],
+                self.evaluation.metrics,
+                self._caption_scorer(),
             )
         if key in self._baselines:
             metrics.update(self._baselines[key].metrics())
@@ -183,7 +201,9 @@ class ChatTask(Task[str, ChatData, ChatEval]):
     def use_evaluation(self, evaluation: ChatEval) -> None:
         self.evaluation = evaluation
 
-    def predict_images(self, model: Any, processor: Any, images: list[Any], options: dict[str, str]) -> list[dict]:
+    def predict_images(
+        self, model: Any, processor: Any, images: list[Any], options: dict[str, str]
+    ) -> list[dict]:
         """`{"prompt", "answer"}` per image for `options["prompt"]` (default "Describe the image.")."""
         import torch
 
