@@ -260,7 +260,7 @@ IN_PROCESS = [
             ("no_answer", ("no assistant turn",)),
             ("image_count", ("1 image placeholder", "2 image(s)")),
             ("role", ("role 'bot'", "system, user, assistant")),
-            ("long", ("tokens with its image tokens", "data.max_length=")),
+            ("long", ("tokens with its image tokens", "model_max_length=512")),
         )
     ),
     (
