@@ -178,6 +178,32 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
         + "\n",
     )
     write("badentry.jsonl", json.dumps({"image": names[0]}) + "\n")
+    chat_image = str(ROOT / "data" / "chat_shapes" / "images" / "train_0000.png")
+
+    def chat(messages: list, images: list) -> str:
+        good = {
+            "images": [chat_image],
+            "messages": [
+                {"role": "user", "content": "<image>How many circles?"},
+                {"role": "assistant", "content": "four"},
+            ],
+        }
+        return json.dumps(good) + "\n" + json.dumps({"images": images, "messages": messages}) + "\n"
+
+    ask = {"role": "user", "content": "<image>How many circles?"}
+    write("chat_no_answer.jsonl", chat([ask], [chat_image]))
+    write("chat_image_count.jsonl", chat([ask, {"role": "assistant", "content": "two"}], [chat_image] * 2))
+    write("chat_role.jsonl", chat([ask, {"role": "bot", "content": "two"}], [chat_image]))
+    write(
+        "chat_long.jsonl",
+        chat(
+            [
+                {"role": "user", "content": "<image>" + "How many circles? " * 200},
+                {"role": "assistant", "content": "two"},
+            ],
+            [chat_image],
+        ),
+    )
     coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
     coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]
     write(
@@ -221,6 +247,23 @@ VIT_NO_LAYOUT = dataclasses.replace(VIT_CLASSIFICATION, name="vit-no-layout", la
 
 # (case id, argv builder(files) -> argv, expected fragments). Fragments name the place and the fix.
 IN_PROCESS = [
+    *(
+        (
+            f"chat-{name}",
+            lambda f, name=name: [
+                "recipes/qwen2_vl_lora.py",
+                "--demo",
+                f"data.train={f[f'chat_{name}.jsonl']}",
+            ],
+            (f"chat_{name}.jsonl:2", *fragments),
+        )
+        for name, fragments in (
+            ("no_answer", ("no assistant turn",)),
+            ("image_count", ("1 image placeholder", "2 image(s)")),
+            ("role", ("role 'bot'", "system, user, assistant")),
+            ("long", ("tokens with its image tokens", "model_max_length=512")),
+        )
+    ),
     (
         "recipe-raises",
         lambda f: [str(f["raises.py"]), "--dry-run"],

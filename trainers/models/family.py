@@ -26,7 +26,8 @@ from trainers.errors import RecipeError
 from trainers.optim.layer_decay import LayerStack, layer_positions, no_layout_error
 from trainers.zero3 import param_numel
 
-TOWER_NAMES = ("vision", "text", "head")
+# `projector` and `language`: a chat VLM's connector and decoder LM (`trainers.models.vlm_chat`)
+TOWER_NAMES = ("vision", "projector", "text", "language", "head")
 _PEFT_PREFIX = "base_model.model."
 
 

@@ -23,6 +23,9 @@ FAMILIES: dict[str, str] = {
     "vit": "trainers.models.vit:VIT_CLASSIFICATION",
     "florence2": "trainers.models.florence2:FLORENCE2",
     "vitpose": "trainers.models.vitpose:VITPOSE_POSE",
+    "qwen2-vl": "trainers.models.vlm_chat:QWEN2_VL",
+    "smolvlm": "trainers.models.vlm_chat:SMOLVLM",
+    "paligemma": "trainers.models.vlm_chat:PALIGEMMA",
 }
 
 # Old id → new id; accepted until the next release.

@@ -12,6 +12,7 @@ from trainers.tasks.interface import Task, load_task
 
 TASKS: dict[str, str] = {
     "captioning": "trainers.tasks.captioning.task:CaptioningTask",
+    "chat": "trainers.tasks.chat.task:ChatTask",
     "classification": "trainers.tasks.classification.task:ClassificationTask",
     "detection": "trainers.tasks.detection.task:DetectionTask",
     "prompted-generation": "trainers.tasks.prompted_generation.task:PromptedGenerationTask",
