@@ -30,6 +30,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             "trainers",
             "trainers.errors",
+            "trainers.atomic_files",
             "trainers.paths",
             "trainers.zero3",
             "trainers.lazy_imports",

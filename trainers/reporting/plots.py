@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainers.atomic_files import atomic_path
+
 
 def _pyplot():
     """matplotlib on first plot, not at import: only rank 0 plots, at the end (~1 s of imports per process)."""
@@ -26,7 +28,8 @@ def plot_train_loss(log_history: list[dict], path: Path) -> Path | None:
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a disk that fills mid-plot leaves no truncated PNG
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -56,6 +59,7 @@ def plot_eval_metrics(
     ax_l.legend()
     ax_l.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a disk that fills mid-plot leaves no truncated PNG
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path

@@ -15,13 +15,17 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from trainers.atomic_files import atomic_open, atomic_path, is_write_failure, write_failure
 from trainers.data_policy import DataError
+from trainers.errors import UserFacingError
 from trainers.tasks.prompted_generation.voc import flipped, lines_for, read_voc
 
 TASKS = ("OD", "DENSE_REGION_CAPTION", "CAPTION_TO_PHRASE_GROUNDING")
@@ -52,8 +56,7 @@ def convert(
     if not xmls:
         raise DataError(f"{voc_dir}: no .xml files (--voc). Point --voc at the LabelImg Annotations folder.")
     counts: Counter[str] = Counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
+    with _written(out) as handle:  # the previous --out stays as it was until the conversion succeeds
         for xml in tqdm(xmls, desc="VOC -> JSONL", unit="file", disable=not progress):
             try:
                 voc = read_voc(xml, Path(images), classes)
@@ -66,8 +69,8 @@ def convert(
             records = lines_for(voc, voc.image.relative_to(images).as_posix(), tasks)
             if flip:
                 target = voc.image.with_name(f"flipped_{voc.image.name}")
-                with Image.open(voc.image) as image:
-                    ImageOps.mirror(image.convert("RGB")).save(target)
+                with Image.open(voc.image) as image, _written_path(target) as tmp:
+                    ImageOps.mirror(image.convert("RGB")).save(tmp)
                 records += lines_for(flipped(voc, target), target.relative_to(images).as_posix(), tasks)
                 counts["flipped"] += 1
             for record in records:
@@ -75,6 +78,33 @@ def convert(
             counts["images"] += 1
             counts["lines"] += len(records)
     return {k: counts[k] for k in ("images", "lines", "skipped", "flipped")}
+
+
+@contextmanager
+def _written(out: Path) -> Iterator[IO[str]]:
+    """`out` opened for writing, replaced only when the block succeeds; a failed write as one paragraph."""
+    try:
+        with atomic_open(out) as handle:
+            yield handle
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, out, "run the conversion again") from None
+
+
+@contextmanager
+def _written_path(target: Path) -> Iterator[Path]:
+    try:
+        with atomic_path(target) as tmp:
+            yield tmp
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, target, "run the conversion again") from None
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, int]:
@@ -102,7 +132,7 @@ def run() -> None:
     """The command line: a bad file ends in its one-paragraph message and the data error's exit status."""
     try:
         main()
-    except DataError as error:
+    except UserFacingError as error:  # a bad file, or an --out that cannot be written
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
 
