@@ -53,9 +53,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 @contextmanager
 def atomic_open(path: Path | str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """`open(path, mode)` whose content replaces `path` only when the block ends without an error."""
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+        yield handle
 
 
 def write_text(path: Path | str, text: str) -> Path:

@@ -30,8 +30,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainers.atomic_files import atomic_path, write_text
 from trainers.analysis.layers import group_names, group_order
+from trainers.atomic_files import atomic_path, write_text
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)

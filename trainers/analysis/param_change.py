@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trainers.atomic_files import atomic_path, write_text
 from trainers.analysis.layers import group_names, original_name
+from trainers.atomic_files import atomic_path, write_text
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
