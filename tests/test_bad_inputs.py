@@ -465,6 +465,58 @@ def test_disk_full_during_checkpoint_save(files, monkeypatch, tmp_path):
     assert not list((out / "checkpoints").iterdir())  # no checkpoint-2, no tmp-checkpoint-2
 
 
+def test_disk_full_in_torch_save_is_the_zip_writers_runtime_error(files, monkeypatch, tmp_path):
+    """torch.save on a full disk raises RuntimeError from its zip writer, not OSError: still the paragraph."""
+    import torch
+
+    from trainers.trainer import RecipeTrainer
+
+    def full(self, output_dir):
+        with open(Path(output_dir) / "rng_state.pth", "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed"
+        )
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(RecipeTrainer, "_save_rng_state", full)
+    assert torch.save  # the real writer is what raises this in the field; here it is replayed
+    out = tmp_path / "out"
+    check(
+        *run_main([str(files["tiny.py"]), f"--output-dir={out}"]),
+        ("checkpoint-2", "disk is full", "PytorchStreamWriter", "rerun the same command"),
+    )
+    assert not list((out / "checkpoints").iterdir())
+
+
+def test_disk_full_while_plots_are_written_is_not_a_complete_run(files, monkeypatch, tmp_path):
+    """The disk fills while the plots are drawn: the paragraph, no truncated PNG, no summary; the rerun
+    finishes the final files instead of reporting "already complete"."""
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def full(self, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(Figure, "savefig", full)
+    out = tmp_path / "out"
+    argv = [str(files["tiny.py"]), f"--output-dir={out}", "reporting.plots=true", "training.resume=auto"]
+    check(*run_main(argv), ("train_loss.png", "the disk is full", "not marked complete", "checkpoint-2"))
+    assert not (out / "training_summary.json").exists()
+    assert not (out / "plots").exists() or not list((out / "plots").iterdir())
+    monkeypatch.setattr(Figure, "savefig", real)
+    rc, stderr = run_main(argv)
+    assert rc == 0 and "already complete" not in stderr, stderr[-2000:]
+    assert (out / "training_summary.json").exists()
+    assert (out / "plots" / "train_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "plots" / "train_loss.png").stat().st_size > 1000
+
+
 def test_catalogue_size():
     assert len(IN_PROCESS) + len(SUBPROCESS) + 1 >= 30
 

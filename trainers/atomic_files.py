@@ -14,14 +14,22 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
 from trainers.errors import UserFacingError
 
-# torch.save / safetensors on a full disk: the zip writer's message (torch 2.x) and the OS's own.
-_DISK_FULL_TEXT = ("file write failed", "No space left on device", "Disk quota exceeded")
+# A full disk as libraries word it: torch.save's zip writer (torch 2.x), safetensors (Rust: "os error 28"),
+# and the OS's own text.
+_DISK_FULL_TEXT = (
+    "file write failed",
+    "No space left on device",
+    "Disk quota exceeded",
+    "os error 28",
+    "os error 122",
+)
+_TARGET = "atomic_target"
 
 
 class WriteError(UserFacingError):
@@ -45,9 +53,22 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _name_target(exc, path)
         raise
+
+
+def failed_target(exc: BaseException) -> str | None:
+    """The file an `atomic_path` write was for, when that is where `exc` came from."""
+    return getattr(exc, _TARGET, None)
+
+
+def _name_target(exc: BaseException, path: Path) -> None:
+    """A write error (ENOSPC from write() carries no file name) remembers which file it was writing."""
+    if getattr(exc, _TARGET, None) is None:
+        with suppress(AttributeError, TypeError):
+            setattr(exc, _TARGET, str(path))
 
 
 @contextmanager
@@ -64,20 +85,24 @@ def write_text(path: Path | str, text: str) -> Path:
 
 
 def is_write_failure(exc: BaseException) -> bool:
-    """An OSError, or torch's zip writer reporting that the disk took no more bytes."""
-    if isinstance(exc, OSError):
-        return True
-    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _DISK_FULL_TEXT)
+    """An OSError, or a library's own error (torch's zip writer, safetensors) saying the disk took no more."""
+    return isinstance(exc, OSError) or disk_full(exc)
 
 
 def disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in _DISK_FULL_TEXT)
+    return isinstance(exc, Exception) and any(t in str(exc) for t in _DISK_FULL_TEXT)
 
 
-def write_failure(exc: BaseException, target: Path | str, after: str) -> WriteError:
-    """One paragraph for a failed write of `target`; `after` says what the user does once it is fixed."""
+def write_failure(
+    exc: BaseException,
+    target: Path | str,
+    after: str,
+    left: str = "Nothing half-written was left in its place",
+) -> WriteError:
+    """One paragraph for a failed write of `target`: what happened, `left` (the state of the files), the fix,
+    then `after` (what the user does once it is fixed)."""
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     if disk_full(exc):
         what = "the disk is full"
@@ -92,8 +117,7 @@ def write_failure(exc: BaseException, target: Path | str, after: str) -> WriteEr
         what = getattr(exc, "strerror", None) or type(exc).__name__
         fix = "fix the filesystem problem"
     return WriteError(
-        f"Writing {target} failed: {what} ({type(exc).__name__}: {first}). Nothing half-written was left in "
-        f"its place; {fix}, then {after}."
+        f"Writing {target} failed: {what} ({type(exc).__name__}: {first}). {left}; {fix}, then {after}."
     )
 
 

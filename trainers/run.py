@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from trainers import checkpoints, rerun
+from trainers.atomic_files import failed_target, is_write_failure, write_failure
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
@@ -32,6 +35,7 @@ from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
+from trainers.errors import UserFacingError
 from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
@@ -271,17 +275,20 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         test_metrics = _evaluate_test_split(ctx)  # the best model is loaded back at the end of train()
         best_dir = ctx.output_dir / BEST
         lora = None
-        if ctx.prepared.lora is not None:
-            lora = _save_lora_outputs(ctx, best_dir)
-        else:
-            trainer.save_model(str(best_dir))
+        with _final_files(ctx):
+            if ctx.prepared.lora is not None:
+                lora = _save_lora_outputs(ctx, best_dir)
+            else:
+                trainer.save_model(str(best_dir))
         summary = _summary(ctx, result, best_dir)
         summary["test_metrics"] = test_metrics
         if lora is not None:
             summary["lora"] = lora
-        ctx.callbacks.world_guard.write(ctx.output_dir)
+        with _final_files(ctx):
+            ctx.callbacks.world_guard.write(ctx.output_dir)
+            if trainer.is_world_process_zero():
+                _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
         if trainer.is_world_process_zero():
-            _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
             finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
         trainer.evaluator.close()
@@ -504,13 +511,40 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
 
 
 def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any], plots: bool) -> None:
+    """Plots, then `training_summary.json` last: the summary is what marks the run complete
+    (`trainers.rerun`), so it appears only once every other final file is whole (each written atomically)."""
+    if plots:
+        folder = output_dir / "plots"
+        folder.mkdir(exist_ok=True)
+        plot_train_loss(trainer.state.log_history, folder / "train_loss.png")
+        plot_eval_metrics(output_dir / METRICS_JSONL, folder / "val_metrics.png")
     write_json(output_dir / "training_summary.json", summary)
-    if not plots:
-        return
-    plots = output_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_train_loss(trainer.state.log_history, plots / "train_loss.png")
-    plot_eval_metrics(output_dir / METRICS_JSONL, plots / "val_metrics.png")
+
+
+@contextmanager
+def _final_files(ctx: RunContext) -> Iterator[None]:
+    """A full disk (or a read-only folder) while `best/`, the plots or the summary are written: one paragraph.
+
+    No summary is written, so the run is not complete; its final checkpoint is, and rerunning the same command
+    continues from it (nothing left to train) and writes the final files again.
+    """
+    try:
+        yield
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        last = checkpoints.find_resume_checkpoint(ctx.output_dir / CHECKPOINTS, quiet=True).checkpoint
+        again = (
+            f"rerun the same command: it continues from {Path(last).name} (nothing left to train) and writes "
+            "the final files again"
+            if last
+            else "rerun the same command"
+        )
+        target = failed_target(exc) or getattr(exc, "filename", None) or ctx.output_dir
+        left = "The run is not marked complete (no training_summary.json was written)"
+        raise write_failure(exc, target, again, left) from None
 
 
 def _mean_logged_loss(log_history: list[dict], fallback: float) -> float:
