@@ -517,6 +517,53 @@ def test_disk_full_while_plots_are_written_is_not_a_complete_run(files, monkeypa
     assert (out / "plots" / "train_loss.png").stat().st_size > 1000
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from trainers import run_lock
+run_lock.hold(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_busy_output_dir_names_the_holder_then_takes_over_a_dead_ones_lock(
+    files, monkeypatch, tmp_path
+):
+    """Two launches into one output dir: the second stops before touching it (pid and host named); once the
+    holder is dead (kill -9, its lock file left behind) the next run takes the stale lock over and trains."""
+    import signal
+    import socket
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = [str(files["tiny.py"]), f"--output-dir={out}", "training.resume=auto"]
+        check(
+            *run_main(argv),
+            (
+                f"pid {holder.pid} on host {socket.gethostname()}",
+                str(out),
+                "in use by another run",
+                "--output-dir",
+            ),
+        )
+        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]  # nothing started there
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".run.lock").exists()  # left by the dead process: stale
+    rc, stderr = run_main(argv)
+    assert rc == 0, stderr[-3000:]
+    assert f"taking over the lock left by pid {holder.pid}" in stderr
+    assert (out / "training_summary.json").exists()
+
+
 def test_catalogue_size():
     assert len(IN_PROCESS) + len(SUBPROCESS) + 1 >= 30
 

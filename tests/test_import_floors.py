@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "trainers",
             "trainers.errors",
             "trainers.atomic_files",
+            "trainers.run_lock",
             "trainers.paths",
             "trainers.zero3",
             "trainers.lazy_imports",

@@ -5,7 +5,7 @@ model family or a task: the recipe's data names its task (`trainers.tasks.regist
 `model.family` its registry entry (`trainers.models.registry`); both are looked up once
 (`trainers.recipe.resolved.ResolvedRecipe`) and asked for what differs.
 
-`setup_run` reads as the table of contents: `RunStart.open` (output dir, data, rerun decision, seed, W&B) →
+`setup_run` reads as the table of contents: `RunStart.open` (output dir and its lock, data, rerun decision, seed, W&B) →
 Trainer arguments → model → freezing/LoRA/groups and the plan → `RunStart.write_records` → task data →
 evaluators → Trainer with its `RunCallbacks`. `complete_run` trains and writes the outputs.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from trainers import checkpoints, rerun
+from trainers import checkpoints, rerun, run_lock
 from trainers.atomic_files import failed_target, is_write_failure, write_failure
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
@@ -139,7 +139,7 @@ def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
 class RunStart:
     """The start-of-run housekeeping: where the run writes, what it resumes from, where it reports.
 
-    `open` runs before any model is loaded (the output dir is writable, the data exists, the previous run
+    `open` runs before any model is loaded (the output dir is writable and locked for this run, the data exists, the previous run
     there is continued or set aside by `trainers.rerun`, the seed is set, W&B is configured: the Trainer's
     arguments need it, and under ZeRO-3 they must exist before the load). `write_records` runs once the plan
     exists: the files that say how this run started.
@@ -154,6 +154,8 @@ class RunStart:
         recipe = resolved.recipe
         output_dir = Path(recipe.resolved_output_dir())
         checkpoints.ensure_writable(output_dir, "output_dir")
+        if is_main_process():  # one run at a time there, until this process ends (`run_training` releases it)
+            run_lock.hold(output_dir)
         check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
         resume_from = prepare_output_dir(recipe, output_dir)
         set_seed(recipe.training.seed)
@@ -305,6 +307,8 @@ def run_training(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = 
     except BaseException:
         finish_distributed(barrier=False)  # other ranks may be gone: don't wait for them
         raise
+    finally:
+        run_lock.release()
     finish_distributed()
     return summary
 
