@@ -564,8 +564,85 @@ def test_a_second_run_into_a_busy_output_dir_names_the_holder_then_takes_over_a_
     assert (out / "training_summary.json").exists()
 
 
+def test_data_changed_in_place_is_noticed_like_a_changed_recipe_key(files, monkeypatch, tmp_path, capsys):
+    """Training images overwritten under the same names (and a caption edited): the rerun of the same command
+    stops and says what changed, instead of "already complete" with the old data's metrics."""
+    import shutil
+
+    from PIL import Image
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    data = tmp_path / "shapes"
+    shutil.copytree(SHAPES, data)
+    out = tmp_path / "out"
+    argv = [
+        str(files["tiny.py"]),
+        f"--output-dir={out}",
+        "training.resume=auto",
+        f"data.train={data / 'train.json'}",
+        f"data.val={data / 'val.json'}",
+        f"data.images={data / 'images'}",
+    ]
+    rc, stderr = run_main(argv)
+    assert rc == 0 and (out / "training_summary.json").exists(), stderr[-3000:]
+    capsys.readouterr()
+    assert (
+        run_main(argv)[0] == 0 and "already complete" in capsys.readouterr().out
+    )  # same data: nothing to do
+    rewritten = sorted((data / "images").iterdir())[:2]
+    for image in rewritten:
+        Image.new("RGB", (32, 32), (0, 200, 0)).save(
+            image, format="PNG" if image.suffix == ".png" else "JPEG"
+        )
+    captions = data / "val.json"
+    captions.write_text(captions.read_text().replace("a ", "one ", 1))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    message = check(
+        *run_main(argv),
+        (
+            "data.images contents",
+            "2 rewritten",
+            rewritten[0].name,
+            "data.val contents",
+            "sha256",
+            "training.resume=never",
+            "training.resume=force",
+            "--output-dir",
+        ),
+    )
+    assert "data.train contents" not in message
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# The cases above that are scenarios of their own (a fault injected, a run left behind), not one command line:
+# test function -> (case name, what happens), for docs/errors.md (scripts/errors_doc.py).
+SCENARIOS = {
+    "test_disk_full_during_checkpoint_save": (
+        "disk-full-during-save",
+        "<recipe> (the disk fills while checkpoint-2 is written)",
+    ),
+    "test_disk_full_in_torch_save_is_the_zip_writers_runtime_error": (
+        "disk-full-torch-zip-writer",
+        "<recipe> (torch.save's zip writer finds the disk full while checkpoint-2 is written)",
+    ),
+    "test_disk_full_while_plots_are_written_is_not_a_complete_run": (
+        "disk-full-during-plots",
+        "<recipe> reporting.plots=true (the disk fills while the final plots are written)",
+    ),
+    "test_a_second_run_into_a_busy_output_dir_names_the_holder_then_takes_over_a_dead_ones_lock": (
+        "output-dir-in-use",
+        "<recipe> --output-dir=<dir> (another run is training in <dir>)",
+    ),
+    "test_data_changed_in_place_is_noticed_like_a_changed_recipe_key": (
+        "data-changed-in-place",
+        "<recipe> --output-dir=<finished run> (2 images and data.val rewritten under the same names)",
+    ),
+}
+
+
 def test_catalogue_size():
-    assert len(IN_PROCESS) + len(SUBPROCESS) + 1 >= 30
+    assert len(IN_PROCESS) + len(SUBPROCESS) + len(SCENARIOS) >= 34
 
 
 # ------------------------------------------------------------------------------------------------------------

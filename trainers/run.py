@@ -33,6 +33,7 @@ from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
+from trainers.data.fingerprint import FINGERPRINT_JSON, fingerprint
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
 from trainers.errors import UserFacingError
@@ -156,8 +157,12 @@ class RunStart:
         checkpoints.ensure_writable(output_dir, "output_dir")
         if is_main_process():  # one run at a time there, until this process ends (`run_training` releases it)
             run_lock.hold(output_dir)
-        check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
-        resume_from = prepare_output_dir(recipe, output_dir)
+        try:
+            check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
+            resume_from = prepare_output_dir(recipe, output_dir)
+        except BaseException:  # refused, already complete, data missing: the folder is left as it was
+            run_lock.release(output_dir)
+            raise
         set_seed(recipe.training.seed)
         report_to = configure_wandb(
             recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero
@@ -165,13 +170,16 @@ class RunStart:
         return cls(output_dir, resume_from, report_to)
 
     def write_records(self, recipe: Recipe, plan: Any) -> None:
-        """On the main process: the W&B run id, `recipe.json`, `plan.json`, `freeze_report.txt`, and
+        """On the main process: the W&B run id, `recipe.json`, the data's fingerprint, `plan.json`, `freeze_report.txt`, and
         `metrics.jsonl` cut back to the step the run starts from."""
         if not is_main_process():
             return
         if self.report_to:
             persist_wandb_run_id(self.output_dir, resuming=self.resume_from is not None)
         write_json(self.output_dir / "recipe.json", to_dict(recipe))
+        write_json(
+            self.output_dir / FINGERPRINT_JSON, fingerprint(recipe.data, self.output_dir)
+        )  # data changed in place: rerun
         write_json(self.output_dir / "plan.json", plan.to_dict())
         (self.output_dir / "freeze_report.txt").write_text(plan.render() + "\n")
         _truncate_metrics_log(self.output_dir / METRICS_JSONL, self.resume_from)

@@ -4,7 +4,8 @@ Two launches into one output dir would otherwise both train, interleave `metrics
 other's checkpoints. The main process takes an exclusive `flock` on `<output_dir>/.run.lock` before it
 looks at or moves anything there, and writes who holds it (pid, host, start time, command). The kernel drops
 the lock when the process ends in any way, `kill -9` included, so a lock file left by a dead process is
-stale by construction: the next run takes it over (and says whose it was). Linux NFS clients carry `flock`
+stale by construction: the next run takes it over (and says whose it was). A run that ends on its own removes
+the file (still holding the lock, and a taker checks it locked the file still in place). Linux NFS clients carry `flock`
 as a POSIX lock to the server, so runs on two nodes sharing the folder exclude each other too.
 """
 
@@ -18,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +43,18 @@ def hold(output_dir: Path) -> None:
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        raise OutputDirBusy(_busy(output_dir, _read(path))) from None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise OutputDirBusy(_busy(output_dir, _read(path))) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder removed the file as we opened it (a clean exit): lock the new one
     previous = _read(path)
     if previous.get("pid") and not _is_me(previous):
         logger.warning(
@@ -64,12 +70,24 @@ def hold(output_dir: Path) -> None:
 
 
 def release(output_dir: Path | None = None) -> None:
-    """Drop this process's lock on `output_dir` (all of them: None). The lock file stays, unlocked."""
+    """Drop this process's lock on `output_dir` (all of them: None) and remove the lock file: a run that ends
+    leaves the folder as it found it. (A killed one leaves the file, unlocked: stale, taken over next time.)"""
     dirs = list(_held) if output_dir is None else [Path(output_dir).resolve()]
     for directory in dirs:
         fd = _held.pop(directory, None)
         if fd is not None:
+            with suppress(OSError):
+                (directory / LOCK_FILE).unlink()  # still locked while removed: no one else took it meanwhile
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def _me() -> dict[str, Any]:
