@@ -99,6 +99,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             "trainers.run",
             "trainers.preflight",
+            "trainers.launch_outcome",
             "trainers.predict",
             "trainers.app",
             "trainers.analysis",
