@@ -69,6 +69,24 @@ def hold(output_dir: Path) -> None:
     _held[output_dir] = fd
 
 
+def check_free(output_dir: Path) -> None:
+    """Raise `OutputDirBusy` when another process holds the output dir now (nothing is created or kept):
+    `launch.py --launcher` asks before it starts any worker, whose main process then takes the lock."""
+    path = Path(output_dir).resolve() / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise OutputDirBusy(_busy(path.parent, _read(path))) from None
+    finally:
+        os.close(fd)
+
+
 def release(output_dir: Path | None = None) -> None:
     """Drop this process's lock on `output_dir` (all of them: None) and remove the lock file: a run that ends
     leaves the folder as it found it. (A killed one leaves the file, unlocked: stale, taken over next time.)"""
