@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
 
     folder = worker_folder()  # a worker of `launch.py --launcher`: say which rank this is
     worker_watch.announce(folder, os.environ)
-    how = "interrupted"
+    how = worker_watch.INTERRUPTED
     try:
         status = _main(args)
         how = f"exit {status}"

@@ -21,12 +21,15 @@ def rank_died_message(recipe: Recipe, death: Death | None, status: int) -> str:
     if death is None:
         who = "a worker process stopped without an error of ours (see the launcher's report above)"
     else:
-        how = (
-            f"stopped on {death.how} (its traceback is above)"
-            if death.how
-            else "died without a Python error (killed by a signal, e.g. the out-of-memory killer or kill -9, "
-            "or crashed)"
-        )
+        if death.how is None:
+            how = (
+                "died without a Python error (killed by a signal, e.g. the out-of-memory killer or kill -9, "
+                "or crashed)"
+            )
+        elif death.how.startswith("exit "):
+            how = f"ended with exit status {death.how.removeprefix('exit ')}"
+        else:
+            how = f"stopped on {death.how} (its traceback is above)"
         who = (
             f"rank {death.rank} (pid {death.pid} on {death.host}) {how}; the launcher stopped the other ranks"
         )

@@ -23,7 +23,8 @@ from pathlib import Path
 
 USER_ERROR = "user error"  # stopped on bad input: its paragraph is relayed, it did not die
 AFTER_PEER = "stopped after a peer"  # its collective broke because another rank stopped
-_ENDED_ON_ITS_OWN = ("exit 0", USER_ERROR, AFTER_PEER)
+INTERRUPTED = "interrupted"  # Ctrl-C / SystemExit: stopped, not dead
+_ENDED_ON_ITS_OWN = ("exit 0", USER_ERROR, AFTER_PEER, INTERRUPTED)
 _STARTED = "worker-rank{rank:06d}.json"
 _ENDED = "ended-rank{rank:06d}.json"
 POLL_S = 0.02  # torchrun checks its workers every 0.1 s by default, then stops the rest
