@@ -179,16 +179,27 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     from trainers.reporting import redact
 
     redact.install(args.overrides)  # secrets never reach logs, saved files or W&B
+    from trainers.launchers import worker_watch
+    from trainers.launchers.commands import worker_folder
+
+    folder = worker_folder()  # a worker of `launch.py --launcher`: say which rank this is
+    worker_watch.announce(folder, os.environ)
+    how = worker_watch.INTERRUPTED
     try:
-        return _main(args)
+        status = _main(args)
+        how = f"exit {status}"
+        return status
     except UserFacingError as exc:
+        how = worker_watch.USER_ERROR
         report_error(redact.redact_text(str(exc)))
         return exc.exit_code
     except Exception as exc:
         from trainers.launchers.commands import peer_stopped_on_user_error
 
+        how = type(exc).__name__
         if not peer_stopped_on_user_error():
             raise
+        how = worker_watch.AFTER_PEER
         first_line = redact.redact_text(str(exc)).strip().splitlines()[:1]
         logging.getLogger("launch").warning(
             "stopped after another rank's error: %s: %s",
@@ -196,6 +207,8 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
             first_line[0][:200] if first_line else "",
         )
         return 1
+    finally:
+        worker_watch.ended(folder, os.environ, how)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -279,13 +292,21 @@ def _main(args: argparse.Namespace) -> int:
             resolved.family.check_available(recipe.model.id, recipe.model.revision)
         from trainers.errors import UserFacingError
         from trainers.launchers.commands import run_launcher
+        from trainers.launchers.worker_watch import WorkerWatch
         from trainers.reporting.redact import redact_text
 
         print("launching: " + redact_text(" ".join(command)), flush=True)
-        status, errors = run_launcher(command)
+        watch = WorkerWatch()
+        status, errors = run_launcher(command, watch)
         if errors:  # the launcher's own report of the failed worker came first; the reason comes last
             report_error(redact_text(errors[0]), block=True)
             return UserFacingError.exit_code
+        if (
+            status != 0
+        ):  # a rank died: which one, and what rerunning resumes from, after the launcher's report
+            from trainers.launch_outcome import rank_died_message
+
+            report_error(rank_died_message(recipe, watch.first, status), block=True)
         return status
     from trainers.run import run_training
 

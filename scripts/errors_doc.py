@@ -54,7 +54,9 @@ def main(path: str) -> None:
     for line in Path(path).read_text().splitlines():
         record = json.loads(line)
         match = re.search(r"\[([^\]]+)\]", record["test"])
-        name = match.group(1) if match else "disk-full-during-save"
+        function = re.search(r"::(\w+)", record["test"])
+        scenario = catalogue.SCENARIOS.get(function.group(1) if function else "")
+        name = match.group(1) if match else scenario[0] if scenario else "disk-full-during-save"
         messages[name] = record["message"]
     rows = []
     for case, argv, _ in catalogue.IN_PROCESS:
@@ -62,7 +64,7 @@ def main(path: str) -> None:
         rows.append((case, " ".join(str(a) for a in shown)))
     for case, argv, _ in catalogue.SUBPROCESS:
         rows.append((case, " ".join(re.sub(r"\{([^}]+)\}", r"<tmp>/\1", a) for a in argv)))
-    rows.append(("disk-full-during-save", "<recipe> (the disk fills while checkpoint-2 is written)"))
+    rows += list(catalogue.SCENARIOS.values())
     for case, argv, _ in catalogue.MORE_IN_PROCESS:  # reruns, metric names, data paths
         rows.append((case, " ".join(str(a) for a in argv(_FakeFiles()))))
     for case, argv, _ in catalogue.DATA_IN_PROCESS:  # the newer families' data, files that are not UTF-8

@@ -586,8 +586,184 @@ def test_disk_full_during_checkpoint_save(files, monkeypatch, tmp_path):
     assert not list((out / "checkpoints").iterdir())  # no checkpoint-2, no tmp-checkpoint-2
 
 
+def test_disk_full_in_torch_save_is_the_zip_writers_runtime_error(files, monkeypatch, tmp_path):
+    """torch.save on a full disk raises RuntimeError from its zip writer, not OSError: still the paragraph."""
+    import torch
+
+    from trainers.trainer import RecipeTrainer
+
+    def full(self, output_dir):
+        with open(Path(output_dir) / "rng_state.pth", "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+            "file write failed"
+        )
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(RecipeTrainer, "_save_rng_state", full)
+    assert torch.save  # the real writer is what raises this in the field; here it is replayed
+    out = tmp_path / "out"
+    check(
+        *run_main([str(files["tiny.py"]), f"--output-dir={out}"]),
+        ("checkpoint-2", "disk is full", "PytorchStreamWriter", "rerun the same command"),
+    )
+    assert not list((out / "checkpoints").iterdir())
+
+
+def test_disk_full_while_plots_are_written_is_not_a_complete_run(files, monkeypatch, tmp_path):
+    """The disk fills while the plots are drawn: the paragraph, no truncated PNG, no summary; the rerun
+    finishes the final files instead of reporting "already complete"."""
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+
+    def full(self, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(Figure, "savefig", full)
+    out = tmp_path / "out"
+    argv = [str(files["tiny.py"]), f"--output-dir={out}", "reporting.plots=true", "training.resume=auto"]
+    check(*run_main(argv), ("train_loss.png", "the disk is full", "not marked complete", "checkpoint-2"))
+    assert not (out / "training_summary.json").exists()
+    assert not (out / "plots").exists() or not list((out / "plots").iterdir())
+    monkeypatch.setattr(Figure, "savefig", real)
+    rc, stderr = run_main(argv)
+    assert rc == 0 and "already complete" not in stderr, stderr[-2000:]
+    assert (out / "training_summary.json").exists()
+    assert (out / "plots" / "train_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "plots" / "train_loss.png").stat().st_size > 1000
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from trainers import run_lock
+run_lock.hold(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_busy_output_dir_names_the_holder_then_takes_over_a_dead_ones_lock(
+    files, monkeypatch, tmp_path
+):
+    """Two launches into one output dir: the second stops before touching it (pid and host named); once the
+    holder is dead (kill -9, its lock file left behind) the next run takes the stale lock over and trains."""
+    import signal
+    import socket
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = [str(files["tiny.py"]), f"--output-dir={out}", "training.resume=auto"]
+        check(
+            *run_main(argv),
+            (
+                f"pid {holder.pid} on host {socket.gethostname()}",
+                str(out),
+                "in use by another run",
+                "--output-dir",
+            ),
+        )
+        assert sorted(p.name for p in out.iterdir()) == [".run.lock"]  # nothing started there
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".run.lock").exists()  # left by the dead process: stale
+    rc, stderr = run_main(argv)
+    assert rc == 0, stderr[-3000:]
+    assert f"taking over the lock left by pid {holder.pid}" in stderr
+    assert (out / "training_summary.json").exists()
+
+
+def test_data_changed_in_place_is_noticed_like_a_changed_recipe_key(files, monkeypatch, tmp_path, capsys):
+    """Training images overwritten under the same names (and a caption edited): the rerun of the same command
+    stops and says what changed, instead of "already complete" with the old data's metrics."""
+    import shutil
+
+    from PIL import Image
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    data = tmp_path / "shapes"
+    shutil.copytree(SHAPES, data)
+    out = tmp_path / "out"
+    argv = [
+        str(files["tiny.py"]),
+        f"--output-dir={out}",
+        "training.resume=auto",
+        f"data.train={data / 'train.json'}",
+        f"data.val={data / 'val.json'}",
+        f"data.images={data / 'images'}",
+    ]
+    rc, stderr = run_main(argv)
+    assert rc == 0 and (out / "training_summary.json").exists(), stderr[-3000:]
+    capsys.readouterr()
+    assert (
+        run_main(argv)[0] == 0 and "already complete" in capsys.readouterr().out
+    )  # same data: nothing to do
+    rewritten = sorted((data / "images").iterdir())[:2]
+    for image in rewritten:
+        Image.new("RGB", (32, 32), (0, 200, 0)).save(
+            image, format="PNG" if image.suffix == ".png" else "JPEG"
+        )
+    captions = data / "val.json"
+    captions.write_text(captions.read_text().replace("a ", "one ", 1))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    message = check(
+        *run_main(argv),
+        (
+            "data.images contents",
+            "2 rewritten",
+            rewritten[0].name,
+            "data.val contents",
+            "sha256",
+            "training.resume=never",
+            "training.resume=force",
+            "--output-dir",
+        ),
+    )
+    assert "data.train contents" not in message
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# The cases above that are scenarios of their own (a fault injected, a run left behind), not one command line:
+# test function -> (case name, what happens), for docs/errors.md (scripts/errors_doc.py).
+SCENARIOS = {
+    "test_disk_full_during_checkpoint_save": (
+        "disk-full-during-save",
+        "<recipe> (the disk fills while checkpoint-2 is written)",
+    ),
+    "test_disk_full_in_torch_save_is_the_zip_writers_runtime_error": (
+        "disk-full-torch-zip-writer",
+        "<recipe> (torch.save's zip writer finds the disk full while checkpoint-2 is written)",
+    ),
+    "test_disk_full_while_plots_are_written_is_not_a_complete_run": (
+        "disk-full-during-plots",
+        "<recipe> reporting.plots=true (the disk fills while the final plots are written)",
+    ),
+    "test_a_second_run_into_a_busy_output_dir_names_the_holder_then_takes_over_a_dead_ones_lock": (
+        "output-dir-in-use",
+        "<recipe> --output-dir=<dir> (another run is training in <dir>)",
+    ),
+    "test_data_changed_in_place_is_noticed_like_a_changed_recipe_key": (
+        "data-changed-in-place",
+        "<recipe> --output-dir=<finished run> (2 images and data.val rewritten under the same names)",
+    ),
+}
+
+
 def test_catalogue_size():
-    assert len(IN_PROCESS) + len(SUBPROCESS) + 1 >= 30
+    assert len(IN_PROCESS) + len(SUBPROCESS) + len(SCENARIOS) >= 34
 
 
 # ------------------------------------------------------------------------------------------------------------

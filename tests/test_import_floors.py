@@ -30,6 +30,8 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             "trainers",
             "trainers.errors",
+            "trainers.atomic_files",
+            "trainers.run_lock",
             "trainers.paths",
             "trainers.zero3",
             "trainers.lazy_imports",
@@ -98,6 +100,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         (
             "trainers.run",
             "trainers.preflight",
+            "trainers.launch_outcome",
             "trainers.predict",
             "trainers.app",
             "trainers.analysis",

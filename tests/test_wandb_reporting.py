@@ -187,3 +187,46 @@ def test_a_resumed_run_appends_to_the_same_wandb_run(clean_env, tmp_path):
     steps = [[r["train/global_step"] for r in w.history if "train/loss" in r] for w in (first, second)]
     assert steps == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the second continues the step axis, repeats nothing
     assert Path(out / "training_summary.json").is_file()
+
+
+def test_each_ablate_variant_gets_its_own_wandb_run_in_the_sweeps_group(clean_env, tmp_path):
+    """`--ablate` trains its variants one after another in one process; W&B reads its environment once per
+    process, so without a new session the second variant logged into the first one's run id and folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            str(TINY),
+            "--quiet",
+            "--ablate",
+            "training.lr=1e-3,1e-4",
+            "reporting.wandb=true",
+            f"output_dir={out}",
+            "data.max_train_samples=16",
+            "evaluation.num_beams=1",
+            "training.epochs=1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = []
+    for i in (0, 1):
+        variant = out / f"sweep-{i}"
+        run_id = (variant / "wandb_run_id").read_text().strip()
+        files = sorted((variant / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert [f.name for f in files] == [f"run-{run_id}.wandb"], files
+        runs.append(read_run(files[0]))
+        assert runs[-1].run_id == run_id
+        assert [r["train/global_step"] for r in runs[-1].history if "train/loss" in r] == [1, 2, 3, 4]
+    assert runs[0].run_id != runs[1].run_id
+    assert runs[0].group == runs[1].group != ""
+    assert [r.config["learning_rate"] for r in runs] == [1e-3, 1e-4]

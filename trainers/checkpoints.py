@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainers.atomic_files import disk_full, is_write_failure
 from trainers.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -250,26 +251,28 @@ def remove_partial_checkpoints(checkpoints_dir: Path) -> list[str]:
     return removed
 
 
-def save_failure(exc: OSError, directory: Path, last_good: str | None) -> CheckpointError:
-    """A user-facing error for an OSError during a checkpoint save."""
+def save_failure(exc: Exception, directory: Path, last_good: str | None) -> CheckpointError:
+    """A user-facing error for a failed checkpoint save (an OSError, or torch's zip writer on a full disk)."""
     shutil.rmtree(directory, ignore_errors=True)
     resume = (
         f"rerun the same command to resume from {last_good}"
         if last_good
         else "rerun the same command (no complete checkpoint exists yet, so training starts over)"
     )
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    code = getattr(exc, "errno", None)
+    if disk_full(exc):
         what = "the disk is full"
         fix = "free space there (or set output_dir= / --output-dir to a larger disk, or lower training.save_total_limit)"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         what = "permission denied"
         fix = "make the directory writable or choose another output_dir"
     else:
-        what = f"{exc.strerror or exc}"
+        what = f"{getattr(exc, 'strerror', None) or exc}"
         fix = "fix the filesystem problem"
     return CheckpointError(
         f"Saving checkpoint {directory.name.removeprefix(TMP_PREFIX)} to {directory.parent} failed: {what} "
-        f"({type(exc).__name__}: {exc}). The partial save was removed; {fix}, then {resume}."
+        f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}). The partial save was "
+        f"removed; {fix}, then {resume}."
     )
 
 
@@ -331,7 +334,9 @@ class AtomicCheckpoints:
                     self.checkpoint_recipe_hash,
                     self.args.world_size,
                 )
-        except OSError as exc:
+        except Exception as exc:  # torch.save reports a full disk as a RuntimeError of its zip writer
+            if not is_write_failure(exc):
+                raise
             raise save_failure(exc, tmp_dir, last_good) from None
         self._checkpoint_barrier()
         if self.args.push_to_hub:

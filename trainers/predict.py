@@ -24,12 +24,13 @@ import re
 import sys
 import tempfile
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from trainers.atomic_files import atomic_path, is_write_failure, write_failure
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -274,19 +275,30 @@ def predict(
             rows.append({"file": str(path), **prediction})
             if draw:
                 drawn.mkdir(exist_ok=True)
-                run.task.draw(picture, prediction).save(drawn / f"{path.stem}.png")
+                _write(
+                    drawn / f"{path.stem}.png",
+                    lambda tmp, p=picture, r=prediction: run.task.draw(p, r).save(tmp),
+                )
     if not rows:
         raise RecipeError(
             f"--images {images}: none of its {len(files)} image(s) can be read (first: {skipped[0]}). "
             "Replace the files or point --images at another folder."
         )
-    try:
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    except OSError as error:
-        raise RecipeError(
-            f"--out {out}: cannot write it ({error.strerror or error}). Free space or pick another --out."
-        ) from None
+    _write(out, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
     return rows
+
+
+def _write(target: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` then rename onto `target`: a failed or interrupted write keeps the previous file whole."""
+    try:
+        with atomic_path(target) as tmp:
+            write(tmp)
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, target, "run the prediction again") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """What a run checks before any worker process starts or any model loads (`launch.py` calls it).
 
-The data must exist (so a missing folder never costs a model download or a launcher start-up) and the
-output dir's previous run must be one this recipe may continue (`trainers.rerun`). Each worker checks the
+The data must exist (so a missing folder never costs a model download or a launcher start-up), no other run
+may hold the output dir (`trainers.run_lock`), and the output dir's previous run must be one this recipe may
+continue (`trainers.rerun`). Each worker checks the
 same again in `trainers.run.setup_run`; here it fails once, in the process the user started.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainers import rerun
+from trainers import rerun, run_lock
 from trainers.launchers.commands import launcher_world_size
 from trainers.recipe.checks import check_data_paths
 from trainers.recipe.config import Recipe
@@ -22,6 +23,7 @@ def check_before_training(recipe: Recipe | ResolvedRecipe) -> bool:
     resolved = resolve_recipe(recipe)
     recipe = resolved.recipe
     check_data_paths(resolved)
+    run_lock.check_free(Path(recipe.resolved_output_dir()))  # another run there: say so before any launch
     decision = rerun.decide(recipe, Path(recipe.resolved_output_dir()), launcher_world_size(recipe.launch))
     if decision.action != "complete":
         return False

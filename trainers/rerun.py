@@ -1,6 +1,6 @@
 """What a run does with an output dir that already holds a run: continue it, keep it aside, or refuse.
 
-Decided before any model is loaded, from the files alone (`recipe.json`, checkpoint manifests,
+Decided before any model is loaded, from the files alone (`recipe.json`, `data_fingerprint.json`, checkpoint manifests,
 `training_summary.json`), so every rank reaches the same decision; only rank 0 then moves files. Rank 0's
 own writes cannot change another rank's answer: it writes `recipe.json` only once it continues (the diff
 is then empty) and moves or deletes only what makes the others see "nothing there" (start afresh too).
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trainers import checkpoints
+from trainers.data.fingerprint import FINGERPRINT_JSON, differences, fingerprint
 from trainers.errors import UserFacingError
 from trainers.models.registry import current_family_ids
 from trainers.recipe.config import Recipe, to_dict
@@ -115,6 +116,8 @@ def decide(
         return RerunDecision(
             "fresh", f"the previous attempt in {output_dir} left no complete checkpoint", changes=changes
         )
+    changed_data = _data_changes(recipe, output_dir)  # the same paths, other contents: like a changed key
+    changes = [*changes, *changed_data]
     blocking = [c for c in changes if not continuable(c, recipe.training.lr_scheduler)]
     blocking += _world_change(ckpt, world_size)
     if saved is None and ckpt is not None:
@@ -221,6 +224,16 @@ def _finished(summary: dict[str, Any], ckpt: str | None, current: dict[str, Any]
     return stopped or state.get("global_step", 0) >= state.get("max_steps", float("inf"))
 
 
+def _data_changes(recipe: Recipe, output_dir: Path) -> list[Change]:
+    """The data paths whose contents differ from the fingerprint the previous run recorded (none recorded: [])."""
+    saved = _read_json(output_dir / FINGERPRINT_JSON)
+    if saved is None:
+        return []
+    return [
+        Change(key, old, new) for key, old, new in differences(saved, fingerprint(recipe.data, output_dir))
+    ]
+
+
 def _world_change(ckpt: str | None, world_size: int) -> list[Change]:
     if ckpt is None:
         return []
@@ -262,8 +275,8 @@ def _refusal(
     )
     previous = next_previous_dir(output_dir)
     return (
-        f"output_dir {output_dir} holds {state} run whose settings differ (its {RECIPE_JSON} and checkpoint "
-        "manifest): "
+        f"output_dir {output_dir} holds {state} run whose settings or data differ (its {RECIPE_JSON}, "
+        f"checkpoint manifest and {FINGERPRINT_JSON}): "
         f"{shown}{more}; {where}. Nothing was trained or changed. Choose one: another output dir "
         f"(--output-dir or output_dir=); training.resume=never to start over there (the previous run is moved "
         f"to {previous}/); training.resume=overwrite to start over deleting it{force}."

@@ -5,7 +5,7 @@ model family or a task: the recipe's data names its task (`trainers.tasks.regist
 `model.family` its registry entry (`trainers.models.registry`); both are looked up once
 (`trainers.recipe.resolved.ResolvedRecipe`) and asked for what differs.
 
-`setup_run` reads as the table of contents: `RunStart.open` (output dir, data, rerun decision, seed, W&B) →
+`setup_run` reads as the table of contents: `RunStart.open` (output dir and its lock, data, rerun decision, seed, W&B) →
 Trainer arguments → model → freezing/LoRA/groups and the plan → `RunStart.write_records` → task data →
 evaluators → Trainer with its `RunCallbacks`. `complete_run` trains and writes the outputs.
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from trainers import checkpoints, rerun
+from trainers import checkpoints, rerun, run_lock
+from trainers.atomic_files import failed_target, is_write_failure, write_failure
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.callbacks.early_stopping import MetricEarlyStopping
 from trainers.callbacks.metrics_log import EpochMetricsLog
@@ -30,10 +33,11 @@ from trainers.callbacks.overfitting import OverfittingWatch
 from trainers.callbacks.preemption import SlurmPreemption
 from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
+from trainers.data.fingerprint import FINGERPRINT_JSON, fingerprint
 from trainers.data.loader import loader_settings, resolve_num_workers
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
-from trainers.errors import RecipeError
+from trainers.errors import RecipeError, UserFacingError
 from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
 from trainers.launchers.deepspeed_config import deepspeed_config_for
@@ -153,7 +157,7 @@ def prepare_output_dir(recipe: Recipe, output_dir: Path) -> str | None:
 class RunStart:
     """The start-of-run housekeeping: where the run writes, what it resumes from, where it reports.
 
-    `open` runs before any model is loaded (the output dir is writable, the data exists, the previous run
+    `open` runs before any model is loaded (the output dir is writable and locked for this run, the data exists, the previous run
     there is continued or set aside by `trainers.rerun`, the seed is set, W&B is configured: the Trainer's
     arguments need it, and under ZeRO-3 they must exist before the load). `write_records` runs once the plan
     exists: the files that say how this run started.
@@ -168,8 +172,14 @@ class RunStart:
         recipe = resolved.recipe
         output_dir = Path(recipe.resolved_output_dir())
         checkpoints.ensure_writable(output_dir, "output_dir")
-        check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
-        resume_from = prepare_output_dir(recipe, output_dir)
+        if is_main_process():  # one run at a time there, until this process ends (`run_training` releases it)
+            run_lock.hold(output_dir)
+        try:
+            check_data_paths(resolved)  # before the output dir is touched or a model is loaded or downloaded
+            resume_from = prepare_output_dir(recipe, output_dir)
+        except BaseException:  # refused, already complete, data missing: the folder is left as it was
+            run_lock.release(output_dir)
+            raise
         set_seed(recipe.training.seed)
         report_to = configure_wandb(
             recipe.reporting, output_dir, recipe.name, recipe.launch.launcher, recipe.launch.zero
@@ -177,13 +187,16 @@ class RunStart:
         return cls(output_dir, resume_from, report_to)
 
     def write_records(self, recipe: Recipe, plan: Any) -> None:
-        """On the main process: the W&B run id, `recipe.json`, `plan.json`, `freeze_report.txt`, and
+        """On the main process: the W&B run id, `recipe.json`, the data's fingerprint, `plan.json`, `freeze_report.txt`, and
         `metrics.jsonl` cut back to the step the run starts from."""
         if not is_main_process():
             return
         if self.report_to:
             persist_wandb_run_id(self.output_dir, resuming=self.resume_from is not None)
         write_json(self.output_dir / "recipe.json", to_dict(recipe))
+        write_json(
+            self.output_dir / FINGERPRINT_JSON, fingerprint(recipe.data, self.output_dir)
+        )  # data changed in place: rerun
         write_json(self.output_dir / "plan.json", plan.to_dict())
         (self.output_dir / "freeze_report.txt").write_text(plan.render() + "\n")
         _truncate_metrics_log(self.output_dir / METRICS_JSONL, self.resume_from)
@@ -289,17 +302,20 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         test_metrics = _evaluate_test_split(ctx)  # the best model is loaded back at the end of train()
         best_dir = ctx.output_dir / BEST
         lora = None
-        if ctx.prepared.lora is not None:
-            lora = _save_lora_outputs(ctx, best_dir)
-        else:
-            trainer.save_model(str(best_dir))
+        with _final_files(ctx):
+            if ctx.prepared.lora is not None:
+                lora = _save_lora_outputs(ctx, best_dir)
+            else:
+                trainer.save_model(str(best_dir))
         summary = _summary(ctx, result, best_dir)
         summary["test_metrics"] = test_metrics
         if lora is not None:
             summary["lora"] = lora
-        ctx.callbacks.world_guard.write(ctx.output_dir)
+        with _final_files(ctx):
+            ctx.callbacks.world_guard.write(ctx.output_dir)
+            if trainer.is_world_process_zero():
+                _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
         if trainer.is_world_process_zero():
-            _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
             finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
         trainer.evaluator.close()
@@ -316,6 +332,8 @@ def run_training(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = 
     except BaseException:
         finish_distributed(barrier=False)  # other ranks may be gone: don't wait for them
         raise
+    finally:
+        run_lock.release()
     finish_distributed()
     return summary
 
@@ -522,19 +540,46 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
 
 
 def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any], plots: bool) -> None:
+    """Plots, then `training_summary.json` last: the summary is what marks the run complete
+    (`trainers.rerun`), so it appears only once every other final file is whole (each written atomically)."""
+    if plots:
+        folder = output_dir / "plots"
+        folder.mkdir(exist_ok=True)
+        plot_train_loss(trainer.state.log_history, folder / "train_loss.png")
+        plot_eval_metrics(
+            output_dir / METRICS_JSONL,
+            folder / "val_metrics.png",
+            headline=summary["best_metric"]["name"],
+            best_epoch=summary["best_epoch"],
+            stage_steps=sorted(summary["stages_opened_at_step"].values()),
+        )
     write_json(output_dir / "training_summary.json", summary)
-    if not plots:
-        return
-    plots = output_dir / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_train_loss(trainer.state.log_history, plots / "train_loss.png")
-    plot_eval_metrics(
-        output_dir / METRICS_JSONL,
-        plots / "val_metrics.png",
-        headline=summary["best_metric"]["name"],
-        best_epoch=summary["best_epoch"],
-        stage_steps=sorted(summary["stages_opened_at_step"].values()),
-    )
+
+
+@contextmanager
+def _final_files(ctx: RunContext) -> Iterator[None]:
+    """A full disk (or a read-only folder) while `best/`, the plots or the summary are written: one paragraph.
+
+    No summary is written, so the run is not complete; its final checkpoint is, and rerunning the same command
+    continues from it (nothing left to train) and writes the final files again.
+    """
+    try:
+        yield
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        last = checkpoints.find_resume_checkpoint(ctx.output_dir / CHECKPOINTS, quiet=True).checkpoint
+        again = (
+            f"rerun the same command: it continues from {Path(last).name} (nothing left to train) and writes "
+            "the final files again"
+            if last
+            else "rerun the same command"
+        )
+        target = failed_target(exc) or getattr(exc, "filename", None) or ctx.output_dir
+        left = "The run is not marked complete (no training_summary.json was written)"
+        raise write_failure(exc, target, again, left) from None
 
 
 def _mean_logged_loss(log_history: list[dict], fallback: float) -> float:

@@ -37,6 +37,7 @@ from trainers.tasks.interface import Task, TaskLossMixin
 Evaluator = Callable[[Trainer], dict[str, float]]
 IGNORE_INDEX = -100
 EVAL_PREDICTIONS = "eval_predictions.json"  # in each checkpoint: the predictions of its evaluation
+LOSS_WINDOW = "loss_window_rank{rank}.json"  # in each checkpoint: this rank's loss since the last logged step
 
 
 def batch_length(batch: dict) -> int:
@@ -97,7 +98,30 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
                 json.dumps({str(k): v for k, v in predictions.items()})
             )
 
+    def _save_rng_state(self, output_dir) -> None:
+        """Every rank, with its RNG state: the training loss summed since the last logged step, and that step.
+
+        The Trainer starts a resumed run's loss window afresh at the resume step, so a checkpoint inside a
+        logging window (logging_steps > 1) would log the mean of the steps after the resume only: another
+        train loss in metrics.jsonl and the summary than the uninterrupted run's (the weights are the same).
+        """
+        super()._save_rng_state(output_dir)
+        window = {"last_logged_step": self._globalstep_last_logged, "loss_sum": float(self._tr_loss.item())}
+        (Path(output_dir) / LOSS_WINDOW.format(rank=self.args.process_index)).write_text(json.dumps(window))
+
+    def _restore_loss_window(self, checkpoint: str) -> None:
+        """Continue the logging window the checkpoint was saved in (after the Trainer reset it at train start)."""
+        path = Path(checkpoint) / LOSS_WINDOW.format(rank=self.args.process_index)
+        if (
+            not path.is_file()
+        ):  # a checkpoint written before the window was saved: the Trainer's own behaviour
+            return
+        window = json.loads(path.read_text())
+        self._tr_loss.add_(window["loss_sum"])  # same float32 sum as the uninterrupted run holds here
+        self._globalstep_last_logged = int(window["last_logged_step"])
+
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._window_checkpoint = resume_from_checkpoint if isinstance(resume_from_checkpoint, str) else None
         saved = (
             Path(resume_from_checkpoint) / EVAL_PREDICTIONS
             if isinstance(resume_from_checkpoint, str)
@@ -123,6 +147,9 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
         """
         if self.control.should_training_stop:
             return None
+        checkpoint, self._window_checkpoint = getattr(self, "_window_checkpoint", None), None
+        if checkpoint is not None:  # the first epoch of a resumed run: the loss state is set up by now
+            self._restore_loss_window(checkpoint)
         return super()._run_epoch(*args, **kwargs)
 
     @property

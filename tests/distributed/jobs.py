@@ -8,7 +8,8 @@ schedule and folder (`<job>/<run name>/facts.rank<N>.json`). The three jobs star
 The runs, per suite (global batch 8 everywhere: 1 x 8, or 2 x 4):
 - rank invariance: 32 training captions of one token count, 8 of them for validation, 5 epochs, early stopping
   with patience 2; the 1-process reference `ddp`, and under torchrun DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload,
-  two gradient-accumulation modes and an interrupted+resumed ZeRO-3; accelerate: DDP;
+  two gradient-accumulation modes and an interrupted+resumed ZeRO-3 (logging every 3 steps, resumed inside a
+  logging window); accelerate: DDP;
 - ragged captions: 32 captions cut to 3..8 words, 3 epochs, no early stop; 1 process x 8 and 4 x 2
   accumulation; 2 ranks DDP, DDP with accumulation, ZeRO-2;
 - uneven evaluation: 7 validation images, eval batch 2, 2 epochs; 1 process; 2 ranks DDP and ZeRO-3.
@@ -34,6 +35,9 @@ STEPS_PER_EPOCH = SAMPLES // GLOBAL_BATCH  # = N / (world x per-rank batch x acc
 EPOCHS, PATIENCE, VAL_SAMPLES = 5, 2, 8
 TORCHRUN_MODES = ("ddp", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 RESUME_MODE = "zero3+resume"
+# The resumed run logs every 3 steps and resumes from checkpoint-8, inside the window 7..9: its logged losses
+# must be the means of the uninterrupted run's per-step losses over the same windows.
+RESUME_LOGGING_STEPS = 3
 ACCUM_MODES = ("ddp+accum2", "zero2+accum2")  # 2 ranks x batch 2 x 2 accumulation steps
 # ragged captions
 RAGGED_EPOCHS = 3
@@ -170,7 +174,8 @@ def runs(data: dict[str, Path]) -> dict[str, list[dict]]:
             _run("uneven-ddp", "ddp", **uneven),
         ],
         "torchrun": [
-            *(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES, RESUME_MODE)),
+            *(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES)),
+            _run(RESUME_MODE, RESUME_MODE, **rank, logging_steps=RESUME_LOGGING_STEPS),
             *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_TWO_RANKS),
             *(_run(f"uneven-{m}", m, **uneven) for m in UNEVEN_MODES),
         ],

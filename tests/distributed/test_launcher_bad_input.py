@@ -86,3 +86,53 @@ def test_a_bad_input_found_in_the_workers_ends_with_our_paragraph_and_exit_2(
         f"{name}: {seconds:.0f} s, {images} image(s) unreadable, peer logged its broken collective: {waited}; "
         f"last stderr block: {message[:60]}..."
     )
+
+
+RANK_1_DIES = """
+import os
+import runpy
+import signal
+
+from transformers import TrainerCallback
+
+recipe = runpy.run_path({tiny!r})["recipe"]
+
+
+class Rank1DiesAfterCheckpoint2(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2 and os.environ.get("RANK") == "1":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+
+
+recipe.callbacks = [Rank1DiesAfterCheckpoint2()]
+"""
+
+
+def test_a_rank_that_dies_is_named_last_with_the_checkpoint_a_rerun_resumes_from(tmp_path):
+    """Rank 1 of a 2-rank torchrun run is SIGKILLed after checkpoint-2: torchrun's ChildFailedError report,
+    then our one line last: rank 1 died, rerunning the same command resumes from checkpoint-2."""
+    recipe = tmp_path / "dies.py"
+    recipe.write_text(RANK_1_DIES.replace("{tiny!r}", repr(str(ROOT / TINY_RECIPE))))
+    out = tmp_path / "run"
+    result, seconds = run(
+        [
+            sys.executable,
+            "launch.py",
+            str(recipe),
+            "--launcher",
+            "torchrun",
+            "--nproc",
+            "2",
+            "training.save_steps=2",
+            f"output_dir={out}",
+        ]
+    )
+    env_note = "ChildFailedError" in result.stderr  # torchrun's own report came first
+    assert result.returncode == 1 and env_note, (result.stdout + result.stderr)[-6000:]
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", result.stderr) if b.strip()]
+    last = blocks[-1]
+    assert last.startswith("error: rank 1 (pid ") and len(last.splitlines()) == 1, result.stderr[-3000:]
+    for fragment in ("died without a Python error", "kill -9", "resumes from checkpoint-2", str(out)):
+        assert fragment in last, last
+    assert (out / "checkpoints" / "checkpoint-2" / "checkpoint.json").is_file()
+    print(f"rank died: {seconds:.0f} s; last line: {last}")

@@ -147,6 +147,7 @@ def build_recipe(
     patience: int,
     eval_batch: int = 4,
     name: str | None = None,
+    logging_steps: int = 1,
 ) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     accum = 2 if "+accum2" in mode else 1
@@ -183,7 +184,7 @@ def build_recipe(
             warmup_steps=0,
             weight_decay=0.01,
             max_grad_norm=1.0,
-            logging_steps=1,
+            logging_steps=logging_steps,
             resume="never",
             save_total_limit=2,
             seed=42,
@@ -277,6 +278,7 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
         run.patience,
         run.eval_batch,
         name=run.name,
+        logging_steps=run.logging_steps,
     )
     SCORED.clear()
     recorder, summary, resumed_from = None, None, None
@@ -426,6 +428,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--stop-at", type=int, default=0)
     parser.add_argument("--eval-batch", type=int, default=4)
+    parser.add_argument("--logging-steps", type=int, default=1, help="a loss line every N steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)

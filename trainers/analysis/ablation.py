@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainers.atomic_files import atomic_path, write_text
 from trainers.errors import RecipeError, UserFacingError
 
 PLAN = "ablation_plan.json"
@@ -88,7 +89,8 @@ def variant_dir(root: Path, i: int) -> Path:
 def write_plan(ablation: Ablation, root: Path, recipe_path: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / PLAN
-    path.write_text(
+    write_text(
+        path,
         json.dumps(
             {
                 "recipe": recipe_path,
@@ -98,7 +100,7 @@ def write_plan(ablation: Ablation, root: Path, recipe_path: str) -> Path:
             },
             indent=2,
         )
-        + "\n"
+        + "\n",
     )
     return path
 
@@ -217,15 +219,16 @@ def plot(rows: Sequence[AblationRow], path: Path) -> None:
     for ax in axes:
         ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def write_comparison(root: Path) -> dict[str, Path]:
     rows = read_rows(root)
     paths = {"md": root / f"{RESULT}.md", "json": root / f"{RESULT}.json", "png": root / f"{RESULT}.png"}
-    paths["md"].write_text(render_markdown(rows))
-    paths["json"].write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    write_text(paths["md"], render_markdown(rows))
+    write_text(paths["json"], json.dumps({"rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     plot(rows, paths["png"])
     return paths
 

@@ -31,6 +31,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from trainers.analysis.layers import group_names, group_order
+from trainers.atomic_files import atomic_path, write_text
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -215,15 +216,16 @@ def plot(report: ImportanceReport, path: Path, top: int = 30) -> None:
     ax.set_xlabel(f"mean gradient L2 norm over {report.steps} steps")
     ax.set_title(f"{report.recipe}: layers by gradient norm")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def write_report(report: ImportanceReport, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{RESULT}.json", "md": out / f"{RESULT}.md", "png": out / f"{RESULT}.png"}
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    paths["md"].write_text(render_table(report))
+    write_text(paths["json"], json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text(paths["md"], render_table(report))
     plot(report, paths["png"])
     return paths
 

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trainers.atomic_files import write_text
 from trainers.errors import UserFacingError
 from trainers.zero3 import param_numel
 
@@ -296,9 +297,9 @@ def write_report(
     """`lora_vs_full.md` and `lora_vs_full.json` in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / "lora_vs_full.md", out_dir / "lora_vs_full.json"
-    md.write_text(render_markdown(runs, real))
+    write_text(md, render_markdown(runs, real))
     payload = {"runs": [r.to_dict() for r in runs], "real_size": [r.to_dict() for r in real]}
-    js.write_text(json.dumps(payload, indent=2) + "\n")
+    write_text(js, json.dumps(payload, indent=2) + "\n")
     return md, js
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.analysis.layers import group_names, original_name
+from trainers.atomic_files import atomic_path, write_text
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -200,15 +201,16 @@ def plot(report: ChangeReport, path: Path) -> None:
     ax.set_xlabel("‖θ_end − θ_start‖ / ‖θ_start‖")
     ax.set_title(f"parameter change per layer ({report.kind})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def write_report(report: ChangeReport, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{RESULT}.json", "md": out / f"{RESULT}.md", "png": out / f"{RESULT}.png"}
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    paths["md"].write_text(render_table(report))
+    write_text(paths["json"], json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text(paths["md"], render_table(report))
     plot(report, paths["png"])
     return paths
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from trainers.errors import RecipeError
 from trainers.launchers.deepspeed_config import resolve_deepspeed_config
+from trainers.launchers.worker_watch import WorkerWatch
 from trainers.recipe.config import Launch
 
 LAUNCHER_ENV_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "ACCELERATE_DYNAMO_BACKEND", "DEEPSPEED_LAUNCHED")
@@ -144,13 +145,13 @@ def launcher_world_size(launch: Launch, env: Mapping[str, str] | None = None) ->
 # ------------------------------------------------------------------------- running the launcher
 
 
-def run_launcher(command: Sequence[str]) -> tuple[int, list[str]]:
+def run_launcher(command: Sequence[str], watch: WorkerWatch | None = None) -> tuple[int, list[str]]:
     """Run the launcher command as a child; (its exit status, the user-facing errors its workers relayed).
 
     Not exec'd, because launchers report a failed worker their own way: torchrun and accelerate exit 1 after a
     traceback of their own, deepspeed passes the worker's status on. Staying the parent lets `launch.py` print
     the workers' paragraph last and exit 2. Ctrl-C reaches the launcher from the terminal (same process group)
-    and is ignored here; SIGTERM is forwarded to it.
+    and is ignored here; SIGTERM is forwarded to it. `watch` follows the workers while it runs (which rank died).
     """
     with tempfile.TemporaryDirectory(prefix="launch-errors-") as errors:
         child = subprocess.Popen(list(command), env={**os.environ, WORKER_ERRORS_ENV: errors})
@@ -158,13 +159,24 @@ def run_launcher(command: Sequence[str]) -> tuple[int, list[str]]:
             signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
             signal.SIGTERM: signal.signal(signal.SIGTERM, lambda sig, _frame: child.send_signal(sig)),
         }
+        if watch is not None:
+            watch.start(Path(errors))
         try:
             status = child.wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if watch is not None:
+                watch.stop()  # reads what it needs from the folder before it is removed
+                watch.first = watch.first_dead()
         relayed = worker_errors(Path(errors))
     return (128 - status if status < 0 else status), relayed
+
+
+def worker_folder(env: Mapping[str, str] | None = None) -> str | None:
+    """The folder `launch.py --launcher` gave this worker (errors, which rank it is), or None."""
+    env = os.environ if env is None else env
+    return env.get(WORKER_ERRORS_ENV) if inside_launcher(env) else None
 
 
 def relay_worker_error(message: str, env: Mapping[str, str] | None = None) -> bool:

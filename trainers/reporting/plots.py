@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainers.atomic_files import atomic_path
+
 SKIPPED = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 FRACTION_MAX = 1.05  # every value within [0, 1.05]: a fraction, plotted on a 0-1 axis
 PER_LABEL = "/"  # `class_accuracy/circle`, `AP/triangle`: one panel for all per-label metrics
@@ -42,7 +44,8 @@ def plot_train_loss(log_history: list[dict], path: Path) -> Path | None:
     ax.set(xlabel="optimizer step", ylabel="training loss", title="Training loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:  # a disk that fills mid-plot leaves no truncated PNG
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -183,7 +186,8 @@ def plot_eval_metrics(
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     fig.tight_layout()
     description = json.dumps([{"title": p.title, "series": p.series, "baseline": p.baseline} for p in panels])
-    fig.savefig(path, dpi=100, metadata={"Description": description})
+    with atomic_path(path) as tmp:  # a disk that fills mid-plot leaves no truncated PNG
+        fig.savefig(tmp, dpi=100, metadata={"Description": description})
     plt.close(fig)
     return panels
 

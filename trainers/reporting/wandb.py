@@ -112,6 +112,7 @@ def configure_wandb(
     zero: int | None = None,
 ) -> list[str]:
     """Set W&B's environment and return the Trainer's `report_to` list (environment set by the user wins)."""
+    new_session()
     if not os.environ.get(
         "WANDB_MODE", "x"
     ).strip():  # `WANDB_MODE=` (empty): unset, not a pydantic traceback
@@ -148,6 +149,22 @@ def configure_wandb(
     # offline media (table images) are staged in W&B's data dir until `wandb sync`: keep them with the run
     os.environ.setdefault("WANDB_DATA_DIR", str((output_dir / "wandb" / "data").resolve()))
     return ["wandb"]
+
+
+def new_session() -> None:
+    """Let the next `wandb.init` of this process read the environment again (a second run in one process).
+
+    W&B reads its environment once per process, at its first `wandb.init`, and afterwards ignores changes to
+    it: the second variant of an `--ablate` run would log into the first one's run id and folder. Closing
+    W&B's session (`wandb.teardown`) after one run makes the next one start its own. Not imported here when
+    nothing imported it yet.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is None:
+        return
+    if getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    wandb.teardown()
 
 
 WANDB_RUN_ID_FILE = "wandb_run_id"

@@ -182,3 +182,19 @@ def test_unknown_class_with_classes_and_unknown_task(tmp_path):
     assert run(ann, images, tmp_path / "ok.jsonl", "--classes", "drop,wrinkle")["lines"] == 3
     with pytest.raises(DataError, match="unknown task"):
         run(ann, images, tmp_path / "out.jsonl", "--tasks", "OD,SEGMENT")
+
+
+def test_a_conversion_that_fails_on_the_fifth_file_leaves_the_previous_out_whole(tmp_path):
+    """The JSONL replaces --out only once every file converted: a failure half way keeps the old file intact."""
+    ann, images = voc_set(tmp_path)
+    for i in range(2, 6):
+        (ann / f"{chr(ord('a') + i - 1)}.xml").write_text(GOLDEN_XML)  # b.xml .. e.xml: 5 files in all
+    out = tmp_path / "train.jsonl"
+    run(ann, images, out)
+    good = out.read_bytes()
+    assert len(lines(out)) == 15
+    (ann / "e.xml").write_text(GOLDEN_XML.replace("<xmin>5</xmin>", "<xmin>70</xmin>"))  # the 5th file is bad
+    with pytest.raises(DataError, match=r"e\.xml"):
+        run(ann, images, out, "--flip")
+    assert out.read_bytes() == good  # not truncated to the 4 files before the bad one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Annotations", "JPEGImages", "train.jsonl"]

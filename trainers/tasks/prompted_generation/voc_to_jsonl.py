@@ -21,13 +21,17 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from trainers.atomic_files import atomic_open, atomic_path, is_write_failure, write_failure
 from trainers.data_policy import DataError
+from trainers.errors import UserFacingError
 from trainers.tasks.prompted_generation.voc import VocImage, VocObject, flipped, lines_for, read_voc
 
 TASKS = ("OD", "DENSE_REGION_CAPTION", "CAPTION_TO_PHRASE_GROUNDING")
@@ -74,8 +78,7 @@ def convert(
         raise DataError(
             f"--out {out}: is a directory; --out names the JSONL file to write (e.g. --out {out / 'train.jsonl'})."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
+    with _written(out) as handle:  # the previous --out stays as it was until the conversion succeeds
         for xml in tqdm(xmls, desc="VOC -> JSONL", unit="file", disable=not progress):
             try:
                 voc = read_voc(xml, Path(images), classes)
@@ -89,7 +92,8 @@ def convert(
             records = lines_for(voc, voc.image.relative_to(images).as_posix(), tasks)
             if mirror is not None:
                 target = voc.image.with_name(f"flipped_{voc.image.name}")
-                mirror.save(target)
+                with _written_path(target) as tmp:
+                    mirror.save(tmp)
                 records += lines_for(flipped(voc, target), target.relative_to(images).as_posix(), tasks)
                 counts["flipped"] += 1
             for record in records:
@@ -130,8 +134,11 @@ def convert_yolo(
 ) -> dict[str, int]:
     """Write the JSONL of one YOLO split; returns counts (images, lines, skipped, flipped)."""
     counts: Counter[str] = Counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
+    if out.is_dir():
+        raise DataError(
+            f"--out {out}: is a directory; --out names the JSONL file to write (e.g. --out {out / 'train.jsonl'})."
+        )
+    with _written(out) as handle:  # the previous --out stays as it was until the conversion succeeds
         for voc in yolo_images(path, split, skip_bad):
             name = (
                 voc.image.relative_to(images.resolve()).as_posix() if images is not None else str(voc.image)
@@ -142,6 +149,33 @@ def convert_yolo(
             counts["images"] += 1
             counts["lines"] += len(records)
     return {k: counts[k] for k in ("images", "lines", "skipped", "flipped")}
+
+
+@contextmanager
+def _written(out: Path) -> Iterator[IO[str]]:
+    """`out` opened for writing, replaced only when the block succeeds; a failed write as one paragraph."""
+    try:
+        with atomic_open(out) as handle:
+            yield handle
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, out, "run the conversion again") from None
+
+
+@contextmanager
+def _written_path(target: Path) -> Iterator[Path]:
+    try:
+        with atomic_path(target) as tmp:
+            yield tmp
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, target, "run the conversion again") from None
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, int]:
@@ -181,7 +215,7 @@ def run() -> None:
     """The command line: a bad file ends in its one-paragraph message and the data error's exit status."""
     try:
         main()
-    except DataError as error:
+    except UserFacingError as error:  # a bad file, or an --out that cannot be written
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
 
