@@ -155,15 +155,21 @@ def _mismatch_message(mismatches: list[str], where: str, text: str, precision: s
 
 
 def _parse_with_deepspeed(filled: dict[str, Any], world_size: int, where: str, text: str) -> None:
-    """`DeepSpeedConfig(filled)` as one process sees it (no process group here: world size 1, so a
-    train_batch_size filled for `world_size` processes is divided back)."""
+    """`DeepSpeedConfig(filled)` as this process sees it: DeepSpeed checks train_batch_size against the world
+    size of the process group it finds (none before launch: 1; inside a worker: the real one), so a
+    train_batch_size filled for `world_size` processes is rescaled to that world."""
     import pydantic
+    from deepspeed import comm
     from deepspeed.runtime.config import DeepSpeedConfig
 
+    try:  # what DeepSpeedConfig itself will read
+        seen = comm.get_world_size()
+    except (RuntimeError, AssertionError, AttributeError):
+        seen = 1
     view = copy.deepcopy(filled)
     batch = view.get("train_batch_size")
-    if isinstance(batch, int) and world_size > 1 and batch % world_size == 0:
-        view["train_batch_size"] = batch // world_size
+    if isinstance(batch, int) and world_size != seen and batch % world_size == 0:
+        view["train_batch_size"] = batch // world_size * seen
     try:
         DeepSpeedConfig(view)
     except pydantic.ValidationError as exc:
