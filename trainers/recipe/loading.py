@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import runpy
 import traceback
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def load_resolved(
     apply_overrides(recipe, [o for o in overrides if o not in config])
     try:
         recipe.validate()
-        return check_recipe(recipe)
+        return dataclasses.replace(check_recipe(recipe), source=str(path))
     except RecipeError as exc:
         raise RecipeError(_with_source(recipe, str(exc))) from None
 
