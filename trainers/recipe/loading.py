@@ -6,9 +6,9 @@ validation (the task's evaluation settings and metric names, the family serving 
 
 from __future__ import annotations
 
+import dataclasses
 import runpy
 import traceback
-import dataclasses
 from pathlib import Path
 from typing import Any
 
