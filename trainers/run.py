@@ -524,6 +524,7 @@ def _card_facts(ctx: RunContext, summary: dict[str, Any]) -> CardFacts:
     """What the model card of `best/` says, from the summary, the recipe and the data the run read."""
     recipe, task = ctx.recipe, ctx.task
     family = ctx.family if ctx.family is not None else resolve_recipe(recipe).family
+    baseline = task.baseline()
     labels = {
         k: v for k, v in task.model_kwargs(recipe).items() if isinstance(v, (int, float, str, dict, list))
     }
@@ -540,6 +541,7 @@ def _card_facts(ctx: RunContext, summary: dict[str, Any]) -> CardFacts:
         command=ctx.command,
         base_commit=getattr(getattr(ctx.prepared.model, "config", None), "_commit_hash", None),
         model_kwargs=labels,
+        baseline_text=baseline.render().removeprefix("baseline:").strip() if baseline is not None else None,
     )
 
 

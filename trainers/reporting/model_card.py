@@ -96,6 +96,7 @@ class CardFacts:
     command: str | None  # the command that reproduces the run; None: the recipe was built in Python
     base_commit: str | None = None  # the hub commit the base weights came from, when the loader knew it
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # what the base needs for this head (labels)
+    baseline_text: str | None = None  # the task's no-model baseline in one line (`Baseline.render()`)
 
 
 def reproduce_command(recipe_file: str | None, overrides: Sequence[str], demo: bool) -> str | None:
@@ -121,8 +122,9 @@ def _numbers(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict[str, f
     }
 
 
-def metrics_block(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Best validation, test and no-model baseline values side by side, by metric name."""
+def metrics_block(summary: Mapping[str, Any], baseline_text: str | None = None) -> dict[str, Any]:
+    """Best validation, test and no-model baseline values side by side, by metric name; `baseline_text` is
+    the baseline's own one-line description (`Baseline.render()`)."""
     validation = _numbers(summary.get("best_metrics"))
     test = _numbers(summary.get("test_metrics"), "test_")
     baseline_report = summary.get("baseline") or {}
@@ -134,7 +136,7 @@ def metrics_block(summary: Mapping[str, Any]) -> dict[str, Any]:
         "validation": validation,
         "test": test,
         "baseline": baseline,
-        "baseline_kind": baseline_report.get("kind"),
+        "baseline_kind": baseline_text,
         "beats_baseline": baseline_report.get("beats_baseline"),
     }
 
@@ -157,16 +159,13 @@ def training_block(recipe: Mapping[str, Any], summary: Mapping[str, Any]) -> dic
         ],
         "lora": (
             {
-                k: lora.get(k)
-                for k in (
-                    "r",
-                    "alpha",
-                    "dropout",
-                    "target_modules",
-                    "target_regex",
-                    "modules_to_save",
-                    "use_dora",
-                )
+                **{
+                    k: lora.get(k)
+                    for k in ("r", "dropout", "target_modules", "target_regex", "modules_to_save", "use_dora")
+                },
+                "alpha": lora["alpha"]
+                if lora.get("alpha") is not None
+                else 2 * lora["r"],  # peft's lora_alpha
             }
             if lora
             else None
@@ -202,7 +201,7 @@ def metadata(facts: CardFacts) -> Any:
     model = facts.recipe.get("model") or {}
     model_id, demo = str(model.get("id")), bool(model.get("use_demo_model"))
     local = Path(model_id).expanduser().exists()
-    metrics = metrics_block(facts.summary)
+    metrics = metrics_block(facts.summary, facts.baseline_text)
     results = [
         EvalResult(
             task_type=facts.pipeline_tag or facts.task,
@@ -261,7 +260,7 @@ def _table(metrics: Mapping[str, Any]) -> str:
             for n in names
         ),
     ]
-    kind = f" The baseline is {metrics['baseline_kind']}." if metrics["baseline_kind"] else ""
+    kind = f" No-model baseline: {metrics['baseline_kind']}." if metrics["baseline_kind"] else ""
     return "\n".join(rows) + f"\n\nBold: the metric that picked the kept checkpoint.{kind}"
 
 
@@ -306,7 +305,9 @@ def render(facts: CardFacts) -> str:
         if model.get("use_demo_model")
         else ""
     )
-    freeze = "\n".join(f"- {r}" for r in training["freeze"]) or "- none (every parameter trains)"
+    implicit = ["- freeze * (LoRA: the base starts frozen)"] if training["lora"] else []
+    rules = [*implicit, *(f"- {r}" for r in training["freeze"])]
+    freeze = "\n".join(rules) or "- none (every parameter trains)"
     stages = (
         "\n".join(
             f"- from epoch {s['epoch']}: unfreeze {s['unfreeze']}"
@@ -318,7 +319,7 @@ def render(facts: CardFacts) -> str:
     )
     lora = training["lora"]
     lora_line = (
-        f"r {lora['r']}, alpha {lora['alpha'] or 2 * lora['r']}, dropout {lora['dropout']}, targets "
+        f"r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']}, targets "
         f"{lora['target_regex'] or ', '.join(lora['target_modules'])}"
         + (f", trained fully: {', '.join(lora['modules_to_save'])}" if lora["modules_to_save"] else "")
         if lora
