@@ -90,6 +90,7 @@ def test_best_loads_with_the_stock_classes_the_card_names(run_dir: Path):
     from huggingface_hub import ModelCard
 
     meta = ModelCard.load(run_dir / "best" / "README.md").data.to_dict()
+    assert meta["model_class_is_stock"] is True
     model_cls = getattr(transformers, meta["model_class"])
     processor = getattr(transformers, meta["processor_class"]).from_pretrained(run_dir / "best")
     model, info = model_cls.from_pretrained(run_dir / "best", output_loading_info=True)

@@ -107,9 +107,9 @@ def reproduce_command(recipe_file: str | None, overrides: Sequence[str], demo: b
     return redact_text(" ".join(shlex.quote(p) for p in parts))
 
 
-def stock_class(cls: type) -> type:
-    """The first class of `cls`'s MRO that transformers ships (the dual encoder subclasses one)."""
-    return next((c for c in cls.__mro__ if c.__module__.startswith("transformers")), cls)
+def is_stock(cls: type) -> bool:
+    """Whether transformers ships `cls` (the dual encoder's model is this project's subclass of one)."""
+    return cls.__module__.startswith("transformers")
 
 
 def _numbers(metrics: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
@@ -226,8 +226,9 @@ def metadata(facts: CardFacts) -> Any:
         tags=[facts.task, facts.family, *(["lora"] if lora else []), "vlm-finetune-launcher"],
         task=facts.task,
         family=facts.family,
-        model_class=stock_class(facts.model_class).__name__,
-        processor_class=stock_class(facts.processor_class).__name__,
+        model_class=facts.model_class.__name__,
+        model_class_is_stock=is_stock(facts.model_class),
+        processor_class=facts.processor_class.__name__,
         recipe=facts.recipe.get("name"),
         training=training_block(facts.recipe, facts.summary),
         data={"samples": facts.split_sizes, "sources": facts.data},
@@ -267,8 +268,16 @@ def _table(metrics: Mapping[str, Any]) -> str:
 def load_snippet(facts: CardFacts) -> str:
     """Python that loads this directory with stock transformers (and peft for an adapter)."""
     model = facts.recipe.get("model") or {}
-    model_cls, proc_cls = stock_class(facts.model_class).__name__, stock_class(facts.processor_class).__name__
-    lines = [f"from transformers import {model_cls}, {proc_cls}", ""]
+    model_cls, proc_cls = facts.model_class.__name__, facts.processor_class.__name__
+    lines = [f"from transformers import {proc_cls}", ""]
+    if is_stock(facts.model_class):
+        lines[0] = f"from transformers import {model_cls}, {proc_cls}"
+    else:  # this project's class: the stock parent does not load these weights as they are
+        lines[1:1] = [
+            "from trainers.models.registry import get_family",
+            f"{model_cls} = get_family({facts.family!r}).model_class()  # subclasses "
+            + next(c.__name__ for c in facts.model_class.__mro__ if is_stock(c)),
+        ]
     lines.append(f'processor = {proc_cls}.from_pretrained("path/to/best")')
     if not facts.recipe.get("lora"):
         lines.append(f'model = {model_cls}.from_pretrained("path/to/best")')
