@@ -100,4 +100,6 @@ def test_florence_rows_carry_generated_text_and_target_boxes():
 def test_a_task_without_the_hook_logs_no_table():
     from trainers.tasks.interface import RunHooks
 
-    assert RunHooks().table_rows({0: {}}, None) == []  # the default: no rows, so `WandbRunExtras` logs nothing
+    assert (
+        RunHooks().table_rows({0: {}}, None) == []
+    )  # the default: no rows, so `WandbRunExtras` logs nothing
