@@ -51,3 +51,36 @@ def test_lora_demo_learns_and_writes_adapter_and_merged_model(lora_demo: Path):
     assert set(lora["targets_by_tower"]) == {"vision_model", "text_decoder"}
     adapter_config = json.loads((lora_demo / "best/adapter_config.json").read_text())
     assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32
+
+
+@pytest.mark.slow
+def test_the_lora_card_names_peft_and_the_adapter_loads_with_stock_peft(lora_demo: Path):
+    """`best/README.md` of a LoRA run: library peft, the LoRA settings, and `PeftModel.from_pretrained` (stock
+    peft) on the base the run adapted (here the tiny demo build, as the card says) restores the adapter."""
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from trainers.models.registry import get_family
+    from trainers.predict import _demo_spec
+
+    card = ModelCard.load(lora_demo / "best" / "README.md")
+    meta = card.data.to_dict()
+    recipe = json.loads((lora_demo / "recipe.json").read_text())
+    assert meta["library_name"] == "peft" and "lora" in meta["tags"] and meta["demo_model"] is True
+    lora = meta["training"]["lora"]
+    assert (lora["r"], lora["alpha"], lora["modules_to_save"]) == (16, 32, ["text_decoder.cls"])
+    assert "PeftModel.from_pretrained" in card.text and "tiny random-init demo" in card.text
+    family = get_family(recipe["model"]["family"])
+    base = family.build_tiny()(_demo_spec(family, recipe["model"]["demo"]), seed=recipe["training"]["seed"])[
+        0
+    ]
+    model = PeftModel.from_pretrained(base, str(lora_demo / "best"))
+    saved = load_file(lora_demo / "best" / "adapter_model.safetensors")
+    loaded = {n: p for n, p in model.named_parameters()}
+    lora_names = [n for n in saved if "lora_A" in n]
+    assert lora_names
+    for name in lora_names:
+        key = name.replace(".weight", ".default.weight")
+        assert torch.equal(loaded[key], saved[name]), name

@@ -47,6 +47,7 @@ from trainers.recipe.config import CompositeMetric, Recipe, to_dict
 from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 from trainers.reporting import start_weights
 from trainers.reporting.memory import PeakMemoryCallback
+from trainers.reporting.model_card import CardFacts, data_fingerprints, reproduce_command, write_model_card
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.progress import progress_enabled
 from trainers.reporting.summary import baseline_report, eval_history, write_json
@@ -229,6 +230,8 @@ class RunContext:
     resume_from: str | None
     started: float
     held_at_load: int = 0  # parameters this rank held right after loading (ZeRO-3: its shard)
+    family: Any = None  # the recipe's `FamilyEntry` (the model card names its classes)
+    command: str | None = None  # the command that reproduces the run (the model card's)
 
 
 def configure_cpu_threads() -> int:
@@ -291,6 +294,8 @@ def setup_run(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = Non
         start.resume_from,
         started,
         held_at_load,
+        resolved.family,
+        reproduce_command(resolved.source, overrides or [], recipe.model.use_demo_model),
     )
 
 
@@ -314,7 +319,10 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
         with _final_files(ctx):
             ctx.callbacks.world_guard.write(ctx.output_dir)
             if trainer.is_world_process_zero():
-                _write_outputs(ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots)
+                write_model_card(best_dir, _card_facts(ctx, summary))  # best/README.md
+                _write_outputs(
+                    ctx.output_dir, trainer, summary, plots=ctx.recipe.reporting.plots
+                )  # summary last
         if trainer.is_world_process_zero():
             finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
@@ -537,6 +545,31 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
         "examples": trainer.evaluator.examples(),
         "config": to_dict(recipe),
     }
+
+
+def _card_facts(ctx: RunContext, summary: dict[str, Any]) -> CardFacts:
+    """What the model card of `best/` says, from the summary, the recipe and the data the run read."""
+    recipe, task = ctx.recipe, ctx.task
+    family = ctx.family if ctx.family is not None else resolve_recipe(recipe).family
+    baseline = task.baseline()
+    labels = {
+        k: v for k, v in task.model_kwargs(recipe).items() if isinstance(v, (int, float, str, dict, list))
+    }
+    return CardFacts(
+        recipe=to_dict(recipe),
+        summary=summary,
+        task=task.name,
+        family=family.name,
+        pipeline_tag=task.pipeline_tag,
+        model_class=family.model_class(),
+        processor_class=family.processor_class(),
+        split_sizes={name: len(dataset) for name, dataset in ctx.data.splits()},
+        data=data_fingerprints(recipe.data),
+        command=ctx.command,
+        base_commit=getattr(getattr(ctx.prepared.model, "config", None), "_commit_hash", None),
+        model_kwargs=labels,
+        baseline_text=baseline.render().removeprefix("baseline:").strip() if baseline is not None else None,
+    )
 
 
 def _write_outputs(output_dir: Path, trainer: RecipeTrainer, summary: dict[str, Any], plots: bool) -> None:

@@ -21,7 +21,7 @@ from conftest import ROOT
 from trainers.data_policy import DataError
 from trainers.recipe import load_recipe
 from trainers.recipe.config import Recipe
-from trainers.tasks.interface import RunHooks, Task, load_task, produces
+from trainers.tasks.interface import RunHooks, Task, TaskData, load_task, produces
 from trainers.tasks.registry import TASKS
 
 FEW = 8  # val items predicted and scored per task (recall@10 needs 10 captions to rank)
@@ -58,8 +58,9 @@ def test_the_task_names_itself_once_and_implements_the_required_hooks(name):
     assert missing == [], f"{type(task).__name__} does not implement {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
-def test_the_task_builds_from_its_demo_data_and_scores_the_metrics_it_declares(name):
+@functools.cache
+def predicted(name: str) -> tuple[Task, Recipe, TaskData, dict[int, object]]:
+    """The task built from its demo recipe's data (FEW val items) and a tiny random model's predictions on them."""
     from trainers.models.registry import get_family
 
     task = load_task(TASKS[name])
@@ -71,11 +72,17 @@ def test_the_task_builds_from_its_demo_data_and_scores_the_metrics_it_declares(n
     torch.manual_seed(0)
     model, processor = family.build_tiny()(recipe.model.demo, seed=0, **task.model_kwargs(recipe))
     data = task.build(recipe, processor)
-    assert len(data.train) > 0 and len(data.val) == FEW
     batch = data.eval_collator([data.val[i] for i in range(len(data.val))])
     model.eval()
     with torch.no_grad():
         predictions = dict(enumerate(task.predict(model, batch)))
+    return task, recipe, data, predictions
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_task_builds_from_its_demo_data_and_scores_the_metrics_it_declares(name):
+    task, recipe, data, predictions = predicted(name)
+    assert len(data.train) > 0 and len(data.val) == FEW
     assert len(predictions) == FEW
     scores = task.score(predictions, data.val)
     task.close()
@@ -88,6 +95,49 @@ def test_the_task_builds_from_its_demo_data_and_scores_the_metrics_it_declares(n
     assert unknown == [], f"produced but not accepted by the metric-name check: {unknown}"
     best, _greater = task.best_metric(recipe.evaluation)
     assert best in scores
+
+
+@pytest.fixture(scope="module")
+def offline_tables(tmp_path_factory) -> tuple[dict[str, list], object]:
+    """Every task's prediction table (`table_rows` → `trainers.reporting.wandb.prediction_table`) logged into
+    one offline W&B run, as a run logs it after each evaluation, then read back from the run file."""
+    import os
+
+    import wandb
+    from wandb_records import read_run
+
+    from trainers.reporting.wandb import prediction_table
+
+    directory = tmp_path_factory.mktemp("wandb_tables")
+    rows = {name: predicted(name)[0].table_rows(predicted(name)[3], predicted(name)[2].val) for name in TASKS}
+    previous = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("WANDB_")}
+    os.environ.update(WANDB_DATA_DIR=str(directory / "data"), WANDB_SILENT="true")
+    try:
+        run = wandb.init(mode="offline", dir=str(directory), project="tables")
+        for name, task_rows in rows.items():
+            if task_rows:
+                run.log({f"predictions/{name}": prediction_table(task_rows)})
+        run.finish()
+        wandb.teardown()  # the service process writes the run file: wait for it to exit
+    finally:
+        for key in [k for k in os.environ if k.startswith("WANDB_")]:
+            del os.environ[key]
+        os.environ.update(previous)
+    (run_file,) = (directory / "wandb").glob("offline-run-*/run-*.wandb")
+    return rows, read_run(run_file)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_logs_a_prediction_table_to_wandb(name, offline_tables):
+    rows, run = offline_tables
+    assert rows[name], f"{name}: table_rows gave no rows, so no W&B prediction table is logged"
+    table, staged = run.table(f"predictions/{name}")
+    assert table["columns"][:3] == ["image", "prediction", "target"]
+    assert len(table["data"]) == len(rows[name])
+    images = [row[0] for row in table["data"]]
+    assert all(cell["_type"] == "image-file" and Path(staged[cell["path"]]).is_file() for cell in images)
+    assert [row[1:3] for row in table["data"]] == [[r.prediction, r.target] for r in rows[name]]
+    assert all(row[2] for row in table["data"])  # the truth is always shown (a prediction may be empty)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

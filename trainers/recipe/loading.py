@@ -6,6 +6,7 @@ validation (the task's evaluation settings and metric names, the family serving 
 
 from __future__ import annotations
 
+import dataclasses
 import runpy
 import traceback
 from pathlib import Path
@@ -50,7 +51,7 @@ def load_resolved(
     apply_overrides(recipe, [o for o in overrides if o not in config])
     try:
         recipe.validate()
-        return check_recipe(recipe)
+        return dataclasses.replace(check_recipe(recipe), source=str(path))
     except RecipeError as exc:
         raise RecipeError(_with_source(recipe, str(exc))) from None
 

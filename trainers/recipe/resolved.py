@@ -25,6 +25,7 @@ class ResolvedRecipe:
     recipe: Recipe
     task: Task
     family: FamilyEntry
+    source: str | None = None  # the recipe file it was loaded from (the model card's reproduce command)
 
 
 def resolve_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:

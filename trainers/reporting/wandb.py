@@ -193,7 +193,8 @@ def log(values: dict[str, Any], step: int) -> None:
 
 
 def prediction_table(rows: Sequence[Any]) -> Any:
-    """A `wandb.Table` (image, prediction, target) from the task's `TableRow`s; boxes go onto the image."""
+    """A `wandb.Table` (image, prediction, target, then the rows' `extra` columns) from the task's `TableRow`s;
+    boxes go onto the image."""
     import wandb
 
     labels = sorted({b[4] for r in rows for b in (*r.predicted_boxes, *r.true_boxes)})
@@ -213,12 +214,15 @@ def prediction_table(rows: Sequence[Any]) -> Any:
             "class_labels": {i: name for name, i in ids.items()},
         }
 
-    table = wandb.Table(columns=["image", "prediction", "target"])
+    extra = list(dict.fromkeys(name for r in rows for name in r.extra))
+    table = wandb.Table(columns=["image", "prediction", "target", *extra])
     for r in rows:
         drawn = (
             {"predictions": boxes(r.predicted_boxes), "ground_truth": boxes(r.true_boxes)} if labels else None
         )
-        table.add_data(wandb.Image(r.image, boxes=drawn), r.prediction, r.target)
+        cells = [r.extra.get(name) for name in extra]
+        cells = [wandb.Image(c) if hasattr(c, "getpixel") else c for c in cells]  # a PIL image
+        table.add_data(wandb.Image(r.image, boxes=drawn), r.prediction, r.target, *cells)
     return table
 
 

@@ -97,6 +97,8 @@ class TableRow:
     """One row of the per-evaluation prediction table (W&B): an image, what the model said, the truth.
 
     Boxes are drawn on the image (`wandb.Image(..., boxes=...)`); captions and class names are text cells.
+    `extra` adds the task's own columns after the target, the same names in every row of one table (retrieval:
+    the query and whether the top-k hit; pose: the mean pixel error); an image value becomes an image cell.
     """
 
     image: Image.Image
@@ -104,6 +106,7 @@ class TableRow:
     target: str
     predicted_boxes: list[Box] = field(default_factory=list)
     true_boxes: list[Box] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PLACEHOLDER_LABELS = 2  # the label count a dry-run plans with when the data that names the labels is missing
@@ -127,6 +130,7 @@ class RecipeChecks(Generic[D, E]):
         metrics: names `score` always produces; `metric_prefixes`: families of names it produces per
             label or per set (e.g. "class_accuracy/" + label), accepted by the metric-name check.
         default_best_metric / greater_is_better: what the best checkpoint tracks when the recipe names none.
+        pipeline_tag: the Hugging Face Hub's pipeline tag the model card declares; None: none fits.
     """
 
     name: ClassVar[str]
@@ -136,6 +140,7 @@ class RecipeChecks(Generic[D, E]):
     metric_prefixes: ClassVar[tuple[str, ...]] = ()
     default_best_metric: ClassVar[str] = "loss"
     greater_is_better: ClassVar[bool] = False
+    pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag for the model card (`image-to-text`)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """The name is spelled once, by the data class (`PoseData.task`); a task without one names itself."""

@@ -35,6 +35,7 @@ class CaptioningTask(Task[str, CaptionData, CaptionEval]):
     data_config = CaptionData
     eval_config = CaptionEval
     greater_is_better = True
+    pipeline_tag = "image-to-text"
 
     def __init__(self) -> None:
         self.settings: CaptionEval = CaptionEval()

@@ -33,6 +33,7 @@ class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
     metric_prefixes = (CLASS_PREFIX,)
     default_best_metric = "accuracy"
     greater_is_better = True
+    pipeline_tag = "image-classification"
 
     def __init__(self, train_transform: ImageTransform | None = None) -> None:
         self.train_transform = train_transform

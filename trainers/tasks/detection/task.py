@@ -85,6 +85,7 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
     metric_prefixes = (CLASS_AP_PREFIX,)
     default_best_metric = "map"
     greater_is_better = True
+    pipeline_tag = "object-detection"
 
     def __init__(self) -> None:
         self.processor: Any = None

@@ -14,7 +14,7 @@ from PIL import Image
 
 from trainers.data.source_config import DatasetSource
 from trainers.errors import RecipeError
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 from trainers.tasks.pose.config import (
     BEST_METRICS,
     COCO_SKELETON,
@@ -85,6 +85,7 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
     metrics = METRICS
     default_best_metric = "pck"
     greater_is_better = True
+    pipeline_tag = "keypoint-detection"
 
     def __init__(self) -> None:
         self.processor: Any = None
@@ -223,36 +224,57 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         """`skeletons.png`: true (left, green) and predicted (right, red) skeletons on the first val crops;
         `predictions.json`: those instances' keypoints in image pixels."""
         from trainers.data.draw import comparison_grid
-        from trainers.tasks.pose.data import apply_matrix, crop_geometry
-        from trainers.tasks.pose.draw import PREDICTED_COLOUR, TRUE_COLOUR, draw_skeleton
 
-        skeleton = self.skeleton or dataset.skeleton
-        links = skeleton.link_indices()
         panels, rows = [], []
         for i in range(min(self.plot_images, len(dataset))):
-            item, record = dataset[i], dataset.records[i]
-            crop = item["image"]
-            scale = max(1, 192 // max(crop.size))
-            truth = np.asarray(item["keypoints"])[:, :2] - 0.5
-            predicted = apply_matrix(
-                crop_geometry(record.box, crop.size), np.asarray(predictions[i]["keypoints"])
-            )
-            labelled = list(record.keypoints[:, 2] > 0)
-            panels.append(
-                (
-                    draw_skeleton(crop, truth, links, TRUE_COLOUR, scale, labelled),
-                    draw_skeleton(crop, predicted, links, PREDICTED_COLOUR, scale),
-                )
-            )
+            panels.append(self._drawn(predictions[i], dataset, i))
+            record = dataset.records[i]
             rows.append({"file": str(record.path), "annotation_id": record.annotation_id, **predictions[i]})
         comparison_grid(
             panels, directory / "skeletons.png", title="left: true skeleton (green)   right: predicted (red)"
         )
         (directory / "predictions.json").write_text(json.dumps(rows, indent=1) + "\n")
 
-    def examples(
-        self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10
-    ) -> list[dict[str, Any]]:
+    def _drawn(self, prediction: Prediction, dataset: Any, index: int) -> tuple[Image.Image, Image.Image]:
+        """The instance's crop with its true skeleton (green) and with the predicted one (red), enlarged."""
+        from trainers.tasks.pose.data import apply_matrix, crop_geometry
+        from trainers.tasks.pose.draw import PREDICTED_COLOUR, TRUE_COLOUR, draw_skeleton
+
+        links = (self.skeleton or dataset.skeleton).link_indices()
+        item, record = dataset[index], dataset.records[index]
+        crop = item["image"]
+        scale = max(1, 192 // max(crop.size))
+        truth = np.asarray(item["keypoints"])[:, :2] - 0.5
+        predicted = apply_matrix(crop_geometry(record.box, crop.size), np.asarray(prediction["keypoints"]))
+        labelled = list(record.keypoints[:, 2] > 0)
+        return (
+            draw_skeleton(crop, truth, links, TRUE_COLOUR, scale, labelled),
+            draw_skeleton(crop, predicted, links, PREDICTED_COLOUR, scale),
+        )
+
+    def table_rows(self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 8) -> list[TableRow]:
+        """The instance crop with the true (green, left) and predicted (red, right) keypoints drawn, the
+        prediction's mean pixel error over the labelled keypoints."""
+        rows = []
+        errors = {e["index"]: e for e in self._errors(predictions, dataset, n)}
+        for i, prediction in list(predictions.items())[:n]:
+            truth, predicted = self._drawn(prediction, dataset, i)
+            side_by_side = Image.new("RGB", (truth.width * 2 + 4, truth.height), "white")
+            side_by_side.paste(truth, (0, 0))
+            side_by_side.paste(predicted, (truth.width + 4, 0))
+            error = errors[i]
+            rows.append(
+                TableRow(
+                    side_by_side,
+                    f"{len(prediction['keypoints'])} keypoints (red, right), mean error "
+                    f"{error['mean_pixel_error']} px",
+                    f"{error['labelled']} labelled keypoints (green, left) of {dataset.records[i].path.name}",
+                    extra={"mean_pixel_error": error["mean_pixel_error"]},
+                )
+            )
+        return rows
+
+    def _errors(self, predictions: Mapping[int, Prediction], dataset: Any, n: int) -> list[dict[str, Any]]:
         out = []
         for i, p in list(predictions.items())[:n]:
             record = dataset.records[i]
@@ -262,12 +284,20 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
             )
             out.append(
                 {
+                    "index": i,
                     "file": str(record.path),
                     "annotation_id": record.annotation_id,
-                    "mean_pixel_error": round(float(error.mean()), 2),
+                    "labelled": int(labelled.sum()),
+                    "mean_pixel_error": round(float(error.mean()), 2) if len(error) else None,
                 }
             )
         return out
+
+    def examples(
+        self, predictions: Mapping[int, Prediction], dataset: Any, n: int = 10
+    ) -> list[dict[str, Any]]:
+        keep = ("file", "annotation_id", "mean_pixel_error")
+        return [{k: e[k] for k in keep} for e in self._errors(predictions, dataset, n)]
 
     # -------------------------------------------------------------------------- images (trainers.predict)
 

@@ -35,6 +35,7 @@ class PromptedGenerationTask(Task[dict, PromptedData, PromptedEval]):
     metric_prefixes = (AP_PREFIX,)
     default_best_metric = "map_50"
     greater_is_better = True
+    pipeline_tag = "image-text-to-text"
 
     def __init__(self) -> None:
         self.processor: Any = None

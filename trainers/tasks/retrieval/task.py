@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from trainers.errors import RecipeError
-from trainers.tasks.interface import Task, TaskData
+from trainers.tasks.interface import TableRow, Task, TaskData
 from trainers.tasks.retrieval.config import RetrievalData, RetrievalEval
 from trainers.tasks.retrieval.data import PairCollator, PairDataset, read_pairs
 from trainers.tasks.retrieval.loss import global_contrastive_loss, local_contrastive_loss
@@ -49,6 +49,7 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
     eval_config = RetrievalEval
     default_best_metric = MEAN_RECALL
     greater_is_better = True
+    pipeline_tag = "zero-shot-image-classification"
 
     def __init__(self, loss_scope: str = "global") -> None:
         if loss_scope not in ("global", "local"):
@@ -159,3 +160,10 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
                 }
             )
         return rows
+
+    def table_rows(self, predictions: Mapping[int, dict], dataset: PairDataset, n: int = 8) -> list[TableRow]:
+        """Query images with their top-k captions and query captions with their top-k images, a hit mark each
+        (`trainers.tasks.retrieval.table`)."""
+        from trainers.tasks.retrieval.table import retrieval_rows
+
+        return retrieval_rows(predictions, dataset, getattr(self, "ks", RetrievalEval().recall_at), n)
