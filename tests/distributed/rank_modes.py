@@ -103,6 +103,14 @@ FAMILY_RULES: dict[str, RankRule] = {
         why="the caption loss is normalised by the step's global token count; BLIP runs as the feature check "
         "`lora_recipe` on captions of one token length (`same_length_captions`), under DDP and ZeRO-2/3",
     ),
+    **dict.fromkeys(
+        ("qwen2-vl", "smolvlm", "paligemma"),
+        RankRule(
+            recipes=(),
+            why="not yet rank-checked: the chat task's evaluation reports a NaN or no eval loss (its generation "
+            "batches carry no labels), which the loss comparison cannot match; its 2-rank check waits for that",
+        ),
+    ),
     "dual-encoder": RankRule(
         recipes=(),
         why="clip_minilm's demo loads the real MiniLM text tower; the tiny dual encoder with a text-tower stage "
