@@ -257,7 +257,7 @@ def _main(args: argparse.Namespace) -> int:
         from trainers.reporting.memory_plan import memory_plan
 
         model, processor, source = load_model(resolved, meta_ok=True)
-        prepared = prepare_model(model, processor, source, resolved)
+        prepared = prepare_model(model, processor, source, resolved, strict=False)
         plan = build_run_plan(resolved, prepared, command, overrides)
         plan.memory = memory_plan(recipe, prepared, resolved.task, activations=True)  # + measured activations
         print(plan.render())
