@@ -161,7 +161,7 @@ def _reload_through_loader(
 def prepare_model(
     model: nn.Module, processor: Any, source: str, recipe: Recipe | ResolvedRecipe, strict: bool = True
 ) -> PreparedModel:
-    """Attention → freeze rules → gradient checkpointing → LoRA → stage gates → optimizer groups, in that
+    """Attention → freeze rules → LoRA → gradient checkpointing → stage gates → optimizer groups, in that
     order (groups depend on all). `strict=False` (dry-run): an attention choice this machine cannot run
     (flash-attn missing) is reported in the plan instead of raised.
 
@@ -192,12 +192,14 @@ def prepare_model(
         from trainers.lora.quantize import prepare_quantized
 
         model = prepare_quantized(model)  # peft's prepare_model_for_kbit_training: base frozen, norms in fp32
-    checkpoints = checkpointing.enable(model) if recipe.training.gradient_checkpointing else None
     if recipe.lora is not None:
         from trainers.lora import apply_lora, unwrap_peft
 
         wrapped, lora_plan = apply_lora(model, recipe.lora, stages)
         model = unwrap_peft(wrapped)
+    # After peft: a model already checkpointing makes peft hook the input embeddings to require grad (what the
+    # reentrant variant needs), and BLIP's text embeddings then fail on an in-place add to that leaf.
+    checkpoints = checkpointing.enable(model) if recipe.training.gradient_checkpointing else None
     gates = install_gates(model, stages)
     groups = build_param_groups(model, recipe.param_groups, recipe.training, stages)
     scheduled = {n for plan in stages for n in plan.param_names}
