@@ -388,7 +388,11 @@ IN_PROCESS = [
     (
         "flash-attention-unavailable",
         lambda f: ["recipes/vit_lora.py", "--demo", "model.attn_implementation=flash_attention_2"],
-        ("model.attn_implementation=flash_attention_2", "flash-attn package", "model.attn_implementation=sdpa"),
+        (
+            "model.attn_implementation=flash_attention_2",
+            "flash-attn package",
+            "model.attn_implementation=sdpa",
+        ),
     ),
     (
         "output-dir-unwritable",

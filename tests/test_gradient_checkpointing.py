@@ -100,7 +100,9 @@ def test_checkpointing_keeps_loss_and_gradients_and_saves_activations(case):
     loss_ckpt, grads_ckpt = one_step(checked.model, task, batch)
     assert grads_plain and set(grads_plain) == set(grads_ckpt)
     worst = max((grads_plain[n] - grads_ckpt[n]).abs().max().item() for n in grads_plain)
-    print(f"{case}: loss {loss_plain:.6f} vs {loss_ckpt:.6f}, max |grad diff| {worst:.2e} over {len(grads_plain)}")
+    print(
+        f"{case}: loss {loss_plain:.6f} vs {loss_ckpt:.6f}, max |grad diff| {worst:.2e} over {len(grads_plain)}"
+    )
     assert abs(loss_plain - loss_ckpt) <= TOLERANCE and worst <= TOLERANCE
     # LoRA / frozen inputs: the first checkpointed layer's trainable parameters still get gradients
     assert any(g.abs().sum() > 0 for g in grads_ckpt.values())
@@ -108,7 +110,9 @@ def test_checkpointing_keeps_loss_and_gradients_and_saves_activations(case):
     profile = activation_profile(checked.model, batch, task.compute_loss)
     kept = outer_saved_bytes(checked.model, task, batch)
     without, with_ = profile.without_checkpointing, profile.with_checkpointing
-    print(f"{case}: saved for backward {without} B without, {with_} B with ({with_ / without:.2f}x); outside {kept} B")
+    print(
+        f"{case}: saved for backward {without} B without, {with_} B with ({with_ / without:.2f}x); outside {kept} B"
+    )
     assert with_ < without
     assert kept <= with_
     assert checkpointed_layers(checked.model)  # the measurement leaves checkpointing on

@@ -179,7 +179,9 @@ def test_a_deepspeed_file_sets_the_rows_stage_and_offload(tmp_path, capsys):
 
     from trainers.plan import load_model, prepare_model
 
-    recipe = load_recipe(TINY, ["launch.launcher=torchrun", "launch.nproc=2", f"launch.deepspeed_config={path}"], demo=True)
+    recipe = load_recipe(
+        TINY, ["launch.launcher=torchrun", "launch.nproc=2", f"launch.deepspeed_config={path}"], demo=True
+    )
     plan = memory_plan(recipe, prepare_model(*load_model(recipe), recipe))
     assert (plan.zero, plan.offload, plan.offload_params) == (3, True, False)
     mine = plan.this_recipe()
@@ -200,7 +202,9 @@ def test_dry_run_shows_checkpointing_and_bf16_change_the_prediction(name, capsys
     flags = ["training.gradient_checkpointing=true", "training.precision=bf16"]
     assert launch.main([f"recipes/{name}", "--demo", "--dry-run", *flags]) == 0
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if x.strip().startswith("gradient checkpointing:") and "instead of" in x)
+    line = next(
+        x for x in out.splitlines() if x.strip().startswith("gradient checkpointing:") and "instead of" in x
+    )
     with_, without = (float(v.replace(",", "")) for v in re.findall(r"([\d,.]+) MiB", line)[:2])
     print(f"{name}: {line.strip()}")
     assert with_ < without

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_progressive_unfreezing import LAYERS, Snapshots, changed, layer
 
 from conftest import tiny_recipe
 from trainers.recipe import Freeze, ParamGroup, Stage, Unfreeze
 from trainers.run import complete_run, setup_run
-from test_progressive_unfreezing import LAYERS, Snapshots, changed, layer
 
 OPTIMIZERS = {  # optim -> (optimizer class module, defaults it must carry)
     "adamw_torch_fused": ("torch.optim", {"fused": True}),
@@ -40,7 +40,9 @@ def test_groups_and_gated_stages_work_with_the_optimizer(tmp_path, optim, monkey
         assert group["lr"] == pytest.approx(planned[group["name"]].lr)
         assert group["weight_decay"] == planned[group["name"]].initial_weight_decay
     by_name = {g["name"]: g["lr"] for g in optimizer.param_groups}
-    assert by_name["vision/decay"] == pytest.approx(1e-4) and by_name["vision/stage0/decay"] == pytest.approx(5e-4)
+    assert by_name["vision/decay"] == pytest.approx(1e-4) and by_name["vision/stage0/decay"] == pytest.approx(
+        5e-4
+    )
 
     snaps = Snapshots(ctx.prepared.model)
     ctx.trainer.add_callback(snaps)

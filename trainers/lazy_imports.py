@@ -30,7 +30,11 @@ def keep_out(name: str) -> bool:
 
 def optimizer_uses_bitsandbytes(optim: str) -> bool:
     """Whether a Trainer optimizer name (`training.optim`) is one of bitsandbytes' (8-bit, paged, Lion, ...)."""
-    return optim.startswith(("paged_", "lion", "ademamix")) or "bnb" in optim or optim.endswith(("8bit", "32bit"))
+    return (
+        optim.startswith(("paged_", "lion", "ademamix"))
+        or "bnb" in optim
+        or optim.endswith(("8bit", "32bit"))
+    )
 
 
 def keep_out_bitsandbytes() -> bool:

@@ -249,7 +249,9 @@ class RunPlan:
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "memory": self.memory.to_dict() if self.memory is not None else None,
             "attention": self.attention.to_dict() if self.attention is not None else None,
-            "gradient_checkpointing": self.checkpointing.to_dict() if self.checkpointing is not None else None,
+            "gradient_checkpointing": self.checkpointing.to_dict()
+            if self.checkpointing is not None
+            else None,
         }
 
     def render(self) -> str:
@@ -294,7 +296,9 @@ class RunPlan:
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
         if self.attention is not None:
             lines.append(f"  {self.attention.render()}")
-        lines.append(f"  {self.checkpointing.render() if self.checkpointing else 'gradient checkpointing: off'}")
+        lines.append(
+            f"  {self.checkpointing.render() if self.checkpointing else 'gradient checkpointing: off'}"
+        )
         if self.baseline is not None:
             lines += ["", self.baseline.render()]
         if self.memory is not None:

@@ -76,7 +76,9 @@ def _request(model: nn.Module, impl: str) -> str | dict[str, Any]:
     owners = {id(m.config): m for _, m in _pretrained(model)}
 
     def build(module: nn.Module, config: Any) -> dict[str, Any]:
-        request: dict[str, Any] = {"": impl if getattr(type(module), flag, False) else config._attn_implementation}
+        request: dict[str, Any] = {
+            "": impl if getattr(type(module), flag, False) else config._attn_implementation
+        }
         for key in config.sub_configs:
             sub = getattr(config, key, None)
             if sub is None:

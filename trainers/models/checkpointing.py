@@ -68,7 +68,8 @@ def checkpointing_plan(model: nn.Module) -> CheckpointingPlan:
     uncovered = tuple(
         f"{name} ({type(module).__name__})"
         for name, module in _pretrained(model)
-        if name and not any(layer.startswith(name + ".") for layer in layers)
+        if name
+        and not any(layer.startswith(name + ".") for layer in layers)
         and not any(name.startswith(layer + ".") for layer in layers)
         and any(True for _ in module.parameters())
     )

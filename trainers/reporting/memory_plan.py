@@ -300,7 +300,9 @@ def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = N
             if not current:
                 for value in (*args, *kwargs.values()):
                     if torch.is_tensor(value) and value.untyped_storage().data_ptr() not in param_storages:
-                        inputs.setdefault(value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
+                        inputs.setdefault(
+                            value.untyped_storage().data_ptr(), value.untyped_storage().nbytes()
+                        )
             current.append(index)
 
         return hook
