@@ -161,17 +161,18 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
 
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
-def test_two_ranks_with_checkpointing_under_zero3_equal_one_rank_without(runs):
-    """Gradient checkpointing (non-reentrant) under ZeRO-3 with a frozen vision tower, LoRA, a gated stage and
-    modules_to_save: 2 ranks equal the 1-rank run without checkpointing in losses and adapter weights."""
+@pytest.mark.parametrize("mode", ["checkpointing-ddp", "checkpointing-zero3"])
+def test_two_ranks_with_checkpointing_equal_one_rank_without(runs, mode):
+    """Gradient checkpointing (non-reentrant) under DDP and ZeRO-3 with a frozen vision tower, LoRA, a gated stage
+    and modules_to_save: 2 ranks equal the 1-rank run without checkpointing in losses and adapter weights."""
     out, single, *_ = runs
-    info = json.loads((out / "checkpointing-zero3" / "losses.json").read_text())
+    info = json.loads((out / mode / "losses.json").read_text())
     assert info["world"] == 2
     ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
-    got = losses(out / "checkpointing-zero3")
+    got = losses(out / mode)
     assert len(got) == len(ref) == 8
     ref_adapter = load_file(out / "single" / "best" / "adapter_model.safetensors")
-    adapter = load_file(out / "checkpointing-zero3" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
     assert adapter.keys() == ref_adapter.keys()
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
