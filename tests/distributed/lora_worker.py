@@ -6,7 +6,7 @@ MODE is a name from rank_modes.py; `=cfg.json` enables DeepSpeed with that confi
 shipped recipes' modes (`<recipe>-<engine>`, e.g. `vit_lora-zero3`) train the recipe's demo shortened by its
 family's rule (a special training set, if the rule declares one, is read from OUT, written by the test). The
 feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON
-(`checkpointing-zero3`: the same with gradient checkpointing, under ZeRO-3);
+(`checkpointing-ddp` / `checkpointing-zero3`: the same with gradient checkpointing);
 `clip-<engine>` the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
 layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance

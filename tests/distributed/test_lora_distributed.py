@@ -176,9 +176,7 @@ def test_two_ranks_with_checkpointing_equal_one_rank_without(runs, mode):
     assert adapter.keys() == ref_adapter.keys()
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
-    print(
-        f"checkpointing-zero3: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}"
-    )
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL and weight_diff <= WEIGHT_TOL
 
 
