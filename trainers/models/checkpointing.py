@@ -53,16 +53,15 @@ def checkpointing_plan(model: nn.Module) -> CheckpointingPlan:
     """What `enable` would checkpoint (works on the meta device: nothing runs)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    roots: list[str] = []
+    roots: list[str] = []  # outermost supporting (sub-)models: switching one on covers everything inside it
     for name, module in _pretrained(model):
-        inside = any(name == r or name.startswith(r + ".") for r in roots if r) or "" in roots
-        if not inside and module.supports_gradient_checkpointing:
+        if module.supports_gradient_checkpointing and not any(_within(name, r) for r in roots):
             roots.append(name)
     layers = [
         n
         for n, m in model.named_modules()
         if isinstance(m, GradientCheckpointingLayer)
-        and any(r == "" or n.startswith(r + ".") for r in roots)
+        and any(_within(n, r) for r in roots)
         and not _inside_layer(n, model)
     ]
     uncovered = tuple(
@@ -74,6 +73,11 @@ def checkpointing_plan(model: nn.Module) -> CheckpointingPlan:
         and any(True for _ in module.parameters())
     )
     return CheckpointingPlan(tuple(roots), tuple(layers), uncovered)
+
+
+def _within(name: str, prefix: str) -> bool:
+    """Whether module path `name` is `prefix` or inside it ("" is the whole model)."""
+    return prefix == "" or name == prefix or name.startswith(prefix + ".")
 
 
 def _inside_layer(name: str, model: nn.Module) -> bool:
