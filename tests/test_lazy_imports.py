@@ -58,7 +58,13 @@ def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
     [
         (True, [], None, False, [QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY]),
         (True, ["model.quantization=4bit"], None, False, [DEEPSPEED_LIBRARY]),  # QLoRA keeps bitsandbytes
-        (True, ["training.optim=adamw_bnb_8bit"], None, False, [DEEPSPEED_LIBRARY]),  # so does its 8-bit AdamW
+        (
+            True,
+            ["training.optim=adamw_bnb_8bit"],
+            None,
+            False,
+            [DEEPSPEED_LIBRARY],
+        ),  # so does its 8-bit AdamW
         (
             True,
             [],
