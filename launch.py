@@ -147,7 +147,7 @@ def report_error(message: str, block: bool = False) -> None:
 
 
 def skip_unused_libraries(recipe, args: argparse.Namespace, deepspeed_config: object) -> list[str]:
-    """Keep bitsandbytes (no quantization) and deepspeed (no DeepSpeed config or launcher) out of a launched
+    """Keep bitsandbytes (no quantization, no 8-bit optimizer) and deepspeed (no DeepSpeed config or launcher) out of a launched
     process that will not use them (trainers/lazy_imports.py); the names kept out.
 
     Only in a process of its own (`python launch.py`, each launcher worker): `launch.main` called inside
@@ -156,10 +156,15 @@ def skip_unused_libraries(recipe, args: argparse.Namespace, deepspeed_config: ob
     """
     if not args.may_skip_libraries:
         return []
-    from trainers.lazy_imports import DEEPSPEED_LIBRARY, QUANTIZATION_LIBRARY, keep_out
+    from trainers.lazy_imports import (
+        DEEPSPEED_LIBRARY,
+        QUANTIZATION_LIBRARY,
+        keep_out,
+        optimizer_uses_bitsandbytes,
+    )
 
     unused = []
-    if recipe.model.quantization is None:
+    if recipe.model.quantization is None and not optimizer_uses_bitsandbytes(recipe.training.optim):
         unused.append(QUANTIZATION_LIBRARY)
     if deepspeed_config is None and recipe.launch.launcher != "deepspeed":
         unused.append(DEEPSPEED_LIBRARY)
@@ -276,7 +281,7 @@ def _main(args: argparse.Namespace) -> int:
         from trainers.reporting.memory_plan import memory_plan
 
         model, processor, source = load_model(resolved, meta_ok=True)
-        prepared = prepare_model(model, processor, source, resolved)
+        prepared = prepare_model(model, processor, source, resolved, strict=False)
         plan = build_run_plan(resolved, prepared, command, overrides)
         plan.memory = memory_plan(recipe, prepared, resolved.task, activations=True)  # + measured activations
         print(plan.render())

@@ -500,6 +500,21 @@ IN_PROCESS = [
         lambda f: [str(f["tiny.py"]), "training.batch_size=32"],
         ("training.batch_size=32", "fewer than one global batch"),
     ),
+    # attention kernels the family's transformers modules lack, or this machine cannot run
+    (
+        "attention-unsupported-by-family",
+        lambda f: [str(f["tiny.py"]), "model.attn_implementation=sdpa", "--dry-run"],
+        ("model.attn_implementation=sdpa", "BlipForConditionalGeneration", "supports: eager"),
+    ),
+    (
+        "flash-attention-unavailable",
+        lambda f: ["recipes/vit_lora.py", "--demo", "model.attn_implementation=flash_attention_2"],
+        (
+            "model.attn_implementation=flash_attention_2",
+            "flash-attn package",
+            "model.attn_implementation=sdpa",
+        ),
+    ),
     (
         "output-dir-unwritable",
         lambda f: [str(f["tiny.py"]), f"--output-dir={f['not_a_dir']}/run"],

@@ -27,9 +27,20 @@ def _launch_module():
 
 @pytest.fixture
 def no_bitsandbytes_yet(monkeypatch):
-    """This test process as a fresh one: neither library imported (restored afterwards)."""
+    """This test process as a fresh one: neither library imported (restored afterwards, and a block left by
+    the test lifted, with transformers' cached availability answers: later tests in this process quantize)."""
     monkeypatch.delitem(sys.modules, QUANTIZATION_LIBRARY, raising=False)
     monkeypatch.delitem(sys.modules, DEEPSPEED_LIBRARY, raising=False)
+    yield
+    for name in (QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY):
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+    from transformers.utils import import_utils
+
+    for check in ("is_bitsandbytes_available", "is_deepspeed_available"):
+        cache_clear = getattr(getattr(import_utils, check, None), "cache_clear", None)
+        if cache_clear is not None:
+            cache_clear()
 
 
 def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
@@ -47,6 +58,13 @@ def test_blocked_import_reads_as_not_installed(no_bitsandbytes_yet):
     [
         (True, [], None, False, [QUANTIZATION_LIBRARY, DEEPSPEED_LIBRARY]),
         (True, ["model.quantization=4bit"], None, False, [DEEPSPEED_LIBRARY]),  # QLoRA keeps bitsandbytes
+        (
+            True,
+            ["training.optim=adamw_bnb_8bit"],
+            None,
+            False,
+            [DEEPSPEED_LIBRARY],
+        ),  # so does its 8-bit AdamW
         (
             True,
             [],

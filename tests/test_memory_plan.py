@@ -1,6 +1,9 @@
 """The dry-run's memory figures: the model-state part equals the bytes a real optimizer step leaves behind
-(params, grads, AdamW state) for a freeze + stage config, LoRA and 4-bit QLoRA; ZeRO divides the parts the
-stage shards; the measured activations grow linearly with the batch; `--dry-run` prints them."""
+(params, grads, optimizer state) for a freeze + stage config, LoRA, 4-bit QLoRA and bitsandbytes' 8-bit AdamW;
+ZeRO divides the parts the stage shards; the ZeRO-2/3 rows against DeepSpeed's own estimators (differences
+explained below); a `--deepspeed FILE` is read for its stage and offload; the measured activations grow
+linearly with the batch; `--dry-run` prints them, and with gradient checkpointing shows them drop for every
+recipe."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ CONFIGS = {
     "freeze+stage (BLIP)": (TINY, []),
     "lora (ViT)": (VIT_LORA, []),
     "qlora 4bit (ViT)": (VIT_LORA, ["model.quantization=4bit"]),
+    "8-bit AdamW, freeze+stage (BLIP)": (TINY, ["training.optim=adamw_bnb_8bit"]),
 }
 
 
@@ -114,3 +118,106 @@ def _task(recipe):
     from trainers.recipe.checks import recipe_task
 
     return recipe_task(recipe)
+
+
+def test_zero_rows_against_deepspeeds_estimators():
+    """Full fine-tune in bf16 under DeepSpeed, as DeepSpeed's estimators assume. ZeRO-2: ours = DeepSpeed's
+    `2P + 18P/N` plus torch AdamW's fp32 `step` per tensor (4 B x tensors / N), which DeepSpeed leaves out.
+    ZeRO-3: DeepSpeed's `4 x largest layer + 18P/N`, where 18 = 2 (bf16 grads) + 4 (fp32 grads) + 4 (fp32
+    params) + 8 (Adam), leaves out the bf16 parameter partition (2P/N) that its own offload-optimizer formula
+    counts; ours counts it, and the gathered layer in its bf16 storage (2 B a parameter, DeepSpeed assumes 4),
+    so ours = DeepSpeed's + 2P/N + 4T/N - 2 x largest layer. With offload
+    the device side is DeepSpeed's exactly up to the same layer term (ZeRO-2: the bf16 params, 2P)."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    from trainers.plan import load_model
+    from trainers.reporting.memory_plan import MemoryPlan, model_state
+
+    model = load_model(load_recipe(TINY, [], demo=True))[0]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    state = model_state(model, deepspeed_half=True)
+    P, T, L = state.params_count, state.trainable_tensors, state.largest_layer_params
+    assert state.trainable_count == P and L > 0
+    for n in (1, 2, 4, 8):
+        plan = MemoryPlan(state, n, None, False, "adamw_torch", "bf16")
+        _, zero2 = estimate_zero2_model_states_mem_needs(P, num_gpus_per_node=n, cpu_offload=False)
+        _, zero3, _ = estimate_zero3_model_states_mem_needs(P, L, num_gpus_per_node=n, cpu_offload=False)
+        ours2, ours3 = plan.per_device(2)["total"], plan.per_device(3)["total"]
+        print(f"N={n}: ZeRO-2 ours {ours2} DeepSpeed {zero2}; ZeRO-3 ours {ours3} DeepSpeed {zero3}")
+        assert abs(ours2 - zero2 - 4 * T / n) <= 3  # integer divisions
+        assert abs(ours3 - zero3 - (2 * P / n + 4 * T / n - 2 * L)) <= 4
+        _, off2 = estimate_zero2_model_states_mem_needs(P, num_gpus_per_node=n, cpu_offload=True)
+        assert plan.per_device(2, offload=True)["total"] == off2 == 2 * P
+        _, off3, _ = estimate_zero3_model_states_mem_needs(P, L, num_gpus_per_node=n, cpu_offload=True)
+        assert plan.per_device(3, offload=True)["total"] == off3 - 2 * L  # only the gathered layer stays
+        _, opt3, _ = estimate_zero3_model_states_mem_needs(
+            P, L, num_gpus_per_node=n, cpu_offload=True, cpu_offload_params=False
+        )
+        ours = plan.per_device(3, offload=True, offload_params=False)["total"]
+        assert abs(ours - (opt3 - 2 * L)) <= 2
+
+
+def test_a_deepspeed_file_sets_the_rows_stage_and_offload(tmp_path, capsys):
+    """With `--deepspeed FILE` the plan marks the file's stage (not DDP) and reads its offload sections."""
+    import json
+
+    import launch
+
+    config = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
+    config["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    path = tmp_path / "zero3_opt_offload.json"
+    path.write_text(json.dumps(config))
+    argv = [str(TINY), "--launcher", "torchrun", "--nproc", "2", "--deepspeed", str(path), "--dry-run"]
+    assert launch.main(argv) == 0
+    out = capsys.readouterr().out
+    marked = [line for line in out.splitlines() if line.endswith("<- this recipe")]
+    assert len(marked) == 1 and marked[0].strip().startswith("ZeRO-3+off"), marked
+    assert f"read from {path}" in out and "optimizer state and gradient partition live in CPU" in out
+    assert "and the params" not in out  # the file offloads only the optimizer
+
+    from trainers.plan import load_model, prepare_model
+
+    recipe = load_recipe(
+        TINY, ["launch.launcher=torchrun", "launch.nproc=2", f"launch.deepspeed_config={path}"], demo=True
+    )
+    plan = memory_plan(recipe, prepare_model(*load_model(recipe), recipe))
+    assert (plan.zero, plan.offload, plan.offload_params) == (3, True, False)
+    mine = plan.this_recipe()
+    assert mine["optimizer"] == mine["grads"] == 0 and mine["params"] > 0 and mine["host"] > 0
+
+
+RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.py") if not p.name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_dry_run_shows_checkpointing_and_bf16_change_the_prediction(name, capsys):
+    """`launch.py RECIPE --demo --dry-run training.gradient_checkpointing=true training.precision=bf16`: the
+    measured activations drop (both figures printed)."""
+    import re
+
+    import launch
+
+    flags = ["training.gradient_checkpointing=true", "training.precision=bf16"]
+    assert launch.main([f"recipes/{name}", "--demo", "--dry-run", *flags]) == 0
+    out = capsys.readouterr().out
+    line = next(
+        x for x in out.splitlines() if x.strip().startswith("gradient checkpointing:") and "instead of" in x
+    )
+    with_, without = (float(v.replace(",", "")) for v in re.findall(r"([\d,.]+) MiB", line)[:2])
+    print(f"{name}: {line.strip()}")
+    assert with_ < without
+    assert "bf16 autocast" in out and "(non-reentrant)" in out
+
+
+def test_dry_run_without_weights_says_what_is_checkpointed(capsys):
+    """The real model on the meta device: the plan names the checkpointed layers; activations are not
+    measured without weights, so the memory table is the model state's."""
+    import launch
+
+    argv = ["recipes/blip_progressive.py", "--dry-run", "training.gradient_checkpointing=true"]
+    assert launch.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gradient checkpointing: on (non-reentrant), 24 layers recomputed in backward" in out
+    assert "activations: not measured" in out

@@ -105,6 +105,11 @@ def test_changes_are_listed_as_dotted_keys_old_to_new():
         ("evaluation.metrics", "constant", False),
         ("early_stopping.patience", "constant", False),
         ("stages.0.epoch", "constant", False),
+        # memory and kernels only: the same loss and gradients (tests/test_gradient_checkpointing.py,
+        # tests/test_attention.py), so a run that ran out of memory can continue with them
+        ("training.gradient_checkpointing", "linear", True),
+        ("model.attn_implementation", "linear", True),
+        ("training.optim", "constant", False),
     ],
 )
 def test_which_keys_a_run_may_change_mid_way(key, scheduler, ok):

@@ -28,6 +28,15 @@ def keep_out(name: str) -> bool:
     return True
 
 
+def optimizer_uses_bitsandbytes(optim: str) -> bool:
+    """Whether a Trainer optimizer name (`training.optim`) is one of bitsandbytes' (8-bit, paged, Lion, ...)."""
+    return (
+        optim.startswith(("paged_", "lion", "ademamix"))
+        or "bnb" in optim
+        or optim.endswith(("8bit", "32bit"))
+    )
+
+
 def keep_out_bitsandbytes() -> bool:
     """`keep_out("bitsandbytes")`: for processes that quantize nothing."""
     return keep_out(QUANTIZATION_LIBRARY)

@@ -40,6 +40,8 @@ class PreparedModel:
     gates: list[GradientGate]
     groups: list[GroupPlan]
     lora: Any = None  # trainers.lora.LoraPlan when the recipe has a `lora` section
+    attention: Any = None  # trainers.models.attention.AttentionChoice: what attention runs where
+    checkpointing: Any = None  # trainers.models.checkpointing.CheckpointingPlan when it is on
 
     @property
     def core(self) -> nn.Module:
@@ -157,9 +159,11 @@ def _reload_through_loader(
 
 
 def prepare_model(
-    model: nn.Module, processor: Any, source: str, recipe: Recipe | ResolvedRecipe
+    model: nn.Module, processor: Any, source: str, recipe: Recipe | ResolvedRecipe, strict: bool = True
 ) -> PreparedModel:
-    """Freeze rules → LoRA → stage gates → optimizer groups, in that order (groups depend on all).
+    """Attention → freeze rules → LoRA → gradient checkpointing → stage gates → optimizer groups, in that
+    order (groups depend on all). `strict=False` (dry-run): an attention choice this machine cannot run
+    (flash-attn missing) is reported in the plan instead of raised.
 
     With a `lora` section the base starts frozen (an implicit `freeze *` first rule), the rules then address
     the original model's paths, and `apply_lora` wraps it (see `trainers.lora.apply`). Gates, groups and the
@@ -167,8 +171,11 @@ def prepare_model(
     """
     # The family's own freeze settings (prioritized, e.g. the dual encoder's encoder_configs.text.freeze_*)
     # go through the same engine, before the task's and the recipe's rules.
+    from trainers.models import attention, checkpointing
+
     resolved = resolve_recipe(recipe)
     recipe = resolved.recipe
+    attention_choice = attention.set_attention(model, recipe.model.attn_implementation, strict=strict)
     settings = apply_prioritized(model, resolved.family.settings_freeze_rules(model, recipe))
     task_rules = resolved.task.freeze_rules(recipe)  # e.g. detection's data.backbone policy
     implicit = [Freeze("*")] if recipe.lora is not None else []
@@ -190,6 +197,9 @@ def prepare_model(
 
         wrapped, lora_plan = apply_lora(model, recipe.lora, stages)
         model = unwrap_peft(wrapped)
+    # After peft: a model already checkpointing makes peft hook the input embeddings to require grad (what the
+    # reentrant variant needs), and BLIP's text embeddings then fail on an in-place add to that leaf.
+    checkpoints = checkpointing.enable(model) if recipe.training.gradient_checkpointing else None
     gates = install_gates(model, stages)
     family = resolved.family
     groups = build_param_groups(
@@ -197,7 +207,9 @@ def prepare_model(
     )
     scheduled = {n for plan in stages for n in plan.param_names}
     report = build_freeze_report(model, effects, scheduled=scheduled)
-    return PreparedModel(wrapped, processor, source, report, stages, gates, groups, lora_plan)
+    return PreparedModel(
+        wrapped, processor, source, report, stages, gates, groups, lora_plan, attention_choice, checkpoints
+    )
 
 
 @dataclass
@@ -221,6 +233,8 @@ class RunPlan:
     )
     memory: Any = None  # trainers.reporting.memory_plan.MemoryPlan: model state per device by ZeRO stage
     label_set: str | None = None  # the data that names the labels is missing: what was planned with instead
+    attention: Any = None  # trainers.models.attention.AttentionChoice
+    checkpointing: Any = None  # trainers.models.checkpointing.CheckpointingPlan, None when off
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -240,6 +254,10 @@ class RunPlan:
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "memory": self.memory.to_dict() if self.memory is not None else None,
             "label_set": self.label_set,
+            "attention": self.attention.to_dict() if self.attention is not None else None,
+            "gradient_checkpointing": self.checkpointing.to_dict()
+            if self.checkpointing is not None
+            else None,
         }
 
     def render(self) -> str:
@@ -290,6 +308,11 @@ class RunPlan:
                 lines.append(f"  {group:<20} {row.layers:<52} {row.lr:>9.3g}  {row.params:,}")
         lines += ["", "training:"]
         lines += [f"  {k}: {v}" for k, v in self.training.items()]
+        if self.attention is not None:
+            lines.append(f"  {self.attention.render()}")
+        lines.append(
+            f"  {self.checkpointing.render() if self.checkpointing else 'gradient checkpointing: off'}"
+        )
         if self.baseline is not None:
             lines += ["", self.baseline.render()]
         if self.memory is not None:
@@ -323,6 +346,7 @@ def build_run_plan(
         "weight_decay": t.weight_decay,
         "layer_decay": t.layer_decay,
         "max_grad_norm": t.max_grad_norm,
+        "optim": t.optim,
         "best_metric": f"{best[0]} ({'max' if best[1] else 'min'})",
         "early_stopping": (
             f"{recipe.early_stopping.metric_name} ({recipe.early_stopping.mode}), patience {recipe.early_stopping.patience}"
@@ -346,6 +370,8 @@ def build_run_plan(
         baseline=task.plan_baseline(recipe),
         memory=memory_plan(recipe, prepared),
         label_set=_label_set_note(resolved),
+        attention=prepared.attention,
+        checkpointing=prepared.checkpointing,
     )
 
 

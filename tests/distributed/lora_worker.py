@@ -5,7 +5,8 @@
 MODE is a name from rank_modes.py; `=cfg.json` enables DeepSpeed with that config (ZeRO-2 / ZeRO-3). The
 shipped recipes' modes (`<recipe>-<engine>`, e.g. `vit_lora-zero3`) train the recipe's demo shortened by its
 family's rule (a special training set, if the rule declares one, is read from OUT, written by the test). The
-feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON;
+feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON
+(`checkpointing-ddp` / `checkpointing-zero3`: the same with gradient checkpointing);
 `clip-<engine>` the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
 layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance
@@ -57,8 +58,9 @@ def main() -> None:
                 (out / name / "importance.json").write_text(json.dumps(report.to_dict()))
             reset_between_runs()
             continue
-        if mode.recipe == "blip-features":
+        if mode.recipe in ("blip-features", "blip-features-checkpointing"):
             recipe = lora_recipe(out / name, batch_size=4, train_json=train_json)  # 2 ranks x 4 = 1 rank x 8
+            recipe.training.gradient_checkpointing = mode.recipe.endswith("checkpointing")
         elif mode.recipe in CLIP_CHECKS:
             recipe = stage_clip_recipe(out / name, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
             changes = LayerChanges()

@@ -9,7 +9,7 @@ checkpoint kept, no plots, under DDP and ZeRO-2.
 `FAMILY_RULES` holds the declared exceptions, keyed by family id (matched through the family registry, so a
 recipe spelling the old id finds its family's rule), each with why. Besides the recipe modes, the job runs the
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
-freeze rule, a stage, a param group; ZeRO-3 adapter reload), the dual encoder's cross-rank loss with a stage,
+freeze rule, a stage, a param group; ZeRO-3 adapter reload; with gradient checkpointing under ZeRO-3), the dual encoder's cross-rank loss with a stage,
 and the layer-importance gradients.
 """
 
@@ -163,6 +163,12 @@ FEATURE_MODES: dict[str, RankMode] = {
     **{f"clip-{engine}": RankMode(f"clip-{engine}", engine, "clip-stage") for engine in ("ddp", "zero2")},
     "clip-local-ddp": RankMode("clip-local-ddp", "ddp", "clip-stage-local"),
     **{f"importance-{engine}": RankMode(f"importance-{engine}", engine, "importance") for engine in ENGINES},
+    # the BLIP feature check with gradient checkpointing (frozen tower, LoRA, a stage) under DDP and ZeRO-3 (the
+    # combination reported broken upstream), compared with the 1-rank run without it
+    **{
+        f"checkpointing-{engine}": RankMode(f"checkpointing-{engine}", engine, "blip-features-checkpointing")
+        for engine in ("ddp", "zero3")
+    },
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 JOB_FEATURE_MODES = tuple(name for name in FEATURE_MODES if name != "clip-local-ddp")

@@ -161,6 +161,27 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(runs, mode):
 
 @pytest.mark.distributed
 @pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", ["checkpointing-ddp", "checkpointing-zero3"])
+def test_two_ranks_with_checkpointing_equal_one_rank_without(runs, mode):
+    """Gradient checkpointing (non-reentrant) under DDP and ZeRO-3 with a frozen vision tower, LoRA, a gated stage
+    and modules_to_save: 2 ranks equal the 1-rank run without checkpointing in losses and adapter weights."""
+    out, single, *_ = runs
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert info["world"] == 2
+    ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
+    got = losses(out / mode)
+    assert len(got) == len(ref) == 8
+    ref_adapter = load_file(out / "single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / mode / "best" / "adapter_model.safetensors")
+    assert adapter.keys() == ref_adapter.keys()
+    loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL and weight_diff <= WEIGHT_TOL
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("mode", RECIPE_MODES)
 def test_every_shipped_recipe_mode_equals_one_rank(runs, mode):
     """Any recipe, a new family's included: per-step losses and the saved weights (the adapter, or the full model

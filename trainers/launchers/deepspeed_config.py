@@ -313,6 +313,22 @@ def _stage(config: dict[str, Any]) -> Any:
     return zero.get("stage", 0) if isinstance(zero, dict) else 0
 
 
+def zero_stage(config: dict[str, Any]) -> int:
+    """The ZeRO stage a loaded config asks for (0 when it has no zero_optimization)."""
+    stage = _stage(config)
+    return stage if isinstance(stage, int) else 0
+
+
+def offload_devices(config: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(optimizer offload device, parameter offload device) of a loaded config; None where it does not offload."""
+    zero = config.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        return None, None
+    optimizer = _offload_device(zero, "offload_optimizer") or ("cpu" if zero.get("cpu_offload") else None)
+    params = _offload_device(zero, "offload_param") or ("cpu" if zero.get("cpu_offload_param") else None)
+    return optimizer, params
+
+
 def _enabled(section: Any) -> Any:
     return section.get("enabled") if isinstance(section, dict) else None
 

@@ -31,6 +31,9 @@ class Model:
     `revision` is a hub branch, tag or commit. `trust_remote_code` lets a checkpoint that ships its own
     Python code run it: off unless the recipe says so. `quantization` loads the base in 4-bit NF4 or 8-bit
     through bitsandbytes (QLoRA: needs a `lora` section; the heads it trains stay in full precision).
+    `attn_implementation` picks the attention kernels (`eager`, `sdpa`, `flash_attention_2`) in every part of
+    the model whose transformers class implements them; None keeps transformers' default
+    (`trainers.models.attention`).
     """
 
     id: str
@@ -41,6 +44,7 @@ class Model:
     revision: str | None = None
     trust_remote_code: bool = False
     quantization: Literal["4bit", "8bit"] | None = None
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -216,6 +220,9 @@ class Training:
     # DataLoader workers per rank: "auto" = on a GPU a few (cores per rank - 1, at most 4), without one 0;
     # persistent, pinned memory on CUDA (`trainers.data.loader`); 0 loads between steps in the training process.
     num_workers: int | Literal["auto"] = "auto"
+    # Recompute each layer's activations in backward instead of keeping them (non-reentrant; see
+    # trainers.models.checkpointing): less activation memory for about one more forward per step.
+    gradient_checkpointing: bool = False
     logging_steps: int = 10
     max_steps: int = -1
     save_total_limit: int = 2

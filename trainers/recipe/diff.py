@@ -27,6 +27,8 @@ CONTINUABLE: frozenset[str] = frozenset(
         "training.save_total_limit",
         "training.logging_steps",
         "training.num_workers",
+        "training.gradient_checkpointing",  # same loss and gradients, less memory
+        "model.attn_implementation",  # the same attention computed by other kernels
         "launch.launcher",
         "launch.nproc",
         "launch.nnodes",

@@ -5,20 +5,33 @@ it follows the recipe's freeze / LoRA / QLoRA config exactly:
 - params: every unique parameter's storage (4-bit QLoRA weights as their packed bytes);
 - grads: one gradient per trainable element in its parameter's dtype (stage-gated parameters count: they get
   zeroed gradients from the start);
-- optimizer: AdamW's fp32 `exp_avg` + `exp_avg_sq` per trainable element and one fp32 `step` per trainable
-  tensor (torch's AdamW); DeepSpeed with bf16/fp16 adds a fp32 master copy (4 bytes per trainable element)
-  and keeps params and grads in 2 bytes.
-ZeRO-1 divides the optimizer state by the world size, ZeRO-2 also the grads, ZeRO-3 also the params.
-Not counted: buffers, DDP's gradient buckets, the CUDA context and allocator slack, quantization constants.
+- optimizer: by `training.optim`. AdamW (`adamw_torch`, `adamw_torch_fused`): fp32 `exp_avg` + `exp_avg_sq`
+  per trainable element and one fp32 `step` per trainable tensor. bitsandbytes' 8-bit AdamW
+  (`adamw_bnb_8bit`, `adamw_8bit`, `paged_adamw_8bit`; bitsandbytes 0.50): one byte per moment and element,
+  fp32 block maxima per 256 elements and two 256-entry fp32 quantization maps per tensor; tensors under 4096
+  elements keep fp32 moments. `sgd` (the Trainer's, no momentum): nothing. Others are counted as AdamW
+  and the plan says so. DeepSpeed with bf16/fp16 adds a fp32 master copy and the fp32 gradient partition
+  its optimizer steps on (4 + 4 bytes per trainable element) and keeps params and grads in 2 bytes.
+ZeRO-1 divides the optimizer state by the world size, ZeRO-2 also the grads, ZeRO-3 also the params, and
+ZeRO-3 gathers one layer's full parameters at a time to compute it: the plan adds the largest module's own
+parameters (DeepSpeed's estimator does the same). Offload (`--offload`, or `offload_optimizer` /
+`offload_param` in a `--deepspeed FILE`, which the plan reads) moves the optimizer state (and the gradient
+partition) to CPU memory, and under ZeRO-3 also the params; the device keeps the gathered layer.
+Not counted: buffers, DDP's gradient buckets, DeepSpeed's communication buckets and prefetch beyond one
+layer, the CUDA context and allocator slack, quantization constants.
 
 Activations are measured, not modelled: one forward + backward of the model the run builds on one training
 batch (the recipe's per-device batch, image and sequence sizes from its data), summing the bytes of the
 tensors autograd saves for backward (each storage once, parameters excluded). That is what backward keeps
-alive at its peak; temporaries inside an op come on top.
+alive at its peak; temporaries inside an op come on top. With gradient checkpointing the same pass
+attributes each saved tensor to the checkpointed layer that saved it: what backward keeps is then what is
+saved outside those layers, plus each layer's inputs (checkpointing keeps them), plus the largest single
+layer's saved tensors (recomputed one layer at a time in backward).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,6 +43,28 @@ from trainers.zero3 import param_numel
 ADAM_STATE_BYTES = 8  # exp_avg + exp_avg_sq, fp32
 STEP_BYTES = 4  # torch AdamW's per-tensor `step` (a float32 scalar tensor)
 MASTER_BYTES = 4  # DeepSpeed's fp32 master weights under bf16/fp16
+FP32_GRAD_BYTES = 4  # DeepSpeed's fp32 gradient partition the optimizer steps on under bf16/fp16
+ADAMW = ("adamw_torch", "adamw_torch_fused", "adamw_hf")
+ADAMW_8BIT = ("adamw_bnb_8bit", "adamw_8bit", "paged_adamw_8bit")
+NO_STATE = ("sgd",)
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes: smaller tensors keep 32-bit state
+BNB_BLOCK = 256  # elements per fp32 block maximum
+BNB_QMAP_BYTES = 2 * 256 * 4  # qmap1 + qmap2, fp32, per tensor
+
+
+def optimizer_state_bytes(optim: str, numels: list[int]) -> int:
+    """Bytes of `optim`'s state for trainable tensors of these sizes (see the module docstring)."""
+    if optim in NO_STATE:
+        return 0
+    if optim in ADAMW_8BIT:
+        total = 0
+        for n in numels:
+            if n < BNB_MIN_8BIT_SIZE:
+                total += ADAM_STATE_BYTES * n
+            else:
+                total += 2 * n + 2 * 4 * math.ceil(n / BNB_BLOCK) + BNB_QMAP_BYTES
+        return total
+    return ADAM_STATE_BYTES * sum(numels) + STEP_BYTES * len(numels)
 
 
 @dataclass
@@ -42,6 +77,8 @@ class ModelState:
     params_count: int
     trainable_count: int
     trainable_tensors: int
+    largest_layer_params: int = 0  # the largest module's own parameters (ZeRO-3 gathers one at a time)
+    largest_layer_bytes: int = 0
 
 
 @dataclass
@@ -50,6 +87,7 @@ class Activations:
     batch_size: int
     inputs: dict[str, list[int]] = field(default_factory=dict)  # input name -> shape
     note: str = ""
+    without_checkpointing: int | None = None  # with gradient checkpointing on: the bytes it would be without
 
 
 @dataclass
@@ -61,49 +99,78 @@ class MemoryPlan:
     optim: str
     precision: str = "fp32"
     activations: Activations | None = None
+    offload_params: bool = False  # ZeRO-3 params on CPU (a --deepspeed file may offload only the optimizer)
+    deepspeed_file: str | None = None  # the config the stage and offload were read from
 
-    def per_device(self, zero: int | None) -> dict[str, int]:
-        """Params, grads and optimizer bytes on one device under `zero` (None: DDP, no division)."""
+    def per_device(
+        self, zero: int | None, offload: bool = False, offload_params: bool | None = None
+    ) -> dict[str, int]:
+        """Device bytes of params, grads, optimizer state and ZeRO-3's gathered layer under `zero` (None:
+        DDP, no division); `host`: what offload keeps in CPU memory instead."""
         s, w, z = self.state, self.world_size, zero or 0
+        offload_params = (offload and z >= 3) if offload_params is None else offload_params and z >= 3
         part = {
             "params": s.params // (w if z >= 3 else 1),
             "grads": s.grads // (w if z >= 2 else 1),
             "optimizer": s.optimizer // (w if z >= 1 else 1),
+            "gathered": s.largest_layer_bytes if z >= 3 else 0,
         }
-        return {**part, "total": sum(part.values())}
+        host = 0
+        if offload and z >= 2:  # the optimizer steps on CPU: its state and the gradient partition live there
+            host += part["optimizer"] + part["grads"]
+            part["optimizer"] = part["grads"] = 0
+        if offload_params:
+            host += part["params"]
+            part["params"] = 0
+        return {**part, "total": sum(part.values()), "host": host}
+
+    def this_recipe(self) -> dict[str, int]:
+        return self.per_device(self.zero, self.offload, self.offload_params)
 
     def to_dict(self) -> dict[str, Any]:
+        rows = {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)}
         return {
             "model_state": asdict(self.state),
             "world_size": self.world_size,
             "zero": self.zero,
             "offload": self.offload,
+            "offload_params": self.offload_params,
+            "deepspeed_file": self.deepspeed_file,
             "optim": self.optim,
             "precision": self.precision,
-            "per_device": {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)},
+            "per_device": rows,
+            "this_recipe": self.this_recipe(),
             "activations": asdict(self.activations) if self.activations else None,
         }
 
     def render(self) -> str:
         s = self.state
+        source = f" read from {self.deepspeed_file}" if self.deepspeed_file else ""
         lines = [
             f"memory per device ({self.world_size} process(es), {self.precision}; {s.trainable_count:,} of "
-            f"{s.params_count:,} params train, in {s.trainable_tensors} tensors; AdamW):"
+            f"{s.params_count:,} params train, in {s.trainable_tensors} tensors; {self.optim}{source}):"
         ]
-        lines.append(f"  {'':<8}" + "".join(f"{k:>14}" for k in ("params", "grads", "optimizer", "total")))
+        columns = ("params", "grads", "optimizer", "gathered", "total", "host")
+        lines.append(f"  {'':<10}" + "".join(f"{k:>14}" for k in columns))
+        rows: list[tuple[str, dict[str, int], bool]] = []
         for z in (None, 1, 2, 3):
-            d = self.per_device(z)
-            mark = "  <- this recipe" if z == self.zero else ""
             name = "DDP" if z is None else f"ZeRO-{z}"
+            rows.append((name, self.per_device(z), z == self.zero and not self.offload))
+        if self.offload:
+            rows.append((f"ZeRO-{self.zero}+off", self.this_recipe(), True))
+        for name, d, mine in rows:
             lines.append(
-                f"  {name:<8}"
-                + "".join(f"{_mib(d[k]):>14}" for k in ("params", "grads", "optimizer", "total"))
-                + mark
+                f"  {name:<10}"
+                + "".join(f"{_mib(d[k]):>14}" for k in columns)
+                + ("  <- this recipe" if mine else "")
             )
-        if self.optim not in ("adamw_torch", "adamw_torch_fused", "adamw_hf"):
+        if self.optim not in ADAMW + ADAMW_8BIT + NO_STATE:
             lines.append(f"  (optimizer state counted as AdamW's; the recipe's optim is {self.optim})")
         if self.offload:
-            lines.append("  (offload: the optimizer state, and under ZeRO-3 the params, live in CPU memory)")
+            what = "the optimizer state and gradient partition" + (
+                ", and the params" if self.offload_params else ""
+            )
+            lines.append(f"  (offload: {what} live in CPU memory: the host column)")
         a = self.activations
         if a is not None:
             if a.bytes is None:
@@ -115,7 +182,12 @@ class MemoryPlan:
                     "measured: tensors saved for backward in one forward+backward"
                     + (f" ({a.note})" if a.note else "")
                 )
-                total = self.per_device(self.zero)["total"] + a.bytes
+                if a.without_checkpointing is not None:
+                    lines.append(
+                        f"  gradient checkpointing: {_mib(a.bytes)} instead of {_mib(a.without_checkpointing)} "
+                        f"({a.bytes / a.without_checkpointing:.2f}x)"
+                    )
+                total = self.this_recipe()["total"] + a.bytes
                 lines.append(
                     f"  this recipe: ~{_mib(total)} per device (model state + activations, before "
                     "allocator and framework overhead)"
@@ -134,8 +206,8 @@ def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
-    """One copy of params, grads and AdamW state of `model` as it will train (see the module docstring)."""
+def model_state(model: nn.Module, deepspeed_half: bool = False, optim: str = "adamw_torch") -> ModelState:
+    """One copy of params, grads and optimizer state of `model` as it will train (see the module docstring)."""
     params = unique_parameters(model)
     trainable = [p for p in params if p.requires_grad]
     numel = {id(p): param_numel(p) for p in params}  # stored elements (4-bit: packed pairs)
@@ -149,9 +221,18 @@ def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
             return p.element_size()
 
     trainable_numel = sum(numel[id(p)] for p in trainable)
-    optimizer = ADAM_STATE_BYTES * trainable_numel + STEP_BYTES * len(trainable)
+    optimizer = optimizer_state_bytes(optim, [numel[id(p)] for p in trainable])
     if deepspeed_half:
-        optimizer += MASTER_BYTES * trainable_numel
+        optimizer += (MASTER_BYTES + FP32_GRAD_BYTES) * trainable_numel
+    largest = max(
+        (
+            [p for p in module.parameters(recurse=False)]
+            for module in model.modules()
+            if any(True for _ in module.parameters(recurse=False))
+        ),
+        key=lambda ps: sum(_logical_numel(p) for p in ps),
+        default=[],
+    )
     return ModelState(
         params=sum(numel[id(p)] * size(p) for p in params),
         grads=sum(numel[id(p)] * size(p) for p in trainable),
@@ -159,6 +240,8 @@ def model_state(model: nn.Module, deepspeed_half: bool = False) -> ModelState:
         params_count=sum(_logical_numel(p) for p in params),
         trainable_count=trainable_numel,
         trainable_tensors=len(trainable),
+        largest_layer_params=sum(_logical_numel(p) for p in largest),
+        largest_layer_bytes=sum(numel[id(p)] * size(p) for p in largest if id(p) in numel),
     )
 
 
@@ -171,15 +254,67 @@ def _logical_numel(p: nn.Parameter) -> int:
 def saved_activation_bytes(model: nn.Module, batch: dict[str, Any], loss_fn: Any = None) -> int:
     """Bytes of the tensors autograd saves for backward in one forward + backward (each storage once,
     parameters excluded); the model's weights are left as they were (no optimizer step)."""
+    return activation_profile(model, batch, loss_fn).peak
+
+
+@dataclass
+class ActivationProfile:
+    """Saved-for-backward bytes of one forward + backward, split by the checkpointed layers."""
+
+    outside: int  # saved outside every checkpointed layer
+    inside: list[int]  # saved inside each checkpointed layer
+    layer_inputs: int  # the checkpointed layers' tensor inputs not already counted outside
+
+    @property
+    def without_checkpointing(self) -> int:
+        return self.outside + sum(self.inside)
+
+    @property
+    def with_checkpointing(self) -> int:
+        return self.outside + self.layer_inputs + max(self.inside, default=0)
+
+    @property
+    def peak(self) -> int:
+        return self.with_checkpointing if self.inside else self.without_checkpointing
+
+
+def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = None) -> ActivationProfile:
+    """One forward + backward with checkpointing paused, each saved storage attributed to the checkpointed
+    layer that saved it (or to none); weights are left as they were."""
+    from trainers.models.checkpointing import checkpointed_layers
+
+    layers = checkpointed_layers(model)
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages: dict[int, int] = {}
+    owner: dict[int, tuple[int, int]] = {}  # storage -> (layer index or -1, bytes)
+    inputs: dict[int, int] = {}
+    current: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
         if storage.data_ptr() not in param_storages:
-            storages[storage.data_ptr()] = storage.nbytes()
+            owner.setdefault(storage.data_ptr(), (current[-1] if current else -1, storage.nbytes()))
         return t
 
+    def enter(index: int):
+        def hook(_module, args, kwargs):
+            if not current:
+                for value in (*args, *kwargs.values()):
+                    if torch.is_tensor(value) and value.untyped_storage().data_ptr() not in param_storages:
+                        inputs.setdefault(
+                            value.untyped_storage().data_ptr(), value.untyped_storage().nbytes()
+                        )
+            current.append(index)
+
+        return hook
+
+    def leave(_module, _args, _output):
+        current.pop()
+
+    handles = []
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = False
+        handles.append(layer.register_forward_pre_hook(enter(i), with_kwargs=True))
+        handles.append(layer.register_forward_hook(leave))
     was_training = model.training
     model.train()
     try:
@@ -189,9 +324,21 @@ def saved_activation_bytes(model: nn.Module, batch: dict[str, Any], loss_fn: Any
                 loss = model(**batch).loss
         loss.backward()
     finally:
+        for handle in handles:
+            handle.remove()
+        for layer in layers:
+            layer.gradient_checkpointing = True
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return sum(storages.values())
+    inside = [0] * len(layers)
+    outside = 0
+    for index, nbytes in owner.values():
+        if index < 0:
+            outside += nbytes
+        else:
+            inside[index] += nbytes
+    kept = sum(n for ptr, n in inputs.items() if owner.get(ptr, (0, 0))[0] >= 0 or ptr not in owner)
+    return ActivationProfile(outside, inside, kept)
 
 
 MEASURE_FULL_BATCH_UP_TO = (
@@ -199,7 +346,7 @@ MEASURE_FULL_BATCH_UP_TO = (
 )
 
 
-def measure_activations(recipe: Any, prepared: Any, task: Any) -> Activations:
+def measure_activations(recipe: Any, prepared: Any, task: Any, precision: str = "fp32") -> Activations:
     """One training batch of the recipe's data through the prepared model (see the module docstring)."""
     batch_size = recipe.training.batch_size
     model = prepared.model
@@ -214,11 +361,42 @@ def measure_activations(recipe: Any, prepared: Any, task: Any) -> Activations:
     measured = len(items)
     device = next(model.parameters()).device
     batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.collator(items).items()}
-    with torch.random.fork_rng(devices=[]):
-        saved = saved_activation_bytes(model, batch, task.compute_loss)
+    with torch.random.fork_rng(devices=[]), _autocast(precision):
+        profile = activation_profile(model, batch, task.compute_loss)
     note = "" if measured == batch_size else f"measured at batch {measured}, scaled to {batch_size}"
+    if precision in ("bf16", "fp16"):
+        note = "; ".join(filter(None, [note, f"under {precision} autocast"]))
     shapes = {k: list(v.shape) for k, v in batch.items() if torch.is_tensor(v)}
-    return Activations(saved * batch_size // measured, batch_size, shapes, note)
+    without = profile.without_checkpointing * batch_size // measured if profile.inside else None
+    return Activations(profile.peak * batch_size // measured, batch_size, shapes, note, without)
+
+
+def _autocast(precision: str) -> Any:
+    """The Trainer's mixed precision on this machine's device type (a no-op context in fp32)."""
+    import contextlib
+
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def deepspeed_layout(launch: Any) -> tuple[int | None, bool, bool, str | None]:
+    """(ZeRO stage, offload optimizer, offload params, config file) the run will use: `--zero N [--offload]`,
+    or what an actual `--deepspeed FILE` says (stage 0: DeepSpeed without ZeRO, shown as DDP)."""
+    if launch.deepspeed_config is None:
+        return launch.zero, launch.offload, launch.offload and launch.zero == 3, None
+    from trainers.launchers.deepspeed_config import load_deepspeed_config, offload_devices, zero_stage
+
+    config = load_deepspeed_config(launch.deepspeed_config)
+    stage = zero_stage(config)
+    optimizer_device, param_device = offload_devices(config)
+    return (
+        stage or None,
+        optimizer_device not in (None, "none"),
+        param_device not in (None, "none"),
+        launch.deepspeed_config,
+    )
 
 
 def memory_plan(recipe: Any, prepared: Any, task: Any = None, activations: bool = False) -> MemoryPlan:
@@ -227,9 +405,19 @@ def memory_plan(recipe: Any, prepared: Any, task: Any = None, activations: bool 
     precision = t.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    zero, offload, offload_params, source = deepspeed_layout(launch)
     deepspeed = launch.zero is not None or launch.deepspeed_config is not None
-    state = model_state(prepared.model, deepspeed_half=deepspeed and precision in ("bf16", "fp16"))
-    plan = MemoryPlan(state, launch.nproc * launch.nnodes, launch.zero, launch.offload, t.optim, precision)
+    state = model_state(prepared.model, deepspeed and precision in ("bf16", "fp16"), t.optim)
+    plan = MemoryPlan(
+        state,
+        launch.nproc * launch.nnodes,
+        zero,
+        offload,
+        t.optim,
+        precision,
+        offload_params=offload_params,
+        deepspeed_file=source,
+    )
     if activations:
-        plan.activations = measure_activations(recipe, prepared, task)
+        plan.activations = measure_activations(recipe, prepared, task, precision)
     return plan
