@@ -68,6 +68,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "trainers.launchers",
             "trainers.launchers.*",
             "trainers.distributed",
+            "trainers.fsdp",
         ),
     ),
     (
