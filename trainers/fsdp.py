@@ -112,6 +112,7 @@ class FsdpSetup:
         if state.mixed_precision != "no":
             plugin.set_mixed_precision(state.mixed_precision)
         plugin.lock_wrap_policy()
+        _keep_tied_head_with_its_embedding(self.accelerator)
         # AcceleratorState copies PartialState's fields each time it is built: set both.
         PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         AcceleratorState._shared_state["distributed_type"] = DistributedType.FSDP
@@ -122,22 +123,82 @@ class FsdpSetup:
 def wrap_classes(model: Any) -> list[str]:
     """The block classes sharded one by one: the model's `_no_split_modules` present in it, less any block
     that holds the input or output embeddings (accelerate shards those on their own afterwards, and a
-    parameter sharded twice fails: ViT's `ViTEmbeddings` holds its `patch_embeddings`)."""
+    parameter sharded twice fails: ViT's `ViTEmbeddings` holds its `patch_embeddings`) or a weight tied to
+    one outside it (FSDP2 refuses a parameter seen by two groups: BLIP's `BlipTextEmbeddings` holds the word
+    embedding its LM head shares)."""
     names = list(getattr(model, "_no_split_modules", None) or [])
     embeddings = [
         getattr(model, "get_input_embeddings", lambda: None)(),
         getattr(model, "get_output_embeddings", lambda: None)(),
     ]
     embeddings = [e for e in embeddings if e is not None]
+    holders: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        holders.setdefault(id(param), []).append(name)
+    tied = {pid: names_ for pid, names_ in holders.items() if len(names_) > 1}
+    prefixes = {id(m): n for n, m in model.named_modules()}
     keep = []
     for name in names:
         blocks = [m for m in model.modules() if type(m).__name__ == name]
         holds_embedding = any(
             e is not b and any(e is x for x in b.modules()) for b in blocks for e in embeddings
         )
-        if blocks and not holds_embedding:
+        holds_tied = any(
+            not all(n.startswith(prefixes[id(b)] + ".") for n in tied[id(p)])
+            for b in blocks
+            for p in b.parameters()
+            if id(p) in tied
+        )
+        if blocks and not holds_embedding and not holds_tied:
             keep.append(name)
     return keep
+
+
+def embeddings_to_hide(model: Any) -> list[str]:
+    """The embedding getters to hide while accelerate shards the model: an input or output embedding whose
+    weight is tied to a parameter accelerate does not see as its partner. accelerate shards each embedding
+    in a group of its own (tied input and output embeddings together), and FSDP2 refuses a parameter seen by
+    two groups. BLIP through peft: `get_input_embeddings` is the text decoder's word embedding, tied to the
+    LM head, and `get_output_embeddings` is None. Hidden, both stay in the root group together."""
+    found = {
+        getter: getattr(model, getter, lambda: None)()
+        for getter in ("get_input_embeddings", "get_output_embeddings")
+    }
+    weights = {getter: getattr(module, "weight", None) for getter, module in found.items()}
+    if (
+        weights["get_input_embeddings"] is not None
+        and weights["get_input_embeddings"] is weights["get_output_embeddings"]
+    ):
+        return []  # accelerate puts tied input and output embeddings in one group itself
+    hidden = []
+    for getter, module in found.items():
+        weight = weights[getter]
+        if weight is not None and any(
+            other is not module and any(p is weight for p in other.parameters(recurse=False))
+            for other in model.modules()
+        ):
+            hidden.append(getter)
+    return hidden
+
+
+def _keep_tied_head_with_its_embedding(accelerator: Any) -> None:
+    """Run accelerate's FSDP2 preparation with the getters of `embeddings_to_hide` returning None."""
+    if getattr(accelerator, "_tied_head_kept", False):
+        return
+    prepare = accelerator._prepare_fsdp2
+
+    def prepare_fsdp2(*args):
+        hidden = [(a, g) for a in args if hasattr(a, "named_parameters") for g in embeddings_to_hide(a)]
+        for model, getter in hidden:
+            setattr(model, getter, lambda: None)  # an instance attribute shadows the method
+        try:
+            return prepare(*args)
+        finally:
+            for model, getter in hidden:
+                delattr(model, getter)
+
+    accelerator._prepare_fsdp2 = prepare_fsdp2
+    accelerator._tied_head_kept = True
 
 
 def _fixed_policy_plugin(plugin_args: dict[str, Any]) -> Any:
