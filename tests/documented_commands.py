@@ -93,6 +93,10 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/test_benchmarks_smoke.py::smoke",),
         "with --skip scaling and an output dir added",
     ),
+    "python -m benchmarks.gpu_check --smoke": (
+        ("tests/test_gpu_check.py::test_gpu_check_smoke_runs_every_variant_and_writes_json_and_table",),
+        "with an output dir added",
+    ),
     # docs/models/*.md: fine-tune on your data
     "python launch.py recipes/blip_progressive.py data.train=my_data/train.json data.val=my_data/val.json "
     "data.images=my_data/images": ((FINE_TUNE,), NO_DATA),

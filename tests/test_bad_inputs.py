@@ -389,6 +389,21 @@ IN_PROCESS = [
     ),
     ("nproc-zero", lambda f: [PROGRESSIVE, "--nproc", "0", "--dry-run"], ("launch.nproc", ">= 1")),
     (
+        "fsdp-with-zero",
+        lambda f: ["recipes/vit_lora.py", "launch.engine=fsdp", "--zero", "2", "--dry-run"],
+        ("launch.engine=fsdp", "launch.zero=2"),
+    ),
+    (
+        "fsdp-with-stages",
+        lambda f: [PROGRESSIVE, "launch.engine=fsdp", "--dry-run"],
+        ("stages=", "launch.engine=fsdp"),
+    ),
+    (
+        "fsdp-with-qlora",
+        lambda f: ["recipes/vit_lora.py", "launch.engine=fsdp", "model.quantization=4bit", "--dry-run"],
+        ("model.quantization", "launch.engine=fsdp"),
+    ),
+    (
         "node-rank-outside",
         lambda f: [PROGRESSIVE, "--nnodes", "2", "--node-rank", "2", "--dry-run"],
         ("launch.node_rank=2", "--node-rank"),

@@ -71,6 +71,7 @@ FLOORS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "trainers.launchers",
             "trainers.launchers.*",
             "trainers.distributed",
+            "trainers.fsdp",
         ),
     ),
     (

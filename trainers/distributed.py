@@ -55,7 +55,7 @@ def zero_offload(trainer: Any) -> bool | None:
     return bool(getattr(optimizer, "cpu_offload", getattr(optimizer, "offload_optimizer", False)))
 
 
-def check_world(trainer: Any, deepspeed_config: str | None = None) -> None:
+def check_world(trainer: Any, deepspeed_config: str | None = None, fsdp: bool = False) -> None:
     """Fail fast if the Trainer's idea of the world differs from the real one.
 
     Three views must agree: the launcher's WORLD_SIZE, the process group, and `TrainingArguments`
@@ -91,6 +91,10 @@ def check_world(trainer: Any, deepspeed_config: str | None = None) -> None:
             "The Trainer enabled DeepSpeed although no DeepSpeed config was requested (an ACCELERATE_USE_DEEPSPEED "
             "environment variable left behind?): the run would not be the one the recipe describes."
         )
+    if fsdp and not getattr(trainer, "is_fsdp_enabled", False):
+        raise WorldMismatchError(
+            "launch.engine=fsdp was requested but the Trainer runs without FSDP: the model would not be sharded."
+        )
     if trainer.is_deepspeed_enabled:
         engine_world = trainer.accelerator.state.num_processes
         if engine_world != real:
@@ -113,6 +117,7 @@ class RankFacts:
     deepspeed: bool
     zero_stage: int | None
     zero_offload: bool | None
+    fsdp: bool
     train_samples: int
     batch_size: int
     batches_per_epoch: int
@@ -124,13 +129,14 @@ class RankFacts:
 class WorldGuard(TrainerCallback):
     """At train start, checks this rank's dataloader is its shard; records the facts of the rank."""
 
-    def __init__(self, trainer: Any, deepspeed_config: str | None = None) -> None:
+    def __init__(self, trainer: Any, deepspeed_config: str | None = None, fsdp: bool = False) -> None:
         self.trainer = trainer
         self.deepspeed_config = deepspeed_config
+        self.fsdp = fsdp
         self.facts: RankFacts | None = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        check_world(self.trainer, self.deepspeed_config)
+        check_world(self.trainer, self.deepspeed_config, self.fsdp)
         world = process_group_size() or 1
         dataloader = kwargs["train_dataloader"]
         num_samples = len(self.trainer.train_dataset)
@@ -157,6 +163,7 @@ class WorldGuard(TrainerCallback):
             deepspeed=bool(self.trainer.is_deepspeed_enabled),
             zero_stage=zero_stage(self.trainer),
             zero_offload=zero_offload(self.trainer),
+            fsdp=bool(getattr(self.trainer, "is_fsdp_enabled", False)),
             train_samples=num_samples,
             batch_size=args.per_device_train_batch_size,
             batches_per_epoch=batches,

@@ -40,6 +40,7 @@ from trainers.distributed import WorldGuard, check_world, finish_distributed, la
 from trainers.errors import RecipeError, UserFacingError
 from trainers.evaluation import ShardedEvaluator
 from trainers.freezing.progressive import ProgressiveUnfreezing
+from trainers.fsdp import fsdp_arguments
 from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
 from trainers.recipe.checks import check_data_paths
@@ -126,6 +127,7 @@ def build_training_arguments(
             stages=recipe.stages,
             precision=precision,
         ),
+        **fsdp_arguments(recipe, launcher_world_size()),  # launch.engine=fsdp on several ranks: FSDP2
         disable_tqdm=not progress_enabled(),  # the Trainer's bars: a terminal, not --quiet
     )
 
@@ -484,8 +486,10 @@ def _build_trainer(
         seen=seen,
         checkpoint_recipe_hash=checkpoints.recipe_hash(to_dict(recipe)),
     )
-    check_world(trainer, args.deepspeed)  # and again with each rank's dataloader at train start (WorldGuard)
-    world_guard = WorldGuard(trainer, args.deepspeed)
+    check_world(
+        trainer, args.deepspeed, fsdp=bool(args.fsdp)
+    )  # and again with each rank's dataloader at train start (WorldGuard)
+    world_guard = WorldGuard(trainer, args.deepspeed, fsdp=bool(args.fsdp))
     trainer.add_callback(world_guard)
     named = {id(c) for c in (unfreezing, resources, metrics_log, overfitting, early_stopping)}
     others = tuple(c for c in callbacks if id(c) not in named)

@@ -29,6 +29,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from trainers.callbacks.resources import SeenCounts
 from trainers.checkpoints import AtomicCheckpoints, CheckpointError
 from trainers.evaluation import evaluate_all
+from trainers.fsdp import FsdpSetup
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
@@ -61,7 +62,7 @@ def count_loss_terms(labels, shifted: bool) -> torch.Tensor | None:
     return labels.ne(IGNORE_INDEX).sum()
 
 
-class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, Trainer):
+class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, FsdpSetup, Trainer):
     # Loss terms of the current optimizer step, all ranks and accumulation batches (set by get_batch_samples).
     _step_loss_terms: torch.Tensor | None = None
     seen: SeenCounts | None = None  # samples and target tokens trained on, all ranks (`ResourceUse`)

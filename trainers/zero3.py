@@ -65,10 +65,20 @@ def ready_for_partitioned_loading() -> None:
     deepspeed.init_distributed(dist_backend=torch_dist.get_backend() if torch_dist.is_initialized() else None)
 
 
+def fsdp_active() -> bool:
+    """Whether this process trains under FSDP (accelerate's state says so, `trainers.fsdp`): evaluation must
+    then keep every rank's forward passes in step (`generate(synced_gpus=True)`), as under ZeRO-3."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    return AcceleratorState._shared_state.get("distributed_type") == DistributedType.FSDP
+
+
 def synced_generation() -> bool:
-    """Whether `generate` must run with `synced_gpus=True` (ZeRO-3 over several ranks): under ZeRO-3 every
+    """Whether `generate` must run with `synced_gpus=True` (ZeRO-3 or FSDP over several ranks): under ZeRO-3 every
     decoding step gathers parameters collectively, so a rank that stops early hangs the others. For tasks'
     `predict` hooks."""
     import torch.distributed as torch_dist
 
-    return zero3_enabled() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+    sharded = zero3_enabled() or fsdp_active()  # FSDP2 gathers each wrapped block collectively too
+    return sharded and torch_dist.is_initialized() and torch_dist.get_world_size() > 1

@@ -15,7 +15,8 @@ from conftest import tiny_recipe
 from trainers.recipe import Lora, ParamGroup, Stage, Unfreeze
 
 
-def lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
+def lora_recipe(output_dir: Path, batch_size: int, train_json: Path, stage: bool = True):
+    """`stage=False`: the same without its stage (FSDP2 refuses stages)."""
     recipe = tiny_recipe(
         output_dir,
         epochs=2,
@@ -32,7 +33,7 @@ def lora_recipe(output_dir: Path, batch_size: int, train_json: Path):
         modules_to_save=("text_decoder.cls.predictions.transform",),
     )
     recipe.freeze = [Unfreeze("vision_model.post_layernorm")]
-    recipe.stages = [Stage(epoch=1, unfreeze="vision_model.encoder.layers[-1:]")]
+    recipe.stages = [Stage(epoch=1, unfreeze="vision_model.encoder.layers[-1:]")] if stage else []
     recipe.param_groups = [ParamGroup("lora", match=r"lora_", lr_mult=2.0)]
     recipe.data.train = str(train_json)
     recipe.data.max_train_samples = 32

@@ -7,7 +7,9 @@ shipped recipes' modes (`<recipe>-<engine>`, e.g. `vit_lora-zero3`) train the re
 family's rule (a special training set, if the rule declares one, is read from OUT, written by the test). The
 feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON
 (`checkpointing-ddp` / `checkpointing-zero3`: the same with gradient checkpointing);
-`clip-<engine>` the tiny dual encoder with its cross-rank contrastive loss and a text-tower stage
+`blip-fsdp` the same recipe without its stage under FSDP2 and `blip-resume-fsdp` that run interrupted after its
+first epoch and resumed from the checkpoint in a fresh Trainer; `clip-<engine>` the tiny dual encoder with its
+cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
 layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance
 (`trainers.analysis.importance`, 3 steps of the full tiny ViT) into OUT/MODE/importance.json.
@@ -22,8 +24,24 @@ import logging
 import sys
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distributed")]
+
+
+STEPS_PER_EPOCH = 4  # the feature recipe: 32 captions at a global batch of 8
+
+
+class StopAt(TrainerCallback):
+    """Interrupts a run after `step` (the epoch's checkpoint is written at that step)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
 
 
 def main() -> None:
@@ -33,7 +51,7 @@ def main() -> None:
     import torch.distributed as dist
     from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
     from lora_recipe import importance_recipe, lora_recipe
-    from rank_modes import CLIP_CHECKS, all_modes, rank_recipe
+    from rank_modes import CLIP_CHECKS, FSDP_CHECKS, all_modes, rank_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -61,6 +79,8 @@ def main() -> None:
         if mode.recipe in ("blip-features", "blip-features-checkpointing"):
             recipe = lora_recipe(out / name, batch_size=4, train_json=train_json)  # 2 ranks x 4 = 1 rank x 8
             recipe.training.gradient_checkpointing = mode.recipe.endswith("checkpointing")
+        elif mode.recipe in FSDP_CHECKS:
+            recipe = lora_recipe(out / name, batch_size=4, train_json=train_json, stage=False)
         elif mode.recipe in CLIP_CHECKS:
             recipe = stage_clip_recipe(out / name, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
             changes = LayerChanges()
@@ -68,8 +88,19 @@ def main() -> None:
         else:
             recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out)
         recipe.launch.deepspeed_config = ds_config or None
+        recipe.launch.engine = "fsdp" if mode.engine == "fsdp" else "auto"
+        if (
+            mode.recipe == "blip-resume-fsdp"
+        ):  # the first leg stops after epoch 1 (its checkpoint), then resumes
+            first = setup_run(recipe)
+            first.trainer.add_callback(StopAt(STEPS_PER_EPOCH))
+            complete_run(first)
+            del first
+            reset_between_runs()
+            recipe.training.resume = "auto"
         ctx = setup_run(recipe)
         assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), name
+        assert ctx.trainer.is_fsdp_enabled == (mode.engine == "fsdp"), name
         if mode.recipe == "clip-stage-local":
             ctx.task.loss_scope = "local"
         summary = complete_run(ctx)
@@ -86,6 +117,7 @@ def main() -> None:
                     {
                         "losses": losses,
                         "world": summary["world_size"],
+                        "resumed_from": ctx.resume_from,
                         "eval": evals[-1],
                         "predictions": {
                             str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())

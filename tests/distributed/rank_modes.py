@@ -67,8 +67,9 @@ GENERIC = RankRule()
 
 FAMILY_RULES: dict[str, RankRule] = {
     "vit": RankRule(
-        engines=ENGINES,
-        why="the cheapest family carries a shipped recipe through ZeRO-3 too (sharded adapter, gathered save)",
+        engines=(*ENGINES, "fsdp"),
+        why="the cheapest family carries a shipped recipe through ZeRO-3 and FSDP2 too (sharded adapter, "
+        "gathered save)",
     ),
     "detr": RankRule(
         lr=5e-4,
@@ -129,7 +130,7 @@ class RankMode:
     """One run of the job: a shipped recipe (or a feature check) under one engine."""
 
     name: str  # the worker's argument and the run's output folder
-    engine: str  # ddp | zero2 | zero3
+    engine: str  # ddp | zero2 | zero3 | fsdp
     recipe: str  # the shipped recipe's name, or the feature check's
     rule: RankRule = field(default=GENERIC, compare=False)
 
@@ -162,6 +163,8 @@ FEATURE_MODES: dict[str, RankMode] = {
     **{engine: RankMode(engine, engine, "blip-features") for engine in ENGINES},
     **{f"clip-{engine}": RankMode(f"clip-{engine}", engine, "clip-stage") for engine in ("ddp", "zero2")},
     "clip-local-ddp": RankMode("clip-local-ddp", "ddp", "clip-stage-local"),
+    # FSDP2 refuses stages: the BLIP LoRA feature recipe without its stage, and the same interrupted + resumed
+    **{name: RankMode(name, "fsdp", name) for name in ("blip-fsdp", "blip-resume-fsdp")},
     **{f"importance-{engine}": RankMode(f"importance-{engine}", engine, "importance") for engine in ENGINES},
     # the BLIP feature check with gradient checkpointing (frozen tower, LoRA, a stage) under DDP and ZeRO-3 (the
     # combination reported broken upstream), compared with the 1-rank run without it
@@ -171,6 +174,7 @@ FEATURE_MODES: dict[str, RankMode] = {
     },
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
+FSDP_CHECKS = ("blip-fsdp", "blip-resume-fsdp")
 JOB_FEATURE_MODES = tuple(name for name in FEATURE_MODES if name != "clip-local-ddp")
 
 

@@ -7,6 +7,9 @@ The shipped DETR LoRA recipe (`recipes/detr_lora.py --demo`) joins the same job 
 and adapter within the same tolerances, the same mAP and the same boxes for every validation image. So does
 the shipped ViTPose LoRA recipe (`recipes/vitpose_lora.py --demo`, its heatmap loss ours): the same PCK and
 keypoints within a hundredth of a pixel for every validation instance.
+Under FSDP2 (`launch.engine=fsdp`) the BLIP LoRA feature recipe without its stage equals 1 rank, and the same run
+interrupted after epoch 1 and resumed continues bit-identically; the shipped ViT LoRA recipe runs under FSDP2
+too (its mode `vit_lora-fsdp`).
 The dual encoder's cross-rank contrastive loss: DDP and ZeRO-2 equal 1 rank with the same global batch (per-step
 loss, final weights, retrieval metrics), and its stage thaws exactly the declared text layer from the declared
 epoch on every rank; the gather of uneven batches is exact. (The worker's `clip-local-ddp` mode, per-rank
@@ -84,6 +87,7 @@ def runs(tmp_path_factory):
         "ddp": "",
         "zero2": f"={ds_config(out / 'z2.json', 2)}",
         "zero3": f"={ds_config(out / 'z3.json', 3)}",
+        "fsdp": "",  # launch.engine=fsdp, set by the worker from the mode's engine
     }
     blip, others = JOB_FEATURE_MODES[: len(MODES)], JOB_FEATURE_MODES[len(MODES) :]
     assert blip == MODES
@@ -117,6 +121,8 @@ def runs(tmp_path_factory):
     reference = lora_recipe(out / "single", batch_size=8, train_json=train_json)  # 1 rank, same global batch
     ctx = setup_run(reference)
     complete_run(ctx)
+    RUNS["blip-no-stage"] = setup_run(lora_recipe(out / "single-no-stage", 8, train_json, stage=False))
+    complete_run(RUNS["blip-no-stage"])
     for recipe in dict.fromkeys(mode.recipe for mode in RECIPE_MODES.values()):
         SINGLE[recipe] = setup_run(rank_recipe(recipe, out / f"{recipe}-single", ranks=1, data_dir=out))
         complete_run(SINGLE[recipe])
@@ -469,3 +475,45 @@ def test_layer_importance_on_two_ranks_reads_the_full_gradient(runs, mode):
     reference = {r.layer: r.norms for r in one.layers}
     for row in two["layers"]:
         assert row["norms"] == pytest.approx(reference[row["layer"]], rel=1e-5), row["layer"]
+
+
+def _adapter(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "best" / "adapter_model.safetensors")
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_fsdp_two_ranks_equal_one_rank_for_captioning_lora_with_frozen_towers(runs):
+    """FSDP2 full-shard, 2 ranks x 4 = 1 rank x 8: BLIP with frozen towers, LoRA beside a frozen base in the
+    same wrapped blocks, modules_to_save, a freeze rule and a param group (the feature recipe without its
+    stage: FSDP refuses stages). Per-step losses, the gathered adapter of the best model, its captions."""
+    out = runs[0]
+    info = json.loads((out / "blip-fsdp" / "losses.json").read_text())
+    assert info["world"] == 2
+    single = RUNS["blip-no-stage"].trainer
+    ref = [e["loss"] for e in single.state.log_history if "loss" in e]
+    assert len(info["losses"]) == len(ref) == 8
+    loss_diff = max(abs(a - b) for a, b in zip(info["losses"], ref, strict=True))
+    want, got = _adapter(out / "single-no-stage"), _adapter(out / "blip-fsdp")
+    assert want.keys() == got.keys()
+    weight_diff = max((got[k] - want[k]).abs().max().item() for k in want)
+    print(f"fsdp captioning: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL and weight_diff <= WEIGHT_TOL
+    reference_predictions = {str(k): v for k, v in sorted(single.evaluator.last_predictions.items())}
+    assert info["predictions"] == reference_predictions
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+def test_fsdp_resume_continues_bit_identically(runs):
+    """Interrupted after epoch 1 and resumed from its FSDP checkpoint (sharded model and optimizer files, one
+    per rank) in a fresh Trainer: the same losses and the same adapter, bit for bit, as the uninterrupted run."""
+    out = runs[0]
+    straight = json.loads((out / "blip-fsdp" / "losses.json").read_text())
+    resumed = json.loads((out / "blip-resume-fsdp" / "losses.json").read_text())
+    assert resumed["resumed_from"] and resumed["resumed_from"].endswith("checkpoint-4")
+    assert any(Path(resumed["resumed_from"]).glob("pytorch_model_fsdp*")), "not an FSDP checkpoint"
+    assert resumed["losses"] == straight["losses"]
+    a, b = _adapter(out / "blip-fsdp"), _adapter(out / "blip-resume-fsdp")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["predictions"] == straight["predictions"]

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainers.fsdp import full_tensor
 from trainers.lora.apply import LoraPlan, mark_untied, untie
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _gathered(param: torch.Tensor):
 def adapter_state_dict(peft_model: nn.Module, bias: str = "none") -> dict[str, torch.Tensor]:
     """Full (gathered) tensors of everything the adapter saves: LoRA weights, modules_to_save copies, biases.
 
-    Collective under ZeRO-3: every rank must call it, in the same order.
+    Collective under ZeRO-3 and FSDP: every rank must call it, in the same order.
     """
     out: dict[str, torch.Tensor] = {}
     for name, tensor in peft_model.state_dict(keep_vars=True).items():
@@ -46,7 +47,7 @@ def adapter_state_dict(peft_model: nn.Module, bias: str = "none") -> dict[str, t
         if not wanted:
             continue
         with _gathered(tensor):
-            out[name] = tensor.detach().clone().cpu()
+            out[name] = full_tensor(tensor.detach()).clone().cpu()  # FSDP2: the DTensor gathered
     return out
 
 

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from trainers.errors import RecipeError
+from trainers.fsdp import check_fsdp
 from trainers.recipe.config import CompositeMetric, Recipe
 from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 
@@ -45,7 +46,7 @@ def check_task(recipe: Recipe | ResolvedRecipe) -> Task:
 
 
 def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
-    """Quantization needs LoRA and no ZeRO-3; the task's evaluation settings and metric names; that the
+    """Quantization needs LoRA and no ZeRO-3; FSDP no stages, ZeRO or quantization; the task's evaluation settings and metric names; that the
     model family serves the task, and declares a layer layout if the recipe asks for layer decay. Returns the
     recipe resolved (its task and family), for the steps after."""
     from trainers.tasks.interface import check_metric_names
@@ -58,6 +59,7 @@ def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
         check_quantization(
             recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero
         )
+    check_fsdp(recipe)
     task.check_evaluation(recipe.evaluation)
     check_metric_names(
         task,

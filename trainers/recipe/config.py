@@ -309,6 +309,9 @@ class Launch:
     zero: int | None = None
     offload: bool = False
     deepspeed_config: str | None = None
+    # "auto": DDP, or DeepSpeed when zero / deepspeed_config is set; "fsdp": FSDP2 full-shard through
+    # accelerate (`trainers.fsdp`: frozen towers and LoRA, checkpoints, best-model reload; no stages, no QLoRA).
+    engine: Literal["auto", "fsdp"] = "auto"
 
 
 @dataclass
