@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,54 @@ def test_sources_with_different_label_sets_are_refused(tmp_path):
     recipe.data = ClassificationData(train=["a", "b"], val="v")
     with pytest.raises(RecipeError, match=r"data.train\[1\]: this source's labels differ.*dog, cat vs cat, dog"):
         build_task_data(Task(), recipe, None)
+
+
+def _mixed_recipe(out, second, **training):
+    from conftest import SHAPES, tiny_recipe
+
+    recipe = tiny_recipe(out, epochs=2, save_steps=2, save_total_limit=10, **training)
+    recipe.data.max_train_samples = 16
+    recipe.data.train = [MixSource(str(SHAPES / "train.json"), 1.0), MixSource(str(second), 3.0, name="few")]
+    return recipe
+
+
+@pytest.mark.timeout(600)
+def test_a_resumed_mixed_run_equals_the_uninterrupted_one(tmp_path):
+    """Resumed mid-epoch from a copy of the uninterrupted run's checkpoint, a run with a weighted mix ends
+    with the same weights bit for bit, logs the same losses after the checkpoint and reports the same counts."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from conftest import SHAPES
+    from trainers.run import complete_run, setup_run
+
+    second = tmp_path / "few.json"
+    second.write_text(json.dumps(dict(list(json.loads((SHAPES / "train.json").read_text()).items())[-8:])))
+    first = setup_run(_mixed_recipe(tmp_path / "straight", second, resume="never"))
+    straight = complete_run(first)
+    steps = straight["global_steps"]
+    assert straight["data_mix"]["sources"]["few"]["size"] == 8
+    drawn = straight["data_mix"]["sources"]
+    assert sum(s["drawn_per_epoch"][0] for s in drawn.values()) == 24 and drawn["few"]["drawn_per_epoch"] != [8, 8]
+    assert steps == 6  # 24 positions per epoch (16 + 8), batches of 8: 3 steps an epoch
+    checkpoint = Path("checkpoints") / "checkpoint-4"  # inside the second epoch
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight" / checkpoint, resumed_dir / checkpoint)
+    for name in ("recipe.json", "plan.json"):
+        shutil.copy(tmp_path / "straight" / name, resumed_dir / name)
+    ctx = setup_run(_mixed_recipe(resumed_dir, second, resume="force"))
+    assert ctx.resume_from is not None and str(ctx.resume_from).endswith(str(checkpoint))
+    resumed = complete_run(ctx)
+    assert resumed["data_mix"] == straight["data_mix"]
+    assert resumed["global_steps"] == steps
+
+    def after_checkpoint(run):
+        logged = run.trainer.state.log_history
+        return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in logged if r["step"] > 4 and "train_loss" not in r]
+
+    assert after_checkpoint(ctx) == after_checkpoint(first) != []
+    ref = load_file(tmp_path / "straight" / "best" / "model.safetensors")
+    got = load_file(resumed_dir / "best" / "model.safetensors")
+    assert ref.keys() == got.keys() and all(ref[k].equal(got[k]) for k in ref)

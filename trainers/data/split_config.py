@@ -64,18 +64,24 @@ class SplitData:
     max_val_samples: int | None = None
     train_mix: list[MixSource] | None = None  # set from a list given as `train` (see the module docstring)
 
-    def __post_init__(self) -> None:
-        self._take_mix()
-
-    def _take_mix(self) -> None:
-        """A list in `train` (from the constructor or assigned later) becomes `train_mix`, checked."""
-        entries = as_mix(self.train)
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A list given as `train` (constructor, override, assignment) becomes `train_mix`, checked; `train`
+        keeps its first source."""
+        entries = as_mix(value) if name == "train" else None
         if entries is not None:
-            self.train_mix, self.train = entries, entries[0].source
+            # during __init__ the train_mix default is assigned after train: __post_init__ puts the list back
+            object.__setattr__(self, "_mix_given" if "_ready" not in self.__dict__ else "train_mix", entries)
+            value = entries[0].source
+        object.__setattr__(self, name, value)
+
+    def __post_init__(self) -> None:
+        given = self.__dict__.pop("_mix_given", None)
+        if given is not None:
+            object.__setattr__(self, "train_mix", given)
+        object.__setattr__(self, "_ready", True)
 
     def mix_entries(self) -> list[tuple[str, str, MixSource]]:
         """(recipe key, reporting name, entry) of each source of a mixed training split; [] for one source."""
-        self._take_mix()
         if not self.train_mix:
             return []
         names = mix_names(self.train_mix)
@@ -107,7 +113,6 @@ class SplitData:
 
     def missing_paths(self) -> list[str]:
         """`key 'path' (what)` for each declared data path that does not exist, in declaration order."""
-        self._take_mix()
         missing: list[str] = []
         for path in self.data_paths:
             for key, value in path.entries(getattr(self, path.field)):
