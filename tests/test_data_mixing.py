@@ -138,7 +138,9 @@ def test_each_source_is_built_by_the_task_itself_and_the_first_source_keeps_the_
     task = get_task(recipe.data)
     mixed = build_task_data(task, recipe, processor)
     alone = get_task(single.data).build(single, processor)
-    assert isinstance(mixed.train, MixedDataset) and len(mixed.train) == 32 + 12  # max_train_samples: per source
+    assert (
+        isinstance(mixed.train, MixedDataset) and len(mixed.train) == 32 + 12
+    )  # max_train_samples: per source
     assert mixed.train.names == ["shapes", "source1"] and mixed.train.weights == [3.0, 1.0]
     assert len(mixed.val) == 8
     sources, items = mixed.train.plan(0)
@@ -162,7 +164,9 @@ def test_sources_with_different_label_sets_are_refused(tmp_path):
 
     recipe = tiny_recipe(tmp_path)
     recipe.data = ClassificationData(train=["a", "b"], val="v")
-    with pytest.raises(RecipeError, match=r"data.train\[1\]: this source's labels differ.*dog, cat vs cat, dog"):
+    with pytest.raises(
+        RecipeError, match=r"data.train\[1\]: this source's labels differ.*dog, cat vs cat, dog"
+    ):
         build_task_data(Task(), recipe, None)
 
 
@@ -194,7 +198,10 @@ def test_a_resumed_mixed_run_equals_the_uninterrupted_one(tmp_path):
     steps = straight["global_steps"]
     assert straight["data_mix"]["sources"]["few"]["size"] == 8
     drawn = straight["data_mix"]["sources"]
-    assert sum(s["drawn_per_epoch"][0] for s in drawn.values()) == 24 and drawn["few"]["drawn_per_epoch"] != [8, 8]
+    assert sum(s["drawn_per_epoch"][0] for s in drawn.values()) == 24 and drawn["few"]["drawn_per_epoch"] != [
+        8,
+        8,
+    ]
     assert steps == 6  # 24 positions per epoch (16 + 8), batches of 8: 3 steps an epoch
     checkpoint = Path("checkpoints") / "checkpoint-4"  # inside the second epoch
     resumed_dir = tmp_path / "resumed"
@@ -209,7 +216,11 @@ def test_a_resumed_mixed_run_equals_the_uninterrupted_one(tmp_path):
 
     def after_checkpoint(run):
         logged = run.trainer.state.log_history
-        return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in logged if r["step"] > 4 and "train_loss" not in r]
+        return [
+            (r["step"], r.get("loss"), r.get("eval_loss"))
+            for r in logged
+            if r["step"] > 4 and "train_loss" not in r
+        ]
 
     assert after_checkpoint(ctx) == after_checkpoint(first) != []
     ref = load_file(tmp_path / "straight" / "best" / "model.safetensors")

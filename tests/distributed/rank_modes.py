@@ -10,7 +10,7 @@ checkpoint kept, no plots, under DDP and ZeRO-2.
 recipe spelling the old id finds its family's rule), each with why. Besides the recipe modes, the job runs the
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
 freeze rule, a stage, a param group; ZeRO-3 adapter reload), the dual encoder's cross-rank loss with a stage,
-and the layer-importance gradients.
+the layer-importance gradients, and a weighted two-source training mix (`mix-ddp`).
 """
 
 from __future__ import annotations
@@ -155,6 +155,7 @@ FEATURE_MODES: dict[str, RankMode] = {
     **{f"clip-{engine}": RankMode(f"clip-{engine}", engine, "clip-stage") for engine in ("ddp", "zero2")},
     "clip-local-ddp": RankMode("clip-local-ddp", "ddp", "clip-stage-local"),
     **{f"importance-{engine}": RankMode(f"importance-{engine}", engine, "importance") for engine in ENGINES},
+    "mix-ddp": RankMode("mix-ddp", "ddp", "blip-mix"),  # the BLIP LoRA check on a weighted two-source mix
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 JOB_FEATURE_MODES = tuple(name for name in FEATURE_MODES if name != "clip-local-ddp")

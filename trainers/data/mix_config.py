@@ -57,7 +57,12 @@ def check_mix(entries: list[MixSource], key: str) -> None:
     if all(weighted):
         for i, entry in enumerate(entries):
             weight = entry.weight
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
                 raise RecipeError(
                     f"{key}[{i}].weight={weight!r}: a weight is a finite number >= 0 (a sampling probability "
                     "before normalisation)."
@@ -70,8 +75,10 @@ def check_mix(entries: list[MixSource], key: str) -> None:
     names = mix_names(entries)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise RecipeError(f"{key}: the name(s) {', '.join(map(repr, repeated))} are given to several sources; "
-                          "each MixSource's name must be unique (it labels its count in the summary).")
+        raise RecipeError(
+            f"{key}: the name(s) {', '.join(map(repr, repeated))} are given to several sources; "
+            "each MixSource's name must be unique (it labels its count in the summary)."
+        )
 
 
 def mix_names(entries: list[MixSource]) -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from trainers.data.epoch import EpochAware
-from trainers.errors import RecipeError
+from trainers.errors import RecipeError, UserFacingError
 
 
 class MixedDataset(EpochAware, Dataset):
@@ -110,33 +110,45 @@ class MixedDataset(EpochAware, Dataset):
         }
 
 
+def single_source(recipe: Any, source: Any) -> Any:
+    """A copy of `recipe` whose training split is `source` alone."""
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train=source, train_mix=None))
+
+
+def check_mix_labels(task: Any, recipe: Any) -> None:
+    """Every source of a mixed training split gives the model the same label set as the first
+    (`Task.model_kwargs`: classes, categories): checked when the model is planned, before it loads. A source
+    the task cannot read (another task's format) fails here too, named by its key. Skipped while data is
+    missing (the missing-data check reports that)."""
+    entries = recipe.data.mix_entries() if hasattr(recipe.data, "mix_entries") else []
+    if len(entries) < 2 or task.missing_data(recipe):
+        return
+    labels = task.model_kwargs(single_source(recipe, entries[0][2].source))
+    for key, _name, entry in entries[1:]:
+        try:
+            theirs = task.model_kwargs(single_source(recipe, entry.source))
+        except UserFacingError as error:
+            raise _named(error, key) from error
+        if theirs != labels:
+            raise RecipeError(
+                f"{key}: this source's labels differ from data.train[0]'s ({_labels(theirs)} vs {_labels(labels)}); "
+                "the sources of a mixed split share one label set, in the same order. Make the files name the "
+                "same classes/categories, or convert this source first."
+            )
+
+
 def build_task_data(task: Any, recipe: Any, processor: Any) -> Any:
     """`task.build(recipe, processor)`, with a mixed training split (`data.train_mix`) built source by source."""
-    data = recipe.data
-    entries = data.mix_entries() if hasattr(data, "mix_entries") else []
+    entries = recipe.data.mix_entries() if hasattr(recipe.data, "mix_entries") else []
     if not entries:
         return task.build(recipe, processor)
-
-    def single(source: Any) -> Any:
-        return dataclasses.replace(recipe, data=dataclasses.replace(data, train=source, train_mix=None))
-
-    first = single(entries[0][2].source)
-    labels = task.model_kwargs(first)
+    check_mix_labels(task, recipe)
     trains: dict[int, Any] = {}
     for i, (key, _name, entry) in reversed(list(enumerate(entries))):  # the first last: its state stays
-        one = single(entry.source)
-        if i > 0 and task.model_kwargs(one) != labels:
-            raise RecipeError(
-                f"{key}: this source's labels differ from data.train[0]'s ({_labels(task.model_kwargs(one))} vs "
-                f"{_labels(labels)}); the sources of a mixed split share one label set, in the same order. "
-                "Make the files name the same classes/categories, or convert this source first."
-            )
         try:
-            built = task.build(one, processor)
-        except RecipeError as error:
-            if len(entries) > 1:  # say which source, whatever the task's reader named it
-                raise RecipeError(f"{key} (a source of the mixed training split): {error}") from error
-            raise
+            built = task.build(single_source(recipe, entry.source), processor)
+        except UserFacingError as error:
+            raise _named(error, key) from error
         trains[i] = built.train
         if i == 0:
             result = built
@@ -148,6 +160,15 @@ def build_task_data(task: Any, recipe: Any, processor: Any) -> Any:
         seed=recipe.training.seed,
     )
     return result
+
+
+def _named(error: UserFacingError, key: str) -> UserFacingError:
+    """The error again, opening with the source's key: the task's reader names `data.train` for every source."""
+    message = f"{key} (a source of the mixed training split): {error}"
+    try:
+        return type(error)(message)
+    except TypeError:  # an error class with other constructor arguments
+        return RecipeError(message)
 
 
 def _labels(kwargs: dict[str, Any]) -> str:

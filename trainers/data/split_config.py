@@ -68,6 +68,8 @@ class SplitData:
         """A list given as `train` (constructor, override, assignment) becomes `train_mix`, checked; `train`
         keeps its first source."""
         entries = as_mix(value) if name == "train" else None
+        if name == "train" and entries is None and "_ready" in self.__dict__:
+            object.__setattr__(self, "train_mix", None)  # one source replaces a mix
         if entries is not None:
             # during __init__ the train_mix default is assigned after train: __post_init__ puts the list back
             object.__setattr__(self, "_mix_given" if "_ready" not in self.__dict__ else "train_mix", entries)
@@ -89,7 +91,9 @@ class SplitData:
 
     def mix_missing(self) -> list[str]:
         """The missing-data lines of a mix's sources after the first (the first is `train`, checked as usual)."""
-        kind = next((p for p in self.data_paths if p.field == "train"), DataPath("train", "training data", "any"))
+        kind = next(
+            (p for p in self.data_paths if p.field == "train"), DataPath("train", "training data", "any")
+        )
         missing: list[str] = []
         for key, _name, entry in self.mix_entries()[1:]:
             if isinstance(entry.source, DatasetSource):
