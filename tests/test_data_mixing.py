@@ -153,6 +153,9 @@ def test_each_source_is_built_by_the_task_itself_and_the_first_source_keeps_the_
 
 def test_sources_with_different_label_sets_are_refused(tmp_path):
     class Task:
+        def missing_data(self, recipe):
+            return []
+
         def model_kwargs(self, recipe):
             return {"id2label": {0: "cat", 1: "dog"} if recipe.data.train == "a" else {0: "dog", 1: "cat"}}
 
