@@ -986,7 +986,30 @@ DATA_IN_PROCESS = [
         ],
         ("one_class/train", "1 class ('circle')", "at least two"),
     ),
+    (
+        "mix-weights-sum-to-zero",
+        lambda f: [str(f["mix_zero.py"]), "--demo", "--dry-run"],
+        ("mix_zero.py:", "data.train: the weights sum to 0", "positive weight"),
+    ),
+    (
+        "mix-source-of-another-task",
+        lambda f: [str(f["mix_coco.py"]), "--demo", "--dry-run"],
+        ("data.train[1] (a source of the mixed training split)", "train.json", "neither an image folder"),
+    ),
+    (
+        "mix-sources-name-other-labels",
+        lambda f: [str(f["mix_labels.py"]), "--demo", "--dry-run"],
+        ("data.train[1]: this source's labels differ", "circle, square vs circle, cross, square, triangle"),
+    ),
 ]
+
+# A mixed training split over the ViT demo (`data.train=[MixSource(...), ...]` in a recipe file).
+MIX_RECIPE = """import runpy
+from trainers.recipe import MixSource
+recipe = runpy.run_path("recipes/vit_lora.py")["recipe"]
+del recipe.demo["data.train"]
+recipe.data.train = {mix}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -1031,6 +1054,15 @@ def data_files(files) -> dict[str, Path]:
     for split in ("train", "val"):
         shutil.copytree(ROOT / "data/tiny_classes" / split / "circle", root / "one_class" / split / "circle")
     f["one_class"] = root / "one_class"
+    for name in ("circle", "square"):
+        shutil.copytree(ROOT / "data/tiny_classes/train" / name, root / "two_classes" / name)
+    classes = "MixSource('data/tiny_classes/train', 3.0)"
+    for name, mix in (
+        ("mix_zero.py", "MixSource('data/tiny_classes/train', 0.0), MixSource('data/tiny_classes/val', 0)"),
+        ("mix_coco.py", f"{classes}, MixSource('data/tiny_boxes/train.json', 1.0)"),
+        ("mix_labels.py", f"{classes}, MixSource({str(root / 'two_classes')!r}, 1.0)"),
+    ):
+        write(name, MIX_RECIPE.format(mix=f"[{mix}]"))
     return f
 
 

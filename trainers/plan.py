@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from trainers.data.mixing import check_mix_labels
 from trainers.freezing.priority import apply_prioritized
 from trainers.freezing.progressive import GradientGate, StagePlan, install_gates, resolve_stages
 from trainers.freezing.report import FreezeReport, build_freeze_report
@@ -106,6 +107,7 @@ def load_model(recipe: Recipe | ResolvedRecipe, meta_ok: bool = False) -> tuple[
     recipe, task, family = resolved.recipe, resolved.task, resolved.family
     check_data_paths(resolved, warn_only=meta_ok)
     family.check_serves(task.name)
+    check_mix_labels(task, recipe)  # a mixed training split: one label set, every source readable
     kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
         model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)

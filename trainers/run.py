@@ -13,6 +13,7 @@ evaluators → Trainer with its `RunCallbacks`. `complete_run` trains and writes
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from trainers.callbacks.resources import ResourceUse, SeenCounts
 from trainers.callbacks.step_checkpoints import StepCheckpoints
 from trainers.data.fingerprint import FINGERPRINT_JSON, fingerprint
 from trainers.data.loader import loader_settings, resolve_num_workers
+from trainers.data.mixing import MixedDataset, build_task_data
 from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
 from trainers.errors import RecipeError, UserFacingError
@@ -271,7 +273,7 @@ def setup_run(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = Non
     start.write_records(recipe, plan)
     logger.info("run plan:\n%s", plan.render())
 
-    data = task.build(recipe, processor)
+    data = build_task_data(task, recipe, processor)  # a mixed training split: one build per source
     check_train_size(
         len(data.train),
         args.per_device_train_batch_size,
@@ -546,6 +548,12 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
         "resources": callbacks.resources.summary(),
         "wall_seconds": time.time() - started,
         "data": data_report(*ctx.data.splits()),
+        # a mixed training split: each source's size, probability and samples drawn in each epoch begun
+        "data_mix": (
+            ctx.data.train.report(math.ceil(trainer.state.epoch or 0))
+            if isinstance(ctx.data.train, MixedDataset)
+            else None
+        ),
         "examples": trainer.evaluator.examples(),
         "config": to_dict(recipe),
     }

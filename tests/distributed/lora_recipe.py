@@ -41,6 +41,31 @@ def lora_recipe(output_dir: Path, batch_size: int, train_json: Path, stage: bool
     return recipe
 
 
+def mix_recipe(output_dir: Path, batch_size: int, train_json: Path):
+    """The LoRA check's recipe on a weighted mix of two sources: its training captions (weight 3) and the
+    shipped validation captions of the same token length (weight 1); 24 positions an epoch (16 + 8)."""
+    import json
+
+    from conftest import SHAPES
+    from trainers.models.blip import build_blip_tokenizer
+    from trainers.recipe import MixSource
+
+    recipe = lora_recipe(output_dir, batch_size, train_json)
+    tokenizer = build_blip_tokenizer()
+    length = len(tokenizer(next(iter(json.loads(train_json.read_text()).values())))["input_ids"])
+    val = json.loads((SHAPES / "val.json").read_text())
+    same = {k: v for k, v in val.items() if isinstance(v, str) and len(tokenizer(v)["input_ids"]) == length}
+    second = train_json.with_name("mix_second.json")
+    second.write_text(json.dumps(dict(list(same.items())[:8])))
+    recipe.data.images = str(SHAPES / "images")
+    recipe.data.max_train_samples = 16
+    recipe.data.train = [
+        MixSource(str(train_json), 3.0, name="train"),
+        MixSource(str(second), 1.0, name="val"),
+    ]
+    return recipe
+
+
 def importance_recipe(output_dir: Path, batch_size: int, steps: int = 3):
     """`recipes/vit_lora.py --demo` fully fine-tuned, set up for 3 steps of layer importance."""
     from conftest import ROOT

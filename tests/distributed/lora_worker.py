@@ -12,7 +12,8 @@ first epoch and resumed from the checkpoint in a fresh Trainer; `clip-<engine>` 
 cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
 layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance
-(`trainers.analysis.importance`, 3 steps of the full tiny ViT) into OUT/MODE/importance.json.
+(`trainers.analysis.importance`, 3 steps of the full tiny ViT) into OUT/MODE/importance.json; `mix-ddp` the
+BLIP LoRA recipe on a weighted two-source mix (its summary's per-source counts in losses.json).
 Rank 0 writes OUT/MODE/losses.json (per-step training loss, the last evaluation's metrics) next to the run's
 outputs (best/ = the adapter).
 """
@@ -50,7 +51,7 @@ def main() -> None:
     keep_out_bitsandbytes()  # no mode quantizes: ~2.5 s less per process, as launch.py does
     import torch.distributed as dist
     from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
-    from lora_recipe import importance_recipe, lora_recipe
+    from lora_recipe import importance_recipe, lora_recipe, mix_recipe
     from rank_modes import CLIP_CHECKS, FSDP_CHECKS, all_modes, rank_recipe
     from reset import reset_between_runs
 
@@ -81,6 +82,8 @@ def main() -> None:
             recipe.training.gradient_checkpointing = mode.recipe.endswith("checkpointing")
         elif mode.recipe in FSDP_CHECKS:
             recipe = lora_recipe(out / name, batch_size=4, train_json=train_json, stage=False)
+        elif mode.recipe == "blip-mix":
+            recipe = mix_recipe(out / name, batch_size=4, train_json=train_json)
         elif mode.recipe in CLIP_CHECKS:
             recipe = stage_clip_recipe(out / name, batch_size=4)  # 2 ranks x 4 = the 1-rank batch of 8
             changes = LayerChanges()
@@ -118,6 +121,7 @@ def main() -> None:
                         "losses": losses,
                         "world": summary["world_size"],
                         "resumed_from": ctx.resume_from,
+                        "data_mix": summary.get("data_mix"),
                         "eval": evals[-1],
                         "predictions": {
                             str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())

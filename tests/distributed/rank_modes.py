@@ -9,8 +9,9 @@ checkpoint kept, no plots, under DDP and ZeRO-2.
 `FAMILY_RULES` holds the declared exceptions, keyed by family id (matched through the family registry, so a
 recipe spelling the old id finds its family's rule), each with why. Besides the recipe modes, the job runs the
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
-freeze rule, a stage, a param group; ZeRO-3 adapter reload; with gradient checkpointing under ZeRO-3), the dual encoder's cross-rank loss with a stage,
-and the layer-importance gradients.
+freeze rule, a stage, a param group; ZeRO-3 adapter reload; with gradient checkpointing under ZeRO-3), the dual
+encoder's cross-rank loss with a stage, the layer-importance gradients, and a weighted two-source training mix
+(`mix-ddp`).
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ FEATURE_MODES: dict[str, RankMode] = {
         f"checkpointing-{engine}": RankMode(f"checkpointing-{engine}", engine, "blip-features-checkpointing")
         for engine in ("ddp", "zero3")
     },
+    "mix-ddp": RankMode("mix-ddp", "ddp", "blip-mix"),  # the BLIP LoRA check on a weighted two-source mix
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 FSDP_CHECKS = ("blip-fsdp", "blip-resume-fsdp")

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 from clip_helpers import LayerChanges, stage_clip_recipe
-from lora_recipe import importance_recipe, lora_recipe, same_length_captions
+from lora_recipe import importance_recipe, lora_recipe, mix_recipe, same_length_captions
 from rank_modes import ENGINES, JOB_FEATURE_MODES, rank_recipe, recipe_modes, write_train_sets
 from safetensors.torch import load_file
 
@@ -126,6 +126,8 @@ def runs(tmp_path_factory):
     for recipe in dict.fromkeys(mode.recipe for mode in RECIPE_MODES.values()):
         SINGLE[recipe] = setup_run(rank_recipe(recipe, out / f"{recipe}-single", ranks=1, data_dir=out))
         complete_run(SINGLE[recipe])
+    RUNS["mix"] = setup_run(mix_recipe(out / "mix-single", batch_size=8, train_json=train_json))
+    RUNS["mix_summary"] = complete_run(RUNS["mix"])
     changes = LayerChanges()
     clip_recipe = stage_clip_recipe(out / "clip-single", batch_size=8)
     clip_recipe.callbacks = [changes.callback]
@@ -183,6 +185,23 @@ def test_two_ranks_with_checkpointing_equal_one_rank_without(runs, mode):
     loss_diff = max(abs(a - b) for a, b in zip(got, ref, strict=True))
     weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
     print(f"{mode}: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
+    assert loss_diff <= LOSS_TOL and weight_diff <= WEIGHT_TOL
+
+
+def test_a_weighted_two_source_mix_on_two_ranks_equals_one_rank(runs):
+    """The mix is drawn per (seed, epoch) alone: 2 ranks shard the same positions 1 rank reads."""
+    out, *_ = runs
+    info = json.loads((out / "mix-ddp" / "losses.json").read_text())
+    single = RUNS["mix"]
+    ref = [e["loss"] for e in single.trainer.state.log_history if "loss" in e]
+    assert info["world"] == 2 and len(info["losses"]) == len(ref) == 6  # 2 epochs x 3 steps of 8 of 24
+    assert info["data_mix"] == RUNS["mix_summary"]["data_mix"]
+    assert info["data_mix"]["sources"]["val"]["size"] == 8
+    loss_diff = max(abs(a - b) for a, b in zip(info["losses"], ref, strict=True))
+    ref_adapter = load_file(out / "mix-single" / "best" / "adapter_model.safetensors")
+    adapter = load_file(out / "mix-ddp" / "best" / "adapter_model.safetensors")
+    weight_diff = max((adapter[k] - ref_adapter[k]).abs().max().item() for k in ref_adapter)
+    print(f"mix-ddp: max |loss diff| {loss_diff:.2e}, max |adapter weight diff| {weight_diff:.2e}")
     assert loss_diff <= LOSS_TOL and weight_diff <= WEIGHT_TOL
 
 

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
         "trainers.recipe.config",
     ),
     "load_recipe": "trainers.recipe.loading",
+    "MixSource": "trainers.data.mix_config",
     **dict.fromkeys(("apply_overrides", "parse_override"), "trainers.recipe.overrides"),
     **dict.fromkeys(
         ("CaptionData", "CaptionEval", "CaptionSplit", "Evaluation"), "trainers.tasks.captioning.config"

@@ -178,7 +178,10 @@ class RecipeChecks(Generic[D, E]):
         The data class's own check (`trainers.data.split_config.SplitData.missing_paths`, from the path fields
         it declares); none for data without one."""
         missing_paths = getattr(recipe.data, "missing_paths", None)
-        return missing_paths() if missing_paths is not None else []
+        mix_missing = getattr(recipe.data, "mix_missing", None)  # a mixed training split's further sources
+        return (missing_paths() if missing_paths is not None else []) + (
+            mix_missing() if mix_missing is not None else []
+        )
 
     def missing_data_message(self, recipe: Recipe, missing: list[str], model_note: str) -> str:
         """The one-paragraph error for `missing` data paths (`model_note`: the model is not loaded yet)."""
