@@ -27,6 +27,7 @@ from benchmarks.shipped_recipes import ShippedRecipe, keyed_by_family, shipped_d
 from trainers.paths import DATA_DIR, RECIPES_DIR
 
 ENGINES = ("ddp", "zero2", "zero3")
+ALL_ENGINES = (*ENGINES, "fsdp")  # FSDP2 through accelerate (launch.engine=fsdp)
 
 
 def one_object_images(path: Path, n: int = 64) -> Path:
@@ -68,7 +69,7 @@ GENERIC = RankRule()
 
 FAMILY_RULES: dict[str, RankRule] = {
     "vit": RankRule(
-        engines=(*ENGINES, "fsdp"),
+        engines=ALL_ENGINES,
         recipes=("vit_lora",),
         why="the cheapest family carries a shipped recipe through ZeRO-3 and FSDP2 too (sharded adapter, "
         "gathered save). vit_layer_decay (a full fine-tune at the demo's lr 3e-3) is left out: under ZeRO-2 its "
