@@ -12,7 +12,6 @@ from trainers.freezing.rules import RuleEffect
 from trainers.freezing.selectors import tied_aliases
 from trainers.zero3 import param_numel
 
-
 NO_TOWER = "(no tower)"
 
 
