@@ -3,10 +3,13 @@
 The run's best model is loaded the way `trainers.predict` loads it (a full `best/` with `from_pretrained`,
 a LoRA `best/` as a stock peft adapter on the base the run started from), and each uploaded image goes
 through the task's `predict_images` hook: the page shows its JSON answer and, for tasks with a `draw` hook
-(detection), the image with the prediction drawn. The same function is the app's API (`api_name="predict"`):
+(detection), the image with the prediction drawn. A task's text options (`Task.text_options`: the chat task's
+`prompt`) get a text box each, filled with the option's default (or its `--key value` from the command line).
+The same function is the app's API (`api_name="predict"`), the text options after the image:
 
     from gradio_client import Client, handle_file
     Client("http://127.0.0.1:7860/").predict(handle_file("cat.png"), api_name="/predict")
+    Client("http://127.0.0.1:7860/").predict(handle_file("cat.png"), "How many circles?", api_name="/predict")
 
 Extra `--key value` options go to the task as in `trainers.predict` (detection: `--threshold`). gradio is an
 optional extra: `pip install -e ".[app]"`.
@@ -51,16 +54,19 @@ def build_app(
     run = load_run(run_dir, task_name)
     draws = has_draw(run.task)
     options = dict(options or {})
+    texts = {key: options.pop(key, default) for key, default in run.task.text_options.items()}
     run.task.predict_images(
-        run.model, run.processor, [_blank()], dict(options)
+        run.model, run.processor, [_blank()], {**options, **texts}
     )  # bad options fail here, once
 
-    def predict(image: Any) -> Any:
+    def predict(image: Any, *values: str) -> Any:
         if image is None:
             raise gr.Error("Upload an image first.")
-        prediction = run.task.predict_images(run.model, run.processor, [image.convert("RGB")], dict(options))[
-            0
-        ]
+        asked = {**options, **dict(zip(texts, values, strict=True))}
+        try:
+            prediction = run.task.predict_images(run.model, run.processor, [image.convert("RGB")], asked)[0]
+        except UserFacingError as error:  # e.g. an empty prompt: shown on the page, the app keeps serving
+            raise gr.Error(str(error)) from None
         return (prediction, run.task.draw(image.convert("RGB"), prediction)) if draws else prediction
 
     name = run.recipe.get("name") or Path(run_dir).name
@@ -70,13 +76,18 @@ def build_app(
     with gr.Blocks(title=f"{name}: {run.task.name}") as demo:
         gr.Markdown(f"## {name}\n{run.task.name} with the best model of `{run_dir}` ({kind}; base: {base})")
         with gr.Row():
-            image = gr.Image(type="pil", label="image", elem_id="image")
+            with gr.Column():
+                image = gr.Image(type="pil", label="image", elem_id="image")
+                boxes = [
+                    gr.Textbox(value=value, label=key, elem_id=f"option-{key}")
+                    for key, value in texts.items()
+                ]
             with gr.Column():
                 outputs = [gr.JSON(label="prediction", elem_id="prediction")]
                 if draws:
                     outputs.append(gr.Image(type="pil", label="drawn", elem_id="drawn"))
         button = gr.Button("Predict", variant="primary", elem_id="predict-button")
-        button.click(predict, inputs=image, outputs=outputs, api_name=PREDICT)
+        button.click(predict, inputs=[image, *boxes], outputs=outputs, api_name=PREDICT)
     return demo
 
 

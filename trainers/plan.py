@@ -208,7 +208,9 @@ def prepare_model(
         model, recipe.param_groups, recipe.training, stages, layout=family.layers, family=family.name
     )
     scheduled = {n for plan in stages for n in plan.param_names}
-    report = build_freeze_report(model, effects, scheduled=scheduled)
+    report = build_freeze_report(
+        model, effects, scheduled=scheduled, towers=tuple(family.towers), tower_of=family.tower_of
+    )
     return PreparedModel(
         wrapped, processor, source, report, stages, gates, groups, lora_plan, attention_choice, checkpoints
     )
@@ -285,6 +287,9 @@ class RunPlan:
             + (f"; +{f.scheduled:,} scheduled by stages" if f.scheduled else ""),
             "",
         ]
+        if f.towers:
+            lines += ["towers (the family's named parts, by parameter-name prefix):"]
+            lines += [_indent(f.render_towers())]
         if self.lora is not None:
             lines += ["", self.lora.render()]
         lines += ["", "unfreezing stages:" if self.stages else "unfreezing stages: (none)"]

@@ -60,6 +60,27 @@ def check_towers_cover_every_parameter(entry: FamilyEntry, tmp_path: Path) -> No
     assert sum(counts.values()) == unique_params(model)
 
 
+def check_freeze_report_counts_each_tower(entry: FamilyEntry, tmp_path: Path) -> None:
+    """The freeze report (what `--dry-run` prints) has one row per declared tower, in the family's order, that
+    adds up to the total; freezing one tower by its prefixes leaves exactly that row untrainable."""
+    from trainers.freezing.report import build_freeze_report
+    from trainers.freezing.rules import apply_freeze_rules
+    from trainers.recipe import Freeze
+
+    model, _ = tiny(entry)
+    frozen = next(iter(entry.towers))
+    apply_freeze_rules(model, [Freeze(regex=entry.tower_regex(frozen))])
+    report = build_freeze_report(model, towers=tuple(entry.towers), tower_of=entry.tower_of)
+    counts = entry.tower_counts(model)
+    assert [t.module for t in report.towers] == list(entry.towers)
+    assert {t.module: t.total for t in report.towers} == counts
+    assert sum(t.trainable for t in report.towers) == report.trainable
+    for row in report.towers:
+        assert row.trainable == (0 if row.module == frozen else counts[row.module]), row
+    table = report.render_towers().splitlines()
+    assert [line.split()[0] for line in table[2:]] == list(entry.towers)
+
+
 def check_meta_model_counts_what_materializes(entry: FamilyEntry, tmp_path: Path) -> None:
     """The meta-device model of the tiny architecture (read from its saved config) has the materialized tiny
     model's parameters; every known hub id builds on the meta device without any file."""
@@ -144,6 +165,7 @@ def check_layer_layout_places_every_tower_parameter(entry: FamilyEntry, tmp_path
 CHECKS = (
     check_tiny_build_is_offline_and_seeded,
     check_towers_cover_every_parameter,
+    check_freeze_report_counts_each_tower,
     check_meta_model_counts_what_materializes,
     check_checkpoint_names_round_trip,
     check_stock_peft_reload,
@@ -176,3 +198,37 @@ def test_a_new_family_is_covered_without_editing_the_checks(monkeypatch, tmp_pat
     for check in CHECKS:
         (tmp_path / check.__name__).mkdir()
         check(entry, tmp_path / check.__name__)
+
+
+# ------------------------------------------------------------------------------- towers in the dry-run plan
+
+
+def _demo_recipe_per_family() -> list[str]:
+    from benchmarks.shipped_recipes import one_per_family, shipped_demo_recipes
+
+    return sorted(one_per_family(shipped_demo_recipes().values()))
+
+
+@pytest.mark.parametrize("name", _demo_recipe_per_family())
+def test_dry_run_plan_prints_the_family_towers(name, monkeypatch):
+    """The plan `--dry-run` prints (and `plan.json` keeps) counts per declared tower of the recipe's family,
+    built by the run's own path (load, freeze, LoRA, stages); they add up to the freeze map's totals."""
+    from trainers.paths import RECIPES_DIR
+    from trainers.plan import build_run_plan, load_model, prepare_model
+    from trainers.recipe import load_recipe
+    from trainers.recipe.resolved import resolve_recipe
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    resolved = resolve_recipe(load_recipe(RECIPES_DIR / f"{name}.py", [], demo=True))
+    prepared = prepare_model(*load_model(resolved, meta_ok=True), resolved)
+    plan = build_run_plan(resolved, prepared)
+    towers = {t.module: t for t in plan.freeze.towers}
+    assert list(towers) == list(resolved.family.towers)
+    assert {t: row.total for t, row in towers.items()} == resolved.family.tower_counts(prepared.core)
+    for key in ("total", "trainable", "scheduled"):
+        assert sum(getattr(row, key) for row in towers.values()) == getattr(plan.freeze, key), key
+    text = plan.render()
+    section = text.split("towers (", 1)[1].split("\n\n", 1)[0].splitlines()
+    shown = {line.split()[0]: line.split()[1:4] for line in section[3:]}
+    assert shown == {t: [f"{r.total:,}", f"{r.trainable:,}", f"{r.scheduled:,}"] for t, r in towers.items()}
+    assert plan.to_dict()["freeze"]["towers"][0]["module"] == next(iter(towers))

@@ -266,6 +266,9 @@ class PlainImagePrediction(Generic[E]):
     without `predict_images` / `draw` says so in one user-facing error (`TaskCannotPredict`)."""
 
     name: ClassVar[str]
+    # Text options `predict_images` reads (option name → its default): the app shows a text box for each
+    # (the chat task's `prompt`); the CLI takes them as `--name value`.
+    text_options: ClassVar[Mapping[str, str]] = {}
 
     def use_evaluation(self, evaluation: E) -> None:
         """Take the run's own evaluation settings (`trainers.predict` passes the section of its recipe.json), so

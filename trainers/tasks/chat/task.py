@@ -16,12 +16,14 @@ from trainers.tasks.chat.metrics import MostFrequentAnswer, answer_scores, most_
 from trainers.tasks.interface import TableRow, Task, TaskData
 
 DISTINCT_ANSWERS = "distinct_answers"
+DEFAULT_PROMPT = "Describe the image."
 
 
 class ChatTask(Task[str, ChatData, ChatEval]):
     data_config = ChatData
     eval_config = ChatEval
     greater_is_better = True
+    text_options = {"prompt": DEFAULT_PROMPT}  # the app's prompt box; `--prompt` of trainers.predict
 
     def __init__(self) -> None:
         self.processor: Any = None
@@ -204,13 +206,16 @@ class ChatTask(Task[str, ChatData, ChatEval]):
     def predict_images(
         self, model: Any, processor: Any, images: list[Any], options: dict[str, str]
     ) -> list[dict]:
-        """`{"prompt", "answer"}` per image for `options["prompt"]` (default "Describe the image.")."""
+        """`{"prompt", "answer"}` per image: the answer the model generates to `options["prompt"]` (default
+        "Describe the image.") as the user turn with that image, with the run's generation settings."""
         import torch
 
         from trainers.tasks.chat.encode import encode_question
 
         self.processor = processor
-        prompt = options.get("prompt", "Describe the image.")
+        prompt = options.get("prompt", DEFAULT_PROMPT).strip()
+        if not prompt:
+            raise RecipeError("--prompt is empty: pass the question to ask about each image (--prompt TEXT).")
         device = next(model.parameters()).device
         dtype = next(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
         out = []
