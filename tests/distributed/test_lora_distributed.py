@@ -531,7 +531,12 @@ def test_fsdp_resume_continues_bit_identically(runs):
     straight = json.loads((out / "blip-fsdp" / "losses.json").read_text())
     resumed = json.loads((out / "blip-resume-fsdp" / "losses.json").read_text())
     assert resumed["resumed_from"] and resumed["resumed_from"].endswith("checkpoint-4")
-    assert any(Path(resumed["resumed_from"]).glob("pytorch_model_fsdp*")), "not an FSDP checkpoint"
+    kept = sorted(
+        (out / "blip-resume-fsdp" / "checkpoints").glob("checkpoint-*")
+    )  # checkpoint-4 is rotated out
+    assert kept and any(kept[-1].glob("pytorch_model_fsdp*")), (
+        "the run's checkpoints are not FSDP checkpoints"
+    )
     assert resumed["losses"] == straight["losses"]
     a, b = _adapter(out / "blip-fsdp"), _adapter(out / "blip-resume-fsdp")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
