@@ -343,8 +343,8 @@ def _trigger_text(stage: StagePlan) -> str:
     """The stage's trigger as the plan reads it."""
     if stage.on_plateau:
         return (
-            f"plateau: the first evaluation after {stage.patience} without improvement "
-            "(of the early-stopping metric, once the stages above are open)"
+            f"plateau: {stage.patience} evaluations without improvement of the early-stopping metric "
+            "(once the stages above are open)"
         )
     if stage.step is not None:
         return f"step {stage.step} (after {stage.step} optimizer steps)"
