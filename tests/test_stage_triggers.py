@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_early_stopping import ScriptedEvaluator
 from transformers import TrainerCallback
 
 from conftest import tiny_recipe
-from test_early_stopping import ScriptedEvaluator
 from trainers.freezing.schedule import OPENED_KEY, StageTrigger, decide
 from trainers.recipe import EarlyStopping, Freeze, Stage, Unfreeze
 from trainers.run import complete_run, setup_run
@@ -154,7 +154,10 @@ def test_a_stage_rewarms_its_lr_step_by_step_on_top_of_the_recipes_scheduler(tmp
         scheduled = (total - step) / total  # linear decay, no warm-up
         ramp = min(1.0, (step - 2) / 3) if step >= 2 else 1.0  # 0, 1/3, 2/3 in the 3 steps after step 2
         for name in stage_groups:
-            assert lrs.lrs[step][name] == pytest.approx(5e-4 * scheduled * ramp, rel=1e-12, abs=0), (step, name)
+            assert lrs.lrs[step][name] == pytest.approx(5e-4 * scheduled * ramp, rel=1e-12, abs=0), (
+                step,
+                name,
+            )
         others = [n for n in lrs.lrs[step] if n not in stage_groups]
         for name in others:
             declared = next(g.lr for g in ctx.prepared.groups if g.name == name)

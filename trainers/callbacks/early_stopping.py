@@ -46,7 +46,9 @@ class MetricEarlyStopping(TrainerCallback):
         """Pure rule over (step, value) pairs, oldest first, given the stages' openings known so far."""
         if self.schedule is None:
             return decide(history, self._improves, self.patience)
-        return decide(history, self._improves, self.patience, self.schedule.triggers, self.schedule.openings())
+        return decide(
+            history, self._improves, self.patience, self.schedule.triggers, self.schedule.openings()
+        )
 
     def _improves(self, value: float, best: float) -> bool:
         if self.mode == "max":

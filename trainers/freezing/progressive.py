@@ -23,8 +23,8 @@ from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainers.errors import FreezeTargetError
-from trainers.freezing.selectors import select_parameters
 from trainers.freezing.schedule import StageSchedule, StageTrigger
+from trainers.freezing.selectors import select_parameters
 from trainers.optim.state import reset_optimizer_state, set_group_lr_factor, set_group_weight_decay
 from trainers.plan_records import StagePlan
 from trainers.recipe.config import Stage
