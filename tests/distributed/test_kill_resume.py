@@ -8,7 +8,10 @@ abbreviation of its `--nproc-per-node` / `--nproc_per_node`.) The kill takes eve
 launcher and both ranks, each torchrun worker sits in a session of its own), as a node failure would, after
 a random step (not the last) at a random fraction of the next step's time: in a forward/backward pass, the
 gradient all-reduce, an optimizer step, an evaluation or a checkpoint save, whatever comes. The choice comes
-from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. Compared
+from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. The `plateau` mode
+(`tiny_plateau_recipe.py`, DDP) is killed just after its plateau stage opened instead: at a random fraction of
+a step after the log says the gate opened (decided at the evaluation of step 8; its LR re-warms over 2 steps,
+so the kill lands inside the ramp). Compared
 bit for bit: final and best weights, the last checkpoint's weights and optimizer state (ZeRO-2: every rank's
 partition), every logged loss / grad norm / learning rate / evaluation, `metrics.jsonl`, the summary.
 """
@@ -39,7 +42,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 RECIPE = "tests/distributed/tiny_recipe.py"
 OVERRIDES = ("training.epochs=3", "training.save_steps=2", "training.resume=auto")
 STEPS_PER_EPOCH, STEPS = 4, 12  # 32 samples / (2 ranks x batch 4), 3 epochs
-MODES = {"ddp": (), "zero2": ("launch.zero=2",)}
+MODES = {"ddp": (), "zero2": ("launch.zero=2",), "plateau": ()}
+RECIPES = {"plateau": "tests/distributed/tiny_plateau_recipe.py"}  # the others run RECIPE
+OPENED = {"plateau": "stage 1: unfroze"}  # killed just after this log line, not after a random step
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos", "seconds")
 SUMMARY_KEYS = (
     "global_steps",
@@ -51,6 +56,7 @@ SUMMARY_KEYS = (
     "best_metrics",
     "early_stopping",
     "stages_opened_at_step",
+    "stages",
     "params",
     "examples",
     "world_size",
@@ -61,7 +67,7 @@ def command(mode: str, out: Path) -> list[str]:
     return [
         sys.executable,
         "launch.py",
-        RECIPE,
+        RECIPES.get(mode, RECIPE),
         "--output-dir",
         str(out),
         "launch.launcher=torchrun",
@@ -109,6 +115,15 @@ class Run:
             time.sleep(0.005)
         times = sorted(stamps.values())
         return times[-1] - times[-2] if len(times) > 1 else 0.5
+
+    def wait_for_text(self, text: str, timeout: float = 400) -> None:
+        """Block until this start logged `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text()[self.offset :]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{text!r} not logged:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.005)
 
     def kill(self) -> int:
         """SIGKILL the launcher and every descendant (torchrun's workers run in sessions of their own)."""
@@ -229,7 +244,12 @@ def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(unin
     log = reference["root"] / f"{mode}-killed.log"
     cmd = command(mode, out)
     run = Run(cmd, log)
-    delay = run.wait_for_step(step) * fraction
+    if mode in OPENED:  # a step's time from the first steps, then the opening
+        delay = run.wait_for_step(2) * fraction
+        run.wait_for_text(OPENED[mode])
+        step = f"{OPENED[mode]!r}"
+    else:
+        delay = run.wait_for_step(step) * fraction
     time.sleep(delay)
     rc = run.kill()
     print(f"{mode}: SIGKILL {delay:.3f} s ({fraction:.2f} of a step) after step {step}, rc {rc}")
@@ -247,3 +267,5 @@ def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(unin
     assert_same_run(reference["out"], out)
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["world_size"] == 2
+    if mode == "plateau":
+        assert summary["stages_opened_at_step"] == {"0": STEPS_PER_EPOCH, "1": 2 * STEPS_PER_EPOCH}
