@@ -1,12 +1,12 @@
 """Fixed-epoch stages vs plateau stages on the BLIP progressive demo, same seed, same data, same budget.
 
-python -m benchmarks.stage_triggers [--epochs N]
+python -m benchmarks.stage_triggers [--epochs N] [--max-train-samples N] [--out DIR]
 
 `fixed`: `recipes/blip_progressive.py --demo` as shipped (stages at epochs 3 and 6). `plateau`: the recipe's
 commented alternative (`PLATEAU_STAGES`: each stage opens after 2 evaluations without improvement of the
 early-stopping score, its LR re-warming over 100 steps). Per variant: the best score and its epoch, the epochs
 run (early stopping may end one sooner), the step each stage opened, wall time, and the task's constant-caption
-baseline on the same scorer. Writes benchmarks/results/stage_triggers.{json,md}.
+baseline on the same scorer. Writes stage_triggers.{json,md} into `--out` (default benchmarks/results).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, machine
@@ -32,10 +33,11 @@ def plateau_stages() -> list[Any]:
     ]
 
 
-def run_variant(name: str, epochs: int | None) -> dict[str, Any]:
+def run_variant(name: str, epochs: int | None, max_train_samples: int | None) -> dict[str, Any]:
     from trainers.run import run_training
 
     overrides = [f"training.epochs={epochs}"] if epochs else []
+    overrides += [f"data.max_train_samples={max_train_samples}"] if max_train_samples else []
     recipe = demo_recipe(RECIPE, overrides)
     if name == "plateau":
         recipe = dataclasses.replace(recipe, stages=plateau_stages())
@@ -78,11 +80,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="instead of the demo's 10")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="a quick check of the script")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    rows = [run_variant(name, args.epochs) for name in ("fixed", "plateau")]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "stage_triggers.json").write_text(json.dumps({"machine": machine(), "runs": rows}, indent=1))
-    (RESULTS / "stage_triggers.md").write_text(markdown(rows))
+    rows = [run_variant(name, args.epochs, args.max_train_samples) for name in ("fixed", "plateau")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stage_triggers.json").write_text(json.dumps({"machine": machine(), "runs": rows}, indent=1))
+    (args.out / "stage_triggers.md").write_text(markdown(rows))
     print(markdown(rows))
 
 

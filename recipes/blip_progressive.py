@@ -47,8 +47,8 @@ recipe = Recipe(
     ],
     # Or thaw on a signal instead of a calendar (ULMFiT): each stage opens at the first evaluation after 2
     # without improvement of the early-stopping score, and its LR ramps from 0 over 100 steps; early stopping
-    # then ends the run only once both stages are open and the last has had its 5 evaluations. On the demo
-    # this is not better than the epochs above (docs/recipes.md, "Stages that open on a signal").
+    # then ends the run only once both stages are open and the last has had its 5 evaluations
+    # (docs/recipes.md, "Stages that open on a signal").
     # stages=[
     #     Stage(on_plateau=True, patience=2, unfreeze="vision_model.encoder.layers[-6:]", warmup_steps=100),
     #     Stage(on_plateau=True, patience=2, unfreeze="vision_model.encoder.layers[-9:]", warmup_steps=100),
