@@ -45,6 +45,14 @@ recipe = Recipe(
         Stage(epoch=3, unfreeze="vision_model.encoder.layers[-6:]"),
         Stage(epoch=6, unfreeze="vision_model.encoder.layers[-9:]"),
     ],
+    # Or thaw on a signal instead of a calendar (ULMFiT): each stage opens at the first evaluation after 2
+    # without improvement of the early-stopping score, and its LR ramps from 0 over 100 steps; early stopping
+    # then ends the run only once both stages are open and the last has had its 5 evaluations
+    # (docs/recipes.md, "Stages that open on a signal").
+    # stages=[
+    #     Stage(on_plateau=True, patience=2, unfreeze="vision_model.encoder.layers[-6:]", warmup_steps=100),
+    #     Stage(on_plateau=True, patience=2, unfreeze="vision_model.encoder.layers[-9:]", warmup_steps=100),
+    # ],
     # Vision tower at lr x0.1, everything else (the text decoder) at lr x1.0; no decay on bias/LayerNorm.
     param_groups=[
         ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),

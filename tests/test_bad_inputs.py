@@ -161,6 +161,8 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
     )
     vit = (ROOT / "recipes" / "vit_layer_decay.py").read_text()
     write("no_layout.py", vit.replace('family="vit"', 'family="vit-no-layout"'))
+    write("stage_two_triggers.py", tiny.replace("Stage(epoch=1", "Stage(epoch=1, on_plateau=True"))
+    write("plateau_no_es.py", tiny.replace("Stage(epoch=1", "Stage(on_plateau=True"))
 
     captions = json.loads((SHAPES / "train.json").read_text())
     names = list(captions)[:16]
@@ -338,6 +340,16 @@ IN_PROCESS = [
     ),
     ("zero-stage-4", lambda f: [PROGRESSIVE, "launch.zero=4", "--dry-run"], ("launch.zero", "1, 2 or 3")),
     ("stage-epoch-0", lambda f: [str(f["stage0.py"]), "--dry-run"], ("stages[0].epoch=0", "freeze rules")),
+    (
+        "stage-two-triggers",
+        lambda f: [str(f["stage_two_triggers.py"]), "--dry-run"],
+        ("stages[0]", "epoch=1, on_plateau=True", "exactly one of epoch=N, step=N or on_plateau=True"),
+    ),
+    (
+        "plateau-without-early-stopping",
+        lambda f: [str(f["plateau_no_es.py"]), "--dry-run"],
+        ("stages[0].on_plateau=True", "no early_stopping", "early_stopping=EarlyStopping(metric="),
+    ),
     ("stages-not-increasing", lambda f: [str(f["stages_order.py"]), "--dry-run"], ("stages", "increasing")),
     ("duplicate-groups", lambda f: [str(f["dup_groups.py"]), "--dry-run"], ("param_groups", "'a'")),
     (

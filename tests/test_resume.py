@@ -7,7 +7,8 @@ each unfreezing stage opened at and the early-stopping decision. Timing fields a
 
 The recipe trains 5 epochs x 8 steps with a checkpoint every 3 steps inside an epoch, a stage opening
 at epoch 2 (step 16) and early stopping that fires after the 4th evaluation (step 32; "eval loss, higher
-is better" never improves after the first evaluation, which makes it fire deterministically). The child
+is better" never improves after the first evaluation, which makes it fire deterministically: patience 2,
+counted from the stage's opening at step 16, so evaluations 24 and 32). The child
 holds (sleeps) at planned points and the test kills it there with SIGKILL:
   step 5  (epoch 0, after checkpoint-3)  -> resumes mid-epoch 0 from checkpoint-3
   step 17 (epoch 2, right after the stage opened at 16) -> resumes from checkpoint-16, at the boundary
@@ -103,7 +104,7 @@ recipe = Recipe(
     training=Training(epochs=5, batch_size=4, lr=1e-3, warmup_steps=4, weight_decay=0.01, logging_steps=1,
                       save_steps=3, save_total_limit=2),
     evaluation=Evaluation(metrics=("rouge_l",), num_beams=1, max_length=8, batch_size=4),
-    early_stopping=EarlyStopping(metric="loss", mode="max", patience=3),
+    early_stopping=EarlyStopping(metric="loss", mode="max", patience=2),
     reporting=Reporting(wandb=False, plots=False),
     callbacks=[HoldForKill()],
 )

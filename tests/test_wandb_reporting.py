@@ -186,6 +186,14 @@ def test_a_resumed_run_appends_to_the_same_wandb_run(clean_env, tmp_path):
     assert first.run_id == second.run_id == run_id
     steps = [[r["train/global_step"] for r in w.history if "train/loss" in r] for w in (first, second)]
     assert steps == [[1, 2, 3, 4], [5, 6, 7, 8]]  # the second continues the step axis, repeats nothing
+    # the stage (epoch 1 = after step 4) opened in the second attempt: one marker, at its step
+    markers = [
+        (w, r["stages/opened"], r["train/global_step"])
+        for w, run in enumerate((first, second))
+        for r in run.history
+        if "stages/opened" in r
+    ]
+    assert markers == [(1, 0, 4)], markers
     assert Path(out / "training_summary.json").is_file()
 
 

@@ -188,7 +188,8 @@ def prepare_model(
     for i, (_, origin) in enumerate(task_rules, start=len(implicit)):
         effects[i] = replace(effects[i], rule=f"{effects[i].rule} (from {origin})")
     effects = [*settings, *effects]
-    stages = resolve_stages(model, recipe.stages)
+    es = recipe.early_stopping
+    stages = resolve_stages(model, recipe.stages, es.patience if es is not None else None)
     wrapped, lora_plan = model, None
     if recipe.model.quantization is not None:
         from trainers.lora.quantize import prepare_quantized
@@ -295,8 +296,9 @@ class RunPlan:
         lines += ["", "unfreezing stages:" if self.stages else "unfreezing stages: (none)"]
         for s in self.stages:
             lr = f", lr x{s.lr_mult}" if s.lr_mult is not None else ""
+            lr += f", LR ramps 0 -> rate over {s.warmup_steps} steps" if s.warmup_steps else ""
             lines.append(
-                f"  stage {s.index}: epoch {s.epoch} (after {s.epoch} epochs) unfreeze {', '.join(s.targets)}"
+                f"  stage {s.index}: opens at {_trigger_text(s)}: unfreeze {', '.join(s.targets)}"
                 f" -> {len(s.param_names)} tensors, {s.num_params:,} params{lr}, optimizer groups {s.group_indices}"
             )
         lines += ["", "optimizer param groups:"]
@@ -396,3 +398,15 @@ def _label_set_note(resolved: ResolvedRecipe) -> str | None:
 
 def _indent(text: str, prefix: str = "  ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _trigger_text(stage: StagePlan) -> str:
+    """The stage's trigger as the plan reads it."""
+    if stage.on_plateau:
+        return (
+            f"plateau: {stage.patience} evaluations without improvement of the early-stopping metric "
+            "(once the stages above are open)"
+        )
+    if stage.step is not None:
+        return f"step {stage.step} (after {stage.step} optimizer steps)"
+    return f"epoch {stage.epoch} (after {stage.epoch} epochs)"

@@ -41,7 +41,7 @@ from trainers.data_policy import check_train_size, data_report
 from trainers.distributed import WorldGuard, check_world, finish_distributed, launcher_world_size
 from trainers.errors import RecipeError, UserFacingError
 from trainers.evaluation import ShardedEvaluator
-from trainers.freezing.progressive import ProgressiveUnfreezing
+from trainers.freezing.progressive import ProgressiveUnfreezing, stage_openings
 from trainers.fsdp import fsdp_arguments
 from trainers.launchers.deepspeed_config import deepspeed_config_for
 from trainers.plan import PreparedModel, best_metric, build_run_plan, load_model, prepare_model
@@ -443,7 +443,9 @@ def _build_trainer(
     early_stopping = None
     if recipe.early_stopping is not None:
         es = recipe.early_stopping
-        early_stopping = MetricEarlyStopping(es.metric_name, es.patience, es.mode, es.min_delta)
+        early_stopping = MetricEarlyStopping(
+            es.metric_name, es.patience, es.mode, es.min_delta, schedule=unfreezing.schedule
+        )
     overfitting = OverfittingWatch(
         *best_metric(recipe, task)
     )  # reports only; stopping is early_stopping's job
@@ -522,6 +524,7 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
             "held_by_main_process_at_load": ctx.held_at_load,
         },
         "stages_opened_at_step": {str(k): v for k, v in callbacks.unfreezing.opened_at_step.items()},
+        "stages": stage_openings(callbacks.unfreezing),
         "world_size": trainer.args.world_size,
         "global_steps": trainer.state.global_step,
         "epochs_completed": trainer.state.epoch,

@@ -9,7 +9,8 @@ The runs, per suite (global batch 8 everywhere: 1 x 8, or 2 x 4):
 - rank invariance: 32 training captions of one token count, 8 of them for validation, 5 epochs, early stopping
   with patience 2; the 1-process reference `ddp`, and under torchrun DDP, ZeRO-1/2/3, ZeRO-2/3 with CPU offload,
   two gradient-accumulation modes and an interrupted+resumed ZeRO-3 (logging every 3 steps, resumed inside a
-  logging window); accelerate: DDP;
+  logging window); accelerate: DDP; and with a plateau stage opening mid-run (`+plateau`): 1 process and 2 ranks
+  under DDP, ZeRO-2 and ZeRO-3;
 - ragged captions: 32 captions cut to 3..8 words, 3 epochs, no early stop; 1 process x 8 and 4 x 2
   accumulation; 2 ranks DDP, DDP with accumulation, ZeRO-2;
 - uneven evaluation: 7 validation images, eval batch 2, 2 epochs; 1 process; 2 ranks DDP and ZeRO-3.
@@ -39,6 +40,7 @@ RESUME_MODE = "zero3+resume"
 # must be the means of the uninterrupted run's per-step losses over the same windows.
 RESUME_LOGGING_STEPS = 3
 ACCUM_MODES = ("ddp+accum2", "zero2+accum2")  # 2 ranks x batch 2 x 2 accumulation steps
+PLATEAU_MODES = ("ddp+plateau", "zero2+plateau", "zero3+plateau")  # the 1-process reference: ddp+plateau
 # ragged captions
 RAGGED_EPOCHS = 3
 RAGGED_ONE_PROCESS = ("ddp", "ddp+accum2")
@@ -170,11 +172,12 @@ def runs(data: dict[str, Path]) -> dict[str, list[dict]]:
     return {
         "one_process": [
             _run("ddp", "ddp", **rank),
+            _run("ddp+plateau", "ddp+plateau", **rank),
             *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_ONE_PROCESS),
             _run("uneven-ddp", "ddp", **uneven),
         ],
         "torchrun": [
-            *(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES)),
+            *(_run(m, m, **rank) for m in (*TORCHRUN_MODES, *ACCUM_MODES, *PLATEAU_MODES)),
             _run(RESUME_MODE, RESUME_MODE, **rank, logging_steps=RESUME_LOGGING_STEPS),
             *(_run(f"ragged-{m}", m, **ragged) for m in RAGGED_TWO_RANKS),
             *(_run(f"uneven-{m}", m, **uneven) for m in UNEVEN_MODES),

@@ -8,7 +8,10 @@ abbreviation of its `--nproc-per-node` / `--nproc_per_node`.) The kill takes eve
 launcher and both ranks, each torchrun worker sits in a session of its own), as a node failure would, after
 a random step (not the last) at a random fraction of the next step's time: in a forward/backward pass, the
 gradient all-reduce, an optimizer step, an evaluation or a checkpoint save, whatever comes. The choice comes
-from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. Compared
+from a seeded RNG and the seed is printed; `KILL_SEED=<seed>` replays it. The `plateau` mode
+(`tiny_plateau_recipe.py`, DDP) is killed just after its plateau stage opened instead: at a random fraction of
+a step after the log says the gate opened (decided at the evaluation of step 8; its LR re-warms over 2 steps,
+so the kill lands inside the ramp). Compared
 bit for bit: final and best weights, the last checkpoint's weights and optimizer state (ZeRO-2: every rank's
 partition), every logged loss / grad norm / learning rate / evaluation, `metrics.jsonl`, the summary.
 """
@@ -24,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -39,7 +43,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 RECIPE = "tests/distributed/tiny_recipe.py"
 OVERRIDES = ("training.epochs=3", "training.save_steps=2", "training.resume=auto")
 STEPS_PER_EPOCH, STEPS = 4, 12  # 32 samples / (2 ranks x batch 4), 3 epochs
-MODES = {"ddp": (), "zero2": ("launch.zero=2",)}
+MODES = {"ddp": (), "zero2": ("launch.zero=2",), "plateau": ()}
+RECIPES = {"plateau": "tests/distributed/tiny_plateau_recipe.py"}  # the others run RECIPE
+OPENED = {"plateau": "stage 1: unfroze"}  # killed just after this log line, not after a random step
 TIMING_KEYS = ("runtime", "per_second", "epoch_seconds", "wall_seconds", "flos", "seconds")
 SUMMARY_KEYS = (
     "global_steps",
@@ -51,6 +57,7 @@ SUMMARY_KEYS = (
     "best_metrics",
     "early_stopping",
     "stages_opened_at_step",
+    "stages",
     "params",
     "examples",
     "world_size",
@@ -61,7 +68,7 @@ def command(mode: str, out: Path) -> list[str]:
     return [
         sys.executable,
         "launch.py",
-        RECIPE,
+        RECIPES.get(mode, RECIPE),
         "--output-dir",
         str(out),
         "launch.launcher=torchrun",
@@ -110,6 +117,15 @@ class Run:
         times = sorted(stamps.values())
         return times[-1] - times[-2] if len(times) > 1 else 0.5
 
+    def wait_for_text(self, text: str, timeout: float = 400) -> None:
+        """Block until this start logged `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text()[self.offset :]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"{text!r} not logged:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.005)
+
     def kill(self) -> int:
         """SIGKILL the launcher and every descendant (torchrun's workers run in sessions of their own)."""
         try:
@@ -144,15 +160,19 @@ def survivors(out: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, dict]:
-    """The reference run of each mode."""
+def uninterrupted(tmp_path_factory) -> Callable[[str], dict]:
+    """The reference run of a mode, run when a test first asks for it (`-k plateau` runs one mode only)."""
     root = tmp_path_factory.mktemp("kill_resume")
-    runs = {}
-    for mode in MODES:
-        out = root / f"{mode}-straight"
-        Run(command(mode, out), root / f"{mode}-straight.log").finish()
-        runs[mode] = {"out": out, "root": root}
-    return runs
+    runs: dict[str, dict] = {}
+
+    def reference(mode: str) -> dict:
+        if mode not in runs:
+            out = root / f"{mode}-straight"
+            Run(command(mode, out), root / f"{mode}-straight.log").finish()
+            runs[mode] = {"out": out, "root": root}
+        return runs[mode]
+
+    return reference
 
 
 def logged_steps(text: str) -> list[int]:
@@ -222,14 +242,19 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(uninterrupted, mode):
-    reference = uninterrupted[mode]
+    reference = uninterrupted(mode)
     rng = random.Random(kill_seed())
     step, fraction = rng.randrange(1, STEPS - 1), rng.random()
     out = reference["root"] / f"{mode}-killed"
     log = reference["root"] / f"{mode}-killed.log"
     cmd = command(mode, out)
     run = Run(cmd, log)
-    delay = run.wait_for_step(step) * fraction
+    if mode in OPENED:  # a step's time from the first steps, then the opening
+        delay = run.wait_for_step(2) * fraction
+        run.wait_for_text(OPENED[mode])
+        step = f"{OPENED[mode]!r}"
+    else:
+        delay = run.wait_for_step(step) * fraction
     time.sleep(delay)
     rc = run.kill()
     print(f"{mode}: SIGKILL {delay:.3f} s ({fraction:.2f} of a step) after step {step}, rc {rc}")
@@ -247,3 +272,5 @@ def test_sigkill_of_a_two_rank_run_then_the_same_command_ends_bit_identical(unin
     assert_same_run(reference["out"], out)
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["world_size"] == 2
+    if mode == "plateau":
+        assert summary["stages_opened_at_step"] == {"0": STEPS_PER_EPOCH, "1": 2 * STEPS_PER_EPOCH}

@@ -22,6 +22,7 @@ from jobs import (
     ACCUM_MODES,
     EPOCHS,
     GLOBAL_BATCH,
+    PLATEAU_MODES,
     RESUME_LOGGING_STEPS,
     RESUME_MODE,
     SAMPLES,
@@ -258,3 +259,52 @@ def test_zero3_best_model_reloads_into_a_plain_model(torchrun_job):
     for name, param in model.named_parameters():
         if name in expected:
             assert torch.equal(param.detach(), expected[name]), name
+
+
+PLATEAU_RUNS = [("torchrun", m) for m in PLATEAU_MODES]
+PLATEAU_WEIGHT_TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def plateau_reference(shared_jobs) -> dict:
+    """One process with the plateau stage (worker.py `+plateau`)."""
+    run = shared_jobs.one_process / "ddp+plateau"
+    return facts(shared_jobs.one_process, "ddp+plateau", 1)[0] | {"dir": str(run)}
+
+
+@pytest.mark.parametrize("ranks", PLATEAU_RUNS, indirect=True, ids=by_id)
+def test_a_plateau_stage_opens_at_the_same_step_on_two_ranks_as_on_one(ranks, plateau_reference):
+    """Every rank takes the plateau decision from the broadcast score: the stage opens at the second evaluation
+    (step 8) on each rank as in the 1-process run, re-warms its LR alike, the run stops at the same evaluation,
+    and the weights after every epoch match the 1-process run within PLATEAU_WEIGHT_TOL."""
+    ref = plateau_reference
+    opened = {"0": STEPS_PER_EPOCH, "1": 2 * STEPS_PER_EPOCH}
+    assert ref["stages_opened_at_step"] == opened
+    assert ref["early_stopping"]["stopped_at_step"] == 4 * STEPS_PER_EPOCH  # 2 evaluations after the opening
+    assert ref["stage_first_change_epoch"]["1"] == 2  # closed through step 8, trains in epoch 2
+    stage_groups = ref["stage_group_names"]["1"]
+    for f in ranks:
+        assert f["stages_opened_at_step"] == opened
+        assert f["early_stopping"] == ref["early_stopping"]
+        assert f["global_step"] == ref["global_step"]
+        assert f["stage_first_change_epoch"] == ref["stage_first_change_epoch"]
+        for step in (8, 9, 10, 11):  # the LR each rank set for the next step
+            for name in stage_groups:
+                assert f["lrs_by_step"][str(step)][name] == pytest.approx(
+                    ref["lrs_by_step"][str(step)][name], rel=1e-12
+                ), (step, name)
+    # the re-warm-up over the scheduler: half the rate for step 10, the full rate from step 11 (step 9 ran at 0)
+    other = next(n for n in ref["declared_lrs"] if all(n not in g for g in ref["stage_group_names"].values()))
+
+    def ramp(step: int) -> float:
+        lrs, declared = ref["lrs_by_step"][str(step)], ref["declared_lrs"]
+        return (lrs[stage_groups[0]] / declared[stage_groups[0]]) / (lrs[other] / declared[other])
+
+    assert [ramp(s) for s in (9, 10, 11)] == pytest.approx([0.5, 1.0, 1.0], rel=1e-9)
+    worst = 0.0
+    for epoch in range(len(ref["epoch_hashes"])):
+        mine = load_file(str(Path(ranks[0]["dir"]) / f"epoch{epoch}.safetensors"))
+        theirs = load_file(str(Path(ref["dir"]) / f"epoch{epoch}.safetensors"))
+        worst = max(worst, max((mine[n] - theirs[n]).abs().max().item() for n in theirs))
+    print(f"{ranks[0]['mode']}: max |weight diff| vs 1 process {worst:.2e}")
+    assert worst <= PLATEAU_WEIGHT_TOL, f"weights differ from the 1-process run by {worst}"

@@ -11,7 +11,10 @@ suites of tests/distributed share one launch (tests/distributed/jobs.py).
 
 Modes: `ddp` (no DeepSpeed), `zero1`, `zero2`, `zero3`, `zero2_offload`, `zero3_offload`; a `+resume` suffix
 stops after `--stop-at` steps, then resumes from the last checkpoint in a fresh Trainer; `+accum2` halves the
-per-rank batch and accumulates gradients over 2 batches (same global batch). The global batch
+per-rank batch and accumulates gradients over 2 batches (same global batch); `+plateau` makes the second stage
+an `on_plateau=True` stage (patience 1, a 2-step LR re-warm-up) and sets early stopping's min_delta beyond any
+score, so no evaluation after the first improves: the stage opens at the second evaluation (step 8, mid-run)
+and the run stops two evaluations later. The global batch
 is fixed (`--global-batch`), so the per-rank batch is global / world: a 2-rank and a 1-rank run see the same
 batches. Per rank and mode it records: world size, DeepSpeed stage, the sample indices iterated each epoch,
 batches per epoch, loss and grad norm per step, optimizer-group LRs, a hash of the full (ZeRO-3: gathered)
@@ -75,6 +78,9 @@ from reset import reset_between_runs  # noqa: E402
 SHAPES = ROOT / "data" / "shapes"
 LAYERS = "vision_model.encoder.layers"
 STAGE_EPOCHS = (1, 2)
+PLATEAU_MIN_DELTA = (
+    1e3  # `+plateau`: no score improves by this much, so every evaluation after the first stalls
+)
 ZERO = {
     "ddp": (None, False),
     "zero1": (1, False),
@@ -151,6 +157,7 @@ def build_recipe(
 ) -> Recipe:
     zero, offload = ZERO[mode.split("+")[0]]
     accum = 2 if "+accum2" in mode else 1
+    plateau = "+plateau" in mode
     if global_batch % (world() * accum):
         raise SystemExit(
             f"global batch {global_batch} is not divisible by {world()} ranks x {accum} accumulation"
@@ -170,7 +177,9 @@ def build_recipe(
         freeze=[Freeze("vision_model"), Unfreeze(f"{LAYERS}[-1:]")],
         stages=[
             Stage(epoch=STAGE_EPOCHS[0], unfreeze=f"{LAYERS}[-2:]"),
-            Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5),
+            Stage(on_plateau=True, patience=1, unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5, warmup_steps=2)
+            if plateau
+            else Stage(epoch=STAGE_EPOCHS[1], unfreeze=f"{LAYERS}[-3:]", lr_mult=0.5),
         ],
         param_groups=[
             ParamGroup("vision", match=r"^vision_model\.", lr_mult=0.1),
@@ -191,7 +200,12 @@ def build_recipe(
             num_workers=0,  # RecordingDataset records in this process
         ),
         evaluation=Evaluation(metrics=METRICS, num_beams=2, max_length=12, batch_size=eval_batch),
-        early_stopping=EarlyStopping(metric=mean(*METRICS), mode="max", patience=patience),
+        early_stopping=EarlyStopping(
+            metric=mean(*METRICS),
+            mode="max",
+            patience=patience,
+            min_delta=PLATEAU_MIN_DELTA if plateau else 0.0,
+        ),
         reporting=Reporting(wandb=False, plots=False),
         output_dir=str(out / (name or mode)),
     )
@@ -343,6 +357,7 @@ def run_mode(run: argparse.Namespace, out: Path) -> None:
             str(p.index): [ctx.prepared.groups[i].name for i in p.group_indices] for p in ctx.prepared.stages
         },
         "stages_opened_at_step": summary["stages_opened_at_step"],
+        "stages": summary["stages"],
         "stage_first_change_epoch": stage_first_change,
         "stage_state_entries_reset": {
             str(k): v

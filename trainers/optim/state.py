@@ -73,3 +73,18 @@ def reset_optimizer_state(optimizer: Any, group_indices: Iterable[int]) -> int:
             for state in states:
                 dropped += state.pop(key, None) is not None
     return dropped
+
+
+def set_group_lr_factor(optimizer: Any, scheduler: Any, factors: Mapping[int, float]) -> None:
+    """Set each group's LR to the scheduler's current value times its factor (a stage's re-warm-up).
+
+    The value is set, never multiplied in place, so calling it twice, or again after a resume (which restores
+    the scaled LR with the optimizer state), gives the same LR. Without a scheduler the factor applies to the
+    group's starting LR.
+    """
+    groups = base_optimizer(optimizer).param_groups
+    scheduled = scheduler.get_last_lr() if scheduler is not None else None
+    for index, factor in factors.items():
+        group = groups[index]
+        base = scheduled[index] if scheduled is not None else group.get("initial_lr", group["lr"])
+        group["lr"] = base * factor

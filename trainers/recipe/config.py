@@ -107,18 +107,46 @@ class Unfreeze(Freeze):
 
 @dataclass(frozen=True)
 class Stage:
-    """A step of progressive unfreezing: from the start of `epoch` (0-based), `unfreeze` trains too.
+    """A step of progressive unfreezing: once it opens, `unfreeze` trains too. It opens on one signal:
 
-    `lr_mult`, when set, is the learning-rate multiplier of the newly unfrozen parameters (their own
+    - `epoch=N`: at the start of epoch N (0-based);
+    - `step=N`: after N optimizer steps;
+    - `on_plateau=True`: at the first evaluation where the early-stopping metric has not improved for
+      `patience` evaluations (default: the early-stopping patience), counted since the best evaluation or
+      the last stage opening, whichever is later (ULMFiT's "thaw the next block when it stalls").
+
+    Stages open in the order listed: a plateau stage waits for every stage above it. While any stage is
+    closed, early stopping does not end the run; a stall opens the next plateau stage instead and the count
+    restarts. `lr_mult`, when set, is the learning-rate multiplier of the newly unfrozen parameters (their own
     LR rule, as in Lightning's BackboneFinetuning); otherwise they follow the declared param groups.
+    `warmup_steps=N` ramps their LR from 0 to that rate over the N steps after the opening (a factor on the
+    recipe's scheduler, which keeps running for every group).
     """
 
-    epoch: int
-    unfreeze: tuple[str, ...] | str
+    epoch: int | None = None
+    unfreeze: tuple[str, ...] | str = ()
     lr_mult: float | None = None
+    step: int | None = None
+    on_plateau: bool = False
+    patience: int | None = None
+    warmup_steps: int = 0
 
     def targets(self) -> tuple[str, ...]:
         return (self.unfreeze,) if isinstance(self.unfreeze, str) else tuple(self.unfreeze)
+
+    def triggers(self) -> list[str]:
+        """The opening signals this stage declares, as a recipe spells them (exactly one is valid)."""
+        found = [f"epoch={self.epoch}"] if self.epoch is not None else []
+        found += [f"step={self.step}"] if self.step is not None else []
+        return found + (["on_plateau=True"] if self.on_plateau else [])
+
+    def describe_trigger(self, default_patience: int | None = None) -> str:
+        """`epoch 3`, `step 40`, `plateau (patience 2)`: what opens the stage, for the plan."""
+        if self.epoch is not None:
+            return f"epoch {self.epoch}"
+        if self.step is not None:
+            return f"step {self.step}"
+        return f"plateau (patience {self.patience or default_patience})"
 
 
 @dataclass(frozen=True)
@@ -403,22 +431,7 @@ class Recipe:
         for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
             if getattr(t, key) < 0:
                 raise RecipeError(f"training.{key} must be >= 0, got {getattr(t, key)}.")
-        for i, stage in enumerate(self.stages):
-            if stage.epoch < 1:
-                raise RecipeError(
-                    f"stages[{i}].epoch={stage.epoch}: a stage starts at epoch 1 or later (0-based); "
-                    "what trains from epoch 0 is set by the freeze rules."
-                )
-            if stage.epoch >= t.epochs:
-                logger.warning(
-                    "stages[%d] (epoch %d) is never reached in a run of training.epochs=%d",
-                    i,
-                    stage.epoch,
-                    t.epochs,
-                )
-        epochs = [s.epoch for s in self.stages]
-        if epochs != sorted(set(epochs)):
-            raise RecipeError(f"stages must have increasing, distinct epochs; got {epochs}.")
+        self._validate_stages()
         check_decay(t.layer_decay, "training.layer_decay")
         for i, group in enumerate(self.param_groups):
             check_decay(group.layer_decay, f"param_groups.{i}.layer_decay ({group.name!r})")
@@ -458,6 +471,57 @@ class Recipe:
             for g in self.param_groups
             if g.layer_decay is not None
         ]
+
+    def _validate_stages(self) -> None:
+        t = self.training
+        for i, stage in enumerate(self.stages):
+            triggers = stage.triggers()
+            if len(triggers) != 1:
+                what = f"{len(triggers)} triggers ({', '.join(triggers)})" if triggers else "no trigger"
+                raise RecipeError(
+                    f"stages[{i}] has {what}: a stage opens on one signal. Give it exactly one of epoch=N, "
+                    "step=N or on_plateau=True."
+                )
+            if not stage.targets():
+                raise RecipeError(f"stages[{i}].unfreeze is empty: name the modules the stage unfreezes.")
+            if stage.epoch is not None and stage.epoch < 1:
+                raise RecipeError(
+                    f"stages[{i}].epoch={stage.epoch}: a stage starts at epoch 1 or later (0-based); "
+                    "what trains from epoch 0 is set by the freeze rules."
+                )
+            if stage.step is not None and stage.step < 1:
+                raise RecipeError(
+                    f"stages[{i}].step={stage.step}: a stage opens after step 1 or later; "
+                    "what trains from the start is set by the freeze rules."
+                )
+            if stage.epoch is not None and stage.epoch >= t.epochs:
+                logger.warning(
+                    "stages[%d] (epoch %d) is never reached in a run of training.epochs=%d",
+                    i,
+                    stage.epoch,
+                    t.epochs,
+                )
+            if stage.patience is not None and (not stage.on_plateau or stage.patience < 1):
+                raise RecipeError(
+                    f"stages[{i}].patience={stage.patience}: patience counts the evaluations without "
+                    "improvement that open an on_plateau=True stage; it must be >= 1 and goes only with "
+                    "on_plateau=True."
+                )
+            if stage.on_plateau and self.early_stopping is None:
+                raise RecipeError(
+                    f"stages[{i}].on_plateau=True opens the stage when the early-stopping metric stops "
+                    "improving, but the recipe has no early_stopping, so no evaluation metric is watched. Add "
+                    "early_stopping=EarlyStopping(metric=..., patience=...) naming an evaluation metric, or "
+                    "give the stage epoch=N or step=N instead."
+                )
+            if stage.warmup_steps < 0:
+                raise RecipeError(f"stages[{i}].warmup_steps must be >= 0, got {stage.warmup_steps}.")
+            if stage.lr_mult is not None and stage.lr_mult < 0:
+                raise RecipeError(f"stages[{i}].lr_mult must be >= 0, got {stage.lr_mult}.")
+        for kind in ("epoch", "step"):
+            values = [getattr(s, kind) for s in self.stages if getattr(s, kind) is not None]
+            if values != sorted(set(values)):
+                raise RecipeError(f"stages must have increasing, distinct {kind}s; got {values}.")
 
     def _validate_early_stopping(self, es: EarlyStopping) -> None:
         # Metric names are checked against the task's list at load (`trainers.recipe.checks.check_metric_names`).
