@@ -23,6 +23,7 @@ SUPPORTS = {
     "florence2": ["eager", "sdpa", "flash_attention_2"],
     "vit": ["eager", "sdpa", "flash_attention_2"],
     "vitpose": ["eager", "sdpa", "flash_attention_2"],  # in its backbone; the heatmap head has no attention
+    **dict.fromkeys(("qwen2-vl", "smolvlm", "paligemma"), ["eager", "sdpa", "flash_attention_2"]),
 }
 LOSS_TOLERANCE = 1e-5
 

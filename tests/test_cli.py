@@ -85,7 +85,7 @@ def test_dry_run_prints_exact_plan_numbers_for_the_tiny_model():
     # param groups with their learning rates: vision x0.1, text x1.0 of the demo lr 1e-3
     assert re.search(r"\] vision/decay\s+lr=0\.0001 ", out)
     assert re.search(r"\] text/decay\s+lr=0\.001 ", out)
-    assert re.search(r"stage 0: epoch 3 .*layers\[-6:\] -> 36 tensors, " + f"{3 * layer:,}", out)
+    assert re.search(r"stage 0: opens at epoch 3 .*layers\[-6:\] -> 36 tensors, " + f"{3 * layer:,}", out)
     assert "epochs: 12" in out  # the override reached the plan
     assert "launcher: in-process" in out
 

@@ -7,18 +7,33 @@ constant-caption baseline, or the first evaluation) would end in a `FileNotFound
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from trainers.errors import RecipeError
 
 JAVA_METRICS = ("meteor",)  # metrics computed by a Java program
 JAVA_PACKAGE = "default-jre-headless"  # the Debian / Ubuntu package that puts `java` on PATH
+# True while a recipe is checked on a machine that only submits it (a Slurm login node): the job's nodes score,
+# and the job checks again there when it loads the recipe
+_ELSEWHERE: ContextVar[bool] = ContextVar("java_checked_elsewhere", default=False)
+
+
+@contextmanager
+def java_checked_where_the_run_scores(elsewhere: bool) -> Iterator[None]:
+    """Within the block, `check_java` passes when `elsewhere` (the run is submitted to other machines)."""
+    token = _ELSEWHERE.set(elsewhere)
+    try:
+        yield
+    finally:
+        _ELSEWHERE.reset(token)
 
 
 def check_java(metrics: Sequence[str], key: str) -> None:
     """Raise a RecipeError naming the metric, the runtime, the package and the override without it."""
     needing = [m for m in metrics if m in JAVA_METRICS]
-    if not needing or shutil.which("java") is not None:
+    if not needing or _ELSEWHERE.get() or shutil.which("java") is not None:
         return
     rest = [m for m in metrics if m not in JAVA_METRICS]
     without = f"{key}={','.join(rest)}" if rest else f"{key}=rouge_l,cider_d"

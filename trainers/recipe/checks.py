@@ -8,6 +8,7 @@ right (`trainers.tasks.interface.Task`); nothing here knows a task.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from trainers.errors import RecipeError
@@ -60,7 +61,11 @@ def check_recipe(recipe: Recipe | ResolvedRecipe) -> ResolvedRecipe:
             recipe.model.quantization, lora=recipe.lora is not None, zero_stage=recipe.launch.zero
         )
     check_fsdp(recipe)
-    task.check_evaluation(recipe.evaluation)
+    from trainers.metrics.java import java_checked_where_the_run_scores
+
+    submitted = recipe.launch.launcher == "slurm" and "SLURM_JOB_ID" not in os.environ  # the nodes check it
+    with java_checked_where_the_run_scores(submitted):
+        task.check_evaluation(recipe.evaluation)
     check_metric_names(
         task,
         recipe.evaluation,

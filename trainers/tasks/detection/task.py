@@ -116,7 +116,9 @@ class DetectionTask(Task[Prediction, DetectionData, DetectionEval]):
         return label_fields([c.name for c in self.categories(recipe)])
 
     def _train_missing(self, recipe: Any) -> bool:
-        return not Path(self._data(recipe).train).expanduser().is_file()
+        """The train COCO JSON does not exist (a `datasets` source names its own categories)."""
+        train = self._data(recipe).train
+        return isinstance(train, str) and not Path(train).expanduser().is_file()
 
     def label_set_stand_in(self, recipe: Any) -> str | None:
         if not self._train_missing(recipe):
