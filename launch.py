@@ -227,6 +227,10 @@ def _main(args: argparse.Namespace) -> int:
 
         os.environ[QUIET_ENV] = "1"
     overrides = [*args.overrides, *cli_overrides(args)]
+    if args.launcher == "slurm" and "SLURM_JOB_ID" not in os.environ:  # this process only submits the job
+        from trainers.metrics.java import defer_java_check_to_the_nodes
+
+        defer_java_check_to_the_nodes()
     resolved = load_resolved(args.recipe, overrides, demo=args.demo)  # its task and family, looked up once
     recipe = resolved.recipe
     # DeepSpeed config (--zero / --deepspeed): resolved and checked here, before any process starts.

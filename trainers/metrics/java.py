@@ -23,11 +23,16 @@ _ELSEWHERE: ContextVar[bool] = ContextVar("java_checked_elsewhere", default=Fals
 @contextmanager
 def java_checked_where_the_run_scores(elsewhere: bool) -> Iterator[None]:
     """Within the block, `check_java` passes when `elsewhere` (the run is submitted to other machines)."""
-    token = _ELSEWHERE.set(elsewhere)
+    token = _ELSEWHERE.set(elsewhere or _ELSEWHERE.get())
     try:
         yield
     finally:
         _ELSEWHERE.reset(token)
+
+
+def defer_java_check_to_the_nodes() -> None:
+    """For the rest of this process (it submits a Slurm job and exits): the job's nodes check for Java."""
+    _ELSEWHERE.set(True)
 
 
 def check_java(metrics: Sequence[str], key: str) -> None:
