@@ -64,7 +64,7 @@ def main() -> None:
             changes = LayerChanges()
             recipe.callbacks = [changes.callback]
         else:
-            recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out)
+            recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out, overrides=mode.overrides)
         recipe.launch.deepspeed_config = ds_config or None
         ctx = setup_run(recipe)
         assert ctx.trainer.is_deepspeed_enabled == bool(ds_config), name
@@ -84,6 +84,7 @@ def main() -> None:
                     {
                         "losses": losses,
                         "world": summary["world_size"],
+                        "deepspeed_bf16": bool(ds_config) and ctx.trainer.model_wrapped.bfloat16_enabled(),
                         "eval": evals[-1],
                         "predictions": {
                             str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())

@@ -10,7 +10,7 @@ checkpoint kept, no plots, under DDP and ZeRO-2.
 recipe spelling the old id finds its family's rule), each with why. Besides the recipe modes, the job runs the
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
 freeze rule, a stage, a param group; ZeRO-3 adapter reload), the dual encoder's cross-rank loss with a stage,
-and the layer-importance gradients.
+the layer-importance gradients, and the ViT recipe in bf16 under ZeRO-2 (`vit_lora-bf16-zero2`).
 """
 
 from __future__ import annotations
@@ -124,6 +124,7 @@ class RankMode:
     engine: str  # ddp | zero2 | zero3
     recipe: str  # the shipped recipe's name, or the feature check's
     rule: RankRule = field(default=GENERIC, compare=False)
+    overrides: tuple[str, ...] = ()  # a feature check's further overrides of a shipped recipe's run
 
 
 def recipe_modes(recipes_dir: Path = RECIPES_DIR) -> dict[str, RankMode]:
@@ -148,6 +149,8 @@ def uncovered_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
     ]
 
 
+BF16 = ("training.precision=bf16",)
+
 # The harness's own checks of features rather than recipes; `clip-local-ddp` (per-rank negatives only) is run
 # by hand for the README's comparison, not in the job.
 FEATURE_MODES: dict[str, RankMode] = {
@@ -155,6 +158,9 @@ FEATURE_MODES: dict[str, RankMode] = {
     **{f"clip-{engine}": RankMode(f"clip-{engine}", engine, "clip-stage") for engine in ("ddp", "zero2")},
     "clip-local-ddp": RankMode("clip-local-ddp", "ddp", "clip-stage-local"),
     **{f"importance-{engine}": RankMode(f"importance-{engine}", engine, "importance") for engine in ENGINES},
+    # bf16 (CPU autocast; DeepSpeed keeps bf16 weights with fp32 master copies): the ViT recipe's run under ZeRO-2
+    # against its 1-rank bf16 run, within the bf16 tolerance of test_lora_distributed.py
+    "vit_lora-bf16-zero2": RankMode("vit_lora-bf16-zero2", "zero2", "vit_lora", overrides=BF16),
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 JOB_FEATURE_MODES = tuple(name for name in FEATURE_MODES if name != "clip-local-ddp")
@@ -179,8 +185,10 @@ def shipped(recipe: str) -> ShippedRecipe:
     return shipped_demo_recipes()[recipe]
 
 
-def rank_recipe(recipe: str, output_dir: Path, ranks: int, data_dir: Path) -> Any:
-    """`recipes/<recipe>.py --demo` shortened by its family's rule for `ranks` ranks (1 or 2)."""
+def rank_recipe(
+    recipe: str, output_dir: Path, ranks: int, data_dir: Path, overrides: tuple[str, ...] = ()
+) -> Any:
+    """`recipes/<recipe>.py --demo` shortened by its family's rule for `ranks` ranks (1 or 2), then `overrides`."""
     from trainers.recipe import load_recipe
 
     found = shipped(recipe)
@@ -203,6 +211,7 @@ def rank_recipe(recipe: str, output_dir: Path, ranks: int, data_dir: Path) -> An
             "training.save_total_limit=1",
             "reporting.plots=false",
             *rule.overrides,
+            *overrides,
         ],
         demo=True,
     )
