@@ -85,7 +85,7 @@ SHORT_BF16_RUNS: dict[str, tuple[str, ...]] = {
 # boxes fail to parse (lower is better).
 LEARNING_METRIC: dict[str, tuple[str, bool]] = {"florence2_lora": ("malformed_rate", True)}
 # |metric with bf16 weights - metric with the same weights in float32|. Measured: ViT accuracy 0.016 (1 of 64
-# images changes class), ViTPose PCK 0.010, DETR mAP 0, BLIP's caption score 0 (the same greedy captions), the dual
+# images changes class), ViTPose PCK 0.010, DETR mAP 0, BLIP's caption score 0, the dual
 # encoder's mean recall 0.0046, Florence-2's malformed rate 0.014.
 BF16_EVAL_TOL: dict[str, float] = {
     "vit_lora": 0.05,
