@@ -72,7 +72,7 @@ BF16_LOSS_TOL = 1e-2
 BF16_WEIGHT_TOL = 2.5e-2
 
 
-def ds_config(path: Path, stage: int) -> Path:
+def ds_config(path: Path, stage: int, bf16: bool = False) -> Path:
     zero = {"stage": stage}
     if stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
@@ -81,9 +81,10 @@ def ds_config(path: Path, stage: int) -> Path:
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},  # as ds_configs/: the recipe's training.precision decides
         "zero_optimization": zero,
     }
+    if bf16:
+        config["bf16"] = {"enabled": "auto"}  # as ds_configs/: the recipe's training.precision decides
     path.write_text(json.dumps(config))
     return path
 
@@ -101,7 +102,11 @@ def runs(tmp_path_factory):
     assert blip == MODES
     specs = [f"{mode}{configs[mode]}" for mode in MODES]
     specs += [f"{name}{configs[mode.engine]}" for name, mode in RECIPE_MODES.items()]
-    specs += [f"{name}{configs[FEATURE_MODES[name].engine]}" for name in others]
+    bf16_zero2 = f"={ds_config(out / 'z2_bf16.json', 2, bf16=True)}"
+    specs += [
+        f"{name}{bf16_zero2 if name in BF16_MODES else configs[FEATURE_MODES[name].engine]}"
+        for name in others
+    ]
     write_train_sets(out, RECIPE_MODES)
     env = {
         **os.environ,
