@@ -3,6 +3,8 @@ a bf16 demo learns and reloads its best model. fp16 without a GPU: tests/test_ba
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -68,28 +70,86 @@ def test_detr_matcher_gets_a_float32_cost_matrix_under_bf16_autocast(monkeypatch
     assert seen
 
 
+# Each family's demo, shortened: long enough that the metric leaves the untrained model's (DETR's mAP is 0 until its
+# third epoch or so), short enough for CI. bf16 vs fp32 over longer runs: benchmarks/precision.py.
+SHORT_BF16_RUNS: dict[str, tuple[str, ...]] = {
+    "vit_lora": ("training.epochs=3",),
+    "detr_lora": ("training.epochs=4",),
+    "vitpose_lora": ("training.epochs=3",),
+    "florence2_lora": ("training.epochs=1",),
+    "blip_lora": ("training.epochs=1",),
+    "clip_minilm": ("training.epochs=1",),
+    "qwen2_vl_lora": ("training.epochs=1",),
+    "smolvlm_progressive": ("training.epochs=1",),
+}
+# Florence-2's map_50 stays 0 for its first 3 demo epochs in either precision (benchmarks/precision.py): its short
+# run learns to emit parseable loc tokens first, so the metric that moves is the share of generations whose
+# boxes fail to parse (lower is better).
+LEARNING_METRIC: dict[str, tuple[str, bool]] = {"florence2_lora": ("malformed_rate", True)}
+# |metric with bf16 weights - metric with the same weights in float32|. Measured: ViT accuracy 0.016 (1 of 64
+# images changes class), ViTPose PCK 0.010, DETR mAP 0, BLIP's caption score 0, the dual
+# encoder's mean recall 0.0046, Florence-2's malformed rate 0.014, Qwen2-VL's and SmolVLM's exact match 0.
+# Not here yet: PaliGemma (exact match still 0 after one demo epoch, and its eval loss NaN from the start in bf16).
+BF16_EVAL_TOL: dict[str, float] = {
+    "vit_lora": 0.05,
+    "detr_lora": 0.002,
+    "vitpose_lora": 0.03,
+    "florence2_lora": 0.05,
+    "blip_lora": 0.02,
+    "clip_minilm": 0.02,
+    "qwen2_vl_lora": 0.05,
+    "smolvlm_progressive": 0.05,
+}
+
+
+def _floats(value) -> list[float]:
+    """Every number inside a prediction (boxes, scores, keypoints, similarities), flattened."""
+    if isinstance(value, torch.Tensor):
+        return value.float().flatten().tolist()
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _floats(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _floats(v)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _evaluate(ctx) -> dict[str, float]:
+    return {k.removeprefix("eval_"): v for k, v in ctx.trainer.evaluate().items()}
+
+
 @pytest.mark.slow
-def test_vit_demo_learns_in_bf16_and_reloads_its_best_model(tmp_path):
+@pytest.mark.parametrize("recipe", SHORT_BF16_RUNS)
+def test_demo_learns_in_bf16_reloads_its_best_model_and_decodes_bf16_logits(recipe, tmp_path):
+    """A short bf16 demo: the loss falls, the learning metric moves past the untrained model's, the best model
+    reloads to its score; then evaluation with the weights themselves in bf16 (what DeepSpeed's bf16 holds on a
+    GPU: bf16 logits, heatmaps, loc-token scores, embeddings) decodes well-formed, finite predictions for every
+    validation sample and scores within a measured tolerance of the float32 evaluation of the same weights."""
     from benchmarks.demo import demo_recipe
     from trainers.run import complete_run, setup_run
 
-    recipe = demo_recipe(
-        "vit_lora",
-        [
-            "training.precision=bf16",
-            "training.epochs=3",
-            "training.num_workers=0",
-            "training.logging_steps=1",
-        ],
-        output_dir=tmp_path,
-    )
-    ctx = setup_run(recipe)
+    overrides = ["training.precision=bf16", "training.num_workers=0", "training.logging_steps=1"]
+    ctx = setup_run(demo_recipe(recipe, [*overrides, *SHORT_BF16_RUNS[recipe]], output_dir=tmp_path))
     assert ctx.trainer.args.bf16
-    start = ctx.trainer.evaluate()["eval_accuracy"]
+    best_name = ctx.trainer.args.metric_for_best_model.removeprefix("eval_")
+    name, lower = LEARNING_METRIC.get(recipe, (best_name, False))
+    start = _evaluate(ctx)[name]
     summary = complete_run(ctx)
     losses = [e["loss"] for e in ctx.trainer.state.log_history if "loss" in e]
-    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses  # loss falls
-    best = summary["best_metric"]["value"]
-    assert best > start, (start, best)  # the metric rises above the untrained model's
-    reloaded = ctx.trainer.evaluate()["eval_accuracy"]  # the best model, loaded back at the end of train()
-    assert reloaded == best, (reloaded, best)
+    k = min(3, len(losses) // 2)
+    assert sum(losses[-k:]) / k < sum(losses[:k]) / k, losses  # loss falls
+    after = _evaluate(ctx)  # the best model, loaded back at the end of train()
+    assert after[best_name] == pytest.approx(summary["best_metric"]["value"], abs=1e-9)
+    assert (after[name] < start) if lower else (after[name] > start), (name, start, after[name])
+    fp32_predictions = dict(ctx.trainer.evaluator.last_predictions)
+
+    model = ctx.trainer.model
+    model.to(torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    bf16_score = _evaluate(ctx)[name]
+    predictions = ctx.trainer.evaluator.last_predictions
+    assert predictions.keys() == fp32_predictions.keys()
+    assert len(predictions) == len(ctx.trainer.evaluator.dataset)
+    numbers = [x for p in predictions.values() for x in _floats(p)]
+    assert all(map(math.isfinite, numbers)), recipe
+    print(f"{recipe}: {name} untrained {start:.4f}, trained {after[name]:.4f}, bf16 weights {bf16_score:.4f}")
+    assert abs(bf16_score - after[name]) <= BF16_EVAL_TOL[recipe], (recipe, after[name], bf16_score)

@@ -89,7 +89,7 @@ def main() -> None:
             changes = LayerChanges()
             recipe.callbacks = [changes.callback]
         else:
-            recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out)
+            recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out, overrides=mode.overrides)
         recipe.launch.deepspeed_config = ds_config or None
         recipe.launch.engine = "fsdp" if mode.engine == "fsdp" else "auto"
         if (
@@ -122,6 +122,7 @@ def main() -> None:
                         "world": summary["world_size"],
                         "resumed_from": ctx.resume_from,
                         "data_mix": summary.get("data_mix"),
+                        "deepspeed_bf16": bool(ds_config) and ctx.trainer.model_wrapped.bfloat16_enabled(),
                         "eval": evals[-1],
                         "predictions": {
                             str(k): v for k, v in sorted(ctx.trainer.evaluator.last_predictions.items())

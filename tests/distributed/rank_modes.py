@@ -10,8 +10,8 @@ checkpoint kept, no plots, under DDP and ZeRO-2.
 recipe spelling the old id finds its family's rule), each with why. Besides the recipe modes, the job runs the
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
 freeze rule, a stage, a param group; ZeRO-3 adapter reload; with gradient checkpointing under ZeRO-3), the dual
-encoder's cross-rank loss with a stage, the layer-importance gradients, and a weighted two-source training mix
-(`mix-ddp`).
+encoder's cross-rank loss with a stage, the layer-importance gradients, a weighted two-source training mix
+(`mix-ddp`), and the ViT recipe in bf16 under ZeRO-2 (`vit_lora-bf16-zero2`).
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ class RankMode:
     engine: str  # ddp | zero2 | zero3 | fsdp
     recipe: str  # the shipped recipe's name, or the feature check's
     rule: RankRule = field(default=GENERIC, compare=False)
+    overrides: tuple[str, ...] = ()  # a feature check's further overrides of a shipped recipe's run
 
 
 def recipe_modes(recipes_dir: Path = RECIPES_DIR) -> dict[str, RankMode]:
@@ -162,6 +163,8 @@ def uncovered_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
     ]
 
 
+BF16 = ("training.precision=bf16",)
+
 # The harness's own checks of features rather than recipes; `clip-local-ddp` (per-rank negatives only) is run
 # by hand for the README's comparison, not in the job.
 FEATURE_MODES: dict[str, RankMode] = {
@@ -178,6 +181,9 @@ FEATURE_MODES: dict[str, RankMode] = {
         for engine in ("ddp", "zero3")
     },
     "mix-ddp": RankMode("mix-ddp", "ddp", "blip-mix"),  # the BLIP LoRA check on a weighted two-source mix
+    # bf16 (CPU autocast; DeepSpeed keeps bf16 weights with fp32 master copies): the ViT recipe's run under ZeRO-2
+    # against its 1-rank bf16 run, within the bf16 tolerance of test_lora_distributed.py
+    "vit_lora-bf16-zero2": RankMode("vit_lora-bf16-zero2", "zero2", "vit_lora", overrides=BF16),
 }
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 FSDP_CHECKS = ("blip-fsdp", "blip-resume-fsdp")
@@ -203,8 +209,10 @@ def shipped(recipe: str) -> ShippedRecipe:
     return shipped_demo_recipes()[recipe]
 
 
-def rank_recipe(recipe: str, output_dir: Path, ranks: int, data_dir: Path) -> Any:
-    """`recipes/<recipe>.py --demo` shortened by its family's rule for `ranks` ranks (1 or 2)."""
+def rank_recipe(
+    recipe: str, output_dir: Path, ranks: int, data_dir: Path, overrides: tuple[str, ...] = ()
+) -> Any:
+    """`recipes/<recipe>.py --demo` shortened by its family's rule for `ranks` ranks (1 or 2), then `overrides`."""
     from trainers.recipe import load_recipe
 
     found = shipped(recipe)
@@ -227,6 +235,7 @@ def rank_recipe(recipe: str, output_dir: Path, ranks: int, data_dir: Path) -> An
             "training.save_total_limit=1",
             "reporting.plots=false",
             *rule.overrides,
+            *overrides,
         ],
         demo=True,
     )
