@@ -58,9 +58,8 @@ class StageSchedule:
         trigger = self.triggers[index]
         if trigger.kind == "step":
             return trigger.at
-        if trigger.kind == "epoch":
-            assert self.steps_per_epoch is not None, "set steps_per_epoch at train start"
-            return trigger.at * self.steps_per_epoch
+        if trigger.kind == "epoch":  # unknown before training starts (an evaluation before train() opens nothing)
+            return None if self.steps_per_epoch is None else trigger.at * self.steps_per_epoch
         return self.recorded.get(index)
 
     def openings(self) -> dict[int, int]:
