@@ -58,7 +58,9 @@ class StageSchedule:
         trigger = self.triggers[index]
         if trigger.kind == "step":
             return trigger.at
-        if trigger.kind == "epoch":  # unknown before training starts (an evaluation before train() opens nothing)
+        if (
+            trigger.kind == "epoch"
+        ):  # unknown before training starts (an evaluation before train() opens nothing)
             return None if self.steps_per_epoch is None else trigger.at * self.steps_per_epoch
         return self.recorded.get(index)
 
