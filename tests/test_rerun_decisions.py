@@ -147,11 +147,13 @@ def test_a_changed_recipe_stops_before_the_model_is_loaded_naming_keys_and_choic
     assert listing(out) == before  # nothing moved, deleted or rewritten
 
 
-def test_only_continuable_changes_continue_from_the_newest_checkpoint(tmp_path, caplog):
+def test_only_continuable_changes_continue_from_the_newest_checkpoint(tmp_path, caplog, monkeypatch):
     out = plant_run(tmp_path / "x", tiny_recipe(tmp_path / "x", epochs=2), finished=False)
     rerun = tiny_recipe(out, epochs=2, save_steps=2, logging_steps=2, num_workers=1, resume="auto")
     rerun.reporting.plots = True
-    with caplog.at_level(logging.INFO):
+    # a library imported earlier in the same test worker may have disabled existing loggers (dictConfig)
+    monkeypatch.setattr(logging.getLogger("trainers.rerun"), "disabled", False)
+    with caplog.at_level(logging.INFO, logger="trainers.rerun"):
         assert prepare_output_dir(rerun, out) == str(out / "checkpoints" / "checkpoint-8")
     assert "training.save_steps: null -> 2" in caplog.text
 
