@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from trainers.errors import RecipeError
+from trainers.models.submodels import pretrained_submodels
 
 IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 _FLAG = {"sdpa": "_supports_sdpa", "flash_attention_2": "_supports_flash_attn"}
@@ -44,17 +45,11 @@ class AttentionChoice:
         return line
 
 
-def _pretrained(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from transformers import PreTrainedModel
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PreTrainedModel)]
-
-
 def in_effect(model: nn.Module) -> dict[str, str]:
     """Sub-model path -> attention implementation its config says (each config once)."""
     seen: set[int] = set()
     out: dict[str, str] = {}
-    for name, module in _pretrained(model):
+    for name, module in pretrained_submodels(model):
         if id(module.config) in seen:
             continue
         seen.add(id(module.config))
@@ -64,7 +59,7 @@ def in_effect(model: nn.Module) -> dict[str, str]:
 
 def supported(model: nn.Module) -> list[str]:
     """The implementations at least one of the model's sub-models supports."""
-    modules = [m for _, m in _pretrained(model)]
+    modules = [m for _, m in pretrained_submodels(model)]
     return ["eager"] + [i for i, f in _FLAG.items() if any(getattr(type(m), f, False) for m in modules)]
 
 
@@ -73,7 +68,7 @@ def _request(model: nn.Module, impl: str) -> str | dict[str, Any]:
     if impl == "eager":
         return impl
     flag = _FLAG[impl]
-    owners = {id(m.config): m for _, m in _pretrained(model)}
+    owners = {id(m.config): m for _, m in pretrained_submodels(model)}
 
     def build(module: nn.Module, config: Any) -> dict[str, Any]:
         request: dict[str, Any] = {

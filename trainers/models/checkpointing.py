@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from trainers.errors import RecipeError
+from trainers.models.submodels import pretrained_submodels
 
 KWARGS = {"use_reentrant": False}
 
@@ -43,18 +44,12 @@ class CheckpointingPlan:
         return line
 
 
-def _pretrained(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from transformers import PreTrainedModel
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PreTrainedModel)]
-
-
 def checkpointing_plan(model: nn.Module) -> CheckpointingPlan:
     """What `enable` would checkpoint (works on the meta device: nothing runs)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     roots: list[str] = []  # outermost supporting (sub-)models: switching one on covers everything inside it
-    for name, module in _pretrained(model):
+    for name, module in pretrained_submodels(model):
         if module.supports_gradient_checkpointing and not any(_within(name, r) for r in roots):
             roots.append(name)
     layers = [
@@ -66,7 +61,7 @@ def checkpointing_plan(model: nn.Module) -> CheckpointingPlan:
     ]
     uncovered = tuple(
         f"{name} ({type(module).__name__})"
-        for name, module in _pretrained(model)
+        for name, module in pretrained_submodels(model)
         if name
         and not any(layer.startswith(name + ".") for layer in layers)
         and not any(name.startswith(layer + ".") for layer in layers)
