@@ -121,6 +121,20 @@ def write_failure(
     )
 
 
+@contextmanager
+def reported_as_paragraph(target: Path | str, after: str) -> Iterator[None]:
+    """A write failure inside the block (full disk, no permission, a directory) becomes `write_failure`'s one
+    paragraph for `target`; our own errors and anything else pass through unchanged."""
+    try:
+        yield
+    except UserFacingError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_failure(exc, target, after) from None
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

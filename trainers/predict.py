@@ -30,7 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from trainers.atomic_files import atomic_path, is_write_failure, write_failure
+from trainers.atomic_files import atomic_path, reported_as_paragraph
 from trainers.errors import RecipeError, UserFacingError
 
 logger = logging.getLogger(__name__)
@@ -290,15 +290,8 @@ def predict(
 
 def _write(target: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` then rename onto `target`: a failed or interrupted write keeps the previous file whole."""
-    try:
-        with atomic_path(target) as tmp:
-            write(tmp)
-    except UserFacingError:
-        raise
-    except Exception as exc:
-        if not is_write_failure(exc):
-            raise
-        raise write_failure(exc, target, "run the prediction again") from None
+    with reported_as_paragraph(target, "run the prediction again"), atomic_path(target) as tmp:
+        write(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from typing import IO
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from trainers.atomic_files import atomic_open, atomic_path, is_write_failure, write_failure
+from trainers.atomic_files import atomic_open, atomic_path, reported_as_paragraph
 from trainers.data_policy import DataError
 from trainers.errors import UserFacingError
 from trainers.tasks.prompted_generation.voc import VocImage, VocObject, flipped, lines_for, read_voc
@@ -154,28 +154,14 @@ def convert_yolo(
 @contextmanager
 def _written(out: Path) -> Iterator[IO[str]]:
     """`out` opened for writing, replaced only when the block succeeds; a failed write as one paragraph."""
-    try:
-        with atomic_open(out) as handle:
-            yield handle
-    except UserFacingError:
-        raise
-    except Exception as exc:
-        if not is_write_failure(exc):
-            raise
-        raise write_failure(exc, out, "run the conversion again") from None
+    with reported_as_paragraph(out, "run the conversion again"), atomic_open(out) as handle:
+        yield handle
 
 
 @contextmanager
 def _written_path(target: Path) -> Iterator[Path]:
-    try:
-        with atomic_path(target) as tmp:
-            yield tmp
-    except UserFacingError:
-        raise
-    except Exception as exc:
-        if not is_write_failure(exc):
-            raise
-        raise write_failure(exc, target, "run the conversion again") from None
+    with reported_as_paragraph(target, "run the conversion again"), atomic_path(target) as tmp:
+        yield tmp
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> dict[str, int]:
