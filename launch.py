@@ -9,6 +9,7 @@ worker is printed last, once, with exit status 2).
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
 import os
 import sys
@@ -191,7 +192,9 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     worker_watch.announce(folder, os.environ)
     how = worker_watch.INTERRUPTED
     try:
-        status = _main(args)
+        # in a copy of the context: what one call decides (a Slurm submission leaves the Java check to the
+        # job's nodes) ends with it, even when the caller runs `main` again in the same process
+        status = contextvars.copy_context().run(_main, args)
         how = f"exit {status}"
         return status
     except UserFacingError as exc:

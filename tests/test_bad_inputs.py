@@ -1460,6 +1460,17 @@ def test_config_and_environment_bad_inputs(
     check(*run_main(argv(environment_files)), expected)
 
 
+def test_a_slurm_submission_in_the_same_process_leaves_the_next_launch_checking_java(monkeypatch, tmp_path):
+    """A Slurm submission leaves the Java check to the job's nodes; that ends with its `launch.main` call."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java, no sbatch
+    rc, err = run_main([PROGRESSIVE, "--launcher", "slurm", "--dry-run", f"output_dir={tmp_path / 'out'}"])
+    assert rc == 0, err[-2000:]
+    monkeypatch.setattr("trainers.plan.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    check(*run_main([PROGRESSIVE, "--dry-run"]), ("no `java` is on PATH",))
+
+
 def test_shipped_and_accepted_deepspeed_configs_pass_the_deepspeed_check(environment_files, monkeypatch):
     """The shipped configs, and Hugging Face's example with an optimizer / scheduler block under a recipe
     without param_groups and stages, are filled and accepted by DeepSpeed's own config classes."""

@@ -23,7 +23,8 @@ def check_before_training(recipe: Recipe | ResolvedRecipe) -> bool:
     resolved = resolve_recipe(recipe)
     recipe = resolved.recipe
     check_data_paths(resolved)
-    run_lock.check_free(Path(recipe.resolved_output_dir()))  # another run there: say so before any launch
+    if int(os.environ.get("RANK", "0")) == 0:  # the other ranks of a launch: their rank 0 may hold it already
+        run_lock.check_free(Path(recipe.resolved_output_dir()))  # another run there: say so before any launch
     decision = rerun.decide(recipe, Path(recipe.resolved_output_dir()), launcher_world_size(recipe.launch))
     if decision.action != "complete":
         return False

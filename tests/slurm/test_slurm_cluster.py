@@ -183,7 +183,10 @@ def runs(slurm_cluster, tmp_path_factory) -> dict[str, Run]:
     for w in watchers:
         w.join(timeout=5)
     for name in PAUSE:
-        assert sent.get(name, (1,))[0] == 0, f"{name}: USR1 not sent ({sent.get(name)})"
+        run = submitted[name]
+        assert sent.get(name, (1,))[0] == 0, (
+            f"{name}: USR1 not sent ({sent.get(name)}); job {run.info.get('JobState')}, log:\n{run.log[-3000:]}"
+        )
     print(
         "\n"
         + "\n".join(

@@ -31,7 +31,7 @@ def java_checked_where_the_run_scores(elsewhere: bool) -> Iterator[None]:
 
 
 def defer_java_check_to_the_nodes() -> None:
-    """For the rest of this process (it submits a Slurm job and exits): the job's nodes check for Java."""
+    """For the rest of this context (`launch.py` runs each call in its own): the job's nodes check for Java."""
     _ELSEWHERE.set(True)
 
 
