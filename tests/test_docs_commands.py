@@ -66,3 +66,16 @@ def test_the_word_check_can_fail():
     assert missing_words(
         "python launch.py recipes/blip_progressive.py training.epochs=4 --dry-run", text
     ) == ["training.epochs=4"]
+
+
+def test_every_recipe_has_its_demo_command_on_a_model_page():
+    """A user looking for a recipe's offline demo finds it on the model pages, exactly as typed."""
+    from conftest import ROOT
+
+    pages = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "models").glob("*.md")))
+    missing = [
+        f"python launch.py recipes/{recipe.name} --demo"
+        for recipe in sorted((ROOT / "recipes").glob("*.py"))
+        if f"python launch.py recipes/{recipe.name} --demo" not in pages
+    ]
+    assert not missing, f"no model page gives these demo commands: {missing}"
