@@ -127,7 +127,6 @@ def test_training_batch_pads_right_with_ignored_labels(tiny):
     assert torch.isfinite(loss)
 
 
-
 def test_an_evaluation_batch_gives_the_assistant_token_loss_and_the_prompt_to_generate_from(tiny, tmp_path):
     """The validation set feeds two collators: the Trainer's (the eval loss: labels on the assistant spans alone,
     as in training) and the generation one (the prompt before the last answer, left-padded)."""
@@ -153,6 +152,7 @@ def test_an_evaluation_batch_gives_the_assistant_token_loss_and_the_prompt_to_ge
     assert "labels" not in generation and generation.keys() == want.keys()
     assert all(torch.equal(generation[k], want[k]) for k in want)
     assert generation["attention_mask"][:, -1].all()  # left-padded: every prompt ends at the last column
+
 
 def test_metrics_and_baseline():
     scores = answer_scores(
