@@ -284,9 +284,17 @@ def tiny_smolvlm(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
 
 
 def tiny_paligemma(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
-    from transformers import GemmaTokenizer, PaliGemmaConfig, PaliGemmaProcessor, SiglipImageProcessorPil
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaProcessor,
+        PreTrainedTokenizerFast,
+        SiglipImageProcessorPil,
+    )
 
-    tokenizer = GemmaTokenizer(
+    # The generic fast class, not GemmaTokenizer: loading a saved GemmaTokenizer rebuilds Gemma's own
+    # normalizer and pre-tokenizer around the vocabulary, which a byte-level BPE does not fit (every space
+    # became <unk>), so a run's saved processor (ZeRO-3's reload, predict) tokenized unlike the trained one.
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=train_bpe(PALIGEMMA_SPECIALS, spec.bpe_vocab_size),
         bos_token="<bos>",
         eos_token="<eos>",
