@@ -20,10 +20,11 @@ from trainers.tasks.chat.encode import encode_prompt, encode_training
 from trainers.tasks.chat.metrics import answer_scores, most_frequent_answer
 
 IMAGES = ROOT / "data" / "chat_shapes" / "images"
-TYPES = ("qwen2-vl", "smolvlm", "paligemma")
+TYPES = ("qwen2-vl", "qwen2.5-vl", "smolvlm", "paligemma")
 # What the labels hold for the answer "three": the answer and the end-of-turn the template puts after it.
 ANSWER_SPAN = {
     "qwen2-vl": "three<|im_end|>\n",
+    "qwen2.5-vl": "three<|im_end|>\n",
     "smolvlm": " three<end_of_utterance>\n",
     "paligemma": "three<eos>",
 }
