@@ -24,7 +24,7 @@ from trainers.recipe.config import Freeze, Recipe
 from trainers.recipe.resolved import ResolvedRecipe, resolve_recipe
 from trainers.reporting.memory_plan import memory_plan
 from trainers.tasks.interface import Task
-from trainers.zero3 import param_numel, zero3_enabled
+from trainers.zero3 import param_numel, unpartitioned_loading, zero3_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,11 @@ def load_model(recipe: Recipe | ResolvedRecipe, meta_ok: bool = False) -> tuple[
     check_mix_labels(task, recipe)  # a mixed training split: one label set, every source readable
     kwargs = task.model_kwargs(recipe)
     if recipe.model.use_demo_model:
-        model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
+        # Built whole, with any ZeRO-3 config out of sight: a model whose constructor builds its towers through
+        # `_from_config` (Qwen2-VL's vision tower, Idefics3's, PaliGemma's) would otherwise enter `zero.Init`
+        # for them and fail initialising the empty shards.
+        with unpartitioned_loading():
+            model, processor = family.build_tiny()(recipe.model.demo, seed=recipe.training.seed, **kwargs)
         source = f"demo: tiny random-init {type(model).__name__} ({type(recipe.model.demo).__name__})"
         # Through the real loader when loading does something: bitsandbytes quantizes on load, and under
         # ZeRO-3 from_pretrained partitions. The tiny model itself is built whole, so its random init is the

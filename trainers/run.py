@@ -120,6 +120,9 @@ def build_training_arguments(
         dataloader_persistent_workers=loader.persistent_workers,
         dataloader_pin_memory=loader.pin_memory,
         remove_unused_columns=False,
+        # the Trainer's own evaluation gives the loss only: the task's evaluator predicts and scores, so the
+        # logits (vocab x tokens x samples: tens of GB for a chat VLM's validation set) are never gathered
+        prediction_loss_only=True,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config_for(
             recipe.launch,

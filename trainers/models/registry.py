@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "florence2": "trainers.models.florence2:FLORENCE2",
     "vitpose": "trainers.models.vitpose:VITPOSE_POSE",
     "qwen2-vl": "trainers.models.vlm_chat:QWEN2_VL",
+    "qwen2.5-vl": "trainers.models.vlm_chat:QWEN2_5_VL",
     "smolvlm": "trainers.models.vlm_chat:SMOLVLM",
     "paligemma": "trainers.models.vlm_chat:PALIGEMMA",
 }

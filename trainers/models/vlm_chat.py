@@ -1,4 +1,5 @@
-"""Chat vision-language models (`AutoModelForImageTextToText` style): Qwen2-VL, SmolVLM (Idefics3) and PaliGemma.
+"""Chat vision-language models (`AutoModelForImageTextToText` style): Qwen2-VL, Qwen2.5-VL, SmolVLM (Idefics3) and
+PaliGemma.
 
 One module, one registry entry per model type: the types differ in their transformers classes, their module
 names (so their towers) and their chat templates, not in how they load, build or train. Each entry names
@@ -27,6 +28,7 @@ from typing import Any
 from trainers.models.family import HFParts, hf_family, no_task_fields
 
 QWEN2_VL_2B = "Qwen/Qwen2-VL-2B-Instruct"
+QWEN2_5_VL_3B = "Qwen/Qwen2.5-VL-3B-Instruct"
 SMOLVLM_256M = "HuggingFaceTB/SmolVLM-256M-Instruct"
 PALIGEMMA_3B = "google/paligemma-3b-pt-224"
 
@@ -97,13 +99,14 @@ CORPUS = (
 
 
 @cache
-def image_only_qwen2_vl_processor() -> type:
-    """`Qwen2VLProcessor` without its video processor (transformers builds that only with torchvision)."""
-    from transformers import Qwen2VLProcessor
+def image_only_processor(base: str = "Qwen2VLProcessor") -> type:
+    """Qwen-VL's processor (`base`: Qwen2VLProcessor or Qwen2_5_VLProcessor) without its video processor
+    (transformers builds that only with torchvision)."""
+    import transformers
     from transformers.processing_utils import ProcessorMixin
 
-    class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-        """Qwen2-VL's processor for images: the same prompts, image tokens and chat template, no video part."""
+    class ImageOnlyProcessor(getattr(transformers, base)):
+        """Qwen-VL's processor for images: the same prompts, image tokens and chat template, no video part."""
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
             self.image_token = getattr(tokenizer, "image_token", "<|image_pad|>")
@@ -112,7 +115,16 @@ def image_only_qwen2_vl_processor() -> type:
             self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    return ImageOnlyQwen2VLProcessor
+    ImageOnlyProcessor.__name__ = ImageOnlyProcessor.__qualname__ = f"ImageOnly{base}"
+    return ImageOnlyProcessor
+
+
+def image_only_qwen2_vl_processor() -> type:
+    return image_only_processor("Qwen2VLProcessor")
+
+
+def image_only_qwen2_5_vl_processor() -> type:
+    return image_only_processor("Qwen2_5_VLProcessor")
 
 
 # ------------------------------------------------------------------------------------------ tiny twins
@@ -163,8 +175,10 @@ def _checked(tokenizer: Any, specials: tuple[str, ...]) -> Any:
     return tokenizer
 
 
-def tiny_qwen2_vl(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
-    from transformers import Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLImageProcessorPil
+def tiny_qwen2_vl(spec: TinyChatVlmSpec, seed: int, version: str = "2") -> tuple[Any, Any]:
+    """Qwen2-VL's twin (`version` "2.5": Qwen2.5-VL's, whose vision blocks take windowed attention, an MLP with
+    its own width and a merger out to the language model's width)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLImageProcessorPil
 
     tokenizer = Qwen2Tokenizer(
         tokenizer_object=train_bpe(QWEN2_VL_SPECIALS, spec.bpe_vocab_size),
@@ -177,44 +191,55 @@ def tiny_qwen2_vl(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
     images = Qwen2VLImageProcessorPil(
         min_pixels=pixels, max_pixels=pixels, patch_size=spec.patch_size, merge_size=2, temporal_patch_size=2
     )
-    processor = image_only_qwen2_vl_processor()(
-        image_processor=images, tokenizer=tokenizer, chat_template=QWEN2_VL_TEMPLATE
+    processor_class = (
+        image_only_qwen2_5_vl_processor() if version == "2.5" else image_only_qwen2_vl_processor()
     )
+    processor = processor_class(image_processor=images, tokenizer=tokenizer, chat_template=QWEN2_VL_TEMPLATE)
     half = spec.hidden // spec.heads // 2  # mrope sections (temporal, height, width) sum to half the head dim
     side = 3 * half // 8
     ids = tokenizer.convert_tokens_to_ids
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": spec.hidden,
-            "intermediate_size": spec.intermediate,
-            "num_hidden_layers": spec.layers,
-            "num_attention_heads": spec.heads,
-            "num_key_value_heads": spec.kv_heads,
-            "max_position_embeddings": spec.max_length,
-            "rope_scaling": {"type": "mrope", "mrope_section": [half - 2 * side, side, side]},
-            "bos_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "attention_dropout": 0.0,
-        },
-        vision_config={
-            "depth": spec.vision_layers,
-            "embed_dim": spec.vision_hidden,
-            "hidden_size": spec.hidden,
-            "num_heads": spec.vision_heads,
-            "mlp_ratio": 2,
-            "patch_size": spec.patch_size,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.hidden,
+        "intermediate_size": spec.intermediate,
+        "num_hidden_layers": spec.layers,
+        "num_attention_heads": spec.heads,
+        "num_key_value_heads": spec.kv_heads,
+        "max_position_embeddings": spec.max_length,
+        "rope_scaling": {"type": "mrope", "mrope_section": [half - 2 * side, side, side]},
+        "bos_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "attention_dropout": 0.0,
+    }
+    vision = {
+        "depth": spec.vision_layers,
+        "num_heads": spec.vision_heads,
+        "patch_size": spec.patch_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if version == "2.5":  # windows of 2 x 2 merged patches; the last block attends to the whole image
+        vision |= {
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_hidden * 2,
+            "out_hidden_size": spec.hidden,
+            "window_size": spec.patch_size * 2 * 2,
+            "fullatt_block_indexes": [spec.vision_layers - 1],
+        }
+    else:
+        vision |= {"embed_dim": spec.vision_hidden, "hidden_size": spec.hidden, "mlp_ratio": 2}
+    config = (Qwen2_5_VLConfig if version == "2.5" else Qwen2VLConfig)(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
     )
-    return QWEN2_VL_PARTS.build(config, seed), processor
+    parts = QWEN2_5_VL_PARTS if version == "2.5" else QWEN2_VL_PARTS
+    return parts.build(config, seed), processor
 
 
 def tiny_smolvlm(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
@@ -284,9 +309,17 @@ def tiny_smolvlm(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
 
 
 def tiny_paligemma(spec: TinyChatVlmSpec, seed: int) -> tuple[Any, Any]:
-    from transformers import GemmaTokenizer, PaliGemmaConfig, PaliGemmaProcessor, SiglipImageProcessorPil
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaProcessor,
+        PreTrainedTokenizerFast,
+        SiglipImageProcessorPil,
+    )
 
-    tokenizer = GemmaTokenizer(
+    # The generic fast class, not GemmaTokenizer: loading a saved GemmaTokenizer rebuilds Gemma's own
+    # normalizer and pre-tokenizer around the vocabulary, which a byte-level BPE does not fit (every space
+    # became <unk>), so a run's saved processor (ZeRO-3's reload, predict) tokenized unlike the trained one.
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=train_bpe(PALIGEMMA_SPECIALS, spec.bpe_vocab_size),
         bos_token="<bos>",
         eos_token="<eos>",
@@ -377,6 +410,39 @@ def qwen2_vl_2b(**_: Any) -> Any:
     )
 
 
+def qwen2_5_vl_3b(**_: Any) -> Any:
+    """Qwen2.5-VL-3B-Instruct's architecture (its config.json): windowed ViT 32 x 1280 + merger → Qwen2.5 36 x 2048;
+    3,754,622,976 parameters on the meta device (the checkpoint's 3.75B)."""
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": 151936,
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128000,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": 32,
+            "hidden_size": 1280,
+            "intermediate_size": 3420,
+            "num_heads": 16,
+            "out_hidden_size": 2048,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [7, 15, 23, 31],
+        },
+        tie_word_embeddings=True,
+    )
+
+
 def smolvlm_256m(**_: Any) -> Any:
     """SmolVLM-256M-Instruct's architecture: SigLIP-base-patch16-512 (12 x 768) + pixel shuffle x4 →
     SmolLM2-135M (30 x 576)."""
@@ -446,6 +512,13 @@ QWEN2_VL_PARTS = HFParts(
     known_configs={QWEN2_VL_2B: qwen2_vl_2b},
     task_fields=no_task_fields,
 )
+QWEN2_5_VL_PARTS = HFParts(
+    model_class="Qwen2_5_VLForConditionalGeneration",
+    processor_class="Qwen2_5_VLProcessor",
+    processor_files=PROCESSOR_FILES,
+    known_configs={QWEN2_5_VL_3B: qwen2_5_vl_3b},
+    task_fields=no_task_fields,
+)
 SMOLVLM_PARTS = HFParts(
     model_class="Idefics3ForConditionalGeneration",
     processor_class="Idefics3Processor",
@@ -475,6 +548,19 @@ def load_qwen2_vl(model_id: str, options: Any = None, **_: Any) -> tuple[Any, An
     )
 
 
+def load_qwen2_5_vl(model_id: str, options: Any = None, **_: Any) -> tuple[Any, Any]:
+    """Qwen2_5_VLForConditionalGeneration.from_pretrained + the image-only Qwen2.5-VL processor."""
+    from trainers.models.hub import load_pretrained
+
+    return load_pretrained(
+        model_id,
+        QWEN2_5_VL_PARTS.model_cls(),
+        image_only_qwen2_5_vl_processor(),
+        options,
+        QWEN2_5_VL_PARTS.processor_files,
+    )
+
+
 CHAT_TASKS = ("chat",)
 
 QWEN2_VL = hf_family(
@@ -485,6 +571,21 @@ QWEN2_VL = hf_family(
     loader=load_qwen2_vl,
     processor_class=image_only_qwen2_vl_processor,
     # the merger is the projector; the vision tower is named by its own parts so a `vision` rule leaves it out
+    towers={
+        "vision": ("model.visual.patch_embed.", "model.visual.blocks."),
+        "projector": ("model.visual.merger.",),
+        "language": ("model.language_model.",),
+        "head": ("lm_head.",),
+    },
+)
+# Qwen2.5-VL: Qwen2-VL's template, towers and module names; windowed vision attention, its own classes
+QWEN2_5_VL = hf_family(
+    "qwen2.5-vl",
+    QWEN2_5_VL_PARTS,
+    tasks=CHAT_TASKS,
+    tiny=tiny_builder(lambda spec, seed: tiny_qwen2_vl(spec, seed, version="2.5")),
+    loader=load_qwen2_5_vl,
+    processor_class=image_only_qwen2_5_vl_processor,
     towers={
         "vision": ("model.visual.patch_embed.", "model.visual.blocks."),
         "projector": ("model.visual.merger.",),

@@ -15,15 +15,16 @@ from trainers.data_policy import BadSamples, DataError
 from trainers.models.registry import get_family
 from trainers.tasks.chat.config import ChatData
 from trainers.tasks.chat.conversations import parse, read_conversations
-from trainers.tasks.chat.data import ChatCollator, ChatDataset
+from trainers.tasks.chat.data import PROMPT, ChatCollator, ChatDataset
 from trainers.tasks.chat.encode import encode_prompt, encode_training
 from trainers.tasks.chat.metrics import answer_scores, most_frequent_answer
 
 IMAGES = ROOT / "data" / "chat_shapes" / "images"
-TYPES = ("qwen2-vl", "smolvlm", "paligemma")
+TYPES = ("qwen2-vl", "qwen2.5-vl", "smolvlm", "paligemma")
 # What the labels hold for the answer "three": the answer and the end-of-turn the template puts after it.
 ANSWER_SPAN = {
     "qwen2-vl": "three<|im_end|>\n",
+    "qwen2.5-vl": "three<|im_end|>\n",
     "smolvlm": " three<end_of_utterance>\n",
     "paligemma": "three<eos>",
 }
@@ -72,6 +73,25 @@ def test_label_mask_is_the_assistant_span(tiny):
     assert label_text(processor, encoded) == [ANSWER_SPAN[name]]
 
 
+def test_the_tiny_processor_saved_and_loaded_back_encodes_alike(tiny, tmp_path):
+    """What a run saves is what predict, a ZeRO-3 reload and a resumed run load: it must tokenize as the
+    processor that trained (PaliGemma's twin once lost every space to <unk> on reload)."""
+    from safetensors.torch import save_model
+
+    from trainers.models.hub import LoadOptions
+
+    name, model, processor = tiny
+    model.config.save_pretrained(tmp_path)
+    save_model(model, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    processor.save_pretrained(tmp_path)
+    _, loaded = get_family(name).load()(str(tmp_path), LoadOptions())
+    conv = conversation([("user", "<image>What colour is the square?"), ("assistant", "green")])
+    want = encode_training(processor, conv, open_images(conv))
+    got = encode_training(loaded, conv, open_images(conv))
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want), name
+
+
 @pytest.mark.parametrize("kind", ["qwen2-vl", "smolvlm"])
 def test_every_assistant_turn_of_a_multi_image_conversation_is_labelled_and_nothing_else(kind):
     _, processor = get_family(kind).build_tiny()(None, seed=0)
@@ -103,7 +123,7 @@ def test_batched_generation_is_left_padded_and_matches_one_by_one(tiny):
         ),
     ]
     items = [encode_prompt(processor, c, open_images(c)) for c in convs]
-    batch = ChatCollator(processor.tokenizer.pad_token_id, generation=True)(items)
+    batch = ChatCollator(processor.tokenizer.pad_token_id, generation=True)([{PROMPT: i} for i in items])
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].all()  # left padding
     kwargs = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": processor.tokenizer.pad_token_id}
     with torch.no_grad():
@@ -125,6 +145,33 @@ def test_training_batch_pads_right_with_ignored_labels(tiny):
     assert ((batch["attention_mask"] == 0) <= (batch["labels"] == -100)).all()
     loss = model(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_an_evaluation_batch_gives_the_assistant_token_loss_and_the_prompt_to_generate_from(tiny, tmp_path):
+    """The validation set feeds two collators: the Trainer's (the eval loss: labels on the assistant spans alone,
+    as in training) and the generation one (the prompt before the last answer, left-padded)."""
+    name, model, processor = tiny
+    second = {**GOOD, "images": ["train_0001.png"]}
+    second["messages"] = [{"role": "user", "content": "<image>What colour is it?"}, GOOD["messages"][1]]
+    path = write(tmp_path, [GOOD, second])
+    data = ChatData(train=str(path), val=str(path), images=str(IMAGES))
+    val = ChatDataset(path, "data.val", processor, data, IMAGES, evaluation=True)
+    items = [val[0], val[1]]
+    pad = processor.tokenizer.pad_token_id
+    loss_batch = ChatCollator(pad)(items)
+    trained = ChatCollator(pad)([encode_training(processor, c, open_images(c)) for c in val.samples])
+    assert loss_batch.keys() == trained.keys() and PROMPT not in loss_batch
+    assert all(torch.equal(loss_batch[k], trained[k]) for k in trained)
+    labelled = [label_text(processor, {k: v[i : i + 1] for k, v in loss_batch.items()}) for i in range(2)]
+    assert labelled == [[ANSWER_SPAN[name].replace("three", "four")]] * 2
+    with torch.no_grad():
+        assert torch.isfinite(model(**loss_batch).loss)
+    prompts = [encode_prompt(processor, c, open_images(c)) for c in val.samples]
+    generation = ChatCollator(pad, generation=True)(items)
+    want = ChatCollator(pad, generation=True)([{PROMPT: p} for p in prompts])
+    assert "labels" not in generation and generation.keys() == want.keys()
+    assert all(torch.equal(generation[k], want[k]) for k in want)
+    assert generation["attention_mask"][:, -1].all()  # left-padded: every prompt ends at the last column
 
 
 def test_metrics_and_baseline():

@@ -62,6 +62,14 @@ def generated(run_dir, image_path, question: str, max_new_tokens: int) -> str:
     return processor.tokenizer.batch_decode(new, skip_special_tokens=True)[0].strip()
 
 
+def test_each_evaluation_reports_a_finite_loss_beside_the_generation_metrics(run):
+    """The Trainer's eval loss (on the assistant tokens of the validation conversations) next to exact match."""
+    import math
+
+    evals = [json.loads(line)["eval"] for line in (run["dir"] / "metrics.jsonl").read_text().splitlines()]
+    assert evals and all(math.isfinite(e["loss"]) and "exact_match" in e for e in evals), evals
+
+
 def test_predict_cli_asks_the_prompt_with_the_runs_settings(run, tmp_path, capsys):
     from trainers.predict import main
 

@@ -31,9 +31,15 @@ def token_limit(processor: Any, data: ChatData) -> tuple[int, str]:
     return data.max_length, f"data.max_length={data.max_length}"
 
 
+# The key of an evaluation item's generation inputs (the prompt before the last answer).
+PROMPT = "prompt"
+
+
 class ChatDataset(Dataset):
-    """Training items (`evaluation=False`: the whole conversation, labels on the assistant spans) or
-    evaluation items (the prompt before the last answer; `references` holds the answers)."""
+    """Training items (the whole conversation, labels on the assistant spans). With `evaluation=True` each
+    item also holds, under `PROMPT`, the inputs that generate its last answer: the Trainer's collator computes
+    the eval loss on the assistant tokens from the first, the generation collator batches the second;
+    `references` holds the answers."""
 
     def __init__(
         self,
@@ -62,9 +68,10 @@ class ChatDataset(Dataset):
 
     def _encode(self, conversation: Conversation) -> dict[str, Any]:
         images = [open_rgb(p) for p in conversation.images]
+        item = encode_training(self.processor, conversation, images)
         if self.evaluation:
-            return encode_prompt(self.processor, conversation, images)
-        return encode_training(self.processor, conversation, images)
+            item[PROMPT] = encode_prompt(self.processor, conversation, images)
+        return item
 
     def _fits(self, conversation: Conversation) -> bool:
         try:
@@ -98,13 +105,15 @@ class ChatDataset(Dataset):
 
 @dataclass
 class ChatCollator:
-    """Training batches (right-padded, labels -100 on padding) or generation batches (left-padded prompts)."""
+    """Training and eval-loss batches (right-padded, labels -100 on padding; an item's `PROMPT` is left out)
+    or generation batches (the items' `PROMPT` inputs, left-padded so new tokens follow every prompt)."""
 
     pad_token_id: int
     generation: bool = False
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate(items, self.pad_token_id, left=self.generation)
-        if self.generation:
-            batch.pop("labels", None)
+        if not self.generation:
+            return collate(items, self.pad_token_id, left=False)
+        batch = collate([item[PROMPT] for item in items], self.pad_token_id, left=True)
+        batch.pop("labels", None)
         return batch

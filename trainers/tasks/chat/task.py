@@ -1,7 +1,8 @@
 """Chat as a `Task`: JSONL conversations with images; the loss on assistant tokens (the model's own causal-LM loss
 over the labels the encoder masked); evaluation generates the last answer of each validation conversation
 (left-padded, greedy or beam search, `synced_gpus` under ZeRO-3) and scores it against the reference, next to
-the most-frequent-answer baseline."""
+the most-frequent-answer baseline; the Trainer's eval loss comes from the same validation items (each carries its
+training encoding beside the prompt, `trainers.tasks.chat.data.PROMPT`)."""
 
 from __future__ import annotations
 
