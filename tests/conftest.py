@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ SHAPES = ROOT / "data" / "shapes"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+# The caption baselines kept between processes start empty for each run of the suite (set before xdist starts
+# its workers, so both share it): no test reads a baseline an older checkout computed.
+os.environ.setdefault("VLM_FINETUNE_CACHE", tempfile.mkdtemp(prefix="vlm-finetune-cache-"))
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs the suite in 2 pytest-xdist workers: each computes on one thread (2 workers x 2 OpenMP

@@ -184,3 +184,33 @@ def test_plan_baseline_of_the_demo_data_and_of_missing_data(monkeypatch):
         unavailable.render()
         == "baseline:      not computed (data/captions/train.json: caption file not found)"
     )
+
+
+def test_the_baseline_is_computed_once_per_inputs_and_read_back_in_another_process(tmp_path, monkeypatch):
+    """The disk copy serves a later process (no caption is scored again) and equals the computed one; other
+    metrics make another file."""
+    import subprocess
+    import sys
+
+    from trainers.tasks.captioning import baseline as module
+
+    monkeypatch.setenv(module.CACHE_DIR_ENV, str(tmp_path))
+    train = [TRUTH[0], TRUTH[0], TRUTH[2]]
+    val = [[TRUTH[k]] for k in sorted(TRUTH)]
+    computed = constant_caption_baseline(train, val, ("rouge_l",))
+    assert len(list(tmp_path.rglob("*.json"))) == 1
+    again = """
+import json, sys
+from trainers.metrics.captions import CaptionScorer
+from trainers.tasks.captioning.baseline import constant_caption_baseline
+CaptionScorer.score = lambda *a, **k: sys.exit("scored again")
+b = constant_caption_baseline(*json.loads(sys.argv[1]), ("rouge_l",))
+print(json.dumps([b.caption, b.scores, b.candidates]))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", again, json.dumps([train, val])], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [computed.caption, computed.scores, computed.candidates]
+    constant_caption_baseline(train, val, ("rouge_l", "cider_d"))
+    assert len(list(tmp_path.rglob("*.json"))) == 2

@@ -13,18 +13,26 @@ plan shows it too.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers import atomic_files
 from trainers.data_policy import BadSamples, DataError
 from trainers.metrics.captions import CaptionScorer
 from trainers.recipe.config import CompositeMetric, Recipe
 from trainers.tasks.captioning.config import CaptionData
 from trainers.tasks.captioning.data import parse_captions
 from trainers.tasks.captioning.shapes import is_shapes_caption_set, score_shapes_captions
+
+logger = logging.getLogger(__name__)
 
 BASELINE_PREFIX = "baseline_"
 DISTINCT_PREDICTIONS = "distinct_predictions"
@@ -85,6 +93,9 @@ class BaselineUnavailable:
 
 
 _CACHE: dict[tuple, ConstantCaptionBaseline] = {}
+# Bump when the rule or a scorer changes what the baseline is for the same inputs: older files are then ignored.
+DISK_CACHE_VERSION = 1
+CACHE_DIR_ENV = "VLM_FINETUNE_CACHE"  # where the disk copies live; default ~/.cache/vlm-finetune-launcher
 FULLY_SCORED = 5  # candidates scored again with the run's own scorer (METEOR too), after the cheap ranking
 # The cheap ranking's bounds, so a real caption set costs seconds, not hours: the most frequent distinct training
 # captions (ties in order of first appearance), ranked on the first validation images
@@ -140,12 +151,66 @@ def constant_caption_baseline(
     """The best constant caption among the distinct training captions, scored as the prediction for every
     validation image by the run's own scorer and composites.
 
-    Memoised on the inputs: the plan and the evaluator of one run compute it from the same captions, and
-    METEOR costs a java start.
+    Memoised on the inputs, in this process and on disk (`_disk_path`): the plan and the evaluator of a run,
+    and every later dry-run of the same data, would otherwise score the same candidates again (METEOR: seconds).
     """
     key = (tuple(train_captions), tuple(map(tuple, val_references)), tuple(metrics), tuple(composites))
     if key in _CACHE:
         return _CACHE[key]
+    stored = _disk_path(key)
+    baseline = _read_stored(stored)
+    if baseline is None:
+        baseline = _compute(train_captions, val_references, metrics, composites, scorer)
+        _store(stored, baseline)
+    _CACHE[key] = baseline
+    return baseline
+
+
+def _disk_path(key: tuple) -> Path:
+    """Where the baseline of these exact inputs is kept between processes: a pure function of the caption
+    files, the metrics, the composites and the scorer's version, so every dry-run and run of one data set (and
+    each rank) computes it once, METEOR's java included."""
+    from importlib.metadata import version
+
+    captions, references, metrics, composites = key
+    digest = hashlib.sha256(
+        json.dumps(
+            [
+                DISK_CACHE_VERSION,
+                version("pycocoevalcap"),
+                captions,
+                references,
+                metrics,
+                [dataclasses.asdict(c) for c in composites],
+            ]
+        ).encode()
+    ).hexdigest()
+    root = os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "vlm-finetune-launcher"
+    return Path(root) / "caption_baselines" / f"{digest}.json"
+
+
+def _read_stored(path: Path) -> ConstantCaptionBaseline | None:
+    try:
+        return ConstantCaptionBaseline(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):  # none yet, or unreadable: computed again
+        return None
+
+
+def _store(path: Path, baseline: ConstantCaptionBaseline) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_files.write_text(path, json.dumps(dataclasses.asdict(baseline)) + "\n")
+    except OSError as exc:  # a read-only home: the run goes on, the next one computes it again
+        logger.debug("caption baseline not kept at %s: %s", path, exc)
+
+
+def _compute(
+    train_captions: Sequence[str],
+    val_references: Sequence[Sequence[str]],
+    metrics: Sequence[str],
+    composites: Sequence[CompositeMetric],
+    scorer: CaptionScorer | None,
+) -> ConstantCaptionBaseline:
     counts = Counter(_normalised(c) for c in train_captions)
     if not counts:
         raise ValueError("no training captions to pick a baseline from")
@@ -173,11 +238,9 @@ def constant_caption_baseline(
     if is_shapes_caption_set(val_references):
         result = score_shapes_captions(dict.fromkeys(references, caption), references)
         shapes = {"object_accuracy": result.object_accuracy, "relation_accuracy": result.relation_accuracy}
-    baseline = ConstantCaptionBaseline(
+    return ConstantCaptionBaseline(
         caption, counts[caption], len(train_captions), len(val_references), scores, shapes, len(candidates)
     )
-    _CACHE[key] = baseline
-    return baseline
 
 
 def recipe_composites(recipe: Recipe) -> tuple[CompositeMetric, ...]:
