@@ -19,7 +19,9 @@ Every shipped recipe with a demo runs in the job under the engines its family's 
 the modes from `recipes/` and the family registry); each equals its 1-rank run in losses and weights
 (`test_every_shipped_recipe_mode_equals_one_rank`), and the families above add their own metric checks.
 In bf16 (`vit_lora-bf16-zero2`, DeepSpeed's bf16 engine vs 1-rank autocast) losses and adapter agree within
-the measured bf16 tolerances and every validation image gets the same class.
+the measured bf16 tolerances and every validation image gets the same class. With 2 persistent loader workers
+per rank (`vit_lora-workers-ddp`) the ViT recipe's run is bit-identical to its run without workers, and so is
+the same run stopped after epoch 1 and resumed with workers (`vit_lora-workers-resume-ddp`).
 One torchrun runs every mode back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
@@ -35,7 +37,15 @@ import pytest
 import torch
 from clip_helpers import LayerChanges, stage_clip_recipe
 from lora_recipe import importance_recipe, lora_recipe, mix_recipe, same_length_captions
-from rank_modes import ENGINES, FEATURE_MODES, JOB_FEATURE_MODES, rank_recipe, recipe_modes, write_train_sets
+from rank_modes import (
+    ENGINES,
+    FEATURE_MODES,
+    JOB_FEATURE_MODES,
+    WORKER_MODES,
+    rank_recipe,
+    recipe_modes,
+    write_train_sets,
+)
 from safetensors.torch import load_file
 
 from conftest import ROOT
@@ -590,3 +600,24 @@ def test_fsdp_resume_continues_bit_identically(runs):
     a, b = _adapter(out / "blip-fsdp"), _adapter(out / "blip-resume-fsdp")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["predictions"] == straight["predictions"]
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", WORKER_MODES)
+def test_loader_workers_and_a_resume_with_them_give_the_run_without_workers_bit_for_bit(runs, mode):
+    """The ViT recipe (seeded crop and flip drawn per epoch and index) on 2 ranks with 2 persistent loader
+    workers each, straight and stopped after epoch 1 then resumed in a fresh Trainer: the same per-step losses,
+    adapter and predictions, bit for bit, as the same 2 ranks loading in the training process (`vit_lora-ddp`,
+    which equals 1 rank within the tolerances above)."""
+    out = runs[0]
+    without = json.loads((out / "vit_lora-ddp" / "losses.json").read_text())
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert without["loader_workers"] == [0, False] and info["loader_workers"] == [2, True]
+    assert info["world"] == 2
+    if mode.endswith("resume-ddp"):
+        assert info["resumed_from"] and info["resumed_from"].endswith("checkpoint-4"), info["resumed_from"]
+    assert len(info["losses"]) == 8 and info["losses"] == without["losses"]
+    a, b = _adapter(out / "vit_lora-ddp"), _adapter(out / mode)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert info["predictions"] == without["predictions"]
