@@ -10,9 +10,10 @@ or one per token). The loss is the model's own when it computes one from those l
 loss is the task's) the mean of its first output: the measured bytes then leave out the task loss's own saved
 tensors, small beside the model's.
 
-Not every model runs on data-free tensors: vision-language chat models check that a prompt holds as many image
-tokens as the image gives features (a data-dependent count), DETR's loss matches boxes with scipy. Those say
-why in one line and the plan shows their activations as not measured.
+Not every model runs on data-free tensors: PaliGemma checks that a prompt holds as many image tokens as the
+image gives features (a count that needs data), DETR and Florence-2 take their image size from their image
+processor (and DETR's pixel mask reaches a `mask.all()`), Qwen2-VL's patch grid and SmolVLM's tiles come from
+theirs. Those say why in one line and the plan shows their activations as not measured.
 """
 
 from __future__ import annotations
