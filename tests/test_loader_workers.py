@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from conftest import ROOT
 from trainers.callbacks.dataset_epoch import DatasetEpoch
 from trainers.data.epoch import SharedEpoch
-from trainers.data.loader import AUTO_MAX_WORKERS, loader_settings, resolve_num_workers
+from trainers.data.loader import AUTO_MAX_WORKERS, loader_settings, resolve_num_workers, stop_workers
 from trainers.errors import RecipeError
 from trainers.models.vit import TinyVitSpec, build_tiny_processor
 from trainers.recipe import load_recipe
@@ -109,3 +109,21 @@ def test_persistent_workers_give_the_pixels_of_num_workers_0_on_one_and_two_rank
     assert _same(two_ranks, reference)
     resumed = _epochs(train_set, indices, [1, 2], workers=2)  # a fresh loader starting at epoch 1
     assert _same(resumed, {k: v for k, v in reference.items() if k[0] >= 1})
+
+
+def test_stop_workers_ends_a_loaders_persistent_workers_and_a_later_epoch_starts_new_ones(train_set):
+    """What a run does at its end (`RecipeTrainer.release_loader_workers`): left to the collection of the
+    Trainer's reference cycle, each worker cost DataLoader's 5 s join timeout."""
+    loader = DataLoader(
+        Subset(train_set, range(4)), batch_size=4, collate_fn=_collate, num_workers=1, persistent_workers=True
+    )
+    first = next(iter(loader))["pixel_values"]
+    workers = list(loader._iterator._workers)
+    assert all(w.is_alive() for w in workers)
+    wrapped = type(
+        "Prepared", (), {"base_dataloader": loader}
+    )()  # accelerate's loaders hold the real one inside
+    assert stop_workers([None, wrapped]) == 1
+    assert loader._iterator is None and not any(w.is_alive() for w in workers)
+    assert torch.equal(next(iter(loader))["pixel_values"], first)
+    assert stop_workers([loader]) == 1 and stop_workers([loader]) == 0

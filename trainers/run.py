@@ -334,6 +334,7 @@ def complete_run(ctx: RunContext) -> dict[str, Any]:
             finish_run(summary)  # W&B (when on): resource totals into the run summary, run closed
     finally:
         trainer.evaluator.close()
+        trainer.release_loader_workers()
     return summary
 
 

@@ -28,6 +28,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from trainers.callbacks.resources import SeenCounts
 from trainers.checkpoints import AtomicCheckpoints, CheckpointError
+from trainers.data.loader import stop_workers
 from trainers.evaluation import evaluate_all
 from trainers.fsdp import FsdpSetup
 from trainers.lora.names import strip_peft_prefix
@@ -131,6 +132,11 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, FsdpSetup, Trainer):
         if saved is not None and saved.is_file() and hasattr(self.evaluator, "last_predictions"):
             self.evaluator.last_predictions = {int(k): v for k, v in json.loads(saved.read_text()).items()}
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def release_loader_workers(self) -> int:
+        """Stops the persistent workers of this run's train loader and cached eval loaders (`stop_workers`)."""
+        cached = getattr(self, "_eval_dataloaders", None) or {}
+        return stop_workers([getattr(self.callback_handler, "train_dataloader", None), *cached.values()])
 
     def _get_train_sampler(self, train_dataset=None):
         """A training set that orders itself per epoch (`ordered = True`: a task curriculum) is read in index

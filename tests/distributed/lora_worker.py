@@ -8,7 +8,8 @@ family's rule (a special training set, if the rule declares one, is read from OU
 feature checks: `ddp` / `zero2` / `zero3` train the BLIP LoRA recipe of lora_recipe.py on TRAIN_JSON
 (`checkpointing-ddp` / `checkpointing-zero3`: the same with gradient checkpointing);
 `blip-fsdp` the same recipe without its stage under FSDP2 and `blip-resume-fsdp` that run interrupted after its
-first epoch and resumed from the checkpoint in a fresh Trainer; `clip-<engine>` the tiny dual encoder with its
+first epoch and resumed from the checkpoint in a fresh Trainer (`vit_lora-workers-resume-ddp` likewise, with
+2 loader workers per rank); `clip-<engine>` the tiny dual encoder with its
 cross-rank contrastive loss and a text-tower stage
 (`clip-local-ddp`: the same with per-rank negatives only, for comparison), each rank writing which text
 layers moved by epoch to OUT/MODE/layers_rank<N>.json; `importance-<engine>` measures layer importance
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "distributed")]
 
 
-STEPS_PER_EPOCH = 4  # the feature recipe: 32 captions at a global batch of 8
+STEPS_PER_EPOCH = 4  # the feature recipe (32 captions at a global batch of 8) and the ViT rule's (64 at 16)
 
 
 class StopAt(TrainerCallback):
@@ -52,7 +53,7 @@ def main() -> None:
     import torch.distributed as dist
     from clip_helpers import LayerChanges, stage_clip_recipe, uneven_gather_check
     from lora_recipe import importance_recipe, lora_recipe, mix_recipe
-    from rank_modes import CLIP_CHECKS, FSDP_CHECKS, all_modes, rank_recipe
+    from rank_modes import CLIP_CHECKS, FSDP_CHECKS, RESUMED_MODES, all_modes, rank_recipe
     from reset import reset_between_runs
 
     from trainers.run import complete_run, is_main_process, setup_run
@@ -92,9 +93,7 @@ def main() -> None:
             recipe = rank_recipe(mode.recipe, out / name, ranks=2, data_dir=out, overrides=mode.overrides)
         recipe.launch.deepspeed_config = ds_config or None
         recipe.launch.engine = "fsdp" if mode.engine == "fsdp" else "auto"
-        if (
-            mode.recipe == "blip-resume-fsdp"
-        ):  # the first leg stops after epoch 1 (its checkpoint), then resumes
+        if name in RESUMED_MODES:  # the first leg stops after epoch 1 (its checkpoint), then resumes
             first = setup_run(recipe)
             first.trainer.add_callback(StopAt(STEPS_PER_EPOCH))
             complete_run(first)
@@ -121,6 +120,10 @@ def main() -> None:
                         "losses": losses,
                         "world": summary["world_size"],
                         "resumed_from": ctx.resume_from,
+                        "loader_workers": [
+                            ctx.trainer.args.dataloader_num_workers,
+                            ctx.trainer.args.dataloader_persistent_workers,
+                        ],
                         "data_mix": summary.get("data_mix"),
                         "deepspeed_bf16": bool(ds_config) and ctx.trainer.model_wrapped.bfloat16_enabled(),
                         "eval": evals[-1],

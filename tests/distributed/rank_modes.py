@@ -11,7 +11,8 @@ recipe spelling the old id finds its family's rule), each with why. Besides the 
 harness's own feature checks (`FEATURE_MODES`): the BLIP LoRA recipe of `lora_recipe.py` (modules_to_save, a
 freeze rule, a stage, a param group; ZeRO-3 adapter reload; with gradient checkpointing under ZeRO-3), the dual
 encoder's cross-rank loss with a stage, the layer-importance gradients, a weighted two-source training mix
-(`mix-ddp`), and the ViT recipe in bf16 under ZeRO-2 (`vit_lora-bf16-zero2`).
+(`mix-ddp`), the ViT recipe in bf16 under ZeRO-2 (`vit_lora-bf16-zero2`), and the ViT recipe with 2 loader workers per rank,
+straight and stopped after epoch 1 then resumed (`vit_lora-workers-ddp`, `vit_lora-workers-resume-ddp`).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def uncovered_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
 
 
 BF16 = ("training.precision=bf16",)
+WORKERS = ("training.num_workers=2",)
 
 # The harness's own checks of features rather than recipes; `clip-local-ddp` (per-rank negatives only) is run
 # by hand for the README's comparison, not in the job.
@@ -213,7 +215,15 @@ FEATURE_MODES: dict[str, RankMode] = {
     # bf16 (CPU autocast; DeepSpeed keeps bf16 weights with fp32 master copies): the ViT recipe's run under ZeRO-2
     # against its 1-rank bf16 run, within the bf16 tolerance of test_lora_distributed.py
     "vit_lora-bf16-zero2": RankMode("vit_lora-bf16-zero2", "zero2", "vit_lora", overrides=BF16),
+    # loader workers in a real run: the ViT recipe (seeded crop and flip per epoch) with 2 persistent workers per
+    # rank against its `vit_lora-ddp` run (0 workers), and the same stopped after epoch 1 and resumed
+    **{
+        name: RankMode(name, "ddp", "vit_lora", overrides=WORKERS)
+        for name in ("vit_lora-workers-ddp", "vit_lora-workers-resume-ddp")
+    },
 }
+WORKER_MODES = ("vit_lora-workers-ddp", "vit_lora-workers-resume-ddp")
+RESUMED_MODES = ("blip-resume-fsdp", "vit_lora-workers-resume-ddp")  # stopped after epoch 1, then resumed
 CLIP_CHECKS = ("clip-stage", "clip-stage-local")
 FSDP_CHECKS = ("blip-fsdp", "blip-resume-fsdp")
 JOB_FEATURE_MODES = tuple(name for name in FEATURE_MODES if name != "clip-local-ddp")

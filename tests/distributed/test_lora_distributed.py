@@ -22,7 +22,9 @@ The chat recipes (Qwen2-VL and SmolVLM under DDP, ZeRO-2 and ZeRO-3, PaliGemma u
 vision stages) generate the same answer to every validation conversation as 1 rank and open their stages at the same
 steps.
 In bf16 (`vit_lora-bf16-zero2`, DeepSpeed's bf16 engine vs 1-rank autocast) losses and adapter agree within
-the measured bf16 tolerances and every validation image gets the same class.
+the measured bf16 tolerances and every validation image gets the same class. With 2 persistent loader workers
+per rank (`vit_lora-workers-ddp`) the ViT recipe's run is bit-identical to its run without workers, and so is
+the same run stopped after epoch 1 and resumed with workers (`vit_lora-workers-resume-ddp`).
 One torchrun runs every mode back to back (process start and the DeepSpeed JIT op are paid once).
 """
 
@@ -42,6 +44,7 @@ from rank_modes import (
     ENGINES,
     FEATURE_MODES,
     JOB_FEATURE_MODES,
+    WORKER_MODES,
     rank_recipe,
     recipe_modes,
     shipped,
@@ -629,3 +632,24 @@ def test_fsdp_resume_continues_bit_identically(runs):
     a, b = _adapter(out / "blip-fsdp"), _adapter(out / "blip-resume-fsdp")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["predictions"] == straight["predictions"]
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("mode", WORKER_MODES)
+def test_loader_workers_and_a_resume_with_them_give_the_run_without_workers_bit_for_bit(runs, mode):
+    """The ViT recipe (seeded crop and flip drawn per epoch and index) on 2 ranks with 2 persistent loader
+    workers each, straight and stopped after epoch 1 then resumed in a fresh Trainer: the same per-step losses,
+    adapter and predictions, bit for bit, as the same 2 ranks loading in the training process (`vit_lora-ddp`,
+    which equals 1 rank within the tolerances above)."""
+    out = runs[0]
+    without = json.loads((out / "vit_lora-ddp" / "losses.json").read_text())
+    info = json.loads((out / mode / "losses.json").read_text())
+    assert without["loader_workers"] == [0, False] and info["loader_workers"] == [2, True]
+    assert info["world"] == 2
+    if mode.endswith("resume-ddp"):
+        assert info["resumed_from"] and info["resumed_from"].endswith("checkpoint-4"), info["resumed_from"]
+    assert len(info["losses"]) == 8 and info["losses"] == without["losses"]
+    a, b = _adapter(out / "vit_lora-ddp"), _adapter(out / mode)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert info["predictions"] == without["predictions"]

@@ -284,25 +284,23 @@ def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = N
     from trainers.models.checkpointing import checkpointed_layers
 
     layers = checkpointed_layers(model)
-    param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
     owner: dict[int, tuple[int, int]] = {}  # storage -> (layer index or -1, bytes)
     inputs: dict[int, int] = {}
     current: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage.data_ptr() not in param_storages:
-            owner.setdefault(storage.data_ptr(), (current[-1] if current else -1, storage.nbytes()))
+        if storage._cdata not in param_storages:
+            owner.setdefault(storage._cdata, (current[-1] if current else -1, storage.nbytes()))
         return t
 
     def enter(index: int):
         def hook(_module, args, kwargs):
             if not current:
                 for value in (*args, *kwargs.values()):
-                    if torch.is_tensor(value) and value.untyped_storage().data_ptr() not in param_storages:
-                        inputs.setdefault(
-                            value.untyped_storage().data_ptr(), value.untyped_storage().nbytes()
-                        )
+                    if torch.is_tensor(value) and value.untyped_storage()._cdata not in param_storages:
+                        inputs.setdefault(value.untyped_storage()._cdata, value.untyped_storage().nbytes())
             current.append(index)
 
         return hook
@@ -351,7 +349,7 @@ def measure_activations(recipe: Any, prepared: Any, task: Any, precision: str = 
     batch_size = recipe.training.batch_size
     model = prepared.model
     if prepared.processor is None or any(p.is_meta for p in model.parameters()):
-        return Activations(None, batch_size, note="the model's weights are not available locally")
+        return _measure_on_meta(recipe, model, precision)
     if task.missing_data(recipe):
         return Activations(None, batch_size, note="the recipe's data is not found")
     data = task.build(recipe, prepared.processor)
@@ -371,13 +369,37 @@ def measure_activations(recipe: Any, prepared: Any, task: Any, precision: str = 
     return Activations(profile.peak * batch_size // measured, batch_size, shapes, note, without)
 
 
-def _autocast(precision: str) -> Any:
+def _measure_on_meta(recipe: Any, model: nn.Module, precision: str) -> Activations:
+    """The real-size model without its weights: the same count on meta tensors (`meta_activations`)."""
+    from trainers.reporting.meta_activations import meta_batch, meta_loss
+
+    batch_size = recipe.training.batch_size
+    why = "the model's weights are not available locally, and a forward on the meta device failed"
+    try:
+        batch, loss = meta_batch(model, recipe)
+        with _autocast(precision, "cpu"):
+            profile = activation_profile(model, batch, meta_loss)
+    except Exception as error:  # a data-dependent check or a loss outside torch: say which, count no bytes
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        return Activations(None, batch_size, note=f"{why}: {reason}")
+    notes = [
+        "measured on the meta device (weights not local; inputs from the model's config)",
+        f"loss: {loss}",
+    ]
+    if precision in ("bf16", "fp16"):
+        notes.append(f"under {precision} autocast")
+    shapes = {k: list(v.shape) for k, v in batch.items() if torch.is_tensor(v)}
+    without = profile.without_checkpointing if profile.inside else None
+    return Activations(profile.peak, batch_size, shapes, "; ".join(notes), without)
+
+
+def _autocast(precision: str, device: str | None = None) -> Any:
     """The Trainer's mixed precision on this machine's device type (a no-op context in fp32)."""
     import contextlib
 
     if precision not in ("bf16", "fp16"):
         return contextlib.nullcontext()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 

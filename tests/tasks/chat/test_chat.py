@@ -133,6 +133,20 @@ def test_batched_generation_is_left_padded_and_matches_one_by_one(tiny):
             assert row[: len(alone)].tolist() == alone.tolist(), name
 
 
+def test_a_generation_prompt_carries_no_labels_so_the_trainers_eval_pass_has_no_nan_loss(tiny):
+    """PaliGemma's processor labels a prompt without a suffix all -100: its mean loss over no tokens was 0/0,
+    the NaN eval loss it reported in fp32 and bf16 alike (the Trainer's loss pass batches the validation
+    prompts with the training collator, labels kept)."""
+    name, model, processor = tiny
+    conv = conversation([("user", "<image>How many circles?"), ("assistant", "three")])
+    item = encode_prompt(processor, conv, open_images(conv))
+    assert "labels" not in item, name
+    batch = ChatCollator(processor.tokenizer.pad_token_id)([item])
+    assert "labels" not in batch
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+
+
 def test_training_batch_pads_right_with_ignored_labels(tiny):
     name, model, processor = tiny
     convs = [

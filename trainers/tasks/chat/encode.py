@@ -96,13 +96,20 @@ def _prefix_length(
 
 
 def encode_prompt(processor: Any, conversation: Conversation, images: list[Image.Image]) -> dict[str, Any]:
-    """The inputs that generate the last assistant turn: every turn before it, then the generation prompt."""
+    """The inputs that generate the last assistant turn: every turn before it, then the generation prompt.
+
+    No labels: a prompt has no target token. PaliGemma's processor returns labels even without a suffix, all
+    -100 (the prefix is masked), and a mean loss over no tokens is 0/0: the NaN eval loss it reported in fp32
+    and bf16 alike. Without labels its evaluation reports no eval loss, like the other chat families."""
     turns = list(conversation.turns[: conversation.last_answer])
     used = sum(t.images for t in turns)
     if not has_template(processor):
         prefix, _ = _suffix_pair(conversation, tuple(turns))
-        return _process(processor, prefix, images[:used])
-    return _process(processor, _render(processor, turns, True), images[:used])
+        inputs = _process(processor, prefix, images[:used])
+    else:
+        inputs = _process(processor, _render(processor, turns, True), images[:used])
+    inputs.pop("labels", None)
+    return inputs
 
 
 def encode_question(processor: Any, question: str, image: Image.Image) -> dict[str, Any]:
