@@ -206,6 +206,21 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
             [chat_image],
         ),
     )
+    import datasets
+
+    datasets.disable_progress_bars()
+    for name, row in (
+        ("no_answer", {"messages": [ask], "images": [chat_image]}),
+        (
+            "image_count",
+            {"messages": [ask, {"role": "assistant", "content": "two"}], "images": [chat_image] * 2},
+        ),
+        ("role", {"messages": [ask, {"role": "bot", "content": "two"}], "images": [chat_image]}),
+    ):
+        saved = root / f"chat_source_{name}"
+        good = json.loads(chat([ask], []).splitlines()[0])
+        datasets.Dataset.from_list([good, row]).save_to_disk(str(saved))
+        write(f"chat_source_{name}.py", CHAT_SOURCE_RECIPE.format(path=saved))
     coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
     coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]
     write(
@@ -264,6 +279,18 @@ IN_PROCESS = [
             ("image_count", ("1 image placeholder", "2 image(s)")),
             ("role", ("role 'bot'", "system, user, assistant")),
             ("long", ("tokens with its image tokens", "model_max_length=512")),
+        )
+    ),
+    *(
+        (
+            f"chat-source-{name}",
+            lambda f, name=name: [str(f[f"chat_source_{name}.py"]), "--demo"],
+            ("data.train row 1", f"chat_source_{name}", *fragments),
+        )
+        for name, fragments in (
+            ("no_answer", ("no assistant turn",)),
+            ("image_count", ("1 image placeholder", "2 image(s) in column 'images'")),
+            ("role", ("role 'bot'", "system, user, assistant")),
         )
     ),
     (
@@ -1014,6 +1041,13 @@ DATA_IN_PROCESS = [
         ("data.train[1]: this source's labels differ", "circle, square vs circle, cross, square, triangle"),
     ),
 ]
+
+# The Qwen2-VL chat demo trained from a `datasets` source saved to disk (a messages column, file names as images).
+CHAT_SOURCE_RECIPE = """import runpy
+from trainers.data.source_config import Columns, DatasetSource
+recipe = runpy.run_path("recipes/qwen2_vl_lora.py")["recipe"]
+recipe.data.train = DatasetSource(kind="disk", path="{path}", columns=Columns(image="images", messages="messages"))
+"""
 
 # A mixed training split over the ViT demo (`data.train=[MixSource(...), ...]` in a recipe file).
 MIX_RECIPE = """import runpy

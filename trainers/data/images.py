@@ -16,21 +16,23 @@ from PIL import Image
 
 @dataclass(frozen=True, eq=False)
 class RowImage:
-    """The image of row `row` of a loaded source (`trainers.data.sources.SourceDataset`) named by `key`."""
+    """The image of row `row` of a loaded source (`trainers.data.sources.SourceDataset`) named by `key`;
+    `nth` picks one of a row holding several (a list of images, as chat conversations have)."""
 
     dataset: Any
     row: int
     key: str
+    nth: int | None = None
 
     @property
     def name(self) -> str:
-        return f"row {self.row}"
+        return f"row {self.row}" + (f" image {self.nth}" if self.nth is not None else "")
 
     def __str__(self) -> str:
-        return f"{self.key} row {self.row}"
+        return f"{self.key} {self.name}"
 
     def open(self) -> Image.Image:
-        return self.dataset.image(self.row)
+        return self.dataset.image(self.row) if self.nth is None else self.dataset.image(self.row, self.nth)
 
 
 ImageRef = Path | RowImage

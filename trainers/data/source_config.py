@@ -30,6 +30,7 @@ class Columns:
     keypoints: str | None = None
     prefix: str | None = None
     suffix: str | None = None
+    messages: str | None = None  # chat: a list of {role, content} turns per row
 
     def mapped(self) -> dict[str, str]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name)}

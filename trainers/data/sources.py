@@ -9,8 +9,7 @@ Users of this field keep their data as `datasets` datasets; a recipe names one w
   and CSV the image column holds file names, relative to `image_dir` (default: the data file's folder).
 
 `columns` maps the keys tasks read (`image`, `caption`, `label`, `boxes`, `box_labels`, `keypoints`, `prefix`,
-`suffix`) to the
-dataset's column names; a dotted name reads a field of a struct column (`objects.bbox`). A mapped column
+`suffix`, `messages`) to the dataset's column names; a dotted name reads a field of a struct column (`objects.bbox`). A mapped column
 the dataset lacks is a RecipeError naming the key and listing the columns that exist.
 
 Nothing is loaded into memory up front: `save_to_disk` / `load_dataset` tables are memory-mapped Arrow
@@ -304,10 +303,14 @@ class SourceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.mapper(self.table[int(index)], f"row {index}")
 
-    def image(self, index: int) -> Image.Image:
-        """Row `index`'s image alone (the other columns are not read)."""
+    def image(self, index: int, nth: int | None = None) -> Image.Image:
+        """Row `index`'s image alone (the other columns are not read); `nth`: the nth of a list of images."""
         column = self.mapper.columns["image"]
-        return self.mapper._image(self.table[int(index)][column], f"row {index}")
+        value = self.table[int(index)][column]
+        if nth is not None:
+            value = value[nth]
+        where = f"row {index}" + (f" image {nth}" if nth is not None else "")
+        return self.mapper._image(value, where)
 
 
 def column_values(dataset: SourceDataset, task_key: str) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from trainers.data.source_config import DatasetSource
 from trainers.data.split_config import DataPath, SplitDataWithPolicy
 from trainers.errors import RecipeError
 
@@ -63,6 +64,10 @@ class ChatData(SplitDataWithPolicy):
     too); a longer one is a bad sample naming its line. Qwen2-VL resizes each image to between its
     processor's `min_pixels` and `max_pixels` (the real processor's default max is 12845056 pixels, up to
     16384 image tokens): `max_pixels` caps it (e.g. 401408 = 512 tokens of 28 x 28 px).
+
+    Either split may instead be a `DatasetSource` of conversations: `columns.messages` (the same list of
+    {role, content} turns) and `columns.image` (one `Image`, a list of them, or file names relative to
+    `image_dir`), checked as lines are; a problem names the split and row index.
     """
 
     task: ClassVar[str] = "chat"
@@ -74,10 +79,13 @@ class ChatData(SplitDataWithPolicy):
         DataPath("val_images", "image directory", "dir"),
     )
     missing_hint: ClassVar[str] = (
-        'Point data.train= and data.val= at JSONL files of {"images": [...], "messages": [...]} lines. '
+        'Point data.train= and data.val= at JSONL files of {"images": [...], "messages": [...]} lines '
+        "(or at DatasetSource(kind, path, columns=Columns(image=..., messages=...))). "
         "`--demo` trains on the shipped data/chat_shapes."
     )
 
+    train: str | DatasetSource
+    val: str | DatasetSource
     val_images: str | None = None
     max_length: int = 2048
     max_pixels: int | None = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.data import jsonl
+from trainers.data.images import ImageRef
 from trainers.data_policy import BadSamples
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -45,7 +46,7 @@ class Turn:
 @dataclass(frozen=True)
 class Conversation:
     where: str  # file:line
-    images: tuple[Path, ...]
+    images: tuple[ImageRef, ...]  # files, or images of a `datasets` row
     turns: tuple[Turn, ...]
 
     @property
@@ -89,26 +90,14 @@ def split_parts(content: Any) -> tuple[tuple[str, str], ...] | None:
     return None
 
 
-def parse(
-    where: str, record: Any, images: Path, bad: BadSamples, check_files: bool = True
-) -> Conversation | None:
-    """One checked conversation, or None once its problem is reported to `bad`."""
-    if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
-        bad.report(
-            "malformed_line",
-            where,
-            'key "messages" missing, empty or not a list',
-            f"Fix that line; {LINE_HINT}",
-        )
-        return None
-    files = record.get("images", [record["image"]] if isinstance(record.get("image"), str) else [])
-    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        bad.report(
-            "malformed_line", where, 'key "images" is not a list of file names', f"Fix that line; {LINE_HINT}"
-        )
-        return None
+def parse_messages(
+    where: str, messages: Any, images: int | None, bad: BadSamples, images_key: str = '"images"'
+) -> tuple[Turn, ...] | None:
+    """The checked turns of one conversation holding `images` images (None: not counted), or None once its
+    problem is reported to `bad`: an unknown role, content that is not text / image parts, an image in an
+    answer, no assistant turn, a placeholder count that differs from the images."""
     turns: list[Turn] = []
-    for n, message in enumerate(record["messages"]):
+    for n, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ROLES:
             bad.report(
@@ -145,14 +134,38 @@ def parse(
         )
         return None
     placeholders = sum(t.images for t in turns)
-    if placeholders != len(files):
+    if images is not None and placeholders != images:
         bad.report(
             "image_count",
             where,
-            f"{placeholders} image placeholder(s) ({IMAGE_PLACEHOLDER} or image parts) but {len(files)} image(s) "
-            'in "images"',
+            f"{placeholders} image placeholder(s) ({IMAGE_PLACEHOLDER} or image parts) but {images} image(s) "
+            f"in {images_key}",
             "Give each placeholder one image, in order",
         )
+        return None
+    return tuple(turns)
+
+
+def parse(
+    where: str, record: Any, images: Path, bad: BadSamples, check_files: bool = True
+) -> Conversation | None:
+    """One checked conversation, or None once its problem is reported to `bad`."""
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
+        bad.report(
+            "malformed_line",
+            where,
+            'key "messages" missing, empty or not a list',
+            f"Fix that line; {LINE_HINT}",
+        )
+        return None
+    files = record.get("images", [record["image"]] if isinstance(record.get("image"), str) else [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        bad.report(
+            "malformed_line", where, 'key "images" is not a list of file names', f"Fix that line; {LINE_HINT}"
+        )
+        return None
+    turns = parse_messages(where, record["messages"], len(files), bad)
+    if turns is None:
         return None
     paths = tuple(Path(f) if Path(f).is_absolute() else images / f for f in files)
     for path in paths if check_files else ():
@@ -164,7 +177,7 @@ def parse(
                 "Add the image, fix the path (relative to data.images) or remove the line",
             )
             return None
-    return Conversation(where, paths, tuple(turns))
+    return Conversation(where, paths, turns)
 
 
 def read_conversations(

@@ -1,4 +1,4 @@
-"""Chat JSONL → datasets of encoded conversations, checked at construction.
+"""Chat JSONL (or a `datasets` source of conversations) → datasets of encoded conversations, checked at construction.
 
 Every conversation is encoded once when the split is built (images included) so that one the model cannot
 take — longer than `data.max_length` or the tokenizer's model limit, a template the processor rejects — is
@@ -14,10 +14,12 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from trainers.data.images import open_rgb
+from trainers.data.source_config import DatasetSource
 from trainers.data_policy import BadSamples, DataError, ensure_not_empty
 from trainers.tasks.chat.config import ChatData
 from trainers.tasks.chat.conversations import Conversation, read_conversations
 from trainers.tasks.chat.encode import EncodeError, collate, encode_prompt, encode_training
+from trainers.tasks.chat.source import read_source_conversations
 
 # A tokenizer without a stated limit reports a huge number (`VERY_LARGE_INTEGER`); above this it is no limit.
 _NO_LIMIT = 10**8
@@ -43,7 +45,7 @@ class ChatDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        source: str | Path | DatasetSource,
         key: str,
         processor: Any,
         data: ChatData,
@@ -51,14 +53,18 @@ class ChatDataset(Dataset):
         limit: int | None = None,
         evaluation: bool = False,
     ) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: not found ({key}). {ChatData.missing_hint}")
         self.key, self.processor, self.evaluation = key, processor, evaluation
-        self.bad_samples = BadSamples(f"{path} ({key})", data.on_bad_sample)
-        found = read_conversations(
-            path, Path(images) if images is not None else path.parent, self.bad_samples
-        )
+        if isinstance(source, DatasetSource):
+            self.bad_samples = BadSamples(f"{source.path} ({key})", data.on_bad_sample)
+            found = read_source_conversations(source, key, self.bad_samples, limit)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise DataError(f"{path}: not found ({key}). {ChatData.missing_hint}")
+            self.bad_samples = BadSamples(f"{path} ({key})", data.on_bad_sample)
+            found = read_conversations(
+                path, Path(images) if images is not None else path.parent, self.bad_samples
+            )
         if limit is not None:
             found = found[:limit]
         self.limit, self.limit_from = token_limit(processor, data)

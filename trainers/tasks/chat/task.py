@@ -1,4 +1,4 @@
-"""Chat as a `Task`: JSONL conversations with images; the loss on assistant tokens (the model's own causal-LM loss
+"""Chat as a `Task`: conversations with images (JSONL or a `datasets` source); the loss on assistant tokens (the model's own causal-LM loss
 over the labels the encoder masked); evaluation generates the last answer of each validation conversation
 (left-padded, greedy or beam search, `synced_gpus` under ZeRO-3) and scores it against the reference, next to
 the most-frequent-answer baseline; the Trainer's eval loss comes from the same validation items (each carries its
@@ -18,6 +18,21 @@ from trainers.tasks.interface import TableRow, Task, TaskData
 
 DISTINCT_ANSWERS = "distinct_answers"
 DEFAULT_PROMPT = "Describe the image."
+
+
+def _answers(split: Any, key: str, images: str | None) -> list[str]:
+    """The last answers of a split's usable conversations (JSONL or `datasets` source), bad ones left out."""
+    from trainers.data.source_config import DatasetSource
+    from trainers.data_policy import BadSamples
+    from trainers.tasks.chat.conversations import read_conversations
+    from trainers.tasks.chat.source import read_source_conversations
+
+    skip = BadSamples("", "skip")
+    if isinstance(split, DatasetSource):
+        found = read_source_conversations(split, key, skip, check_files=False)
+    else:
+        found = read_conversations(Path(split), Path(images or Path(split).parent), skip, False)
+    return [c.answer for c in found]
 
 
 class ChatTask(Task[str, ChatData, ChatEval]):
@@ -57,23 +72,17 @@ class ChatTask(Task[str, ChatData, ChatEval]):
         )
 
     def plan_baseline(self, recipe: Any) -> MostFrequentAnswer | None:
-        """The most frequent training answer scored on the val answers, from the JSONL files alone."""
-        from trainers.data_policy import BadSamples
-        from trainers.tasks.chat.conversations import read_conversations
-
+        """The most frequent training answer scored on the val answers, from the JSONL files or the `datasets`
+        sources alone (no model, no processor, no image decoded)."""
         data: ChatData = recipe.data
         if self.missing_data(recipe):
             return None
-        skip = BadSamples("", "skip")
-        train = read_conversations(
-            Path(data.train), Path(data.images or Path(data.train).parent), skip, False
-        )
-        val_images = data.val_images or data.images or Path(data.val).parent
-        val = read_conversations(Path(data.val), Path(val_images), skip, False)
+        train = _answers(data.train, "data.train", data.images)
+        val = _answers(data.val, "data.val", data.val_images or data.images)
         metrics = [m for m in recipe.evaluation.metrics if m in ("exact_match", "answer_f1")]
         if not train or not val or not metrics:
             return None
-        return most_frequent_answer([c.answer for c in train], [c.answer for c in val], metrics)
+        return most_frequent_answer(train, val, metrics)
 
     # --------------------------------------------------------------------------------------- run level
 
