@@ -487,6 +487,7 @@ def paligemma_3b(**_: Any) -> Any:
             "patch_size": 14,
             "image_size": 224,
             "projection_dim": 2048,
+            "vision_use_head": False,  # PaliGemma reads SigLIP's patch tokens: no attention-pooling head
         },
         text_config={
             "model_type": "gemma",
