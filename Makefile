@@ -1,5 +1,5 @@
 # Two commands a user needs; both create/reuse .venv and are safe to run again.
-.PHONY: demo test setup lint
+.PHONY: demo test setup lint lock
 
 PY := .venv/bin/python
 # pytest-xdist workers: the suite is mostly launches of 1-2 processes that wait on imports; 2 workers halve its
@@ -23,3 +23,6 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+lock:
+	@bash scripts/lock_stack.sh
