@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
         args.ablate or args.sweep
     )  # each --ablate variant inherits it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # bitsandbytes (pulled in by transformers/peft) warns at import about optional CPU kernels we don't use.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    from trainers.lazy_imports import quiet_bitsandbytes_import
+
+    quiet_bitsandbytes_import()  # pulled in by transformers/peft, it warns about optional CPU kernels we don't use
     from trainers.errors import UserFacingError
     from trainers.reporting import redact
 

@@ -98,7 +98,10 @@ def _blank() -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainers.lazy_imports import quiet_bitsandbytes_import
     from trainers.predict import parse_options
+
+    quiet_bitsandbytes_import()  # no hub-kernel warning above the page's address
 
     parser = argparse.ArgumentParser(prog="python -m trainers.app", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run's output directory (full or LoRA)")

@@ -9,6 +9,7 @@ transformers and accelerate import these whenever they are installed, used or no
 
 from __future__ import annotations
 
+import logging
 import sys
 
 QUANTIZATION_LIBRARY = "bitsandbytes"
@@ -40,3 +41,10 @@ def optimizer_uses_bitsandbytes(optim: str) -> bool:
 def keep_out_bitsandbytes() -> bool:
     """`keep_out("bitsandbytes")`: for processes that quantize nothing."""
     return keep_out(QUANTIZATION_LIBRARY)
+
+
+def quiet_bitsandbytes_import() -> None:
+    """Keep bitsandbytes' import-time warnings out of the terminal: on a CPU machine it logs that it could not
+    fetch optional kernels from the hub (`kernels-community` ... `trust_remote_code`), a line that reads like a
+    failure of the run or the app it appears above. Its errors still show."""
+    logging.getLogger(QUANTIZATION_LIBRARY).setLevel(logging.ERROR)

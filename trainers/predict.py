@@ -295,6 +295,9 @@ def _write(target: Path, write: Callable[[Path], object]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trainers.lazy_imports import quiet_bitsandbytes_import
+
+    quiet_bitsandbytes_import()
     parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run's output directory")
     parser.add_argument("--images", type=Path, required=True, help="a folder of images")
