@@ -52,6 +52,9 @@ def test_the_demo_beats_the_majority_baseline(demo):
         summary["best_metric"]["name"] == "accuracy"
     )  # from the task: the recipe's early stopping watches it
     assert summary["best_metric"]["value"] >= majority + 0.25, summary["best_metric"]
+    baseline = summary["baseline"]  # the run computes the same prior and says the model beats it
+    assert (baseline["accuracy"], baseline["mean_class_accuracy"]) == (majority, 0.25)
+    assert baseline["train_size"] == 192 and baseline["beats_baseline"] is True
     assert ctx.prepared.core.config.id2label == {0: "circle", 1: "cross", 2: "square", 3: "triangle"}
     assert (out / "eval" / "confusion_matrix.png").stat().st_size > 0
     matrix = json.loads((out / "eval" / "confusion_matrix.json").read_text())

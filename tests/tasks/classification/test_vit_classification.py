@@ -416,3 +416,16 @@ def test_lora_vs_full_report_of_the_tiny_runs(runs, tmp_path):
     assert lora["checkpoint_bytes"] < full["checkpoint_bytes"] / 3
     assert lora["trainable_ratio"] < full["trainable_ratio"] == 1.0
     assert "| accuracy best |" in md.read_text()
+
+
+def test_the_majority_class_baseline_is_scored_like_the_model():
+    """The most frequent training class (ties: the first class) answered for every val image, through the same
+    confusion matrix: accuracy is its share of the val set, mean class accuracy one over the classes present."""
+    from trainers.tasks.classification.baseline import majority_class_baseline
+
+    classes = ["cat", "dog", "bird"]
+    baseline = majority_class_baseline([1, 1, 0, 2, 1, 0], [0, 1, 1, 2], classes)
+    assert (baseline.label, baseline.train_count, baseline.train_size) == ("dog", 3, 6)
+    assert baseline.scores == {"accuracy": 0.5, "mean_class_accuracy": pytest.approx(1 / 3)}
+    assert majority_class_baseline([2, 0, 2, 0], [0], classes).label == "cat"
+    assert "majority training class 'dog' (3 of 6)" in baseline.render()

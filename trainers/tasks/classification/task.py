@@ -16,6 +16,7 @@ from trainers.tasks.interface import PLACEHOLDER_LABELS, TableRow, Task, TaskDat
 
 if TYPE_CHECKING:  # torch and the image code load when a run builds the data, not when a recipe is checked
     from trainers.data.augment import Augment
+    from trainers.tasks.classification.baseline import MajorityClassBaseline
     from trainers.tasks.classification.data import ClassifiedImages, ImageTransform
 
 
@@ -37,6 +38,8 @@ class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
 
     def __init__(self, train_transform: ImageTransform | None = None) -> None:
         self.train_transform = train_transform
+        self._train: ClassifiedImages | None = None
+        self._baseline: MajorityClassBaseline | None = None
 
     def _data(self, recipe: Any) -> ClassificationData:
         return self.recipe_data(recipe)
@@ -99,8 +102,12 @@ class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
                 seed=seed,
             )
 
+        self._train = split(
+            data.train, "data.train", data.max_train_samples, self.train_transform, data.augment
+        )
+        self._baseline = None
         return TaskData(
-            train=split(data.train, "data.train", data.max_train_samples, self.train_transform, data.augment),
+            train=self._train,
             val=split(data.val, "data.val", data.max_val_samples),
             collator=ClassificationCollator(),
             extra_val={name: split(src, f"data.extra_val[{name!r}]") for name, src in data.extra_val.items()},
@@ -144,7 +151,15 @@ class ClassificationTask(Task[int, ClassificationData, ClassificationEval]):
         from trainers.tasks.classification.metrics import confusion_matrix, scores_from_confusion
 
         cm = confusion_matrix(predictions, dataset.targets, len(dataset.classes))
+        if self._baseline is None and self._train is not None and dataset is not self._train:
+            from trainers.tasks.classification.baseline import majority_class_baseline
+
+            self._baseline = majority_class_baseline(self._train.targets, dataset.targets, dataset.classes)
         return scores_from_confusion(cm, dataset.classes)
+
+    def baseline(self) -> MajorityClassBaseline | None:
+        """The majority training class on every image of the first evaluated set (the val split)."""
+        return self._baseline
 
     def save_artifacts(
         self, predictions: Mapping[int, int], dataset: ClassifiedImages, directory: Path
