@@ -30,6 +30,31 @@ from trainers.zero3 import synced_generation  # noqa: F401  (its old home; tasks
 logger = logging.getLogger(__name__)
 
 _SCORE_FAILED = "__score_failed__"
+DISTINCT_PREDICTIONS = "distinct_predictions"
+# the tasks that count them under their own name (captioning: the same name; chat: its answers)
+DISTINCT_NAMES = (DISTINCT_PREDICTIONS, "distinct_answers")
+
+
+def distinct_predictions(predictions: Mapping[int, Any]) -> int:
+    """How many different outputs the model gave over the set, compared exactly (tensors by their bytes): 1 means
+    the output did not depend on the image, whatever it scores (`trainers.reporting.summary.baseline_report`)."""
+    return len({_fingerprint(p) for p in predictions.values()})
+
+
+def _fingerprint(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if hasattr(value, "tobytes") and hasattr(value, "shape"):  # numpy arrays and scalars
+        return (str(value.dtype), tuple(value.shape), value.tobytes())
+    if isinstance(value, Mapping):
+        return tuple(sorted(((str(k), _fingerprint(v)) for k, v in value.items()), key=lambda kv: kv[0]))
+    if isinstance(value, list | tuple):
+        return tuple(_fingerprint(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -186,10 +211,10 @@ class ShardedEvaluator:
             try:
                 predictions = self.complete(pairs or [])
                 self.last_predictions = predictions
-                metrics = {
-                    f"{self.prefix}{k}": float(v)
-                    for k, v in self.task.score(predictions, self.dataset).items()
-                }
+                scores = dict(self.task.score(predictions, self.dataset))
+                if not any(name in scores for name in DISTINCT_NAMES):  # every task's, for the baseline rule
+                    scores[DISTINCT_PREDICTIONS] = distinct_predictions(predictions)
+                metrics = {f"{self.prefix}{k}": float(v) for k, v in scores.items()}
                 if self.artifacts_dir is not None:
                     self.task.save_artifacts(predictions, self.dataset, self.artifacts_dir)
                 box = [metrics, predictions]

@@ -210,3 +210,38 @@ def test_a_bad_record_reaches_the_bad_sample_policy(name, tmp_path):
     data = task.build(skipping, processor)
     assert len(data.val) > 0
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_constant_output_never_beats_the_baseline(name):
+    """Every val item given the first item's prediction: the evaluator counts one distinct prediction (under the
+    task's own name where it has one), and the summary's baseline rule then never says the model beats the
+    image-blind baseline, whatever the constant scores."""
+    from trainers.evaluation import DISTINCT_NAMES, ShardedEvaluator
+    from trainers.reporting.summary import baseline_report
+
+    task, recipe, data, predictions = predicted(name)
+    constant = [(i, predictions[0]) for i in range(len(data.val))]
+    scores = ShardedEvaluator(task, data.val, data.eval_collator or data.collator, 4).score(constant, 0, 1)
+    task.close()
+    assert [scores[n] for n in DISTINCT_NAMES if n in scores] == [1.0]
+    metric, _greater = task.best_metric(recipe.evaluation)
+    rigged = {**scores, metric: 1e9}  # even a score above any baseline
+    report = baseline_report(_AnyBaseline(metric), rigged, metric)
+    assert report["beats_baseline"] is False and "does not read the image" in report["why_not"]
+    assert baseline_report(_AnyBaseline(metric), {**rigged, "distinct_predictions": 2.0}, metric)[
+        "beats_baseline"
+    ]
+
+
+class _AnyBaseline:
+    """A baseline scoring 0 on the task's best metric."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def to_dict(self) -> dict:
+        return {self.metric: 0.0}
+
+    def render(self) -> str:
+        return f"baseline: {self.metric}=0"

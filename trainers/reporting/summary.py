@@ -41,11 +41,10 @@ def baseline_report(baseline: Any, best: dict[str, Any] | None, metric: str) -> 
         return None
     report = baseline.to_dict()
     model, prior = (best or {}).get(metric), report.get(metric)
-    report["model"] = {
-        "metric": metric,
-        "value": model,
-        "distinct_predictions": (best or {}).get("distinct_predictions"),
-    }
+    distinct = next(
+        (best[name] for name in ("distinct_predictions", "distinct_answers") if name in (best or {})), None
+    )
+    report["model"] = {"metric": metric, "value": model, "distinct_predictions": distinct}
     report["beats_baseline"] = model > prior if model is not None and prior is not None else None
     if report["model"]["distinct_predictions"] == 1 and report["beats_baseline"]:
         # one output for every image ignores the image, whatever it scores: no model beats the prior that way
