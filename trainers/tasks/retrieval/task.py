@@ -56,6 +56,7 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
             raise ValueError(f"loss_scope must be 'global' or 'local', got {loss_scope!r}")
         self.loss_scope = loss_scope
         self._baseline: ChanceBaseline | None = None
+        self.plot_queries = RetrievalEval().plot_queries  # the recipe's, once `build` ran
 
     def _data(self, recipe: Any) -> RetrievalData:
         return self.recipe_data(recipe)
@@ -170,7 +171,7 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
         from trainers.tasks.retrieval.table import table_k, text_queries
 
         k = table_k(getattr(self, "ks", RetrievalEval().recall_at))
-        queries = text_queries(predictions, dataset, k, max(0, getattr(self, "plot_queries", 6)))
+        queries = text_queries(predictions, dataset, k, max(0, self.plot_queries))
         if queries:
             rows = [
                 QueryRow(caption, [open_rgb(dataset.pairs[f].path) for f in found], [f == i for f in found])
