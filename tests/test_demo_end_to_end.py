@@ -61,6 +61,7 @@ def test_run_writes_every_promised_output(demo_run: Path):
         "training_summary.json",
         "plots/train_loss.png",
         "plots/val_metrics.png",
+        "eval/captions.png",
         "best/model.safetensors",
         "best/config.json",
         "best/tokenizer.json",

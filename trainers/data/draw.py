@@ -1,17 +1,72 @@
 """Annotations drawn on images, shared by the tasks that draw: boxes with their labels (detection's per-evaluation
-PNG and `python -m trainers.predict --draw`) and the sheet of (true, predicted) panel pairs that detection's
-boxes and pose's skeletons are shown on. It sits with the data readers (the mechanics floor) so that a task
-draws without importing a sibling task."""
+PNG and `python -m trainers.predict --draw`), the sheet of (true, predicted) panel pairs that detection's
+boxes and pose's skeletons are shown on, and wrapped text with visible word gaps (captions, queries). It sits
+with the data readers (the mechanics floor) so that a task draws without importing a sibling task."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 TRUE_COLOUR = (0, 170, 0)
 PALETTE = ((220, 30, 30), (30, 90, 230), (230, 150, 0), (160, 40, 200), (0, 160, 170), (120, 120, 120))
+FONT_SIZE = 13  # px: Pillow's bundled font, legible on a sheet viewed at 100%
+
+
+def font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled scalable font (no system font needed)."""
+    return ImageFont.load_default(size=size)
+
+
+def line_height(face: ImageFont.FreeTypeFont) -> int:
+    return int(face.size) + 4
+
+
+def word_gap(face: ImageFont.FreeTypeFont) -> float:
+    """The space drawn between words: the bundled font's own space is 2-3 px at these sizes, which reads as
+    no space at all ("rightofa"), so words are placed one by one at least 0.45 em apart."""
+    return max(face.getlength(" "), 0.45 * face.size)
+
+
+def wrap(text: str, width: float, face: ImageFont.FreeTypeFont) -> list[list[str]]:
+    """`text`'s words in lines no wider than `width` px (a single longer word gets a line of its own)."""
+    lines: list[list[str]] = []
+    current: list[str] = []
+    used = 0.0
+    for word in text.split():
+        size = face.getlength(word)
+        if current and used + word_gap(face) + size > width:
+            lines.append(current)
+            current, used = [], 0.0
+        used += (word_gap(face) if current else 0.0) + size
+        current.append(word)
+    return [*lines, current] if current else lines or [[]]
+
+
+def text_block_height(text: str, width: float, face: ImageFont.FreeTypeFont) -> int:
+    return line_height(face) * len(wrap(text, width, face))
+
+
+def write(
+    pen: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    width: float,
+    face: ImageFont.FreeTypeFont,
+    fill: tuple[int, int, int] = (0, 0, 0),
+) -> int:
+    """`text` wrapped to `width` px at `xy`, words `word_gap` apart; returns the height drawn."""
+    x0, y = xy
+    lines = wrap(text, width, face)
+    for words in lines:
+        x = x0
+        for word in words:
+            pen.text((x, y), word, fill=fill, font=face)
+            x += face.getlength(word) + word_gap(face)
+        y += line_height(face)
+    return line_height(face) * len(lines)
 
 
 def draw_boxes(

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from clip_helpers import LayerChanges, tiny_clip_recipe
+from PIL import Image
 
 from trainers.tasks.retrieval.metrics import chance_baseline, ranks, retrieval_scores
 
@@ -173,6 +174,8 @@ def test_a_short_run_trains_the_stage_layer_from_its_epoch(tmp_path):
     assert {"mean_recall", "t2i_r1", "i2t_r10", "t2i_median_rank", "i2t_mean_rank"} <= set(final)
     assert summary["baseline"]["t2i_r1"] == pytest.approx(1 / 16)
     assert summary["best_metric"]["name"] == "mean_recall"
+    picture = Image.open(tmp_path / "run" / "eval" / "retrieval.png")  # 6 queries of the 16 val images
+    assert picture.height > 6 * 106 and picture.width > 280 + 5 * 106
     print(f"tiny run: mean recall {start['mean_recall']:.3f} -> {final['mean_recall']:.3f}")
 
 

@@ -20,7 +20,9 @@ SUPPORTED_METRICS: tuple[str, ...] = ("meteor", "rouge_l", "cider_d", "bleu_4")
 
 @dataclass
 class CaptionEval:
-    """Batched generation settings and the caption metrics scored (the seed's beam-search settings)."""
+    """Batched generation settings and the caption metrics scored (the seed's beam-search settings);
+    `plot_images`: how many val images `eval/captions.png` shows with their predicted and reference captions
+    after each evaluation (0: no picture)."""
 
     metrics: tuple[str, ...] = ("meteor", "rouge_l", "cider_d")
     num_beams: int = 5
@@ -29,6 +31,7 @@ class CaptionEval:
     length_penalty: float = 1.0
     max_length: int = 60
     batch_size: int | None = None
+    plot_images: int = 8
 
     def validate(self) -> None:
         """`evaluation.metrics` must name caption metrics this task computes."""

@@ -221,6 +221,18 @@ class CaptioningTask(Task[str, CaptionData, CaptionEval]):
             for i, text in list(predictions.items())[:n]
         ]
 
+    def save_artifacts(self, predictions: Mapping[int, str], dataset: Any, directory: Path) -> None:
+        """`captions.png`: the first `evaluation.plot_images` val images, each with its predicted caption
+        (red) above its reference captions (green)."""
+        from trainers.tasks.captioning.draw import CaptionCell, caption_sheet
+
+        shown = sorted(predictions)[: max(0, self.settings.plot_images)]
+        if shown:
+            cells = [
+                CaptionCell(dataset._load_image(i), predictions[i], dataset.references[i]) for i in shown
+            ]
+            caption_sheet(cells, directory / "captions.png")
+
     def table_rows(self, predictions: Mapping[int, str], dataset: Any, n: int = 8) -> list[TableRow]:
         """Image, generated caption, reference captions."""
         refs = dataset.references

@@ -12,10 +12,12 @@ from trainers.errors import RecipeError
 
 @dataclass
 class RetrievalEval:
-    """Evaluation settings: batch size (images per batch; default: the training eval batch) and the K of R@K."""
+    """Evaluation settings: batch size (images per batch; default: the training eval batch), the K of R@K, and
+    how many text queries `eval/retrieval.png` shows with their top-k images after each evaluation (0: none)."""
 
     batch_size: int | None = None
     recall_at: tuple[int, ...] = (1, 5, 10)
+    plot_queries: int = 6
 
 
 @dataclass

@@ -66,17 +66,28 @@ def retrieval_rows(
                 extra={"query": "image → text: this image", hit_column: hit},
             )
         )
-    first = {i: owners.index(i) for i in indices}  # each image's first caption
-    for i in indices[: n // 2]:
-        order = (images @ texts[first[i]]).argsort(descending=True)[:k].tolist()
-        found = [indices[j] for j in order]
+    for i, caption, found in text_queries(predictions, dataset, k, n // 2):
         shown = "\n".join(f"{_mark(f == i)} {r}. {pairs[f].path.name}" for r, f in enumerate(found, 1))
         rows.append(
             TableRow(
                 strip([open_rgb(pairs[f].path) for f in found], [f == i for f in found]),
                 shown,
                 pairs[i].path.name,
-                extra={"query": f"text → image: {captions[first[i]]}", hit_column: i in found},
+                extra={"query": f"text → image: {caption}", hit_column: i in found},
             )
         )
     return rows
+
+
+def text_queries(
+    predictions: Mapping[int, dict], dataset: Any, k: int, n: int
+) -> list[tuple[int, str, list[int]]]:
+    """For the first `n` images: (image index, its first caption, the indices of the `k` images that caption
+    ranks highest among all evaluated images, best first); a hit is the image's own index among them."""
+    indices = sorted(predictions)
+    images = torch.tensor([predictions[i]["image"] for i in indices])
+    queries = []
+    for i in indices[:n]:
+        order = (images @ torch.tensor(predictions[i]["texts"][0])).argsort(descending=True)[:k].tolist()
+        queries.append((i, dataset.pairs[i].captions[0], [indices[j] for j in order]))
+    return queries

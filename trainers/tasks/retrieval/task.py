@@ -56,6 +56,7 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
             raise ValueError(f"loss_scope must be 'global' or 'local', got {loss_scope!r}")
         self.loss_scope = loss_scope
         self._baseline: ChanceBaseline | None = None
+        self.plot_queries = RetrievalEval().plot_queries  # the recipe's, once `build` ran
 
     def _data(self, recipe: Any) -> RetrievalData:
         return self.recipe_data(recipe)
@@ -105,6 +106,7 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
             read_pairs(data.val, "data.val", data.images, data.max_val_samples), images, "data.val"
         )
         self.ks = recipe.evaluation.recall_at
+        self.plot_queries = recipe.evaluation.plot_queries
         return TaskData(train=train, val=val, collator=PairCollator(processor.tokenizer, max_length))
 
     def compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
@@ -160,6 +162,22 @@ class RetrievalTask(Task[dict, RetrievalData, RetrievalEval]):
                 }
             )
         return rows
+
+    def save_artifacts(self, predictions: Mapping[int, dict], dataset: PairDataset, directory: Path) -> None:
+        """`retrieval.png`: the first `evaluation.plot_queries` val images' first captions, each with the k
+        images it ranks highest (k: the largest R@K up to 5), the caption's own image framed green."""
+        from trainers.data.images import open_rgb
+        from trainers.tasks.retrieval.draw import QueryRow, retrieval_sheet
+        from trainers.tasks.retrieval.table import table_k, text_queries
+
+        k = table_k(getattr(self, "ks", RetrievalEval().recall_at))
+        queries = text_queries(predictions, dataset, k, max(0, self.plot_queries))
+        if queries:
+            rows = [
+                QueryRow(caption, [open_rgb(dataset.pairs[f].path) for f in found], [f == i for f in found])
+                for i, caption, found in queries
+            ]
+            retrieval_sheet(rows, directory / "retrieval.png", k)
 
     def table_rows(self, predictions: Mapping[int, dict], dataset: PairDataset, n: int = 8) -> list[TableRow]:
         """Query images with their top-k captions and query captions with their top-k images, a hit mark each
