@@ -287,12 +287,17 @@ def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = N
     param_storages = {p.untyped_storage()._cdata for p in model.parameters()}
     owner: dict[int, tuple[int, int]] = {}  # storage -> (layer index or -1, bytes)
     inputs: dict[int, int] = {}
+    # storages are keyed by address: a tensor freed mid-forward (a layer input nothing saves, a saved tensor of a
+    # branch the loss drops) could lend its address to a later storage and be miscounted, so every counted
+    # tensor is held until the count is done
+    held: list[torch.Tensor] = []
     current: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
         if storage._cdata not in param_storages:
             owner.setdefault(storage._cdata, (current[-1] if current else -1, storage.nbytes()))
+            held.append(t)
         return t
 
     def enter(index: int):
@@ -301,6 +306,7 @@ def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = N
                 for value in (*args, *kwargs.values()):
                     if torch.is_tensor(value) and value.untyped_storage()._cdata not in param_storages:
                         inputs.setdefault(value.untyped_storage()._cdata, value.untyped_storage().nbytes())
+                        held.append(value)
             current.append(index)
 
         return hook
@@ -336,6 +342,7 @@ def activation_profile(model: nn.Module, batch: dict[str, Any], loss_fn: Any = N
         else:
             inside[index] += nbytes
     kept = sum(n for ptr, n in inputs.items() if owner.get(ptr, (0, 0))[0] >= 0 or ptr not in owner)
+    held.clear()
     return ActivationProfile(outside, inside, kept)
 
 
