@@ -469,6 +469,7 @@ def smolvlm_256m(**_: Any) -> Any:
             "tie_word_embeddings": False,
         },
         scale_factor=4,
+        image_token_id=49190,  # <image> in SmolVLM's 49,280-token vocabulary (Idefics3's default is beyond it)
         tie_word_embeddings=False,
     )
 

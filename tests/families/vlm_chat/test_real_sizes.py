@@ -31,3 +31,14 @@ def test_the_documented_base_count_is_the_meta_device_count(recipe_name, monkeyp
     recipe = load_recipe(f"recipes/{recipe_name}.py", [])
     model = get_family(recipe.model.family).meta_model(recipe.model.id)
     assert sum(p.numel() for p in model.parameters()) == documented_totals()[recipe_name]
+
+
+@pytest.mark.parametrize("recipe_name", sorted(documented_totals()))
+def test_the_image_token_lies_inside_the_language_models_vocabulary(recipe_name, monkeypatch):
+    """The declared architecture's image placeholder must be a real row of the embedding (SmolVLM's <image> is
+    49,190 of 49,280; Idefics3Config's default, 128,257, is Llama-3's and would index past the table)."""
+    monkeypatch.chdir(ROOT)
+    recipe = load_recipe(f"recipes/{recipe_name}.py", [])
+    config = get_family(recipe.model.family).meta_model(recipe.model.id).config
+    token = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+    assert token is not None and 0 <= token < config.get_text_config().vocab_size
