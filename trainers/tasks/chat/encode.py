@@ -100,7 +100,7 @@ def encode_prompt(processor: Any, conversation: Conversation, images: list[Image
 
     No labels: a prompt has no target token. PaliGemma's processor returns labels even without a suffix, all
     -100 (the prefix is masked), and a mean loss over no tokens is 0/0: the NaN eval loss it reported in fp32
-    and bf16 alike. Without labels its evaluation reports no eval loss, like the other chat families."""
+    and bf16 alike. The eval loss comes from the item's training encoding instead (`data.PROMPT`)."""
     turns = list(conversation.turns[: conversation.last_answer])
     used = sum(t.images for t in turns)
     if not has_template(processor):
