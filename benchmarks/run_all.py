@@ -72,6 +72,9 @@ def summary(out: Path) -> str:
             f"{record['data'].get('wall_seconds', 0):.0f} s</sub>",
             "",
         ]
+    others = sorted(p.stem for p in out.glob("*.md") if p.stem not in (*BENCHMARKS, Path(SUMMARY).stem))
+    if others:  # measurements with a command of their own (`python -m benchmarks.<name>`), not run by run_all
+        lines += ["## Other results", "", *(f"- [{n}.md]({n}.md): `python -m benchmarks.{n}`" for n in others), ""]
     return "\n".join(lines)
 
 

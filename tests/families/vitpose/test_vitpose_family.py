@@ -203,8 +203,14 @@ def test_predict_writes_keypoints_for_a_folder_and_draws_them(demo, tmp_path, ca
     assert [r["box"] for r in rows] == [[10.0, 5.0, 50.0, 70.0]] * 2
     assert all(len(r["keypoints"]) == 11 and r["names"][0] == "head" for r in rows)
     assert sorted(p.name for p in (tmp_path / "preds_drawn").iterdir()) == ["val_000.png", "val_001.png"]
+    assert "no --box given" not in capsys.readouterr().err
     assert main([str(out), "--images", str(images), "--out", str(preds), "--box", "1,2,3"]) == 2
     assert "--box is x,y,w,h" in capsys.readouterr().err
+    assert main([str(out), "--images", str(images), "--out", str(preds)]) == 0
+    assert (
+        capsys.readouterr().err.count("pose: no --box given, so each image is one person box covering") == 1
+    )
+    assert [json.loads(line)["box"][2:] for line in preds.read_text().splitlines()] == [[80.0, 80.0]] * 2
 
 
 def test_dry_run_trainable_count_is_peft_s_own():

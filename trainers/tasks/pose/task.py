@@ -5,6 +5,7 @@ and OKS AP (pycocotools), a PNG of true vs predicted skeletons per evaluation, a
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ from trainers.tasks.pose.config import (
 )
 
 Prediction = dict[str, list]  # {"keypoints": [[x, y], ...] image pixels, "scores": [...]}
+# The fallback without `--box`, said once: a person filling a small part of the image then gets a skeleton
+# stretched over the whole frame, and the user should know why.
+WHOLE_IMAGE_NOTICE = (
+    "pose: no --box given, so each image is one person box covering the whole image; pass --box x,y,w,h "
+    "(pixels) for a person who fills only part of it."
+)
 METRICS = ("pck", "mean_pixel_error", "oks_ap", "oks_ap_50", "oks_ap_75")
 
 
@@ -93,6 +100,7 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         self.plot_images = 6
         self._train: Any = None
         self._baseline: Any = None
+        self._told_whole_image = False
 
     def _data(self, recipe: Any) -> PoseData:
         return self.recipe_data(recipe)
@@ -319,6 +327,9 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
             self.skeleton = COCO_SKELETON if coco else Skeleton(tuple(names), sigmas=(1.0,) * len(names))
         rgb = [im.convert("RGB") for im in images]
         boxes = [self._box(options.get("box"), im) for im in rgb]
+        if options.get("box") is None and not self._told_whole_image:
+            self._told_whole_image = True  # once per process: predict calls this batch by batch
+            print(WHOLE_IMAGE_NOTICE, file=sys.stderr)
         batch = self.processor(images=rgb, boxes=[[b] for b in boxes], return_tensors="pt")
         device = next(model.parameters()).device
         with torch.no_grad():
