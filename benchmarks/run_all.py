@@ -74,7 +74,12 @@ def summary(out: Path) -> str:
         ]
     others = sorted(p.stem for p in out.glob("*.md") if p.stem not in (*BENCHMARKS, Path(SUMMARY).stem))
     if others:  # measurements with a command of their own (`python -m benchmarks.<name>`), not run by run_all
-        lines += ["## Other results", "", *(f"- [{n}.md]({n}.md): `python -m benchmarks.{n}`" for n in others), ""]
+        lines += [
+            "## Other results",
+            "",
+            *(f"- [{n}.md]({n}.md): `python -m benchmarks.{n}`" for n in others),
+            "",
+        ]
     return "\n".join(lines)
 
 

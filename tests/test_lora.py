@@ -239,6 +239,11 @@ def test_saved_adapter_reloads_with_stock_peft_to_the_same_logits_and_captions(t
     assert 0 < lora["adapter_bytes"] < lora["full_model_bytes"]
     assert lora["adapter_vs_full"] == pytest.approx(lora["adapter_bytes"] / lora["full_model_bytes"])
     assert "text_decoder.bert.encoder.layer.1.output" in lora["modules_to_save"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(best / "adapter_model.safetensors"))
+    in_file = sum(v.numel() * v.element_size() for k, v in saved.items() if "lora_" in k)
+    assert lora["lora_matrix_bytes"] == in_file > 0  # the adapter's own LoRA part, apart from saved modules
 
 
 MERGE_TOLERANCE = 1e-5  # max abs logit difference, merged vs adapter model (measured 3.6e-7, float32)

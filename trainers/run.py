@@ -371,6 +371,7 @@ def _save_lora_outputs(ctx: RunContext, best_dir: Path) -> dict[str, Any]:
         "adapter_bytes": adapter_bytes,
         "full_model_bytes": full_bytes,
         "adapter_vs_full": adapter_bytes / full_bytes if full_bytes else None,
+        "lora_matrix_bytes": plan.lora_bytes,  # of the adapter: the rest is processor files and saved modules
         "lora_params": plan.lora_params,
         "modules_to_save_params": plan.saved_module_params,
         "trainable_params_peft": plan.trainable,

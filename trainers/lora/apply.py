@@ -65,6 +65,9 @@ class LoraPlan:
     all_params: int = 0  # peft's get_nb_trainable_parameters()[1]
     base_params: int = 0  # unique parameters of the base model (what a merged model holds)
     adapter_bytes: int = 0  # what adapter_model.safetensors holds (LoRA + modules_to_save tensors)
+    lora_bytes: int = (
+        0  # the LoRA matrices alone: the part of the adapter that is smaller than what it adapts
+    )
     base_bytes: int = 0
 
     @property
@@ -120,7 +123,12 @@ class LoraPlan:
             f"  LoRA params: {self.lora_params:,}; modules_to_save params: {self.saved_module_params:,}; "
             f"trainable (peft get_nb_trainable_parameters): {self.trainable:,} / {self.all_params:,}"
         )
-        lines.append(f"  adapter size: {_mb(self.adapter_bytes)} vs full model {_mb(self.base_bytes)}")
+        split = (
+            f" (LoRA {_mb(self.lora_bytes)} + modules_to_save {_mb(self.adapter_bytes - self.lora_bytes)})"
+            if self.adapter_bytes > self.lora_bytes
+            else ""
+        )  # a saved module is a whole copy: at tiny sizes it can make the adapter as large as the model
+        lines.append(f"  adapter size: {_mb(self.adapter_bytes)}{split} vs full model {_mb(self.base_bytes)}")
         return "\n".join(lines)
 
 
@@ -359,6 +367,7 @@ def _fill_counts(peft_model: nn.Module, plan: LoraPlan) -> None:
         if _is_lora_param(name):
             plan.lora_params += numel
             plan.adapter_bytes += size
+            plan.lora_bytes += size
         elif f".modules_to_save.{ADAPTER}." in name:
             plan.saved_module_params += numel
             plan.adapter_bytes += size

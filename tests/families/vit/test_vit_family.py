@@ -195,7 +195,9 @@ def test_dry_run_of_the_real_model_counts_its_architecture_and_lora_none_is_the_
     result = launch_in_process(RECIPE, "data.labels=cat,dog,bird", "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainable now: 592,131 / 86,393,094 (0.69%)" in result.stdout
-    assert "adapter size: 2.26 MiB vs full model 327.30 MiB" in result.stdout
+    assert "adapter size: 2.26 MiB (LoRA 2.25 MiB + modules_to_save 0.01 MiB) vs full model 327.30 MiB" in (
+        result.stdout
+    )
     assert "best_metric: accuracy (max)" in result.stdout
     full = launch_in_process(RECIPE, "data.labels=cat,dog,bird", "lora=none", "--dry-run")
     assert full.returncode == 0, full.stderr[-2000:]
