@@ -221,6 +221,22 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
         good = json.loads(chat([ask], []).splitlines()[0])
         datasets.Dataset.from_list([good, row]).save_to_disk(str(saved))
         write(f"chat_source_{name}.py", CHAT_SOURCE_RECIPE.format(path=saved))
+    from source_sets import STICK, TINY_BOXES, coco_disk, pairs_disk, prompted_disk
+
+    shipped = {  # the first two rows of a shipped set, saved as a DatasetDict with a "train" split
+        "boxes": lambda d: coco_disk(d, TINY_BOXES, {"train": "train.json"}, 2),
+        "poses": lambda d: coco_disk(d, STICK, {"train": "train.json"}, 2),
+        "prompted": lambda d: prompted_disk(d, 2),
+        "pairs": lambda d: pairs_disk(d, 2),
+    }
+    for name, (recipe, columns, rows_of, edit) in SOURCE_CASES.items():
+        table = datasets.load_from_disk(str(shipped[rows_of](root / f"{name}_good")))["train"]
+        rows = table.to_dict()
+        edit(rows)  # row 1 made bad
+        saved = root / name
+        bad = datasets.Dataset.from_dict(rows, features=table.features)
+        datasets.DatasetDict({"train": bad}).save_to_disk(str(saved))
+        write(f"{name}.py", SOURCE_RECIPE.format(recipe=recipe, path=saved, columns=columns))
     coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
     coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]
     write(
@@ -291,6 +307,40 @@ IN_PROCESS = [
             ("no_answer", ("no assistant turn",)),
             ("image_count", ("1 image placeholder", "2 image(s) in column 'images'")),
             ("role", ("role 'bot'", "system, user, assistant")),
+        )
+    ),
+    *(
+        (
+            f"{task}-source-{name}",
+            lambda f, task=task, name=name: [str(f[f"{task}_source_{name}.py"]), "--demo"],
+            ("data.train row 1", f"{task}_source_{name}", *fragments),
+        )
+        for task, name, fragments in (
+            (
+                "detection",
+                "box_outside",
+                ("bbox [50.0, 50.0, 40.0, 40.0]", "reaches outside the 64x64 image"),
+            ),
+            ("detection", "empty_box", ("bbox [10.0, 10.0, 0.0, 8.0]", "non-positive width or height")),
+            (
+                "detection",
+                "unknown_label",
+                (
+                    "category_id -1 is not among the train categories 0 (circle), 1 (square), 2 (triangle)",
+                    "column 'objects.category', data.train.columns.box_labels",
+                ),
+            ),
+            (
+                "pose",
+                "keypoint_count",
+                ("instance 0", "keypoints holds 30 values", "the skeleton has 11 keypoints"),
+            ),
+            ("prompted", "empty_suffix", ("suffix '' is empty or not a string",)),
+            (
+                "retrieval",
+                "no_caption",
+                ("caption [] is not a non-empty caption", "data.train.columns.caption"),
+            ),
         )
     ),
     (
@@ -832,7 +882,7 @@ SCENARIOS = {
 
 
 def test_catalogue_size():
-    assert len(IN_PROCESS) + len(SUBPROCESS) + len(SCENARIOS) >= 34
+    assert len(IN_PROCESS) + len(SUBPROCESS) + len(SCENARIOS) >= 83
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1048,6 +1098,75 @@ from trainers.data.source_config import Columns, DatasetSource
 recipe = runpy.run_path("recipes/qwen2_vl_lora.py")["recipe"]
 recipe.data.train = DatasetSource(kind="disk", path="{path}", columns=Columns(image="images", messages="messages"))
 """
+
+# The detection, pose, prompted-generation and retrieval demos trained from a `datasets` source saved to disk
+# (`tests/source_sets.py`: the shipped set's first two rows, row 1 made bad); data.val reads the same rows.
+SOURCE_RECIPE = """import runpy
+from trainers.data.source_config import Columns, DatasetSource
+recipe = runpy.run_path("recipes/{recipe}.py")["recipe"]
+for key in ("data.train", "data.val", "data.images"):
+    recipe.demo.pop(key, None)
+recipe.data.train = recipe.data.val = DatasetSource(kind="disk", path="{path}", split="train", columns=Columns({columns}))
+recipe.data.images = None
+if hasattr(recipe.data, "val_images"):
+    recipe.data.val_images = None
+"""
+
+
+def _first_object(field: str, value: Any) -> Any:
+    """An edit of row 1's first object (box, label or keypoint list): `value(old)`."""
+
+    def edit(rows: dict[str, list]) -> None:
+        values = rows["objects"][1][field]
+        values[0] = value(values[0])
+
+    return edit
+
+
+def _row_one(column: str, value: Any) -> Any:
+    return lambda rows: rows[column].__setitem__(1, value)
+
+
+_BOXES = 'image="image", boxes="objects.bbox", box_labels="objects.category"'
+# file name -> (demo recipe, Columns(...), shipped set, edit of row 1); the cases are `*-source-*` in IN_PROCESS
+SOURCE_CASES = {
+    "detection_source_box_outside": (
+        "detr_lora",
+        _BOXES,
+        "boxes",
+        _first_object("bbox", lambda box: [50.0, 50.0, 40.0, 40.0]),  # a 64x64 image
+    ),
+    "detection_source_empty_box": (
+        "detr_lora",
+        _BOXES,
+        "boxes",
+        _first_object("bbox", lambda box: [10.0, 10.0, 0.0, 8.0]),
+    ),
+    "detection_source_unknown_label": (
+        "detr_lora",
+        _BOXES,
+        "boxes",
+        _first_object("category", lambda label: -1),  # a ClassLabel's "no label"
+    ),
+    "pose_source_keypoint_count": (
+        "vitpose_lora",
+        'image="image", boxes="objects.bbox", keypoints="objects.keypoints"',
+        "poses",
+        _first_object("keypoints", lambda points: points[:-3]),  # 10 of the skeleton's 11
+    ),
+    "prompted_source_empty_suffix": (
+        "florence2_lora",
+        'image="image", prefix="prefix", suffix="suffix"',
+        "prompted",
+        _row_one("suffix", ""),
+    ),
+    "retrieval_source_no_caption": (
+        "clip_minilm",
+        'image="image", caption="captions"',
+        "pairs",
+        _row_one("captions", []),
+    ),
+}
 
 # A mixed training split over the ViT demo (`data.train=[MixSource(...), ...]` in a recipe file).
 MIX_RECIPE = """import runpy

@@ -91,3 +91,27 @@ def test_a_bad_source_row_names_the_key_and_row(tmp_path):
     unmapped.data.train = source(saved, "train", box_format="cxcywh")
     with pytest.raises(RecipeError, match="data.train.box_format must be xywh"):
         DetectionTask().build(unmapped, None)
+
+
+def test_a_source_row_with_an_unknown_label_names_its_column(tmp_path):
+    """A source has no "categories" list: the fix names the label column and data.train's classes."""
+    import datasets
+
+    saved = coco_disk(tmp_path / "boxes", TINY_BOXES, {"train": "train.json"}, 3)
+    table = datasets.load_from_disk(str(saved))["train"]
+    rows = table.to_dict()
+    rows["objects"][1]["category"][0] = -1  # a ClassLabel's "no label"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=table.features)}).save_to_disk(
+        str(tmp_path / "bad")
+    )
+    bad = recipe()
+    bad.data.train = bad.data.val = source(tmp_path / "bad", "train")
+    with pytest.raises(DataError) as error:
+        DetectionTask().build(bad, None)
+    message = str(error.value)
+    assert "data.train row 1" in message and "category_id -1 is not among the train categories" in message
+    assert "column 'objects.category', data.train.columns.box_labels" in message
+    assert "train JSON" not in message
+    bad.data.on_bad_sample = "skip"
+    built = DetectionTask().build(bad, None)
+    assert len(built.train) == 2 and built.train.bad_samples.reasons["unknown_category"] == 1

@@ -152,6 +152,10 @@ def read_source(
     index = {c.id: i for i, c in enumerate(categories)}
     by_name = {c.name: c.id for c in categories}
     known = ", ".join(f"{c.id} ({c.name})" for c in categories)
+    source_fix = (  # a source has no "categories" list: its classes are data.train's ClassLabel names or labels
+        f"Fix the row's label (column {dataset.mapper.columns['box_labels']!r}, {key}.columns.box_labels), or "
+        "make it one of data.train's classes (its ClassLabel names, else the labels its rows use)"
+    )
     out: list[DetectionImage] = []
     for row in source_rows(dataset, key, ("boxes", "box_labels"), bad, limit):
         boxes, labels = row.values["boxes"] or [], row.values["box_labels"] or []
@@ -172,7 +176,7 @@ def read_source(
             }
             for i, (box, label) in enumerate(zip(boxes, labels, strict=True))
         ]
-        item = _annotations(row.where, entry, anns, index, known, row.image, bad)
+        item = _annotations(row.where, entry, anns, index, known, row.image, bad, source_fix)
         if item is not None:
             out.append(item)
     return out
@@ -186,6 +190,7 @@ def _annotations(
     known: str,
     file: ImageRef,
     bad: BadSamples,
+    category_fix: str = 'Fix the category_id, or add the category to the train JSON\'s "categories"',
 ) -> DetectionImage | None:
     width, height = int(entry.get("width") or 0), int(entry.get("height") or 0)
     boxes, labels, ids = [], [], []
@@ -197,7 +202,7 @@ def _annotations(
                 "unknown_category",
                 where,
                 f"category_id {category!r} is not among the train categories {known}",
-                'Fix the category_id, or add the category to the train JSON\'s "categories"',
+                category_fix,
             )
             return None
         box = coco.checked_box(ann.get("bbox"), where, width, height, BOX_TOLERANCE, bad)
