@@ -37,7 +37,8 @@ def summary(out: Path) -> str:
         if (out / f"{n}.json").is_file()
     ]
     smoke = any(r["smoke"] for r, _ in records)
-    m = machine()
+    # where and with what the newest figures were measured (not this process's machine and versions)
+    m = max((r["machine"] for r, _ in records), key=lambda x: x["date"], default=None) or machine()
     v = m["versions"]
     dates = sorted(r["machine"]["date"] for r, _ in records) or [m["date"]]
     lines = [
@@ -45,7 +46,7 @@ def summary(out: Path) -> str:
         "",
         f"{'Smoke run (a few steps: numbers not meaningful). ' if smoke else ''}Measured {dates[0]} to {dates[-1]} on "
         f"{m['platform']}, {m['cpu_count']} CPUs (shared with other jobs; load average "
-        f"{m['load_average'][0]:.2f} when this summary was written), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
+        f"{m['load_average'][0]:.2f} when the newest of them was measured), {m['torch_threads']} torch thread(s); torch {v['torch']}, transformers {v['transformers']}, "
         f"peft {v['peft']}, deepspeed {v['deepspeed']}; commit {(m['git_commit'] or '?')[:10]}.",
         "",
         "Every ratio is ours against a baseline measured side by side in the same process (or the same "
