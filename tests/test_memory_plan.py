@@ -309,3 +309,50 @@ def test_a_layer_input_freed_mid_forward_is_still_counted_once():
     for _ in range(5):
         profile = activation_profile(model, {"x": torch.randn(4, 8)}, lambda m, batch: m(**batch))
         assert profile.layer_inputs == 20 * 4 * 8 * 4
+
+
+def test_fsdp2_row_divides_every_part_and_gathers_the_root_and_two_blocks(capsys):
+    """launch.engine=fsdp: params, grads and optimizer state over the world size; gathered = the root group
+    (outside the wrapped blocks) + two of the largest block, in bf16 under bf16 mixed precision."""
+    import launch
+    from trainers.fsdp import wrap_classes
+    from trainers.plan import load_model, prepare_model
+
+    args = ["launch.launcher=torchrun", "launch.nproc=2", "launch.engine=fsdp"]
+    recipe = load_recipe(VIT_LORA, args, demo=True)
+    prepared = prepare_model(*load_model(recipe), recipe)
+    plan = memory_plan(recipe, prepared)
+    s, row = plan.state, plan.this_recipe()
+    assert (row["params"], row["grads"], row["optimizer"]) == (s.params // 2, s.grads // 2, s.optimizer // 2)
+    blocks = [m for m in prepared.model.modules() if type(m).__name__ in wrap_classes(prepared.model)]
+    assert len(blocks) == plan.fsdp.blocks == 4
+    in_blocks = {id(p) for b in blocks for p in b.parameters()}
+    root = sum(p.nbytes for p in unique_parameters(prepared.model) if id(p) not in in_blocks)
+    largest = max(sum(p.nbytes for p in b.parameters()) for b in blocks)
+    assert (plan.fsdp.root_bytes, plan.fsdp.largest_block_bytes) == (root, largest)
+    assert row["gathered"] == root + 2 * largest and row["total"] == sum(
+        row[k] for k in ("params", "grads", "optimizer", "gathered")
+    )
+    bf16 = memory_plan(load_recipe(VIT_LORA, [*args, "training.precision=bf16"], demo=True), prepared)
+    assert bf16.fsdp.gathered == plan.fsdp.gathered // 2  # gathered in the compute dtype; shards stay fp32
+    assert memory_plan(load_recipe(VIT_LORA, args[:2], demo=True), prepared).fsdp is None
+
+    assert (
+        launch.main(
+            [
+                str(VIT_LORA),
+                "--demo",
+                "--launcher",
+                "torchrun",
+                "--nproc",
+                "2",
+                "launch.engine=fsdp",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    fsdp_line = next(line for line in lines if line.strip().startswith("FSDP2"))
+    assert fsdp_line.endswith("<- this recipe") and f"{row['total'] / 2**20:,.2f} MiB" in fsdp_line
+    assert sum(line.endswith("<- this recipe") for line in lines) == 1

@@ -17,6 +17,11 @@ ZeRO-3 gathers one layer's full parameters at a time to compute it: the plan add
 parameters (DeepSpeed's estimator does the same). Offload (`--offload`, or `offload_optimizer` /
 `offload_param` in a `--deepspeed FILE`, which the plan reads) moves the optimizer state (and the gradient
 partition) to CPU memory, and under ZeRO-3 also the params; the device keeps the gathered layer.
+FSDP2 (`launch.engine=fsdp`, full shard) divides params, grads and optimizer state by the world size like
+ZeRO-3, and gathers whole wrapped blocks (`trainers.fsdp.wrap_classes`) in the compute dtype (bf16 under
+bf16 mixed precision): the plan adds the root group (everything outside the wrapped blocks, gathered for the
+whole step: FSDP2 does not reshard the root after forward) and two of the largest block (the one computing
+and the next, which FSDP2 gathers ahead).
 Not counted: buffers, DDP's gradient buckets, DeepSpeed's communication buckets and prefetch beyond one
 layer, the CUDA context and allocator slack, quantization constants.
 
@@ -82,6 +87,19 @@ class ModelState:
 
 
 @dataclass
+class FsdpGroups:
+    """What FSDP2 gathers, in bytes of its compute dtype: the root group and the largest wrapped block."""
+
+    root_bytes: int
+    largest_block_bytes: int
+    blocks: int
+
+    @property
+    def gathered(self) -> int:
+        return self.root_bytes + 2 * self.largest_block_bytes
+
+
+@dataclass
 class Activations:
     bytes: int | None
     batch_size: int
@@ -101,6 +119,7 @@ class MemoryPlan:
     activations: Activations | None = None
     offload_params: bool = False  # ZeRO-3 params on CPU (a --deepspeed file may offload only the optimizer)
     deepspeed_file: str | None = None  # the config the stage and offload were read from
+    fsdp: FsdpGroups | None = None  # set when the recipe trains under FSDP2 (launch.engine=fsdp)
 
     def per_device(
         self, zero: int | None, offload: bool = False, offload_params: bool | None = None
@@ -124,11 +143,30 @@ class MemoryPlan:
             part["params"] = 0
         return {**part, "total": sum(part.values()), "host": host}
 
+    def per_device_fsdp(self) -> dict[str, int]:
+        """Device bytes under FSDP2 full shard: every part divided, plus the blocks gathered at once."""
+        s, w = self.state, self.world_size
+        part = {
+            "params": s.params // w,
+            "grads": s.grads // w,
+            "optimizer": s.optimizer // w,
+            "gathered": self.fsdp.gathered if self.fsdp else 0,
+        }
+        return {**part, "total": sum(part.values()), "host": 0}
+
+    @property
+    def under_fsdp(self) -> bool:
+        return self.fsdp is not None and self.world_size > 1  # one process trains without FSDP
+
     def this_recipe(self) -> dict[str, int]:
+        if self.under_fsdp:
+            return self.per_device_fsdp()
         return self.per_device(self.zero, self.offload, self.offload_params)
 
     def to_dict(self) -> dict[str, Any]:
         rows = {("ddp" if z is None else f"zero{z}"): self.per_device(z) for z in (None, 1, 2, 3)}
+        if self.fsdp is not None:
+            rows["fsdp2"] = self.per_device_fsdp()
         return {
             "model_state": asdict(self.state),
             "world_size": self.world_size,
@@ -139,6 +177,7 @@ class MemoryPlan:
             "optim": self.optim,
             "precision": self.precision,
             "per_device": rows,
+            "fsdp": asdict(self.fsdp) if self.fsdp else None,
             "this_recipe": self.this_recipe(),
             "activations": asdict(self.activations) if self.activations else None,
         }
@@ -155,9 +194,13 @@ class MemoryPlan:
         rows: list[tuple[str, dict[str, int], bool]] = []
         for z in (None, 1, 2, 3):
             name = "DDP" if z is None else f"ZeRO-{z}"
-            rows.append((name, self.per_device(z), z == self.zero and not self.offload))
+            rows.append(
+                (name, self.per_device(z), z == self.zero and not self.offload and not self.under_fsdp)
+            )
         if self.offload:
             rows.append((f"ZeRO-{self.zero}+off", self.this_recipe(), True))
+        if self.fsdp is not None:
+            rows.append(("FSDP2", self.per_device_fsdp(), self.under_fsdp))
         for name, d, mine in rows:
             lines.append(
                 f"  {name:<10}"
@@ -171,6 +214,12 @@ class MemoryPlan:
                 ", and the params" if self.offload_params else ""
             )
             lines.append(f"  (offload: {what} live in CPU memory: the host column)")
+        if self.fsdp is not None:
+            f = self.fsdp
+            lines.append(
+                f"  (FSDP2 gathers the root group, {_mib(f.root_bytes)}, for the whole step and two of its "
+                f"{f.blocks} wrapped blocks at a time, the largest {_mib(f.largest_block_bytes)})"
+            )
         a = self.activations
         if a is not None:
             if a.bytes is None:
@@ -410,6 +459,26 @@ def _autocast(precision: str, device: str | None = None) -> Any:
     return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def fsdp_groups(model: nn.Module, precision: str) -> FsdpGroups:
+    """The groups FSDP2 will shard `model` into (the blocks `wrap_classes` names, each apart from any block
+    inside it, and the root with the rest), in bytes of the dtype it computes in."""
+    from trainers.fsdp import wrap_classes
+
+    classes = set(wrap_classes(model))
+    half = 2 if precision in ("bf16", "fp16") else None
+    owner: dict[int, int] = {}  # parameter -> the innermost wrapped block holding it (id); absent: the root
+    for module in model.modules():  # outer blocks come first, so an inner block takes its parameters over
+        if type(module).__name__ in classes:
+            for p in module.parameters():
+                owner[id(p)] = id(module)
+    sizes: dict[int | None, int] = {}
+    for p in unique_parameters(model):
+        key = owner.get(id(p))
+        sizes[key] = sizes.get(key, 0) + param_numel(p) * (half or p.element_size())
+    root = sizes.pop(None, 0)
+    return FsdpGroups(root, max(sizes.values(), default=0), len(sizes))
+
+
 def deepspeed_layout(launch: Any) -> tuple[int | None, bool, bool, str | None]:
     """(ZeRO stage, offload optimizer, offload params, config file) the run will use: `--zero N [--offload]`,
     or what an actual `--deepspeed FILE` says (stage 0: DeepSpeed without ZeRO, shown as DDP)."""
@@ -447,6 +516,8 @@ def memory_plan(recipe: Any, prepared: Any, task: Any = None, activations: bool 
         offload_params=offload_params,
         deepspeed_file=source,
     )
+    if launch.engine == "fsdp":
+        plan.fsdp = fsdp_groups(prepared.model, precision)
     if activations:
         plan.activations = measure_activations(recipe, prepared, task, precision)
     return plan
