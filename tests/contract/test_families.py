@@ -149,6 +149,33 @@ def check_stock_peft_reload(entry: FamilyEntry, tmp_path: Path) -> None:
         assert torch.allclose(got[name][0], out, atol=1e-6), name
 
 
+def check_merged_export_loads_with_the_stock_class(entry: FamilyEntry, tmp_path: Path) -> None:
+    """`merged/` (a fresh base + the saved adapter, merged by peft and saved by transformers) loads with the
+    family's own class, and every adapted layer gives the adapted model's output (`lora.save_merged`)."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+
+    from trainers.lora.export import save_merged
+
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        adapted = get_peft_model(tiny(entry)[0], config).eval()
+    adapted.save_pretrained(tmp_path / "adapter")
+    untied = SimpleNamespace(tied=[])  # the plan's only field merging reads: nothing was untied here
+    save_merged(lambda: tiny(entry)[0], tmp_path / "adapter", tmp_path / "merged", None, untied)
+    merged = entry.model_class().from_pretrained(tmp_path / "merged").eval()
+    layers = dict(merged.named_modules())
+    expected = _lora_outputs(adapted)
+    generator = torch.Generator().manual_seed(0)
+    for name, (out, _) in expected.items():  # the same inputs, in the same order, as _lora_outputs drew them
+        layer = layers[name.removeprefix("base_model.model.")]
+        x = torch.randn(2, layer.in_features, generator=generator)
+        with torch.no_grad():
+            assert torch.allclose(layer(x), out, atol=1e-5), name
+
+
 def check_layer_layout_places_every_tower_parameter(entry: FamilyEntry, tmp_path: Path) -> None:
     """Layer-wise LR decay reads the family's layout: every parameter of a non-head tower sits in a layer, in the
     tiny model and in each known hub id's architecture; a family without a layout refuses layer decay."""
@@ -169,6 +196,7 @@ CHECKS = (
     check_meta_model_counts_what_materializes,
     check_checkpoint_names_round_trip,
     check_stock_peft_reload,
+    check_merged_export_loads_with_the_stock_class,
     check_layer_layout_places_every_tower_parameter,
 )
 

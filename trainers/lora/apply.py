@@ -65,9 +65,8 @@ class LoraPlan:
     all_params: int = 0  # peft's get_nb_trainable_parameters()[1]
     base_params: int = 0  # unique parameters of the base model (what a merged model holds)
     adapter_bytes: int = 0  # what adapter_model.safetensors holds (LoRA + modules_to_save tensors)
-    lora_bytes: int = (
-        0  # the LoRA matrices alone: the part of the adapter that is smaller than what it adapts
-    )
+    # the LoRA matrices alone: the part of the adapter that is smaller than what it adapts
+    lora_bytes: int = 0
     base_bytes: int = 0
 
     @property
