@@ -48,7 +48,10 @@ recipe = Recipe(
         "data.val": "data/tiny_classes/val",
         "lora.dropout": 0.0,
         "data.augment.random_resized_crop.scale": (0.85, 1.0),  # 32 px shapes: a deeper crop cuts them off
-        "training.epochs": 10,
+        # 40 epochs (480 steps), every one run: measured over seeds 42, 1, 2, 3, 10 epochs with the recipe's
+        # patience gave 0.578-0.922 (seed 3 never recognised a square), 40 gave 0.953-0.969
+        "training.epochs": 40,
+        "early_stopping.patience": 40,
         "training.batch_size": 16,
         "training.lr": 5e-3,
         "training.warmup_steps": 0,
