@@ -183,13 +183,12 @@ def main() -> None:
             for name in args.recipes or list(RECIPES):
                 if any((r["recipe"], r["seed"]) == (name, seed) and "failed" not in r for r in runs):
                     continue  # measured in an earlier sweep (--fresh measures again)
-                runs = [r for r in runs if (r["recipe"], r["seed"]) != (name, seed)]
-                runs.append(run_demo(name, seed, scratch))
+                run = run_demo(name, seed, scratch)
+                runs = [r for r in runs if (r["recipe"], r["seed"]) != (name, seed)] + [run]
                 runs.sort(key=lambda r: (list(RECIPES).index(r["recipe"]), r["seed"] != 42, r["seed"]))
                 path.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=1))
                 (args.out / "demos.md").write_text(markdown(runs))
-                last = runs[[(r["recipe"], r["seed"]) for r in runs].index((name, seed))]
-                print(json.dumps(last), flush=True)
+                print(json.dumps(run), flush=True)
 
 
 if __name__ == "__main__":

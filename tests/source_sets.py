@@ -5,6 +5,7 @@ prefix/suffix rows. A task reading one of these must give the items of its own f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -104,6 +105,17 @@ def prompted_disk(directory: Path, limit: int) -> Path:
             ),
         )
     datasets.DatasetDict(splits).save_to_disk(str(directory))
+    return directory
+
+
+def edited_train_split(saved: Path, directory: Path, edit: Callable[[dict[str, list]], None]) -> Path:
+    """`saved`'s train split as a DatasetDict of its own, its columns (as Python lists) changed by `edit` first,
+    with the same features: a set with one bad row and the others as they were."""
+    table = datasets.load_from_disk(str(saved))["train"]
+    rows = table.to_dict()
+    edit(rows)
+    bad = datasets.Dataset.from_dict(rows, features=table.features)
+    datasets.DatasetDict({"train": bad}).save_to_disk(str(directory))
     return directory
 
 

@@ -221,7 +221,7 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
         good = json.loads(chat([ask], []).splitlines()[0])
         datasets.Dataset.from_list([good, row]).save_to_disk(str(saved))
         write(f"chat_source_{name}.py", CHAT_SOURCE_RECIPE.format(path=saved))
-    from source_sets import STICK, TINY_BOXES, coco_disk, pairs_disk, prompted_disk
+    from source_sets import STICK, TINY_BOXES, coco_disk, edited_train_split, pairs_disk, prompted_disk
 
     shipped = {  # the first two rows of a shipped set, saved as a DatasetDict with a "train" split
         "boxes": lambda d: coco_disk(d, TINY_BOXES, {"train": "train.json"}, 2),
@@ -229,13 +229,8 @@ def files(tmp_path_factory) -> Iterator[dict[str, Path]]:
         "prompted": lambda d: prompted_disk(d, 2),
         "pairs": lambda d: pairs_disk(d, 2),
     }
-    for name, (recipe, columns, rows_of, edit) in SOURCE_CASES.items():
-        table = datasets.load_from_disk(str(shipped[rows_of](root / f"{name}_good")))["train"]
-        rows = table.to_dict()
-        edit(rows)  # row 1 made bad
-        saved = root / name
-        bad = datasets.Dataset.from_dict(rows, features=table.features)
-        datasets.DatasetDict({"train": bad}).save_to_disk(str(saved))
+    for name, (recipe, columns, rows_of, edit) in SOURCE_CASES.items():  # row 1 made bad
+        saved = edited_train_split(shipped[rows_of](root / f"{name}_good"), root / name, edit)
         write(f"{name}.py", SOURCE_RECIPE.format(recipe=recipe, path=saved, columns=columns))
     coco_images = [{"id": i, "file_name": n} for i, n in enumerate(names[:4])]
     coco_anns = [{"id": i, "image_id": i, "caption": captions[n]} for i, n in enumerate(names[:4])]

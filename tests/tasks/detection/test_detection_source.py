@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from source_sets import TINY_BOXES, coco_disk
+from source_sets import TINY_BOXES, coco_disk, edited_train_split
 
 from conftest import ROOT
 from trainers.data.source_config import Columns, DatasetSource
@@ -67,15 +67,11 @@ def test_a_saved_detection_set_gives_the_items_of_the_coco_files(tmp_path, corne
 
 
 def test_a_bad_source_row_names_the_key_and_row(tmp_path):
-    import datasets
+    def outside(rows):
+        rows["objects"][1]["bbox"][0] = [50.0, 50.0, 40.0, 40.0]  # reaches outside the 64x64 image
 
     saved = coco_disk(tmp_path / "boxes", TINY_BOXES, {"train": "train.json"}, 3)
-    table = datasets.load_from_disk(str(saved))["train"]
-    rows = table.to_dict()
-    rows["objects"][1]["bbox"][0] = [50.0, 50.0, 40.0, 40.0]  # reaches outside the 64x64 image
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=table.features)}).save_to_disk(
-        str(tmp_path / "bad")
-    )
+    edited_train_split(saved, tmp_path / "bad", outside)
     bad = recipe()
     bad.data.train = bad.data.val = source(tmp_path / "bad", "train")
     with pytest.raises(DataError) as error:
@@ -95,15 +91,12 @@ def test_a_bad_source_row_names_the_key_and_row(tmp_path):
 
 def test_a_source_row_with_an_unknown_label_names_its_column(tmp_path):
     """A source has no "categories" list: the fix names the label column and data.train's classes."""
-    import datasets
+
+    def no_label(rows):
+        rows["objects"][1]["category"][0] = -1  # a ClassLabel's "no label"
 
     saved = coco_disk(tmp_path / "boxes", TINY_BOXES, {"train": "train.json"}, 3)
-    table = datasets.load_from_disk(str(saved))["train"]
-    rows = table.to_dict()
-    rows["objects"][1]["category"][0] = -1  # a ClassLabel's "no label"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=table.features)}).save_to_disk(
-        str(tmp_path / "bad")
-    )
+    edited_train_split(saved, tmp_path / "bad", no_label)
     bad = recipe()
     bad.data.train = bad.data.val = source(tmp_path / "bad", "train")
     with pytest.raises(DataError) as error:

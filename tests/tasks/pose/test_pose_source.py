@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from source_sets import STICK, coco_disk
+from source_sets import STICK, coco_disk, edited_train_split
 
 from conftest import ROOT
 from trainers.data.source_config import Columns, DatasetSource
@@ -64,15 +64,11 @@ def test_a_saved_keypoint_set_gives_the_instances_of_the_coco_files(tmp_path, pr
 
 
 def test_a_bad_instance_names_the_key_row_and_instance(tmp_path, processor):
-    import datasets
+    def one_keypoint_short(rows):
+        rows["objects"][2]["keypoints"][0] = rows["objects"][2]["keypoints"][0][:-3]
 
     saved = coco_disk(tmp_path / "poses", STICK, {"train": "train.json"}, 3)
-    table = datasets.load_from_disk(str(saved))["train"]
-    rows = table.to_dict()
-    rows["objects"][2]["keypoints"][0] = rows["objects"][2]["keypoints"][0][:-3]  # one keypoint short
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=table.features)}).save_to_disk(
-        str(tmp_path / "bad")
-    )
+    edited_train_split(saved, tmp_path / "bad", one_keypoint_short)
     bad = recipe()
     bad.data.train = bad.data.val = source(tmp_path / "bad", "train")
     with pytest.raises(DataError) as error:

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import torch
-from source_sets import FABRIC, prompted_disk
+from source_sets import FABRIC, edited_train_split, prompted_disk
 
 from conftest import ROOT
 from trainers.data.source_config import Columns, DatasetSource
@@ -86,15 +86,11 @@ def test_a_roboflow_florence_export_reads_as_written(tmp_path, processor):
 
 
 def test_a_bad_row_names_the_key_and_row(tmp_path, processor):
-    import datasets
+    def three_loc_tokens(rows):
+        rows["suffix"][3] = "drop<loc_1><loc_2><loc_3>"
 
     saved = prompted_disk(tmp_path / "fabric", 4)
-    table = datasets.load_from_disk(str(saved))["train"]
-    rows = table.to_dict()
-    rows["suffix"][3] = "drop<loc_1><loc_2><loc_3>"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=table.features)}).save_to_disk(
-        str(tmp_path / "bad")
-    )
+    edited_train_split(saved, tmp_path / "bad", three_loc_tokens)
     bad = recipe()
     bad.data.train = bad.data.val = DatasetSource(kind="disk", path=str(tmp_path / "bad"), columns=COLUMNS)
     with pytest.raises(DataError, match=r"data.train row 3 .*key \"suffix\": label 'drop' is followed by 3"):
