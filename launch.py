@@ -335,7 +335,8 @@ def final_lines(summary: dict, output_dir: str) -> list[str]:
     the end (with the epoch `best/` holds, so the two never read as a contradiction), the adapter's size."""
     best = summary["best_metric"]
     lines = [
-        f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}; results in {output_dir}"
+        f"done: {summary['global_steps']} steps; best {best['name']} = {best['value']}"
+        f"{_start_and_baseline(summary)}; results in {output_dir}"
     ]
     if summary.get("test_metrics"):
         scores = ", ".join(f"{k} = {v:.4g}" for k, v in summary["test_metrics"].items() if "/" not in k)
@@ -355,6 +356,18 @@ def final_lines(summary: dict, output_dir: str) -> list[str]:
             f"{lora['full_model_bytes'] / 2**20:.2f} MiB ({lora['adapter_dir']})"
         )
     return lines
+
+
+def _start_and_baseline(summary: dict) -> str:
+    """Where the best stands between the start and the prior: ` (before training S; image-blind baseline B)`."""
+    best = summary["best_metric"]
+    parts = []
+    if best.get("at_start") is not None:
+        parts.append(f"before training {best['at_start']:.4g}")
+    baseline = (summary.get("baseline") or {}).get(best["name"])
+    if isinstance(baseline, int | float):
+        parts.append(f"image-blind baseline {baseline:.4g}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Runs `python launch.py recipes/<name>.py --demo training.seed=S output_dir=<scra
 every shipped recipe with a demo (found through `benchmarks.shipped_recipes`: a new recipe is measured without
 editing a list), once per seed: the model page's command, with only the seed and the output folder added.
 Per run, from the run's own `metrics.jsonl` and `training_summary.json`: the headline metric at the first
-evaluation and at the best one (and its epoch), the image-blind baseline by the same scorer, `beats_baseline`,
+evaluation (the one before training, epoch 0, since `training.eval_on_start`) and at the best one (and its epoch), the image-blind baseline by the same scorer, `beats_baseline`,
 the distinct predictions at the best evaluation, and the wall time of the whole process (imports included).
 
 Results go to `demos.{json,md}` in `--out` (default benchmarks/results), merged run by run: a sweep that stops
@@ -105,7 +105,7 @@ def figures(runs: list[dict[str, Any]], name: str) -> str:
         f"`python launch.py recipes/{name}.py --demo training.seed=S`, measured by `python -m benchmarks.demos` "
         f"(headline `{metric}`; wall time of the whole command on 2 shared CPU cores):",
         "",
-        "| seed | first evaluation (epoch) | best (epoch) | image-blind baseline | beats it | distinct predictions "
+        "| seed | start (epoch) | best (epoch) | image-blind baseline | beats it | distinct predictions "
         + "".join(f"| {k} at best " for k in also)
         + "| wall |",
         "|---|---|---|---|---|---|" + "---|" * len(also) + "---|",

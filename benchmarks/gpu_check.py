@@ -178,6 +178,7 @@ def run_variant(
         "training.precision=bf16",
         "training.logging_steps=1",
         "training.save_total_limit=1",
+        "training.eval_on_start=false",  # every variant measures training steps only
         "training.resume=overwrite",
         "data.max_val_samples=2",
         "early_stopping=none",
@@ -203,7 +204,7 @@ def run_variant(
                 pass
 
             args = ctx.trainer.args  # no evaluation: the plain run only trains
-            args.eval_strategy, args.load_best_model_at_end = "no", False
+            args.eval_strategy, args.load_best_model_at_end, args.eval_on_start = "no", False, False
             trainer = PlainTrainer(
                 model=ctx.prepared.model,
                 args=args,

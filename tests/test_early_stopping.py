@@ -57,9 +57,11 @@ def test_training_stops_at_the_right_epoch_and_keeps_the_best_checkpoint(tmp_pat
     recipe = tiny_recipe(tmp_path / "run", epochs=8)
     recipe.early_stopping = EarlyStopping(metric=mean("a", "b", name="score"), patience=2, mode="max")
     ctx = setup_run(recipe)
-    # composite score per epoch: 0.2, 0.6 (best), 0.4, 0.5 -> patience 2 exhausted after epoch 4
+    # composite score per epoch: 0.2, 0.6 (best), 0.4, 0.5 -> patience 2 exhausted after epoch 4; before
+    # training 0.95, above them all: neither the best checkpoint nor the patience count takes it
     ctx.trainer.evaluator = ScriptedEvaluator(
         [
+            {"a": 0.95, "b": 0.95},
             {"a": 0.1, "b": 0.3},
             {"a": 0.5, "b": 0.7},
             {"a": 0.4, "b": 0.4},
@@ -79,10 +81,14 @@ def test_training_stops_at_the_right_epoch_and_keeps_the_best_checkpoint(tmp_pat
     summary = complete_run(ctx)
 
     steps_per_epoch = 4
-    assert ctx.trainer.evaluator.calls == 4
+    assert ctx.trainer.evaluator.calls == 5
     assert summary["global_steps"] == 4 * steps_per_epoch
     assert summary["early_stopping"]["stopped_at_step"] == 4 * steps_per_epoch
-    assert summary["best_metric"] == {"name": "score", "value": pytest.approx(0.6)}
+    assert summary["best_metric"] == {
+        "name": "score",
+        "value": pytest.approx(0.6),
+        "at_start": pytest.approx(0.95),
+    }
     assert summary["best_checkpoint"].endswith(f"checkpoint-{2 * steps_per_epoch}")
 
     best_weights = snapshots[2 * steps_per_epoch]

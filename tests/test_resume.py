@@ -239,7 +239,7 @@ def assert_same_as_uninterrupted(straight: Path, killed: Path) -> None:
     assert sum("loss" in e for e in a_hist) == 32
     a_jsonl = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     b_jsonl = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert _untimed(a_jsonl) == _untimed(b_jsonl) and len(a_jsonl) == 4
+    assert _untimed(a_jsonl) == _untimed(b_jsonl) and len(a_jsonl) == 5  # before training + 4 epochs
     # the manifest describes the checkpoint
     manifest = json.loads((_last_checkpoint(killed) / "checkpoint.json").read_text())
     assert manifest["step"] == 32 and manifest["complete"] and "model.safetensors" in manifest["files"]

@@ -99,7 +99,8 @@ def test_plateau_stages_open_at_the_predicted_evaluation_and_early_stopping_wait
     # evaluations at steps 4, 8, ...: 0.5 | 0.4 (1 stall: stage 0 opens at 8) | 0.6 best | 0.5 | 0.55 (2 stalls:
     # stage 1 opens at 20) | 0.5 | 0.5 (2 stalls, no stage left: stop at 28). Without stages: stop at 20.
     values = [0.5, 0.4, 0.6, 0.5, 0.55, 0.5, 0.5, 0.9, 0.9]
-    ctx.trainer.evaluator = ScriptedEvaluator([{"rouge_l": v} for v in values])
+    # before training 0.95, above every later value: no plateau counts from it (it would open both stages early)
+    ctx.trainer.evaluator = ScriptedEvaluator([{"rouge_l": v} for v in [0.95, *values]])
     assert run_rule(values, [], 2) == ({}, 5)
     snaps = Snapshots(ctx.prepared.model)
     ctx.trainer.add_callback(snaps)

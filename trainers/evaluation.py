@@ -14,11 +14,14 @@ decision. An exception while checking or scoring is broadcast too, so the other 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -33,6 +36,19 @@ _SCORE_FAILED = "__score_failed__"
 DISTINCT_PREDICTIONS = "distinct_predictions"
 # the tasks that count them under their own name (captioning: the same name; chat: its answers)
 DISTINCT_NAMES = (DISTINCT_PREDICTIONS, "distinct_answers")
+
+
+@contextmanager
+def untouched_random_state() -> Iterator[None]:
+    """Python's, NumPy's and torch's random states (CPU and every CUDA device) put back as they were on entry."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def distinct_predictions(predictions: Mapping[int, Any]) -> int:

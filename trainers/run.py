@@ -53,7 +53,7 @@ from trainers.reporting.memory import PeakMemoryCallback
 from trainers.reporting.model_card import CardFacts, data_fingerprints, reproduce_command, write_model_card
 from trainers.reporting.plots import plot_eval_metrics, plot_train_loss
 from trainers.reporting.progress import progress_enabled
-from trainers.reporting.summary import baseline_report, eval_history, write_json
+from trainers.reporting.summary import baseline_report, eval_history, split_start, write_json
 from trainers.reporting.wandb import WandbRunExtras, configure_wandb, finish_run, persist_wandb_run_id
 from trainers.tasks.interface import Task, TaskData
 from trainers.trainer import RecipeTrainer
@@ -72,7 +72,7 @@ def is_main_process() -> bool:
 
 
 def build_training_arguments(
-    recipe: Recipe, task: Task, output_dir: Path, report_to: list[str]
+    recipe: Recipe, task: Task, output_dir: Path, report_to: list[str], resuming: bool = False
 ) -> TrainingArguments:
     t = recipe.training
     metric, greater = best_metric(recipe, task)
@@ -103,6 +103,8 @@ def build_training_arguments(
         seed=t.seed,
         data_seed=t.seed,
         eval_strategy="epoch",
+        # the start evaluation once, on a fresh run: a resumed one has it in its restored log history
+        eval_on_start=t.eval_on_start and not resuming,
         save_strategy="epoch",
         logging_strategy="steps",
         logging_steps=t.logging_steps,
@@ -263,7 +265,9 @@ def setup_run(recipe: Recipe | ResolvedRecipe, overrides: list[str] | None = Non
     start = RunStart.open(resolved)
     # Before the model: under ZeRO-3 these arguments make transformers load it inside deepspeed.zero.Init,
     # already partitioned, instead of whole on every rank (`args` must outlive the load: a weak reference).
-    args = build_training_arguments(recipe, task, start.output_dir, start.report_to)
+    args = build_training_arguments(
+        recipe, task, start.output_dir, start.report_to, resuming=start.resume_from is not None
+    )
     ready_for_partitioned_loading()
 
     model, processor, source = load_model(resolved)
@@ -509,7 +513,7 @@ def _build_trainer(
 
 def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
     recipe, prepared, trainer, started = ctx.recipe, ctx.prepared, ctx.trainer, ctx.started
-    history = eval_history(trainer.state.log_history)
+    start, history = split_start(eval_history(trainer.state.log_history))
     metric, greater = best_metric(recipe, ctx.task)
     best = None
     if history and metric in history[0]:
@@ -535,10 +539,15 @@ def _summary(ctx: RunContext, result: Any, best_dir: Path) -> dict[str, Any]:
         "epochs_completed": trainer.state.epoch,
         # over the whole run: the Trainer's own value covers only the steps since the last resume
         "train_loss": _mean_logged_loss(trainer.state.log_history, result.training_loss),
-        "best_metric": {"name": metric, "value": best.get(metric) if best else None},
+        "best_metric": {
+            "name": metric,
+            "value": best.get(metric) if best else None,
+            "at_start": start.get(metric) if start else None,  # before the first step (eval_on_start)
+        },
         "best_epoch": best.get("epoch") if best else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_model_dir": str(best_dir),
+        "start_metrics": start,
         "final_metrics": history[-1] if history else None,
         "best_metrics": best,
         "baseline": baseline_report(ctx.task.baseline(), best, metric),

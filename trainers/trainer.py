@@ -29,7 +29,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from trainers.callbacks.resources import SeenCounts
 from trainers.checkpoints import AtomicCheckpoints, CheckpointError
 from trainers.data.loader import stop_workers
-from trainers.evaluation import evaluate_all
+from trainers.evaluation import evaluate_all, untouched_random_state
 from trainers.fsdp import FsdpSetup
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
@@ -226,6 +226,15 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, FsdpSetup, Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def evaluate(self, *args, **kwargs) -> dict[str, float]:
+        """The evaluation before the first step (`training.eval_on_start`) puts back every random state it
+        touched (the eval loader draws its base seed from torch's generator): training is then the same with or
+        without it, so turning it on changes no figure of the run."""
+        if self.state.global_step > 0:
+            return super().evaluate(*args, **kwargs)
+        with untouched_random_state():
+            return super().evaluate(*args, **kwargs)
 
     def evaluation_loop(
         self,

@@ -158,7 +158,7 @@ def test_accelerate_ddp_on_two_ranks_with_one_offline_wandb_run(tmp_path):
     assert [e["samples"] for e in summary["resources"]["epochs"]] == [32, 32]  # both ranks' shards
     assert w.values("resources/samples_per_second") and w.values("resources/tokens_per_second")
     tables = w.values("predictions/val/_type")
-    assert tables == ["table-file", "table-file"]  # one per evaluation
+    assert tables == ["table-file"] * 3  # one per evaluation: before training and after each of 2 epochs
     table, staged = w.table("predictions/val")
     assert table["columns"] == ["image", "prediction", "target"] and len(table["data"]) == 8
     assert all(

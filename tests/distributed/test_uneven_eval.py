@@ -15,6 +15,7 @@ from test_rank_invariance import CAPTION_SCORES
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(1200)]
 
 VAL, EPOCHS, MODES = UNEVEN_VAL, UNEVEN_EPOCHS, UNEVEN_MODES
+EVALUATIONS = 1 + EPOCHS  # the one before training (training.eval_on_start) and one per epoch
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,15 @@ def two_ranks(shared_jobs):
 
 
 def test_one_process_scores_each_image_once(single):
-    assert single["scored_indices"] == [list(range(VAL))] * EPOCHS
+    assert single["scored_indices"] == [list(range(VAL))] * EVALUATIONS
     assert sorted(map(int, single["predictions"])) == list(range(VAL))
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_every_image_is_scored_exactly_once_per_evaluation(two_ranks, mode):
     main, other = facts(two_ranks, f"uneven-{mode}", WORLD)
-    assert len(main["eval"]) == EPOCHS
-    assert main["scored_indices"] == [list(range(VAL))] * EPOCHS  # no padded repeat, none missing
+    assert len(main["eval"]) == EVALUATIONS
+    assert main["scored_indices"] == [list(range(VAL))] * EVALUATIONS  # no padded repeat, none missing
     assert other["scored_indices"] == []  # rank 1 generates its shard and receives the scores
     for f in (main, other):
         assert sorted(map(int, f["predictions"])) == list(range(VAL))

@@ -19,6 +19,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from trainers.errors import RecipeError
 from trainers.freezing.schedule import ScheduleDecision, StageSchedule, decide
+from trainers.reporting.summary import is_start_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,11 @@ class MetricEarlyStopping(TrainerCallback):
         return value < best - self.min_delta
 
     def _history(self, state: TrainerState) -> list[tuple[int, float]]:
-        return [(e["step"], e[self.metric_key]) for e in state.log_history if self.metric_key in e]
+        return [
+            (e["step"], e[self.metric_key])
+            for e in state.log_history
+            if self.metric_key in e and not is_start_evaluation(e)
+        ]
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         """On resume, the restored history may already hold the stopping evaluation: stop before any step."""
@@ -77,6 +82,10 @@ class MetricEarlyStopping(TrainerCallback):
                 f"early_stopping.metric: {self.metric_key!r} is not among the evaluation metrics "
                 f"{sorted(k for k in metrics if k.startswith('eval_'))}. Fix early_stopping.metric in the recipe."
             )
+        if is_start_evaluation(
+            {"step": state.global_step}
+        ):  # before training: the metric is there, no decision
+            return control
         history = self._history(state)
         if not history or history[-1][0] != state.global_step:  # the Trainer logs before on_evaluate
             history.append((state.global_step, metrics[self.metric_key]))

@@ -14,6 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from trainers.reporting.summary import is_start_evaluation
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,6 +35,8 @@ def _evaluations(history: list[dict[str, Any]], metric_key: str) -> list[dict[st
     """Per evaluation: step, epoch, eval loss, watched metric, mean training loss since the previous one."""
     evals, window, previous = [], [], None
     for entry in history:
+        if is_start_evaluation(entry):  # before training: no training loss to compare it with
+            continue
         if "loss" in entry and "eval_loss" not in entry:
             window.append(entry["loss"])
         if "eval_loss" in entry and entry.get("step") != previous:

@@ -76,15 +76,17 @@ class WorkerWatch:
             return None
         workers = _read_all(self.folder, "worker-rank")
         endings = _read_all(self.folder, "ended-rank")
+        # seen gone in the same poll (the launcher stopped the others within one interval): the rank that
+        # ended on an error of its own went first
         candidates = [
-            (self.gone.get(rank, float("inf")), rank)
+            (self.gone.get(rank, float("inf")), rank not in endings, rank)
             for rank in workers
             if endings.get(rank, {}).get("how") not in _ENDED_ON_ITS_OWN
             and (rank in self.gone or rank in endings)
         ]
         if not candidates:
             return None
-        _, rank = min(candidates)
+        *_, rank = min(candidates)
         info = workers[rank]
         return Death(rank, info.get("pid", -1), info.get("host", "?"), endings.get(rank, {}).get("how"))
 
@@ -95,10 +97,10 @@ class WorkerWatch:
     def _check(self) -> None:
         if self.folder is None:
             return
-        host = socket.gethostname()
+        host, now = socket.gethostname(), time.monotonic()  # one time per poll: its order says nothing
         for rank, info in _read_all(self.folder, "worker-rank").items():
             if rank not in self.gone and info.get("host") == host and _gone(int(info.get("pid", -1))):
-                self.gone[rank] = time.monotonic()
+                self.gone[rank] = now
 
 
 def _gone(pid: int) -> bool:

@@ -222,10 +222,25 @@ def quantized_modules(model: nn.Module) -> dict[str, str]:
 
 
 def prepare_quantized(model: nn.Module, gradient_checkpointing: bool = False) -> nn.Module:
-    """peft's `prepare_model_for_kbit_training`: base frozen, non-quantized half-precision params in fp32."""
+    """peft's `prepare_model_for_kbit_training`: base frozen, non-quantized half-precision params in fp32; and
+    4-bit layers kept in the layout training runs through (`keep_training_layout`)."""
     from peft import prepare_model_for_kbit_training
 
+    keep_training_layout(model)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+
+def keep_training_layout(model: nn.Module) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight for its inference kernel on a
+    forward in eval mode without grad and may then serve training's forwards through that kernel, whose bias add
+    is in place. Seen here when a layer's first forward is an evaluation (the one before training): the first
+    training step failed with "a view of a leaf Variable that requires grad is being used in an in-place
+    operation". A run evaluates between its steps, so the repacking is turned off."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def merge_onto_fresh_base(

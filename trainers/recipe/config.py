@@ -252,6 +252,10 @@ class Training:
     # trainers.models.checkpointing): less activation memory for about one more forward per step.
     gradient_checkpointing: bool = False
     logging_steps: int = 10
+    # Evaluate once before the first step (epoch 0): the summary, metrics.jsonl, the plot and W&B then show where
+    # the run started. It leaves training exactly as without it (the random state is put back), is not run again
+    # on resume, and no early-stopping, plateau or overfitting decision counts it.
+    eval_on_start: bool = True
     max_steps: int = -1
     save_total_limit: int = 2
     save_steps: int | None = None  # also checkpoint every N steps inside an epoch (resume loses <= N steps)

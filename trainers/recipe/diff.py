@@ -26,6 +26,7 @@ CONTINUABLE: frozenset[str] = frozenset(
         "training.save_steps",
         "training.save_total_limit",
         "training.logging_steps",
+        "training.eval_on_start",  # an evaluation before the first step; training is the same
         "training.num_workers",
         "training.gradient_checkpointing",  # same loss and gradients, less memory
         "model.attn_implementation",  # the same attention computed by other kernels

@@ -126,6 +126,7 @@ def metrics_block(summary: Mapping[str, Any], baseline_text: str | None = None) 
     """Best validation, test and no-model baseline values side by side, by metric name; `baseline_text` is
     the baseline's own one-line description (`Baseline.render()`)."""
     validation = _numbers(summary.get("best_metrics"))
+    start = {k: v for k, v in _numbers(summary.get("start_metrics")).items() if k in validation}
     test = _numbers(summary.get("test_metrics"), "test_")
     baseline_report = summary.get("baseline") or {}
     baseline = {k: v for k, v in _numbers(baseline_report).items() if k in validation or k in test}
@@ -133,6 +134,7 @@ def metrics_block(summary: Mapping[str, Any], baseline_text: str | None = None) 
     return {
         "best_metric": best.get("name"),
         "best_epoch": summary.get("best_epoch"),
+        "before_training": start,  # the evaluation before the first step (training.eval_on_start)
         "validation": validation,
         "test": test,
         "baseline": baseline,
@@ -253,11 +255,11 @@ def _table(metrics: Mapping[str, Any]) -> str:
         return f"{values[name]:.4g}" if name in values else "—"
 
     rows = [
-        "| metric | validation (best epoch) | test (best model) | no-model baseline |",
-        "|---|---|---|---|",
+        "| metric | before training | validation (best epoch) | test (best model) | no-model baseline |",
+        "|---|---|---|---|---|",
         *(
-            f"| {'**' + n + '**' if n == metrics['best_metric'] else n} | {cell(metrics['validation'], n)} | "
-            f"{cell(metrics['test'], n)} | {cell(metrics['baseline'], n)} |"
+            f"| {'**' + n + '**' if n == metrics['best_metric'] else n} | {cell(metrics['before_training'], n)} | "
+            f"{cell(metrics['validation'], n)} | {cell(metrics['test'], n)} | {cell(metrics['baseline'], n)} |"
             for n in names
         ),
     ]

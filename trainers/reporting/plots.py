@@ -162,6 +162,19 @@ def plot_eval_metrics(
             ax.plot(epochs, series[name], marker="o", color=colour[name], linewidth=width, label=name)
             if name in panel.baseline:
                 ax.axhline(panel.baseline[name], linestyle="--", color=colour[name], label=f"{name} baseline")
+        if panel.title.endswith("(headline)") and headline and records[0]["epoch"] == 0:
+            at_start = records[0]["eval"].get(headline)  # the evaluation before training (eval_on_start)
+            if at_start is not None:
+                ax.plot(
+                    [0],
+                    [at_start],
+                    marker="s",
+                    markersize=10,
+                    markerfacecolor="white",
+                    color="black",
+                    linestyle="none",
+                    label=f"before training: {at_start:.4g}",
+                )
         if panel.title.endswith("(headline)") and best_epoch is not None and headline:
             best = next((r["eval"].get(headline) for r in records if r["epoch"] == best_epoch), None)
             ax.axvline(best_epoch, color="black", alpha=0.4)

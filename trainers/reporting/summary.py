@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,21 @@ def write_json(path: Path, payload: Any) -> Path:
     tmp.write_text(json.dumps(redact(json.loads(json.dumps(payload, default=str))), indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+START_STEP = 0  # the evaluation before the first optimizer step (`training.eval_on_start`)
+
+
+def is_start_evaluation(entry: Mapping[str, Any]) -> bool:
+    """The evaluation before training: where the run started. It is reported, never a candidate for the best
+    checkpoint, an early stop, a plateau stage or an overfitting signal (nothing was trained yet)."""
+    return entry.get("step") == START_STEP
+
+
+def split_start(history: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the start evaluation or None, the evaluations after training began) of an `eval_history`."""
+    start = history[0] if history and is_start_evaluation(history[0]) else None
+    return start, [row for row in history if not is_start_evaluation(row)]
 
 
 def eval_history(log_history: list[dict]) -> list[dict[str, Any]]:

@@ -124,7 +124,7 @@ def test_extra_caption_set_every_evaluation_and_the_test_split_once(tmp_path, mo
     check_task(recipe)
     summary = run_training(recipe)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2
+    assert [r["step"] > 0 for r in records] == [False, True, True]  # before training, then 2 epochs
     for record in records:
         metrics = record["eval"]
         for name in ("rouge_l", "cider_d", "object_accuracy", "relation_accuracy"):
