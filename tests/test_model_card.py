@@ -63,7 +63,11 @@ def test_the_card_metadata_parses_and_names_the_metrics_data_and_command(run_dir
     test = {k.removeprefix("test_"): v for k, v in summary["test_metrics"].items()}
     assert results["test"]["pck"] == test["pck"] and results["test"]["oks_ap"] == test["oks_ap"]
     assert results["baseline"]["pck"] == summary["baseline"]["pck"]  # the mean-pose baseline beside them
-    assert results["before_training"]["pck"] == summary["start_metrics"]["pck"] == summary["best_metric"]["at_start"]
+    assert (
+        results["before_training"]["pck"]
+        == summary["start_metrics"]["pck"]
+        == summary["best_metric"]["at_start"]
+    )
     assert results["baseline_kind"].startswith("mean training pose in every val box: pck=")
     model_index = model_index_to_eval_results(meta["model-index"])[1]
     assert {(r.dataset_split, r.metric_type) for r in model_index} >= {("validation", "pck"), ("test", "pck")}
