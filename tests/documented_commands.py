@@ -13,6 +13,11 @@ NO_DATA = "as written on a clone without the user's files: the data paragraph na
 DRY_RUN = f"{RUN}::test_dry_runs_of_the_real_models_print_the_plan"
 NO_DATA_DRY_RUN = f"{RUN}::test_dry_runs_without_the_data_plan_with_a_stated_label_set"
 LAUNCHER_README = "tests/distributed/test_launcher_readme_commands.py"
+POSE_BOXES = "tests/tasks/pose/test_pose_predict_boxes.py"
+POSE_BOXES_HOW = (
+    "as written, in-process (trainers.predict.main), in a folder holding untrained tiny runs at outputs/ "
+    "(tests/tiny_runs.py), imgs/ and the box files"
+)
 
 COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     # README.md
@@ -135,6 +140,23 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "my_data/val/JPEGImages --out my_data/val.jsonl --tasks OD,DENSE_REGION_CAPTION,CAPTION_TO_PHRASE_GROUNDING": (
         (f"{RUN}::test_voc_converter_writes_jsonl_into_your_own_folder",),
         "as written, in a folder holding my_data/",
+    ),
+    # docs/models/vitpose.md: predict with person boxes per image
+    "python -m trainers.predict outputs/vitpose_lora --images imgs/ --out preds.jsonl --draw --boxes boxes.json": (
+        (
+            f"{POSE_BOXES}::test_a_boxes_file_with_two_people_gives_two_instances_each_its_own_box_s_prediction",
+        ),
+        POSE_BOXES_HOW,
+    ),
+    "python -m trainers.predict outputs/vitpose_lora --images imgs/ --out preds.jsonl --boxes detections.json "
+    "--person-category 1 --box-threshold 0.3": (
+        (f"{POSE_BOXES}::test_coco_detection_results_keep_people_above_the_threshold",),
+        POSE_BOXES_HOW,
+    ),
+    "python -m trainers.predict outputs/vitpose_lora --images imgs/ --out preds.jsonl --draw --detector "
+    "outputs/detr_lora": (
+        (f"{POSE_BOXES}::test_a_detector_run_gives_the_boxes_of_its_person_label",),
+        POSE_BOXES_HOW,
     ),
     # docs/models/*.md: demos and dry-runs
     "python launch.py recipes/vit_lora.py data.labels=cat,dog,bird --dry-run": (

@@ -1256,6 +1256,12 @@ TOOLS = {
     "param_change": "trainers.analysis.param_change",
 }
 
+
+def pose_predict(f: dict[str, Any], *options: Any) -> list[Any]:
+    """`python -m trainers.predict` on the untrained pose run, with the box `options` under test."""
+    return [f["pose_run"], "--images", f["good_images"], "--out", f["tools"] / "p.jsonl", *options]
+
+
 TOOL_CASES = [
     (
         "predict-batch-size-zero",
@@ -1304,6 +1310,45 @@ TOOL_CASES = [
         ("none of its 1 image(s) can be read", "broken.png"),
     ),
     (
+        "predict-pose-boxes-missing",
+        "predict",
+        lambda f: pose_predict(f, "--boxes", f["tools"] / "no_such_boxes.json"),
+        ("--boxes", "no_such_boxes.json: no such file", "COCO detection results", '{"a.jpg": [[x, y, w, h]'),
+    ),
+    (
+        "predict-pose-boxes-not-json",
+        "predict",
+        lambda f: pose_predict(f, "--boxes", f["tools"] / "not_json.json"),
+        ("not_json.json: not valid JSON", "line 2", "Fix the file"),
+    ),
+    (
+        "predict-pose-box-zero-width",
+        "predict",
+        lambda f: pose_predict(f, "--boxes", f["tools"] / "zero_width.json"),
+        (
+            "zero_width.json: 'b.png' box 0",
+            "[5, 5, 0, 20]",
+            "non-positive width or height",
+            "not x1, y1, x2, y2",
+        ),
+    ),
+    (
+        "predict-pose-detector-not-a-detection-run",
+        "predict",
+        lambda f: pose_predict(f, "--detector", f["vit_run"]),
+        (
+            "--detector",
+            "vit_run: a run of the vit family (classification), not a detection run",
+            "outputs/detr_lora",
+        ),
+    ),
+    (
+        "predict-pose-box-and-boxes",
+        "predict",
+        lambda f: pose_predict(f, "--box", "10,5,50,70", "--boxes", f["tools"] / "boxes.json"),
+        ("--box and --boxes given together", "pass one of --box x,y,w,h", "--detector RUN"),
+    ),
+    (
         "app-port-out-of-range",
         "app",
         lambda f: [f["vit_run"], "--port", "99999"],
@@ -1346,31 +1391,19 @@ TOOL_CASES = [
 
 @pytest.fixture(scope="module")
 def tool_files(files) -> dict[str, Path]:
-    """A finished full-model ViT run (the tiny demo model saved as best/, no training), image folders with and
-    without an unreadable file, a one-image VOC set, and a run directory without best/."""
+    """Finished full-model ViT and ViTPose runs (the tiny demo models saved as best/, no training), pose box
+    files, image folders with and without an unreadable file, a one-image VOC set, and a run directory without
+    best/."""
     from PIL import Image
-
-    from trainers.models.registry import get_family
-    from trainers.recipe import load_recipe
-    from trainers.rerun import resolved_recipe_dict
-    from trainers.tasks.interface import load_task
-    from trainers.tasks.registry import TASKS
+    from tiny_runs import untrained_run
 
     f = dict(files)
     root = files["root"] / "tools"
-    run = root / "vit_run"
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        recipe = load_recipe("recipes/vit_lora.py", ["lora=none", f"output_dir={run}"], demo=True)
-        family = get_family("vit")
-        labels = load_task(TASKS["classification"]).model_kwargs(recipe)
-    finally:
-        os.chdir(cwd)
-    model, processor = family.build_tiny()(recipe.model.demo, seed=0, **labels)
-    model.save_pretrained(run / "best")
-    processor.save_pretrained(run / "best")
-    (run / "recipe.json").write_text(json.dumps(resolved_recipe_dict(recipe)))
+    run = untrained_run("recipes/vit_lora.py", "vit", "classification", root / "vit_run")
+    pose_run = untrained_run("recipes/vitpose_lora.py", "vitpose", "pose", root / "pose_run")
+    (root / "not_json.json").write_text('{"a.png": [[1, 2, 3, 4]],\n "b.png": [[1, 2, 3, 4]')
+    (root / "zero_width.json").write_text(json.dumps({"a.png": [[1, 2, 30, 40]], "b.png": [[5, 5, 0, 20]]}))
+    (root / "boxes.json").write_text(json.dumps({"a.png": [[1, 2, 30, 40]]}))
     unfinished = root / "unfinished_run"
     unfinished.mkdir()
     (unfinished / "recipe.json").write_text((run / "recipe.json").read_text())
@@ -1392,7 +1425,7 @@ def tool_files(files) -> dict[str, Path]:
     )
     Image.new("RGB", (16, 16)).save(voc / "JPEGImages" / "a.jpg")
     (voc / "Broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
-    f.update(vit_run=run, unfinished_run=unfinished, voc=voc, tools=root)
+    f.update(vit_run=run, pose_run=pose_run, unfinished_run=unfinished, voc=voc, tools=root)
     f.update({name: root / name for name in ("good_images", "mixed_images", "broken_images")})
     return f
 

@@ -9,7 +9,9 @@ stock peft adapter, put on the base the run started from (the hub / local model,
 model rebuilt from its spec and seed) with `PeftModel.from_pretrained`; a full run's `best/` is a plain
 `from_pretrained` directory. The family (from the run's `recipe.json`) names the task; the task's
 `predict_images` hook gives one JSON line per image and its `draw` hook the drawn image (`--draw`: PNGs in
-`<out stem>_drawn/`). Extra `--key value` pairs go to the task as options (detection: `--threshold`).
+`<out stem>_drawn/`). Extra `--key value` pairs go to the task as options (detection: `--threshold`; pose:
+`--box`, `--boxes FILE`, `--detector RUN`, `--box-threshold`, `--person-label`, `--person-category`), checked
+by its `check_options` hook before any model is loaded.
 Generative tasks generate with the run's own evaluation settings (beams, lengths, penalties from its
 recipe.json), so a prediction here is what the run's evaluation would have produced for that image.
 """
@@ -47,17 +49,18 @@ class LoadedRun:
     recipe: dict[str, Any]
 
 
-def _recipe(run_dir: Path) -> dict[str, Any]:
+def run_recipe(run_dir: Path, what: str = "RUN_DIR") -> dict[str, Any]:
+    """A finished run's `recipe.json`; `what` names the argument that gave `run_dir` in the messages."""
     path = run_dir / "recipe.json"
     if not path.is_file():
         raise RecipeError(
-            f"{run_dir}: no recipe.json; RUN_DIR must be a run's output directory (the recipe's "
+            f"{run_dir}: no recipe.json; {what} must be a run's output directory (the recipe's "
             "output_dir, e.g. outputs/detr_lora), as a finished training run leaves it."
         )
     if not (run_dir / BEST).is_dir():
         raise RecipeError(
             f"{run_dir / BEST}: not found; the run has not finished (its best model is written at the "
-            "end of training). Point RUN_DIR at a finished run, or let this run complete (rerunning its "
+            f"end of training). Point {what} at a finished run, or let this run complete (rerunning its "
             "command resumes it)."
         )
     return json.loads(path.read_text())
@@ -116,16 +119,25 @@ def _demo_spec(family: Any, values: dict[str, Any]) -> Any:
     return _build(spec_cls, values)
 
 
-def load_run(run_dir: str | Path, task_name: str | None = None) -> LoadedRun:
-    """The run's best model (eval mode, CPU), its processor and task."""
+def load_run(
+    run_dir: str | Path,
+    task_name: str | None = None,
+    options: dict[str, str] | None = None,
+    files: Sequence[Path] | None = None,
+    what: str = "RUN_DIR",
+) -> LoadedRun:
+    """The run's best model (eval mode, CPU), its processor and task. With `options`, the task checks them
+    (`check_options`, against the image `files`) before any model is loaded."""
     from trainers.models.registry import get_family
 
     run_dir = Path(run_dir)
-    recipe = _recipe(run_dir)
+    recipe = run_recipe(run_dir, what)
     model_section = recipe["model"]
     family = get_family(model_section["family"])
     task = _task(family, task_name)
     _check_hooks(task)
+    if options is not None:
+        task.check_options(dict(options), list(files or []))
     eval_config = getattr(task.data_config, "eval_config", None)
     if eval_config is not None and isinstance(recipe.get("evaluation"), dict):
         task.use_evaluation(_build(eval_config, recipe["evaluation"]))  # the run's generation settings
@@ -249,7 +261,7 @@ def predict(
     out = Path(out)
     files = image_files(Path(images))
     check_out(out)
-    run = load_run(run_dir, task_name)
+    run = load_run(run_dir, task_name, dict(options or {}), files)
     drawn = out.with_name(f"{out.stem}_drawn")
     rows: list[dict] = []
     skipped: list[str] = []
@@ -270,7 +282,7 @@ def predict(
             pictures.append(picture)
         if not chunk:
             continue
-        predictions = run.task.predict_images(run.model, run.processor, pictures, dict(options or {}))
+        predictions = run.task.predict_files(run.model, run.processor, pictures, chunk, dict(options or {}))
         for path, picture, prediction in zip(chunk, pictures, predictions, strict=True):
             rows.append({"file": str(path), **prediction})
             if draw:

@@ -132,7 +132,7 @@ def measure(run_dir: Path, base_dir: Path | None = None, task_name: str | None =
     from trainers.reporting.start_weights import mismatches
 
     run_dir = Path(run_dir)
-    recipe = predict._recipe(run_dir)
+    recipe = predict.run_recipe(run_dir)
     family = get_family(recipe["model"]["family"])
     task = predict._task(family, task_name)
     best = run_dir / predict.BEST

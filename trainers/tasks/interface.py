@@ -281,6 +281,22 @@ class PlainImagePrediction(Generic[E]):
         `--key value` pairs (e.g. a score threshold). Called in eval mode; the task moves inputs itself."""
         raise TaskCannotPredict(f"the {self.name} task cannot predict plain images (no predict_images hook).")
 
+    def check_options(self, options: dict[str, str], files: Sequence[Path]) -> None:
+        """Refuse bad `options` (a missing file an option names, two options that exclude each other) before
+        any model is loaded; `files` are the images `trainers.predict` will read. Accepts all by default."""
+
+    def predict_files(
+        self,
+        model: nn.Module,
+        processor: Any,
+        images: list[Image.Image],
+        files: Sequence[Path],
+        options: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        """`predict_images` for images read from `files` (`trainers.predict`), for tasks whose options are
+        keyed by file name (pose's `--boxes`); `predict_images` by default."""
+        return self.predict_images(model, processor, images, options)
+
     def draw(self, image: Image.Image, prediction: dict[str, Any]) -> Image.Image:
         """`image` with `prediction` (one `predict_images` result) drawn on it."""
         raise TaskCannotPredict(f"the {self.name} task cannot draw its predictions on images (no draw hook).")

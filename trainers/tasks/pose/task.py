@@ -30,8 +30,9 @@ Prediction = dict[str, list]  # {"keypoints": [[x, y], ...] image pixels, "score
 # stretched over the whole frame, and the user should know why.
 WHOLE_IMAGE_NOTICE = (
     "pose: no --box given, so each image is one person box covering the whole image; pass --box x,y,w,h "
-    "(pixels) for a person who fills only part of it."
+    "(pixels) for a person who fills only part of it, or --boxes FILE / --detector RUN for several people."
 )
+CROPS_PER_FORWARD = 64  # person crops per forward pass of plain-image prediction (many people per image)
 METRICS = ("pck", "mean_pixel_error", "oks_ap", "oks_ap_50", "oks_ap_75")
 
 
@@ -101,6 +102,8 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         self._train: Any = None
         self._baseline: Any = None
         self._told_whole_image = False
+        self._box_options: tuple[dict[str, str], Any] | None = None  # check_options' parse, reused per batch
+        self._loaded_detector: tuple[Any, Any] | None = None
 
     def _data(self, recipe: Any) -> PoseData:
         return self.recipe_data(recipe)
@@ -313,12 +316,46 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         labels = getattr(getattr(model, "config", None), "id2label", None) or {}
         return [labels[i] for i in sorted(labels)]
 
+    def check_options(self, options: dict[str, str], files: Sequence[Path]) -> None:
+        """The box options (`--box`, `--boxes FILE`, `--detector RUN`, ...) read and checked before any model
+        is loaded (`trainers.tasks.pose.person_boxes`); kept for the `predict_files` calls that follow."""
+        self._box_options = None
+        self._boxes_for(options, files)
+
+    def _boxes_for(self, options: dict[str, str], files: Sequence[Path] | None) -> Any:
+        """The parsed box options, read once per options; the images `--boxes` gives no box are named in one
+        stderr line when it is read (by `check_options`: every image of the run)."""
+        from trainers.tasks.pose.person_boxes import parse_box_options, say_without_boxes
+
+        if self._box_options is None or self._box_options[0] != options:
+            plan = parse_box_options(options, files)
+            self._box_options = (dict(options), plan)
+            if plan.source == "boxes":
+                say_without_boxes(
+                    [f.name for f in files or [] if f.name not in plan.by_file],
+                    f"in --boxes {plan.boxes_file} (at --box-threshold {plan.threshold})",
+                )
+        return self._box_options[1]
+
     def predict_images(
         self, model: Any, processor: Any, images: list[Image.Image], options: dict[str, str]
     ) -> list[dict]:
-        """Keypoints for plain images, one instance each: in `--box x,y,w,h` (pixels), default the whole
-        image. `{"box", "keypoints": [[x, y], ...], "scores", "names"}`."""
-        import torch
+        """Keypoints for plain images without file names (the app): see `predict_files`."""
+        return self.predict_files(model, processor, images, None, options)
+
+    def predict_files(
+        self,
+        model: Any,
+        processor: Any,
+        images: list[Image.Image],
+        files: Sequence[Path] | None,
+        options: dict[str, str],
+    ) -> list[dict]:
+        """Keypoints for plain images. One instance each, in `--box x,y,w,h` (pixels), default the whole
+        image: `{"box", "keypoints": [[x, y], ...], "scores", "names"}`. With `--boxes FILE` or `--detector
+        RUN`, one instance per person box: `{"instances": [{"box", "box_score", "keypoints", "scores"}, ...],
+        "names"}` (an image without a box: `"instances": []`, named on stderr)."""
+        from trainers.tasks.pose.person_boxes import PersonBox, say_without_boxes
 
         self.processor = _image_processor(processor)
         names = self._names(model)
@@ -326,34 +363,76 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
             coco = names == list(COCO_SKELETON.keypoints)
             self.skeleton = COCO_SKELETON if coco else Skeleton(tuple(names), sigmas=(1.0,) * len(names))
         rgb = [im.convert("RGB") for im in images]
-        boxes = [self._box(options.get("box"), im) for im in rgb]
-        if options.get("box") is None and not self._told_whole_image:
-            self._told_whole_image = True  # once per process: predict calls this batch by batch
-            print(WHOLE_IMAGE_NOTICE, file=sys.stderr)
-        batch = self.processor(images=rgb, boxes=[[b] for b in boxes], return_tensors="pt")
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            outputs = model(pixel_values=batch["pixel_values"].to(device))
-        return [
-            {"box": box, **p, "names": names}
-            for box, p in zip(boxes, self._decode(outputs.heatmaps, boxes), strict=True)
-        ]
+        plan = self._boxes_for(options, files)
+        if plan.source == "boxes":
+            boxes = [plan.by_file.get(f.name, []) for f in files or []]
+        elif plan.source == "detector":
+            boxes = self._detector(plan).boxes(rgb)
+            shown = [f.name for f in files] if files is not None else [f"image {i}" for i in range(len(rgb))]
+            say_without_boxes(
+                [name for name, found in zip(shown, boxes, strict=True) if not found],
+                f"from --detector {plan.detector} (label {plan.person_label!r}, at --box-threshold "
+                f"{plan.threshold})",
+            )
+        else:
+            boxes = [[PersonBox(plan.box or (0.0, 0.0, float(im.width), float(im.height)))] for im in rgb]
+            if plan.source is None and not self._told_whole_image:
+                self._told_whole_image = True  # once per process: predict calls this batch by batch
+                print(WHOLE_IMAGE_NOTICE, file=sys.stderr)
+        keypoints = iter(self._keypoints(model, rgb, boxes))
+        out = []
+        for image_boxes in boxes:
+            instances = [{"box": list(b.box), "box_score": b.score, **next(keypoints)} for b in image_boxes]
+            if plan.multi:
+                out.append({"instances": instances, "names": names})
+            else:
+                instance = instances[0]
+                instance.pop("box_score")
+                out.append({**instance, "names": names})
+        return out
 
-    @staticmethod
-    def _box(text: str | None, image: Image.Image) -> list[float]:
-        if text is None:
-            return [0.0, 0.0, float(image.width), float(image.height)]
-        try:
-            box = [float(v) for v in text.split(",")]
-        except ValueError:
-            box = []
-        if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-            raise RecipeError(f"--box is x,y,w,h in pixels with a positive width and height, got {text!r}.")
-        return box
+    def _detector(self, plan: Any) -> Any:
+        from trainers.tasks.pose.person_boxes import Detector
+
+        key = (plan.detector, plan.person_label, plan.threshold)
+        if self._loaded_detector is None or self._loaded_detector[0] != key:
+            self._loaded_detector = (key, Detector(plan.detector, plan.person_label, plan.threshold))
+        return self._loaded_detector[1]
+
+    def _keypoints(self, model: Any, images: list[Image.Image], boxes: list[list[Any]]) -> list[Prediction]:
+        """One prediction per box, in order (crops forwarded `CROPS_PER_FORWARD` at a time)."""
+        import torch
+
+        crops = [
+            (image, b.box) for image, image_boxes in zip(images, boxes, strict=True) for b in image_boxes
+        ]
+        device = next(model.parameters()).device
+        out: list[Prediction] = []
+        for start in range(0, len(crops), CROPS_PER_FORWARD):
+            part = crops[start : start + CROPS_PER_FORWARD]
+            flat = [list(box) for _, box in part]
+            batch = self.processor(
+                images=[im for im, _ in part], boxes=[[b] for b in flat], return_tensors="pt"
+            )
+            with torch.no_grad():
+                outputs = model(pixel_values=batch["pixel_values"].to(device))
+            out += self._decode(outputs.heatmaps, flat)
+        return out
 
     def draw(self, image: Image.Image, prediction: dict) -> Image.Image:
-        from trainers.tasks.pose.draw import PREDICTED_COLOUR, draw_skeleton
+        """The predicted skeleton; with `--boxes` / `--detector`, every instance's, each over its box."""
+        from trainers.tasks.pose.draw import PREDICTED_COLOUR, draw_skeleton, draw_skeletons
 
         links = self.skeleton.link_indices() if self.skeleton is not None else ()
         scale = max(1, 256 // max(image.size))
-        return draw_skeleton(image, np.asarray(prediction["keypoints"]), links, PREDICTED_COLOUR, scale)
+        if "instances" not in prediction:
+            return draw_skeleton(image, np.asarray(prediction["keypoints"]), links, PREDICTED_COLOUR, scale)
+        instances = prediction["instances"]
+        return draw_skeletons(
+            image,
+            [np.asarray(i["keypoints"]) for i in instances],
+            links,
+            PREDICTED_COLOUR,
+            scale,
+            boxes=[i["box"] for i in instances],
+        )
