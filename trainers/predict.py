@@ -34,6 +34,7 @@ from typing import Any
 
 from trainers.atomic_files import atomic_path, reported_as_paragraph
 from trainers.errors import RecipeError, UserFacingError
+from trainers.tasks.interface import FinishedRuns
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def load_run(
     family = get_family(model_section["family"])
     task = _task(family, task_name)
     _check_hooks(task)
+    task.finished_runs = FinishedRuns(run_recipe, load_run)  # pose's --detector loads a detection run
     if options is not None:
         task.check_options(dict(options), list(files or []))
     eval_config = getattr(task.data_config, "eval_config", None)

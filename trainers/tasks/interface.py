@@ -261,6 +261,17 @@ class RunHooks(Generic[P, D]):
         """Release what `score` holds between evaluations (a METEOR java process)."""
 
 
+@dataclass(frozen=True)
+class FinishedRuns:
+    """How a task reaches another finished run while it predicts (pose's `--detector RUN`): `trainers.predict`,
+    a floor above the tasks, hands over its own readers. `recipe(run_dir, what)` is the run's recipe.json (an
+    error naming `what` when there is none); `load(run_dir, task_name, what=...)` its best model, processor
+    and task (`trainers.predict.LoadedRun`)."""
+
+    recipe: Callable[[Path, str], dict[str, Any]]
+    load: Callable[..., Any]
+
+
 class PlainImagePrediction(Generic[E]):
     """Prediction on images outside any dataset (`python -m trainers.predict`, the app). Optional: a task
     without `predict_images` / `draw` says so in one user-facing error (`TaskCannotPredict`)."""
@@ -269,6 +280,7 @@ class PlainImagePrediction(Generic[E]):
     # Text options `predict_images` reads (option name → its default): the app shows a text box for each
     # (the chat task's `prompt`); the CLI takes them as `--name value`.
     text_options: ClassVar[Mapping[str, str]] = {}
+    finished_runs: FinishedRuns | None = None  # set by `trainers.predict.load_run` before `check_options`
 
     def use_evaluation(self, evaluation: E) -> None:
         """Take the run's own evaluation settings (`trainers.predict` passes the section of its recipe.json), so

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.errors import RecipeError
+from trainers.tasks.interface import FinishedRuns
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_PERSON_LABEL = "person"
@@ -67,9 +68,12 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return box[0], box[1], box[2], box[3]
 
 
-def parse_box_options(options: dict[str, str], files: Sequence[Path] | None) -> BoxOptions:
+def parse_box_options(
+    options: dict[str, str], files: Sequence[Path] | None, runs: FinishedRuns | None = None
+) -> BoxOptions:
     """The box options checked and read (the `--boxes` file included); `files` are the images to predict
-    (None where there are no file names: the app), against which the file's names are matched."""
+    (None where there are no file names: the app), against which the file's names are matched; `runs` reads
+    the `--detector` run (`trainers.predict` hands it over)."""
     given = [name for name in SOURCES if options.get(name) is not None]
     if len(given) > 1:
         shown = " and ".join(f"--{name}" for name in given)
@@ -95,7 +99,7 @@ def parse_box_options(options: dict[str, str], files: Sequence[Path] | None) -> 
         parsed.by_file = read_boxes_file(parsed.boxes_file, files, parsed.threshold, category)
     elif parsed.source == "detector":
         parsed.detector = Path(options["detector"])
-        check_detector(parsed.detector)
+        check_detector(parsed.detector, _given(runs))
     return parsed
 
 
@@ -256,12 +260,19 @@ def _mapping_entries(path: Path, payload: dict[str, Any]) -> list[tuple[str, Per
     return entries
 
 
-def check_detector(run_dir: Path) -> None:
+def _given(runs: FinishedRuns | None) -> FinishedRuns:
+    if runs is None:
+        raise RecipeError(
+            "--detector RUN is read by python -m trainers.predict (and the app), which load runs."
+        )
+    return runs
+
+
+def check_detector(run_dir: Path, runs: FinishedRuns) -> None:
     """`--detector` names a finished run whose family serves detection (read from its recipe.json alone)."""
     from trainers.models.registry import get_family
-    from trainers.predict import run_recipe
 
-    recipe = run_recipe(run_dir, "--detector")
+    recipe = runs.recipe(run_dir, "--detector")
     family = get_family(recipe["model"]["family"])
     if not family.serves("detection"):
         raise RecipeError(
@@ -272,13 +283,12 @@ def check_detector(run_dir: Path) -> None:
 
 
 class Detector:
-    """A detection run loaded once (`trainers.predict.load_run`), giving the person boxes of images."""
+    """A detection run loaded once (through `FinishedRuns.load`: `trainers.predict.load_run`), giving the
+    person boxes of images."""
 
-    def __init__(self, run_dir: Path, person_label: str, threshold: float) -> None:
-        from trainers.predict import load_run
-
+    def __init__(self, run_dir: Path, person_label: str, threshold: float, runs: FinishedRuns | None) -> None:
         self.run_dir, self.threshold = run_dir, threshold
-        self.run = load_run(run_dir, "detection", what="--detector")
+        self.run = _given(runs).load(run_dir, "detection", what="--detector")
         labels = getattr(self.run.model.config, "id2label", None) or {}
         names = [str(labels[i]) for i in sorted(labels)]
         matches = [i for i, n in enumerate(names) if n.lower() == person_label.lower()]

@@ -328,7 +328,7 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
         from trainers.tasks.pose.person_boxes import parse_box_options, say_without_boxes
 
         if self._box_options is None or self._box_options[0] != options:
-            plan = parse_box_options(options, files)
+            plan = parse_box_options(options, files, self.finished_runs)
             self._box_options = (dict(options), plan)
             if plan.source == "boxes":
                 say_without_boxes(
@@ -396,7 +396,8 @@ class PoseTask(Task[Prediction, PoseData, PoseEval]):
 
         key = (plan.detector, plan.person_label, plan.threshold)
         if self._loaded_detector is None or self._loaded_detector[0] != key:
-            self._loaded_detector = (key, Detector(plan.detector, plan.person_label, plan.threshold))
+            detector = Detector(plan.detector, plan.person_label, plan.threshold, self.finished_runs)
+            self._loaded_detector = (key, detector)
         return self._loaded_detector[1]
 
     def _keypoints(self, model: Any, images: list[Image.Image], boxes: list[list[Any]]) -> list[Prediction]:
