@@ -7,7 +7,7 @@ angles (from hanging down to raised) and elbow/knee bends, so the mean pose miss
 Keypoints are the joints the lines are drawn through (pixel centres at integers, COCO's convention), all
 visible; the box encloses the drawing. Written as `<root>/{train,val}.json` and `<root>/images/<split>_<n>.png`.
 
-    python -m trainers.tasks.pose.stick_figures data/stick_figures --n-train 64 --n-val 24
+    python -m trainers.tasks.pose.stick_figures data/stick_figures --n-train 512 --n-val 24
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def generate(root: Path, counts: dict[str, int], size: int = 80, seed: int = 0) 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, nargs="?", default=Path("data/stick_figures"))
-    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-val", type=int, default=24)
     parser.add_argument("--size", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
