@@ -170,13 +170,13 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "python launch.py recipes/detr_lora.py --dry-run": ((NO_DATA_DRY_RUN,), "as written"),
     "python launch.py recipes/detr_lora.py --demo": (
         ("tests/families/detr/test_detr_family.py::test_the_demo_beats_its_start_and_the_mean_box_baseline",),
-        "in-process (load_recipe(demo=True), setup_run, complete_run), 4 epochs, plots off, an output dir",
+        "in-process (load_recipe(demo=True), setup_run, complete_run), 4 epochs of 160 images at a constant lr, plots off, an output dir",
     ),
     "python launch.py recipes/detr_lora.py data.train=data/tiny_boxes/train.json data.val=data/tiny_boxes/val.json "
     "data.images=data/tiny_boxes/images --dry-run": ((DRY_RUN,), "as written"),
     "python launch.py recipes/vitpose_lora.py --demo": (
         ("tests/families/vitpose/test_vitpose_family.py::test_the_demo_learns_pck_above_its_start",),
-        "in-process (load_recipe(demo=True), setup_run, complete_run), fewer epochs, an output dir",
+        "in-process (load_recipe(demo=True), setup_run, complete_run), 6 epochs of the first 81 instances, an output dir",
     ),
     "python launch.py recipes/vitpose_lora.py --dry-run": ((DRY_RUN,), "as written"),
     "python launch.py recipes/florence2_omniparser_hybrid.py --dry-run": ((DRY_RUN,), "as written"),
