@@ -13,6 +13,7 @@ from PIL import Image
 
 from trainers import atomic_files
 from trainers.atomic_files import WriteError, atomic_path, write_failure
+from trainers.tasks.interface import PlainImagePrediction
 
 
 def _files(folder: Path) -> list[str]:
@@ -63,6 +64,18 @@ def test_a_plot_cut_short_by_a_full_disk_leaves_no_truncated_png(tmp_path, monke
     assert png.read_bytes() == whole and _files(tmp_path) == ["train_loss.png"]
 
 
+class _StubTask(PlainImagePrediction):
+    """A task that predicts with the given function and draws nothing (its `predict_files` is the default's)."""
+
+    name = "stub"
+
+    def __init__(self, predict_images) -> None:
+        self.predict_images = predict_images
+
+    def draw(self, image, prediction):
+        return image
+
+
 def test_predict_stopped_half_way_keeps_the_previous_predictions(tmp_path, monkeypatch):
     from trainers import predict
 
@@ -78,11 +91,9 @@ def test_predict_stopped_half_way_keeps_the_previous_predictions(tmp_path, monke
             raise KeyboardInterrupt  # Ctrl-C in the second batch
         return [{"caption": "red"} for _ in pictures]
 
-    task = SimpleNamespace(predict_images=predict_images, draw=lambda picture, prediction: picture)
+    task = _StubTask(predict_images)
     monkeypatch.setattr(
-        predict,
-        "load_run",
-        lambda run_dir, task_name=None: SimpleNamespace(task=task, model=None, processor=None),
+        predict, "load_run", lambda run_dir, *a, **k: SimpleNamespace(task=task, model=None, processor=None)
     )
     out = tmp_path / "preds.jsonl"
     assert len(predict.predict(tmp_path, images, out, batch_size=4)) == 4
@@ -98,11 +109,9 @@ def test_predict_out_on_a_full_disk_is_one_paragraph(tmp_path, monkeypatch, caps
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (8, 8)).save(images / "a.png")
-    task = SimpleNamespace(predict_images=lambda m, p, pictures, o: [{"caption": "x"} for _ in pictures])
+    task = _StubTask(lambda m, p, pictures, o: [{"caption": "x"} for _ in pictures])
     monkeypatch.setattr(
-        predict,
-        "load_run",
-        lambda run_dir, task_name=None: SimpleNamespace(task=task, model=None, processor=None),
+        predict, "load_run", lambda run_dir, *a, **k: SimpleNamespace(task=task, model=None, processor=None)
     )
 
     def full(self, *a, **k):
