@@ -34,6 +34,7 @@ from trainers.fsdp import FsdpSetup
 from trainers.lora.names import strip_peft_prefix
 from trainers.optim.param_groups import GroupPlan
 from trainers.recipe.config import CompositeMetric
+from trainers.reporting.summary import START_STEP
 from trainers.tasks.interface import Task, TaskLossMixin
 
 Evaluator = Callable[[Trainer], dict[str, float]]
@@ -231,7 +232,7 @@ class RecipeTrainer(TaskLossMixin, AtomicCheckpoints, FsdpSetup, Trainer):
         """The evaluation before the first step (`training.eval_on_start`) puts back every random state it
         touched (the eval loader draws its base seed from torch's generator): training is then the same with or
         without it, so turning it on changes no figure of the run."""
-        if self.state.global_step > 0:
+        if self.state.global_step != START_STEP:
             return super().evaluate(*args, **kwargs)
         with untouched_random_state():
             return super().evaluate(*args, **kwargs)

@@ -19,7 +19,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from trainers.errors import RecipeError
 from trainers.freezing.schedule import ScheduleDecision, StageSchedule, decide
-from trainers.reporting.summary import is_start_evaluation
+from trainers.reporting.summary import START_STEP, is_start_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class MetricEarlyStopping(TrainerCallback):
                 f"early_stopping.metric: {self.metric_key!r} is not among the evaluation metrics "
                 f"{sorted(k for k in metrics if k.startswith('eval_'))}. Fix early_stopping.metric in the recipe."
             )
-        if is_start_evaluation(
-            {"step": state.global_step}
-        ):  # before training: the metric is there, no decision
+        if state.global_step == START_STEP:  # before training: the metric is there, no decision
             return control
         history = self._history(state)
         if not history or history[-1][0] != state.global_step:  # the Trainer logs before on_evaluate

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trainers.atomic_files import atomic_path
 
@@ -165,30 +166,13 @@ def plot_eval_metrics(
         if panel.title.endswith("(headline)") and headline and records[0]["epoch"] == 0:
             at_start = records[0]["eval"].get(headline)  # the evaluation before training (eval_on_start)
             if at_start is not None:
-                ax.plot(
-                    [0],
-                    [at_start],
-                    marker="s",
-                    markersize=10,
-                    markerfacecolor="white",
-                    color="black",
-                    linestyle="none",
-                    label=f"before training: {at_start:.4g}",
-                )
+                _point(ax, 0, at_start, f"before training: {at_start:.4g}", "s", 10, "white", "black")
         if panel.title.endswith("(headline)") and best_epoch is not None and headline:
             best = next((r["eval"].get(headline) for r in records if r["epoch"] == best_epoch), None)
             ax.axvline(best_epoch, color="black", alpha=0.4)
             if best is not None:
-                ax.plot(
-                    [best_epoch],
-                    [best],
-                    marker="*",
-                    markersize=16,
-                    color="gold",
-                    markeredgecolor="black",
-                    linestyle="none",
-                    label=f"best (epoch {best_epoch:g}): {best:.4g}",
-                )
+                label = f"best (epoch {best_epoch:g}): {best:.4g}"
+                _point(ax, best_epoch, best, label, "*", 16, "gold", "black")
         for opened in stage_epochs:
             ax.axvline(opened, color="grey", linestyle=":", alpha=0.8)
         if panel.title == "fractions (0-1)":
@@ -203,6 +187,20 @@ def plot_eval_metrics(
         fig.savefig(tmp, dpi=100, metadata={"Description": description})
     plt.close(fig)
     return panels
+
+
+def _point(ax: Any, x: float, y: float, label: str, marker: str, size: int, face: str, edge: str) -> None:
+    """One marked point of the headline panel (the start, the best), with its own legend entry."""
+    ax.plot(
+        [x],
+        [y],
+        marker=marker,
+        markersize=size,
+        markerfacecolor=face,
+        markeredgecolor=edge,
+        linestyle="none",
+        label=label,
+    )
 
 
 def read_panels(path: Path) -> list[dict]:
